@@ -35,13 +35,15 @@ func IsDecodeError(err error) bool {
 	return errors.As(err, &se) || errors.As(err, &ve)
 }
 
-// DecodeJSON decodes a resource in the REST API's JSON shape (the Universal form).
+// DecodeJSON decodes a resource in the REST API's JSON shape (the Universal
+// form). A mesh-scoped resource that names no mesh is left with an empty
+// Meta.Mesh, for the caller to fill in (the API takes it from the URL).
 func DecodeJSON(data []byte) (*Object, error) {
 	raw, err := strictjson.Parse(data)
 	if err != nil {
 		return nil, &SyntaxError{Msg: err.Error()}
 	}
-	return decodeUniversal(raw)
+	return decodeUniversal(raw, "")
 }
 
 var yamlLineRe = regexp.MustCompile(`line (\d+)`)
@@ -77,7 +79,7 @@ func DecodeYAML(data []byte, firstLine int) (*Object, error) {
 	if _, k8s := obj["kind"]; k8s {
 		return decodeKubernetes(obj)
 	}
-	return decodeUniversal(raw)
+	return decodeUniversal(raw, DefaultMesh)
 }
 
 func invalid(field, msg string) error {
@@ -108,7 +110,7 @@ func stringField(obj map[string]any, key string) (string, error) {
 	return s, nil
 }
 
-func decodeUniversal(raw any) (*Object, error) {
+func decodeUniversal(raw any, defaultMesh string) (*Object, error) {
 	obj, ok := raw.(map[string]any)
 	if !ok {
 		return nil, invalid("", "a resource must be an object")
@@ -134,7 +136,7 @@ func decodeUniversal(raw any) (*Object, error) {
 			causes.add("mesh", "must be a string")
 		}
 		if o.Meta.Mesh == "" {
-			o.Meta.Mesh = DefaultMesh
+			o.Meta.Mesh = defaultMesh
 		}
 	}
 	spec := map[string]any{}

@@ -2,13 +2,13 @@ package resource
 
 // Defaults of the metrics and mTLS configuration (compat.md §1).
 const (
-	DefaultMetricsPort        uint32 = 5670
-	DefaultMetricsPath               = "/metrics"
-	DefaultMetricsService            = "dataplane-metrics"
-	DefaultAggregatePath             = "/metrics"
-	DefaultDpCertExpiration          = "24h"
-	DefaultCARSABits          uint32 = 2048
-	DefaultCAExpiration              = "10y"
+	DefaultMetricsPort      uint32 = 5670
+	DefaultMetricsPath             = "/metrics"
+	DefaultMetricsService          = "dataplane-metrics"
+	DefaultAggregatePath           = "/metrics"
+	DefaultDpCertExpiration        = "24h"
+	DefaultCARSABits        uint32 = 2048
+	DefaultCAExpiration            = "10y"
 )
 
 // ApplyDefaults fills in the defaults that are stored with a resource, in place.

@@ -1,0 +1,385 @@
+// Package apiserver serves the control plane's REST API (compat.md §6):
+// resources of every kind with paging, dataplane overviews with their online
+// status, service insights and zones, with Kuma's JSON shapes and error bodies.
+package apiserver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kumametrics/mesh/pkg/insight"
+	"github.com/kumametrics/mesh/pkg/manager"
+	"github.com/kumametrics/mesh/pkg/resource"
+	"github.com/kumametrics/mesh/pkg/store"
+)
+
+// Paging limits of list endpoints.
+const (
+	DefaultPageSize = 100
+	MaxPageSize     = 1000
+	maxBodyBytes    = 1 << 20
+)
+
+// Reader is the read side of the store the API needs.
+type Reader interface {
+	Get(ctx context.Context, kind resource.Kind, key resource.Key) (*resource.Object, error)
+	List(ctx context.Context, kind resource.Kind, opts store.ListOptions) (*store.ListResult, error)
+}
+
+// Writer is the write side: validation, defaults and mesh invariants.
+type Writer interface {
+	Apply(ctx context.Context, obj *resource.Object, ifVersion int64) (*manager.Result, error)
+	Delete(ctx context.Context, kind resource.Kind, key resource.Key, ifVersion int64) error
+}
+
+// Insights tells the live state of dataplanes.
+type Insights interface {
+	Get(key resource.Key) insight.DataplaneInsight
+}
+
+// Options configure a Server.
+type Options struct {
+	Reader     Reader
+	Writer     Writer
+	Insights   Insights
+	Log        *slog.Logger
+	Registerer prometheus.Registerer
+	Version    string
+	InstanceID string
+	// Zone is the name of the single zone this control plane runs.
+	Zone string
+}
+
+// Server is the REST API.
+type Server struct {
+	opts    Options
+	mux     *http.ServeMux
+	metrics *metrics
+}
+
+// New builds the API; register its metrics on opts.Registerer (if set).
+func New(opts Options) (*Server, error) {
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if opts.Zone == "" {
+		opts.Zone = "Standalone"
+	}
+	m, err := newMetrics(opts.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{opts: opts, mux: http.NewServeMux(), metrics: m}
+	s.routes()
+	return s, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+	s.mux.ServeHTTP(rec, r)
+	handler := r.Pattern
+	if handler == "" {
+		handler = "unmatched"
+	} else if _, p, ok := strings.Cut(handler, " "); ok {
+		handler = p
+	}
+	s.metrics.observe(handler, r.Method, rec.status, time.Since(start))
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.status = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (s *Server) routes() {
+	s.mux.HandleFunc("GET /{$}", s.index)
+	for _, d := range resource.Descriptors() {
+		if d.Scoped {
+			item := "/meshes/{mesh}/" + d.Plural + "/{name}"
+			s.mux.HandleFunc("GET "+item, s.get(d))
+			s.mux.HandleFunc("PUT "+item, s.put(d))
+			s.mux.HandleFunc("DELETE "+item, s.delete(d))
+			s.mux.HandleFunc("GET /meshes/{mesh}/"+d.Plural, s.list(d))
+			s.mux.HandleFunc("GET /"+d.Plural, s.list(d))
+			continue
+		}
+		item := "/" + d.Plural + "/{name}"
+		s.mux.HandleFunc("GET "+item, s.get(d))
+		s.mux.HandleFunc("PUT "+item, s.put(d))
+		s.mux.HandleFunc("DELETE "+item, s.delete(d))
+		s.mux.HandleFunc("GET /"+d.Plural, s.list(d))
+	}
+	s.mux.HandleFunc("GET /meshes/{mesh}/dataplanes+insights", s.dataplaneOverviews)
+	s.mux.HandleFunc("GET /meshes/{mesh}/dataplanes+insights/{name}", s.dataplaneOverview)
+	s.mux.HandleFunc("GET /meshes/{mesh}/service-insights", s.serviceInsights)
+	s.mux.HandleFunc("GET /zones", s.zones)
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "Not found", fmt.Sprintf("no endpoint %s %s", r.Method, r.URL.Path), nil)
+	})
+}
+
+func (s *Server) index(w http.ResponseWriter, r *http.Request) {
+	host, _ := os.Hostname()
+	writeJSON(w, http.StatusOK, map[string]string{
+		"hostname":   host,
+		"tagline":    "Kuma",
+		"version":    s.opts.Version,
+		"instanceId": s.opts.InstanceID,
+	})
+}
+
+func keyOf(d resource.Descriptor, r *http.Request) resource.Key {
+	k := resource.Key{Name: r.PathValue("name")}
+	if d.Scoped {
+		k.Mesh = r.PathValue("mesh")
+	}
+	return k
+}
+
+func (s *Server) get(d resource.Descriptor) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		obj, err := s.opts.Reader.Get(r.Context(), d.Kind, keyOf(d, r))
+		if err != nil {
+			s.storeError(w, err)
+			return
+		}
+		w.Header().Set("ETag", etag(obj.Meta.Version))
+		writeJSON(w, http.StatusOK, obj)
+	}
+}
+
+func etag(v int64) string { return `"` + strconv.FormatInt(v, 10) + `"` }
+
+// ifMatch reads an If-Match header holding one version; 0 when absent.
+func ifMatch(r *http.Request) (int64, error) {
+	h := strings.TrimSpace(r.Header.Get("If-Match"))
+	if h == "" || h == "*" {
+		return 0, nil
+	}
+	h = strings.TrimPrefix(h, "W/")
+	v, err := strconv.ParseInt(strings.Trim(h, `"`), 10, 64)
+	if err != nil || v <= 0 {
+		return 0, fmt.Errorf("If-Match must hold one resource version such as \"3\", got %q", r.Header.Get("If-Match"))
+	}
+	return v, nil
+}
+
+func (s *Server) put(d resource.Descriptor) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		key := keyOf(d, r)
+		version, err := ifMatch(r)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "Bad request", err.Error(), nil)
+			return
+		}
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "Could not read the request body", err.Error(), nil)
+			return
+		}
+		obj, err := resource.DecodeJSON(body)
+		if err != nil {
+			s.inputError(w, err)
+			return
+		}
+		var causes []resource.Cause
+		if obj.Meta.Kind != d.Kind {
+			causes = append(causes, resource.Cause{Field: "type", Message: fmt.Sprintf("must be %s for this path, got %s", d.Kind, obj.Meta.Kind)})
+		}
+		if obj.Meta.Name == "" {
+			obj.Meta.Name = key.Name
+		} else if obj.Meta.Name != key.Name {
+			causes = append(causes, resource.Cause{Field: "name", Message: fmt.Sprintf("%q does not match the name in the path (%q)", obj.Meta.Name, key.Name)})
+		}
+		if d.Scoped {
+			if obj.Meta.Mesh == "" {
+				obj.Meta.Mesh = key.Mesh
+			} else if obj.Meta.Mesh != key.Mesh {
+				causes = append(causes, resource.Cause{Field: "mesh", Message: fmt.Sprintf("%q does not match the mesh in the path (%q)", obj.Meta.Mesh, key.Mesh)})
+			}
+		}
+		if len(causes) > 0 {
+			s.inputError(w, &resource.ValidationError{Causes: causes})
+			return
+		}
+		res, err := s.opts.Writer.Apply(r.Context(), obj, version)
+		if err != nil {
+			s.writeErrorFor(w, err)
+			return
+		}
+		status := http.StatusOK
+		if res.Created {
+			status = http.StatusCreated
+		}
+		w.Header().Set("ETag", etag(res.Object.Meta.Version))
+		writeJSON(w, status, res.Object)
+	}
+}
+
+func (s *Server) delete(d resource.Descriptor) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		version, err := ifMatch(r)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "Bad request", err.Error(), nil)
+			return
+		}
+		if err := s.opts.Writer.Delete(r.Context(), d.Kind, keyOf(d, r), version); err != nil {
+			s.storeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{})
+	}
+}
+
+// page reads size and offset.
+func page(r *http.Request) (size, offset int, err error) {
+	size = DefaultPageSize
+	if v := r.URL.Query().Get("size"); v != "" {
+		size, err = strconv.Atoi(v)
+		if err != nil || size < 1 || size > MaxPageSize {
+			return 0, 0, fmt.Errorf("size must be an integer from 1 to %d, got %q", MaxPageSize, v)
+		}
+	}
+	if v := r.URL.Query().Get("offset"); v != "" {
+		offset, err = strconv.Atoi(v)
+		if err != nil || offset < 0 {
+			return 0, 0, fmt.Errorf("offset must be a non-negative integer, got %q", v)
+		}
+	}
+	return size, offset, nil
+}
+
+func nextURL(r *http.Request, next, size int) *string {
+	if next < 0 {
+		return nil
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	q := url.Values{}
+	for k, v := range r.URL.Query() {
+		q[k] = v
+	}
+	q.Set("offset", strconv.Itoa(next))
+	q.Set("size", strconv.Itoa(size))
+	u := scheme + "://" + r.Host + r.URL.Path + "?" + q.Encode()
+	return &u
+}
+
+type listBody[T any] struct {
+	Total int     `json:"total"`
+	Items []T     `json:"items"`
+	Next  *string `json:"next"`
+}
+
+func (s *Server) list(d resource.Descriptor) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		size, offset, err := page(r)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "Bad request", err.Error(), nil)
+			return
+		}
+		mesh := r.PathValue("mesh")
+		if mesh != "" {
+			if _, err := s.opts.Reader.Get(r.Context(), resource.KindMesh, resource.Key{Name: mesh}); err != nil {
+				s.storeError(w, err)
+				return
+			}
+		}
+		res, err := s.opts.Reader.List(r.Context(), d.Kind, store.ListOptions{Mesh: mesh, Limit: size, Offset: offset})
+		if err != nil {
+			s.storeError(w, err)
+			return
+		}
+		items := res.Items
+		if items == nil {
+			items = []*resource.Object{}
+		}
+		writeJSON(w, http.StatusOK, listBody[*resource.Object]{Total: res.Total, Items: items, Next: nextURL(r, res.NextOffset, size)})
+	}
+}
+
+func (s *Server) zones(w http.ResponseWriter, r *http.Request) {
+	type zone struct {
+		Type    string `json:"type"`
+		Name    string `json:"name"`
+		Enabled bool   `json:"enabled"`
+	}
+	writeJSON(w, http.StatusOK, listBody[zone]{Total: 1, Items: []zone{{Type: "Zone", Name: s.opts.Zone, Enabled: true}}})
+}
+
+// writeErrorFor maps a write error: invalid input → 400, the rest as storeError.
+func (s *Server) writeErrorFor(w http.ResponseWriter, err error) {
+	if resource.IsDecodeError(err) {
+		s.inputError(w, err)
+		return
+	}
+	s.storeError(w, err)
+}
+
+func (s *Server) inputError(w http.ResponseWriter, err error) {
+	var ve *resource.ValidationError
+	if errors.As(err, &ve) {
+		writeError(w, http.StatusBadRequest, "Could not process a resource", "Resource is not valid", ve.Causes)
+		return
+	}
+	writeError(w, http.StatusBadRequest, "Could not process a resource", err.Error(), nil)
+}
+
+func (s *Server) storeError(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		writeError(w, http.StatusNotFound, "Could not find a resource", err.Error(), nil)
+	case errors.Is(err, store.ErrConflict):
+		writeError(w, http.StatusConflict, "Could not write a resource", err.Error(), nil)
+	case errors.Is(err, store.ErrAlreadyExists):
+		writeError(w, http.StatusConflict, "Could not write a resource", err.Error(), nil)
+	case errors.Is(err, context.Canceled):
+		writeError(w, 499, "Request cancelled", err.Error(), nil)
+	default:
+		s.opts.Log.Error("request failed", "err", err)
+		writeError(w, http.StatusInternalServerError, "Internal server error", "the request failed; see the control plane's log", nil)
+	}
+}
+
+type errorBody struct {
+	Title   string           `json:"title"`
+	Details string           `json:"details"`
+	Causes  []resource.Cause `json:"causes,omitempty"`
+}
+
+func writeError(w http.ResponseWriter, status int, title, details string, causes []resource.Cause) {
+	writeJSON(w, status, errorBody{Title: title, Details: details, Causes: causes})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status = http.StatusInternalServerError
+		b = []byte(`{"title":"Internal server error","details":"could not encode the response"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+	_, _ = w.Write([]byte("\n"))
+}

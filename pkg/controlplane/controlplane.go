@@ -1,0 +1,203 @@
+// Package controlplane assembles and runs kuma-cp: the store, the resource
+// manager, the REST API and the diagnostics server, with graceful shutdown.
+package controlplane
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/kumametrics/mesh/pkg/apiserver"
+	"github.com/kumametrics/mesh/pkg/cpconfig"
+	"github.com/kumametrics/mesh/pkg/diagnostics"
+	"github.com/kumametrics/mesh/pkg/insight"
+	"github.com/kumametrics/mesh/pkg/manager"
+	"github.com/kumametrics/mesh/pkg/store"
+	"github.com/kumametrics/mesh/pkg/store/memory"
+	"github.com/kumametrics/mesh/pkg/store/metered"
+	"github.com/kumametrics/mesh/pkg/store/sqlite"
+	"github.com/kumametrics/mesh/pkg/version"
+)
+
+// ZoneName is the zone label of a single-zone control plane.
+const ZoneName = "Standalone"
+
+// shutdownTimeout bounds graceful shutdown of the servers.
+const shutdownTimeout = 10 * time.Second
+
+// ControlPlane is a running kuma-cp.
+type ControlPlane struct {
+	cfg        cpconfig.Config
+	log        *slog.Logger
+	store      store.Store
+	registry   *prometheus.Registry
+	instanceID string
+	servers    []*server
+}
+
+type server struct {
+	name string
+	srv  *http.Server
+	ln   net.Listener
+}
+
+// Addrs of the listeners, by server name (api, diagnostics).
+func (cp *ControlPlane) Addrs() map[string]string {
+	out := map[string]string{}
+	for _, s := range cp.servers {
+		out[s.name] = s.ln.Addr().String()
+	}
+	return out
+}
+
+// Store is the control plane's store.
+func (cp *ControlPlane) Store() store.Store { return cp.store }
+
+// New opens the store, applies first-start defaults and binds every listener.
+func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (cp *ControlPlane, err error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(cfg.General.WorkDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create work dir: %w", err)
+	}
+	cp = &ControlPlane{cfg: cfg, log: log, registry: prometheus.NewRegistry(), instanceID: instanceID()}
+	defer func() {
+		if err != nil {
+			cp.close()
+		}
+	}()
+	reg := prometheus.WrapRegistererWith(prometheus.Labels{"zone": ZoneName}, cp.registry)
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	info := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "cp_info", Help: "Static information about the control plane.",
+		ConstLabels: prometheus.Labels{"instance_id": cp.instanceID, "version": version.Version, "product": version.Product},
+	})
+	info.Set(1)
+	reg.MustRegister(info)
+
+	raw, err := openStore(ctx, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	cp.store = raw
+	st, err := metered.Wrap(raw, reg)
+	if err != nil {
+		return nil, fmt.Errorf("store metrics: %w", err)
+	}
+	mgr := manager.New(st, log.With("component", "manager"))
+	if !cfg.Defaults.SkipMeshCreation {
+		if err := mgr.EnsureDefaultMesh(ctx); err != nil {
+			return nil, err
+		}
+	}
+	insights := insight.NewRegistry()
+	api, err := apiserver.New(apiserver.Options{
+		Reader: st, Writer: mgr, Insights: insights, Log: log.With("component", "api-server"),
+		Registerer: reg, Version: version.Version, InstanceID: cp.instanceID, Zone: ZoneName,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("api server: %w", err)
+	}
+	if err := cp.listen("api", cfg.APIServer.HTTP.Address(), api); err != nil {
+		return nil, err
+	}
+	if err := cp.listen("diagnostics", cfg.Diagnostics.Address(), diagnostics.Handler(st, cp.registry)); err != nil {
+		return nil, err
+	}
+	return cp, nil
+}
+
+func openStore(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (store.Store, error) {
+	switch cfg.Store.Type {
+	case cpconfig.StoreMemory:
+		log.Info("using the memory store: resources are lost on restart")
+		return memory.New(), nil
+	default:
+		path := cfg.SQLitePath()
+		s, err := sqlite.Open(ctx, path, sqlite.WithSynchronous(cfg.Store.SQLite.Synchronous))
+		if err != nil {
+			return nil, fmt.Errorf("open SQLite store %s: %w", path, err)
+		}
+		log.Info("using the SQLite store", "path", path)
+		return s, nil
+	}
+}
+
+func (cp *ControlPlane) listen(name, addr string, h http.Handler) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("%s server: listen on %s: %w", name, addr, err)
+	}
+	cp.servers = append(cp.servers, &server{
+		name: name, ln: ln,
+		srv: &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(cp.log.Handler(), slog.LevelWarn)},
+	})
+	return nil
+}
+
+// Run serves until ctx is done, then shuts down gracefully.
+func (cp *ControlPlane) Run(ctx context.Context) error {
+	errc := make(chan error, len(cp.servers))
+	for _, s := range cp.servers {
+		cp.log.Info("server listening", "server", s.name, "address", s.ln.Addr().String())
+		go func() {
+			if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("%s server: %w", s.name, err)
+			}
+		}()
+	}
+	cp.log.Info("control plane started", "instance_id", cp.instanceID, "version", version.Version)
+	var runErr error
+	select {
+	case <-ctx.Done():
+		cp.log.Info("shutting down")
+	case runErr = <-errc:
+		cp.log.Error("server failed, shutting down", "err", runErr)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, s := range cp.servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.srv.Shutdown(sctx); err != nil {
+				cp.log.Warn("server shutdown", "server", s.name, "err", err)
+			}
+		}()
+	}
+	wg.Wait()
+	cp.close()
+	cp.log.Info("control plane stopped")
+	return runErr
+}
+
+func (cp *ControlPlane) close() {
+	for _, s := range cp.servers {
+		_ = s.ln.Close()
+	}
+	if cp.store != nil {
+		if err := cp.store.Close(); err != nil {
+			cp.log.Warn("closing the store", "err", err)
+		}
+	}
+}
+
+func instanceID() string {
+	host, _ := os.Hostname()
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return host + "-" + hex.EncodeToString(b)
+}

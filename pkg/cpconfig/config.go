@@ -1,0 +1,284 @@
+// Package cpconfig loads the control plane's configuration: defaults, then
+// an optional YAML file, then KUMA_* environment variables (the reference
+// system's names), and validates the result naming the setting at fault.
+package cpconfig
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/kumametrics/mesh/pkg/resource"
+	"github.com/kumametrics/mesh/pkg/strictjson"
+)
+
+// Store types.
+const (
+	StoreSQLite = "sqlite"
+	StoreMemory = "memory"
+)
+
+// Config is the whole control-plane configuration.
+type Config struct {
+	General                    General                    `json:"general"`
+	APIServer                  APIServer                  `json:"apiServer"`
+	DPServer                   DPServer                   `json:"dpServer"`
+	MonitoringAssignmentServer MonitoringAssignmentServer `json:"monitoringAssignmentServer"`
+	Diagnostics                Diagnostics                `json:"diagnostics"`
+	Store                      Store                      `json:"store"`
+	Defaults                   Defaults                   `json:"defaults"`
+}
+
+// General holds process-wide settings.
+type General struct {
+	// WorkDir holds the SQLite file and everything the control plane generates.
+	WorkDir string `json:"workDir"`
+}
+
+// APIServer configures the REST API.
+type APIServer struct {
+	HTTP Listener `json:"http"`
+}
+
+// Listener is an interface and port to listen on (port 0 picks a free one).
+type Listener struct {
+	Interface string `json:"interface"`
+	Port      uint32 `json:"port"`
+}
+
+// Address renders host:port.
+func (l Listener) Address() string {
+	return joinHostPort(l.Interface, l.Port)
+}
+
+func joinHostPort(host string, port uint32) string {
+	if strings.Contains(host, ":") {
+		return fmt.Sprintf("[%s]:%d", host, port)
+	}
+	return fmt.Sprintf("%s:%d", host, port)
+}
+
+// DPServer configures the dataplane config server.
+type DPServer struct {
+	Interface string `json:"interface"`
+	Port      uint32 `json:"port"`
+}
+
+// Address renders host:port.
+func (d DPServer) Address() string { return joinHostPort(d.Interface, d.Port) }
+
+// MonitoringAssignmentServer configures MADS.
+type MonitoringAssignmentServer struct {
+	Interface           string   `json:"interface"`
+	Port                uint32   `json:"port"`
+	DefaultFetchTimeout Duration `json:"defaultFetchTimeout"`
+}
+
+// Address renders host:port.
+func (m MonitoringAssignmentServer) Address() string { return joinHostPort(m.Interface, m.Port) }
+
+// Diagnostics configures the health and metrics server.
+type Diagnostics struct {
+	Interface  string `json:"interface"`
+	ServerPort uint32 `json:"serverPort"`
+}
+
+// Address renders host:port.
+func (d Diagnostics) Address() string { return joinHostPort(d.Interface, d.ServerPort) }
+
+// Store selects and configures the resource store.
+type Store struct {
+	Type   string      `json:"type"`
+	SQLite SQLiteStore `json:"sqlite"`
+}
+
+// SQLiteStore configures the embedded store.
+type SQLiteStore struct {
+	// Path of the database file; empty means <workDir>/kuma.db.
+	Path string `json:"path"`
+	// Synchronous is SQLite's synchronous pragma: FULL (default) or NORMAL.
+	Synchronous string `json:"synchronous"`
+}
+
+// Defaults configures what the control plane creates by itself.
+type Defaults struct {
+	SkipMeshCreation bool `json:"skipMeshCreation"`
+}
+
+// Duration is a time.Duration written as a string ("30s").
+type Duration time.Duration
+
+// UnmarshalJSON reads "30s", "2m", "1d".
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return errors.New("must be a duration string such as 30s")
+	}
+	v, err := resource.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("must be a duration such as 30s: %w", err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalJSON writes the duration as a string.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// Default returns the built-in configuration.
+func Default() Config {
+	return Config{
+		General:   General{WorkDir: "kuma-data"},
+		APIServer: APIServer{HTTP: Listener{Interface: "0.0.0.0", Port: 5681}},
+		DPServer:  DPServer{Interface: "0.0.0.0", Port: 5678},
+		MonitoringAssignmentServer: MonitoringAssignmentServer{
+			Interface: "0.0.0.0", Port: 5676, DefaultFetchTimeout: Duration(30 * time.Second),
+		},
+		Diagnostics: Diagnostics{Interface: "0.0.0.0", ServerPort: 5680},
+		Store:       Store{Type: StoreSQLite, SQLite: SQLiteStore{Synchronous: "FULL"}},
+	}
+}
+
+// SQLitePath is where the SQLite file lives.
+func (c Config) SQLitePath() string {
+	if c.Store.SQLite.Path != "" {
+		return c.Store.SQLite.Path
+	}
+	return filepath.Join(c.General.WorkDir, "kuma.db")
+}
+
+// envVar binds one environment variable to one setting.
+type envVar struct {
+	name string
+	set  func(c *Config, v string) error
+}
+
+func str(f func(c *Config) *string) func(*Config, string) error {
+	return func(c *Config, v string) error { *f(c) = v; return nil }
+}
+
+func port(f func(c *Config) *uint32) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		p, err := strconv.ParseUint(v, 10, 32)
+		if err != nil || p > 65535 {
+			return fmt.Errorf("must be a port number from 0 to 65535, got %q", v)
+		}
+		*f(c) = uint32(p)
+		return nil
+	}
+}
+
+var envVars = []envVar{
+	{"KUMA_GENERAL_WORK_DIR", str(func(c *Config) *string { return &c.General.WorkDir })},
+	{"KUMA_API_SERVER_HTTP_PORT", port(func(c *Config) *uint32 { return &c.APIServer.HTTP.Port })},
+	{"KUMA_API_SERVER_HTTP_INTERFACE", str(func(c *Config) *string { return &c.APIServer.HTTP.Interface })},
+	{"KUMA_DP_SERVER_PORT", port(func(c *Config) *uint32 { return &c.DPServer.Port })},
+	{"KUMA_DP_SERVER_INTERFACE", str(func(c *Config) *string { return &c.DPServer.Interface })},
+	{"KUMA_MONITORING_ASSIGNMENT_SERVER_PORT", port(func(c *Config) *uint32 { return &c.MonitoringAssignmentServer.Port })},
+	{"KUMA_MONITORING_ASSIGNMENT_SERVER_INTERFACE", str(func(c *Config) *string { return &c.MonitoringAssignmentServer.Interface })},
+	{"KUMA_MONITORING_ASSIGNMENT_SERVER_DEFAULT_FETCH_TIMEOUT", func(c *Config, v string) error {
+		d, err := resource.ParseDuration(v)
+		if err != nil {
+			return fmt.Errorf("must be a duration such as 30s, got %q", v)
+		}
+		c.MonitoringAssignmentServer.DefaultFetchTimeout = Duration(d)
+		return nil
+	}},
+	{"KUMA_DIAGNOSTICS_SERVER_PORT", port(func(c *Config) *uint32 { return &c.Diagnostics.ServerPort })},
+	{"KUMA_DIAGNOSTICS_SERVER_INTERFACE", str(func(c *Config) *string { return &c.Diagnostics.Interface })},
+	{"KUMA_STORE_TYPE", str(func(c *Config) *string { return &c.Store.Type })},
+	{"KUMA_STORE_SQLITE_PATH", str(func(c *Config) *string { return &c.Store.SQLite.Path })},
+	{"KUMA_STORE_SQLITE_SYNCHRONOUS", str(func(c *Config) *string { return &c.Store.SQLite.Synchronous })},
+	{"KUMA_DEFAULTS_SKIP_MESH_CREATION", func(c *Config, v string) error {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("must be true or false, got %q", v)
+		}
+		c.Defaults.SkipMeshCreation = b
+		return nil
+	}},
+}
+
+// EnvNames lists every environment variable the configuration reads.
+func EnvNames() []string {
+	out := make([]string, len(envVars))
+	for i, e := range envVars {
+		out[i] = e.name
+	}
+	return out
+}
+
+// Load builds the configuration from the defaults, the YAML file (if path is
+// not empty) and the environment (lookup is os.LookupEnv in production).
+func Load(path string, lookup func(string) (string, bool)) (Config, error) {
+	c := Default()
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return c, fmt.Errorf("read config file: %w", err)
+		}
+		js, err := yaml.YAMLToJSON(data)
+		if err != nil {
+			return c, fmt.Errorf("config file %s: invalid YAML: %w", path, err)
+		}
+		if err := strictjson.Decode(js, &c); err != nil {
+			return c, fmt.Errorf("config file %s: %w", path, err)
+		}
+	}
+	for _, e := range envVars {
+		v, ok := lookup(e.name)
+		if !ok {
+			continue
+		}
+		if err := e.set(&c, v); err != nil {
+			return c, fmt.Errorf("%s: %w", e.name, err)
+		}
+	}
+	return c, c.Validate()
+}
+
+// Validate checks the settings, naming the one at fault.
+func (c Config) Validate() error {
+	var errs []string
+	switch c.Store.Type {
+	case StoreSQLite, StoreMemory:
+	default:
+		errs = append(errs, fmt.Sprintf("store.type (KUMA_STORE_TYPE): must be %s or %s, got %q", StoreSQLite, StoreMemory, c.Store.Type))
+	}
+	switch strings.ToUpper(c.Store.SQLite.Synchronous) {
+	case "FULL", "NORMAL":
+	default:
+		errs = append(errs, fmt.Sprintf("store.sqlite.synchronous (KUMA_STORE_SQLITE_SYNCHRONOUS): must be FULL or NORMAL, got %q", c.Store.SQLite.Synchronous))
+	}
+	ports := []struct {
+		name string
+		p    uint32
+	}{
+		{"apiServer.http.port (KUMA_API_SERVER_HTTP_PORT)", c.APIServer.HTTP.Port},
+		{"dpServer.port (KUMA_DP_SERVER_PORT)", c.DPServer.Port},
+		{"monitoringAssignmentServer.port (KUMA_MONITORING_ASSIGNMENT_SERVER_PORT)", c.MonitoringAssignmentServer.Port},
+		{"diagnostics.serverPort (KUMA_DIAGNOSTICS_SERVER_PORT)", c.Diagnostics.ServerPort},
+	}
+	for _, p := range ports {
+		if p.p > 65535 {
+			errs = append(errs, fmt.Sprintf("%s: must be a port number from 0 to 65535, got %d", p.name, p.p))
+		}
+	}
+	if c.MonitoringAssignmentServer.DefaultFetchTimeout <= 0 {
+		errs = append(errs, "monitoringAssignmentServer.defaultFetchTimeout (KUMA_MONITORING_ASSIGNMENT_SERVER_DEFAULT_FETCH_TIMEOUT): must be positive")
+	}
+	if c.General.WorkDir == "" {
+		errs = append(errs, "general.workDir (KUMA_GENERAL_WORK_DIR): must not be empty")
+	}
+	if len(errs) > 0 {
+		return errors.New("invalid configuration: " + strings.Join(errs, "; "))
+	}
+	return nil
+}

@@ -1,0 +1,37 @@
+// Package diagnostics serves the control plane's health and metrics
+// endpoints: /healthy (the process runs), /ready (its store answers) and
+// /metrics (the Prometheus registry).
+package diagnostics
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Pinger reports whether a dependency can serve requests.
+type Pinger interface {
+	Ping(ctx context.Context) error
+}
+
+// Handler returns the diagnostics endpoints.
+func Handler(ready Pinger, gatherer prometheus.Gatherer) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthy", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte("OK\n"))
+	})
+	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := ready.Ping(ctx); err != nil {
+			http.Error(w, "store not reachable: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("OK\n"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	return mux
+}
