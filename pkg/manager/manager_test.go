@@ -1,0 +1,110 @@
+package manager_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/kumametrics/mesh/pkg/manager"
+	"github.com/kumametrics/mesh/pkg/resource"
+	"github.com/kumametrics/mesh/pkg/store"
+	"github.com/kumametrics/mesh/pkg/store/memory"
+)
+
+func dp(name string, port uint32) *resource.Object {
+	return resource.New("default", name, &resource.DataplaneSpec{Networking: &resource.Networking{
+		Address: "127.0.0.2",
+		Inbound: []resource.Inbound{{Port: port, Tags: map[string]string{resource.ServiceTag: "backend"}}},
+	}})
+}
+
+func TestEnsureDefaultMeshOnlyOnFirstStart(t *testing.T) {
+	ctx := context.Background()
+	st := memory.New()
+	m := manager.New(st, nil)
+	require.NoError(t, m.EnsureDefaultMesh(ctx))
+	require.NoError(t, m.EnsureDefaultMesh(ctx), "idempotent")
+	_, err := st.Get(ctx, resource.KindTrafficPermission, resource.Key{Mesh: "default", Name: "allow-all-default"})
+	require.NoError(t, err)
+
+	// A store that already has a mesh is not a first start: no default mesh is added.
+	st2 := memory.New()
+	m2 := manager.New(st2, nil)
+	_, err = m2.Apply(ctx, resource.New("", "prod", &resource.MeshSpec{}), 0)
+	require.NoError(t, err)
+	require.NoError(t, m2.EnsureDefaultMesh(ctx))
+	_, err = st2.Get(ctx, resource.KindMesh, resource.Key{Name: "default"})
+	require.ErrorIs(t, err, store.ErrNotFound)
+}
+
+func TestApplyCreatesThenUpdatesWithDefaults(t *testing.T) {
+	ctx := context.Background()
+	st := memory.New()
+	m := manager.New(st, nil)
+	mesh := resource.New("", "default", &resource.MeshSpec{Metrics: &resource.Metrics{
+		EnabledBackend: "p", Backends: []resource.MetricsBackend{{Name: "p", Type: "prometheus"}},
+	}})
+	res, err := m.Apply(ctx, mesh, 0)
+	require.NoError(t, err)
+	require.True(t, res.Created)
+	require.Equal(t, uint32(5670), *res.Object.Mesh().Metrics.Backends[0].Conf.Port)
+
+	res, err = m.Apply(ctx, resource.New("", "default", &resource.MeshSpec{}), 0)
+	require.NoError(t, err)
+	require.False(t, res.Created)
+	require.Equal(t, int64(2), res.Object.Meta.Version)
+	stored, err := st.Get(ctx, resource.KindMesh, resource.Key{Name: "default"})
+	require.NoError(t, err)
+	require.Nil(t, stored.Mesh().Metrics)
+}
+
+func TestApplyRefusesInvalidAndMissingMesh(t *testing.T) {
+	ctx := context.Background()
+	m := manager.New(memory.New(), nil)
+	_, err := m.Apply(ctx, dp("d", 0), 0)
+	var ve *resource.ValidationError
+	require.ErrorAs(t, err, &ve)
+	require.Equal(t, "networking.inbound[0].port", ve.Causes[0].Field)
+
+	_, err = m.Apply(ctx, dp("d", 80), 0)
+	require.ErrorAs(t, err, &ve)
+	require.Equal(t, []resource.Cause{{Field: "mesh", Message: `mesh "default" does not exist`}}, ve.Causes)
+}
+
+func TestConcurrentUnconditionalAppliesAllSucceed(t *testing.T) {
+	ctx := context.Background()
+	m := manager.New(memory.New(), nil)
+	require.NoError(t, m.EnsureDefaultMesh(ctx))
+	var wg sync.WaitGroup
+	errs := make(chan error, 20)
+	for i := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := m.Apply(ctx, dp("same", uint32(1000+i)), 0)
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+}
+
+func TestConditionalApplyAndDelete(t *testing.T) {
+	ctx := context.Background()
+	m := manager.New(memory.New(), nil)
+	require.NoError(t, m.EnsureDefaultMesh(ctx))
+	_, err := m.Apply(ctx, dp("d", 80), 3)
+	require.True(t, errors.Is(err, store.ErrConflict), "a conditional write to a missing resource conflicts")
+	_, err = m.Apply(ctx, dp("d", 80), 0)
+	require.NoError(t, err)
+	_, err = m.Apply(ctx, dp("d", 81), 2)
+	require.ErrorIs(t, err, store.ErrConflict)
+	require.ErrorIs(t, m.Delete(ctx, resource.KindDataplane, resource.Key{Mesh: "default", Name: "d"}, 2), store.ErrConflict)
+	require.NoError(t, m.Delete(ctx, resource.KindDataplane, resource.Key{Mesh: "default", Name: "d"}, 1))
+}
