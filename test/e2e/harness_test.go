@@ -1,0 +1,247 @@
+// Package e2e runs the built binaries (kuma-cp, kumactl) as a user would,
+// against each other on 127.0.0.1.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+var binDir string
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "kuma-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	build := exec.Command("go", "build", "-o", dir+string(os.PathSeparator), "../../cmd/kuma-cp", "../../cmd/kumactl")
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building the binaries:", err)
+		return 1
+	}
+	binDir = dir
+	return m.Run()
+}
+
+// freePorts reserves n distinct free TCP ports on 127.0.0.1.
+func freePorts(t *testing.T, n int) []int {
+	t.Helper()
+	var lns []net.Listener
+	var ports []int
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		lns = append(lns, ln)
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	for _, ln := range lns {
+		ln.Close()
+	}
+	return ports
+}
+
+// syncBuffer is a bytes.Buffer safe for a process writer and a test reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// controlPlane is a kuma-cp process.
+type controlPlane struct {
+	t       *testing.T
+	workDir string
+	env     []string
+	apiURL  string
+	diagURL string
+	cmd     *exec.Cmd
+	log     *syncBuffer
+	done    chan error
+}
+
+// newControlPlane prepares a kuma-cp on free ports with its data in workDir.
+func newControlPlane(t *testing.T, workDir string, extraEnv ...string) *controlPlane {
+	p := freePorts(t, 4)
+	cp := &controlPlane{
+		t: t, workDir: workDir,
+		apiURL:  fmt.Sprintf("http://127.0.0.1:%d", p[0]),
+		diagURL: fmt.Sprintf("http://127.0.0.1:%d", p[3]),
+	}
+	cp.env = append(os.Environ(),
+		"KUMA_GENERAL_WORK_DIR="+workDir,
+		fmt.Sprintf("KUMA_API_SERVER_HTTP_PORT=%d", p[0]),
+		fmt.Sprintf("KUMA_DP_SERVER_PORT=%d", p[1]),
+		fmt.Sprintf("KUMA_MONITORING_ASSIGNMENT_SERVER_PORT=%d", p[2]),
+		fmt.Sprintf("KUMA_DIAGNOSTICS_SERVER_PORT=%d", p[3]),
+		"KUMA_API_SERVER_HTTP_INTERFACE=127.0.0.1",
+		"KUMA_DP_SERVER_INTERFACE=127.0.0.1",
+		"KUMA_MONITORING_ASSIGNMENT_SERVER_INTERFACE=127.0.0.1",
+		"KUMA_DIAGNOSTICS_SERVER_INTERFACE=127.0.0.1",
+	)
+	cp.env = append(cp.env, extraEnv...)
+	return cp
+}
+
+// start runs kuma-cp and waits until it is ready.
+func (cp *controlPlane) start() {
+	t := cp.t
+	t.Helper()
+	cp.log = &syncBuffer{}
+	cp.cmd = exec.Command(filepath.Join(binDir, "kuma-cp"), "run")
+	cp.cmd.Env = cp.env
+	cp.cmd.Stdout, cp.cmd.Stderr = cp.log, cp.log
+	require.NoError(t, cp.cmd.Start())
+	cp.done = make(chan error, 1)
+	go func() { cp.done <- cp.cmd.Wait() }()
+	t.Cleanup(func() {
+		if cp.cmd.ProcessState == nil {
+			_ = cp.cmd.Process.Kill()
+			<-cp.done
+		}
+		if t.Failed() {
+			t.Logf("kuma-cp log:\n%s", cp.log.String())
+		}
+	})
+	eventually(t, 30*time.Second, func() error {
+		select {
+		case err := <-cp.done:
+			cp.done <- err
+			return fmt.Errorf("kuma-cp exited: %v\n%s", err, cp.log.String())
+		default:
+		}
+		return httpOK(cp.diagURL + "/ready")
+	})
+}
+
+// stop sends SIGTERM and expects a clean exit.
+func (cp *controlPlane) stop() {
+	cp.t.Helper()
+	require.NoError(cp.t, cp.cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case err := <-cp.done:
+		require.NoError(cp.t, err, "kuma-cp must exit cleanly on SIGTERM\n%s", cp.log.String())
+	case <-time.After(30 * time.Second):
+		cp.t.Fatalf("kuma-cp did not stop within 30s of SIGTERM\n%s", cp.log.String())
+	}
+}
+
+// kill sends SIGKILL and waits for the process to be gone.
+func (cp *controlPlane) kill() {
+	cp.t.Helper()
+	require.NoError(cp.t, cp.cmd.Process.Kill())
+	<-cp.done
+}
+
+func httpOK(url string) error {
+	c := http.Client{Timeout: 2 * time.Second}
+	res, err := c.Get(url)
+	if err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	_, _ = io.Copy(io.Discard, res.Body)
+	if res.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: status %d", url, res.StatusCode)
+	}
+	return nil
+}
+
+func httpGet(t *testing.T, url string) string {
+	t.Helper()
+	c := http.Client{Timeout: 5 * time.Second}
+	res, err := c.Get(url)
+	require.NoError(t, err)
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, res.StatusCode, string(b))
+	return string(b)
+}
+
+// eventually polls f until it returns nil or the deadline passes.
+func eventually(t *testing.T, timeout time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var err error
+	for {
+		if err = f(); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %s: %v", timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// kumactl runs kumactl with its own config file.
+type kumactl struct {
+	t      *testing.T
+	config string
+}
+
+func newKumactl(t *testing.T, cp *controlPlane) *kumactl {
+	k := &kumactl{t: t, config: filepath.Join(t.TempDir(), "kumactl.yaml")}
+	k.must("config", "control-planes", "add", "--name", "e2e", "--address", cp.apiURL)
+	return k
+}
+
+func (k *kumactl) run(stdin string, args ...string) (stdout, stderr string, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "kumactl"), append([]string{"--config-file", k.config}, args...)...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	cmd.Stdin = strings.NewReader(stdin)
+	err = cmd.Run()
+	return out.String(), errb.String(), err
+}
+
+func (k *kumactl) must(args ...string) string {
+	k.t.Helper()
+	out, errOut, err := k.run("", args...)
+	require.NoError(k.t, err, "kumactl %s\nstdout: %s\nstderr: %s", strings.Join(args, " "), out, errOut)
+	return out
+}
+
+func (k *kumactl) fails(stdin string, args ...string) string {
+	k.t.Helper()
+	out, errOut, err := k.run(stdin, args...)
+	var exit *exec.ExitError
+	require.True(k.t, errors.As(err, &exit), "kumactl %s must fail, got %v\nstdout: %s", strings.Join(args, " "), err, out)
+	require.NotEqual(k.t, 0, exit.ExitCode())
+	return errOut
+}
