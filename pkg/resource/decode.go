@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"sigs.k8s.io/yaml"
@@ -22,7 +23,12 @@ const KubernetesAPIVersion = "kuma.io/v1alpha1"
 
 // SyntaxError is a document that is not well-formed YAML or JSON.
 type SyntaxError struct {
+	// Msg is the whole message, with the line when known.
 	Msg string
+	// Line is the line of the problem in its file (0 when unknown).
+	Line int
+	// Reason is the message without the line.
+	Reason string
 }
 
 func (e *SyntaxError) Error() string { return e.Msg }
@@ -54,16 +60,17 @@ var yamlLineRe = regexp.MustCompile(`line (\d+)`)
 // firstLine is the document's first line in its file, to make line numbers
 // in errors point into the file.
 func DecodeYAML(data []byte, firstLine int) (*Object, error) {
-	js, err := yaml.YAMLToJSON(data)
+	js, err := yamlToJSON(data)
 	if err != nil {
-		msg := err.Error()
-		if firstLine > 1 {
-			msg = yamlLineRe.ReplaceAllStringFunc(msg, func(m string) string {
-				n, _ := strconv.Atoi(m[len("line "):])
-				return fmt.Sprintf("line %d", n+firstLine-1)
-			})
+		var se *SyntaxError
+		if errors.As(err, &se) {
+			if firstLine > 1 {
+				se.Line += firstLine - 1
+			}
+			se.Msg = fmt.Sprintf("invalid YAML: line %d: %s", se.Line, se.Reason)
+			return nil, se
 		}
-		return nil, &SyntaxError{Msg: "invalid YAML: " + msg}
+		return nil, &SyntaxError{Msg: "invalid YAML: " + err.Error(), Reason: err.Error()}
 	}
 	raw, err := strictjson.Parse(js)
 	if err != nil {
@@ -80,6 +87,50 @@ func DecodeYAML(data []byte, firstLine int) (*Object, error) {
 		return decodeKubernetes(obj)
 	}
 	return decodeUniversal(raw, DefaultMesh)
+}
+
+// yamlToJSON converts one YAML document to JSON, refusing duplicate keys.
+func yamlToJSON(data []byte) ([]byte, error) {
+	js, err := yaml.YAMLToJSONStrict(data)
+	if err != nil {
+		return nil, yamlSyntaxError(strings.TrimPrefix(err.Error(), "error converting YAML to JSON: "), lastLine(data))
+	}
+	return js, nil
+}
+
+var yamlErrRe = regexp.MustCompile(`^yaml: (?:line (\d+): )?(.*)$`)
+
+// yamlSyntaxError locates a YAML syntax error on a 1-based line, at most
+// last. The YAML library reports scanner errors with their 1-based line, but
+// parser errors ("did not find expected …") with the 0-based line of the
+// unexpected token, and leaves the line out when it is 0.
+func yamlSyntaxError(msg string, last int) *SyntaxError {
+	m := yamlErrRe.FindStringSubmatch(msg)
+	if m == nil {
+		return &SyntaxError{Msg: msg, Reason: msg}
+	}
+	line := 1
+	if m[1] != "" {
+		line, _ = strconv.Atoi(m[1])
+		if strings.HasPrefix(m[2], "did not find expected") {
+			line++
+		}
+	}
+	if line > last {
+		line = last
+	}
+	return &SyntaxError{Line: line, Reason: m[2], Msg: fmt.Sprintf("line %d: %s", line, m[2])}
+}
+
+// lastLine is the number of the last line of data that is not blank.
+func lastLine(data []byte) int {
+	last := 1
+	for i, l := range strings.Split(string(data), "\n") {
+		if strings.TrimSpace(l) != "" {
+			last = i + 1
+		}
+	}
+	return last
 }
 
 func invalid(field, msg string) error {
@@ -261,20 +312,31 @@ func writeJSONString(b *bytes.Buffer, s string) {
 	b.Write(q)
 }
 
-// UnmarshalJSON reads the REST API shape, strictly (it also fills in
-// creationTime and modificationTime when present).
+// UnmarshalJSON reads the REST API shape leniently: unknown fields are
+// ignored, so a client keeps reading the answers of a newer control plane.
+// User input goes through DecodeJSON or DecodeYAML, which are strict.
 func (o *Object) UnmarshalJSON(data []byte) error {
-	dec, err := DecodeJSON(data)
-	if err != nil {
-		return err
-	}
-	var times struct {
+	var meta struct {
+		Type             Kind      `json:"type"`
+		Mesh             string    `json:"mesh"`
+		Name             string    `json:"name"`
 		CreationTime     time.Time `json:"creationTime"`
 		ModificationTime time.Time `json:"modificationTime"`
 	}
-	_ = json.Unmarshal(data, &times)
-	dec.Meta.CreationTime = times.CreationTime
-	dec.Meta.ModificationTime = times.ModificationTime
-	*o = *dec
+	if err := json.Unmarshal(data, &meta); err != nil {
+		return fmt.Errorf("decode resource: %w", err)
+	}
+	d, err := Describe(meta.Type)
+	if err != nil {
+		return fmt.Errorf("decode resource: %w", err)
+	}
+	spec := d.NewSpec()
+	if err := json.Unmarshal(data, spec); err != nil {
+		return fmt.Errorf("decode %s %q: %w", meta.Type, meta.Name, err)
+	}
+	*o = Object{
+		Meta: Meta{Kind: d.Kind, Mesh: meta.Mesh, Name: meta.Name, CreationTime: meta.CreationTime, ModificationTime: meta.ModificationTime},
+		Spec: spec,
+	}
 	return nil
 }

@@ -1,0 +1,296 @@
+// Package config reads and writes kumactl's configuration file: the control
+// planes kumactl knows, the contexts that name them and the current context.
+// The file has Kuma's shape:
+//
+//	contexts:
+//	- name: local
+//	  controlPlane: local
+//	controlPlanes:
+//	- name: local
+//	  coordinates:
+//	    apiServer:
+//	      url: http://localhost:5681
+//	currentContext: local
+//
+// A missing file reads as Default(). Save writes atomically (a temporary file
+// renamed over the old one) with mode 0600, creating the directory with mode
+// 0700.
+package config
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/kumametrics/mesh/pkg/resource"
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	Contexts       []Context      `json:"contexts"`
+	ControlPlanes  []ControlPlane `json:"controlPlanes"`
+	CurrentContext string         `json:"currentContext"`
+}
+
+// Context selects a control plane.
+type Context struct {
+	Name         string `json:"name"`
+	ControlPlane string `json:"controlPlane"`
+}
+
+// ControlPlane is a control plane kumactl can talk to.
+type ControlPlane struct {
+	Name        string      `json:"name"`
+	Coordinates Coordinates `json:"coordinates"`
+}
+
+// Coordinates tell how to reach a control plane.
+type Coordinates struct {
+	APIServer APIServer `json:"apiServer"`
+}
+
+// APIServer is the address of a control plane's REST API.
+type APIServer struct {
+	URL string `json:"url"`
+}
+
+// Address returns the URL of the control plane's API.
+func (cp ControlPlane) Address() string { return cp.Coordinates.APIServer.URL }
+
+// Names of the built-in control plane and context.
+const (
+	LocalName    = "local"
+	LocalAddress = "http://localhost:5681"
+)
+
+// Default is the configuration used when there is no file: the `local`
+// control plane at http://localhost:5681, current.
+func Default() *Config {
+	return &Config{
+		Contexts:       []Context{{Name: LocalName, ControlPlane: LocalName}},
+		ControlPlanes:  []ControlPlane{{Name: LocalName, Coordinates: Coordinates{APIServer: APIServer{URL: LocalAddress}}}},
+		CurrentContext: LocalName,
+	}
+}
+
+// Load reads the configuration file. A missing file gives Default() and
+// exists == false.
+func Load(path string) (cfg *Config, exists bool, err error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return Default(), false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("read the kumactl config: %w", err)
+	}
+	cfg = &Config{}
+	if err := yaml.Unmarshal(data, cfg); err != nil {
+		return nil, true, fmt.Errorf("the kumactl config %s is not valid YAML: %w", path, err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, true, fmt.Errorf("the kumactl config %s is not valid: %w", path, err)
+	}
+	return cfg, true, nil
+}
+
+// Validate checks that names are set and unique and that every context names
+// a known control plane.
+func (c *Config) Validate() error {
+	cps := map[string]bool{}
+	for i, cp := range c.ControlPlanes {
+		switch {
+		case cp.Name == "":
+			return fmt.Errorf("controlPlanes[%d].name: must not be empty", i)
+		case cps[cp.Name]:
+			return fmt.Errorf("controlPlanes[%d].name: %q is used twice", i, cp.Name)
+		case cp.Address() == "":
+			return fmt.Errorf("controlPlanes[%d].coordinates.apiServer.url: must not be empty", i)
+		}
+		cps[cp.Name] = true
+	}
+	ctxs := map[string]bool{}
+	for i, ctx := range c.Contexts {
+		switch {
+		case ctx.Name == "":
+			return fmt.Errorf("contexts[%d].name: must not be empty", i)
+		case ctxs[ctx.Name]:
+			return fmt.Errorf("contexts[%d].name: %q is used twice", i, ctx.Name)
+		case !cps[ctx.ControlPlane]:
+			return fmt.Errorf("contexts[%d].controlPlane: no control plane is named %q", i, ctx.ControlPlane)
+		}
+		ctxs[ctx.Name] = true
+	}
+	if c.CurrentContext != "" && !ctxs[c.CurrentContext] {
+		return fmt.Errorf("currentContext: no context is named %q", c.CurrentContext)
+	}
+	return nil
+}
+
+// Save writes the configuration file atomically with mode 0600, creating
+// its directory (mode 0700) if needed. A symbolic link at path is followed.
+func Save(path string, cfg *Config) (err error) {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	out := *cfg
+	if out.Contexts == nil {
+		out.Contexts = []Context{}
+	}
+	if out.ControlPlanes == nil {
+		out.ControlPlanes = []ControlPlane{}
+	}
+	js, err := json.Marshal(out)
+	if err != nil {
+		return err
+	}
+	data, err := resource.JSONToOrderedYAML(js)
+	if err != nil {
+		return err
+	}
+	if real, err := filepath.EvalSymlinks(path); err == nil {
+		path = real
+	}
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create the kumactl config directory: %w", err)
+	}
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("write the kumactl config: %w", err)
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			_ = f.Close()
+			_ = os.Remove(tmp)
+		}
+	}()
+	if err := f.Chmod(0o600); err != nil {
+		return fmt.Errorf("write the kumactl config: %w", err)
+	}
+	if _, err := f.Write(data); err != nil {
+		return fmt.Errorf("write the kumactl config: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("write the kumactl config: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write the kumactl config: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("write the kumactl config: %w", err)
+	}
+	return nil
+}
+
+// ControlPlane returns the control plane of that name, or nil.
+func (c *Config) ControlPlane(name string) *ControlPlane {
+	for i := range c.ControlPlanes {
+		if c.ControlPlanes[i].Name == name {
+			return &c.ControlPlanes[i]
+		}
+	}
+	return nil
+}
+
+// Context returns the context of that name, or nil.
+func (c *Config) Context(name string) *Context {
+	for i := range c.Contexts {
+		if c.Contexts[i].Name == name {
+			return &c.Contexts[i]
+		}
+	}
+	return nil
+}
+
+// CurrentControlPlane returns the control plane of the current context.
+func (c *Config) CurrentControlPlane() (*ControlPlane, error) {
+	if c.CurrentContext == "" {
+		return nil, errors.New("no current context; add a control plane with `kumactl config control-planes add`")
+	}
+	ctx := c.Context(c.CurrentContext)
+	if ctx == nil {
+		return nil, fmt.Errorf("the current context %q does not exist", c.CurrentContext)
+	}
+	cp := c.ControlPlane(ctx.ControlPlane)
+	if cp == nil {
+		return nil, fmt.Errorf("context %q names control plane %q, which does not exist", ctx.Name, ctx.ControlPlane)
+	}
+	return cp, nil
+}
+
+// AddControlPlane adds a control plane and a context of the same name, and
+// makes that context current. An existing control plane (or context) of that
+// name is replaced only with overwrite.
+func (c *Config) AddControlPlane(cp ControlPlane, overwrite bool) error {
+	if cp.Name == "" {
+		return errors.New("a control plane name is required")
+	}
+	if !overwrite && (c.ControlPlane(cp.Name) != nil || c.Context(cp.Name) != nil) {
+		return fmt.Errorf("control plane %q already exists; use --overwrite to replace it", cp.Name)
+	}
+	if existing := c.ControlPlane(cp.Name); existing != nil {
+		*existing = cp
+	} else {
+		c.ControlPlanes = append(c.ControlPlanes, cp)
+	}
+	if existing := c.Context(cp.Name); existing != nil {
+		existing.ControlPlane = cp.Name
+	} else {
+		c.Contexts = append(c.Contexts, Context{Name: cp.Name, ControlPlane: cp.Name})
+	}
+	c.CurrentContext = cp.Name
+	return nil
+}
+
+// SwitchContext makes the context of that name current. When no context has
+// that name but a control plane does, the context naming that control plane
+// becomes current.
+func (c *Config) SwitchContext(name string) error {
+	if c.Context(name) != nil {
+		c.CurrentContext = name
+		return nil
+	}
+	for _, ctx := range c.Contexts {
+		if ctx.ControlPlane == name {
+			c.CurrentContext = ctx.Name
+			return nil
+		}
+	}
+	return fmt.Errorf("there is no Control Plane with name %q", name)
+}
+
+// RemoveControlPlane removes a control plane and every context naming it.
+// When the current context goes, the first remaining context (if any)
+// becomes current.
+func (c *Config) RemoveControlPlane(name string) error {
+	if c.ControlPlane(name) == nil {
+		return fmt.Errorf("there is no Control Plane with name %q", name)
+	}
+	cps := c.ControlPlanes[:0]
+	for _, cp := range c.ControlPlanes {
+		if cp.Name != name {
+			cps = append(cps, cp)
+		}
+	}
+	c.ControlPlanes = cps
+	ctxs := c.Contexts[:0]
+	for _, ctx := range c.Contexts {
+		if ctx.ControlPlane != name {
+			ctxs = append(ctxs, ctx)
+		}
+	}
+	c.Contexts = ctxs
+	if c.Context(c.CurrentContext) == nil {
+		c.CurrentContext = ""
+		if len(c.Contexts) > 0 {
+			c.CurrentContext = c.Contexts[0].Name
+		}
+	}
+	return nil
+}

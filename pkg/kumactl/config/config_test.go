@@ -1,0 +1,102 @@
+package config_test
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/kumametrics/mesh/pkg/kumactl/config"
+)
+
+func TestLoadMissingFileGivesDefault(t *testing.T) {
+	cfg, exists, err := config.Load(filepath.Join(t.TempDir(), "nope", "config"))
+	require.NoError(t, err)
+	require.False(t, exists)
+	require.Equal(t, config.Default(), cfg)
+	cp, err := cfg.CurrentControlPlane()
+	require.NoError(t, err)
+	require.Equal(t, "http://localhost:5681", cp.Address())
+}
+
+func TestSaveAndLoad(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), ".kumactl")
+	path := filepath.Join(dir, "config")
+	cfg := config.Default()
+	require.NoError(t, cfg.AddControlPlane(config.ControlPlane{Name: "prod", Coordinates: config.Coordinates{APIServer: config.APIServer{URL: "https://cp.prod:5682"}}}, false))
+	require.NoError(t, config.Save(path, cfg))
+
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.Equal(t, `contexts:
+- name: local
+  controlPlane: local
+- name: prod
+  controlPlane: prod
+controlPlanes:
+- name: local
+  coordinates:
+    apiServer:
+      url: http://localhost:5681
+- name: prod
+  coordinates:
+    apiServer:
+      url: https://cp.prod:5682
+currentContext: prod
+`, string(data))
+
+	fi, err := os.Stat(path)
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
+	di, err := os.Stat(dir)
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o700), di.Mode().Perm())
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	require.Len(t, entries, 1, "no temporary file is left behind")
+
+	back, exists, err := config.Load(path)
+	require.NoError(t, err)
+	require.True(t, exists)
+	require.Equal(t, cfg, back)
+}
+
+func TestLoadRejectsBrokenFiles(t *testing.T) {
+	for _, tc := range []struct{ name, content, want string }{
+		{"not yaml", "contexts: [", "is not valid YAML"},
+		{"dangling context", "contexts:\n- name: a\n  controlPlane: b\n", `contexts[0].controlPlane: no control plane is named "b"`},
+		{"dangling current", "currentContext: x\n", `currentContext: no context is named "x"`},
+		{"duplicate", "controlPlanes:\n- name: a\n  coordinates: {apiServer: {url: http://a}}\n- name: a\n  coordinates: {apiServer: {url: http://b}}\n", `"a" is used twice`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "config")
+			require.NoError(t, os.WriteFile(path, []byte(tc.content), 0o600))
+			_, _, err := config.Load(path)
+			require.ErrorContains(t, err, tc.want)
+		})
+	}
+}
+
+func TestAddSwitchRemove(t *testing.T) {
+	cfg := config.Default()
+	cp := config.ControlPlane{Name: "b", Coordinates: config.Coordinates{APIServer: config.APIServer{URL: "http://b:5681"}}}
+	require.NoError(t, cfg.AddControlPlane(cp, false))
+	require.Equal(t, "b", cfg.CurrentContext)
+	require.EqualError(t, cfg.AddControlPlane(cp, false), `control plane "b" already exists; use --overwrite to replace it`)
+	cp.Coordinates.APIServer.URL = "http://b2:5681"
+	require.NoError(t, cfg.AddControlPlane(cp, true))
+	require.Len(t, cfg.ControlPlanes, 2)
+	require.Equal(t, "http://b2:5681", cfg.ControlPlane("b").Address())
+
+	require.NoError(t, cfg.SwitchContext("local"))
+	require.Equal(t, "local", cfg.CurrentContext)
+	require.EqualError(t, cfg.SwitchContext("zzz"), `there is no Control Plane with name "zzz"`)
+
+	require.NoError(t, cfg.RemoveControlPlane("local"))
+	require.Equal(t, "b", cfg.CurrentContext)
+	require.NoError(t, cfg.RemoveControlPlane("b"))
+	require.Equal(t, "", cfg.CurrentContext)
+	_, err := cfg.CurrentControlPlane()
+	require.Error(t, err)
+}
