@@ -228,4 +228,3 @@ func translateAPIError(d document, err error) error {
 	}
 	return err
 }
-
