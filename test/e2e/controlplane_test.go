@@ -68,7 +68,7 @@ func TestKumactlReportsBadInput(t *testing.T) {
 
 	syntax := "type: Mesh\nname: a\n---\ntype: Mesh\nname: b\nmetrics:\n  enabledBackend: [oops\n"
 	msg := k.fails(syntax, "apply", "-f", "-")
-	require.Contains(t, msg, "line 7")
+	require.Contains(t, msg, "<stdin>:7: invalid YAML")
 
 	invalid := "type: Mesh\nname: default\nmetrics:\n  backends:\n  - name: p\n    type: prometheus\n    conf:\n      port: 70000\n"
 	msg = k.fails(invalid, "apply", "-f", "-")

@@ -1,0 +1,369 @@
+// Package memory is the in-memory resource store: a store.Store kept in
+// process memory, for tests, development and single-process deployments that
+// do not need persistence.
+package memory
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/kumametrics/mesh/pkg/resource"
+	"github.com/kumametrics/mesh/pkg/store"
+)
+
+// ErrClosed is returned by every operation of a closed Store.
+var ErrClosed = errors.New("memory: store is closed")
+
+// Option configures a Store.
+type Option func(*Store)
+
+// WithClock sets the clock that stamps creation and modification times
+// (default time.Now). Times are stored in UTC.
+func WithClock(now func() time.Time) Option {
+	return func(s *Store) {
+		if now != nil {
+			s.now = now
+		}
+	}
+}
+
+// Store is an in-memory store.Store. It is safe for concurrent use. Objects
+// are deep-copied on the way in and out, so callers never share memory with
+// the store.
+type Store struct {
+	feed store.Feed
+	now  func() time.Time
+
+	mu     sync.RWMutex
+	tables map[resource.Kind]*table
+	closed bool
+}
+
+var _ store.Store = (*Store)(nil)
+
+// table holds the resources of one kind.
+type table struct {
+	byKey map[resource.Key]*record
+	// sorted holds the same records ordered by (mesh, name).
+	sorted []*record
+}
+
+// record is a stored resource. It is only mutated under the write lock and
+// its spec is never handed out (only copies are).
+type record struct {
+	meta resource.Meta
+	spec resource.Spec
+}
+
+func (r *record) object() *resource.Object {
+	return &resource.Object{Meta: r.meta, Spec: copySpec(r.spec)}
+}
+
+// New returns an empty store.
+func New(opts ...Option) *Store {
+	s := &Store{now: time.Now, tables: map[resource.Kind]*table{}}
+	for _, o := range opts {
+		o(s)
+	}
+	for _, d := range resource.Descriptors() {
+		s.tables[d.Kind] = &table{byKey: map[resource.Key]*record{}}
+	}
+	return s
+}
+
+// compareKey orders keys by mesh, then name.
+func compareKey(a, b resource.Key) int {
+	switch {
+	case a.Mesh < b.Mesh:
+		return -1
+	case a.Mesh > b.Mesh:
+		return 1
+	case a.Name < b.Name:
+		return -1
+	case a.Name > b.Name:
+		return 1
+	}
+	return 0
+}
+
+// search returns the index of the first record whose key is >= key.
+func (t *table) search(key resource.Key) int {
+	return sort.Search(len(t.sorted), func(i int) bool {
+		return compareKey(t.sorted[i].meta.Key(), key) >= 0
+	})
+}
+
+// meshRange returns the bounds of the records of one mesh in t.sorted.
+func (t *table) meshRange(mesh string) (lo, hi int) {
+	lo = sort.Search(len(t.sorted), func(i int) bool { return t.sorted[i].meta.Mesh >= mesh })
+	hi = lo + sort.Search(len(t.sorted)-lo, func(i int) bool { return t.sorted[lo+i].meta.Mesh > mesh })
+	return lo, hi
+}
+
+func (t *table) insert(r *record) {
+	t.byKey[r.meta.Key()] = r
+	i := t.search(r.meta.Key())
+	t.sorted = append(t.sorted, nil)
+	copy(t.sorted[i+1:], t.sorted[i:])
+	t.sorted[i] = r
+}
+
+func (t *table) remove(key resource.Key) {
+	delete(t.byKey, key)
+	i := t.search(key)
+	t.sorted = append(t.sorted[:i], t.sorted[i+1:]...)
+}
+
+// checkObject validates what Create and Update are given.
+func checkObject(op string, obj *resource.Object) error {
+	if obj == nil || obj.Spec == nil {
+		return fmt.Errorf("memory: %s: object and its spec must not be nil", op)
+	}
+	d, err := resource.Describe(obj.Meta.Kind)
+	if err != nil {
+		return fmt.Errorf("memory: %s: %w", op, err)
+	}
+	if obj.Spec.Kind() != obj.Meta.Kind {
+		return fmt.Errorf("memory: %s %s %q: spec is a %s", op, obj.Meta.Kind, obj.Meta.Key(), obj.Spec.Kind())
+	}
+	if obj.Meta.Name == "" {
+		return fmt.Errorf("memory: %s %s: name must not be empty", op, obj.Meta.Kind)
+	}
+	if d.Scoped && obj.Meta.Mesh == "" {
+		return fmt.Errorf("memory: %s %s %q: mesh must not be empty", op, obj.Meta.Kind, obj.Meta.Name)
+	}
+	if !d.Scoped && obj.Meta.Mesh != "" {
+		return fmt.Errorf("memory: %s %s %q: a %s belongs to no mesh", op, obj.Meta.Kind, obj.Meta.Name, obj.Meta.Kind)
+	}
+	return nil
+}
+
+// lookup returns the table of a kind; the caller holds s.mu.
+func (s *Store) lookup(op string, kind resource.Kind) (*table, error) {
+	t, ok := s.tables[kind]
+	if !ok {
+		_, err := resource.Describe(kind)
+		return nil, fmt.Errorf("memory: %s: %w", op, err)
+	}
+	return t, nil
+}
+
+func (s *Store) stamp() time.Time { return s.now().UTC() }
+
+// Create implements store.Store.
+func (s *Store) Create(ctx context.Context, obj *resource.Object) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := checkObject("create", obj); err != nil {
+		return err
+	}
+	if obj.Meta.Version != 0 {
+		return fmt.Errorf("memory: create %s %q: version must be 0, not %d", obj.Meta.Kind, obj.Meta.Key(), obj.Meta.Version)
+	}
+	spec := copySpec(obj.Spec)
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	t := s.tables[obj.Meta.Kind]
+	key := obj.Meta.Key()
+	if _, ok := t.byKey[key]; ok {
+		return store.AlreadyExists(obj.Meta.Kind, key)
+	}
+	if key.Mesh != "" {
+		if _, ok := s.tables[resource.KindMesh].byKey[resource.Key{Name: key.Mesh}]; !ok {
+			return store.MeshNotFound(key.Mesh)
+		}
+	}
+	now := s.stamp()
+	r := &record{meta: obj.Meta, spec: spec}
+	r.meta.Version = 1
+	r.meta.CreationTime = now
+	r.meta.ModificationTime = now
+	t.insert(r)
+	obj.Meta = r.meta
+	s.feed.Publish(store.Event{Type: store.Created, Kind: r.meta.Kind, Key: key, Version: 1})
+	return nil
+}
+
+// Update implements store.Store.
+func (s *Store) Update(ctx context.Context, obj *resource.Object) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := checkObject("update", obj); err != nil {
+		return err
+	}
+	spec := copySpec(obj.Spec)
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	t := s.tables[obj.Meta.Kind]
+	key := obj.Meta.Key()
+	r, ok := t.byKey[key]
+	if !ok {
+		return store.NotFound(obj.Meta.Kind, key)
+	}
+	if r.meta.Version != obj.Meta.Version {
+		return store.Conflict(obj.Meta.Kind, key)
+	}
+	r.spec = spec
+	r.meta.Version++
+	r.meta.ModificationTime = s.stamp()
+	obj.Meta = r.meta
+	s.feed.Publish(store.Event{Type: store.Updated, Kind: r.meta.Kind, Key: key, Version: r.meta.Version})
+	return nil
+}
+
+// Delete implements store.Store. Deleting a Mesh first deletes every
+// resource of that mesh, publishing a Deleted event for each (ordered by
+// kind, then name), then the Mesh's own.
+func (s *Store) Delete(ctx context.Context, kind resource.Kind, key resource.Key) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	t, err := s.lookup("delete", kind)
+	if err != nil {
+		return err
+	}
+	if _, ok := t.byKey[key]; !ok {
+		return store.NotFound(kind, key)
+	}
+	var events []store.Event
+	if kind == resource.KindMesh {
+		kinds := make([]resource.Kind, 0, len(s.tables))
+		for k := range s.tables {
+			if k != resource.KindMesh {
+				kinds = append(kinds, k)
+			}
+		}
+		sort.Slice(kinds, func(i, j int) bool { return kinds[i] < kinds[j] })
+		for _, k := range kinds {
+			child := s.tables[k]
+			lo, hi := child.meshRange(key.Name)
+			for _, r := range child.sorted[lo:hi] {
+				delete(child.byKey, r.meta.Key())
+				events = append(events, store.Event{Type: store.Deleted, Kind: k, Key: r.meta.Key()})
+			}
+			child.sorted = append(child.sorted[:lo], child.sorted[hi:]...)
+		}
+	}
+	t.remove(key)
+	events = append(events, store.Event{Type: store.Deleted, Kind: kind, Key: key})
+	s.feed.Publish(events...)
+	return nil
+}
+
+// Get implements store.Store.
+func (s *Store) Get(ctx context.Context, kind resource.Kind, key resource.Key) (*resource.Object, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	t, err := s.lookup("get", kind)
+	if err != nil {
+		return nil, err
+	}
+	r, ok := t.byKey[key]
+	if !ok {
+		return nil, store.NotFound(kind, key)
+	}
+	return r.object(), nil
+}
+
+// List implements store.Store.
+func (s *Store) List(ctx context.Context, kind resource.Kind, opts store.ListOptions) (*store.ListResult, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if opts.Limit < 0 || opts.Offset < 0 {
+		return nil, fmt.Errorf("memory: list %s: limit and offset must not be negative", kind)
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	t, err := s.lookup("list", kind)
+	if err != nil {
+		return nil, err
+	}
+	all := t.sorted
+	if opts.Mesh != "" {
+		lo, hi := t.meshRange(opts.Mesh)
+		all = all[lo:hi]
+	}
+	res := &store.ListResult{Total: len(all), NextOffset: -1}
+	page := all[min(opts.Offset, len(all)):]
+	if opts.Limit > 0 && len(page) > opts.Limit {
+		page = page[:opts.Limit]
+		res.NextOffset = opts.Offset + opts.Limit
+	}
+	res.Items = make([]*resource.Object, len(page))
+	for i, r := range page {
+		res.Items[i] = r.object()
+	}
+	return res, nil
+}
+
+// Count implements store.Store.
+func (s *Store) Count(ctx context.Context, kind resource.Kind) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return 0, ErrClosed
+	}
+	t, err := s.lookup("count", kind)
+	if err != nil {
+		return 0, err
+	}
+	return len(t.byKey), nil
+}
+
+// Watch implements store.Store.
+func (s *Store) Watch(ctx context.Context) <-chan store.Event { return s.feed.Watch(ctx) }
+
+// Ping implements store.Store: it fails once the store is closed.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return ErrClosed
+	}
+	return nil
+}
+
+// Close drops every resource; later operations fail with ErrClosed. Watch
+// channels are still closed only when their contexts are done.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	s.tables = nil
+	return nil
+}
