@@ -3,6 +3,7 @@ package apiclient
 import (
 	"time"
 
+	"github.com/kumametrics/mesh/pkg/insight"
 	"github.com/kumametrics/mesh/pkg/resource"
 )
 
@@ -33,52 +34,19 @@ type DataplaneOverview struct {
 	Status string `json:"status"`
 }
 
-// DataplaneInsight is the subscription history of a dataplane, oldest first.
-type DataplaneInsight struct {
-	Subscriptions []Subscription `json:"subscriptions"`
-}
-
-// Subscription is one config stream of a dataplane to a control plane.
-type Subscription struct {
-	ID                     string    `json:"id"`
-	ControlPlaneInstanceID string    `json:"controlPlaneInstanceId"`
-	ConnectTime            time.Time `json:"connectTime"`
-	// DisconnectTime is nil while the stream is connected.
-	DisconnectTime *time.Time         `json:"disconnectTime,omitempty"`
-	Status         SubscriptionStatus `json:"status"`
-	ConfigVersion  string             `json:"configVersion,omitempty"`
-}
-
-// SubscriptionStatus counts the config responses of a subscription.
-type SubscriptionStatus struct {
-	LastUpdateTime *time.Time `json:"lastUpdateTime,omitempty"`
-	Total          Totals     `json:"total"`
-}
-
-// Totals are the config responses of a subscription.
-type Totals struct {
-	ResponsesSent         uint64 `json:"responsesSent"`
-	ResponsesAcknowledged uint64 `json:"responsesAcknowledged"`
-	ResponsesRejected     uint64 `json:"responsesRejected"`
-}
-
-// Latest returns the newest subscription (the one connected last), or nil.
-func (d DataplaneInsight) Latest() *Subscription {
-	var latest *Subscription
-	for i := range d.Subscriptions {
-		s := &d.Subscriptions[i]
-		if latest == nil || !s.ConnectTime.Before(latest.ConnectTime) {
-			latest = s
-		}
-	}
-	return latest
-}
+// The insight types are the control plane's own (package insight).
+type (
+	DataplaneInsight   = insight.DataplaneInsight
+	Subscription       = insight.Subscription
+	SubscriptionStatus = insight.SubStatus
+	Totals             = insight.Totals
+)
 
 // Service status values of a ServiceInsight.
 const (
-	ServiceOnline            = "online"
-	ServiceOffline           = "offline"
-	ServicePartiallyDegraded = "partially_degraded"
+	ServiceOnline            = insight.ServiceOnline
+	ServiceOffline           = insight.ServiceOffline
+	ServicePartiallyDegraded = insight.ServicePartiallyDegraded
 )
 
 // ServiceInsight summarizes the dataplanes of one service

@@ -42,12 +42,22 @@ type DataplaneInsight struct {
 	Subscriptions []Subscription `json:"subscriptions"`
 }
 
+// Latest returns the newest subscription (the one connected last), or nil.
+func (d DataplaneInsight) Latest() *Subscription {
+	var latest *Subscription
+	for i := range d.Subscriptions {
+		s := &d.Subscriptions[i]
+		if latest == nil || !s.ConnectTime.Before(latest.ConnectTime) {
+			latest = s
+		}
+	}
+	return latest
+}
+
 // Online tells whether the newest subscription is still connected.
 func (d DataplaneInsight) Online() bool {
-	if len(d.Subscriptions) == 0 {
-		return false
-	}
-	return d.Subscriptions[len(d.Subscriptions)-1].DisconnectTime == nil
+	l := d.Latest()
+	return l != nil && l.DisconnectTime == nil
 }
 
 // Status is "Online" or "Offline".

@@ -121,3 +121,28 @@ type Event struct {
 	// Version is the resource's version after the change (0 for deletions and Resync).
 	Version int64
 }
+
+// CheckObject checks what a backend's Create and Update are given: a spec of
+// the object's kind, a name, and a mesh exactly for mesh-scoped kinds.
+func CheckObject(obj *resource.Object) error {
+	if obj == nil || obj.Spec == nil {
+		return errors.New("object and its spec must not be nil")
+	}
+	d, err := resource.Describe(obj.Meta.Kind)
+	if err != nil {
+		return err
+	}
+	if obj.Spec.Kind() != obj.Meta.Kind {
+		return fmt.Errorf("%s %q: spec is a %s", obj.Meta.Kind, obj.Meta.Key(), obj.Spec.Kind())
+	}
+	if obj.Meta.Name == "" {
+		return fmt.Errorf("%s: name must not be empty", obj.Meta.Kind)
+	}
+	if d.Scoped && obj.Meta.Mesh == "" {
+		return fmt.Errorf("%s %q: mesh must not be empty", obj.Meta.Kind, obj.Meta.Name)
+	}
+	if !d.Scoped && obj.Meta.Mesh != "" {
+		return fmt.Errorf("%s %q: a %s belongs to no mesh", obj.Meta.Kind, obj.Meta.Name, obj.Meta.Kind)
+	}
+	return nil
+}

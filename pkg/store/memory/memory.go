@@ -120,24 +120,8 @@ func (t *table) remove(key resource.Key) {
 
 // checkObject validates what Create and Update are given.
 func checkObject(op string, obj *resource.Object) error {
-	if obj == nil || obj.Spec == nil {
-		return fmt.Errorf("memory: %s: object and its spec must not be nil", op)
-	}
-	d, err := resource.Describe(obj.Meta.Kind)
-	if err != nil {
+	if err := store.CheckObject(obj); err != nil {
 		return fmt.Errorf("memory: %s: %w", op, err)
-	}
-	if obj.Spec.Kind() != obj.Meta.Kind {
-		return fmt.Errorf("memory: %s %s %q: spec is a %s", op, obj.Meta.Kind, obj.Meta.Key(), obj.Spec.Kind())
-	}
-	if obj.Meta.Name == "" {
-		return fmt.Errorf("memory: %s %s: name must not be empty", op, obj.Meta.Kind)
-	}
-	if d.Scoped && obj.Meta.Mesh == "" {
-		return fmt.Errorf("memory: %s %s %q: mesh must not be empty", op, obj.Meta.Kind, obj.Meta.Name)
-	}
-	if !d.Scoped && obj.Meta.Mesh != "" {
-		return fmt.Errorf("memory: %s %s %q: a %s belongs to no mesh", op, obj.Meta.Kind, obj.Meta.Name, obj.Meta.Kind)
 	}
 	return nil
 }

@@ -379,24 +379,8 @@ func wrap(ctx context.Context, op string, kind resource.Kind, key resource.Key, 
 
 // checkObject validates what Create and Update are given.
 func checkObject(op string, obj *resource.Object) error {
-	if obj == nil || obj.Spec == nil {
-		return fmt.Errorf("sqlite: %s: object and its spec must not be nil", op)
-	}
-	d, err := resource.Describe(obj.Meta.Kind)
-	if err != nil {
+	if err := store.CheckObject(obj); err != nil {
 		return fmt.Errorf("sqlite: %s: %w", op, err)
-	}
-	if obj.Spec.Kind() != obj.Meta.Kind {
-		return fmt.Errorf("sqlite: %s %s %q: spec is a %s", op, obj.Meta.Kind, obj.Meta.Key(), obj.Spec.Kind())
-	}
-	if obj.Meta.Name == "" {
-		return fmt.Errorf("sqlite: %s %s: name must not be empty", op, obj.Meta.Kind)
-	}
-	if d.Scoped && obj.Meta.Mesh == "" {
-		return fmt.Errorf("sqlite: %s %s %q: mesh must not be empty", op, obj.Meta.Kind, obj.Meta.Name)
-	}
-	if !d.Scoped && obj.Meta.Mesh != "" {
-		return fmt.Errorf("sqlite: %s %s %q: a %s belongs to no mesh", op, obj.Meta.Kind, obj.Meta.Name, obj.Meta.Kind)
 	}
 	return nil
 }
