@@ -30,7 +30,7 @@ demo: build
 	./scripts/demo.sh
 
 generate:
-	@echo "nothing to generate yet"
+	./scripts/generate.sh
 
 clean:
 	rm -rf $(BIN) .demo
