@@ -1,0 +1,129 @@
+package mirror
+
+import (
+	"context"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/kumametrics/mesh/pkg/resource"
+	"github.com/kumametrics/mesh/pkg/store"
+	"github.com/kumametrics/mesh/pkg/store/memory"
+	"github.com/kumametrics/mesh/pkg/store/storetest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func startMirror(t *testing.T, s store.Store) *Mirror {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	m := New(s, nil, resource.KindMesh, resource.KindDataplane)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = m.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	_, err := m.WaitView(ctx)
+	require.NoError(t, err)
+	return m
+}
+
+// waitFor polls the mirror's views until cond holds.
+func waitFor(t *testing.T, m *Mirror, cond func(*View) bool) *View {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		v, ch := m.View()
+		if v != nil && cond(v) {
+			return v
+		}
+		select {
+		case <-ch:
+		case <-deadline:
+			t.Fatal("condition not reached")
+		}
+	}
+}
+
+func TestLoadsThenFollowsChanges(t *testing.T) {
+	ctx := t.Context()
+	s := memory.New()
+	require.NoError(t, s.Create(ctx, storetest.Mesh("m1")))
+	require.NoError(t, s.Create(ctx, storetest.Dataplane("m1", "a", 1)))
+	require.NoError(t, s.Create(ctx, storetest.TrafficPermission("m1", "tp")))
+
+	m := startMirror(t, s)
+	v0, _ := m.View()
+	require.Equal(t, 1, v0.Len(resource.KindMesh))
+	require.Equal(t, 1, v0.Len(resource.KindDataplane))
+	require.Equal(t, 0, v0.Len(resource.KindTrafficPermission), "kinds not mirrored stay out")
+
+	require.NoError(t, s.Create(ctx, storetest.Dataplane("m1", "b", 2)))
+	v1 := waitFor(t, m, func(v *View) bool { return v.Len(resource.KindDataplane) == 2 })
+	require.Greater(t, v1.Revision(), v0.Revision())
+	require.Equal(t, 1, v0.Len(resource.KindDataplane), "an old view never changes")
+
+	dp := v1.Get(resource.KindDataplane, resource.Key{Mesh: "m1", Name: "b"})
+	require.NotNil(t, dp)
+	upd := &resource.Object{Meta: dp.Meta, Spec: storetest.Dataplane("m1", "b", 3).Spec}
+	require.NoError(t, s.Update(ctx, upd))
+	waitFor(t, m, func(v *View) bool {
+		o := v.Get(resource.KindDataplane, resource.Key{Mesh: "m1", Name: "b"})
+		return o != nil && o.Meta.Version == 2
+	})
+
+	require.NoError(t, s.Delete(ctx, resource.KindDataplane, resource.Key{Mesh: "m1", Name: "a"}))
+	waitFor(t, m, func(v *View) bool { return v.Len(resource.KindDataplane) == 1 })
+
+	// Deleting the mesh removes what belongs to it.
+	require.NoError(t, s.Delete(ctx, resource.KindMesh, resource.Key{Name: "m1"}))
+	waitFor(t, m, func(v *View) bool {
+		return v.Len(resource.KindMesh) == 0 && v.Len(resource.KindDataplane) == 0
+	})
+}
+
+func TestListIsSortedAndFiltersByMesh(t *testing.T) {
+	ctx := t.Context()
+	s := memory.New()
+	for _, mesh := range []string{"b", "a", "c"} {
+		require.NoError(t, s.Create(ctx, storetest.Mesh(mesh)))
+		for _, name := range []string{"z", "x", "y"} {
+			require.NoError(t, s.Create(ctx, storetest.Dataplane(mesh, name, 1)))
+		}
+	}
+	m := startMirror(t, s)
+	v, _ := m.View()
+	var got []string
+	for _, o := range v.List(resource.KindDataplane, "") {
+		got = append(got, o.Meta.Key().String())
+	}
+	require.Equal(t, []string{"a/x", "a/y", "a/z", "b/x", "b/y", "b/z", "c/x", "c/y", "c/z"}, got)
+	got = nil
+	for _, o := range v.List(resource.KindDataplane, "b") {
+		got = append(got, o.Meta.Name)
+	}
+	require.Equal(t, []string{"x", "y", "z"}, got)
+	require.Empty(t, v.List(resource.KindDataplane, "nope"))
+	require.Empty(t, v.List(resource.KindTrafficPermission, ""))
+}
+
+func TestManyChangesConverge(t *testing.T) {
+	ctx := t.Context()
+	s := memory.New()
+	require.NoError(t, s.Create(ctx, storetest.Mesh("m")))
+	m := startMirror(t, s)
+	const n = 2000
+	for i := range n {
+		require.NoError(t, s.Create(ctx, storetest.Dataplane("m", "dp-"+strconv.Itoa(i), i)))
+	}
+	waitFor(t, m, func(v *View) bool { return v.Len(resource.KindDataplane) == n })
+	for i := 0; i < n; i += 2 {
+		require.NoError(t, s.Delete(ctx, resource.KindDataplane, resource.Key{Mesh: "m", Name: "dp-" + strconv.Itoa(i)}))
+	}
+	v := waitFor(t, m, func(v *View) bool { return v.Len(resource.KindDataplane) == n/2 })
+	for _, o := range v.List(resource.KindDataplane, "m") {
+		require.NotNil(t, v.Get(resource.KindDataplane, o.Meta.Key()))
+	}
+}
+
