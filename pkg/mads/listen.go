@@ -1,0 +1,119 @@
+package mads
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"net"
+	"sync"
+	"time"
+)
+
+// http2Preface opens every HTTP/2 connection with prior knowledge, as gRPC
+// clients make them.
+var http2Preface = []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+
+// sniffTimeout bounds how long a new connection may take to send its first bytes.
+const sniffTimeout = 10 * time.Second
+
+// splitter hands every connection accepted on a listener to the gRPC server
+// (HTTP/2 preface) or to the HTTP server (anything else). Connections are
+// sniffed concurrently, so a slow client delays only itself.
+type splitter struct {
+	ln   net.Listener
+	grpc *chanListener
+	http *chanListener
+}
+
+func newSplitter(ln net.Listener) *splitter {
+	done := make(chan struct{})
+	var once sync.Once
+	closeDone := func() { once.Do(func() { close(done) }) }
+	return &splitter{
+		ln:   ln,
+		grpc: &chanListener{addr: ln.Addr(), conns: make(chan net.Conn), done: done, closeDone: closeDone},
+		http: &chanListener{addr: ln.Addr(), conns: make(chan net.Conn), done: done, closeDone: closeDone},
+	}
+}
+
+func (s *splitter) run() {
+	defer s.grpc.closeDone()
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return
+		}
+		go s.route(c)
+	}
+}
+
+func (s *splitter) route(c net.Conn) {
+	_ = c.SetReadDeadline(time.Now().Add(sniffTimeout))
+	r := bufio.NewReaderSize(c, 4096)
+	isGRPC := false
+	for n := 1; n <= len(http2Preface); n++ {
+		b, err := r.Peek(n)
+		if err != nil {
+			_ = c.Close()
+			return
+		}
+		if b[n-1] != http2Preface[n-1] {
+			break
+		}
+		if n == len(http2Preface) {
+			isGRPC = bytes.Equal(b, http2Preface)
+		}
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	pc := &peekedConn{Conn: c, r: r}
+	target := s.http
+	if isGRPC {
+		target = s.grpc
+	}
+	select {
+	case target.conns <- pc:
+	case <-target.done:
+		_ = c.Close()
+	}
+}
+
+func (s *splitter) close() {
+	_ = s.ln.Close()
+	s.grpc.closeDone()
+}
+
+// peekedConn reads first what was peeked.
+type peekedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *peekedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
+
+// chanListener is a net.Listener fed by the splitter.
+type chanListener struct {
+	addr      net.Addr
+	conns     chan net.Conn
+	done      chan struct{}
+	closeDone func()
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *chanListener) Close() error {
+	l.closeDone()
+	return nil
+}
+
+func (l *chanListener) Addr() net.Addr { return l.addr }

@@ -1,0 +1,298 @@
+package mads
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+
+	observabilityv1 "github.com/kumametrics/mesh/api/observability/v1"
+	"github.com/kumametrics/mesh/pkg/latest"
+	"github.com/kumametrics/mesh/pkg/mirror"
+	"github.com/kumametrics/mesh/pkg/resource"
+	"github.com/kumametrics/mesh/pkg/xds"
+)
+
+// Views gives the current view of the store and a signal of its next change.
+type Views interface {
+	View() (*mirror.View, <-chan struct{})
+}
+
+// Options configure a Server.
+type Options struct {
+	// Views is where assignments are generated from.
+	Views Views
+	// TLSCertFile and TLSKeyFile, when both set, make the server speak
+	// https and grpcs only.
+	TLSCertFile, TLSKeyFile string
+	// DefaultFetchTimeout holds long polls that do not say fetch-timeout.
+	DefaultFetchTimeout time.Duration
+	// Debounce is how long a change waits for more changes before the
+	// assignments are regenerated (default 50ms; at most 4× that under
+	// continuous change).
+	Debounce time.Duration
+	// XDSMetrics are the control plane's shared xds_* metrics (may be nil).
+	XDSMetrics *xds.Metrics
+	// Registerer takes the server's HTTP metrics (may be nil).
+	Registerer prometheus.Registerer
+	Log        *slog.Logger
+}
+
+// Server generates and serves monitoring assignments.
+type Server struct {
+	opts    Options
+	log     *slog.Logger
+	current latest.Value[*published]
+	xds     *xds.Server
+	grpc    *grpc.Server
+	http    *http.Server
+	tls     *tls.Config
+	// held counts long polls waiting for a change.
+	held atomic.Int64
+
+	// stopPolls ends held long polls at shutdown.
+	pollCtx   context.Context
+	stopPolls context.CancelFunc
+}
+
+// published is one generation: its snapshot, and the HTTP bodies rendered
+// from it on first use and shared by every client.
+type published struct {
+	snap        *xds.Snapshot
+	assignments []Assignment
+
+	fetchOnce sync.Once
+	fetchBody []byte
+	fetchErr  error
+
+	sdOnce sync.Once
+	sdBody []byte
+	sdErr  error
+}
+
+// New builds a server; Run serves it.
+func New(opts Options) (*Server, error) {
+	if opts.Views == nil {
+		return nil, errors.New("mads: Views is required")
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if opts.DefaultFetchTimeout <= 0 {
+		opts.DefaultFetchTimeout = 30 * time.Second
+	}
+	if opts.Debounce <= 0 {
+		opts.Debounce = 50 * time.Millisecond
+	}
+	s := &Server{opts: opts, log: opts.Log}
+	s.pollCtx, s.stopPolls = context.WithCancel(context.Background())
+	if (opts.TLSCertFile == "") != (opts.TLSKeyFile == "") {
+		return nil, errors.New("mads: TLS needs both a certificate file and a key file")
+	}
+	if opts.TLSCertFile != "" {
+		cert, err := tls.LoadX509KeyPair(opts.TLSCertFile, opts.TLSKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("mads: load TLS certificate %s and key %s: %w", opts.TLSCertFile, opts.TLSKeyFile, err)
+		}
+		s.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}}
+	}
+	s.xds = xds.NewServer(TypeURL, s, opts.XDSMetrics, opts.Log)
+	s.grpc = grpc.NewServer()
+	observabilityv1.RegisterMonitoringAssignmentDiscoveryServiceServer(s.grpc, &grpcService{s: s})
+	h, err := s.httpHandler(opts.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	s.http = &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		// No WriteTimeout: long polls legitimately last up to fetch-timeout.
+		ErrorLog: slog.NewLogLogger(opts.Log.Handler(), slog.LevelWarn),
+	}
+	return s, nil
+}
+
+// Watch implements xds.Source: every client gets the same assignments.
+func (s *Server) Watch(context.Context, *corev3.Node) (*xds.Snapshot, <-chan struct{}, error) {
+	p, ch := s.current.Get()
+	if p == nil {
+		return nil, ch, nil
+	}
+	return p.snap, ch, nil
+}
+
+// Current returns the current snapshot, nil before the first generation.
+func (s *Server) Current() *xds.Snapshot {
+	if p := s.current.Load(); p != nil {
+		return p.snap
+	}
+	return nil
+}
+
+// Reconcile regenerates the assignments whenever the store changes, until
+// ctx is done.
+func (s *Server) Reconcile(ctx context.Context) {
+	for {
+		view, changed := s.opts.Views.View()
+		if view != nil {
+			s.generate(view)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		}
+		if !s.debounce(ctx) {
+			return
+		}
+	}
+}
+
+// debounce waits until the store has been quiet for opts.Debounce, or 4×
+// that since the first change.
+func (s *Server) debounce(ctx context.Context) bool {
+	quiet := time.NewTimer(s.opts.Debounce)
+	defer quiet.Stop()
+	deadline := time.NewTimer(4 * s.opts.Debounce)
+	defer deadline.Stop()
+	for {
+		_, changed := s.opts.Views.View()
+		select {
+		case <-ctx.Done():
+			return false
+		case <-quiet.C:
+			return true
+		case <-deadline.C:
+			return true
+		case <-changed:
+			quiet.Reset(s.opts.Debounce)
+		}
+	}
+}
+
+func (s *Server) generate(view *mirror.View) {
+	start := time.Now()
+	as := Assignments(view.List(resource.KindMesh, ""), view.List(resource.KindDataplane, ""))
+	snap, err := Snapshot(as)
+	ms := float64(time.Since(start).Microseconds()) / 1000
+	s.opts.XDSMetrics.ObserveGeneration(TypeURL, ms, err)
+	if err != nil {
+		// Keep serving the last good snapshot.
+		s.log.Error("generating monitoring assignments failed", "err", err)
+		return
+	}
+	if cur := s.current.Load(); cur != nil && cur.snap.Version() == snap.Version() {
+		return
+	}
+	s.current.Set(&published{snap: snap, assignments: as})
+	s.log.Info("monitoring assignments changed", "version", snap.Version(), "assignments", len(as), "took_ms", ms)
+}
+
+// Serve serves HTTP and gRPC on ln until ctx is done, then stops gracefully.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	errc := make(chan error, 2)
+	if s.tls != nil {
+		// One TLS listener: HTTP/1.1 and HTTP/2 through net/http, gRPC
+		// requests (HTTP/2, application/grpc) handed to the gRPC server.
+		s.http.TLSConfig = s.tls
+		go func() { errc <- s.http.ServeTLS(ln, "", "") }()
+	} else {
+		// Plain text: connections opening with the HTTP/2 preface go to the
+		// native gRPC server, the rest to net/http.
+		sp := newSplitter(ln)
+		go sp.run()
+		go func() { errc <- s.grpc.Serve(sp.grpc) }()
+		go func() { errc <- s.http.Serve(sp.http) }()
+		defer sp.close()
+	}
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		if errors.Is(err, http.ErrServerClosed) || errors.Is(err, grpc.ErrServerStopped) {
+			err = nil
+		}
+	}
+	s.stopPolls()
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	go func() {
+		// Streams last as long as their clients: give them a moment, then cut.
+		<-sctx.Done()
+		s.grpc.Stop()
+	}()
+	_ = s.http.Shutdown(sctx)
+	s.grpc.GracefulStop()
+	if err != nil {
+		return fmt.Errorf("mads: %w", err)
+	}
+	return nil
+}
+
+// grpcHandler routes gRPC requests that arrived through net/http (TLS).
+func (s *Server) grpcHandler(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+			s.grpc.ServeHTTP(w, r)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+type grpcService struct {
+	observabilityv1.UnimplementedMonitoringAssignmentDiscoveryServiceServer
+	s *Server
+}
+
+func (g *grpcService) StreamMonitoringAssignments(stream grpc.BidiStreamingServer[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse]) error {
+	return g.s.xds.StreamSotW(stream, g.s.streamCallbacks("sotw"))
+}
+
+func (g *grpcService) DeltaMonitoringAssignments(stream grpc.BidiStreamingServer[discoveryv3.DeltaDiscoveryRequest, discoveryv3.DeltaDiscoveryResponse]) error {
+	return g.s.xds.StreamDelta(stream, g.s.streamCallbacks("delta"))
+}
+
+// FetchMonitoringAssignments answers at once with the current assignments.
+func (g *grpcService) FetchMonitoringAssignments(ctx context.Context, req *discoveryv3.DiscoveryRequest) (*discoveryv3.DiscoveryResponse, error) {
+	p, err := g.s.await(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &discoveryv3.DiscoveryResponse{VersionInfo: p.snap.Version(), Resources: p.snap.Bodies(), TypeUrl: TypeURL, Nonce: p.snap.Version()}, nil
+}
+
+func (s *Server) streamCallbacks(kind string) xds.Callbacks {
+	return xds.Callbacks{
+		OnOpen: func(node *corev3.Node) {
+			s.log.Info("discovery client connected", "stream", kind, "client", node.GetId())
+		},
+	}
+}
+
+// await returns the current generation, waiting for the first one.
+func (s *Server) await(ctx context.Context) (*published, error) {
+	for {
+		p, ch := s.current.Get()
+		if p != nil {
+			return p, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-ch:
+		}
+	}
+}
