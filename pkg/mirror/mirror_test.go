@@ -126,4 +126,3 @@ func TestManyChangesConverge(t *testing.T) {
 		require.NotNil(t, v.Get(resource.KindDataplane, o.Meta.Key()))
 	}
 }
-
