@@ -1,5 +1,7 @@
 // Package controlplane assembles and runs kuma-cp: the store, the resource
-// manager, the REST API and the diagnostics server, with graceful shutdown.
+// manager, the store mirror the reconcilers read, the REST API, the
+// monitoring assignment server (MADS) and the diagnostics server, with
+// graceful shutdown.
 package controlplane
 
 import (
@@ -22,12 +24,16 @@ import (
 	"github.com/kumametrics/mesh/pkg/cpconfig"
 	"github.com/kumametrics/mesh/pkg/diagnostics"
 	"github.com/kumametrics/mesh/pkg/insight"
+	"github.com/kumametrics/mesh/pkg/mads"
 	"github.com/kumametrics/mesh/pkg/manager"
+	"github.com/kumametrics/mesh/pkg/mirror"
+	"github.com/kumametrics/mesh/pkg/resource"
 	"github.com/kumametrics/mesh/pkg/store"
 	"github.com/kumametrics/mesh/pkg/store/memory"
 	"github.com/kumametrics/mesh/pkg/store/metered"
 	"github.com/kumametrics/mesh/pkg/store/sqlite"
 	"github.com/kumametrics/mesh/pkg/version"
+	"github.com/kumametrics/mesh/pkg/xds"
 )
 
 // ZoneName is the zone label of a single-zone control plane.
@@ -44,6 +50,16 @@ type ControlPlane struct {
 	registry   *prometheus.Registry
 	instanceID string
 	servers    []*server
+	// tasks run beside the servers until the control plane stops.
+	tasks []task
+	// listeners of servers that are not plain HTTP servers, by name.
+	listeners map[string]net.Listener
+}
+
+// task is a component that runs until its context is done.
+type task struct {
+	name string
+	run  func(ctx context.Context) error
 }
 
 type server struct {
@@ -57,6 +73,9 @@ func (cp *ControlPlane) Addrs() map[string]string {
 	out := map[string]string{}
 	for _, s := range cp.servers {
 		out[s.name] = s.ln.Addr().String()
+	}
+	for name, ln := range cp.listeners {
+		out[name] = ln.Addr().String()
 	}
 	return out
 }
@@ -72,7 +91,7 @@ func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (cp *Contro
 	if err := os.MkdirAll(cfg.General.WorkDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create work dir: %w", err)
 	}
-	cp = &ControlPlane{cfg: cfg, log: log, registry: prometheus.NewRegistry(), instanceID: instanceID()}
+	cp = &ControlPlane{cfg: cfg, log: log, registry: prometheus.NewRegistry(), instanceID: instanceID(), listeners: map[string]net.Listener{}}
 	defer func() {
 		if err != nil {
 			cp.close()
@@ -116,6 +135,32 @@ func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (cp *Contro
 	if err := cp.listen("diagnostics", cfg.Diagnostics.Address(), diagnostics.Handler(st, cp.registry)); err != nil {
 		return nil, err
 	}
+
+	// Everything derived from the store reads it through one mirror.
+	mir := mirror.New(raw, log.With("component", "mirror"), resource.KindMesh, resource.KindDataplane, resource.KindTrafficPermission)
+	cp.tasks = append(cp.tasks, task{"mirror", mir.Run})
+	xdsMetrics, err := xds.NewMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	madsCfg := cfg.MonitoringAssignmentServer
+	madsServer, err := mads.New(mads.Options{
+		Views: mir, TLSCertFile: madsCfg.TLSCertFile, TLSKeyFile: madsCfg.TLSKeyFile,
+		DefaultFetchTimeout: time.Duration(madsCfg.DefaultFetchTimeout),
+		XDSMetrics:          xdsMetrics, Registerer: reg, Log: log.With("component", "mads"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	madsLn, err := net.Listen("tcp", madsCfg.Address())
+	if err != nil {
+		return nil, fmt.Errorf("monitoring assignment server: listen on %s: %w", madsCfg.Address(), err)
+	}
+	cp.listeners["mads"] = madsLn
+	cp.tasks = append(cp.tasks,
+		task{"mads-reconciler", func(ctx context.Context) error { madsServer.Reconcile(ctx); return nil }},
+		task{"mads", func(ctx context.Context) error { return madsServer.Serve(ctx, madsLn) }},
+	)
 	return cp, nil
 }
 
@@ -149,7 +194,21 @@ func (cp *ControlPlane) listen(name, addr string, h http.Handler) error {
 
 // Run serves until ctx is done, then shuts down gracefully.
 func (cp *ControlPlane) Run(ctx context.Context) error {
-	errc := make(chan error, len(cp.servers))
+	errc := make(chan error, len(cp.servers)+len(cp.tasks))
+	tctx, stopTasks := context.WithCancel(context.Background())
+	var tasks sync.WaitGroup
+	for _, t := range cp.tasks {
+		tasks.Add(1)
+		go func() {
+			defer tasks.Done()
+			if err := t.run(tctx); err != nil {
+				errc <- fmt.Errorf("%s: %w", t.name, err)
+			}
+		}()
+	}
+	for name, ln := range cp.listeners {
+		cp.log.Info("server listening", "server", name, "address", ln.Addr().String())
+	}
 	for _, s := range cp.servers {
 		cp.log.Info("server listening", "server", s.name, "address", s.ln.Addr().String())
 		go func() {
@@ -179,6 +238,8 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
+	stopTasks()
+	tasks.Wait()
 	cp.close()
 	cp.log.Info("control plane stopped")
 	return runErr
@@ -187,6 +248,9 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 func (cp *ControlPlane) close() {
 	for _, s := range cp.servers {
 		_ = s.ln.Close()
+	}
+	for _, ln := range cp.listeners {
+		_ = ln.Close()
 	}
 	if cp.store != nil {
 		if err := cp.store.Close(); err != nil {

@@ -79,6 +79,9 @@ type MonitoringAssignmentServer struct {
 	Interface           string   `json:"interface"`
 	Port                uint32   `json:"port"`
 	DefaultFetchTimeout Duration `json:"defaultFetchTimeout"`
+	// TLSCertFile and TLSKeyFile make the server speak https and grpcs only.
+	TLSCertFile string `json:"tlsCertFile"`
+	TLSKeyFile  string `json:"tlsKeyFile"`
 }
 
 // Address renders host:port.
@@ -191,6 +194,8 @@ var envVars = []envVar{
 		c.MonitoringAssignmentServer.DefaultFetchTimeout = Duration(d)
 		return nil
 	}},
+	{"KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_CERT_FILE", str(func(c *Config) *string { return &c.MonitoringAssignmentServer.TLSCertFile })},
+	{"KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_KEY_FILE", str(func(c *Config) *string { return &c.MonitoringAssignmentServer.TLSKeyFile })},
 	{"KUMA_DIAGNOSTICS_SERVER_PORT", port(func(c *Config) *uint32 { return &c.Diagnostics.ServerPort })},
 	{"KUMA_DIAGNOSTICS_SERVER_INTERFACE", str(func(c *Config) *string { return &c.Diagnostics.Interface })},
 	{"KUMA_STORE_TYPE", str(func(c *Config) *string { return &c.Store.Type })},
@@ -273,6 +278,9 @@ func (c Config) Validate() error {
 	}
 	if c.MonitoringAssignmentServer.DefaultFetchTimeout <= 0 {
 		errs = append(errs, "monitoringAssignmentServer.defaultFetchTimeout (KUMA_MONITORING_ASSIGNMENT_SERVER_DEFAULT_FETCH_TIMEOUT): must be positive")
+	}
+	if (c.MonitoringAssignmentServer.TLSCertFile == "") != (c.MonitoringAssignmentServer.TLSKeyFile == "") {
+		errs = append(errs, "monitoringAssignmentServer.tlsCertFile and .tlsKeyFile (KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_CERT_FILE, _KEY_FILE): set both or neither")
 	}
 	if c.General.WorkDir == "" {
 		errs = append(errs, "general.workDir (KUMA_GENERAL_WORK_DIR): must not be empty")

@@ -57,6 +57,7 @@ func TestBadSettingsNameTheSetting(t *testing.T) {
 		{name: "unknown file field", file: "apiServer:\n  htp: {}\n", want: "apiServer.htp: unknown field"},
 		{name: "file type error", file: "dpServer:\n  port: high\n", want: "dpServer.port: must be a non-negative integer"},
 		{name: "file YAML syntax", file: "a: [\n", want: "invalid YAML"},
+		{name: "MADS TLS cert without key", env: map[string]string{"KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_CERT_FILE": "c.pem"}, want: "KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_CERT_FILE, _KEY_FILE): set both or neither"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
