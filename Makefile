@@ -7,7 +7,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/kumametrics/mesh/pkg/version.Version=$(VERSION)
 GOTEST_FLAGS ?=
 
-.PHONY: build test lint unit e2e bench demo generate clean
+.PHONY: build test lint test-deps bench demo generate clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
@@ -16,12 +16,19 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \
 	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	cd test/interop && $(GO) vet ./...
+
+test-deps:
+	./scripts/test-deps.sh
 
 # Every test: lint, unit and integration tests (with the race detector),
-# then the end-to-end tests that run the built binaries.
-test: lint
+# Prometheus' own Kuma discovery against our control plane (test/interop, its
+# own module), then the end-to-end tests that run the built binaries and
+# Debian's Prometheus. CI=true turns a missing external program into a failure.
+test: lint test-deps
 	$(GO) test -race -count=1 $(GOTEST_FLAGS) $$($(GO) list ./... | grep -v /test/e2e)
-	$(GO) test -count=1 -timeout 20m $(GOTEST_FLAGS) ./test/e2e/...
+	cd test/interop && $(GO) test -count=1 $(GOTEST_FLAGS) ./...
+	CI=$${CI:-true} $(GO) test -count=1 -timeout 20m $(GOTEST_FLAGS) ./test/e2e/...
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./pkg/...

@@ -35,7 +35,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	build := exec.Command("go", "build", "-o", dir+string(os.PathSeparator), "../../cmd/kuma-cp", "../../cmd/kumactl")
+	build := exec.Command("go", "build", "-o", dir+string(os.PathSeparator), "../../cmd/kuma-cp", "../../cmd/kumactl", "../../cmd/kuma-prometheus-sd")
 	build.Stdout, build.Stderr = os.Stdout, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building the binaries:", err)
@@ -87,9 +87,11 @@ type controlPlane struct {
 	env     []string
 	apiURL  string
 	diagURL string
-	cmd     *exec.Cmd
-	log     *syncBuffer
-	done    chan error
+	// madsAddr is the monitoring assignment server's host:port.
+	madsAddr string
+	cmd      *exec.Cmd
+	log      *syncBuffer
+	done     chan error
 }
 
 // newControlPlane prepares a kuma-cp on free ports with its data in workDir.
@@ -97,8 +99,9 @@ func newControlPlane(t *testing.T, workDir string, extraEnv ...string) *controlP
 	p := freePorts(t, 4)
 	cp := &controlPlane{
 		t: t, workDir: workDir,
-		apiURL:  fmt.Sprintf("http://127.0.0.1:%d", p[0]),
-		diagURL: fmt.Sprintf("http://127.0.0.1:%d", p[3]),
+		apiURL:   fmt.Sprintf("http://127.0.0.1:%d", p[0]),
+		diagURL:  fmt.Sprintf("http://127.0.0.1:%d", p[3]),
+		madsAddr: fmt.Sprintf("127.0.0.1:%d", p[2]),
 	}
 	cp.env = append(os.Environ(),
 		"KUMA_GENERAL_WORK_DIR="+workDir,

@@ -1,0 +1,141 @@
+package e2e
+
+import (
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// The guide's kuma_sd_configs relabel rules, used here with http_sd_configs.
+const guideRelabelRules = `
+  relabel_configs:
+  - source_labels:
+    - __meta_kuma_mesh
+    regex: "(.*)"
+    target_label: mesh
+  - source_labels:
+    - __meta_kuma_dataplane
+    regex: "(.*)"
+    target_label: dataplane
+  - source_labels:
+    - __meta_kuma_service
+    regex: "(.*)"
+    target_label: service
+  - action: labelmap
+    regex: __meta_kuma_label_(.+)
+`
+
+const demoDataplanes = `
+type: Dataplane
+mesh: default
+name: frontend-1
+networking:
+  address: 127.0.0.2
+  inbound:
+  - port: 8080
+    tags:
+      kuma.io/service: frontend
+---
+type: Dataplane
+mesh: default
+name: backend-1
+networking:
+  address: 127.0.0.3
+  inbound:
+  - port: 8080
+    tags:
+      kuma.io/service: backend
+      version: v1
+`
+
+// poolDataplanes returns the dataplane label of each target of a pool, after
+// checking that every target has mesh, dataplane and service labels.
+func poolDataplanes(t *testing.T, targets []target) []string {
+	t.Helper()
+	var out []string
+	for _, tg := range targets {
+		for _, l := range []string{"mesh", "dataplane", "service"} {
+			require.NotEmpty(t, tg.Labels[l], "target %v has no %s label", tg.Labels, l)
+		}
+		out = append(out, tg.Labels["dataplane"])
+	}
+	sort.Strings(out)
+	return out
+}
+
+func TestPrometheusDiscoversDataplanes(t *testing.T) {
+	requireProgram(t, "prometheus")
+	cp := newControlPlane(t, t.TempDir())
+	cp.start()
+	k := newKumactl(t, cp)
+	k.must("apply", "-f", filepath.Join(guideDir, "mesh-universal-short.yaml"))
+	k.must("apply", "-f", filepath.Join(guideDir, "dataplane-override-universal.yaml"))
+	_, errOut, err := k.run(demoDataplanes, "apply", "-f", "-")
+	require.NoError(t, err, errOut)
+
+	// kuma-prometheus-sd writes the file the guide's file_sd job reads.
+	sdDir := t.TempDir()
+	sdFile := filepath.Join(sdDir, "kuma.file_sd.json")
+	startProcess(t, filepath.Join(binDir, "kuma-prometheus-sd"), nil, "run",
+		"--cp-address=grpc://"+cp.madsAddr, "--output-file="+sdFile)
+
+	config := fmt.Sprintf(`
+scrape_configs:
+- job_name: 'kuma-dataplanes'
+  scrape_interval: 15s
+  file_sd_configs:
+  - files:
+    - %s
+- job_name: 'kuma-dataplanes-http-sd'
+  scrape_interval: "5s"
+%s
+  http_sd_configs:
+  - url: http://%s/v3/discovery:monitoringassignments/http_sd
+    refresh_interval: 1s
+`, sdFile, guideRelabelRules, cp.madsAddr)
+	prom := startPrometheus(t, config)
+
+	all := []string{"backend-1", "example", "frontend-1"}
+	var pools map[string][]target
+	eventually(t, 60*time.Second, func() error {
+		pools = prom.targets(t)
+		for _, pool := range []string{"kuma-dataplanes", "kuma-dataplanes-http-sd"} {
+			if got := poolDataplanes(t, pools[pool]); strings.Join(got, ",") != strings.Join(all, ",") {
+				return fmt.Errorf("pool %s has %v, want %v", pool, got, all)
+			}
+		}
+		return nil
+	})
+	for _, pool := range []string{"kuma-dataplanes", "kuma-dataplanes-http-sd"} {
+		for _, tg := range pools[pool] {
+			require.Equal(t, "default", tg.Labels["mesh"])
+			switch tg.Labels["dataplane"] {
+			case "example":
+				require.Equal(t, "http://127.0.0.2:1234/non-standard-path", tg.ScrapeURL, "the dataplane's override")
+				require.Equal(t, "example", tg.Labels["service"])
+			case "backend-1":
+				require.Equal(t, "http://127.0.0.3:5670/metrics", tg.ScrapeURL)
+				require.Equal(t, "backend", tg.Labels["service"])
+				require.Equal(t, "v1", tg.Labels["version"])
+				require.Equal(t, ",backend,", tg.Labels["kuma_io_services"])
+			}
+		}
+	}
+
+	// Removing a dataplane removes its targets from both jobs.
+	k.must("delete", "dataplane", "frontend-1", "-m", "default")
+	eventually(t, 60*time.Second, func() error {
+		pools = prom.targets(t)
+		for _, pool := range []string{"kuma-dataplanes", "kuma-dataplanes-http-sd"} {
+			if got := poolDataplanes(t, pools[pool]); strings.Join(got, ",") != "backend-1,example" {
+				return fmt.Errorf("pool %s still has %v", pool, got)
+			}
+		}
+		return nil
+	})
+}

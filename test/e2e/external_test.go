@@ -1,0 +1,132 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// requireProgram returns the path of an external program the test needs. It
+// fails the test when CI=true and the program is missing (make test installs
+// it), and skips it elsewhere.
+func requireProgram(t *testing.T, name string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err == nil {
+		return path
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s is required in CI and is not installed (make test installs it): %v", name, err)
+	}
+	t.Skipf("%s is not installed (make test installs it)", name)
+	return ""
+}
+
+// process is a program the test started; it is killed at cleanup.
+type process struct {
+	cmd  *exec.Cmd
+	log  *syncBuffer
+	done chan error
+}
+
+func startProcess(t *testing.T, name string, env []string, args ...string) *process {
+	t.Helper()
+	p := &process{cmd: exec.Command(name, args...), log: &syncBuffer{}, done: make(chan error, 1)}
+	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	require.NoError(t, p.cmd.Start())
+	go func() { p.done <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			t.Logf("%s log:\n%s", filepath.Base(name), p.log.String())
+		}
+	})
+	return p
+}
+
+// prometheus is Debian's Prometheus started on 127.0.0.1 with a config.
+type prometheus struct {
+	url string
+	*process
+}
+
+func startPrometheus(t *testing.T, config string) *prometheus {
+	t.Helper()
+	bin := requireProgram(t, "prometheus")
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "prometheus.yml")
+	require.NoError(t, os.WriteFile(cfg, []byte(config), 0o600))
+	port := freePorts(t, 1)[0]
+	p := &prometheus{url: fmt.Sprintf("http://127.0.0.1:%d", port)}
+	p.process = startProcess(t, bin, nil,
+		"--config.file="+cfg,
+		fmt.Sprintf("--web.listen-address=127.0.0.1:%d", port),
+		"--storage.tsdb.path="+filepath.Join(dir, "data"),
+		"--log.level=warn",
+	)
+	eventually(t, 60*time.Second, func() error { return httpOK(p.url + "/-/ready") })
+	return p
+}
+
+// target is one entry of Prometheus' /api/v1/targets.
+type target struct {
+	ScrapePool       string            `json:"scrapePool"`
+	Labels           map[string]string `json:"labels"`
+	DiscoveredLabels map[string]string `json:"discoveredLabels"`
+	Health           string            `json:"health"`
+	ScrapeURL        string            `json:"scrapeUrl"`
+}
+
+// targets returns the active targets by scrape pool.
+func (p *prometheus) targets(t *testing.T) map[string][]target {
+	t.Helper()
+	var body struct {
+		Data struct {
+			ActiveTargets []target `json:"activeTargets"`
+		} `json:"data"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(httpGet(t, p.url+"/api/v1/targets?state=active")), &body))
+	out := map[string][]target{}
+	for _, tg := range body.Data.ActiveTargets {
+		out[tg.ScrapePool] = append(out[tg.ScrapePool], tg)
+	}
+	return out
+}
+
+// query runs an instant PromQL query and returns its vector samples.
+func (p *prometheus) query(t *testing.T, q string) []sample {
+	t.Helper()
+	var body struct {
+		Status string `json:"status"`
+		Data   struct {
+			Result []struct {
+				Metric map[string]string `json:"metric"`
+				Value  [2]any            `json:"value"`
+			} `json:"result"`
+		} `json:"data"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(httpGet(t, p.url+"/api/v1/query?query="+url.QueryEscape(q))), &body))
+	var out []sample
+	for _, r := range body.Data.Result {
+		v := 0.0
+		if s, ok := r.Value[1].(string); ok {
+			_, _ = fmt.Sscanf(s, "%g", &v)
+		}
+		out = append(out, sample{Labels: r.Metric, Value: v})
+	}
+	return out
+}
+
+type sample struct {
+	Labels map[string]string
+	Value  float64
+}
