@@ -58,6 +58,9 @@ func Assignments(meshes, dataplanes []*resource.Object) []Assignment {
 }
 
 func assignment(meshName, name string, mesh *resource.MeshSpec, dp *resource.DataplaneSpec) *observabilityv1.MonitoringAssignment {
+	if mesh == nil || dp == nil {
+		return nil
+	}
 	eff := resource.EffectiveMetricsConfig(mesh, dp)
 	if eff == nil || dp.Networking == nil {
 		return nil
@@ -115,6 +118,14 @@ func TagLabels(tags map[string][]string) map[string]string {
 // SanitizeLabelName replaces every character outside [a-zA-Z0-9_] with '_'
 // (one '_' per character, as Prometheus does).
 func SanitizeLabelName(s string) string {
+	clean := true
+	for i := 0; i < len(s) && clean; i++ {
+		c := s[i]
+		clean = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_'
+	}
+	if clean {
+		return s
+	}
 	var b strings.Builder
 	b.Grow(len(s))
 	for _, c := range s {

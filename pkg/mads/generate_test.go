@@ -1,7 +1,13 @@
 package mads
 
 import (
+	"encoding/json"
+	"strings"
 	"testing"
+
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/stretchr/testify/require"
 
@@ -154,4 +160,55 @@ func TestSnapshotVersionIsStable(t *testing.T) {
 	b3, _ := s3.Get("default/b")
 	require.NotEqual(t, a1.Version, a3.Version)
 	require.Equal(t, b1.Version, b3.Version, "an unchanged assignment keeps its version (delta clients get only changes)")
+}
+
+func TestGeneratorEqualsThePureFunctions(t *testing.T) {
+	meshes, dps := benchInput(50)
+	meshes = append(meshes, resource.New("", "plain", &resource.MeshSpec{}))
+	dps = append(dps, dp("plain", "off", resource.Networking{Address: "10.9.9.9"}, nil))
+	var g generator
+	check := func(meshes, dps []*resource.Object) {
+		t.Helper()
+		p, err := g.generate(meshes, dps)
+		require.NoError(t, err)
+		want, err := Snapshot(Assignments(meshes, dps))
+		require.NoError(t, err)
+		require.Equal(t, want.Version(), p.snap.Version())
+		resp := &discoveryv3.DiscoveryResponse{}
+		require.NoError(t, protojson.Unmarshal(p.fetchResponse(), resp))
+		require.Equal(t, want.Version(), resp.GetVersionInfo())
+		require.Equal(t, TypeURL, resp.GetTypeUrl())
+		require.Len(t, resp.GetResources(), want.Len())
+		for i, r := range want.Resources() {
+			require.True(t, proto.Equal(r.Body, resp.GetResources()[i]), "resource %s", r.Name)
+		}
+		var groups []TargetGroup
+		require.NoError(t, json.Unmarshal(p.httpSD(), &groups))
+		require.Equal(t, HTTPSDGroups(Assignments(meshes, dps)), groups)
+	}
+	check(meshes, dps)
+	// One dataplane changes (a new object), one goes, the mesh changes: still equal.
+	changed := *dps[3]
+	spec := *changed.Dataplane()
+	spec.Networking = &resource.Networking{Address: "10.200.0.1"}
+	changed.Spec = &spec
+	dps[3] = &changed
+	dps = append(dps[:7], dps[8:]...)
+	check(meshes, dps)
+	meshes[0] = metricsMesh("default", &resource.PrometheusConf{Port: u32(9100)})
+	check(meshes, dps)
+	check(meshes, nil)
+}
+
+func TestJSONStringsAreEscaped(t *testing.T) {
+	for _, s := range []string{"", "plain", `q"uote`, `back\slash`, "new\nline\ttab\r", "\x00\x1f", "ünï ✓", "bad\xffutf8", "</script>"} {
+		var got string
+		require.NoError(t, json.Unmarshal(appendString(nil, s), &got), "%q", s)
+		want := strings.ToValidUTF8(s, "\ufffd")
+		require.Equal(t, want, got)
+	}
+	m := map[string]string{"b": "2", "a": "1\"", "": ""}
+	var got map[string]string
+	require.NoError(t, json.Unmarshal(appendStringMap(nil, m), &got))
+	require.Equal(t, m, got)
 }

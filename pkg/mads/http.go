@@ -29,10 +29,7 @@ const (
 // maxRequestBody bounds a discovery request's body.
 const maxRequestBody = 1 << 20
 
-var (
-	unmarshalRequest = protojson.UnmarshalOptions{DiscardUnknown: true}
-	marshalResponse  = protojson.MarshalOptions{UseProtoNames: true}
-)
+var unmarshalRequest = protojson.UnmarshalOptions{DiscardUnknown: true}
 
 func (s *Server) httpHandler(reg prometheus.Registerer) (http.Handler, error) {
 	mux := http.NewServeMux()
@@ -162,22 +159,10 @@ func protoError(err error) string {
 }
 
 func (s *Server) writeFetch(w http.ResponseWriter, p *published) {
-	p.fetchOnce.Do(func() {
-		p.fetchBody, p.fetchErr = marshalResponse.Marshal(&discoveryv3.DiscoveryResponse{
-			VersionInfo: p.snap.Version(),
-			Resources:   p.snap.Bodies(),
-			TypeUrl:     TypeURL,
-			Nonce:       p.snap.Version(),
-		})
-	})
-	writeBody(w, p.fetchBody, p.fetchErr)
+	writeBody(w, p.fetchResponse())
 }
 
-func writeBody(w http.ResponseWriter, body []byte, err error) {
-	if err != nil {
-		writeError(w, http.StatusInternalServerError, "Internal server error", "encoding the response: "+err.Error())
-		return
-	}
+func writeBody(w http.ResponseWriter, body []byte) {
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = w.Write(body)
 }
@@ -243,7 +228,6 @@ func (s *Server) handleHTTPSD(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "Not ready", err.Error())
 		return
 	}
-	p.sdOnce.Do(func() { p.sdBody, p.sdErr = json.Marshal(HTTPSDGroups(p.assignments)) })
 	w.Header().Set("X-Kuma-Version", p.snap.Version())
-	writeBody(w, p.sdBody, p.sdErr)
+	writeBody(w, p.httpSD())
 }

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -62,24 +61,12 @@ type Server struct {
 	// held counts long polls waiting for a change.
 	held atomic.Int64
 
+	// gen is used by Reconcile only.
+	gen generator
+
 	// stopPolls ends held long polls at shutdown.
 	pollCtx   context.Context
 	stopPolls context.CancelFunc
-}
-
-// published is one generation: its snapshot, and the HTTP bodies rendered
-// from it on first use and shared by every client.
-type published struct {
-	snap        *xds.Snapshot
-	assignments []Assignment
-
-	fetchOnce sync.Once
-	fetchBody []byte
-	fetchErr  error
-
-	sdOnce sync.Once
-	sdBody []byte
-	sdErr  error
 }
 
 // New builds a server; Run serves it.
@@ -184,8 +171,7 @@ func (s *Server) debounce(ctx context.Context) bool {
 
 func (s *Server) generate(view *mirror.View) {
 	start := time.Now()
-	as := Assignments(view.List(resource.KindMesh, ""), view.List(resource.KindDataplane, ""))
-	snap, err := Snapshot(as)
+	p, err := s.gen.generate(view.List(resource.KindMesh, ""), view.List(resource.KindDataplane, ""))
 	ms := float64(time.Since(start).Microseconds()) / 1000
 	s.opts.XDSMetrics.ObserveGeneration(TypeURL, ms, err)
 	if err != nil {
@@ -193,11 +179,11 @@ func (s *Server) generate(view *mirror.View) {
 		s.log.Error("generating monitoring assignments failed", "err", err)
 		return
 	}
-	if cur := s.current.Load(); cur != nil && cur.snap.Version() == snap.Version() {
+	if cur := s.current.Load(); cur != nil && cur.snap.Version() == p.snap.Version() {
 		return
 	}
-	s.current.Set(&published{snap: snap, assignments: as})
-	s.log.Info("monitoring assignments changed", "version", snap.Version(), "assignments", len(as), "took_ms", ms)
+	s.current.Set(p)
+	s.log.Info("monitoring assignments changed", "version", p.snap.Version(), "assignments", p.snap.Len(), "took_ms", ms)
 }
 
 // Serve serves HTTP and gRPC on ln until ctx is done, then stops gracefully.
