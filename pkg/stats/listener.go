@@ -1,0 +1,108 @@
+package stats
+
+import "time"
+
+// HTTPConnManagerStats are the statistics of one HTTP connection manager
+// (http.<prefix>.* / envoy_http_*{envoy_http_conn_manager_prefix="<prefix>"}).
+// DownstreamRqXX is indexed by class-1.
+type HTTPConnManagerStats struct {
+	prefix string
+	scope  *Scope
+
+	DownstreamRqTotal  *Counter
+	DownstreamRqXX     [5]*Counter
+	DownstreamRqActive *Gauge
+	DownstreamRqTime   *Histogram
+	DownstreamCxTotal  *Counter
+	DownstreamCxActive *Gauge
+}
+
+// NewHTTPConnManagerStats registers and publishes the statistics of the HTTP
+// connection manager with stat prefix prefix (e.g. inbound_8080).
+func NewHTTPConnManagerStats(s *Store, prefix string) *HTTPConnManagerStats {
+	b := builder{
+		sc:     s.NewScope(),
+		prefix: "http." + prefix + ".",
+		family: "envoy_http_",
+		labels: []Label{{Name: LabelHTTPConnManagerPrefix, Value: prefix}},
+	}
+	h := &HTTPConnManagerStats{
+		prefix: prefix,
+		scope:  b.sc,
+
+		DownstreamRqTotal:  b.counter("downstream_rq_total", "Total requests."),
+		DownstreamRqXX:     b.perClass("downstream_rq", "downstream_rq", "Responses by response code class."),
+		DownstreamRqActive: b.gauge("downstream_rq_active", "Total active requests."),
+		DownstreamRqTime:   b.histogram("downstream_rq_time", "Total time for request and response (milliseconds)."),
+		DownstreamCxTotal:  b.counter("downstream_cx_total", "Total connections."),
+		DownstreamCxActive: b.gauge("downstream_cx_active", "Total active connections."),
+	}
+	b.sc.Publish()
+	return h
+}
+
+// Prefix returns the stat prefix.
+func (h *HTTPConnManagerStats) Prefix() string { return h.prefix }
+
+// RequestDone records a finished downstream request: downstream_rq_total,
+// the response class counter and downstream_rq_time. It does not touch
+// downstream_rq_active. It does not allocate.
+func (h *HTTPConnManagerStats) RequestDone(status int, d time.Duration) {
+	h.DownstreamRqTotal.Inc()
+	if i := classIndex(status); i >= 0 {
+		h.DownstreamRqXX[i].Inc()
+	}
+	h.DownstreamRqTime.Observe(d)
+}
+
+// ConnectionOpened records a new downstream connection
+// (downstream_cx_total, downstream_cx_active).
+func (h *HTTPConnManagerStats) ConnectionOpened() {
+	h.DownstreamCxTotal.Inc()
+	h.DownstreamCxActive.Inc()
+}
+
+// ConnectionClosed records the end of a downstream connection.
+func (h *HTTPConnManagerStats) ConnectionClosed() { h.DownstreamCxActive.Dec() }
+
+// Release removes the statistics from the store.
+func (h *HTTPConnManagerStats) Release() { h.scope.Release() }
+
+// RBACStats count the authorization decisions of one listener
+// (rbac.<listener>.allowed|denied / envoy_rbac_allowed|denied{listener}).
+type RBACStats struct {
+	scope   *Scope
+	Allowed *Counter
+	Denied  *Counter
+}
+
+// NewRBACStats registers and publishes the RBAC statistics of a listener.
+// The label keeps the listener name as given; the dotted name has ':' and
+// other characters Envoy drops from stat names replaced by '_'.
+func NewRBACStats(s *Store, listener string) *RBACStats {
+	b := builder{
+		sc:     s.NewScope(),
+		prefix: "rbac." + listener + ".",
+		family: "envoy_rbac_",
+		labels: []Label{{Name: LabelListener, Value: listener}},
+	}
+	r := &RBACStats{
+		scope:   b.sc,
+		Allowed: b.counter("allowed", "Total requests that were allowed access."),
+		Denied:  b.counter("denied", "Total requests that were denied access."),
+	}
+	b.sc.Publish()
+	return r
+}
+
+// Record counts one decision.
+func (r *RBACStats) Record(allowed bool) {
+	if allowed {
+		r.Allowed.Inc()
+	} else {
+		r.Denied.Inc()
+	}
+}
+
+// Release removes the statistics from the store.
+func (r *RBACStats) Release() { r.scope.Release() }
