@@ -23,6 +23,7 @@ import (
 	"github.com/kumametrics/mesh/pkg/apiserver"
 	"github.com/kumametrics/mesh/pkg/cpconfig"
 	"github.com/kumametrics/mesh/pkg/diagnostics"
+	"github.com/kumametrics/mesh/pkg/dpserver"
 	"github.com/kumametrics/mesh/pkg/insight"
 	"github.com/kumametrics/mesh/pkg/mads"
 	"github.com/kumametrics/mesh/pkg/manager"
@@ -160,6 +161,27 @@ func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (cp *Contro
 	cp.tasks = append(cp.tasks,
 		task{"mads-reconciler", func(ctx context.Context) error { madsServer.Reconcile(ctx); return nil }},
 		task{"mads", func(ctx context.Context) error { return madsServer.Serve(ctx, madsLn) }},
+	)
+
+	cert, err := dpserver.ServerCertificate(cfg.General.WorkDir, cfg.DPServer.TLSCertFile, cfg.DPServer.TLSKeyFile, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	dps, err := dpserver.New(dpserver.Options{
+		Views: mir, Writer: mgr, Insights: insights, InstanceID: cp.instanceID, Certificate: cert,
+		XDSMetrics: xdsMetrics, Log: log.With("component", "dp-server"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	dpLn, err := net.Listen("tcp", cfg.DPServer.Address())
+	if err != nil {
+		return nil, fmt.Errorf("dataplane server: listen on %s: %w", cfg.DPServer.Address(), err)
+	}
+	cp.listeners["dp-server"] = dpLn
+	cp.tasks = append(cp.tasks,
+		task{"dp-reconciler", func(ctx context.Context) error { dps.Reconcile(ctx); return nil }},
+		task{"dp-server", func(ctx context.Context) error { return dps.Serve(ctx, dpLn) }},
 	)
 	return cp, nil
 }

@@ -69,6 +69,10 @@ func joinHostPort(host string, port uint32) string {
 type DPServer struct {
 	Interface string `json:"interface"`
 	Port      uint32 `json:"port"`
+	// TLSCertFile and TLSKeyFile replace the certificate the control plane
+	// generates in its work directory.
+	TLSCertFile string `json:"tlsCertFile"`
+	TLSKeyFile  string `json:"tlsKeyFile"`
 }
 
 // Address renders host:port.
@@ -184,6 +188,8 @@ var envVars = []envVar{
 	{"KUMA_API_SERVER_HTTP_INTERFACE", str(func(c *Config) *string { return &c.APIServer.HTTP.Interface })},
 	{"KUMA_DP_SERVER_PORT", port(func(c *Config) *uint32 { return &c.DPServer.Port })},
 	{"KUMA_DP_SERVER_INTERFACE", str(func(c *Config) *string { return &c.DPServer.Interface })},
+	{"KUMA_DP_SERVER_TLS_CERT_FILE", str(func(c *Config) *string { return &c.DPServer.TLSCertFile })},
+	{"KUMA_DP_SERVER_TLS_KEY_FILE", str(func(c *Config) *string { return &c.DPServer.TLSKeyFile })},
 	{"KUMA_MONITORING_ASSIGNMENT_SERVER_PORT", port(func(c *Config) *uint32 { return &c.MonitoringAssignmentServer.Port })},
 	{"KUMA_MONITORING_ASSIGNMENT_SERVER_INTERFACE", str(func(c *Config) *string { return &c.MonitoringAssignmentServer.Interface })},
 	{"KUMA_MONITORING_ASSIGNMENT_SERVER_DEFAULT_FETCH_TIMEOUT", func(c *Config, v string) error {
@@ -278,6 +284,9 @@ func (c Config) Validate() error {
 	}
 	if c.MonitoringAssignmentServer.DefaultFetchTimeout <= 0 {
 		errs = append(errs, "monitoringAssignmentServer.defaultFetchTimeout (KUMA_MONITORING_ASSIGNMENT_SERVER_DEFAULT_FETCH_TIMEOUT): must be positive")
+	}
+	if (c.DPServer.TLSCertFile == "") != (c.DPServer.TLSKeyFile == "") {
+		errs = append(errs, "dpServer.tlsCertFile and .tlsKeyFile (KUMA_DP_SERVER_TLS_CERT_FILE, _KEY_FILE): set both or neither")
 	}
 	if (c.MonitoringAssignmentServer.TLSCertFile == "") != (c.MonitoringAssignmentServer.TLSKeyFile == "") {
 		errs = append(errs, "monitoringAssignmentServer.tlsCertFile and .tlsKeyFile (KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_CERT_FILE, _KEY_FILE): set both or neither")

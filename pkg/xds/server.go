@@ -32,8 +32,12 @@ type DeltaStream interface {
 // Callbacks observe one stream; every field is optional. They run on the
 // stream's goroutine and must not block.
 type Callbacks struct {
-	// OnOpen runs with the first request's node, before anything is sent.
-	OnOpen func(node *corev3.Node)
+	// OnOpen runs with the first request's node, before anything is sent;
+	// an error ends the stream with it (return a gRPC status error to
+	// choose its code).
+	OnOpen func(node *corev3.Node) error
+	// OnClose runs when a stream whose OnOpen succeeded ends.
+	OnClose func()
 	// OnResponse runs after a response of version was sent.
 	OnResponse func(version string)
 	// OnAck runs when the client accepted version.
@@ -138,7 +142,12 @@ func (s *Server) StreamSotW(stream SotWStream, cb Callbacks) error {
 					node = &corev3.Node{}
 				}
 				if cb.OnOpen != nil {
-					cb.OnOpen(node)
+					if err := cb.OnOpen(node); err != nil {
+						return err
+					}
+				}
+				if cb.OnClose != nil {
+					defer cb.OnClose()
 				}
 				clientHas = req.GetVersionInfo()
 				if snap, changed, err = s.source.Watch(ctx, node); err != nil {
@@ -290,7 +299,12 @@ func (s *Server) StreamDelta(stream DeltaStream, cb Callbacks) error {
 					node = &corev3.Node{}
 				}
 				if cb.OnOpen != nil {
-					cb.OnOpen(node)
+					if err := cb.OnOpen(node); err != nil {
+						return err
+					}
+				}
+				if cb.OnClose != nil {
+					defer cb.OnClose()
 				}
 				for name, v := range req.GetInitialResourceVersions() {
 					state.known[name] = v

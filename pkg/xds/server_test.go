@@ -303,3 +303,28 @@ func TestDeltaNamedSubscriptions(t *testing.T) {
 	require.Equal(t, []string{"a", "c"}, names(r4.GetResources()))
 	require.Empty(t, r4.GetRemovedResources())
 }
+
+func TestOnOpenCanRefuseAndOnCloseFollows(t *testing.T) {
+	var src Shared
+	src.Publish(snapshot(t, "a", "1"))
+	srv := NewServer(testType, &src, nil, nil)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+
+	refused := newFake[*discoveryv3.DiscoveryRequest, *discoveryv3.DiscoveryResponse](ctx)
+	refused.in <- &discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: "intruder"}}
+	closed := 0
+	err := srv.StreamSotW(refused, Callbacks{
+		OnOpen:  func(n *corev3.Node) error { return status.Errorf(codes.PermissionDenied, "no %s", n.GetId()) },
+		OnClose: func() { closed++ },
+	})
+	require.Equal(t, codes.PermissionDenied, status.Code(err))
+	require.Equal(t, 0, closed, "a refused stream was never open")
+
+	ok := newFake[*discoveryv3.DiscoveryRequest, *discoveryv3.DiscoveryResponse](ctx)
+	ok.in <- &discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: "proxy"}}
+	close(ok.in)
+	go func() { <-ok.out }()
+	require.NoError(t, srv.StreamSotW(ok, Callbacks{OnOpen: func(*corev3.Node) error { return nil }, OnClose: func() { closed++ }}))
+	require.Equal(t, 1, closed)
+}

@@ -1,0 +1,406 @@
+// Package dpserver is the control plane's dataplane server: data plane
+// proxies connect to it over TLS, present their Dataplane, and receive their
+// proxy config as a stream (xDS state of the world with ACK/NACK), kept
+// current as the store changes. It records each proxy's subscription for the
+// insights, and removes a proxy's Dataplane when it deregisters on a clean
+// shutdown.
+package dpserver
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+
+	meshv1 "github.com/kumametrics/mesh/api/mesh/v1"
+	"github.com/kumametrics/mesh/pkg/dpconfig"
+	"github.com/kumametrics/mesh/pkg/insight"
+	"github.com/kumametrics/mesh/pkg/latest"
+	"github.com/kumametrics/mesh/pkg/manager"
+	"github.com/kumametrics/mesh/pkg/mirror"
+	"github.com/kumametrics/mesh/pkg/resource"
+	"github.com/kumametrics/mesh/pkg/store"
+	"github.com/kumametrics/mesh/pkg/xds"
+)
+
+// MetadataDataplane is the node metadata field carrying the proxy's
+// Dataplane resource, as JSON in the REST API's shape.
+const MetadataDataplane = "dataplane.resource"
+
+// Views gives the current view of the store and a signal of its next change.
+type Views interface {
+	View() (*mirror.View, <-chan struct{})
+}
+
+// Writer changes resources with validation and defaults (the manager).
+type Writer interface {
+	Apply(ctx context.Context, obj *resource.Object, ifVersion int64) (*manager.Result, error)
+	Delete(ctx context.Context, kind resource.Kind, key resource.Key, ifVersion int64) error
+}
+
+// Options configure a Server.
+type Options struct {
+	Views      Views
+	Writer     Writer
+	Insights   *insight.Registry
+	InstanceID string
+	// Certificate the server presents.
+	Certificate tls.Certificate
+	// Debounce before regenerating configs after a change (default 50ms).
+	Debounce   time.Duration
+	XDSMetrics *xds.Metrics
+	Log        *slog.Logger
+	// Now is the clock (time.Now by default).
+	Now func() time.Time
+}
+
+// Server serves proxy configs.
+type Server struct {
+	opts Options
+	log  *slog.Logger
+	xds  *xds.Server
+	grpc *grpc.Server
+
+	mu      sync.Mutex
+	proxies map[resource.Key]*proxy
+	// kick asks the reconciler to generate (a proxy registered).
+	kick chan struct{}
+}
+
+// proxy is one connected proxy.
+type proxy struct {
+	snap latest.Value[*xds.Snapshot]
+	// stop ends its stream (a newer connection of the same dataplane replaces it).
+	stop  context.CancelFunc
+	subID string
+	// memo of the last generation.
+	memo memo
+}
+
+// New builds a server; Serve runs it and Reconcile keeps configs current.
+func New(opts Options) (*Server, error) {
+	if opts.Views == nil || opts.Writer == nil || opts.Insights == nil {
+		return nil, errors.New("dpserver: Views, Writer and Insights are required")
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if opts.Debounce <= 0 {
+		opts.Debounce = 50 * time.Millisecond
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	s := &Server{opts: opts, log: opts.Log, proxies: map[resource.Key]*proxy{}, kick: make(chan struct{}, 1)}
+	s.xds = xds.NewServer(dpconfig.TypeURL, s, opts.XDSMetrics, opts.Log)
+	s.grpc = grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{opts.Certificate}, MinVersion: tls.VersionTLS12})),
+		// Find proxies that vanished without closing their stream.
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	)
+	meshv1.RegisterDataplaneConfigServiceServer(s.grpc, &service{s: s})
+	return s, nil
+}
+
+// Serve serves on ln until ctx is done. Streams are then closed: proxies keep
+// their last config and reconnect.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.grpc.Serve(ln) }()
+	select {
+	case <-ctx.Done():
+		s.grpc.Stop()
+		<-errc
+		return nil
+	case err := <-errc:
+		return fmt.Errorf("dataplane server: %w", err)
+	}
+}
+
+type service struct {
+	meshv1.UnimplementedDataplaneConfigServiceServer
+	s *Server
+}
+
+func (svc *service) StreamProxyConfig(stream grpc.BidiStreamingServer[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse]) error {
+	s := svc.s
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	var (
+		key resource.Key
+		p   *proxy
+	)
+	cb := xds.Callbacks{
+		OnOpen: func(node *corev3.Node) error {
+			var err error
+			key, p, err = s.register(ctx, node, cancel)
+			return err
+		},
+		OnClose: func() { s.unregister(key, p) },
+		OnResponse: func(version string) {
+			now := s.opts.Now()
+			s.opts.Insights.Update(key, p.subID, func(sub *insight.Subscription) {
+				sub.Status.Total.ResponsesSent++
+				sub.Status.LastUpdateTime = &now
+			})
+		},
+		OnAck: func(version string) {
+			s.opts.Insights.Update(key, p.subID, func(sub *insight.Subscription) {
+				sub.Status.Total.ResponsesAcknowledged++
+				sub.ConfigVersion = version
+			})
+		},
+		OnNack: func(version, detail string) {
+			s.opts.Insights.Update(key, p.subID, func(sub *insight.Subscription) { sub.Status.Total.ResponsesRejected++ })
+		},
+	}
+	err := s.xds.StreamSotW(&ctxStream{stream, ctx}, cb)
+	if status.Code(err) == codes.Canceled && stream.Context().Err() == nil {
+		return status.Error(codes.Aborted, "a newer connection of this dataplane replaced this one")
+	}
+	return err
+}
+
+// ctxStream runs a stream under a context the server can cancel.
+type ctxStream struct {
+	grpc.BidiStreamingServer[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse]
+	ctx context.Context
+}
+
+func (c *ctxStream) Context() context.Context { return c.ctx }
+
+// Watch implements xds.Source: a proxy's own snapshot.
+func (s *Server) Watch(ctx context.Context, node *corev3.Node) (*xds.Snapshot, <-chan struct{}, error) {
+	s.mu.Lock()
+	p := s.proxies[nodeKey(node)]
+	s.mu.Unlock()
+	if p == nil {
+		return nil, nil, status.Error(codes.Internal, "proxy not registered")
+	}
+	snap, ch := p.snap.Get()
+	return snap, ch, nil
+}
+
+// nodeKey is where register files a proxy: node.id is set to "<mesh>/<name>"
+// once the dataplane is known.
+func nodeKey(node *corev3.Node) resource.Key {
+	for i := 0; i < len(node.GetId()); i++ {
+		if node.GetId()[i] == '/' {
+			return resource.Key{Mesh: node.GetId()[:i], Name: node.GetId()[i+1:]}
+		}
+	}
+	return resource.Key{}
+}
+
+// register validates and stores the proxy's Dataplane and records its subscription.
+func (s *Server) register(ctx context.Context, node *corev3.Node, stop context.CancelFunc) (resource.Key, *proxy, error) {
+	raw := node.GetMetadata().GetFields()[MetadataDataplane].GetStringValue()
+	if raw == "" {
+		return resource.Key{}, nil, status.Errorf(codes.InvalidArgument, "the first request's node.metadata must carry %q: the proxy's Dataplane as JSON", MetadataDataplane)
+	}
+	obj, err := resource.DecodeJSON([]byte(raw))
+	if err != nil {
+		return resource.Key{}, nil, status.Errorf(codes.InvalidArgument, "invalid Dataplane: %v", err)
+	}
+	if obj.Meta.Kind != resource.KindDataplane {
+		return resource.Key{}, nil, status.Errorf(codes.InvalidArgument, "node.metadata %q holds a %s, not a Dataplane", MetadataDataplane, obj.Meta.Kind)
+	}
+	if obj.Meta.Mesh == "" {
+		obj.Meta.Mesh = resource.DefaultMesh
+	}
+	key := obj.Meta.Key()
+	if err := s.store(ctx, obj); err != nil {
+		return key, nil, err
+	}
+	node.Id = key.String()
+
+	p := &proxy{stop: stop, subID: newID()}
+	s.mu.Lock()
+	old := s.proxies[key]
+	s.proxies[key] = p
+	s.mu.Unlock()
+	if old != nil {
+		s.log.Warn("a dataplane connected again; the older connection is closed", "dataplane", key.String())
+		old.stop()
+	}
+	s.opts.Insights.Connect(key, insight.Subscription{ID: p.subID, ControlPlaneInstanceID: s.opts.InstanceID, ConnectTime: s.opts.Now()})
+	s.log.Info("proxy connected", "dataplane", key.String())
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+	return key, p, nil
+}
+
+// store writes the presented Dataplane unless the store already has it.
+func (s *Server) store(ctx context.Context, obj *resource.Object) error {
+	if err := resource.Validate(obj); err != nil {
+		return status.Errorf(codes.InvalidArgument, "invalid Dataplane: %v", err)
+	}
+	resource.ApplyDefaults(obj)
+	if view, _ := s.opts.Views.View(); view != nil {
+		if have := view.Get(resource.KindDataplane, obj.Meta.Key()); have != nil && sameSpec(have.Spec, obj.Spec) {
+			return nil
+		}
+	}
+	if _, err := s.opts.Writer.Apply(ctx, obj, 0); err != nil {
+		var ve *resource.ValidationError
+		if errors.As(err, &ve) {
+			return status.Errorf(codes.InvalidArgument, "invalid Dataplane: %v", err)
+		}
+		return status.Errorf(codes.Unavailable, "storing the Dataplane: %v", err)
+	}
+	return nil
+}
+
+func sameSpec(a, b resource.Spec) bool {
+	ja, err1 := (&resource.Object{Meta: resource.Meta{Kind: a.Kind()}, Spec: a}).MarshalJSON()
+	jb, err2 := (&resource.Object{Meta: resource.Meta{Kind: b.Kind()}, Spec: b}).MarshalJSON()
+	return err1 == nil && err2 == nil && string(ja) == string(jb)
+}
+
+func (s *Server) unregister(key resource.Key, p *proxy) {
+	if p == nil {
+		return
+	}
+	s.mu.Lock()
+	if s.proxies[key] == p {
+		delete(s.proxies, key)
+	}
+	s.mu.Unlock()
+	s.opts.Insights.Disconnect(key, p.subID, s.opts.Now())
+	s.log.Info("proxy disconnected", "dataplane", key.String())
+}
+
+func (svc *service) Deregister(ctx context.Context, req *meshv1.DeregisterRequest) (*meshv1.DeregisterResponse, error) {
+	key := resource.Key{Mesh: req.GetMesh(), Name: req.GetName()}
+	if key.Mesh == "" || key.Name == "" {
+		return nil, status.Error(codes.InvalidArgument, "mesh and name are required")
+	}
+	err := svc.s.opts.Writer.Delete(ctx, resource.KindDataplane, key, 0)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return nil, status.Errorf(codes.Unavailable, "deleting the Dataplane: %v", err)
+	}
+	svc.s.opts.Insights.Forget(key)
+	svc.s.log.Info("proxy deregistered", "dataplane", key.String())
+	return &meshv1.DeregisterResponse{}, nil
+}
+
+func newID() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Reconcile regenerates the configs of connected proxies whenever the store
+// changes or a proxy connects, until ctx is done.
+func (s *Server) Reconcile(ctx context.Context) {
+	for {
+		view, changed := s.opts.Views.View()
+		if view != nil {
+			s.generate(view)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		case <-s.kick:
+		}
+		if !s.debounce(ctx) {
+			return
+		}
+	}
+}
+
+func (s *Server) debounce(ctx context.Context) bool {
+	quiet := time.NewTimer(s.opts.Debounce)
+	defer quiet.Stop()
+	deadline := time.NewTimer(4 * s.opts.Debounce)
+	defer deadline.Stop()
+	for {
+		_, changed := s.opts.Views.View()
+		select {
+		case <-ctx.Done():
+			return false
+		case <-quiet.C:
+			return true
+		case <-deadline.C:
+			return true
+		case <-changed:
+			quiet.Reset(s.opts.Debounce)
+		case <-s.kick:
+			quiet.Reset(s.opts.Debounce)
+		}
+	}
+}
+
+// memo is what a proxy's last config was generated from.
+type memo struct {
+	dp, mesh *resource.Object
+	services string // the services' endpoint versions it used
+	snap     *xds.Snapshot
+}
+
+func (s *Server) generate(view *mirror.View) {
+	start := time.Now()
+	s.mu.Lock()
+	proxies := make(map[resource.Key]*proxy, len(s.proxies))
+	for k, p := range s.proxies {
+		proxies[k] = p
+	}
+	s.mu.Unlock()
+	if len(proxies) == 0 {
+		return
+	}
+	ix := dpconfig.NewIndex(view.List(resource.KindMesh, ""), view.List(resource.KindDataplane, ""))
+	var failed error
+	for key, p := range proxies {
+		dp := view.Get(resource.KindDataplane, key)
+		mesh := view.Get(resource.KindMesh, resource.Key{Name: key.Mesh})
+		if dp == nil || mesh == nil {
+			continue // not in the view yet (or deleted): nothing to send
+		}
+		services := ix.ServiceVersions(dp)
+		if p.memo.dp == dp && p.memo.mesh == mesh && p.memo.services == services {
+			continue
+		}
+		snap, err := snapshotFor(ix, dp)
+		if err != nil {
+			failed = err
+			s.log.Error("generating a proxy config failed", "dataplane", key.String(), "err", err)
+			continue
+		}
+		p.memo = memo{dp: dp, mesh: mesh, services: services, snap: snap}
+		if cur := p.snap.Load(); cur == nil || cur.Version() != snap.Version() {
+			p.snap.Set(snap)
+		}
+	}
+	s.opts.XDSMetrics.ObserveGeneration(dpconfig.TypeURL, float64(time.Since(start).Microseconds())/1000, failed)
+}
+
+func snapshotFor(ix *dpconfig.Index, dp *resource.Object) (*xds.Snapshot, error) {
+	cfg, err := dpconfig.Generate(ix, dp)
+	if err != nil {
+		return nil, err
+	}
+	r, err := xds.NewResource(dp.Meta.Key().String(), cfg)
+	if err != nil {
+		return nil, err
+	}
+	return xds.NewSnapshot(dpconfig.TypeURL, []xds.Resource{r})
+}

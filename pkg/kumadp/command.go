@@ -1,0 +1,155 @@
+package kumadp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kumametrics/mesh/pkg/resource"
+	"github.com/kumametrics/mesh/pkg/version"
+)
+
+// Environment variables of kuma-dp run (the reference system's names).
+const (
+	EnvCPAddress     = "KUMA_CONTROL_PLANE_URL"
+	EnvCACertFile    = "KUMA_CONTROL_PLANE_CA_CERT_FILE"
+	EnvDataplane     = "KUMA_DATAPLANE_RESOURCE"
+	EnvDataplaneFile = "KUMA_DATAPLANE_RUNTIME_RESOURCE_PATH"
+	EnvAdminPort     = "KUMA_DATAPLANE_ADMIN_PORT"
+	EnvDrainTime     = "KUMA_DATAPLANE_DRAIN_TIME"
+)
+
+// NewRootCommand builds the kuma-dp command line. run is what `run` does
+// with the resulting config (Run in production; tests pass their own).
+func NewRootCommand(lookupEnv func(string) (string, bool), stderr io.Writer, run func(context.Context, Config) error) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "kuma-dp",
+		Short:         "Data plane proxy of the mesh",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	env := func(name, def string) string {
+		if v, ok := lookupEnv(name); ok && v != "" {
+			return v
+		}
+		return def
+	}
+	var (
+		cpAddress, caFile, dpFile, dpInline, logLevel string
+		insecure                                      bool
+		adminPort                                     uint32
+		drain                                         time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run the proxy beside a workload",
+		Long: "Connect to the control plane, present the Dataplane, and proxy the workload's traffic " +
+			"with the config the control plane streams. SIGTERM or SIGINT deregisters and drains.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var level slog.Level
+			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+				return fmt.Errorf("--log-level: %w", err)
+			}
+			dp, err := loadDataplane(dpFile, dpInline)
+			if err != nil {
+				return err
+			}
+			if adminPort > 65535 {
+				return fmt.Errorf("--admin-port: must be a port number, got %d", adminPort)
+			}
+			cfg := Config{
+				CPAddress: cpAddress, CACertFile: caFile, InsecureSkipVerify: insecure,
+				Dataplane: dp, AdminAddress: "127.0.0.1:" + strconv.FormatUint(uint64(adminPort), 10),
+				DrainTimeout: drain,
+				Log:          slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})).With("dataplane", dp.Meta.Key().String()),
+			}
+			if _, _, err := dialSettings(cfg); err != nil {
+				return err
+			}
+			return run(cmd.Context(), cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cpAddress, "cp-address", env(EnvCPAddress, "https://localhost:5678"), "the control plane's dataplane server, https://host:port (env "+EnvCPAddress+")")
+	f.StringVar(&caFile, "ca-cert-file", env(EnvCACertFile, ""), "PEM CA certificate verifying the control plane: its <work dir>/dp-server-ca.pem (env "+EnvCACertFile+")")
+	f.BoolVar(&insecure, "insecure-skip-verify", false, "connect without verifying the control plane's certificate")
+	f.StringVar(&dpFile, "dataplane-file", env(EnvDataplaneFile, ""), "file with the Dataplane resource, YAML (env "+EnvDataplaneFile+")")
+	f.StringVar(&dpInline, "dataplane", env(EnvDataplane, ""), "the Dataplane resource inline, YAML (env "+EnvDataplane+")")
+	defAdmin := uint64(9901)
+	if v, ok := lookupEnv(EnvAdminPort); ok {
+		if p, err := strconv.ParseUint(v, 10, 32); err == nil {
+			defAdmin = p
+		}
+	}
+	f.Uint32Var(&adminPort, "admin-port", uint32(defAdmin), "admin API port on 127.0.0.1 (env "+EnvAdminPort+")")
+	defDrain := DefaultDrainTimeout
+	if v, ok := lookupEnv(EnvDrainTime); ok {
+		if d, err := time.ParseDuration(v); err == nil {
+			defDrain = d
+		}
+	}
+	f.DurationVar(&drain, "drain-time", defDrain, "how long in-flight requests may take to finish at shutdown (env "+EnvDrainTime+")")
+	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	root.AddCommand(cmd, &cobra.Command{
+		Use: "version", Short: "Print the version", Args: cobra.NoArgs,
+		Run: func(cmd *cobra.Command, _ []string) {
+			fmt.Fprintf(cmd.OutOrStdout(), "%s %s\n", version.Product, version.Version)
+		},
+	})
+	return root
+}
+
+// loadDataplane reads the Dataplane from a file or inline YAML.
+func loadDataplane(file, inline string) (*resource.Object, error) {
+	var data []byte
+	src := "--dataplane"
+	switch {
+	case file != "" && inline != "":
+		return nil, errors.New("give either --dataplane-file or --dataplane, not both")
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("--dataplane-file: %w", err)
+		}
+		data, src = b, "--dataplane-file "+file
+	case inline != "":
+		data = []byte(inline)
+	default:
+		return nil, errors.New("the Dataplane is required: --dataplane-file FILE or --dataplane YAML")
+	}
+	docs := resource.SplitYAML(data)
+	if len(docs) != 1 {
+		return nil, fmt.Errorf("%s: must hold exactly one resource, found %d", src, len(docs))
+	}
+	obj, err := resource.DecodeYAML(docs[0].Body, docs[0].Line)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", src, err)
+	}
+	if obj.Meta.Kind != resource.KindDataplane {
+		return nil, fmt.Errorf("%s: holds a %s, not a Dataplane", src, obj.Meta.Kind)
+	}
+	if obj.Meta.Mesh == "" {
+		obj.Meta.Mesh = resource.DefaultMesh
+	}
+	if err := resource.Validate(obj); err != nil {
+		return nil, fmt.Errorf("%s: %w", src, err)
+	}
+	return obj, nil
+}
+
+// Run builds and runs an agent.
+func Run(ctx context.Context, cfg Config) error {
+	a, err := New(cfg)
+	if err != nil {
+		return err
+	}
+	return a.Run(ctx)
+}

@@ -1,0 +1,225 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/kumametrics/mesh/pkg/stats"
+)
+
+// Passive health: an endpoint that failed to connect this many times in a
+// row is ejected for ejectBase × the number of ejections so far (capped).
+const (
+	ejectAfter = 3
+	ejectBase  = 5 * time.Second
+	ejectMax   = 5 * time.Minute
+	// connectTimeout bounds one connection attempt.
+	connectTimeout = 5 * time.Second
+)
+
+// errNoEndpoint is returned when a cluster has no endpoint at all.
+var errNoEndpoint = errors.New("no healthy upstream")
+
+// endpoint is one upstream address of a cluster.
+type endpoint struct {
+	addr string
+	// consecutive connect failures, ejections so far, ejected until (unix nanos).
+	failures     atomic.Int32
+	ejections    atomic.Int32
+	ejectedUntil atomic.Int64
+}
+
+func (e *endpoint) ejected(now int64) bool { return e.ejectedUntil.Load() > now }
+
+// cluster is a set of upstream endpoints and their statistics. Its endpoints
+// change atomically; dialing never takes a lock.
+type cluster struct {
+	name  string
+	stats *stats.ClusterStats
+	dial  func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	endpoints atomic.Pointer[[]*endpoint]
+	next      atomic.Uint64
+	// watchers are told when the endpoint set changed (HTTP engines close
+	// pooled connections to endpoints that went away).
+	watchMu  sync.Mutex
+	watchers []func(keep func(endpoint string) bool)
+}
+
+// watchEndpoints registers f to run after the endpoint set changed.
+func (c *cluster) watchEndpoints(f func(keep func(endpoint string) bool)) {
+	c.watchMu.Lock()
+	c.watchers = append(c.watchers, f)
+	c.watchMu.Unlock()
+}
+
+func (c *cluster) endpointsChanged() {
+	c.watchMu.Lock()
+	ws := append([]func(func(string) bool){}, c.watchers...)
+	c.watchMu.Unlock()
+	for _, w := range ws {
+		w(c.has)
+	}
+}
+
+func newCluster(name string, st *stats.ClusterStats, dial func(ctx context.Context, network, addr string) (net.Conn, error)) *cluster {
+	c := &cluster{name: name, stats: st, dial: dial}
+	c.endpoints.Store(&[]*endpoint{})
+	return c
+}
+
+// setEndpoints replaces the endpoint set, keeping the health state of
+// endpoints that stay. It reports whether the set changed.
+func (c *cluster) setEndpoints(addrs []string) bool {
+	old := *c.endpoints.Load()
+	byAddr := make(map[string]*endpoint, len(old))
+	for _, e := range old {
+		byAddr[e.addr] = e
+	}
+	next := make([]*endpoint, 0, len(addrs))
+	changed := len(addrs) != len(old)
+	for i, a := range addrs {
+		e := byAddr[a]
+		if e == nil {
+			e = &endpoint{addr: a}
+		}
+		if !changed && old[i].addr != a {
+			changed = true
+		}
+		next = append(next, e)
+	}
+	c.endpoints.Store(&next)
+	c.stats.MembershipTotal.Set(int64(len(next)))
+	c.updateHealthy()
+	return changed
+}
+
+func (c *cluster) has(addr string) bool {
+	for _, e := range *c.endpoints.Load() {
+		if e.addr == addr {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *cluster) updateHealthy() {
+	now := time.Now().UnixNano()
+	healthy, ejected := 0, 0
+	for _, e := range *c.endpoints.Load() {
+		if e.ejected(now) {
+			ejected++
+		} else {
+			healthy++
+		}
+	}
+	c.stats.MembershipHealthy.Set(int64(healthy))
+	c.stats.OutlierDetectionEjectionsActive.Set(int64(ejected))
+	c.stats.HealthCheckHealthy.Set(int64(healthy))
+}
+
+// Dial connects to an endpoint: round robin over the endpoints that are not
+// ejected (all of them when every one is), trying the next one after a
+// connect failure. It returns the endpoint it connected to.
+func (c *cluster) Dial(ctx context.Context) (net.Conn, string, error) {
+	eps := *c.endpoints.Load()
+	if len(eps) == 0 {
+		c.stats.UpstreamCxConnectFail.Inc()
+		return nil, "", fmt.Errorf("cluster %s: %w", c.name, errNoEndpoint)
+	}
+	now := time.Now().UnixNano()
+	start := int(c.next.Add(1) - 1)
+	var lastErr error
+	tried := 0
+	for pass := 0; pass < 2 && tried < len(eps); pass++ {
+		for i := range eps {
+			e := eps[(start+i)%len(eps)]
+			// First pass: healthy endpoints only; second pass: the ejected ones too.
+			if e.ejected(now) != (pass == 1) {
+				continue
+			}
+			tried++
+			conn, err := c.connect(ctx, e)
+			if err == nil {
+				return conn, e.addr, nil
+			}
+			lastErr = err
+			if ctx.Err() != nil {
+				return nil, "", ctx.Err()
+			}
+		}
+	}
+	return nil, "", fmt.Errorf("cluster %s: upstream connect error: %w", c.name, lastErr)
+}
+
+func (c *cluster) connect(ctx context.Context, e *endpoint) (net.Conn, error) {
+	dctx, cancel := context.WithTimeout(ctx, connectTimeout)
+	defer cancel()
+	began := time.Now()
+	conn, err := c.dial(dctx, "tcp", e.addr)
+	if err != nil {
+		c.stats.UpstreamCxConnectFail.Inc()
+		if errors.Is(dctx.Err(), context.DeadlineExceeded) {
+			c.stats.UpstreamCxConnectTimeout.Inc()
+		}
+		if e.failures.Add(1) >= ejectAfter {
+			n := e.ejections.Add(1)
+			d := min(ejectBase*time.Duration(n), ejectMax)
+			e.ejectedUntil.Store(time.Now().Add(d).UnixNano())
+			e.failures.Store(0)
+			c.updateHealthy()
+		}
+		return nil, err
+	}
+	if e.failures.Load() != 0 || e.ejectedUntil.Load() != 0 {
+		e.failures.Store(0)
+		e.ejections.Store(0)
+		e.ejectedUntil.Store(0)
+		c.updateHealthy()
+	}
+	c.stats.ConnectionOpened(time.Since(began))
+	return &countingConn{Conn: conn, c: c, opened: began}, nil
+}
+
+// countingConn counts an upstream connection's bytes and closes it into the
+// cluster's statistics once.
+type countingConn struct {
+	net.Conn
+	c      *cluster
+	opened time.Time
+	once   sync.Once
+}
+
+func (cc *countingConn) Read(b []byte) (int, error) {
+	n, err := cc.Conn.Read(b)
+	if n > 0 {
+		cc.c.stats.UpstreamCxRxBytesTotal.Add(uint64(n))
+	}
+	return n, err
+}
+
+func (cc *countingConn) Write(b []byte) (int, error) {
+	n, err := cc.Conn.Write(b)
+	if n > 0 {
+		cc.c.stats.UpstreamCxTxBytesTotal.Add(uint64(n))
+	}
+	return n, err
+}
+
+func (cc *countingConn) Close() error {
+	cc.once.Do(func() { cc.c.stats.ConnectionClosed(time.Since(cc.opened)) })
+	return cc.Conn.Close()
+}
+
+// CloseWrite half-closes the upstream connection when it supports it.
+func (cc *countingConn) CloseWrite() error {
+	if hc, ok := cc.Conn.(interface{ CloseWrite() error }); ok {
+		return hc.CloseWrite()
+	}
+	return nil
+}

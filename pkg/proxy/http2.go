@@ -1,0 +1,3 @@
+package proxy
+
+func newHTTP2(p *Proxy, rt route) connHandler { return &tcpProxy{c: rt.cluster, log: p.log} }

@@ -1,0 +1,162 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// connHandler serves the connections of one route.
+type connHandler interface {
+	// ServeConn serves one downstream connection until it is done.
+	ServeConn(conn net.Conn, external bool)
+	// Drain finishes in-flight work and stops keep-alive, until ctx ends.
+	Drain(ctx context.Context)
+	// Close ends everything now.
+	Close()
+}
+
+// routed is a route and the handler built for it.
+type routed struct {
+	route
+	handler connHandler
+}
+
+// listener accepts connections on one address and hands them to the
+// handler of its current route.
+type listener struct {
+	name    string
+	address string
+	port    uint32
+	ln      net.Listener
+
+	route atomic.Pointer[routed]
+
+	mu      sync.Mutex
+	conns   map[net.Conn]struct{}
+	retired []connHandler
+	active  sync.WaitGroup
+	stopped bool
+}
+
+func newListener(p *Proxy, name, address string, port uint32, ln net.Listener) *listener {
+	return &listener{name: name, address: address, port: port, ln: ln, conns: map[net.Conn]struct{}{}}
+}
+
+// setRoute switches the listener to rt. Connections already accepted stay
+// with the handler they started on.
+func (l *listener) setRoute(p *Proxy, rt route) {
+	cur := l.route.Load()
+	if cur != nil && cur.protocol == rt.protocol && cur.cluster == rt.cluster && cur.hcm == rt.hcm {
+		return
+	}
+	var next *routed
+	if rt.cluster != nil {
+		next = &routed{route: rt, handler: p.newHandler(rt)}
+	}
+	l.route.Store(next)
+	if cur != nil {
+		l.mu.Lock()
+		l.retired = append(l.retired, cur.handler)
+		l.mu.Unlock()
+	}
+}
+
+func (l *listener) serve() {
+	go func() {
+		for {
+			conn, err := l.ln.Accept()
+			if err != nil {
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() {
+					time.Sleep(5 * time.Millisecond)
+					continue
+				}
+				return
+			}
+			rt := l.route.Load()
+			if rt == nil || !l.track(conn) {
+				_ = conn.Close()
+				continue
+			}
+			go func() {
+				defer l.untrack(conn)
+				rt.handler.ServeConn(conn, external(conn))
+			}()
+		}
+	}()
+}
+
+// external tells whether a connection comes from outside the proxy's host:
+// from another address than the one it reached.
+func external(c net.Conn) bool {
+	ra, ok1 := c.RemoteAddr().(*net.TCPAddr)
+	la, ok2 := c.LocalAddr().(*net.TCPAddr)
+	return ok1 && ok2 && !ra.IP.Equal(la.IP)
+}
+
+func (l *listener) track(c net.Conn) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.stopped {
+		return false
+	}
+	l.conns[c] = struct{}{}
+	l.active.Add(1)
+	return true
+}
+
+func (l *listener) untrack(c net.Conn) {
+	l.mu.Lock()
+	delete(l.conns, c)
+	l.mu.Unlock()
+	_ = c.Close()
+	l.active.Done()
+}
+
+// stopAccepting closes the listening socket.
+func (l *listener) stopAccepting() {
+	l.mu.Lock()
+	l.stopped = true
+	l.mu.Unlock()
+	_ = l.ln.Close()
+}
+
+// drain lets the handlers finish in-flight work and waits for the
+// connections to end, until ctx ends.
+func (l *listener) drain(ctx context.Context) {
+	l.mu.Lock()
+	handlers := append([]connHandler(nil), l.retired...)
+	l.mu.Unlock()
+	if rt := l.route.Load(); rt != nil {
+		handlers = append(handlers, rt.handler)
+	}
+	for _, h := range handlers {
+		h.Drain(ctx)
+	}
+	done := make(chan struct{})
+	go func() { l.active.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}
+
+// closeConns closes every connection still open.
+func (l *listener) closeConns() {
+	l.mu.Lock()
+	handlers := append([]connHandler(nil), l.retired...)
+	for c := range l.conns {
+		_ = c.Close()
+	}
+	l.mu.Unlock()
+	if rt := l.route.Load(); rt != nil {
+		handlers = append(handlers, rt.handler)
+	}
+	for _, h := range handlers {
+		h.Close()
+	}
+}

@@ -1,0 +1,65 @@
+package proxy
+
+import (
+	"context"
+	"io"
+	"net"
+	"sync"
+)
+
+// newHandler builds the handler of a route.
+func (p *Proxy) newHandler(rt route) connHandler {
+	switch rt.protocol {
+	case "http":
+		if h := p.newHTTP1(rt); h != nil {
+			return h
+		}
+	case "http2", "grpc":
+		return newHTTP2(p, rt)
+	}
+	return &tcpProxy{c: rt.cluster, log: p.log}
+}
+
+// tcpProxy copies bytes between a downstream connection and an upstream
+// endpoint of its cluster.
+type tcpProxy struct {
+	c   *cluster
+	log interface {
+		Debug(msg string, args ...any)
+	}
+}
+
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (t *tcpProxy) ServeConn(down net.Conn, external bool) {
+	up, _, err := t.c.Dial(context.Background())
+	if err != nil {
+		t.log.Debug("tcp: no upstream", "cluster", t.c.name, "err", err)
+		return
+	}
+	defer up.Close()
+	done := make(chan struct{}, 2)
+	go func() { pipe(up, down); done <- struct{}{} }()
+	pipe(down, up)
+	<-done
+}
+
+// pipe copies src to dst, then half-closes dst (or closes it).
+func pipe(dst, src net.Conn) {
+	bp := copyBuffers.Get().(*[]byte)
+	_, _ = io.CopyBuffer(onlyWriter{dst}, onlyReader{src}, *bp)
+	copyBuffers.Put(bp)
+	if hc, ok := dst.(interface{ CloseWrite() error }); ok {
+		_ = hc.CloseWrite()
+	} else {
+		_ = dst.Close()
+	}
+}
+
+// onlyReader and onlyWriter hide ReadFrom/WriteTo so that io.CopyBuffer
+// uses the buffer and the counting wrappers see every byte.
+type onlyReader struct{ io.Reader }
+type onlyWriter struct{ io.Writer }
+
+func (t *tcpProxy) Drain(context.Context) {}
+func (t *tcpProxy) Close()                {}
