@@ -1,0 +1,248 @@
+package dpserver
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	meshv1 "github.com/kumametrics/mesh/api/mesh/v1"
+	"github.com/kumametrics/mesh/pkg/dpconfig"
+	"github.com/kumametrics/mesh/pkg/insight"
+	"github.com/kumametrics/mesh/pkg/manager"
+	"github.com/kumametrics/mesh/pkg/mirror"
+	"github.com/kumametrics/mesh/pkg/resource"
+	"github.com/kumametrics/mesh/pkg/store/memory"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const waitTimeout = 10 * time.Second
+
+type harness struct {
+	mgr      *manager.Manager
+	insights *insight.Registry
+	client   meshv1.DataplaneConfigServiceClient
+	workDir  string
+}
+
+func start(t *testing.T) *harness {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	st := memory.New()
+	h := &harness{mgr: manager.New(st, nil), insights: insight.NewRegistry(), workDir: t.TempDir()}
+	require.NoError(t, h.mgr.EnsureDefaultMesh(ctx))
+	mir := mirror.New(st, nil, resource.KindMesh, resource.KindDataplane)
+	cert, err := ServerCertificate(h.workDir, "", "", time.Now())
+	require.NoError(t, err)
+	srv, err := New(Options{Views: mir, Writer: h.mgr, Insights: h.insights, InstanceID: "cp-1", Certificate: cert, Debounce: 5 * time.Millisecond})
+	require.NoError(t, err)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() { defer wg.Done(); _ = mir.Run(ctx) }()
+	go func() { defer wg.Done(); srv.Reconcile(ctx) }()
+	go func() { defer wg.Done(); _ = srv.Serve(ctx, ln) }()
+
+	ca, err := os.ReadFile(filepath.Join(h.workDir, CAFile))
+	require.NoError(t, err)
+	pool := x509.NewCertPool()
+	require.True(t, pool.AppendCertsFromPEM(ca))
+	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})))
+	require.NoError(t, err)
+	h.client = meshv1.NewDataplaneConfigServiceClient(conn)
+	t.Cleanup(func() { conn.Close(); cancel(); wg.Wait() })
+	return h
+}
+
+func dataplaneJSON(name, addr string, outbound bool) string {
+	out := ""
+	if outbound {
+		out = `,"outbound":[{"port":10001,"tags":{"kuma.io/service":"backend"}}]`
+	}
+	return `{"type":"Dataplane","mesh":"default","name":"` + name + `","networking":{"address":"` + addr +
+		`","inbound":[{"port":8080,"tags":{"kuma.io/service":"` + name + `"}}]` + out + `}}`
+}
+
+type proxyStream struct {
+	t *testing.T
+	grpc.BidiStreamingClient[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse]
+	cancel context.CancelFunc
+}
+
+func (h *harness) connect(t *testing.T, dpJSON string) *proxyStream {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	s, err := h.client.StreamProxyConfig(ctx)
+	require.NoError(t, err)
+	md, err := structpb.NewStruct(map[string]any{MetadataDataplane: dpJSON})
+	require.NoError(t, err)
+	require.NoError(t, s.Send(&discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: "x", Metadata: md}, TypeUrl: dpconfig.TypeURL}))
+	t.Cleanup(cancel)
+	return &proxyStream{t: t, BidiStreamingClient: s, cancel: cancel}
+}
+
+// next receives a config and ACKs it.
+func (p *proxyStream) next() (*meshv1.ProxyConfig, *discoveryv3.DiscoveryResponse) {
+	p.t.Helper()
+	resp, err := p.Recv()
+	require.NoError(p.t, err)
+	require.Len(p.t, resp.GetResources(), 1)
+	cfg := &meshv1.ProxyConfig{}
+	require.NoError(p.t, resp.GetResources()[0].UnmarshalTo(cfg))
+	require.NoError(p.t, p.Send(&discoveryv3.DiscoveryRequest{VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp.GetNonce(), TypeUrl: dpconfig.TypeURL}))
+	return cfg, resp
+}
+
+func endpoints(cfg *meshv1.ProxyConfig) []string {
+	var out []string
+	for _, o := range cfg.GetOutbounds() {
+		for _, e := range o.GetEndpoints() {
+			out = append(out, e.GetAddress())
+		}
+	}
+	return out
+}
+
+func TestRegistrationErrors(t *testing.T) {
+	h := start(t)
+	cases := []struct {
+		name     string
+		metadata map[string]any
+		code     codes.Code
+		msg      string
+	}{
+		{"no dataplane", map[string]any{}, codes.InvalidArgument, MetadataDataplane},
+		{"not JSON", map[string]any{MetadataDataplane: "{"}, codes.InvalidArgument, "invalid Dataplane"},
+		{"not a dataplane", map[string]any{MetadataDataplane: `{"type":"Mesh","name":"x"}`}, codes.InvalidArgument, "not a Dataplane"},
+		{"invalid field", map[string]any{MetadataDataplane: `{"type":"Dataplane","mesh":"default","name":"a","networking":{"address":"127.0.0.1","inbound":[{"port":70000,"tags":{"kuma.io/service":"a"}}]}}`}, codes.InvalidArgument, "networking.inbound[0].port"},
+		{"unknown mesh", map[string]any{MetadataDataplane: `{"type":"Dataplane","mesh":"nope","name":"a","networking":{"address":"127.0.0.1","inbound":[{"port":8080,"tags":{"kuma.io/service":"a"}}]}}`}, codes.InvalidArgument, `mesh "nope" does not exist`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := h.client.StreamProxyConfig(t.Context())
+			require.NoError(t, err)
+			md, err := structpb.NewStruct(tc.metadata)
+			require.NoError(t, err)
+			require.NoError(t, s.Send(&discoveryv3.DiscoveryRequest{Node: &corev3.Node{Metadata: md}, TypeUrl: dpconfig.TypeURL}))
+			_, err = s.Recv()
+			require.Equal(t, tc.code, status.Code(err), "%v", err)
+			require.ErrorContains(t, err, tc.msg)
+		})
+	}
+}
+
+func TestProxyLifecycle(t *testing.T) {
+	h := start(t)
+	key := resource.Key{Mesh: "default", Name: "frontend"}
+
+	front := h.connect(t, dataplaneJSON("frontend", "127.0.0.2", true))
+	cfg, resp := front.next()
+	require.Equal(t, "frontend", cfg.GetName())
+	require.Empty(t, endpoints(cfg), "no backend yet")
+	require.Eventually(t, func() bool {
+		in := h.insights.Get(key)
+		l := in.Latest()
+		return in.Online() && l.ConfigVersion == resp.GetVersionInfo() && l.Status.Total.ResponsesAcknowledged == 1 && l.ControlPlaneInstanceID == "cp-1"
+	}, waitTimeout, time.Millisecond, "online, with the acknowledged version")
+
+	// A backend registers: the frontend gets its endpoint.
+	back := h.connect(t, dataplaneJSON("backend", "127.0.0.3", false))
+	back.next()
+	cfg, _ = front.next()
+	require.Equal(t, []string{"127.0.0.3"}, endpoints(cfg))
+
+	// A dataplane of another service changes nothing for the frontend: the
+	// next push it gets is the one about its backend.
+	other := h.connect(t, dataplaneJSON("other", "127.0.0.9", false))
+	other.next()
+	_, err := h.mgr.Apply(t.Context(), mustDecode(t, `{"type":"Dataplane","mesh":"default","name":"backend-b","networking":{"address":"127.0.0.5","inbound":[{"port":8080,"tags":{"kuma.io/service":"backend"}}]}}`), 0)
+	require.NoError(t, err)
+	cfg, _ = front.next()
+	require.Equal(t, []string{"127.0.0.3", "127.0.0.5"}, endpoints(cfg))
+
+	// A NACK is counted.
+	_, err = h.mgr.Apply(t.Context(), mustDecode(t, `{"type":"Dataplane","mesh":"default","name":"backend-c","networking":{"address":"127.0.0.6","inbound":[{"port":8080,"tags":{"kuma.io/service":"backend"}}]}}`), 0)
+	require.NoError(t, err)
+	resp, err = front.Recv()
+	require.NoError(t, err)
+	require.NoError(t, front.Send(&discoveryv3.DiscoveryRequest{ResponseNonce: resp.GetNonce(), ErrorDetail: &rpcstatus.Status{Message: "port in use"}}))
+	require.Eventually(t, func() bool { return h.insights.Get(key).Latest().Status.Total.ResponsesRejected == 1 }, waitTimeout, time.Millisecond)
+
+	// The stream ends: offline. Deregistering deletes the dataplane.
+	front.cancel()
+	require.Eventually(t, func() bool { return !h.insights.Get(key).Online() }, waitTimeout, time.Millisecond)
+	_, err = h.client.Deregister(t.Context(), &meshv1.DeregisterRequest{Mesh: "default", Name: "frontend"})
+	require.NoError(t, err)
+	require.Empty(t, h.insights.Get(key).Subscriptions, "insight forgotten")
+	_, err = h.client.Deregister(t.Context(), &meshv1.DeregisterRequest{Mesh: "default"})
+	require.Equal(t, codes.InvalidArgument, status.Code(err))
+}
+
+func TestReconnectReplacesTheOlderStream(t *testing.T) {
+	h := start(t)
+	first := h.connect(t, dataplaneJSON("web", "127.0.0.2", false))
+	first.next()
+	second := h.connect(t, dataplaneJSON("web", "127.0.0.2", false))
+	second.next()
+	_, err := first.Recv()
+	require.Equal(t, codes.Aborted, status.Code(err), "%v", err)
+	require.Eventually(t, func() bool {
+		in := h.insights.Get(resource.Key{Mesh: "default", Name: "web"})
+		return in.Online() && len(in.Subscriptions) == 2
+	}, waitTimeout, time.Millisecond)
+}
+
+func mustDecode(t *testing.T, js string) *resource.Object {
+	t.Helper()
+	o, err := resource.DecodeJSON([]byte(js))
+	require.NoError(t, err)
+	return o
+}
+
+func TestServerCertificateIsKeptAcrossRestarts(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Now()
+	c1, err := ServerCertificate(dir, "", "", now)
+	require.NoError(t, err)
+	ca1, err := os.ReadFile(filepath.Join(dir, CAFile))
+	require.NoError(t, err)
+	c2, err := ServerCertificate(dir, "", "", now.Add(time.Hour))
+	require.NoError(t, err)
+	ca2, err := os.ReadFile(filepath.Join(dir, CAFile))
+	require.NoError(t, err)
+	require.Equal(t, ca1, ca2, "proxies keep trusting the control plane")
+	require.Equal(t, c1.Certificate[0], c2.Certificate[0])
+	info, err := os.Stat(filepath.Join(dir, "dp-server-ca.key"))
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), info.Mode().Perm())
+
+	// Close to expiry: a new leaf from the same CA.
+	c3, err := ServerCertificate(dir, "", "", now.Add(360*24*time.Hour))
+	require.NoError(t, err)
+	require.NotEqual(t, c1.Certificate[0], c3.Certificate[0])
+	ca3, _ := os.ReadFile(filepath.Join(dir, CAFile))
+	require.Equal(t, ca1, ca3)
+
+	_, err = ServerCertificate(dir, "only-cert.pem", "", now)
+	require.ErrorContains(t, err, "both")
+	_, err = ServerCertificate(dir, "/missing.pem", "/missing.key", now)
+	require.ErrorContains(t, err, "/missing.pem")
+}
