@@ -1,0 +1,274 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	meshv1 "github.com/kumametrics/mesh/api/mesh/v1"
+	"github.com/kumametrics/mesh/pkg/stats"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const waitTimeout = 10 * time.Second
+
+// echoServer answers every line with "<name>:<line>".
+func echoServer(t *testing.T, name string) (addr string, stop func()) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	conns := map[net.Conn]bool{}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns[c] = true
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				r := bufio.NewReader(c)
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil {
+						return
+					}
+					if _, err := fmt.Fprintf(c, "%s:%s", name, line); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			ln.Close()
+			mu.Lock()
+			for c := range conns {
+				c.Close()
+			}
+			mu.Unlock()
+			wg.Wait()
+		})
+	}
+	t.Cleanup(stop)
+	return ln.Addr().String(), stop
+}
+
+func freePort(t *testing.T) uint32 {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	return uint32(ln.Addr().(*net.TCPAddr).Port)
+}
+
+func hostPort(t *testing.T, addr string) (string, uint32) {
+	t.Helper()
+	h, p, err := net.SplitHostPort(addr)
+	require.NoError(t, err)
+	n, err := strconv.Atoi(p)
+	require.NoError(t, err)
+	return h, uint32(n)
+}
+
+func outboundConfig(t *testing.T, port uint32, endpoints ...string) *meshv1.ProxyConfig {
+	out := &meshv1.Outbound{Address: "127.0.0.1", Port: port, Service: "echo", Protocol: "tcp", ClusterName: "echo", Name: fmt.Sprintf("outbound:127.0.0.1:%d", port)}
+	for _, e := range endpoints {
+		h, p := hostPort(t, e)
+		out.Endpoints = append(out.Endpoints, &meshv1.Endpoint{Address: h, Port: p})
+	}
+	return &meshv1.ProxyConfig{Mesh: "default", Name: "test", Outbounds: []*meshv1.Outbound{out}}
+}
+
+func newProxy(t *testing.T) (*Proxy, *stats.Store) {
+	st := stats.NewStore()
+	p := New(st, Options{})
+	t.Cleanup(p.Close)
+	return p, st
+}
+
+// client is one connection through the proxy.
+type client struct {
+	t *testing.T
+	c net.Conn
+	r *bufio.Reader
+}
+
+func dial(t *testing.T, port uint32) *client {
+	t.Helper()
+	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	return &client{t: t, c: c, r: bufio.NewReader(c)}
+}
+
+func (c *client) say(line string) (string, error) {
+	_ = c.c.SetDeadline(time.Now().Add(waitTimeout))
+	if _, err := fmt.Fprintf(c.c, "%s\n", line); err != nil {
+		return "", err
+	}
+	s, err := c.r.ReadString('\n')
+	return strings.TrimSpace(s), err
+}
+
+func (c *client) must(line string) string {
+	c.t.Helper()
+	s, err := c.say(line)
+	require.NoError(c.t, err)
+	return s
+}
+
+func counter(t *testing.T, st *stats.Store, dotted string) string {
+	t.Helper()
+	var b strings.Builder
+	require.NoError(t, st.Write(&b, stats.FormatEnvoy, stats.RenderOptions{}))
+	for _, line := range strings.Split(b.String(), "\n") {
+		if name, v, ok := strings.Cut(line, ": "); ok && name == dotted {
+			return v
+		}
+	}
+	return ""
+}
+
+func TestTCPRoundRobinAndStats(t *testing.T) {
+	a, _ := echoServer(t, "a")
+	b, _ := echoServer(t, "b")
+	p, st := newProxy(t)
+	port := freePort(t)
+	require.NoError(t, p.Apply(outboundConfig(t, port, a, b)))
+	seen := map[string]int{}
+	for range 4 {
+		c := dial(t, port)
+		seen[strings.Split(c.must("hi"), ":")[0]]++
+		c.c.Close()
+	}
+	require.Equal(t, map[string]int{"a": 2, "b": 2}, seen)
+	require.Eventually(t, func() bool { return counter(t, st, "cluster.echo.upstream_cx_total") == "4" }, waitTimeout, time.Millisecond)
+	require.Equal(t, "2", counter(t, st, "cluster.echo.membership_total"))
+	require.Eventually(t, func() bool { return counter(t, st, "cluster.echo.upstream_cx_active") == "0" }, waitTimeout, time.Millisecond)
+	require.Equal(t, strconv.Itoa(4*len("hi\n")), counter(t, st, "cluster.echo.upstream_cx_tx_bytes_total"))
+	require.Equal(t, strconv.Itoa(4*len("a:hi\n")), counter(t, st, "cluster.echo.upstream_cx_rx_bytes_total"))
+}
+
+func TestTCPFailsOverAndEjects(t *testing.T) {
+	a, _ := echoServer(t, "a")
+	dead := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	p, st := newProxy(t)
+	port := freePort(t)
+	require.NoError(t, p.Apply(outboundConfig(t, port, dead, a)))
+	for range 6 {
+		require.Equal(t, "a:x", dial(t, port).must("x"), "a dead endpoint is skipped")
+	}
+	require.Equal(t, "3", counter(t, st, "cluster.echo.upstream_cx_connect_fail"), "ejected after 3 failures, then skipped")
+	require.Equal(t, "1", counter(t, st, "cluster.echo.outlier_detection.ejections_active"))
+	require.Equal(t, "1", counter(t, st, "cluster.echo.membership_healthy"))
+}
+
+func TestEndpointChangesKeepEstablishedConnections(t *testing.T) {
+	a, _ := echoServer(t, "a")
+	b, _ := echoServer(t, "b")
+	p, _ := newProxy(t)
+	port := freePort(t)
+	require.NoError(t, p.Apply(outboundConfig(t, port, a)))
+	established := dial(t, port)
+	require.Equal(t, "a:1", established.must("1"))
+
+	require.NoError(t, p.Apply(outboundConfig(t, port, b)))
+	require.Equal(t, "a:2", established.must("2"), "the established connection stays on a")
+	require.Equal(t, "b:3", dial(t, port).must("3"), "new connections go to b")
+
+	// The listener goes away: established connections live on, new ones are refused.
+	require.NoError(t, p.Apply(&meshv1.ProxyConfig{}))
+	require.Equal(t, "a:4", established.must("4"))
+	_, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	require.Error(t, err)
+	require.Empty(t, p.Listeners())
+}
+
+func TestApplyIsAllOrNothing(t *testing.T) {
+	a, _ := echoServer(t, "a")
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer busy.Close()
+	_, busyPort := hostPort(t, busy.Addr().String())
+	p, _ := newProxy(t)
+	port := freePort(t)
+	require.NoError(t, p.Apply(outboundConfig(t, port, a)))
+
+	bad := outboundConfig(t, port, a)
+	bad.Outbounds = append(bad.Outbounds, &meshv1.Outbound{Address: "127.0.0.1", Port: busyPort, Service: "x", Protocol: "tcp", ClusterName: "x", Name: "outbound:busy"})
+	err = p.Apply(bad)
+	require.ErrorContains(t, err, "outbound:busy")
+	require.Equal(t, []string{fmt.Sprintf("outbound:127.0.0.1:%d", port)}, p.Listeners(), "nothing changed")
+	require.Equal(t, "a:ok", dial(t, port).must("ok"))
+}
+
+func TestDrainWaitsForConnections(t *testing.T) {
+	a, _ := echoServer(t, "a")
+	st := stats.NewStore()
+	p := New(st, Options{})
+	port := freePort(t)
+	require.NoError(t, p.Apply(outboundConfig(t, port, a)))
+	c := dial(t, port)
+	require.Equal(t, "a:1", c.must("1"))
+
+	drained := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		drained <- p.Drain(ctx)
+	}()
+	// New connections are refused at once; the open one still works.
+	require.Eventually(t, func() bool {
+		conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err == nil {
+			conn.Close()
+		}
+		return err != nil
+	}, waitTimeout, time.Millisecond)
+	require.Equal(t, "a:2", c.must("2"))
+	select {
+	case <-drained:
+		t.Fatal("drain ended while a connection was open")
+	default:
+	}
+	c.c.Close()
+	require.NoError(t, <-drained)
+	require.ErrorContains(t, p.Apply(outboundConfig(t, port, a)), "draining")
+}
+
+func TestDrainDeadlineClosesWhatIsLeft(t *testing.T) {
+	a, _ := echoServer(t, "a")
+	p := New(stats.NewStore(), Options{})
+	port := freePort(t)
+	require.NoError(t, p.Apply(outboundConfig(t, port, a)))
+	c := dial(t, port)
+	require.Equal(t, "a:1", c.must("1"))
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	require.ErrorIs(t, p.Drain(ctx), context.DeadlineExceeded)
+	_ = c.c.SetReadDeadline(time.Now().Add(waitTimeout))
+	_, err := c.r.ReadByte()
+	require.ErrorIs(t, err, io.EOF, "closed by the proxy")
+}
