@@ -157,6 +157,33 @@ func (c *cluster) Dial(ctx context.Context) (net.Conn, string, error) {
 	return nil, "", fmt.Errorf("cluster %s: upstream connect error: %w", c.name, lastErr)
 }
 
+// pick returns the next endpoint in round robin, skipping ejected ones
+// unless all are; nil when the cluster has none.
+func (c *cluster) pick() *endpoint {
+	eps := *c.endpoints.Load()
+	if len(eps) == 0 {
+		return nil
+	}
+	now := time.Now().UnixNano()
+	start := int(c.next.Add(1) - 1)
+	for i := range eps {
+		if e := eps[(start+i)%len(eps)]; !e.ejected(now) {
+			return e
+		}
+	}
+	return eps[start%len(eps)]
+}
+
+// lookup finds an endpoint by address.
+func (c *cluster) lookup(addr string) *endpoint {
+	for _, e := range *c.endpoints.Load() {
+		if e.addr == addr {
+			return e
+		}
+	}
+	return nil
+}
+
 func (c *cluster) connect(ctx context.Context, e *endpoint) (net.Conn, error) {
 	dctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	defer cancel()

@@ -1,0 +1,85 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+)
+
+// grpcBackend serves the gRPC health service; "sick" is NOT_SERVING.
+func grpcBackend(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	srv := grpc.NewServer()
+	hs := health.NewServer()
+	hs.SetServingStatus("sick", healthpb.HealthCheckResponse_NOT_SERVING)
+	healthpb.RegisterHealthServer(srv, hs)
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(srv.Stop)
+	return ln.Addr().String()
+}
+
+func TestGRPCThroughTheProxy(t *testing.T) {
+	a, b := grpcBackend(t), grpcBackend(t)
+	p, st := newProxy(t)
+	port := freePort(t)
+	cfg := outboundConfig(t, port, a, b)
+	cfg.Outbounds[0].Protocol = "grpc"
+	require.NoError(t, p.Apply(cfg))
+
+	conn, err := grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", port), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	defer conn.Close()
+	client := healthpb.NewHealthClient(conn)
+	for range 10 {
+		resp, err := client.Check(t.Context(), &healthpb.HealthCheckRequest{})
+		require.NoError(t, err)
+		require.Equal(t, healthpb.HealthCheckResponse_SERVING, resp.GetStatus())
+	}
+	// An error status travels in the trailers.
+	_, err = client.Check(t.Context(), &healthpb.HealthCheckRequest{Service: "unknown"})
+	require.Equal(t, codes.NotFound, status.Code(err), "%v", err)
+
+	// A server stream works through the proxy too.
+	ctx, cancel := context.WithCancel(t.Context())
+	w, err := client.Watch(ctx, &healthpb.HealthCheckRequest{Service: "sick"})
+	require.NoError(t, err)
+	got, err := w.Recv()
+	require.NoError(t, err)
+	require.Equal(t, healthpb.HealthCheckResponse_NOT_SERVING, got.GetStatus())
+	cancel()
+
+	// 10 checks, the failed check and the stream: 12 requests, all HTTP 200
+	// (recorded once each response is done).
+	require.Eventually(t, func() bool {
+		return counter(t, st, "cluster.echo.upstream_rq_2xx") == "12" && counter(t, st, "http.echo.downstream_rq_2xx") == "12"
+	}, waitTimeout, time.Millisecond)
+	require.Equal(t, "1", counter(t, st, "cluster.echo.upstream_rq_tx_reset"), "the cancelled stream")
+	require.Equal(t, "2", counter(t, st, "cluster.echo.upstream_cx_total"), "one multiplexed connection per endpoint")
+}
+
+func TestGRPCUpstreamDown(t *testing.T) {
+	p, st := newProxy(t)
+	port := freePort(t)
+	cfg := outboundConfig(t, port, fmt.Sprintf("127.0.0.1:%d", freePort(t)))
+	cfg.Outbounds[0].Protocol = "grpc"
+	require.NoError(t, p.Apply(cfg))
+	conn, err := grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", port), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = healthpb.NewHealthClient(conn).Check(t.Context(), &healthpb.HealthCheckRequest{})
+	require.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
+	require.Eventually(t, func() bool { return counter(t, st, "cluster.echo.upstream_rq_5xx") == "1" }, waitTimeout, time.Millisecond)
+	require.Equal(t, "1", counter(t, st, "cluster.echo.upstream_cx_connect_fail"))
+}
