@@ -262,8 +262,9 @@ func (g *grpcService) FetchMonitoringAssignments(ctx context.Context, req *disco
 
 func (s *Server) streamCallbacks(kind string) xds.Callbacks {
 	return xds.Callbacks{
-		OnOpen: func(node *corev3.Node) {
+		OnOpen: func(node *corev3.Node) error {
 			s.log.Info("discovery client connected", "stream", kind, "client", node.GetId())
+			return nil
 		},
 	}
 }
