@@ -239,13 +239,12 @@ func (a *Agent) stream(ctx context.Context, client meshv1.DataplaneConfigService
 	if err != nil {
 		return false, err
 	}
-	a.mu.Lock()
-	have := a.version
-	a.mu.Unlock()
+	// No version_info: the control plane answers at once, even with the
+	// config already applied (re-applying it changes nothing), which tells
+	// the proxy the stream is up.
 	if err := s.Send(&discoveryv3.DiscoveryRequest{
-		Node:        &corev3.Node{Id: a.cfg.Dataplane.Meta.Key().String(), Metadata: md},
-		TypeUrl:     dpconfig.TypeURL,
-		VersionInfo: have,
+		Node:    &corev3.Node{Id: a.cfg.Dataplane.Meta.Key().String(), Metadata: md},
+		TypeUrl: dpconfig.TypeURL,
 	}); err != nil {
 		return false, err
 	}

@@ -35,7 +35,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	build := exec.Command("go", "build", "-o", dir+string(os.PathSeparator), "../../cmd/kuma-cp", "../../cmd/kumactl", "../../cmd/kuma-prometheus-sd")
+	build := exec.Command("go", "build", "-o", dir+string(os.PathSeparator), "../../cmd/kuma-cp", "../../cmd/kumactl", "../../cmd/kuma-prometheus-sd", "../../cmd/kuma-dp", "../../cmd/demo-app")
 	build.Stdout, build.Stderr = os.Stdout, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building the binaries:", err)
@@ -89,6 +89,7 @@ type controlPlane struct {
 	diagURL string
 	// madsAddr is the monitoring assignment server's host:port.
 	madsAddr string
+	dpAddr   string
 	cmd      *exec.Cmd
 	log      *syncBuffer
 	done     chan error
@@ -102,6 +103,7 @@ func newControlPlane(t *testing.T, workDir string, extraEnv ...string) *controlP
 		apiURL:   fmt.Sprintf("http://127.0.0.1:%d", p[0]),
 		diagURL:  fmt.Sprintf("http://127.0.0.1:%d", p[3]),
 		madsAddr: fmt.Sprintf("127.0.0.1:%d", p[2]),
+		dpAddr:   fmt.Sprintf("127.0.0.1:%d", p[1]),
 	}
 	cp.env = append(os.Environ(),
 		"KUMA_GENERAL_WORK_DIR="+workDir,

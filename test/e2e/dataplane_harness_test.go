@@ -1,0 +1,70 @@
+package e2e
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// dataplane is a kuma-dp process.
+type dataplane struct {
+	name      string
+	adminPort int
+	*process
+}
+
+// startDataplane runs kuma-dp with the Dataplane in yaml and waits until it
+// applied its first config.
+func startDataplane(t *testing.T, cp *controlPlane, name, yaml string) *dataplane {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), name+".yaml")
+	require.NoError(t, os.WriteFile(file, []byte(yaml), 0o600))
+	port := freePorts(t, 1)[0]
+	dp := &dataplane{name: name, adminPort: port}
+	dp.process = startProcess(t, filepath.Join(binDir, "kuma-dp"), nil, "run",
+		"--cp-address", "https://"+cp.dpAddr,
+		"--ca-cert-file", filepath.Join(cp.workDir, "dp-server-ca.pem"),
+		"--dataplane-file", file, "--admin-port", fmt.Sprint(port), "--drain-time", "5s")
+	eventually(t, 30*time.Second, func() error { return httpOK(dp.admin("/ready")) })
+	return dp
+}
+
+func (d *dataplane) admin(path string) string {
+	return fmt.Sprintf("http://127.0.0.1:%d%s", d.adminPort, path)
+}
+
+// stat reads one statistic from the admin API (Envoy text form).
+func (d *dataplane) stat(t *testing.T, dotted string) string {
+	t.Helper()
+	body := httpGet(t, d.admin("/stats?filter=^"+strings.ReplaceAll(dotted, ".", `\.`)+"$"))
+	for _, line := range strings.Split(body, "\n") {
+		if name, v, ok := strings.Cut(line, ": "); ok && name == dotted {
+			return v
+		}
+	}
+	return ""
+}
+
+// startApp runs a demo-app role.
+func startApp(t *testing.T, args ...string) *process {
+	t.Helper()
+	return startProcess(t, filepath.Join(binDir, "demo-app"), nil, args...)
+}
+
+// getStatus fetches url and returns its status code, or an error.
+func getStatus(client *http.Client, url string) (int, error) {
+	res, err := client.Get(url)
+	if err != nil {
+		return 0, err
+	}
+	defer res.Body.Close()
+	_, _ = io.Copy(io.Discard, res.Body)
+	return res.StatusCode, nil
+}
