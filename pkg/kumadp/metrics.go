@@ -10,6 +10,8 @@ import (
 	"time"
 
 	meshv1 "github.com/kumametrics/mesh/api/mesh/v1"
+	"github.com/kumametrics/mesh/pkg/metricsendpoint"
+	"github.com/kumametrics/mesh/pkg/resource"
 	"github.com/kumametrics/mesh/pkg/stats"
 )
 
@@ -18,7 +20,7 @@ import (
 // before the old one closes) and closing when metrics are turned off.
 type metricsServer struct {
 	log      *slog.Logger
-	endpoint *endpoint
+	endpoint *metricsendpoint.Endpoint
 
 	mu   sync.Mutex
 	addr string
@@ -26,7 +28,7 @@ type metricsServer struct {
 }
 
 func newMetricsServer(st *stats.Store, log *slog.Logger) (*metricsServer, error) {
-	e, err := newEndpoint(st, log)
+	e, err := metricsendpoint.New(st, metricsendpoint.Options{Log: log})
 	if err != nil {
 		return nil, err
 	}
@@ -41,8 +43,14 @@ func (m *metricsServer) apply(cfg *meshv1.Metrics, appAddress string) error {
 		m.stopLocked()
 		return nil
 	}
-	if err := m.endpoint.update(cfg, appAddress); err != nil {
-		return fmt.Errorf("metrics endpoint: %w", err)
+	ec := metricsendpoint.Config{
+		Path: cfg.GetPath(), FilterRegex: cfg.GetFilterRegex(), UsedOnly: cfg.GetUsedOnly(), DefaultAppAddress: appAddress,
+	}
+	for _, a := range cfg.GetAggregate() {
+		ec.Aggregate = append(ec.Aggregate, resource.AggregateEndpoint{Name: a.GetName(), Address: a.GetAddress(), Port: a.GetPort(), Path: a.GetPath()})
+	}
+	if err := m.endpoint.Update(ec); err != nil {
+		return err
 	}
 	addr := net.JoinHostPort(cfg.GetAddress(), portString(cfg.GetPort()))
 	if addr == m.addr {
@@ -78,4 +86,5 @@ func (m *metricsServer) close() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.stopLocked()
+	m.endpoint.Close()
 }
