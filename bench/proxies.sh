@@ -1,0 +1,583 @@
+#!/usr/bin/env bash
+# bench/proxies.sh: one proxy hop, side by side in one run: direct (no proxy),
+# haproxy, nginx and kuma-dp (plain, and with its metrics endpoint scraped
+# every second), for HTTP/1.1 and for TCP echo. See bench/README.md.
+#
+#   bench/proxies.sh                        # everything, ~4 min without kuma-dp, ~7 with
+#   bench/proxies.sh --quick                # ~1 min
+#   bench/proxies.sh --only direct,haproxy,nginx --proto http
+#
+# Pinning: backend, load generators and kuma-cp on CPU 0, the proxy under test
+# on CPU 1. Every process started here is stopped on exit, Ctrl-C or failure.
+# Everything listens on loopback only (kuma-dp's inbound on its dataplane
+# address 127.0.0.2). Ports: BENCH_PORT_BASE (default 18000) + 1..90.
+# BENCH_KUMA_DP / BENCH_KUMA_CP=/path/to/binary use that kuma-dp / kuma-cp
+# instead of the ones built from cmd/ (or found in bin/).
+set -euo pipefail
+
+usage() {
+	cat <<'EOF'
+usage: bench/proxies.sh [--quick] [--only PATHS] [--proto http,tcp] [--rounds N] [--keep]
+
+  --quick         ~1 minute: 2 rounds, 1500 requests at 1k req/s, 3 s saturation
+  --only PATHS    comma-separated subset of: direct,haproxy,nginx,kuma-dp,kuma-dp-scrape
+                  (direct is always measured: added latency is relative to it)
+  --proto LIST    http, tcp or http,tcp (default)
+  --rounds N      interleaved rounds (default 3)
+  --keep          keep the temporary directory (configs, logs) and print its path
+EOF
+}
+
+ALL_PATHS=(direct haproxy nginx kuma-dp kuma-dp-scrape)
+ONLY=""
+PROTOS="http,tcp"
+ROUNDS=3
+REQUESTS=4000    # measured open-loop requests per run
+RATE=1000        # open-loop rate, req/s
+CONNS=16         # open-loop connections
+WARMUP=500ms     # open-loop warm-up, excluded
+SAT_SECONDS=8    # saturation run length
+KEEP=0
+while (($#)); do
+	case $1 in
+	--quick) ROUNDS=2 REQUESTS=1500 WARMUP=300ms SAT_SECONDS=3 ;;
+	--only) ONLY=${2:?--only needs a list}; shift ;;
+	--proto) PROTOS=${2:?--proto needs a list}; shift ;;
+	--rounds) ROUNDS=${2:?--rounds needs a number}; shift ;;
+	--keep) KEEP=1 ;;
+	-h | --help) usage; exit 0 ;;
+	*) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
+	esac
+	shift
+done
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "--rounds must be a positive number" >&2; exit 2; }
+
+PATHS=()
+if [[ -z $ONLY ]]; then
+	PATHS=("${ALL_PATHS[@]}")
+else
+	IFS=, read -r -a wanted <<<"$ONLY"
+	for p in "${ALL_PATHS[@]}"; do
+		for w in "${wanted[@]}"; do [[ $w == "$p" ]] && PATHS+=("$p"); done
+	done
+	for w in "${wanted[@]}"; do
+		[[ " ${ALL_PATHS[*]} " == *" $w "* ]] || { echo "unknown path '$w' (known: ${ALL_PATHS[*]})" >&2; exit 2; }
+	done
+	[[ " ${PATHS[*]} " == *" direct "* ]] || PATHS=(direct "${PATHS[@]}")
+fi
+IFS=, read -r -a PROTO_LIST <<<"$PROTOS"
+for p in "${PROTO_LIST[@]}"; do
+	[[ $p == http || $p == tcp ]] || { echo "unknown protocol '$p' (http or tcp)" >&2; exit 2; }
+done
+has_path() { [[ " ${PATHS[*]} " == *" $1 "* ]]; }
+NEED_KUMA=0
+if has_path kuma-dp || has_path kuma-dp-scrape; then NEED_KUMA=1; fi
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+BIN=$ROOT/bench/bin
+RESULTS=$ROOT/bench/results
+
+# Tools.
+missing=()
+for tool in haproxy nginx wrk taskset curl; do
+	command -v "$tool" >/dev/null 2>&1 || [[ -x /usr/sbin/$tool ]] || missing+=("$tool")
+done
+if ((${#missing[@]})); then
+	pkgs=()
+	for t in "${missing[@]}"; do
+		case $t in taskset) pkgs+=(util-linux) ;; nginx) pkgs+=(nginx-light) ;; *) pkgs+=("$t") ;; esac
+	done
+	echo "missing: ${missing[*]}; install with:" >&2
+	echo "  apt-get install -y ${pkgs[*]}" >&2
+	exit 1
+fi
+PATH=$PATH:/usr/sbin
+if (($(nproc) < 2)); then
+	echo "need at least 2 CPUs (proxy on CPU 1, everything else on CPU 0); have $(nproc)" >&2
+	exit 1
+fi
+NGINX_STREAM=/usr/lib/nginx/modules/ngx_stream_module.so
+if has_path nginx && [[ " ${PROTO_LIST[*]} " == *" tcp "* && ! -e $NGINX_STREAM ]]; then
+	# Debian builds nginx's stream (TCP proxy) module as a separate package.
+	echo "nginx has no stream module ($NGINX_STREAM), needed for the TCP rows:"
+	echo "  running: apt-get install -y libnginx-mod-stream"
+	if ((EUID != 0)); then
+		echo "not root: run that command yourself, or use --proto http" >&2
+		exit 1
+	fi
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q libnginx-mod-stream >/dev/null ||
+		{ apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q libnginx-mod-stream >/dev/null; }
+	[[ -e $NGINX_STREAM ]] || { echo "libnginx-mod-stream did not install $NGINX_STREAM" >&2; exit 1; }
+fi
+
+# Ports (loopback only).
+BASE=${BENCH_PORT_BASE:-18000}
+BACK_HTTP=$((BASE + 1)) BACK_TCP=$((BASE + 2))
+HAP_HTTP=$((BASE + 11)) HAP_TCP=$((BASE + 12))
+NGX_HTTP=$((BASE + 21)) NGX_TCP=$((BASE + 22))
+CP_API=$((BASE + 31)) CP_DP=$((BASE + 32)) CP_MADS=$((BASE + 33)) CP_DIAG=$((BASE + 34))
+DP_ADDR=127.0.0.2 DP_INBOUND=$((BASE + 80)) DP_ADMIN=$((BASE + 81)) DP_METRICS=$((BASE + 90))
+for port in $BACK_HTTP $BACK_TCP $HAP_HTTP $HAP_TCP $NGX_HTTP $NGX_TCP $CP_API $CP_DP $CP_MADS $CP_DIAG $DP_ADMIN $DP_METRICS; do
+	if (: <"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+		echo "port $port on 127.0.0.1 is in use; set BENCH_PORT_BASE to another base" >&2
+		exit 1
+	fi
+done
+if (: <"/dev/tcp/$DP_ADDR/$DP_INBOUND") 2>/dev/null; then
+	echo "port $DP_INBOUND on $DP_ADDR is in use; set BENCH_PORT_BASE to another base" >&2
+	exit 1
+fi
+
+# Plan and time budget, printed up front.
+per_run=$(awk -v w="$WARMUP" -v n="$REQUESTS" -v r="$RATE" -v s="$SAT_SECONDS" \
+	'BEGIN { sub(/ms$/, "", w); printf "%.0f", w / 1000 + n / r + s + 1.5 }')
+est=$((per_run * ROUNDS * ${#PATHS[@]} * ${#PROTO_LIST[@]}))
+echo "paths: ${PATHS[*]}; protocols: ${PROTO_LIST[*]}; $ROUNDS interleaved rounds"
+echo "each run: open loop $REQUESTS requests at $RATE req/s over $CONNS connections (+$WARMUP warm-up), then ${SAT_SECONDS}s at saturation"
+echo "estimated time: ~$((est / 60)) min $((est % 60)) s of measurement, plus build and start-up"
+
+# Build.
+targets=(./bench/...)
+((NEED_KUMA)) && targets+=(./cmd/...)
+echo "building: go build -o bench/bin/ ${targets[*]}"
+go build -o "$BIN/" "${targets[@]}"
+KUMA_DP="" KUMA_CP=""
+if ((NEED_KUMA)); then
+	for c in ${BENCH_KUMA_DP:-} "$BIN/kuma-dp" "$ROOT/bin/kuma-dp"; do [[ -x $c ]] && { KUMA_DP=$c; break; }; done
+	for c in ${BENCH_KUMA_CP:-} "$BIN/kuma-cp" "$ROOT/bin/kuma-cp"; do [[ -x $c ]] && { KUMA_CP=$c; break; }; done
+	if [[ -z $KUMA_DP || -z $KUMA_CP ]]; then
+		echo "kuma-dp or kuma-cp is not built (no cmd/kuma-dp yet?); measure the peers only with:" >&2
+		echo "  bench/proxies.sh --only direct,haproxy,nginx" >&2
+		exit 1
+	fi
+fi
+
+# Processes: everything started goes through start_bg and is stopped on exit.
+TMP=$(mktemp -d /tmp/bench-proxies.XXXXXX)
+chmod 711 "$TMP" # nginx workers run as nobody and need their temp paths
+PIDS=()
+BG_PID=""
+STOP_RC=0
+
+alive() {
+	local s
+	s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+	s=${s##*) }
+	[[ ${s:0:1} != Z ]]
+}
+
+# start_bg NAME CPU COMMAND...: start COMMAND pinned on CPU, output in $TMP/NAME.log.
+start_bg() {
+	local name=$1 cpu=$2
+	shift 2
+	taskset -c "$cpu" "$@" >"$TMP/$name.log" 2>&1 &
+	BG_PID=$!
+	PIDS+=("$BG_PID")
+}
+
+# stop_pid PID: SIGTERM, then SIGKILL after 5 s; sets STOP_RC to its exit status.
+stop_pid() {
+	local pid=$1 i keep=()
+	kill -TERM "$pid" 2>/dev/null || true
+	for ((i = 0; i < 50; i++)); do alive "$pid" || break; sleep 0.1; done
+	kill -KILL "$pid" 2>/dev/null || true
+	STOP_RC=0
+	wait "$pid" 2>/dev/null || STOP_RC=$?
+	for p in "${PIDS[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
+	PIDS=("${keep[@]+"${keep[@]}"}")
+}
+
+cleanup() {
+	local rc=$? i pid
+	trap - EXIT INT TERM
+	for pid in "${PIDS[@]+"${PIDS[@]}"}"; do kill -TERM "$pid" 2>/dev/null || true; done
+	for ((i = 0; i < 50; i++)); do
+		local left=0
+		for pid in "${PIDS[@]+"${PIDS[@]}"}"; do alive "$pid" && left=1; done
+		((left)) || break
+		sleep 0.1
+	done
+	for pid in "${PIDS[@]+"${PIDS[@]}"}"; do kill -KILL "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+	if ((KEEP)); then echo "kept $TMP"; else rm -rf "$TMP"; fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'echo "interrupted" >&2; exit 130' INT
+trap 'exit 143' TERM
+
+log_tail() { echo "--- last lines of $1.log:" >&2; tail -n 15 "$TMP/$1.log" >&2 || true; }
+
+# wait_ready PROTO ADDR PID SECONDS: one request through ADDR succeeds.
+wait_ready() {
+	local proto=$1 addr=$2 pid=$3 i
+	for ((i = 0; i < $4 * 10; i++)); do
+		alive "$pid" || return 1
+		"$BIN/loadgen" -probe -mode "$proto" -addr "$addr" 2>/dev/null && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+# Results.
+mkdir -p "$RESULTS"
+STAMP=$(date +%Y-%m-%dT%H-%M-%S)
+OUT=$RESULTS/$STAMP.jsonl
+CLK_TCK=$(getconf CLK_TCK)
+FAILURES=0
+emit() { printf '%s\n' "$1" >>"$OUT"; }
+jfield() { [[ $1 =~ \"$2\":([-0-9.e+]+) ]] && printf '%s' "${BASH_REMATCH[1]}" || printf '?'; }
+or_null() { [[ -n $1 ]] && printf '%s' "$1" || printf 'null'; }
+
+hap_version=$(haproxy -v 2>/dev/null | awk 'NR==1 { print $3 }')
+ngx_version=$(nginx -v 2>&1 | awk -F/ '{ print $2 }')
+emit "$(printf '{"kind":"meta","settings":{"date":"%s","git":"%s","rounds":%d,"requests":%d,"rate":%d,"conns":%d,"warmup":"%s","saturation_s":%d,"paths":"%s","haproxy":"%s","nginx":"%s"}}' \
+	"$STAMP" "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" "$ROUNDS" "$REQUESTS" "$RATE" "$CONNS" "$WARMUP" "$SAT_SECONDS" \
+	"${PATHS[*]}" "$hap_version" "$ngx_version")"
+
+# /proc accounting.
+proc_ticks() { # PID...: utime+stime in clock ticks, summed
+	local sum=0 pid s f
+	for pid in "$@"; do
+		s=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+		read -r -a f <<<"${s##*) }"
+		sum=$((sum + f[11] + f[12]))
+	done
+	echo "$sum"
+}
+rss_kb() { # PID...: VmRSS summed
+	local sum=0 pid v
+	for pid in "$@"; do
+		v=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status" 2>/dev/null) || continue
+		sum=$((sum + ${v:-0}))
+	done
+	echo "$sum"
+}
+children() { pgrep -P "$1" 2>/dev/null || true; }
+cpu1_ticks() { # "busy all" ticks of CPU 1 from /proc/stat (busy = all but idle and iowait)
+	awk '$1 == "cpu1" { all = 0; for (i = 2; i <= 9; i++) all += $i; print all - $5 - $6, all }' /proc/stat
+}
+
+# Backend: one process for both protocols, on CPU 0.
+start_bg backend 0 "$BIN/backend" -http "127.0.0.1:$BACK_HTTP" -tcp "127.0.0.1:$BACK_TCP"
+BACKEND_PID=$BG_PID
+if ! wait_ready http "127.0.0.1:$BACK_HTTP" "$BACKEND_PID" 10 || ! wait_ready tcp "127.0.0.1:$BACK_TCP" "$BACKEND_PID" 10; then
+	log_tail backend
+	echo "backend did not start" >&2
+	exit 1
+fi
+
+# Control plane for kuma-dp, on CPU 0.
+CP_WORK=$TMP/kuma-cp
+CP_OK=0
+if ((NEED_KUMA)); then
+	mkdir -p "$CP_WORK"
+	start_bg kuma-cp 0 env KUMA_GENERAL_WORK_DIR="$CP_WORK" KUMA_STORE_TYPE=memory \
+		KUMA_API_SERVER_HTTP_INTERFACE=127.0.0.1 KUMA_API_SERVER_HTTP_PORT="$CP_API" \
+		KUMA_DP_SERVER_INTERFACE=127.0.0.1 KUMA_DP_SERVER_PORT="$CP_DP" \
+		KUMA_MONITORING_ASSIGNMENT_SERVER_INTERFACE=127.0.0.1 KUMA_MONITORING_ASSIGNMENT_SERVER_PORT="$CP_MADS" \
+		KUMA_DIAGNOSTICS_SERVER_INTERFACE=127.0.0.1 KUMA_DIAGNOSTICS_SERVER_PORT="$CP_DIAG" \
+		"$KUMA_CP" run --log-level=warn
+	CP_PID=$BG_PID
+	for ((i = 0; i < 300; i++)); do
+		alive "$CP_PID" || break
+		curl -sf -o /dev/null "http://127.0.0.1:$CP_DIAG/ready" && { CP_OK=1; break; }
+		sleep 0.1
+	done
+	# The metrics endpoint must be enabled for the scrape mode; kuma-dp records always.
+	mesh='{"type":"Mesh","name":"default","metrics":{"enabledBackend":"prometheus-1","backends":[{"name":"prometheus-1","type":"prometheus","conf":{"port":'$DP_METRICS',"path":"/metrics","skipMTLS":true}}]}}'
+	if ((CP_OK)) && ! curl -sf -o "$TMP/mesh-put.log" -X PUT -H 'Content-Type: application/json' \
+		--data "$mesh" "http://127.0.0.1:$CP_API/meshes/default"; then
+		echo "could not enable metrics on mesh default" >&2
+		CP_OK=0
+	fi
+	if ((!CP_OK)); then
+		log_tail kuma-cp
+		echo "kuma-cp did not become ready; the kuma-dp rows are skipped" >&2
+	fi
+fi
+
+declare -A PROXY_PID=() PATH_FAILED=()
+
+fail_path() { # PROTO PATH REASON
+	echo "$2 ($1): $3" >&2
+	PATH_FAILED[$2]=$3
+	FAILURES=$((FAILURES + 1))
+	emit "$(printf '{"kind":"failed","proto":"%s","path":"%s","reason":"%s"}' "$1" "$2" "${3//\"/\'}")"
+}
+
+start_haproxy() { # PROTO
+	local proto=$1 port=$HAP_HTTP back=$BACK_HTTP mode=http
+	[[ $proto == tcp ]] && port=$HAP_TCP back=$BACK_TCP mode=tcp
+	{
+		echo "global"
+		echo "    nbthread 1"
+		echo "    maxconn 4096"
+		echo "defaults"
+		echo "    mode $mode"
+		echo "    timeout connect 5s"
+		echo "    timeout client 300s"
+		echo "    timeout server 300s"
+		[[ $mode == http ]] && echo "    timeout http-keep-alive 300s"
+		echo "frontend bench"
+		echo "    bind 127.0.0.1:$port"
+		echo "    default_backend upstream"
+		echo "backend upstream"
+		[[ $mode == http ]] && echo "    http-reuse always"
+		echo "    server backend 127.0.0.1:$back"
+	} >"$TMP/haproxy-$proto.cfg"
+	start_bg "haproxy-$proto" 1 haproxy -db -f "$TMP/haproxy-$proto.cfg"
+	PROXY_PID[haproxy]=$BG_PID
+	wait_ready "$proto" "127.0.0.1:$port" "$BG_PID" 10 || { log_tail "haproxy-$proto"; return 1; }
+}
+
+start_nginx() { # PROTO
+	local proto=$1 dir=$TMP/nginx-$1
+	mkdir -p "$dir"
+	chmod 755 "$dir"
+	{
+		[[ $proto == tcp ]] && echo "load_module $NGINX_STREAM;"
+		echo "worker_processes 1;"
+		echo "daemon off;"
+		echo "pid $dir/nginx.pid;"
+		echo "error_log $dir/error.log warn;"
+		echo "events { worker_connections 4096; }"
+		if [[ $proto == http ]]; then
+			cat <<EOF
+http {
+    access_log off;
+    client_body_temp_path $dir/body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+    upstream backend {
+        server 127.0.0.1:$BACK_HTTP;
+        keepalive 64;
+        keepalive_requests 1000000;
+        keepalive_timeout 300s;
+    }
+    server {
+        listen 127.0.0.1:$NGX_HTTP;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+		else
+			cat <<EOF
+stream {
+    upstream backend { server 127.0.0.1:$BACK_TCP; }
+    server {
+        listen 127.0.0.1:$NGX_TCP;
+        proxy_pass backend;
+    }
+}
+EOF
+		fi
+	} >"$dir/nginx.conf"
+	local port=$NGX_HTTP
+	[[ $proto == tcp ]] && port=$NGX_TCP
+	start_bg "nginx-$proto" 1 nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log"
+	PROXY_PID[nginx]=$BG_PID
+	wait_ready "$proto" "127.0.0.1:$port" "$BG_PID" 10 || { log_tail "nginx-$proto"; cat "$dir/error.log" >&2 || true; return 1; }
+}
+
+start_kuma_dp() { # PROTO
+	local proto=$1 back=$BACK_HTTP i
+	[[ $proto == tcp ]] && back=$BACK_TCP
+	cat >"$TMP/dataplane-$proto.yaml" <<EOF
+type: Dataplane
+mesh: default
+name: bench
+networking:
+  address: $DP_ADDR
+  inbound:
+  - port: $DP_INBOUND
+    servicePort: $back
+    serviceAddress: 127.0.0.1
+    tags:
+      kuma.io/service: bench
+      kuma.io/protocol: $proto
+EOF
+	for ((i = 0; i < 200; i++)); do
+		[[ -s $CP_WORK/dp-server-ca.pem ]] && break
+		sleep 0.1
+	done
+	if [[ ! -s $CP_WORK/dp-server-ca.pem ]]; then
+		echo "kuma-cp wrote no $CP_WORK/dp-server-ca.pem" >&2
+		return 1
+	fi
+	start_bg "kuma-dp-$proto" 1 "$KUMA_DP" run --cp-address "https://127.0.0.1:$CP_DP" \
+		--ca-cert-file "$CP_WORK/dp-server-ca.pem" --dataplane-file "$TMP/dataplane-$proto.yaml" --admin-port "$DP_ADMIN"
+	PROXY_PID[kuma-dp]=$BG_PID
+	PROXY_PID[kuma-dp-scrape]=$BG_PID
+	wait_ready "$proto" "$DP_ADDR:$DP_INBOUND" "$BG_PID" 30 || { log_tail "kuma-dp-$proto"; return 1; }
+}
+
+path_addr() { # PROTO PATH
+	local http=1
+	[[ $1 == tcp ]] && http=0
+	case $2 in
+	direct) ((http)) && echo "127.0.0.1:$BACK_HTTP" || echo "127.0.0.1:$BACK_TCP" ;;
+	haproxy) ((http)) && echo "127.0.0.1:$HAP_HTTP" || echo "127.0.0.1:$HAP_TCP" ;;
+	nginx) ((http)) && echo "127.0.0.1:$NGX_HTTP" || echo "127.0.0.1:$NGX_TCP" ;;
+	kuma-dp*) echo "$DP_ADDR:$DP_INBOUND" ;;
+	esac
+}
+
+proxy_pids() { # PATH: the processes whose CPU is charged to the proxy
+	local pid=${PROXY_PID[$1]:-}
+	[[ -n $pid ]] || return 0
+	echo "$pid" $(children "$pid")
+}
+proxy_rss_pids() { # PATH: nginx counts its worker (as the anchors do), others everything
+	local pid=${PROXY_PID[$1]:-}
+	[[ -n $pid ]] || return 0
+	if [[ $1 == nginx ]]; then children "$pid"; else proxy_pids "$1"; fi
+}
+
+wrk_json() { # FILE: wrk's text output as a loadgen-like JSON object
+	awk '
+	/ requests in / { req = $1; d = $4; sub(/,$/, "", d)
+		if (d ~ /ms$/) { sub(/ms$/, "", d); d /= 1000 } else if (d ~ /m$/) { sub(/m$/, "", d); d *= 60 } else { sub(/s$/, "", d) } }
+	/Socket errors:/ { gsub(/,/, ""); err += $4 + $6 + $8 + $10 }
+	/Non-2xx or 3xx responses:/ { err += $NF }
+	/^Requests\/sec:/ { rps = $2 }
+	END {
+		if (req == "" || rps == "") { print "null"; exit }
+		printf "{\"requests\":%d,\"requests_total\":%d,\"duration_s\":%s,\"rate_achieved\":%s,\"errors\":%d", req, req, d, rps, err
+		if (err > 0) printf ",\"error\":\"wrk: socket errors or non-2xx responses\""
+		print "}"
+	}' "$1"
+}
+
+# measure PROTO ROUND PATH: (a) open loop, (b) saturation with proxy CPU, (c) RSS.
+measure() {
+	local proto=$1 round=$2 path=$3 addr out rc scraper="" pids t0 t1 b0 b1 rss sat
+	addr=$(path_addr "$proto" "$path")
+	local tag
+	tag=$(printf '{"proto":"%s","round":%d,"path":"%s"' "$proto" "$round" "$path")
+	if [[ $path == kuma-dp-scrape ]]; then
+		start_bg scraper 0 "$BIN/loadgen" -scrape "http://$DP_ADDR:$DP_METRICS/metrics" -every 1s -json \
+			-duration "$((SAT_SECONDS + 180))s" # stopped by SIGTERM after the runs; bounded anyway
+		scraper=$BG_PID
+	fi
+
+	rc=0
+	out=$(timeout --foreground -k 5 120 taskset -c 0 "$BIN/loadgen" -mode "$proto" -addr "$addr" -conns "$CONNS" \
+		-rate "$RATE" -n "$REQUESTS" -warmup "$WARMUP" -json 2>>"$TMP/loadgen.err") || rc=$?
+	emit "$tag,\"kind\":\"openloop\",\"rc\":$rc,\"result\":$(or_null "$out")}"
+	((rc == 0)) || { FAILURES=$((FAILURES + 1)); echo "  open loop failed: ${out:-exit $rc}" >&2; }
+	local p50 p99
+	p50=$(jfield "$out" p50_us) p99=$(jfield "$out" p99_us)
+
+	sleep 0.2
+	read -r -a pids <<<"$(proxy_pids "$path")"
+	t0=$(proc_ticks "${pids[@]+"${pids[@]}"}") b0=$(proc_ticks "$BACKEND_PID")
+	local c0 c1
+	read -r -a c0 <<<"$(cpu1_ticks)"
+	rc=0
+	if [[ $proto == http ]]; then
+		timeout --foreground -k 5 $((SAT_SECONDS + 30)) taskset -c 0 \
+			wrk -t1 -c32 -d"${SAT_SECONDS}s" --timeout 2s "http://$addr/" >"$TMP/wrk.out" 2>&1 || rc=$?
+		sat=$(wrk_json "$TMP/wrk.out")
+		[[ $sat != null && $sat != *'"error"'* ]] || ((rc)) || rc=1
+		((rc == 0)) || cat "$TMP/wrk.out" >&2
+		local tool=wrk
+	else
+		sat=$(timeout --foreground -k 5 $((SAT_SECONDS + 30)) taskset -c 0 "$BIN/loadgen" -mode tcp -addr "$addr" \
+			-rate 0 -conns 32 -warmup 500ms -duration "${SAT_SECONDS}s" -json 2>>"$TMP/loadgen.err") || rc=$?
+		local tool=loadgen
+	fi
+	t1=$(proc_ticks "${pids[@]+"${pids[@]}"}") b1=$(proc_ticks "$BACKEND_PID")
+	read -r -a c1 <<<"$(cpu1_ticks)"
+	read -r -a pids <<<"$(proxy_rss_pids "$path")"
+	rss=$(rss_kb "${pids[@]+"${pids[@]}"}")
+	emit "$tag,\"kind\":\"saturation\",\"rc\":$rc,\"tool\":\"$tool\",\"result\":$(or_null "$sat"),\"cpu_ticks\":$((t1 - t0)),\"backend_cpu_ticks\":$((b1 - b0)),\"clk_tck\":$CLK_TCK,\"cpu1_busy_ticks\":$((c1[0] - c0[0])),\"cpu1_all_ticks\":$((c1[1] - c0[1])),\"rss_kb\":$rss}"
+	((rc == 0)) || { FAILURES=$((FAILURES + 1)); echo "  saturation failed: ${sat:-exit $rc}" >&2; }
+
+	local line
+	line=$(printf '%-4s %d/%d %-15s p50 %7s µs  p99 %7s µs | %8s req/s' "$proto" "$round" "$ROUNDS" "$path" "$p50" "$p99" "$(jfield "$sat" rate_achieved | cut -d. -f1)")
+	if [[ $path != direct ]]; then
+		line+=$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$(jfield "$sat" requests_total)" -v r="$rss" \
+			'BEGIN { if (n + 0 > 0) printf "  %5.1f µs CPU/req", t / hz * 1e6 / n; printf "  RSS %.1f MB", r / 1024 }')
+	fi
+	echo "$line"
+
+	if [[ -n $scraper ]]; then
+		stop_pid "$scraper"
+		out=$(cat "$TMP/scraper.log")
+		emit "$tag,\"kind\":\"scrape\",\"rc\":$STOP_RC,\"result\":$(or_null "$out")}"
+		((STOP_RC == 0)) || { FAILURES=$((FAILURES + 1)); echo "  scrapes failed: $out" >&2; }
+	fi
+	sleep 0.2
+}
+
+metrics_ready() { # kuma-dp's metrics endpoint answers 200 within 10 s
+	local i
+	for ((i = 0; i < 20; i++)); do
+		"$BIN/loadgen" -scrape "http://$DP_ADDR:$DP_METRICS/metrics" -duration 1ms >"$TMP/scrape-probe.log" 2>&1 && return 0
+		sleep 0.5
+	done
+	return 1
+}
+
+run_phase() { # PROTO
+	local proto=$1 path r k
+	PROXY_PID=() PATH_FAILED=()
+	echo
+	echo "== $proto: starting the proxies on CPU 1"
+	for path in "${PATHS[@]}"; do
+		case $path in
+		haproxy) start_haproxy "$proto" || fail_path "$proto" haproxy "haproxy did not start or did not forward" ;;
+		nginx) start_nginx "$proto" || fail_path "$proto" nginx "nginx did not start or did not forward" ;;
+		kuma-dp | kuma-dp-scrape)
+			if ((!CP_OK)); then
+				fail_path "$proto" "$path" "kuma-cp did not start"
+			elif [[ -z ${PROXY_PID[kuma-dp]:-} ]]; then
+				start_kuma_dp "$proto" || fail_path "$proto" "$path" "kuma-dp did not start or did not forward to the backend"
+			elif [[ -n ${PATH_FAILED[kuma-dp]:-} ]]; then
+				fail_path "$proto" "$path" "${PATH_FAILED[kuma-dp]}"
+			fi
+			if [[ $path == kuma-dp-scrape && -z ${PATH_FAILED[$path]:-} ]] && ! metrics_ready; then
+				cat "$TMP/scrape-probe.log" >&2
+				fail_path "$proto" "$path" "the metrics endpoint http://$DP_ADDR:$DP_METRICS/metrics does not answer 200"
+			fi
+			;;
+		esac
+	done
+	echo "== $proto: $ROUNDS rounds"
+	for ((r = 1; r <= ROUNDS; r++)); do
+		# Rotate the order every round so no path always runs first or last.
+		for ((k = 0; k < ${#PATHS[@]}; k++)); do
+			path=${PATHS[$(((k + r - 1) % ${#PATHS[@]}))]}
+			[[ -z ${PATH_FAILED[$path]:-} ]] || continue
+			measure "$proto" "$r" "$path"
+		done
+	done
+	for path in haproxy nginx kuma-dp; do
+		[[ -n ${PROXY_PID[$path]:-} ]] && stop_pid "${PROXY_PID[$path]}"
+	done
+	if [[ -n ${PROXY_PID[kuma-dp]:-} ]]; then
+		curl -s -o /dev/null -X DELETE "http://127.0.0.1:$CP_API/meshes/default/dataplanes/bench" || true
+	fi
+	PROXY_PID=()
+}
+
+for proto in "${PROTO_LIST[@]}"; do
+	run_phase "$proto"
+done
+
+echo
+"$BIN/report" "$OUT" | tee "$RESULTS/$STAMP.md"
+echo "raw results: $OUT; table: $RESULTS/$STAMP.md"
+if ((FAILURES)); then
+	echo "$FAILURES failure(s): see above" >&2
+	exit 1
+fi

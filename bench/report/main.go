@@ -1,0 +1,323 @@
+// Command report turns the raw results of bench/proxies.sh (JSON lines)
+// into markdown tables: per protocol, one row per path with the median over
+// rounds and the min–max range. Added latency is computed per round against
+// the direct path of the same round, then summarised.
+//
+//	report bench/results/2026-11-26T13-00-00.jsonl
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+)
+
+// line is one record written by proxies.sh.
+type line struct {
+	Kind    string          `json:"kind"`
+	Proto   string          `json:"proto"`
+	Round   int             `json:"round"`
+	Path    string          `json:"path"`
+	RC      int             `json:"rc"`
+	Tool    string          `json:"tool"`
+	Reason  string          `json:"reason"`
+	Result  json.RawMessage `json:"result"`
+	CPU     float64         `json:"cpu_ticks"`
+	Backend float64         `json:"backend_cpu_ticks"`
+	ClkTck  float64         `json:"clk_tck"`
+	RSSKB   float64         `json:"rss_kb"`
+	// CPU1Busy and CPU1All are /proc/stat ticks of CPU 1 (the proxy's)
+	// over the saturation run: everything that ran there, not only the proxy.
+	CPU1Busy float64 `json:"cpu1_busy_ticks"`
+	CPU1All  float64 `json:"cpu1_all_ticks"`
+	// meta
+	Settings json.RawMessage `json:"settings"`
+}
+
+type loadResult struct {
+	Requests      int     `json:"requests"`
+	RequestsTotal int     `json:"requests_total"`
+	RateAchieved  float64 `json:"rate_achieved"`
+	RateTarget    float64 `json:"rate_target"`
+	Errors        int     `json:"errors"`
+	Error         string  `json:"error"`
+	P50           float64 `json:"p50_us"`
+	P99           float64 `json:"p99_us"`
+	P999          float64 `json:"p999_us"`
+	SendLagP99    float64 `json:"send_lag_p99_us"`
+}
+
+type scrapeResult struct {
+	Scrapes  int     `json:"scrapes"`
+	Failures int     `json:"failures"`
+	Error    string  `json:"error"`
+	Bytes    int64   `json:"bytes_last"`
+	P50      float64 `json:"p50_ms"`
+	Max      float64 `json:"max_ms"`
+}
+
+// round holds what one path measured in one round.
+type round struct {
+	open       *loadResult
+	sat        *loadResult
+	cpuPerReq  float64
+	backendCPU float64
+	rssMB      float64
+	proxyBusy  float64 // % of CPU 1 used by the proxy at saturation
+	cpu1Busy   float64 // % of CPU 1 used by anything at saturation
+	scrape     *scrapeResult
+	failures   []string
+}
+
+var pathOrder = []string{"direct", "haproxy", "nginx", "kuma-dp", "kuma-dp-scrape"}
+
+func main() {
+	if len(os.Args) != 2 {
+		fmt.Fprintln(os.Stderr, "usage: report RESULTS.jsonl")
+		os.Exit(2)
+	}
+	f, err := os.Open(os.Args[1])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "report:", err)
+		os.Exit(1)
+	}
+	defer f.Close()
+	if err := run(f, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "report:", err)
+		os.Exit(1)
+	}
+}
+
+type key struct {
+	proto, path string
+	round       int
+}
+
+func run(in io.Reader, out io.Writer) error {
+	rounds := map[key]*round{}
+	startFailed := map[[2]string]string{}
+	get := func(l line) *round {
+		k := key{l.Proto, l.Path, l.Round}
+		if rounds[k] == nil {
+			rounds[k] = &round{}
+		}
+		return rounds[k]
+	}
+	var settings string
+	sc := bufio.NewScanner(in)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for n := 1; sc.Scan(); n++ {
+		if strings.TrimSpace(sc.Text()) == "" {
+			continue
+		}
+		var l line
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+			return fmt.Errorf("line %d: %w", n, err)
+		}
+		switch l.Kind {
+		case "meta":
+			settings = string(l.Settings)
+		case "failed":
+			startFailed[[2]string{l.Proto, l.Path}] = l.Reason
+		case "openloop", "saturation":
+			r := get(l)
+			var lr loadResult
+			if err := decodeResult(l, &lr); err != nil {
+				r.failures = append(r.failures, fmt.Sprintf("%s: %v", l.Kind, err))
+				continue
+			}
+			if l.Kind == "openloop" {
+				r.open = &lr
+				continue
+			}
+			r.sat = &lr
+			if l.ClkTck > 0 && lr.RequestsTotal > 0 {
+				r.cpuPerReq = l.CPU / l.ClkTck * 1e6 / float64(lr.RequestsTotal)
+				r.backendCPU = l.Backend / l.ClkTck * 1e6 / float64(lr.RequestsTotal)
+			}
+			r.rssMB = l.RSSKB / 1024
+			if l.CPU1All > 0 {
+				r.proxyBusy = 100 * l.CPU / l.CPU1All
+				r.cpu1Busy = 100 * l.CPU1Busy / l.CPU1All
+			}
+		case "scrape":
+			r := get(l)
+			var s scrapeResult
+			if err := json.Unmarshal(l.Result, &s); err != nil || l.RC != 0 {
+				r.failures = append(r.failures, fmt.Sprintf("scrape: %d of %d failed: %s", s.Failures, s.Scrapes, s.Error))
+			}
+			r.scrape = &s
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	if settings != "" {
+		fmt.Fprintf(out, "Settings: `%s`\n\n", settings)
+	}
+	for _, proto := range []string{"http", "tcp"} {
+		writeTable(out, proto, rounds, startFailed)
+	}
+	return nil
+}
+
+func decodeResult(l line, lr *loadResult) error {
+	if len(l.Result) == 0 || string(l.Result) == "null" {
+		return fmt.Errorf("no result (exit status %d)", l.RC)
+	}
+	if err := json.Unmarshal(l.Result, lr); err != nil {
+		return err
+	}
+	if lr.Errors > 0 || l.RC != 0 {
+		return fmt.Errorf("%d errors (exit status %d): %s", lr.Errors, l.RC, lr.Error)
+	}
+	return nil
+}
+
+func writeTable(out io.Writer, proto string, rounds map[key]*round, startFailed map[[2]string]string) {
+	maxRound := 0
+	present := map[string]bool{}
+	for k := range rounds {
+		if k.proto == proto {
+			present[k.path] = true
+			maxRound = max(maxRound, k.round)
+		}
+	}
+	for k := range startFailed {
+		if k[0] == proto {
+			present[k[1]] = true
+		}
+	}
+	if len(present) == 0 {
+		return
+	}
+	sat := "max req/s (wrk -t1 -c32)"
+	title := "HTTP/1.1, 1 KiB body"
+	if proto == "tcp" {
+		sat = "max req/s (loadgen, 32 conns)"
+		title = "TCP echo, 1 KiB message"
+	}
+	rate := 1000.0
+	for k, r := range rounds {
+		if k.proto == proto && r.open != nil && r.open.RateTarget > 0 {
+			rate = r.open.RateTarget
+		}
+	}
+	at := fmt.Sprintf("@%gk", rate/1000)
+	if maxRound > 0 {
+		title += fmt.Sprintf(" (median of %d round%s, min–max in brackets)", maxRound, plural(maxRound))
+	}
+	fmt.Fprintf(out, "### %s\n\n", title)
+	fmt.Fprintf(out, "| path | p50 %s | added p50 | p99 %s | added p99 | %s | proxy CPU µs/req | proxy RSS MB |\n", at, at, sat)
+	fmt.Fprintln(out, "|---|---|---|---|---|---|---|---|")
+	var notes []string
+	for _, path := range pathOrder {
+		if !present[path] {
+			continue
+		}
+		if reason, ok := startFailed[[2]string{proto, path}]; ok {
+			fmt.Fprintf(out, "| %s | FAILED | | | | | | |\n", path)
+			notes = append(notes, fmt.Sprintf("%s did not run: %s", path, reason))
+			continue
+		}
+		var p50, p99, add50, add99, rps, cpu, rss, busy, cpu1 []float64
+		failed := 0
+		for i := 1; i <= maxRound; i++ {
+			r := rounds[key{proto, path, i}]
+			if r == nil {
+				continue
+			}
+			for _, f := range r.failures {
+				notes = append(notes, fmt.Sprintf("%s round %d: %s", path, i, f))
+			}
+			if len(r.failures) > 0 {
+				failed++
+			}
+			if r.open != nil {
+				p50, p99 = append(p50, r.open.P50), append(p99, r.open.P99)
+				if d := rounds[key{proto, "direct", i}]; d != nil && d.open != nil {
+					add50 = append(add50, r.open.P50-d.open.P50)
+					add99 = append(add99, r.open.P99-d.open.P99)
+				}
+			}
+			if r.sat != nil {
+				rps = append(rps, r.sat.RateAchieved)
+				cpu = append(cpu, r.cpuPerReq)
+				busy, cpu1 = append(busy, r.proxyBusy), append(cpu1, r.cpu1Busy)
+				rss = append(rss, r.rssMB)
+			}
+			if r.scrape != nil && len(r.failures) == 0 {
+				notes = append(notes, fmt.Sprintf("%s round %d: %d scrapes during the run, all 200, last body %d bytes, scrape time p50 %.2f ms, max %.2f ms",
+					path, i, r.scrape.Scrapes, r.scrape.Bytes, r.scrape.P50, r.scrape.Max))
+			}
+		}
+		row := []string{path, summary(p50, "%.0f", " µs"), "—", summary(p99, "%.0f", " µs"), "—", summary(rps, "%.0f", ""), "—", "—"}
+		if path != "direct" {
+			row[2], row[4] = summary(add50, "%+.0f", " µs"), summary(add99, "%+.0f", " µs")
+			row[6], row[7] = summary(cpu, "%.1f", ""), summary(rss, "%.1f", "")
+			if len(busy) > 0 {
+				note := fmt.Sprintf("%s used %s of CPU 1 at saturation; CPU 1 was %s busy in all",
+					path, summary(busy, "%.0f", "%"), summary(cpu1, "%.0f", "%"))
+				switch {
+				case median(busy) >= 90:
+				case median(cpu1) >= 90:
+					note += ": other jobs took CPU 1 from the proxy, its max req/s is too low"
+				default:
+					note += ": CPU 1 was not saturated, the limit was elsewhere (likely CPU 0: load generator and backend), its max req/s is too low"
+				}
+				notes = append(notes, note)
+			}
+		} else if len(rps) > 0 {
+			var b []float64
+			for i := 1; i <= maxRound; i++ {
+				if r := rounds[key{proto, path, i}]; r != nil && r.sat != nil {
+					b = append(b, r.backendCPU)
+				}
+			}
+			notes = append(notes, fmt.Sprintf("direct: the backend itself used %s µs of CPU per request at saturation (it shares CPU 0 with the load)", summary(b, "%.1f", "")))
+		}
+		if failed > 0 {
+			row[0] = fmt.Sprintf("%s (%d of %d rounds failed)", path, failed, maxRound)
+		}
+		fmt.Fprintf(out, "| %s |\n", strings.Join(row, " | "))
+	}
+	fmt.Fprintln(out)
+	for _, n := range notes {
+		fmt.Fprintf(out, "- %s\n", n)
+	}
+	if len(notes) > 0 {
+		fmt.Fprintln(out)
+	}
+}
+
+// summary renders "median unit (min–max)" of v, or "—" when v is empty.
+func summary(v []float64, verb, unit string) string {
+	if len(v) == 0 {
+		return "—"
+	}
+	out := fmt.Sprintf(verb, median(v)) + unit
+	if len(v) > 1 {
+		out += fmt.Sprintf(" ("+verb+"–"+verb+")", slices.Min(v), slices.Max(v))
+	}
+	return out
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 0 {
+		return (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	return s[len(s)/2]
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
