@@ -39,9 +39,9 @@ func (e *endpoint) ejected(now int64) bool { return e.ejectedUntil.Load() > now 
 // cluster is a set of upstream endpoints and their statistics. Its endpoints
 // change atomically; dialing never takes a lock.
 type cluster struct {
-	name  string
-	stats *stats.ClusterStats
-	dial  func(ctx context.Context, network, addr string) (net.Conn, error)
+	name    string
+	stats   *stats.ClusterStats
+	dialNet func(ctx context.Context, network, addr string) (net.Conn, error)
 
 	endpoints atomic.Pointer[[]*endpoint]
 	next      atomic.Uint64
@@ -68,7 +68,7 @@ func (c *cluster) endpointsChanged() {
 }
 
 func newCluster(name string, st *stats.ClusterStats, dial func(ctx context.Context, network, addr string) (net.Conn, error)) *cluster {
-	c := &cluster{name: name, stats: st, dial: dial}
+	c := &cluster{name: name, stats: st, dialNet: dial}
 	c.endpoints.Store(&[]*endpoint{})
 	return c
 }
@@ -125,26 +125,59 @@ func (c *cluster) updateHealthy() {
 
 // Dial connects to an endpoint: round robin over the endpoints that are not
 // ejected (all of them when every one is), trying the next one after a
-// connect failure. It returns the endpoint it connected to.
-func (c *cluster) Dial(ctx context.Context) (net.Conn, string, error) {
+// connect failure. It returns the endpoint it connected to. The connection
+// records its statistics (connect time, bytes, length) into the cluster.
+func (c *cluster) Dial(ctx context.Context) (net.Conn, string, error) { return c.dial(ctx, true, "") }
+
+// DialFrom is Dial for a caller that picked the endpoint itself (first; the
+// others are tried after it) and records the connection's statistics
+// itself (the HTTP/1.1 engine); connect failures are still counted here.
+func (c *cluster) DialFrom(ctx context.Context, first string) (net.Conn, string, error) {
+	return c.dial(ctx, false, first)
+}
+
+// Pick names the next endpoint in round robin ("" when there is none).
+func (c *cluster) Pick() string {
+	if e := c.pick(); e != nil {
+		return e.addr
+	}
+	return ""
+}
+
+func (c *cluster) dial(ctx context.Context, counted bool, first string) (net.Conn, string, error) {
 	eps := *c.endpoints.Load()
 	if len(eps) == 0 {
 		c.stats.UpstreamCxConnectFail.Inc()
 		return nil, "", fmt.Errorf("cluster %s: %w", c.name, errNoEndpoint)
 	}
 	now := time.Now().UnixNano()
-	start := int(c.next.Add(1) - 1)
+	start := -1
+	if first != "" {
+		for i, e := range eps {
+			if e.addr == first {
+				start = i
+				break
+			}
+		}
+	}
+	if start < 0 {
+		start = int(c.next.Add(1) - 1)
+	}
 	var lastErr error
 	tried := 0
 	for pass := 0; pass < 2 && tried < len(eps); pass++ {
 		for i := range eps {
 			e := eps[(start+i)%len(eps)]
-			// First pass: healthy endpoints only; second pass: the ejected ones too.
-			if e.ejected(now) != (pass == 1) {
+			// First pass: healthy endpoints only (and the picked one);
+			// second pass: the ejected ones too.
+			if e.ejected(now) != (pass == 1) && !(pass == 0 && i == 0 && first != "") {
 				continue
 			}
 			tried++
-			conn, err := c.connect(ctx, e)
+			conn, err := c.connectRaw(ctx, e)
+			if err == nil && counted {
+				conn = c.counted(conn)
+			}
 			if err == nil {
 				return conn, e.addr, nil
 			}
@@ -184,11 +217,36 @@ func (c *cluster) lookup(addr string) *endpoint {
 	return nil
 }
 
+// connect connects to one endpoint, recording the connection's statistics.
 func (c *cluster) connect(ctx context.Context, e *endpoint) (net.Conn, error) {
+	conn, err := c.connectRaw(ctx, e)
+	if err != nil {
+		return nil, err
+	}
+	return c.counted(conn), nil
+}
+
+// counted wraps a new connection so that it records into the cluster.
+func (c *cluster) counted(conn net.Conn) net.Conn {
+	ct := conn.(*timedConn)
+	c.stats.ConnectionOpened(ct.took)
+	return &countingConn{Conn: ct.Conn, c: c, opened: ct.opened}
+}
+
+// timedConn carries how long a connection took to open.
+type timedConn struct {
+	net.Conn
+	opened time.Time
+	took   time.Duration
+}
+
+// connectRaw connects to one endpoint, keeping its health: connect
+// failures are counted and a repeatedly failing endpoint is ejected.
+func (c *cluster) connectRaw(ctx context.Context, e *endpoint) (net.Conn, error) {
 	dctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	defer cancel()
 	began := time.Now()
-	conn, err := c.dial(dctx, "tcp", e.addr)
+	conn, err := c.dialNet(dctx, "tcp", e.addr)
 	if err != nil {
 		c.stats.UpstreamCxConnectFail.Inc()
 		if errors.Is(dctx.Err(), context.DeadlineExceeded) {
@@ -209,8 +267,7 @@ func (c *cluster) connect(ctx context.Context, e *endpoint) (net.Conn, error) {
 		e.ejectedUntil.Store(0)
 		c.updateHealthy()
 	}
-	c.stats.ConnectionOpened(time.Since(began))
-	return &countingConn{Conn: conn, c: c, opened: began}, nil
+	return &timedConn{Conn: conn, opened: began, took: time.Since(began)}, nil
 }
 
 // countingConn counts an upstream connection's bytes and closes it into the

@@ -11,9 +11,7 @@ import (
 func (p *Proxy) newHandler(rt route) connHandler {
 	switch rt.protocol {
 	case "http":
-		if h := p.newHTTP1(rt); h != nil {
-			return h
-		}
+		return p.newHTTP1(rt)
 	case "http2", "grpc":
 		return newHTTP2(p, rt)
 	}
