@@ -1,0 +1,90 @@
+package kumadp
+
+import (
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+const validDataplane = `type: Dataplane
+mesh: default
+name: web-1
+networking:
+  address: 127.0.0.2
+  inbound:
+  - port: 8080
+    tags:
+      kuma.io/service: web
+`
+
+func TestRunFlags(t *testing.T) {
+	dir := t.TempDir()
+	dpFile := filepath.Join(dir, "dp.yaml")
+	require.NoError(t, os.WriteFile(dpFile, []byte(validDataplane), 0o600))
+	caFile := filepath.Join(dir, "ca.pem")
+	require.NoError(t, os.WriteFile(caFile, []byte(testCAPEM(t)), 0o600))
+	badYAML := filepath.Join(dir, "bad.yaml")
+	require.NoError(t, os.WriteFile(badYAML, []byte("type: Dataplane\nmesh: default\nname: x\nnetworking:\n  address: [\n"), 0o600))
+	mesh := filepath.Join(dir, "mesh.yaml")
+	require.NoError(t, os.WriteFile(mesh, []byte("type: Mesh\nname: m\n"), 0o600))
+
+	cases := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		wantErr string
+		check   func(*testing.T, Config)
+	}{
+		{name: "file and CA", args: []string{"--dataplane-file", dpFile, "--ca-cert-file", caFile, "--cp-address", "https://cp:5678"},
+			check: func(t *testing.T, c Config) {
+				require.Equal(t, "web-1", c.Dataplane.Meta.Name)
+				require.Equal(t, "127.0.0.1:9901", c.AdminAddress)
+				require.Equal(t, DefaultDrainTimeout, c.DrainTimeout)
+			}},
+		{name: "inline and environment", args: []string{"--admin-port", "9911"},
+			env: map[string]string{EnvDataplane: validDataplane, EnvCACertFile: caFile, EnvCPAddress: "https://cp:5678", EnvDrainTime: "3s"},
+			check: func(t *testing.T, c Config) {
+				require.Equal(t, "127.0.0.1:9911", c.AdminAddress)
+				require.Equal(t, 3*time.Second, c.DrainTimeout)
+				require.Equal(t, caFile, c.CACertFile)
+			}},
+		{name: "insecure needs saying", args: []string{"--dataplane-file", dpFile, "--insecure-skip-verify"},
+			check: func(t *testing.T, c Config) { require.True(t, c.InsecureSkipVerify) }},
+		{name: "no CA refused", args: []string{"--dataplane-file", dpFile}, wantErr: "--ca-cert-file is required"},
+		{name: "plain http refused", args: []string{"--dataplane-file", dpFile, "--ca-cert-file", caFile, "--cp-address", "http://cp:5678"}, wantErr: "TLS only"},
+		{name: "missing CA file", args: []string{"--dataplane-file", dpFile, "--ca-cert-file", filepath.Join(dir, "nope.pem")}, wantErr: "--ca-cert-file"},
+		{name: "CA file without PEM", args: []string{"--dataplane-file", dpFile, "--ca-cert-file", dpFile}, wantErr: "no PEM certificate"},
+		{name: "no dataplane", args: []string{"--ca-cert-file", caFile}, wantErr: "the Dataplane is required"},
+		{name: "both dataplane forms", args: []string{"--dataplane-file", dpFile, "--dataplane", validDataplane}, wantErr: "not both"},
+		{name: "YAML error has its line", args: []string{"--dataplane-file", badYAML, "--ca-cert-file", caFile}, wantErr: "line"},
+		{name: "not a dataplane", args: []string{"--dataplane-file", mesh, "--ca-cert-file", caFile}, wantErr: "not a Dataplane"},
+		{name: "invalid dataplane names the field", args: []string{"--dataplane", "type: Dataplane\nname: x\nnetworking:\n  address: 127.0.0.1\n  inbound:\n  - port: 0\n    tags: {kuma.io/service: x}\n", "--ca-cert-file", caFile}, wantErr: "networking.inbound[0].port"},
+		{name: "bad log level", args: []string{"--dataplane-file", dpFile, "--ca-cert-file", caFile, "--log-level", "loud"}, wantErr: "--log-level"},
+		{name: "bad admin port", args: []string{"--dataplane-file", dpFile, "--ca-cert-file", caFile, "--admin-port", "70000"}, wantErr: "--admin-port"},
+		{name: "unknown flag", args: []string{"--server", "x"}, wantErr: "unknown flag"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var got *Config
+			root := NewRootCommand(func(k string) (string, bool) { v, ok := tc.env[k]; return v, ok }, io.Discard,
+				func(_ context.Context, c Config) error { got = &c; return nil })
+			root.SetArgs(append([]string{"run"}, tc.args...))
+			root.SetOut(io.Discard)
+			root.SetErr(io.Discard)
+			err := root.ExecuteContext(t.Context())
+			if tc.wantErr != "" {
+				require.ErrorContains(t, err, tc.wantErr)
+				require.Nil(t, got, "nothing runs on bad input")
+				return
+			}
+			require.NoError(t, err)
+			require.NotNil(t, got)
+			tc.check(t, *got)
+		})
+	}
+}
