@@ -12,16 +12,15 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/kumametrics/mesh/bench/internal/cpproc"
 )
 
 func main() {
@@ -36,57 +35,23 @@ func main() {
 	}
 }
 
-func freePorts(n int) ([]int, error) {
-	var out []int
-	var lns []net.Listener
-	defer func() {
-		for _, ln := range lns {
-			ln.Close()
-		}
-	}()
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		lns = append(lns, ln)
-		out = append(out, ln.Addr().(*net.TCPAddr).Port)
-	}
-	return out, nil
-}
-
 func run(kumaCP string, n, rounds, workers int) error {
 	dir, err := os.MkdirTemp("", "bench-mads-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	p, err := freePorts(4)
+	cp, err := cpproc.Start(kumaCP, dir)
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(kumaCP, "run", "--log-level=warn")
-	cmd.Env = append(os.Environ(),
-		"KUMA_GENERAL_WORK_DIR="+dir,
-		fmt.Sprintf("KUMA_API_SERVER_HTTP_PORT=%d", p[0]), fmt.Sprintf("KUMA_DP_SERVER_PORT=%d", p[1]),
-		fmt.Sprintf("KUMA_MONITORING_ASSIGNMENT_SERVER_PORT=%d", p[2]), fmt.Sprintf("KUMA_DIAGNOSTICS_SERVER_PORT=%d", p[3]),
-		"KUMA_API_SERVER_HTTP_INTERFACE=127.0.0.1", "KUMA_DP_SERVER_INTERFACE=127.0.0.1",
-		"KUMA_MONITORING_ASSIGNMENT_SERVER_INTERFACE=127.0.0.1", "KUMA_DIAGNOSTICS_SERVER_INTERFACE=127.0.0.1",
-	)
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	api := fmt.Sprintf("http://127.0.0.1:%d", p[0])
-	madsURL := fmt.Sprintf("http://127.0.0.1:%d/v3/discovery:monitoringassignments", p[2])
-	diag := fmt.Sprintf("http://127.0.0.1:%d", p[3])
-	if err := waitFor(30*time.Second, func() bool { return get(diag+"/ready") == nil }); err != nil {
-		return fmt.Errorf("kuma-cp not ready: %w", err)
-	}
-	idle := rss(cmd.Process.Pid)
+	defer cp.Stop()
+	api := cp.API
+	madsURL := cp.MADS + "/v3/discovery:monitoringassignments"
+	diag := cp.Diag
+	idle := cpproc.RSS(cp.Cmd.Process.Pid)
 
-	if err := put(api+"/meshes/default", `{"type":"Mesh","name":"default","metrics":{"enabledBackend":"p","backends":[{"name":"p","type":"prometheus"}]}}`); err != nil {
+	if err := cpproc.Put(api+"/meshes/default", `{"type":"Mesh","name":"default","metrics":{"enabledBackend":"p","backends":[{"name":"p","type":"prometheus"}]}}`); err != nil {
 		return err
 	}
 	began := time.Now()
@@ -116,7 +81,7 @@ func run(kumaCP string, n, rounds, workers int) error {
 	}
 	load := time.Since(began)
 	var version string
-	if err := waitFor(60*time.Second, func() bool {
+	if err := cpproc.WaitFor(60*time.Second, func() bool {
 		v, count, err := fetch(madsURL, "", 0)
 		version = v
 		return err == nil && count == n
@@ -137,7 +102,7 @@ func run(kumaCP string, n, rounds, workers int) error {
 			v, _, err := fetch(madsURL, version, 60*time.Second)
 			got <- answer{v, err, time.Now()}
 		}()
-		if err := waitFor(10*time.Second, func() bool { return held(diag) >= 1 }); err != nil {
+		if err := cpproc.WaitFor(10*time.Second, func() bool { return held(diag) >= 1 }); err != nil {
 			return fmt.Errorf("long poll not held: %w", err)
 		}
 		start := time.Now()
@@ -154,7 +119,7 @@ func run(kumaCP string, n, rounds, workers int) error {
 		version = a.v
 		lat = append(lat, a.at.Sub(start))
 	}
-	loaded := rss(cmd.Process.Pid)
+	loaded := cpproc.RSS(cp.Cmd.Process.Pid)
 	slices.Sort(lat)
 	fmt.Printf("dataplanes                       %d\n", n)
 	fmt.Printf("load through the REST API        %s (%.0f/s, %d writers)\n", load.Round(time.Millisecond), float64(n)/load.Seconds(), workers)
@@ -169,37 +134,7 @@ func putDataplane(api string, i, gen int) error {
 	// gen changes the version tag, hence the dataplane's assignment.
 	body := fmt.Sprintf(`{"type":"Dataplane","mesh":"default","name":%q,"networking":{"address":"10.%d.%d.%d","inbound":[`+
 		`{"port":8080,"tags":{"kuma.io/service":"svc-%d","version":"v%d"}}]}}`, name, i>>16&255, i>>8&255, i&255, i%100, gen)
-	return put(api+"/meshes/default/dataplanes/"+name, body)
-}
-
-var client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
-
-func put(url, body string) error {
-	req, _ := http.NewRequest(http.MethodPut, url, strings.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	res, err := client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	if res.StatusCode >= 300 {
-		return fmt.Errorf("PUT %s: %d %s", url, res.StatusCode, b)
-	}
-	return nil
-}
-
-func get(url string) error {
-	res, err := client.Get(url)
-	if err != nil {
-		return err
-	}
-	defer res.Body.Close()
-	_, _ = io.Copy(io.Discard, res.Body)
-	if res.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %d", url, res.StatusCode)
-	}
-	return nil
+	return cpproc.Put(api+"/meshes/default/dataplanes/"+name, body)
 }
 
 // fetch long-polls MADS as Prometheus does; it returns the version and the number of resources.
@@ -208,7 +143,7 @@ func fetch(url, version string, timeout time.Duration) (string, int, error) {
 	if version != "" {
 		body = fmt.Sprintf(`{"version_info":%q,"node":{"id":"bench"}}`, version)
 	}
-	res, err := client.Post(fmt.Sprintf("%s?fetch-timeout=%s", url, timeout), "application/json", bytes.NewBufferString(body))
+	res, err := cpproc.Client.Post(fmt.Sprintf("%s?fetch-timeout=%s", url, timeout), "application/json", bytes.NewBufferString(body))
 	if err != nil {
 		return "", 0, err
 	}
@@ -227,7 +162,7 @@ func fetch(url, version string, timeout time.Duration) (string, int, error) {
 }
 
 func fetchSize(url string) (string, int, int) {
-	res, err := client.Post(url+"?fetch-timeout=0s", "application/json", bytes.NewBufferString(`{}`))
+	res, err := cpproc.Client.Post(url+"?fetch-timeout=0s", "application/json", bytes.NewBufferString(`{}`))
 	if err != nil {
 		return "", 0, 0
 	}
@@ -238,7 +173,7 @@ func fetchSize(url string) (string, int, int) {
 
 // held reads mads_server_long_polls_held from the control plane's metrics.
 func held(diag string) int {
-	res, err := client.Get(diag + "/metrics")
+	res, err := cpproc.Client.Get(diag + "/metrics")
 	if err != nil {
 		return 0
 	}
@@ -253,29 +188,4 @@ func held(diag string) int {
 		}
 	}
 	return 0
-}
-
-// rss is the resident set size of a process, from /proc.
-func rss(pid int) string {
-	b, err := os.ReadFile(filepath.Join("/proc", fmt.Sprint(pid), "status"))
-	if err != nil {
-		return "?"
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "VmRSS:") {
-			return strings.TrimSpace(strings.TrimPrefix(line, "VmRSS:"))
-		}
-	}
-	return "?"
-}
-
-func waitFor(d time.Duration, ok func() bool) error {
-	deadline := time.Now().Add(d)
-	for !ok() {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not within %s", d)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return nil
 }

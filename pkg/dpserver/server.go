@@ -44,6 +44,7 @@ const MetadataDataplane = "dataplane.resource"
 // Views gives the current view of the store and a signal of its next change.
 type Views interface {
 	View() (*mirror.View, <-chan struct{})
+	Changed() <-chan struct{}
 }
 
 // Writer changes resources with validation and defaults (the manager).
@@ -328,25 +329,7 @@ func (s *Server) Reconcile(ctx context.Context) {
 }
 
 func (s *Server) debounce(ctx context.Context) bool {
-	quiet := time.NewTimer(s.opts.Debounce)
-	defer quiet.Stop()
-	deadline := time.NewTimer(4 * s.opts.Debounce)
-	defer deadline.Stop()
-	for {
-		_, changed := s.opts.Views.View()
-		select {
-		case <-ctx.Done():
-			return false
-		case <-quiet.C:
-			return true
-		case <-deadline.C:
-			return true
-		case <-changed:
-			quiet.Reset(s.opts.Debounce)
-		case <-s.kick:
-			quiet.Reset(s.opts.Debounce)
-		}
-	}
+	return mirror.Debounce(ctx, s.opts.Views.Changed, s.kick, s.opts.Debounce)
 }
 
 // memo is what a proxy's last config was generated from.

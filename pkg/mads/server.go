@@ -27,6 +27,7 @@ import (
 // Views gives the current view of the store and a signal of its next change.
 type Views interface {
 	View() (*mirror.View, <-chan struct{})
+	Changed() <-chan struct{}
 }
 
 // Options configure a Server.
@@ -147,26 +148,8 @@ func (s *Server) Reconcile(ctx context.Context) {
 	}
 }
 
-// debounce waits until the store has been quiet for opts.Debounce, or 4×
-// that since the first change.
 func (s *Server) debounce(ctx context.Context) bool {
-	quiet := time.NewTimer(s.opts.Debounce)
-	defer quiet.Stop()
-	deadline := time.NewTimer(4 * s.opts.Debounce)
-	defer deadline.Stop()
-	for {
-		_, changed := s.opts.Views.View()
-		select {
-		case <-ctx.Done():
-			return false
-		case <-quiet.C:
-			return true
-		case <-deadline.C:
-			return true
-		case <-changed:
-			quiet.Reset(s.opts.Debounce)
-		}
-	}
+	return mirror.Debounce(ctx, s.opts.Views.Changed, nil, s.opts.Debounce)
 }
 
 func (s *Server) generate(view *mirror.View) {

@@ -184,6 +184,13 @@ func (m *Mirror) View() (*View, <-chan struct{}) {
 	return m.view, ch
 }
 
+// Changed returns a channel closed at the mirror's next change, without
+// building a view.
+func (m *Mirror) Changed() <-chan struct{} {
+	_, ch := m.notify.Get()
+	return ch
+}
+
 // WaitView waits for the first load and returns the current view.
 func (m *Mirror) WaitView(ctx context.Context) (*View, error) {
 	select {
@@ -279,6 +286,31 @@ func (m *Mirror) apply(ctx context.Context, batch []store.Event) error {
 	m.mu.Unlock()
 	m.notify.Set(rev)
 	return nil
+}
+
+// Debounce waits, after a change, until changes() has been quiet for quiet
+// (or 4×quiet passed since the call), so that a burst of changes costs one
+// regeneration. A receive on kick counts as a change. It returns false when
+// ctx ends first.
+func Debounce(ctx context.Context, changes func() <-chan struct{}, kick <-chan struct{}, quiet time.Duration) bool {
+	settled := time.NewTimer(quiet)
+	defer settled.Stop()
+	deadline := time.NewTimer(4 * quiet)
+	defer deadline.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-settled.C:
+			return true
+		case <-deadline.C:
+			return true
+		case <-changes():
+			settled.Reset(quiet)
+		case <-kick:
+			settled.Reset(quiet)
+		}
+	}
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {

@@ -126,3 +126,28 @@ func TestManyChangesConverge(t *testing.T) {
 		require.NotNil(t, v.Get(resource.KindDataplane, o.Meta.Key()))
 	}
 }
+
+func TestDebounce(t *testing.T) {
+	changes := make(chan struct{})
+	ch := func() <-chan struct{} { return changes }
+	kick := make(chan struct{})
+	// Quiet: returns after the quiet period.
+	require.True(t, Debounce(t.Context(), ch, kick, time.Millisecond))
+	// Continuous changes: bounded by 4× the quiet period.
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			select {
+			case changes <- struct{}{}:
+			case kick <- struct{}{}:
+			case <-stop:
+				return
+			}
+		}
+	}()
+	require.True(t, Debounce(t.Context(), ch, kick, 5*time.Millisecond))
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	require.False(t, Debounce(ctx, ch, kick, time.Hour))
+}

@@ -108,6 +108,35 @@ func endOfStream(err error) error {
 	return err
 }
 
+// open takes a stream's node (an empty one when the client sent none) and
+// runs OnOpen.
+func (cb Callbacks) open(node *corev3.Node) (*corev3.Node, error) {
+	if node == nil {
+		node = &corev3.Node{}
+	}
+	if cb.OnOpen != nil {
+		if err := cb.OnOpen(node); err != nil {
+			return nil, err
+		}
+	}
+	return node, nil
+}
+
+func (s *Server) ack(version string, cb Callbacks) {
+	s.metrics.request(s.typeURL, ACK)
+	if cb.OnAck != nil {
+		cb.OnAck(version)
+	}
+}
+
+func (s *Server) nack(node *corev3.Node, version, detail string, cb Callbacks) {
+	s.metrics.request(s.typeURL, NACK)
+	s.log.Warn("client rejected a response", "node", node.GetId(), "version", version, "err", detail)
+	if cb.OnNack != nil {
+		cb.OnNack(version, detail)
+	}
+}
+
 // StreamSotW serves a state-of-the-world stream until the client leaves or
 // its context ends. Every response holds the whole snapshot; one is sent
 // whenever the snapshot's version differs from what the client has.
@@ -137,14 +166,8 @@ func (s *Server) StreamSotW(stream SotWStream, cb Callbacks) error {
 				return err
 			}
 			if node == nil {
-				node = req.GetNode()
-				if node == nil {
-					node = &corev3.Node{}
-				}
-				if cb.OnOpen != nil {
-					if err := cb.OnOpen(node); err != nil {
-						return err
-					}
+				if node, err = cb.open(req.GetNode()); err != nil {
+					return err
 				}
 				if cb.OnClose != nil {
 					defer cb.OnClose()
@@ -163,17 +186,9 @@ func (s *Server) StreamSotW(stream SotWStream, cb Callbacks) error {
 				// An answer to an older response; the newer one is in flight.
 				continue
 			case req.GetErrorDetail() != nil:
-				s.metrics.request(s.typeURL, NACK)
-				detail := req.GetErrorDetail().GetMessage()
-				s.log.Warn("client rejected a response", "node", node.GetId(), "version", lastSentV, "err", detail)
-				if cb.OnNack != nil {
-					cb.OnNack(lastSentV, detail)
-				}
+				s.nack(node, lastSentV, req.GetErrorDetail().GetMessage(), cb)
 			default:
-				s.metrics.request(s.typeURL, ACK)
-				if cb.OnAck != nil {
-					cb.OnAck(req.GetVersionInfo())
-				}
+				s.ack(req.GetVersionInfo(), cb)
 			}
 		case <-changed:
 			if snap, changed, err = s.source.Watch(ctx, node); err != nil {
@@ -294,14 +309,8 @@ func (s *Server) StreamDelta(stream DeltaStream, cb Callbacks) error {
 				return err
 			}
 			if node == nil {
-				node = req.GetNode()
-				if node == nil {
-					node = &corev3.Node{}
-				}
-				if cb.OnOpen != nil {
-					if err := cb.OnOpen(node); err != nil {
-						return err
-					}
+				if node, err = cb.open(req.GetNode()); err != nil {
+					return err
 				}
 				if cb.OnClose != nil {
 					defer cb.OnClose()
@@ -325,17 +334,9 @@ func (s *Server) StreamDelta(stream DeltaStream, cb Callbacks) error {
 			switch nonce := req.GetResponseNonce(); {
 			case nonce == "" || nonce != lastNonce:
 			case req.GetErrorDetail() != nil:
-				s.metrics.request(s.typeURL, NACK)
-				detail := req.GetErrorDetail().GetMessage()
-				s.log.Warn("client rejected a delta response", "node", node.GetId(), "version", lastSentV, "err", detail)
-				if cb.OnNack != nil {
-					cb.OnNack(lastSentV, detail)
-				}
+				s.nack(node, lastSentV, req.GetErrorDetail().GetMessage(), cb)
 			default:
-				s.metrics.request(s.typeURL, ACK)
-				if cb.OnAck != nil {
-					cb.OnAck(lastSentV)
-				}
+				s.ack(lastSentV, cb)
 			}
 		case <-changed:
 			if snap, changed, err = s.source.Watch(ctx, node); err != nil {
