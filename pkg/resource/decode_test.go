@@ -225,3 +225,13 @@ func TestSplitYAMLSkipsEmptyDocuments(t *testing.T) {
 	require.Len(t, docs, 1)
 	require.Equal(t, 4, docs[0].Line)
 }
+
+func TestSecretRoundTrip(t *testing.T) {
+	o, err := DecodeYAML([]byte("type: Secret\nmesh: default\nname: s1\ndata: aGVsbG8=\n"), 1)
+	require.NoError(t, err)
+	require.NoError(t, Validate(o))
+	b, err := o.Secret().Bytes()
+	require.NoError(t, err)
+	require.Equal(t, "hello", string(b))
+	require.Equal(t, NewSecret("default", "s1", []byte("hello")).Spec, o.Spec)
+}

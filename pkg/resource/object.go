@@ -18,6 +18,7 @@ const (
 	KindMesh              Kind = "Mesh"
 	KindDataplane         Kind = "Dataplane"
 	KindTrafficPermission Kind = "TrafficPermission"
+	KindSecret            Kind = "Secret"
 )
 
 // Descriptor says how a kind is named and scoped.
@@ -31,12 +32,15 @@ type Descriptor struct {
 	Scoped bool
 	// NewSpec returns an empty spec of the kind.
 	NewSpec func() Spec
+	// Sensitive kinds (secrets) are read and written by admins only.
+	Sensitive bool
 }
 
 var descriptors = []Descriptor{
 	{Kind: KindMesh, Plural: "meshes", Singular: "mesh", NewSpec: func() Spec { return &MeshSpec{} }},
 	{Kind: KindDataplane, Plural: "dataplanes", Singular: "dataplane", Scoped: true, NewSpec: func() Spec { return &DataplaneSpec{} }},
 	{Kind: KindTrafficPermission, Plural: "traffic-permissions", Singular: "traffic-permission", Scoped: true, NewSpec: func() Spec { return &TrafficPermissionSpec{} }},
+	{Kind: KindSecret, Plural: "secrets", Singular: "secret", Scoped: true, Sensitive: true, NewSpec: func() Spec { return &SecretSpec{} }},
 }
 
 // Descriptors lists every kind, Mesh first.
@@ -49,7 +53,7 @@ func Describe(k Kind) (Descriptor, error) {
 			return d, nil
 		}
 	}
-	return Descriptor{}, fmt.Errorf("unknown resource type %q (known: Mesh, Dataplane, TrafficPermission)", k)
+	return Descriptor{}, fmt.Errorf("unknown resource type %q (known: Mesh, Dataplane, TrafficPermission, Secret)", k)
 }
 
 // DescribeName finds a kind by its kind name, plural or singular.
@@ -116,6 +120,9 @@ func (o *Object) Mesh() *MeshSpec { s, _ := o.Spec.(*MeshSpec); return s }
 
 // Dataplane returns the spec as a DataplaneSpec, or nil.
 func (o *Object) Dataplane() *DataplaneSpec { s, _ := o.Spec.(*DataplaneSpec); return s }
+
+// Secret returns the spec as a SecretSpec, or nil.
+func (o *Object) Secret() *SecretSpec { s, _ := o.Spec.(*SecretSpec); return s }
 
 // TrafficPermission returns the spec as a TrafficPermissionSpec, or nil.
 func (o *Object) TrafficPermission() *TrafficPermissionSpec {

@@ -1,5 +1,7 @@
 package resource
 
+import "encoding/base64"
+
 // MeshSpec is the body of a Mesh.
 type MeshSpec struct {
 	MTLS    *MTLS    `json:"mtls,omitempty"`
@@ -194,4 +196,21 @@ func (*TrafficPermissionSpec) Kind() Kind { return KindTrafficPermission }
 // Selector matches dataplanes by tags; `*` matches any value.
 type Selector struct {
 	Match map[string]string `json:"match"`
+}
+
+// SecretSpec is the body of a Secret: opaque bytes, base64 in JSON and YAML
+// (`data: <base64>`). The control plane keeps CA material in secrets.
+type SecretSpec struct {
+	Data string `json:"data"`
+}
+
+// Kind implements Spec.
+func (*SecretSpec) Kind() Kind { return KindSecret }
+
+// Bytes decodes the data.
+func (s *SecretSpec) Bytes() ([]byte, error) { return base64.StdEncoding.DecodeString(s.Data) }
+
+// NewSecret returns a Secret holding data.
+func NewSecret(mesh, name string, data []byte) *Object {
+	return New(mesh, name, &SecretSpec{Data: base64.StdEncoding.EncodeToString(data)})
 }

@@ -82,6 +82,12 @@ func Validate(o *Object) error {
 		validateDataplane(v, s)
 	case *TrafficPermissionSpec:
 		validateTrafficPermission(v, s)
+	case *SecretSpec:
+		if s.Data == "" {
+			v.add("data", "must not be empty")
+		} else if _, err := s.Bytes(); err != nil {
+			v.add("data", "must be base64: %v", err)
+		}
 	}
 	return v.err()
 }

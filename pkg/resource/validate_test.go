@@ -29,6 +29,8 @@ func TestValidate(t *testing.T) {
 		obj   *Object
 		cause Cause
 	}{
+		{"secret without data", New("m", "s", &SecretSpec{}), Cause{"data", "must not be empty"}},
+		{"secret data not base64", New("m", "s", &SecretSpec{Data: "not base64!"}), Cause{"data", "must be base64: illegal base64 data at input byte 3"}},
 		{"unknown metrics backend type", meshWith(&Metrics{Backends: []MetricsBackend{{Name: "p", Type: "statsd"}}}),
 			Cause{"metrics.backends[0].type", `unknown backend type "statsd"; available types: prometheus`}},
 		{"duplicate backend names", meshWith(&Metrics{Backends: []MetricsBackend{prom("p", nil), prom("p", nil)}}),
