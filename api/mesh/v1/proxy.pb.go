@@ -33,7 +33,9 @@ type ProxyConfig struct {
 	Inbounds  []*Inbound             `protobuf:"bytes,3,rep,name=inbounds,proto3" json:"inbounds,omitempty"`
 	Outbounds []*Outbound            `protobuf:"bytes,4,rep,name=outbounds,proto3" json:"outbounds,omitempty"`
 	// Metrics is the effective metrics endpoint; unset when metrics are off.
-	Metrics       *Metrics `protobuf:"bytes,5,opt,name=metrics,proto3" json:"metrics,omitempty"`
+	Metrics *Metrics `protobuf:"bytes,5,opt,name=metrics,proto3" json:"metrics,omitempty"`
+	// MTLS is the mesh's mutual TLS; unset when the mesh never had it.
+	Mtls          *MTLS `protobuf:"bytes,6,opt,name=mtls,proto3" json:"mtls,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -103,6 +105,150 @@ func (x *ProxyConfig) GetMetrics() *Metrics {
 	return nil
 }
 
+func (x *ProxyConfig) GetMtls() *MTLS {
+	if x != nil {
+		return x.Mtls
+	}
+	return nil
+}
+
+// MTLS says how the proxy secures traffic. Switching mTLS on or off is
+// hitless: outbounds change mode for new connections at switch_at, and
+// until permissive_until inbounds accept both TLS and plain text.
+type MTLS struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Enabled bool                   `protobuf:"varint,1,opt,name=enabled,proto3" json:"enabled,omitempty"`
+	// TrustBundle is PEM: the certificate authorities to trust (every builtin
+	// backend the mesh lists, so that switching backends is hitless).
+	TrustBundle []byte `protobuf:"bytes,2,opt,name=trust_bundle,json=trustBundle,proto3" json:"trust_bundle,omitempty"`
+	// CAVersion identifies the enabled CA: a new value means "renew".
+	CaVersion string `protobuf:"bytes,3,opt,name=ca_version,json=caVersion,proto3" json:"ca_version,omitempty"`
+	// CertLifetimeSeconds of workload certificates (dpCert.rotation.expiration).
+	CertLifetimeSeconds int64 `protobuf:"varint,4,opt,name=cert_lifetime_seconds,json=certLifetimeSeconds,proto3" json:"cert_lifetime_seconds,omitempty"`
+	// Unix milliseconds; 0 when no switch is in progress.
+	SwitchAt        int64 `protobuf:"varint,5,opt,name=switch_at,json=switchAt,proto3" json:"switch_at,omitempty"`
+	PermissiveUntil int64 `protobuf:"varint,6,opt,name=permissive_until,json=permissiveUntil,proto3" json:"permissive_until,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *MTLS) Reset() {
+	*x = MTLS{}
+	mi := &file_mesh_v1_proxy_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MTLS) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MTLS) ProtoMessage() {}
+
+func (x *MTLS) ProtoReflect() protoreflect.Message {
+	mi := &file_mesh_v1_proxy_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MTLS.ProtoReflect.Descriptor instead.
+func (*MTLS) Descriptor() ([]byte, []int) {
+	return file_mesh_v1_proxy_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *MTLS) GetEnabled() bool {
+	if x != nil {
+		return x.Enabled
+	}
+	return false
+}
+
+func (x *MTLS) GetTrustBundle() []byte {
+	if x != nil {
+		return x.TrustBundle
+	}
+	return nil
+}
+
+func (x *MTLS) GetCaVersion() string {
+	if x != nil {
+		return x.CaVersion
+	}
+	return ""
+}
+
+func (x *MTLS) GetCertLifetimeSeconds() int64 {
+	if x != nil {
+		return x.CertLifetimeSeconds
+	}
+	return 0
+}
+
+func (x *MTLS) GetSwitchAt() int64 {
+	if x != nil {
+		return x.SwitchAt
+	}
+	return 0
+}
+
+func (x *MTLS) GetPermissiveUntil() int64 {
+	if x != nil {
+		return x.PermissiveUntil
+	}
+	return 0
+}
+
+// Selector matches a peer by tags ("*" matches any value).
+type Selector struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Match         map[string]string      `protobuf:"bytes,1,rep,name=match,proto3" json:"match,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Selector) Reset() {
+	*x = Selector{}
+	mi := &file_mesh_v1_proxy_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Selector) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Selector) ProtoMessage() {}
+
+func (x *Selector) ProtoReflect() protoreflect.Message {
+	mi := &file_mesh_v1_proxy_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Selector.ProtoReflect.Descriptor instead.
+func (*Selector) Descriptor() ([]byte, []int) {
+	return file_mesh_v1_proxy_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Selector) GetMatch() map[string]string {
+	if x != nil {
+		return x.Match
+	}
+	return nil
+}
+
 // Inbound accepts traffic for the workload on address:port and forwards it
 // to service_address:service_port.
 type Inbound struct {
@@ -117,14 +263,17 @@ type Inbound struct {
 	// ClusterName of the local application: localhost_<service_port>.
 	ClusterName string `protobuf:"bytes,7,opt,name=cluster_name,json=clusterName,proto3" json:"cluster_name,omitempty"`
 	// Name of the listener, inbound:<address>:<port>.
-	Name          string `protobuf:"bytes,8,opt,name=name,proto3" json:"name,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Name string `protobuf:"bytes,8,opt,name=name,proto3" json:"name,omitempty"`
+	// AllowedSources are the sources of the TrafficPermission that governs
+	// this inbound (enforced under mTLS); empty: nobody is allowed.
+	AllowedSources []*Selector `protobuf:"bytes,9,rep,name=allowed_sources,json=allowedSources,proto3" json:"allowed_sources,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Inbound) Reset() {
 	*x = Inbound{}
-	mi := &file_mesh_v1_proxy_proto_msgTypes[1]
+	mi := &file_mesh_v1_proxy_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -136,7 +285,7 @@ func (x *Inbound) String() string {
 func (*Inbound) ProtoMessage() {}
 
 func (x *Inbound) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_v1_proxy_proto_msgTypes[1]
+	mi := &file_mesh_v1_proxy_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -149,7 +298,7 @@ func (x *Inbound) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Inbound.ProtoReflect.Descriptor instead.
 func (*Inbound) Descriptor() ([]byte, []int) {
-	return file_mesh_v1_proxy_proto_rawDescGZIP(), []int{1}
+	return file_mesh_v1_proxy_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Inbound) GetAddress() string {
@@ -208,6 +357,13 @@ func (x *Inbound) GetName() string {
 	return ""
 }
 
+func (x *Inbound) GetAllowedSources() []*Selector {
+	if x != nil {
+		return x.AllowedSources
+	}
+	return nil
+}
+
 // Outbound accepts the workload's connections to a service on address:port
 // and forwards them to the service's endpoints.
 type Outbound struct {
@@ -228,7 +384,7 @@ type Outbound struct {
 
 func (x *Outbound) Reset() {
 	*x = Outbound{}
-	mi := &file_mesh_v1_proxy_proto_msgTypes[2]
+	mi := &file_mesh_v1_proxy_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -240,7 +396,7 @@ func (x *Outbound) String() string {
 func (*Outbound) ProtoMessage() {}
 
 func (x *Outbound) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_v1_proxy_proto_msgTypes[2]
+	mi := &file_mesh_v1_proxy_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -253,7 +409,7 @@ func (x *Outbound) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Outbound.ProtoReflect.Descriptor instead.
 func (*Outbound) Descriptor() ([]byte, []int) {
-	return file_mesh_v1_proxy_proto_rawDescGZIP(), []int{2}
+	return file_mesh_v1_proxy_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Outbound) GetAddress() string {
@@ -318,7 +474,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_mesh_v1_proxy_proto_msgTypes[3]
+	mi := &file_mesh_v1_proxy_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -330,7 +486,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_v1_proxy_proto_msgTypes[3]
+	mi := &file_mesh_v1_proxy_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -343,7 +499,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_mesh_v1_proxy_proto_rawDescGZIP(), []int{3}
+	return file_mesh_v1_proxy_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Endpoint) GetAddress() string {
@@ -369,22 +525,27 @@ func (x *Endpoint) GetDataplane() string {
 
 // Metrics is the resolved metrics endpoint of a dataplane.
 type Metrics struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Address       string                 `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
-	Port          uint32                 `protobuf:"varint,2,opt,name=port,proto3" json:"port,omitempty"`
-	Path          string                 `protobuf:"bytes,3,opt,name=path,proto3" json:"path,omitempty"`
-	Tags          map[string]string      `protobuf:"bytes,4,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	TlsMode       string                 `protobuf:"bytes,5,opt,name=tls_mode,json=tlsMode,proto3" json:"tls_mode,omitempty"`
-	FilterRegex   string                 `protobuf:"bytes,6,opt,name=filter_regex,json=filterRegex,proto3" json:"filter_regex,omitempty"`
-	UsedOnly      bool                   `protobuf:"varint,7,opt,name=used_only,json=usedOnly,proto3" json:"used_only,omitempty"`
-	Aggregate     []*Metrics_Aggregate   `protobuf:"bytes,8,rep,name=aggregate,proto3" json:"aggregate,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Address     string                 `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	Port        uint32                 `protobuf:"varint,2,opt,name=port,proto3" json:"port,omitempty"`
+	Path        string                 `protobuf:"bytes,3,opt,name=path,proto3" json:"path,omitempty"`
+	Tags        map[string]string      `protobuf:"bytes,4,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	TlsMode     string                 `protobuf:"bytes,5,opt,name=tls_mode,json=tlsMode,proto3" json:"tls_mode,omitempty"`
+	FilterRegex string                 `protobuf:"bytes,6,opt,name=filter_regex,json=filterRegex,proto3" json:"filter_regex,omitempty"`
+	UsedOnly    bool                   `protobuf:"varint,7,opt,name=used_only,json=usedOnly,proto3" json:"used_only,omitempty"`
+	Aggregate   []*Metrics_Aggregate   `protobuf:"bytes,8,rep,name=aggregate,proto3" json:"aggregate,omitempty"`
+	// AllowedSources may scrape over mTLS (the TrafficPermission to the
+	// endpoint's tags); the dataplane's own address always may.
+	AllowedSources []*Selector `protobuf:"bytes,9,rep,name=allowed_sources,json=allowedSources,proto3" json:"allowed_sources,omitempty"`
+	// Addresses the dataplane is reached at (address, advertisedAddress).
+	Addresses     []string `protobuf:"bytes,10,rep,name=addresses,proto3" json:"addresses,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Metrics) Reset() {
 	*x = Metrics{}
-	mi := &file_mesh_v1_proxy_proto_msgTypes[4]
+	mi := &file_mesh_v1_proxy_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -396,7 +557,7 @@ func (x *Metrics) String() string {
 func (*Metrics) ProtoMessage() {}
 
 func (x *Metrics) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_v1_proxy_proto_msgTypes[4]
+	mi := &file_mesh_v1_proxy_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -409,7 +570,7 @@ func (x *Metrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Metrics.ProtoReflect.Descriptor instead.
 func (*Metrics) Descriptor() ([]byte, []int) {
-	return file_mesh_v1_proxy_proto_rawDescGZIP(), []int{4}
+	return file_mesh_v1_proxy_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Metrics) GetAddress() string {
@@ -468,6 +629,143 @@ func (x *Metrics) GetAggregate() []*Metrics_Aggregate {
 	return nil
 }
 
+func (x *Metrics) GetAllowedSources() []*Selector {
+	if x != nil {
+		return x.AllowedSources
+	}
+	return nil
+}
+
+func (x *Metrics) GetAddresses() []string {
+	if x != nil {
+		return x.Addresses
+	}
+	return nil
+}
+
+type SignRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Mesh  string                 `protobuf:"bytes,1,opt,name=mesh,proto3" json:"mesh,omitempty"`
+	Name  string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// CSR is a PEM certificate request; only its public key is used: the
+	// control plane decides the identities (SANs) from the Dataplane.
+	Csr           []byte `protobuf:"bytes,3,opt,name=csr,proto3" json:"csr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignRequest) Reset() {
+	*x = SignRequest{}
+	mi := &file_mesh_v1_proxy_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignRequest) ProtoMessage() {}
+
+func (x *SignRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mesh_v1_proxy_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignRequest.ProtoReflect.Descriptor instead.
+func (*SignRequest) Descriptor() ([]byte, []int) {
+	return file_mesh_v1_proxy_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *SignRequest) GetMesh() string {
+	if x != nil {
+		return x.Mesh
+	}
+	return ""
+}
+
+func (x *SignRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SignRequest) GetCsr() []byte {
+	if x != nil {
+		return x.Csr
+	}
+	return nil
+}
+
+type SignResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// CertChain is PEM: the workload certificate, then its CA.
+	CertChain     []byte `protobuf:"bytes,1,opt,name=cert_chain,json=certChain,proto3" json:"cert_chain,omitempty"`
+	TrustBundle   []byte `protobuf:"bytes,2,opt,name=trust_bundle,json=trustBundle,proto3" json:"trust_bundle,omitempty"`
+	CaVersion     string `protobuf:"bytes,3,opt,name=ca_version,json=caVersion,proto3" json:"ca_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignResponse) Reset() {
+	*x = SignResponse{}
+	mi := &file_mesh_v1_proxy_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignResponse) ProtoMessage() {}
+
+func (x *SignResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mesh_v1_proxy_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignResponse.ProtoReflect.Descriptor instead.
+func (*SignResponse) Descriptor() ([]byte, []int) {
+	return file_mesh_v1_proxy_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *SignResponse) GetCertChain() []byte {
+	if x != nil {
+		return x.CertChain
+	}
+	return nil
+}
+
+func (x *SignResponse) GetTrustBundle() []byte {
+	if x != nil {
+		return x.TrustBundle
+	}
+	return nil
+}
+
+func (x *SignResponse) GetCaVersion() string {
+	if x != nil {
+		return x.CaVersion
+	}
+	return ""
+}
+
 type DeregisterRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Mesh          string                 `protobuf:"bytes,1,opt,name=mesh,proto3" json:"mesh,omitempty"`
@@ -478,7 +776,7 @@ type DeregisterRequest struct {
 
 func (x *DeregisterRequest) Reset() {
 	*x = DeregisterRequest{}
-	mi := &file_mesh_v1_proxy_proto_msgTypes[5]
+	mi := &file_mesh_v1_proxy_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -490,7 +788,7 @@ func (x *DeregisterRequest) String() string {
 func (*DeregisterRequest) ProtoMessage() {}
 
 func (x *DeregisterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_v1_proxy_proto_msgTypes[5]
+	mi := &file_mesh_v1_proxy_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -503,7 +801,7 @@ func (x *DeregisterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeregisterRequest.ProtoReflect.Descriptor instead.
 func (*DeregisterRequest) Descriptor() ([]byte, []int) {
-	return file_mesh_v1_proxy_proto_rawDescGZIP(), []int{5}
+	return file_mesh_v1_proxy_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DeregisterRequest) GetMesh() string {
@@ -528,7 +826,7 @@ type DeregisterResponse struct {
 
 func (x *DeregisterResponse) Reset() {
 	*x = DeregisterResponse{}
-	mi := &file_mesh_v1_proxy_proto_msgTypes[6]
+	mi := &file_mesh_v1_proxy_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -540,7 +838,7 @@ func (x *DeregisterResponse) String() string {
 func (*DeregisterResponse) ProtoMessage() {}
 
 func (x *DeregisterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_v1_proxy_proto_msgTypes[6]
+	mi := &file_mesh_v1_proxy_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -553,7 +851,7 @@ func (x *DeregisterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeregisterResponse.ProtoReflect.Descriptor instead.
 func (*DeregisterResponse) Descriptor() ([]byte, []int) {
-	return file_mesh_v1_proxy_proto_rawDescGZIP(), []int{6}
+	return file_mesh_v1_proxy_proto_rawDescGZIP(), []int{10}
 }
 
 // Aggregate is an application metrics endpoint merged into the proxy's.
@@ -569,7 +867,7 @@ type Metrics_Aggregate struct {
 
 func (x *Metrics_Aggregate) Reset() {
 	*x = Metrics_Aggregate{}
-	mi := &file_mesh_v1_proxy_proto_msgTypes[9]
+	mi := &file_mesh_v1_proxy_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -581,7 +879,7 @@ func (x *Metrics_Aggregate) String() string {
 func (*Metrics_Aggregate) ProtoMessage() {}
 
 func (x *Metrics_Aggregate) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_v1_proxy_proto_msgTypes[9]
+	mi := &file_mesh_v1_proxy_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -594,7 +892,7 @@ func (x *Metrics_Aggregate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Metrics_Aggregate.ProtoReflect.Descriptor instead.
 func (*Metrics_Aggregate) Descriptor() ([]byte, []int) {
-	return file_mesh_v1_proxy_proto_rawDescGZIP(), []int{4, 1}
+	return file_mesh_v1_proxy_proto_rawDescGZIP(), []int{6, 1}
 }
 
 func (x *Metrics_Aggregate) GetName() string {
@@ -629,13 +927,28 @@ var File_mesh_v1_proxy_proto protoreflect.FileDescriptor
 
 const file_mesh_v1_proxy_proto_rawDesc = "" +
 	"\n" +
-	"\x13mesh/v1/proxy.proto\x12\fkuma.mesh.v1\x1a*envoy/service/discovery/v3/discovery.proto\"\xcf\x01\n" +
+	"\x13mesh/v1/proxy.proto\x12\fkuma.mesh.v1\x1a*envoy/service/discovery/v3/discovery.proto\"\xf7\x01\n" +
 	"\vProxyConfig\x12\x12\n" +
 	"\x04mesh\x18\x01 \x01(\tR\x04mesh\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x121\n" +
 	"\binbounds\x18\x03 \x03(\v2\x15.kuma.mesh.v1.InboundR\binbounds\x124\n" +
 	"\toutbounds\x18\x04 \x03(\v2\x16.kuma.mesh.v1.OutboundR\toutbounds\x12/\n" +
-	"\ametrics\x18\x05 \x01(\v2\x15.kuma.mesh.v1.MetricsR\ametrics\"\xc4\x02\n" +
+	"\ametrics\x18\x05 \x01(\v2\x15.kuma.mesh.v1.MetricsR\ametrics\x12&\n" +
+	"\x04mtls\x18\x06 \x01(\v2\x12.kuma.mesh.v1.MTLSR\x04mtls\"\xde\x01\n" +
+	"\x04MTLS\x12\x18\n" +
+	"\aenabled\x18\x01 \x01(\bR\aenabled\x12!\n" +
+	"\ftrust_bundle\x18\x02 \x01(\fR\vtrustBundle\x12\x1d\n" +
+	"\n" +
+	"ca_version\x18\x03 \x01(\tR\tcaVersion\x122\n" +
+	"\x15cert_lifetime_seconds\x18\x04 \x01(\x03R\x13certLifetimeSeconds\x12\x1b\n" +
+	"\tswitch_at\x18\x05 \x01(\x03R\bswitchAt\x12)\n" +
+	"\x10permissive_until\x18\x06 \x01(\x03R\x0fpermissiveUntil\"}\n" +
+	"\bSelector\x127\n" +
+	"\x05match\x18\x01 \x03(\v2!.kuma.mesh.v1.Selector.MatchEntryR\x05match\x1a8\n" +
+	"\n" +
+	"MatchEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x85\x03\n" +
 	"\aInbound\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x12\n" +
 	"\x04port\x18\x02 \x01(\rR\x04port\x12'\n" +
@@ -644,7 +957,8 @@ const file_mesh_v1_proxy_proto_rawDesc = "" +
 	"\x04tags\x18\x05 \x03(\v2\x1f.kuma.mesh.v1.Inbound.TagsEntryR\x04tags\x12\x1a\n" +
 	"\bprotocol\x18\x06 \x01(\tR\bprotocol\x12!\n" +
 	"\fcluster_name\x18\a \x01(\tR\vclusterName\x12\x12\n" +
-	"\x04name\x18\b \x01(\tR\x04name\x1a7\n" +
+	"\x04name\x18\b \x01(\tR\x04name\x12?\n" +
+	"\x0fallowed_sources\x18\t \x03(\v2\x16.kuma.mesh.v1.SelectorR\x0eallowedSources\x1a7\n" +
 	"\tTagsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xdb\x01\n" +
@@ -659,7 +973,7 @@ const file_mesh_v1_proxy_proto_rawDesc = "" +
 	"\bEndpoint\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x12\n" +
 	"\x04port\x18\x02 \x01(\rR\x04port\x12\x1c\n" +
-	"\tdataplane\x18\x03 \x01(\tR\tdataplane\"\xb6\x03\n" +
+	"\tdataplane\x18\x03 \x01(\tR\tdataplane\"\x95\x04\n" +
 	"\aMetrics\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x12\n" +
 	"\x04port\x18\x02 \x01(\rR\x04port\x12\x12\n" +
@@ -668,7 +982,10 @@ const file_mesh_v1_proxy_proto_rawDesc = "" +
 	"\btls_mode\x18\x05 \x01(\tR\atlsMode\x12!\n" +
 	"\ffilter_regex\x18\x06 \x01(\tR\vfilterRegex\x12\x1b\n" +
 	"\tused_only\x18\a \x01(\bR\busedOnly\x12=\n" +
-	"\taggregate\x18\b \x03(\v2\x1f.kuma.mesh.v1.Metrics.AggregateR\taggregate\x1a7\n" +
+	"\taggregate\x18\b \x03(\v2\x1f.kuma.mesh.v1.Metrics.AggregateR\taggregate\x12?\n" +
+	"\x0fallowed_sources\x18\t \x03(\v2\x16.kuma.mesh.v1.SelectorR\x0eallowedSources\x12\x1c\n" +
+	"\taddresses\x18\n" +
+	" \x03(\tR\taddresses\x1a7\n" +
 	"\tTagsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aa\n" +
@@ -676,13 +993,24 @@ const file_mesh_v1_proxy_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x12\n" +
 	"\x04port\x18\x03 \x01(\rR\x04port\x12\x12\n" +
-	"\x04path\x18\x04 \x01(\tR\x04path\";\n" +
+	"\x04path\x18\x04 \x01(\tR\x04path\"G\n" +
+	"\vSignRequest\x12\x12\n" +
+	"\x04mesh\x18\x01 \x01(\tR\x04mesh\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x10\n" +
+	"\x03csr\x18\x03 \x01(\fR\x03csr\"o\n" +
+	"\fSignResponse\x12\x1d\n" +
+	"\n" +
+	"cert_chain\x18\x01 \x01(\fR\tcertChain\x12!\n" +
+	"\ftrust_bundle\x18\x02 \x01(\fR\vtrustBundle\x12\x1d\n" +
+	"\n" +
+	"ca_version\x18\x03 \x01(\tR\tcaVersion\";\n" +
 	"\x11DeregisterRequest\x12\x12\n" +
 	"\x04mesh\x18\x01 \x01(\tR\x04mesh\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\"\x14\n" +
-	"\x12DeregisterResponse2\xdf\x01\n" +
+	"\x12DeregisterResponse2\xb1\x02\n" +
 	"\x16DataplaneConfigService\x12t\n" +
-	"\x11StreamProxyConfig\x12,.envoy.service.discovery.v3.DiscoveryRequest\x1a-.envoy.service.discovery.v3.DiscoveryResponse(\x010\x01\x12O\n" +
+	"\x11StreamProxyConfig\x12,.envoy.service.discovery.v3.DiscoveryRequest\x1a-.envoy.service.discovery.v3.DiscoveryResponse(\x010\x01\x12P\n" +
+	"\x17SignWorkloadCertificate\x12\x19.kuma.mesh.v1.SignRequest\x1a\x1a.kuma.mesh.v1.SignResponse\x12O\n" +
 	"\n" +
 	"Deregister\x12\x1f.kuma.mesh.v1.DeregisterRequest\x1a .kuma.mesh.v1.DeregisterResponseB0Z.github.com/kumametrics/mesh/api/mesh/v1;meshv1b\x06proto3"
 
@@ -698,38 +1026,49 @@ func file_mesh_v1_proxy_proto_rawDescGZIP() []byte {
 	return file_mesh_v1_proxy_proto_rawDescData
 }
 
-var file_mesh_v1_proxy_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_mesh_v1_proxy_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_mesh_v1_proxy_proto_goTypes = []any{
 	(*ProxyConfig)(nil),          // 0: kuma.mesh.v1.ProxyConfig
-	(*Inbound)(nil),              // 1: kuma.mesh.v1.Inbound
-	(*Outbound)(nil),             // 2: kuma.mesh.v1.Outbound
-	(*Endpoint)(nil),             // 3: kuma.mesh.v1.Endpoint
-	(*Metrics)(nil),              // 4: kuma.mesh.v1.Metrics
-	(*DeregisterRequest)(nil),    // 5: kuma.mesh.v1.DeregisterRequest
-	(*DeregisterResponse)(nil),   // 6: kuma.mesh.v1.DeregisterResponse
-	nil,                          // 7: kuma.mesh.v1.Inbound.TagsEntry
-	nil,                          // 8: kuma.mesh.v1.Metrics.TagsEntry
-	(*Metrics_Aggregate)(nil),    // 9: kuma.mesh.v1.Metrics.Aggregate
-	(*v3.DiscoveryRequest)(nil),  // 10: envoy.service.discovery.v3.DiscoveryRequest
-	(*v3.DiscoveryResponse)(nil), // 11: envoy.service.discovery.v3.DiscoveryResponse
+	(*MTLS)(nil),                 // 1: kuma.mesh.v1.MTLS
+	(*Selector)(nil),             // 2: kuma.mesh.v1.Selector
+	(*Inbound)(nil),              // 3: kuma.mesh.v1.Inbound
+	(*Outbound)(nil),             // 4: kuma.mesh.v1.Outbound
+	(*Endpoint)(nil),             // 5: kuma.mesh.v1.Endpoint
+	(*Metrics)(nil),              // 6: kuma.mesh.v1.Metrics
+	(*SignRequest)(nil),          // 7: kuma.mesh.v1.SignRequest
+	(*SignResponse)(nil),         // 8: kuma.mesh.v1.SignResponse
+	(*DeregisterRequest)(nil),    // 9: kuma.mesh.v1.DeregisterRequest
+	(*DeregisterResponse)(nil),   // 10: kuma.mesh.v1.DeregisterResponse
+	nil,                          // 11: kuma.mesh.v1.Selector.MatchEntry
+	nil,                          // 12: kuma.mesh.v1.Inbound.TagsEntry
+	nil,                          // 13: kuma.mesh.v1.Metrics.TagsEntry
+	(*Metrics_Aggregate)(nil),    // 14: kuma.mesh.v1.Metrics.Aggregate
+	(*v3.DiscoveryRequest)(nil),  // 15: envoy.service.discovery.v3.DiscoveryRequest
+	(*v3.DiscoveryResponse)(nil), // 16: envoy.service.discovery.v3.DiscoveryResponse
 }
 var file_mesh_v1_proxy_proto_depIdxs = []int32{
-	1,  // 0: kuma.mesh.v1.ProxyConfig.inbounds:type_name -> kuma.mesh.v1.Inbound
-	2,  // 1: kuma.mesh.v1.ProxyConfig.outbounds:type_name -> kuma.mesh.v1.Outbound
-	4,  // 2: kuma.mesh.v1.ProxyConfig.metrics:type_name -> kuma.mesh.v1.Metrics
-	7,  // 3: kuma.mesh.v1.Inbound.tags:type_name -> kuma.mesh.v1.Inbound.TagsEntry
-	3,  // 4: kuma.mesh.v1.Outbound.endpoints:type_name -> kuma.mesh.v1.Endpoint
-	8,  // 5: kuma.mesh.v1.Metrics.tags:type_name -> kuma.mesh.v1.Metrics.TagsEntry
-	9,  // 6: kuma.mesh.v1.Metrics.aggregate:type_name -> kuma.mesh.v1.Metrics.Aggregate
-	10, // 7: kuma.mesh.v1.DataplaneConfigService.StreamProxyConfig:input_type -> envoy.service.discovery.v3.DiscoveryRequest
-	5,  // 8: kuma.mesh.v1.DataplaneConfigService.Deregister:input_type -> kuma.mesh.v1.DeregisterRequest
-	11, // 9: kuma.mesh.v1.DataplaneConfigService.StreamProxyConfig:output_type -> envoy.service.discovery.v3.DiscoveryResponse
-	6,  // 10: kuma.mesh.v1.DataplaneConfigService.Deregister:output_type -> kuma.mesh.v1.DeregisterResponse
-	9,  // [9:11] is the sub-list for method output_type
-	7,  // [7:9] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	3,  // 0: kuma.mesh.v1.ProxyConfig.inbounds:type_name -> kuma.mesh.v1.Inbound
+	4,  // 1: kuma.mesh.v1.ProxyConfig.outbounds:type_name -> kuma.mesh.v1.Outbound
+	6,  // 2: kuma.mesh.v1.ProxyConfig.metrics:type_name -> kuma.mesh.v1.Metrics
+	1,  // 3: kuma.mesh.v1.ProxyConfig.mtls:type_name -> kuma.mesh.v1.MTLS
+	11, // 4: kuma.mesh.v1.Selector.match:type_name -> kuma.mesh.v1.Selector.MatchEntry
+	12, // 5: kuma.mesh.v1.Inbound.tags:type_name -> kuma.mesh.v1.Inbound.TagsEntry
+	2,  // 6: kuma.mesh.v1.Inbound.allowed_sources:type_name -> kuma.mesh.v1.Selector
+	5,  // 7: kuma.mesh.v1.Outbound.endpoints:type_name -> kuma.mesh.v1.Endpoint
+	13, // 8: kuma.mesh.v1.Metrics.tags:type_name -> kuma.mesh.v1.Metrics.TagsEntry
+	14, // 9: kuma.mesh.v1.Metrics.aggregate:type_name -> kuma.mesh.v1.Metrics.Aggregate
+	2,  // 10: kuma.mesh.v1.Metrics.allowed_sources:type_name -> kuma.mesh.v1.Selector
+	15, // 11: kuma.mesh.v1.DataplaneConfigService.StreamProxyConfig:input_type -> envoy.service.discovery.v3.DiscoveryRequest
+	7,  // 12: kuma.mesh.v1.DataplaneConfigService.SignWorkloadCertificate:input_type -> kuma.mesh.v1.SignRequest
+	9,  // 13: kuma.mesh.v1.DataplaneConfigService.Deregister:input_type -> kuma.mesh.v1.DeregisterRequest
+	16, // 14: kuma.mesh.v1.DataplaneConfigService.StreamProxyConfig:output_type -> envoy.service.discovery.v3.DiscoveryResponse
+	8,  // 15: kuma.mesh.v1.DataplaneConfigService.SignWorkloadCertificate:output_type -> kuma.mesh.v1.SignResponse
+	10, // 16: kuma.mesh.v1.DataplaneConfigService.Deregister:output_type -> kuma.mesh.v1.DeregisterResponse
+	14, // [14:17] is the sub-list for method output_type
+	11, // [11:14] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_mesh_v1_proxy_proto_init() }
@@ -743,7 +1082,7 @@ func file_mesh_v1_proxy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mesh_v1_proxy_proto_rawDesc), len(file_mesh_v1_proxy_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -22,8 +22,9 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	DataplaneConfigService_StreamProxyConfig_FullMethodName = "/kuma.mesh.v1.DataplaneConfigService/StreamProxyConfig"
-	DataplaneConfigService_Deregister_FullMethodName        = "/kuma.mesh.v1.DataplaneConfigService/Deregister"
+	DataplaneConfigService_StreamProxyConfig_FullMethodName       = "/kuma.mesh.v1.DataplaneConfigService/StreamProxyConfig"
+	DataplaneConfigService_SignWorkloadCertificate_FullMethodName = "/kuma.mesh.v1.DataplaneConfigService/SignWorkloadCertificate"
+	DataplaneConfigService_Deregister_FullMethodName              = "/kuma.mesh.v1.DataplaneConfigService/Deregister"
 )
 
 // DataplaneConfigServiceClient is the client API for DataplaneConfigService service.
@@ -38,6 +39,8 @@ type DataplaneConfigServiceClient interface {
 	// plane registers it and streams its ProxyConfig (state of the world,
 	// ACK/NACK).
 	StreamProxyConfig(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[v3.DiscoveryRequest, v3.DiscoveryResponse], error)
+	// SignWorkloadCertificate issues the proxy's certificate from the mesh CA.
+	SignWorkloadCertificate(ctx context.Context, in *SignRequest, opts ...grpc.CallOption) (*SignResponse, error)
 	// Deregister removes the proxy's Dataplane on a clean shutdown.
 	Deregister(ctx context.Context, in *DeregisterRequest, opts ...grpc.CallOption) (*DeregisterResponse, error)
 }
@@ -63,6 +66,16 @@ func (c *dataplaneConfigServiceClient) StreamProxyConfig(ctx context.Context, op
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type DataplaneConfigService_StreamProxyConfigClient = grpc.BidiStreamingClient[v3.DiscoveryRequest, v3.DiscoveryResponse]
 
+func (c *dataplaneConfigServiceClient) SignWorkloadCertificate(ctx context.Context, in *SignRequest, opts ...grpc.CallOption) (*SignResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SignResponse)
+	err := c.cc.Invoke(ctx, DataplaneConfigService_SignWorkloadCertificate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *dataplaneConfigServiceClient) Deregister(ctx context.Context, in *DeregisterRequest, opts ...grpc.CallOption) (*DeregisterResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(DeregisterResponse)
@@ -85,6 +98,8 @@ type DataplaneConfigServiceServer interface {
 	// plane registers it and streams its ProxyConfig (state of the world,
 	// ACK/NACK).
 	StreamProxyConfig(grpc.BidiStreamingServer[v3.DiscoveryRequest, v3.DiscoveryResponse]) error
+	// SignWorkloadCertificate issues the proxy's certificate from the mesh CA.
+	SignWorkloadCertificate(context.Context, *SignRequest) (*SignResponse, error)
 	// Deregister removes the proxy's Dataplane on a clean shutdown.
 	Deregister(context.Context, *DeregisterRequest) (*DeregisterResponse, error)
 	mustEmbedUnimplementedDataplaneConfigServiceServer()
@@ -99,6 +114,9 @@ type UnimplementedDataplaneConfigServiceServer struct{}
 
 func (UnimplementedDataplaneConfigServiceServer) StreamProxyConfig(grpc.BidiStreamingServer[v3.DiscoveryRequest, v3.DiscoveryResponse]) error {
 	return status.Error(codes.Unimplemented, "method StreamProxyConfig not implemented")
+}
+func (UnimplementedDataplaneConfigServiceServer) SignWorkloadCertificate(context.Context, *SignRequest) (*SignResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SignWorkloadCertificate not implemented")
 }
 func (UnimplementedDataplaneConfigServiceServer) Deregister(context.Context, *DeregisterRequest) (*DeregisterResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Deregister not implemented")
@@ -132,6 +150,24 @@ func _DataplaneConfigService_StreamProxyConfig_Handler(srv interface{}, stream g
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type DataplaneConfigService_StreamProxyConfigServer = grpc.BidiStreamingServer[v3.DiscoveryRequest, v3.DiscoveryResponse]
 
+func _DataplaneConfigService_SignWorkloadCertificate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SignRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DataplaneConfigServiceServer).SignWorkloadCertificate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DataplaneConfigService_SignWorkloadCertificate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DataplaneConfigServiceServer).SignWorkloadCertificate(ctx, req.(*SignRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _DataplaneConfigService_Deregister_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(DeregisterRequest)
 	if err := dec(in); err != nil {
@@ -157,6 +193,10 @@ var DataplaneConfigService_ServiceDesc = grpc.ServiceDesc{
 	ServiceName: "kuma.mesh.v1.DataplaneConfigService",
 	HandlerType: (*DataplaneConfigServiceServer)(nil),
 	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "SignWorkloadCertificate",
+			Handler:    _DataplaneConfigService_SignWorkloadCertificate_Handler,
+		},
 		{
 			MethodName: "Deregister",
 			Handler:    _DataplaneConfigService_Deregister_Handler,

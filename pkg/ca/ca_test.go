@@ -1,0 +1,117 @@
+package ca
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/kumametrics/mesh/pkg/manager"
+	"github.com/kumametrics/mesh/pkg/mirror"
+	"github.com/kumametrics/mesh/pkg/pki"
+	"github.com/kumametrics/mesh/pkg/resource"
+	"github.com/kumametrics/mesh/pkg/store/memory"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func mtlsMesh(name, enabled string, backends ...string) *resource.Object {
+	spec := &resource.MeshSpec{MTLS: &resource.MTLS{EnabledBackend: enabled}}
+	for _, b := range backends {
+		spec.MTLS.Backends = append(spec.MTLS.Backends, resource.CertificateAuthorityBackend{Name: b, Type: resource.CATypeBuiltin})
+	}
+	o := resource.New("", name, spec)
+	resource.ApplyDefaults(o)
+	return o
+}
+
+func TestWorkloadCertificateIdentity(t *testing.T) {
+	now := time.Now()
+	caPair, err := pki.NewCA("default/ca-1", pki.KeyType{}, now, time.Hour)
+	require.NoError(t, err)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	cert, err := IssueWorkload(caPair, Subject{
+		Mesh: "default",
+		Tags: map[string][]string{resource.ServiceTag: {"web", "web-admin"}, "version": {"v1"}, "team": {"a", "b"}},
+		IPs:  []net.IP{net.ParseIP("127.0.0.2")},
+	}, key.Public(), 10*time.Minute, now)
+	require.NoError(t, err)
+	pool := x509.NewCertPool()
+	pool.AddCert(caPair.Cert)
+	_, err = cert.Cert.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	require.NoError(t, err)
+	require.NoError(t, cert.Cert.VerifyHostname("127.0.0.2"))
+	require.WithinDuration(t, now.Add(10*time.Minute), cert.Cert.NotAfter, time.Second)
+
+	id, err := IdentityOf(cert.Cert)
+	require.NoError(t, err)
+	require.Equal(t, Identity{Mesh: "default", Tags: map[string][]string{
+		resource.ServiceTag: {"web", "web-admin"}, "team": {"a", "b"}, "version": {"v1"},
+	}}, id)
+
+	_, err = IssueWorkload(caPair, Subject{Mesh: "default", Tags: map[string][]string{"version": {"v1"}}}, key.Public(), time.Minute, now)
+	require.ErrorContains(t, err, "kuma.io/service")
+	_, err = IdentityOf(caPair.Cert)
+	require.ErrorContains(t, err, "no SPIFFE identity")
+}
+
+func TestManagerKeepsCAs(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	st := memory.New()
+	mgr := manager.New(st, nil)
+	mir := mirror.New(st, nil, resource.KindMesh, resource.KindSecret)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = mir.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	cam := NewManager(mir, mgr, nil)
+	go cam.Reconcile(ctx)
+
+	_, err := mgr.Apply(ctx, mtlsMesh("default", "ca-1", "ca-1", "ca-2"), 0)
+	require.NoError(t, err)
+	waitView := func(cond func(*mirror.View) bool) *mirror.View {
+		t.Helper()
+		var v *mirror.View
+		require.Eventually(t, func() bool { v, _ = mir.View(); return v != nil && cond(v) }, 30*time.Second, 5*time.Millisecond)
+		return v
+	}
+	secrets := func(v *mirror.View) Secrets {
+		return func(mesh, name string) *resource.Object { return v.Get(resource.KindSecret, resource.Key{Mesh: mesh, Name: name}) }
+	}
+	v := waitView(func(v *mirror.View) bool { return v.Len(resource.KindSecret) == 4 })
+	ca1, err := Load(secrets(v), "default", "ca-1")
+	require.NoError(t, err)
+	require.Equal(t, 2048, ca1.Cert.PublicKey.(interface{ Size() int }).Size()*8, "RSA 2048 by default")
+	bundle, version := TrustBundle(secrets(v), "default", v.Get(resource.KindMesh, resource.Key{Name: "default"}).Mesh())
+	certs, err := pki.ParseCertificates(bundle)
+	require.NoError(t, err)
+	require.Len(t, certs, 2, "both listed CAs are trusted")
+	require.NotEmpty(t, version)
+
+	// Switching the enabled backend keeps the CAs; the version follows the enabled one.
+	_, err = mgr.Apply(ctx, mtlsMesh("default", "ca-2", "ca-1", "ca-2"), 0)
+	require.NoError(t, err)
+	v = waitView(func(v *mirror.View) bool {
+		_, ver := TrustBundle(secrets(v), "default", v.Get(resource.KindMesh, resource.Key{Name: "default"}).Mesh())
+		return ver != "" && ver != version
+	})
+	again, err := Load(secrets(v), "default", "ca-1")
+	require.NoError(t, err)
+	require.Equal(t, ca1.Cert.SerialNumber, again.Cert.SerialNumber, "an existing CA is never regenerated")
+
+	// A backend no longer listed loses its material; mTLS off keeps nothing enabled.
+	_, err = mgr.Apply(ctx, mtlsMesh("default", "ca-2", "ca-2"), 0)
+	require.NoError(t, err)
+	v = waitView(func(v *mirror.View) bool { return v.Len(resource.KindSecret) == 2 })
+	_, err = Load(secrets(v), "default", "ca-1")
+	require.Error(t, err)
+	require.Nil(t, Enabled(mtlsMesh("m", "", "ca-1").Mesh()))
+}

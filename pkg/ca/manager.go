@@ -1,0 +1,124 @@
+package ca
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/kumametrics/mesh/pkg/manager"
+	"github.com/kumametrics/mesh/pkg/mirror"
+	"github.com/kumametrics/mesh/pkg/resource"
+	"github.com/kumametrics/mesh/pkg/store"
+)
+
+// Views gives the current view of the store and a signal of its next change.
+type Views interface {
+	View() (*mirror.View, <-chan struct{})
+	Changed() <-chan struct{}
+}
+
+// Writer writes resources (the manager).
+type Writer interface {
+	Apply(ctx context.Context, obj *resource.Object, ifVersion int64) (*manager.Result, error)
+	Delete(ctx context.Context, kind resource.Kind, key resource.Key, ifVersion int64) error
+}
+
+// Manager keeps the builtin CAs of every mesh in the store: it creates the
+// material of each builtin backend a mesh lists and deletes the material of
+// backends it no longer lists.
+type Manager struct {
+	views  Views
+	writer Writer
+	log    *slog.Logger
+	now    func() time.Time
+}
+
+// NewManager returns a manager; Reconcile runs it.
+func NewManager(views Views, writer Writer, log *slog.Logger) *Manager {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Manager{views: views, writer: writer, log: log, now: time.Now}
+}
+
+// Reconcile brings the CAs in line with the meshes whenever the store
+// changes, until ctx is done. A failed write is retried at the next change
+// or after a short delay.
+func (m *Manager) Reconcile(ctx context.Context) {
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
+	for {
+		if view, _ := m.views.View(); view != nil {
+			if err := m.Ensure(ctx, view); err != nil && ctx.Err() == nil {
+				m.log.Error("keeping the mesh CAs failed; retrying", "err", err)
+				retry.Reset(2 * time.Second)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-m.views.Changed():
+		case <-retry.C:
+		}
+		if !mirror.Debounce(ctx, m.views.Changed, nil, 20*time.Millisecond) {
+			return
+		}
+	}
+}
+
+// Ensure creates missing CAs and removes unlisted ones, for the state in view.
+func (m *Manager) Ensure(ctx context.Context, view *mirror.View) error {
+	secrets := func(mesh, name string) *resource.Object {
+		return view.Get(resource.KindSecret, resource.Key{Mesh: mesh, Name: name})
+	}
+	var errs []error
+	listed := map[resource.Key]bool{}
+	for _, mo := range view.List(resource.KindMesh, "") {
+		mesh := mo.Meta.Name
+		for _, b := range Builtins(mo.Mesh()) {
+			certName, keyName := CertSecretName(mesh, b.Name), KeySecretName(mesh, b.Name)
+			listed[resource.Key{Mesh: mesh, Name: certName}] = true
+			listed[resource.Key{Mesh: mesh, Name: keyName}] = true
+			if _, err := Load(secrets, mesh, b.Name); err == nil {
+				continue
+			}
+			if err := m.create(ctx, mesh, b); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	for _, s := range view.List(resource.KindSecret, "") {
+		k := s.Meta.Key()
+		if strings.HasPrefix(k.Name, k.Mesh+".ca-builtin-") && !listed[k] {
+			err := m.writer.Delete(ctx, resource.KindSecret, k, 0)
+			if err != nil && !errors.Is(err, store.ErrNotFound) {
+				errs = append(errs, err)
+				continue
+			}
+			m.log.Info("removed the material of a CA the mesh no longer lists", "mesh", k.Mesh, "secret", k.Name)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (m *Manager) create(ctx context.Context, mesh string, b resource.CertificateAuthorityBackend) error {
+	began := m.now()
+	pair, err := NewCA(mesh, b, began)
+	if err != nil {
+		return err
+	}
+	// The key first: a certificate without its key would be unusable.
+	for _, s := range []*resource.Object{
+		resource.NewSecret(mesh, KeySecretName(mesh, b.Name), pair.KeyPEM),
+		resource.NewSecret(mesh, CertSecretName(mesh, b.Name), pair.CertPEM),
+	} {
+		if _, err := m.writer.Apply(ctx, s, 0); err != nil {
+			return err
+		}
+	}
+	m.log.Info("created a builtin CA", "mesh", mesh, "backend", b.Name, "took", m.now().Sub(began).Round(time.Millisecond))
+	return nil
+}
