@@ -10,12 +10,18 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/cespare/xxhash/v2"
 
+	"google.golang.org/protobuf/proto"
+
 	meshv1 "github.com/kumametrics/mesh/api/mesh/v1"
+	"github.com/kumametrics/mesh/pkg/ca"
 	"github.com/kumametrics/mesh/pkg/resource"
 )
+
+var marshal = proto.MarshalOptions{Deterministic: true}
 
 // TypeURL of a ProxyConfig.
 const TypeURL = "type.googleapis.com/kuma.mesh.v1.ProxyConfig"
@@ -31,10 +37,32 @@ const (
 // DefaultOutboundAddress is where an outbound listens unless it says otherwise.
 const DefaultOutboundAddress = "127.0.0.1"
 
+// Inputs are the store content a generation reads.
+type Inputs struct {
+	Meshes, Dataplanes, TrafficPermissions, Secrets []*resource.Object
+	// Transitions holds, per mesh, when the control plane saw its mTLS
+	// switch on or off; absent when no switch was seen.
+	Transitions map[string]time.Time
+}
+
+// Windows of an mTLS switch: outbounds change mode SwitchDelay after it,
+// inbounds accept both TLS and plain text until PermissiveWindow after it.
+const (
+	SwitchDelay      = 5 * time.Second
+	PermissiveWindow = 15 * time.Second
+)
+
 // Index is what Generate needs to know about a mesh besides the proxy's own
-// dataplane: the endpoints of every service. Build it once per store view.
+// dataplane: the endpoints of every service, its permissions and its mTLS
+// material. Build it once per store view.
 type Index struct {
 	meshes map[string]*resource.MeshSpec
+	// mtls by mesh (nil: the mesh never had mTLS).
+	mtls map[string]*meshv1.MTLS
+	// permissions by mesh.
+	permissions map[string][]*resource.Object
+	// meshVersions by mesh: a hash of everything above of the mesh.
+	meshVersions map[string]string
 	// endpoints by mesh, then service, sorted by address and port.
 	endpoints map[string]map[string][]*meshv1.Endpoint
 	// protocols by mesh, then service: the protocol all its inbounds agree on.
@@ -43,19 +71,43 @@ type Index struct {
 	versions map[string]map[string]uint64
 }
 
-// NewIndex indexes meshes and dataplanes.
-func NewIndex(meshes, dataplanes []*resource.Object) *Index {
+// NewIndex indexes the inputs.
+func NewIndex(in Inputs) *Index {
 	ix := &Index{
-		meshes:    make(map[string]*resource.MeshSpec, len(meshes)),
-		endpoints: map[string]map[string][]*meshv1.Endpoint{},
-		protocols: map[string]map[string]string{},
+		meshes:       make(map[string]*resource.MeshSpec, len(in.Meshes)),
+		mtls:         map[string]*meshv1.MTLS{},
+		permissions:  map[string][]*resource.Object{},
+		meshVersions: map[string]string{},
+		endpoints:    map[string]map[string][]*meshv1.Endpoint{},
+		protocols:    map[string]map[string]string{},
 	}
-	for _, m := range meshes {
-		if spec := m.Mesh(); spec != nil {
-			ix.meshes[m.Meta.Name] = spec
+	secrets := map[resource.Key]*resource.Object{}
+	for _, s := range in.Secrets {
+		secrets[s.Meta.Key()] = s
+	}
+	lookup := func(mesh, name string) *resource.Object { return secrets[resource.Key{Mesh: mesh, Name: name}] }
+	for _, tp := range in.TrafficPermissions {
+		ix.permissions[tp.Meta.Mesh] = append(ix.permissions[tp.Meta.Mesh], tp)
+	}
+	for _, m := range in.Meshes {
+		spec := m.Mesh()
+		if spec == nil {
+			continue
 		}
+		name := m.Meta.Name
+		ix.meshes[name] = spec
+		ix.mtls[name] = mtlsOf(name, spec, lookup, in.Transitions)
+		h := xxhash.New()
+		if t := ix.mtls[name]; t != nil {
+			b, _ := marshal.Marshal(t)
+			_, _ = h.Write(b)
+		}
+		for _, tp := range ix.permissions[name] {
+			_, _ = fmt.Fprintf(h, "|%s@%d", tp.Meta.Name, tp.Meta.Version)
+		}
+		ix.meshVersions[name] = strconv.FormatUint(h.Sum64(), 16)
 	}
-	for _, dp := range dataplanes {
+	for _, dp := range in.Dataplanes {
 		spec := dp.Dataplane()
 		if spec == nil || spec.Networking == nil {
 			continue
@@ -106,6 +158,34 @@ func NewIndex(meshes, dataplanes []*resource.Object) *Index {
 		}
 	}
 	return ix
+}
+
+// MeshVersion fingerprints what configs take from their mesh besides the
+// Mesh resource itself: mTLS material and switches, and permissions.
+func (ix *Index) MeshVersion(mesh string) string { return ix.meshVersions[mesh] }
+
+// mtlsOf is a mesh's MTLS block: nil when the mesh has no mTLS and no
+// switch was seen.
+func mtlsOf(mesh string, spec *resource.MeshSpec, secrets ca.Secrets, transitions map[string]time.Time) *meshv1.MTLS {
+	enabled := ca.Enabled(spec)
+	switched, hasSwitch := transitions[mesh]
+	if enabled == nil && !hasSwitch {
+		return nil
+	}
+	bundle, version := ca.TrustBundle(secrets, mesh, spec)
+	out := &meshv1.MTLS{
+		Enabled:     enabled != nil && version != "",
+		TrustBundle: bundle,
+		CaVersion:   version,
+	}
+	if enabled != nil {
+		out.CertLifetimeSeconds = int64(ca.WorkloadLifetime(enabled) / time.Second)
+	}
+	if hasSwitch {
+		out.SwitchAt = switched.Add(SwitchDelay).UnixMilli()
+		out.PermissiveUntil = switched.Add(PermissiveWindow).UnixMilli()
+	}
+	return out
 }
 
 // ServiceVersions fingerprints what dp's config takes from other dataplanes:
@@ -184,6 +264,7 @@ func Generate(ix *Index, dp *resource.Object) (*meshv1.ProxyConfig, error) {
 			Protocol:       protocolOf(in.Tags),
 			ClusterName:    LocalClusterName(in.EffectiveServicePort()),
 			Name:           listenerName("inbound", addr, in.Port),
+			AllowedSources: AllowedSources(ix.permissions[dp.Meta.Mesh], in.Tags),
 		})
 	}
 	for _, out := range nw.Outbound {
@@ -219,7 +300,13 @@ func Generate(ix *Index, dp *resource.Object) (*meshv1.ProxyConfig, error) {
 		for _, a := range eff.Aggregate {
 			m.Aggregate = append(m.Aggregate, &meshv1.Metrics_Aggregate{Name: a.Name, Address: a.Address, Port: a.Port, Path: a.Path})
 		}
+		m.AllowedSources = AllowedSources(ix.permissions[dp.Meta.Mesh], eff.Tags)
+		m.Addresses = []string{nw.Address}
+		if nw.AdvertisedAddress != "" && nw.AdvertisedAddress != nw.Address {
+			m.Addresses = append(m.Addresses, nw.AdvertisedAddress)
+		}
 		cfg.Metrics = m
 	}
+	cfg.Mtls = ix.mtls[dp.Meta.Mesh]
 	return cfg, nil
 }

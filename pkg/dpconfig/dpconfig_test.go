@@ -52,7 +52,7 @@ func TestGenerate(t *testing.T) {
 		}}),
 		dp("other", "backend-x", resource.Networking{Address: "127.0.0.7", Inbound: []resource.Inbound{{Port: 8080, Tags: tags(resource.ServiceTag, "backend")}}}),
 	}
-	ix := NewIndex([]*resource.Object{mesh("default", true), mesh("other", false)}, append(backends, frontend))
+	ix := NewIndex(Inputs{Meshes: []*resource.Object{mesh("default", true), mesh("other", false)}, Dataplanes: append(backends, frontend)})
 	got, err := Generate(ix, frontend)
 	require.NoError(t, err)
 	want := &meshv1.ProxyConfig{
@@ -78,7 +78,7 @@ func TestGenerate(t *testing.T) {
 		},
 		Metrics: &meshv1.Metrics{
 			Address: "127.0.0.2", Port: 5670, Path: "/metrics", Tags: tags(resource.ServiceTag, "dataplane-metrics"),
-			TlsMode: resource.TLSModeActiveMTLSBackend,
+			TlsMode: resource.TLSModeActiveMTLSBackend, Addresses: []string{"127.0.0.2"},
 		},
 	}
 	require.True(t, proto.Equal(want, got), "got:\n%s\nwant:\n%s", prototext.Format(got), prototext.Format(want))
@@ -102,7 +102,7 @@ func TestGenerateMetricsOverrideAndAggregate(t *testing.T) {
 		}},
 	})
 	resource.ApplyDefaults(d)
-	got, err := Generate(NewIndex([]*resource.Object{mesh("default", true)}, []*resource.Object{d}), d)
+	got, err := Generate(NewIndex(Inputs{Meshes: []*resource.Object{mesh("default", true)}, Dataplanes: []*resource.Object{d}}), d)
 	require.NoError(t, err)
 	require.Equal(t, uint32(1234), got.GetMetrics().GetPort())
 	require.Equal(t, "/non-standard-path", got.GetMetrics().GetPath())
@@ -125,9 +125,9 @@ func TestServiceVersionsFollowEndpoints(t *testing.T) {
 	}
 	unrelated := dp("default", "other", resource.Networking{Address: "127.0.0.9", Inbound: []resource.Inbound{{Port: 8080, Tags: tags(resource.ServiceTag, "other")}}})
 	meshes := []*resource.Object{mesh("default", false)}
-	v1 := NewIndex(meshes, []*resource.Object{client, backend("127.0.0.3")}).ServiceVersions(client)
-	require.Equal(t, v1, NewIndex(meshes, []*resource.Object{client, backend("127.0.0.3"), unrelated}).ServiceVersions(client),
+	v1 := NewIndex(Inputs{Meshes: meshes, Dataplanes: []*resource.Object{client, backend("127.0.0.3")}}).ServiceVersions(client)
+	require.Equal(t, v1, NewIndex(Inputs{Meshes: meshes, Dataplanes: []*resource.Object{client, backend("127.0.0.3"), unrelated}}).ServiceVersions(client),
 		"a dataplane of another service does not change the client's config")
-	require.NotEqual(t, v1, NewIndex(meshes, []*resource.Object{client, backend("127.0.0.4")}).ServiceVersions(client))
-	require.NotEqual(t, v1, NewIndex(meshes, []*resource.Object{client}).ServiceVersions(client))
+	require.NotEqual(t, v1, NewIndex(Inputs{Meshes: meshes, Dataplanes: []*resource.Object{client, backend("127.0.0.4")}}).ServiceVersions(client))
+	require.NotEqual(t, v1, NewIndex(Inputs{Meshes: meshes, Dataplanes: []*resource.Object{client}}).ServiceVersions(client))
 }

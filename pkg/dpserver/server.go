@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	meshv1 "github.com/kumametrics/mesh/api/mesh/v1"
+	"github.com/kumametrics/mesh/pkg/ca"
 	"github.com/kumametrics/mesh/pkg/dpconfig"
 	"github.com/kumametrics/mesh/pkg/insight"
 	"github.com/kumametrics/mesh/pkg/latest"
@@ -80,6 +81,40 @@ type Server struct {
 	proxies map[resource.Key]*proxy
 	// kick asks the reconciler to generate (a proxy registered).
 	kick chan struct{}
+	// transitions is used by the reconciler only.
+	transitions transitions
+}
+
+// transitions remembers, per mesh, whether mTLS was on at the last
+// generation and when the control plane saw it switch.
+type transitions struct {
+	enabled map[string]bool
+	at      map[string]time.Time
+}
+
+// observe records switches seen in view and returns the switch times. A
+// mesh seen for the first time has no switch: its state is as it was.
+func (t *transitions) observe(view *mirror.View, now time.Time) map[string]time.Time {
+	if t.enabled == nil {
+		t.enabled, t.at = map[string]bool{}, map[string]time.Time{}
+	}
+	seen := map[string]bool{}
+	for _, m := range view.List(resource.KindMesh, "") {
+		name := m.Meta.Name
+		seen[name] = true
+		on := ca.Enabled(m.Mesh()) != nil
+		if was, known := t.enabled[name]; known && was != on {
+			t.at[name] = now
+		}
+		t.enabled[name] = on
+	}
+	for name := range t.enabled {
+		if !seen[name] {
+			delete(t.enabled, name)
+			delete(t.at, name)
+		}
+	}
+	return t.at
 }
 
 // proxy is one connected proxy.
@@ -350,7 +385,13 @@ func (s *Server) generate(view *mirror.View) {
 	if len(proxies) == 0 {
 		return
 	}
-	ix := dpconfig.NewIndex(view.List(resource.KindMesh, ""), view.List(resource.KindDataplane, ""))
+	ix := dpconfig.NewIndex(dpconfig.Inputs{
+		Meshes:             view.List(resource.KindMesh, ""),
+		Dataplanes:         view.List(resource.KindDataplane, ""),
+		TrafficPermissions: view.List(resource.KindTrafficPermission, ""),
+		Secrets:            view.List(resource.KindSecret, ""),
+		Transitions:        s.transitions.observe(view, s.opts.Now()),
+	})
 	var failed error
 	for key, p := range proxies {
 		dp := view.Get(resource.KindDataplane, key)
@@ -358,7 +399,7 @@ func (s *Server) generate(view *mirror.View) {
 		if dp == nil || mesh == nil {
 			continue // not in the view yet (or deleted): nothing to send
 		}
-		services := ix.ServiceVersions(dp)
+		services := ix.ServiceVersions(dp) + "/" + ix.MeshVersion(key.Mesh)
 		if p.memo.dp == dp && p.memo.mesh == mesh && p.memo.services == services {
 			continue
 		}
