@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -45,10 +46,46 @@ type cluster struct {
 
 	endpoints atomic.Pointer[[]*endpoint]
 	next      atomic.Uint64
+	// tls says how connections to the endpoints are secured (outbound
+	// clusters; nil for an inbound's local application).
+	tls atomic.Pointer[clusterTLS]
+
 	// watchers are told when the endpoint set changed (HTTP engines close
 	// pooled connections to endpoints that went away).
 	watchMu  sync.Mutex
 	watchers []func(keep func(endpoint string) bool)
+}
+
+// clusterTLS is how an outbound cluster's connections use mTLS.
+type clusterTLS struct {
+	sec     *Security
+	service string
+	alpn    []string
+}
+
+// secureAs makes the cluster's new connections use mTLS when sec says so,
+// verifying the endpoints as service.
+func (c *cluster) secureAs(sec *Security, service string, alpn []string) {
+	c.tls.Store(&clusterTLS{sec: sec, service: service, alpn: alpn})
+}
+
+// handshake secures a new connection when mTLS is in use.
+func (c *cluster) handshake(ctx context.Context, conn net.Conn) (net.Conn, error) {
+	ct := c.tls.Load()
+	if ct == nil || !ct.sec.outboundTLS() {
+		return conn, nil
+	}
+	tc := tls.Client(conn, ct.sec.clientConfig(ct.service, ct.alpn))
+	hctx, cancel := context.WithTimeout(ctx, connectTimeout)
+	defer cancel()
+	if err := tc.HandshakeContext(hctx); err != nil {
+		// The connection could not be established as required.
+		c.stats.UpstreamCxConnectFail.Inc()
+		_ = conn.Close()
+		return nil, fmt.Errorf("mTLS handshake: %w", err)
+	}
+	c.stats.SSLHandshake.Inc()
+	return tc, nil
 }
 
 // watchEndpoints registers f to run after the endpoint set changed.
@@ -179,6 +216,9 @@ func (c *cluster) dial(ctx context.Context, counted bool, first string) (net.Con
 				conn = c.counted(conn)
 			}
 			if err == nil {
+				conn, err = c.handshake(ctx, conn)
+			}
+			if err == nil {
 				return conn, e.addr, nil
 			}
 			lastErr = err
@@ -223,7 +263,7 @@ func (c *cluster) connect(ctx context.Context, e *endpoint) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return c.counted(conn), nil
+	return c.handshake(ctx, c.counted(conn))
 }
 
 // counted wraps a new connection so that it records into the cluster.

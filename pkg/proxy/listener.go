@@ -51,6 +51,10 @@ func newListener(p *Proxy, name, address string, port uint32, ln net.Listener) *
 func (l *listener) setRoute(p *Proxy, rt route) {
 	cur := l.route.Load()
 	if cur != nil && cur.protocol == rt.protocol && cur.cluster == rt.cluster && cur.hcm == rt.hcm {
+		// Same handler; the permissions may have changed (new connections only).
+		if rt.guard != nil || cur.guard != nil {
+			l.route.Store(&routed{route: rt, handler: cur.handler})
+		}
 		return
 	}
 	var next *routed
@@ -84,7 +88,14 @@ func (l *listener) serve() {
 			}
 			go func() {
 				defer l.untrack(conn)
-				rt.handler.ServeConn(conn, external(conn))
+				served := net.Conn(conn)
+				if rt.guard != nil {
+					var ok bool
+					if served, ok = rt.guard.admit(conn); !ok {
+						return
+					}
+				}
+				rt.handler.ServeConn(served, external(conn))
 			}()
 		}
 	}()

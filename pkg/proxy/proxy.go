@@ -25,11 +25,14 @@ type Proxy struct {
 	stats *stats.Store
 	log   *slog.Logger
 	dial  func(ctx context.Context, network, addr string) (net.Conn, error)
+	sec   *Security
 
 	mu        sync.Mutex
 	listeners map[string]*listener
 	clusters  map[string]*cluster
-	draining  bool
+	// rbac statistics by inbound listener.
+	rbac     map[string]*stats.RBACStats
+	draining bool
 }
 
 // Options configure a Proxy.
@@ -37,6 +40,9 @@ type Options struct {
 	Log *slog.Logger
 	// Dial connects to upstream endpoints (a net.Dialer by default).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Security holds the mTLS material the agent keeps current (nil: a
+	// Security without material, plain text everywhere).
+	Security *Security
 }
 
 // New returns a proxy recording into st.
@@ -47,7 +53,10 @@ func New(st *stats.Store, opts Options) *Proxy {
 	if opts.Dial == nil {
 		opts.Dial = (&net.Dialer{}).DialContext
 	}
-	return &Proxy{stats: st, log: opts.Log, dial: opts.Dial, listeners: map[string]*listener{}, clusters: map[string]*cluster{}}
+	if opts.Security == nil {
+		opts.Security = NewSecurity()
+	}
+	return &Proxy{stats: st, log: opts.Log, dial: opts.Dial, sec: opts.Security, listeners: map[string]*listener{}, clusters: map[string]*cluster{}, rbac: map[string]*stats.RBACStats{}}
 }
 
 // route is what a listener does with a connection.
@@ -56,6 +65,8 @@ type route struct {
 	cluster  *cluster
 	// hcm is the HTTP connection manager stats prefix (HTTP listeners).
 	hcm string
+	// guard admits the connections of an inbound (nil for outbounds).
+	guard *guard
 }
 
 // Apply makes the proxy's listeners and clusters those of cfg. New
@@ -74,7 +85,11 @@ func (p *Proxy) Apply(cfg *meshv1.ProxyConfig) error {
 		rt            route
 		endpoints     []string
 		clusterName   string
+		// service of an outbound's endpoints (verified under mTLS).
+		service string
+		inbound *meshv1.Inbound
 	}
+	p.sec.SetConfig(cfg.GetMesh(), cfg.GetMtls())
 	var wants []want
 	for _, in := range cfg.GetInbounds() {
 		wants = append(wants, want{
@@ -82,6 +97,7 @@ func (p *Proxy) Apply(cfg *meshv1.ProxyConfig) error {
 			rt:          route{protocol: in.GetProtocol(), hcm: in.GetClusterName()},
 			endpoints:   []string{net.JoinHostPort(in.GetServiceAddress(), strconv.FormatUint(uint64(in.GetServicePort()), 10))},
 			clusterName: in.GetClusterName(),
+			inbound:     in,
 		})
 	}
 	for _, out := range cfg.GetOutbounds() {
@@ -94,6 +110,7 @@ func (p *Proxy) Apply(cfg *meshv1.ProxyConfig) error {
 			rt:          route{protocol: out.GetProtocol(), hcm: out.GetClusterName()},
 			endpoints:   eps,
 			clusterName: out.GetClusterName(),
+			service:     out.GetService(),
 		})
 	}
 
@@ -128,6 +145,11 @@ func (p *Proxy) Apply(cfg *meshv1.ProxyConfig) error {
 			if c.setEndpoints(w.endpoints) {
 				changes = append(changes, c.endpointsChanged)
 			}
+			if w.inbound == nil {
+				c.secureAs(p.sec, w.service, alpnFor(w.rt.protocol))
+			} else {
+				w.rt.guard = p.guardFor(w.inbound, c)
+			}
 			w.rt.cluster = c
 			l := p.listeners[w.name]
 			if ln, ok := bound[w.name]; ok {
@@ -146,12 +168,28 @@ func (p *Proxy) Apply(cfg *meshv1.ProxyConfig) error {
 				delete(p.listeners, name)
 			}
 		}
+		for name, rb := range p.rbac {
+			if !keep[name] {
+				rb.Release()
+				delete(p.rbac, name)
+			}
+		}
 		p.collectClusters()
 	})
 	for _, f := range changes {
 		f()
 	}
 	return nil
+}
+
+// guardFor builds the guard of an inbound: its permissions and statistics.
+func (p *Proxy) guardFor(in *meshv1.Inbound, c *cluster) *guard {
+	rb := p.rbac[in.GetName()]
+	if rb == nil {
+		rb = stats.NewRBACStats(p.stats, in.GetName())
+		p.rbac[in.GetName()] = rb
+	}
+	return &guard{sec: p.sec, alpn: alpnFor(in.GetProtocol()), allowed: in.GetAllowedSources(), rbac: rb, ssl: c.stats.SSLHandshake}
 }
 
 // removeListener stops a listener from accepting; its connections finish.

@@ -1,0 +1,207 @@
+package proxy
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	meshv1 "github.com/kumametrics/mesh/api/mesh/v1"
+	"github.com/kumametrics/mesh/pkg/ca"
+	"github.com/kumametrics/mesh/pkg/pki"
+	"github.com/kumametrics/mesh/pkg/resource"
+	"github.com/kumametrics/mesh/pkg/stats"
+)
+
+// meshCA issues workload certificates of mesh "default".
+type meshCA struct {
+	t    *testing.T
+	pair *pki.KeyPair
+}
+
+func newMeshCA(t *testing.T) *meshCA {
+	p, err := pki.NewCA("default/ca", pki.KeyType{}, time.Now(), time.Hour)
+	require.NoError(t, err)
+	return &meshCA{t: t, pair: p}
+}
+
+func (m *meshCA) workload(service string, lifetime time.Duration) *tls.Certificate {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(m.t, err)
+	leaf, err := ca.IssueWorkload(m.pair, ca.Subject{Mesh: "default", Tags: map[string][]string{resource.ServiceTag: {service}}}, key.Public(), lifetime, time.Now())
+	require.NoError(m.t, err)
+	cert, err := tls.X509KeyPair(append(leaf.CertPEM, m.pair.CertPEM...), mustKeyPEM(m.t, key))
+	require.NoError(m.t, err)
+	return &cert
+}
+
+func mustKeyPEM(t *testing.T, key *ecdsa.PrivateKey) []byte {
+	b, err := pki.EncodeKey(key)
+	require.NoError(t, err)
+	return b
+}
+
+// clock is a settable time for the switch windows.
+type clock struct{ ms atomic.Int64 }
+
+func (c *clock) now() time.Time   { return time.UnixMilli(c.ms.Load()) }
+func (c *clock) set(t time.Time)  { c.ms.Store(t.UnixMilli()) }
+func newClock(t time.Time) *clock { c := &clock{}; c.set(t); return c }
+
+// pair is a client proxy (outbound to "server") and a server proxy (inbound
+// of "server" in front of an application).
+type pair struct {
+	client, server            *Proxy
+	clientSt, serverSt        *stats.Store
+	clientSec, serverSec      *Security
+	outboundPort, inboundPort uint32
+	appAddr                   string
+	protocol                  string
+}
+
+func newPair(t *testing.T, m *meshCA, protocol, appAddr string, clk *clock) *pair {
+	p := &pair{clientSec: NewSecurity(), serverSec: NewSecurity(), appAddr: appAddr, protocol: protocol,
+		clientSt: stats.NewStore(), serverSt: stats.NewStore(), outboundPort: freePort(t), inboundPort: freePort(t)}
+	p.clientSec.now, p.serverSec.now = clk.now, clk.now
+	for _, s := range []*Security{p.clientSec, p.serverSec} {
+		require.NoError(t, s.SetTrustBundle(m.pair.CertPEM))
+	}
+	p.clientSec.SetCertificate(m.workload("client", time.Hour))
+	p.serverSec.SetCertificate(m.workload("server", time.Hour))
+	p.client = New(p.clientSt, Options{Security: p.clientSec})
+	p.server = New(p.serverSt, Options{Security: p.serverSec})
+	t.Cleanup(p.client.Close)
+	t.Cleanup(p.server.Close)
+	return p
+}
+
+func (p *pair) apply(t *testing.T, mtls *meshv1.MTLS, allowed ...string) {
+	t.Helper()
+	appHost, appPort := hostPort(t, p.appAddr)
+	in := &meshv1.Inbound{Address: "127.0.0.1", Port: p.inboundPort, ServiceAddress: appHost, ServicePort: appPort,
+		Tags: map[string]string{resource.ServiceTag: "server"}, Protocol: p.protocol, ClusterName: "localhost", Name: "inbound:server"}
+	for _, a := range allowed {
+		in.AllowedSources = append(in.AllowedSources, &meshv1.Selector{Match: map[string]string{resource.ServiceTag: a}})
+	}
+	require.NoError(t, p.server.Apply(&meshv1.ProxyConfig{Mesh: "default", Name: "server", Inbounds: []*meshv1.Inbound{in}, Mtls: mtls}))
+	require.NoError(t, p.client.Apply(&meshv1.ProxyConfig{Mesh: "default", Name: "client", Mtls: mtls, Outbounds: []*meshv1.Outbound{{
+		Address: "127.0.0.1", Port: p.outboundPort, Service: "server", Protocol: p.protocol, ClusterName: "server", Name: "outbound:server",
+		Endpoints: []*meshv1.Endpoint{{Address: "127.0.0.1", Port: p.inboundPort}},
+	}}}))
+}
+
+var mtlsOn = &meshv1.MTLS{Enabled: true}
+
+func TestMTLSBetweenProxies(t *testing.T) {
+	m := newMeshCA(t)
+	echo, _ := echoServer(t, "app")
+	clk := newClock(time.Now())
+	p := newPair(t, m, "tcp", echo, clk)
+
+	p.apply(t, nil, "client")
+	require.Equal(t, "app:plain", dial(t, p.outboundPort).must("plain"), "no mTLS yet")
+
+	p.apply(t, mtlsOn, "client")
+	established := dial(t, p.outboundPort)
+	require.Equal(t, "app:secure", established.must("secure"))
+	require.Equal(t, "1", counter(t, p.clientSt, "cluster.server.ssl.handshake"))
+	require.Equal(t, "1", counter(t, p.serverSt, "cluster.localhost.ssl.handshake"))
+	require.Equal(t, "1", counter(t, p.serverSt, "rbac.inbound_server.allowed"))
+
+	// Plain text straight to the inbound is refused.
+	_, err := dial(t, p.inboundPort).say("sneaky")
+	require.Error(t, err)
+
+	// The permission changes: new connections are denied, counted; the established one lives on.
+	p.apply(t, mtlsOn, "someone-else")
+	_, err = dial(t, p.outboundPort).say("denied")
+	require.Error(t, err)
+	require.Equal(t, "1", counter(t, p.serverSt, "rbac.inbound_server.denied"))
+	require.Equal(t, "app:still", established.must("still"))
+
+	// Rotation: a new certificate serves new connections; old ones continue.
+	p.apply(t, mtlsOn, "client")
+	p.clientSec.SetCertificate(m.workload("client", time.Hour))
+	require.Equal(t, "app:rotated", dial(t, p.outboundPort).must("rotated"))
+	require.Equal(t, "app:old", established.must("old"))
+
+	// A certificate of another service is not an endpoint of "server".
+	p.serverSec.SetCertificate(m.workload("impostor", time.Hour))
+	_, err = dial(t, p.outboundPort).say("to impostor")
+	require.Error(t, err)
+	require.NotEqual(t, "0", counter(t, p.clientSt, "cluster.server.upstream_cx_connect_fail"))
+}
+
+func TestMTLSSwitchWindows(t *testing.T) {
+	m := newMeshCA(t)
+	echo, _ := echoServer(t, "app")
+	t0 := time.Now()
+	clk := newClock(t0)
+	p := newPair(t, m, "tcp", echo, clk)
+	switching := &meshv1.MTLS{Enabled: true, SwitchAt: t0.Add(5 * time.Second).UnixMilli(), PermissiveUntil: t0.Add(15 * time.Second).UnixMilli()}
+
+	// Switching on: clients stay plain until switch_at, inbounds accept both until permissive_until.
+	p.apply(t, switching, "client")
+	require.Equal(t, "app:1", dial(t, p.outboundPort).must("1"))
+	require.Equal(t, "0", counter(t, p.clientSt, "cluster.server.ssl.handshake"), "still plain before switch_at")
+	require.Equal(t, "app:direct", dial(t, p.inboundPort).must("direct"), "the inbound is permissive")
+	clk.set(t0.Add(6 * time.Second))
+	require.Equal(t, "app:2", dial(t, p.outboundPort).must("2"))
+	require.Equal(t, "1", counter(t, p.clientSt, "cluster.server.ssl.handshake"), "TLS after switch_at")
+	require.Equal(t, "app:direct", dial(t, p.inboundPort).must("direct"), "still permissive")
+	clk.set(t0.Add(16 * time.Second))
+	_, err := dial(t, p.inboundPort).say("late")
+	require.Error(t, err, "strict after the window")
+
+	// Switching off: clients keep TLS until switch_at, inbounds accept both until permissive_until.
+	t1 := t0.Add(time.Minute)
+	clk.set(t1)
+	off := &meshv1.MTLS{Enabled: false, SwitchAt: t1.Add(5 * time.Second).UnixMilli(), PermissiveUntil: t1.Add(15 * time.Second).UnixMilli()}
+	p.apply(t, off, "client")
+	require.Equal(t, "app:3", dial(t, p.outboundPort).must("3"))
+	require.Equal(t, "2", counter(t, p.clientSt, "cluster.server.ssl.handshake"), "TLS until switch_at")
+	clk.set(t1.Add(6 * time.Second))
+	require.Equal(t, "app:4", dial(t, p.outboundPort).must("4"))
+	require.Equal(t, "2", counter(t, p.clientSt, "cluster.server.ssl.handshake"), "plain after switch_at")
+	clk.set(t1.Add(16 * time.Second))
+	require.Equal(t, "app:5", dial(t, p.inboundPort).must("5"), "plain inbound after the window")
+}
+
+func TestMTLSForHTTPAndGRPC(t *testing.T) {
+	m := newMeshCA(t)
+	clk := newClock(time.Now())
+	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "hello") }))
+	defer web.Close()
+	ph := newPair(t, m, "http", web.Listener.Addr().String(), clk)
+	ph.apply(t, mtlsOn, "client")
+	for range 3 {
+		res, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", ph.outboundPort))
+		require.NoError(t, err)
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		require.Equal(t, "hello", string(b))
+	}
+	require.Equal(t, "1", counter(t, ph.clientSt, "cluster.server.ssl.handshake"), "one pooled mTLS connection")
+
+	pg := newPair(t, m, "grpc", grpcBackend(t), clk)
+	pg.apply(t, mtlsOn, "client")
+	conn, err := grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", pg.outboundPort), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	defer conn.Close()
+	resp, err := healthpb.NewHealthClient(conn).Check(t.Context(), &healthpb.HealthCheckRequest{})
+	require.NoError(t, err)
+	require.Equal(t, healthpb.HealthCheckResponse_SERVING, resp.GetStatus())
+	require.Equal(t, "1", counter(t, pg.serverSt, "rbac.inbound_server.allowed"))
+}

@@ -1,0 +1,332 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	meshv1 "github.com/kumametrics/mesh/api/mesh/v1"
+	"github.com/kumametrics/mesh/pkg/ca"
+	"github.com/kumametrics/mesh/pkg/dpconfig"
+	"github.com/kumametrics/mesh/pkg/resource"
+	"github.com/kumametrics/mesh/pkg/stats"
+)
+
+// Security is the mTLS material and mode of a proxy: the workload
+// certificate and the trusted CAs (both replaced live, without touching
+// established connections) and the mesh's mTLS state with its switch
+// windows. The agent keeps it current; the proxy reads it per connection.
+type Security struct {
+	cert      atomic.Pointer[tls.Certificate]
+	certReady chan struct{}
+	readyOnce atomicOnce
+	pool      atomic.Pointer[x509.CertPool]
+	state     atomic.Pointer[mtlsState]
+	now       func() time.Time
+}
+
+type mtlsState struct {
+	mesh            string
+	enabled         bool
+	switchAt        time.Time
+	permissiveUntil time.Time
+}
+
+// atomicOnce closes a channel once.
+type atomicOnce struct{ done atomic.Bool }
+
+// NewSecurity returns a Security without material: plain text everywhere.
+func NewSecurity() *Security {
+	return &Security{certReady: make(chan struct{}), now: time.Now}
+}
+
+// SetCertificate makes c the certificate of new handshakes.
+func (s *Security) SetCertificate(c *tls.Certificate) {
+	s.cert.Store(c)
+	if s.readyOnce.done.CompareAndSwap(false, true) {
+		close(s.certReady)
+	}
+}
+
+// Certificate is the current workload certificate, or nil.
+func (s *Security) Certificate() *tls.Certificate { return s.cert.Load() }
+
+// SetTrustBundle makes the CAs of a PEM bundle the trusted ones. An empty
+// bundle keeps the current pool (mTLS being switched off still needs it
+// during the switch window).
+func (s *Security) SetTrustBundle(bundle []byte) error {
+	if len(bundle) == 0 {
+		return nil
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(bundle) {
+		return errors.New("trust bundle: no PEM certificate in it")
+	}
+	s.pool.Store(pool)
+	return nil
+}
+
+// SetConfig takes the mesh's mTLS block (nil: no mTLS).
+func (s *Security) SetConfig(mesh string, m *meshv1.MTLS) {
+	if m == nil {
+		s.state.Store(nil)
+		return
+	}
+	st := &mtlsState{mesh: mesh, enabled: m.GetEnabled()}
+	if m.GetSwitchAt() > 0 {
+		st.switchAt = time.UnixMilli(m.GetSwitchAt())
+	}
+	if m.GetPermissiveUntil() > 0 {
+		st.permissiveUntil = time.UnixMilli(m.GetPermissiveUntil())
+	}
+	s.state.Store(st)
+}
+
+// outboundTLS tells whether a new outbound connection uses mTLS: when mTLS
+// is on (from its switch time on), or off but not yet at the switch time;
+// and only with a certificate.
+func (s *Security) outboundTLS() bool {
+	st := s.state.Load()
+	if st == nil || s.cert.Load() == nil || s.pool.Load() == nil {
+		return false
+	}
+	now := s.now()
+	if st.enabled {
+		return !now.Before(st.switchAt)
+	}
+	return now.Before(st.switchAt)
+}
+
+// inbound modes.
+type inboundMode int
+
+const (
+	inboundPlain inboundMode = iota
+	// inboundPermissive accepts both mTLS and plain text.
+	inboundPermissive
+	// inboundStrict accepts mTLS only.
+	inboundStrict
+)
+
+func (s *Security) inboundMode() inboundMode {
+	st := s.state.Load()
+	if st == nil {
+		return inboundPlain
+	}
+	inWindow := s.now().Before(st.permissiveUntil)
+	switch {
+	case st.enabled && !inWindow:
+		return inboundStrict
+	case st.enabled || inWindow:
+		return inboundPermissive
+	default:
+		return inboundPlain
+	}
+}
+
+func (s *Security) mesh() string {
+	if st := s.state.Load(); st != nil {
+		return st.mesh
+	}
+	return ""
+}
+
+// verifyPeer verifies a peer's chain against the trusted CAs and returns
+// its identity, which must be of this proxy's mesh.
+func (s *Security) verifyPeer(rawCerts [][]byte, usage x509.ExtKeyUsage) (ca.Identity, error) {
+	pool := s.pool.Load()
+	if pool == nil || len(rawCerts) == 0 {
+		return ca.Identity{}, errors.New("no trusted CA or no peer certificate")
+	}
+	certs := make([]*x509.Certificate, len(rawCerts))
+	for i, raw := range rawCerts {
+		c, err := x509.ParseCertificate(raw)
+		if err != nil {
+			return ca.Identity{}, fmt.Errorf("peer certificate: %w", err)
+		}
+		certs[i] = c
+	}
+	inter := x509.NewCertPool()
+	for _, c := range certs[1:] {
+		inter.AddCert(c)
+	}
+	if _, err := certs[0].Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
+		return ca.Identity{}, fmt.Errorf("peer certificate: %w", err)
+	}
+	id, err := ca.IdentityOf(certs[0])
+	if err != nil {
+		return ca.Identity{}, err
+	}
+	if m := s.mesh(); m != "" && id.Mesh != m {
+		return ca.Identity{}, fmt.Errorf("peer belongs to mesh %q, not %q", id.Mesh, m)
+	}
+	return id, nil
+}
+
+// clientConfig is the TLS of a connection to an endpoint of service.
+func (s *Security) clientConfig(service string, alpn []string) *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		NextProtos: alpn,
+		// The peer is verified by its SPIFFE identity, not a host name.
+		InsecureSkipVerify: true, //nolint:gosec // verified in VerifyPeerCertificate.
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			if c := s.cert.Load(); c != nil {
+				return c, nil
+			}
+			return nil, errors.New("no workload certificate yet")
+		},
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			id, err := s.verifyPeer(raw, x509.ExtKeyUsageServerAuth)
+			if err != nil {
+				return err
+			}
+			if service != "" && !slices.Contains(id.Tags[resource.ServiceTag], service) {
+				return fmt.Errorf("peer is not an endpoint of %q (it is %v)", service, id.Tags[resource.ServiceTag])
+			}
+			return nil
+		},
+	}
+}
+
+// certWait bounds how long a handshake waits for the first certificate.
+const certWait = 10 * time.Second
+
+// serverConfig is the TLS of an inbound connection: a client certificate of
+// the mesh is required.
+func (s *Security) serverConfig(alpn []string) *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		NextProtos: alpn,
+		ClientAuth: tls.RequireAnyClientCert,
+		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			if c := s.cert.Load(); c != nil {
+				return c, nil
+			}
+			select {
+			case <-s.certReady:
+				return s.cert.Load(), nil
+			case <-hello.Context().Done():
+				return nil, hello.Context().Err()
+			case <-time.After(certWait):
+				return nil, errors.New("no workload certificate yet")
+			}
+		},
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			_, err := s.verifyPeer(raw, x509.ExtKeyUsageClientAuth)
+			return err
+		},
+	}
+}
+
+// alpnFor is the ALPN of a protocol: HTTP/2 needs "h2" over TLS.
+func alpnFor(protocol string) []string {
+	switch protocol {
+	case dpconfig.ProtocolHTTP2, dpconfig.ProtocolGRPC:
+		return []string{"h2"}
+	case dpconfig.ProtocolHTTP:
+		return []string{"http/1.1"}
+	}
+	return nil
+}
+
+// handshakeTimeout bounds sniffing and the TLS handshake of a connection.
+const handshakeTimeout = 10 * time.Second
+
+// guard admits inbound connections: mTLS with a permitted identity, plain
+// text when the mode allows it, or nothing.
+type guard struct {
+	sec     *Security
+	alpn    []string
+	allowed []*meshv1.Selector
+	rbac    *stats.RBACStats
+	ssl     *stats.Counter
+	// plainFrom, when set, admits plain text from these addresses whatever
+	// the mode (the metrics endpoint: the dataplane's own scrapes).
+	plainFrom func(net.Addr) bool
+	// provided, when set, is served to every TLS client without asking for
+	// a client certificate (the metrics endpoint's providedTLS mode).
+	provided *tls.Certificate
+}
+
+// admit returns the connection to serve (TLS-terminated when it came with
+// TLS), or false when it must be closed.
+func (g *guard) admit(conn net.Conn) (net.Conn, bool) {
+	mode := g.sec.inboundMode()
+	if g.provided != nil {
+		mode = inboundPermissive
+	}
+	if mode == inboundPlain {
+		return conn, true
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(handshakeTimeout))
+	br := bufio.NewReaderSize(conn, 512)
+	first, err := br.Peek(1)
+	if err != nil {
+		return nil, false
+	}
+	pc := &peekedConn{Conn: conn, r: br}
+	if first[0] != 0x16 { // not a TLS handshake record
+		_ = conn.SetReadDeadline(time.Time{})
+		if mode == inboundPermissive && g.provided == nil || g.plainFrom != nil && g.plainFrom(conn.RemoteAddr()) {
+			return pc, true
+		}
+		return nil, false
+	}
+	var cfg *tls.Config
+	if g.provided != nil {
+		cfg = &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: g.alpn, Certificates: []tls.Certificate{*g.provided}}
+	} else {
+		cfg = g.sec.serverConfig(g.alpn)
+	}
+	tc := tls.Server(pc, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), handshakeTimeout)
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		if g.rbac != nil && g.provided == nil {
+			g.rbac.Record(false)
+		}
+		return nil, false
+	}
+	_ = conn.SetReadDeadline(time.Time{})
+	if g.ssl != nil {
+		g.ssl.Inc()
+	}
+	if g.provided != nil {
+		return tc, true
+	}
+	peer := tc.ConnectionState().PeerCertificates
+	id, err := ca.IdentityOf(peer[0])
+	allowed := err == nil && dpconfig.Allowed(g.allowed, id.Tags)
+	if g.rbac != nil {
+		g.rbac.Record(allowed)
+	}
+	if !allowed {
+		_ = tc.Close()
+		return nil, false
+	}
+	return tc, true
+}
+
+// peekedConn reads first what was peeked.
+type peekedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *peekedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
+
+// CloseWrite half-closes when the connection supports it.
+func (c *peekedConn) CloseWrite() error {
+	if hc, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return hc.CloseWrite()
+	}
+	return nil
+}
