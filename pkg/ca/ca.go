@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/url"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/kumametrics/mesh/pkg/pki"
@@ -138,9 +139,11 @@ func SPIFFEID(mesh, service string) *url.URL {
 	return &url.URL{Scheme: "spiffe", Host: mesh, Path: "/" + service}
 }
 
-// TagURI carries one tag of a workload in its certificate: kuma://<key>/<value>.
+// TagURI carries one tag of a workload in its certificate:
+// kuma://tag/<key>/<value> (keys may hold '/' and ':', values may not hold
+// '/', so the last segment is the value).
 func TagURI(key, value string) *url.URL {
-	return &url.URL{Scheme: "kuma", Host: key, Path: "/" + value}
+	return &url.URL{Scheme: "kuma", Host: "tag", Path: "/" + key + "/" + value}
 }
 
 // Identity is who a certificate says its holder is.
@@ -165,8 +168,13 @@ func IdentityOf(cert *x509.Certificate) (Identity, error) {
 				id.Tags[resource.ServiceTag] = appendUnique(id.Tags[resource.ServiceTag], svc)
 			}
 		case "kuma":
-			if v := trimSlash(u.Path); u.Host != "" && v != "" && u.Host != resource.ServiceTag {
-				id.Tags[u.Host] = appendUnique(id.Tags[u.Host], v)
+			p := trimSlash(u.Path)
+			i := strings.LastIndexByte(p, '/')
+			if u.Host != "tag" || i <= 0 || i == len(p)-1 {
+				continue
+			}
+			if k, v := p[:i], p[i+1:]; k != resource.ServiceTag {
+				id.Tags[k] = appendUnique(id.Tags[k], v)
 			}
 		}
 	}

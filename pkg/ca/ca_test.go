@@ -40,7 +40,7 @@ func TestWorkloadCertificateIdentity(t *testing.T) {
 	require.NoError(t, err)
 	cert, err := IssueWorkload(caPair, Subject{
 		Mesh: "default",
-		Tags: map[string][]string{resource.ServiceTag: {"web", "web-admin"}, "version": {"v1"}, "team": {"a", "b"}},
+		Tags: map[string][]string{resource.ServiceTag: {"web", "web-admin"}, "version": {"v1"}, "team": {"a", "b"}, "kuma.io/protocol": {"http"}, "k8s.io/zone:x": {"eu:1"}},
 		IPs:  []net.IP{net.ParseIP("127.0.0.2")},
 	}, key.Public(), 10*time.Minute, now)
 	require.NoError(t, err)
@@ -55,6 +55,7 @@ func TestWorkloadCertificateIdentity(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, Identity{Mesh: "default", Tags: map[string][]string{
 		resource.ServiceTag: {"web", "web-admin"}, "team": {"a", "b"}, "version": {"v1"},
+		"kuma.io/protocol": {"http"}, "k8s.io/zone:x": {"eu:1"},
 	}}, id)
 
 	_, err = IssueWorkload(caPair, Subject{Mesh: "default", Tags: map[string][]string{"version": {"v1"}}}, key.Public(), time.Minute, now)

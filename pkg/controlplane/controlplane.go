@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/kumametrics/mesh/pkg/apiserver"
+	"github.com/kumametrics/mesh/pkg/ca"
 	"github.com/kumametrics/mesh/pkg/cpconfig"
 	"github.com/kumametrics/mesh/pkg/diagnostics"
 	"github.com/kumametrics/mesh/pkg/dpserver"
@@ -138,8 +139,12 @@ func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (cp *Contro
 	}
 
 	// Everything derived from the store reads it through one mirror.
-	mir := mirror.New(raw, log.With("component", "mirror"), resource.KindMesh, resource.KindDataplane, resource.KindTrafficPermission)
-	cp.tasks = append(cp.tasks, task{"mirror", mir.Run})
+	mir := mirror.New(raw, log.With("component", "mirror"), resource.KindMesh, resource.KindDataplane, resource.KindTrafficPermission, resource.KindSecret)
+	cas := ca.NewManager(mir, mgr, log.With("component", "ca"))
+	cp.tasks = append(cp.tasks,
+		task{"mirror", mir.Run},
+		task{"ca-manager", func(ctx context.Context) error { cas.Reconcile(ctx); return nil }},
+	)
 	xdsMetrics, err := xds.NewMetrics(reg)
 	if err != nil {
 		return nil, err

@@ -325,8 +325,8 @@ func (s *Server) unregister(key resource.Key, p *proxy) {
 
 func (svc *service) Deregister(ctx context.Context, req *meshv1.DeregisterRequest) (*meshv1.DeregisterResponse, error) {
 	key := resource.Key{Mesh: req.GetMesh(), Name: req.GetName()}
-	if key.Mesh == "" || key.Name == "" {
-		return nil, status.Error(codes.InvalidArgument, "mesh and name are required")
+	if err := svc.s.authorize(ctx, key); err != nil {
+		return nil, err
 	}
 	err := svc.s.opts.Writer.Delete(ctx, resource.KindDataplane, key, 0)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -335,6 +335,14 @@ func (svc *service) Deregister(ctx context.Context, req *meshv1.DeregisterReques
 	svc.s.opts.Insights.Forget(key)
 	svc.s.log.Info("proxy deregistered", "dataplane", key.String())
 	return &meshv1.DeregisterResponse{}, nil
+}
+
+// authorize checks that the caller may act as the dataplane key.
+func (s *Server) authorize(ctx context.Context, key resource.Key) error {
+	if key.Mesh == "" || key.Name == "" {
+		return status.Error(codes.InvalidArgument, "mesh and name are required")
+	}
+	return nil
 }
 
 func newID() string {

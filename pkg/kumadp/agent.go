@@ -54,7 +54,10 @@ type Config struct {
 	DrainTimeout time.Duration
 	// Backoff between reconnections: from BackoffMin doubling to BackoffMax.
 	BackoffMin, BackoffMax time.Duration
-	Log                    *slog.Logger
+	// MetricsCertFile and MetricsKeyFile: the certificate the metrics
+	// endpoint serves in the providedTLS mode.
+	MetricsCertFile, MetricsKeyFile string
+	Log                             *slog.Logger
 }
 
 // Defaults.
@@ -72,6 +75,8 @@ type Agent struct {
 	stats   *stats.Store
 	server  *stats.ServerStats
 	proxy   *proxy.Proxy
+	sec     *proxy.Security
+	certs   *certManager
 	metrics *metricsServer
 	admin   *adminServer
 
@@ -111,8 +116,21 @@ func New(cfg Config) (*Agent, error) {
 	st := stats.NewStore()
 	a := &Agent{cfg: cfg, log: cfg.Log, target: target, creds: creds, stats: st}
 	a.server = stats.NewServerStats(st, time.Now())
-	a.proxy = proxy.New(st, proxy.Options{Log: cfg.Log.With("component", "proxy")})
-	a.metrics, err = newMetricsServer(st, cfg.Log.With("component", "metrics"))
+	a.sec = proxy.NewSecurity()
+	a.proxy = proxy.New(st, proxy.Options{Log: cfg.Log.With("component", "proxy"), Security: a.sec})
+	dpKey := cfg.Dataplane.Meta.Key()
+	if a.certs, err = newCertManager(a.sec, a.server, dpKey.Mesh, dpKey.Name, cfg.Log.With("component", "certs")); err != nil {
+		return nil, err
+	}
+	var provided *tls.Certificate
+	if cfg.MetricsCertFile != "" || cfg.MetricsKeyFile != "" {
+		c, err := tls.LoadX509KeyPair(cfg.MetricsCertFile, cfg.MetricsKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("--metrics-cert-path / --metrics-key-path: %w", err)
+		}
+		provided = &c
+	}
+	a.metrics, err = newMetricsServer(st, a.sec, provided, cfg.Log.With("component", "metrics"))
 	if err != nil {
 		return nil, err
 	}
@@ -179,6 +197,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	streamCtx, stopStream := context.WithCancel(context.Background())
 	streamDone := make(chan struct{})
 	go func() { defer close(streamDone); a.follow(streamCtx, client) }()
+	certsDone := make(chan struct{})
+	go func() {
+		defer close(certsDone)
+		a.certs.run(streamCtx, func(ctx context.Context, req *meshv1.SignRequest) (*meshv1.SignResponse, error) {
+			return client.SignWorkloadCertificate(ctx, req)
+		})
+	}()
 
 	<-ctx.Done()
 	a.log.Info("shutting down: deregistering and draining", "drain_timeout", a.cfg.DrainTimeout)
@@ -190,6 +215,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	cancel()
 	stopStream()
 	<-streamDone
+	<-certsDone
 	drainCtx, cancelDrain := context.WithTimeout(context.Background(), a.cfg.DrainTimeout)
 	defer cancelDrain()
 	if err := a.proxy.Drain(drainCtx); err != nil {
@@ -287,10 +313,14 @@ func (a *Agent) apply(resp *discoveryv3.DiscoveryResponse) error {
 	if a.draining.Load() {
 		return errors.New("draining")
 	}
+	// Trust first: inbounds may turn to mTLS with this config.
+	if err := a.certs.configure(cfg.GetMtls()); err != nil {
+		return err
+	}
 	if err := a.proxy.Apply(cfg); err != nil {
 		return err
 	}
-	if err := a.metrics.apply(cfg.GetMetrics(), defaultAppAddress(cfg)); err != nil {
+	if err := a.metrics.apply(cfg.GetMetrics(), cfg.GetMtls(), defaultAppAddress(cfg)); err != nil {
 		return err
 	}
 	a.mu.Lock()

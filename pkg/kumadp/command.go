@@ -24,6 +24,8 @@ const (
 	EnvDataplaneFile = "KUMA_DATAPLANE_RUNTIME_RESOURCE_PATH"
 	EnvAdminPort     = "KUMA_DATAPLANE_ADMIN_PORT"
 	EnvDrainTime     = "KUMA_DATAPLANE_DRAIN_TIME"
+	EnvMetricsCert   = "KUMA_DATAPLANE_RUNTIME_METRICS_CERT_PATH"
+	EnvMetricsKey    = "KUMA_DATAPLANE_RUNTIME_METRICS_KEY_PATH"
 )
 
 // NewRootCommand builds the kuma-dp command line. run is what `run` does
@@ -43,6 +45,7 @@ func NewRootCommand(lookupEnv func(string) (string, bool), stderr io.Writer, run
 	}
 	var (
 		cpAddress, caFile, dpFile, dpInline, logLevel string
+		metricsCert, metricsKey                       string
 		insecure                                      bool
 		adminPort                                     uint32
 		drain                                         time.Duration
@@ -68,8 +71,8 @@ func NewRootCommand(lookupEnv func(string) (string, bool), stderr io.Writer, run
 			cfg := Config{
 				CPAddress: cpAddress, CACertFile: caFile, InsecureSkipVerify: insecure,
 				Dataplane: dp, AdminAddress: "127.0.0.1:" + strconv.FormatUint(uint64(adminPort), 10),
-				DrainTimeout: drain,
-				Log:          slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})).With("dataplane", dp.Meta.Key().String()),
+				DrainTimeout: drain, MetricsCertFile: metricsCert, MetricsKeyFile: metricsKey,
+				Log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})).With("dataplane", dp.Meta.Key().String()),
 			}
 			if _, _, err := dialSettings(cfg); err != nil {
 				return err
@@ -97,6 +100,8 @@ func NewRootCommand(lookupEnv func(string) (string, bool), stderr io.Writer, run
 		}
 	}
 	f.DurationVar(&drain, "drain-time", defDrain, "how long in-flight requests may take to finish at shutdown (env "+EnvDrainTime+")")
+	f.StringVar(&metricsCert, "metrics-cert-path", env(EnvMetricsCert, ""), "certificate the metrics endpoint serves in the providedTLS mode (env "+EnvMetricsCert+")")
+	f.StringVar(&metricsKey, "metrics-key-path", env(EnvMetricsKey, ""), "its key (env "+EnvMetricsKey+")")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	root.AddCommand(cmd, &cobra.Command{
 		Use: "version", Short: "Print the version", Args: cobra.NoArgs,

@@ -2,6 +2,8 @@ package kumadp
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -11,6 +13,7 @@ import (
 
 	meshv1 "github.com/kumametrics/mesh/api/mesh/v1"
 	"github.com/kumametrics/mesh/pkg/metricsendpoint"
+	"github.com/kumametrics/mesh/pkg/proxy"
 	"github.com/kumametrics/mesh/pkg/resource"
 	"github.com/kumametrics/mesh/pkg/stats"
 )
@@ -21,22 +24,60 @@ import (
 type metricsServer struct {
 	log      *slog.Logger
 	endpoint *metricsendpoint.Endpoint
+	st       *stats.Store
+	sec      *proxy.Security
+	provided *tls.Certificate
+	rbac     *stats.RBACStats
 
 	mu   sync.Mutex
 	addr string
 	srv  *http.Server
+	ln   *proxy.GuardedListener
 }
 
-func newMetricsServer(st *stats.Store, log *slog.Logger) (*metricsServer, error) {
+// metricsListener names the metrics endpoint in statistics (rbac).
+const metricsListener = "kuma:metrics:prometheus"
+
+func newMetricsServer(st *stats.Store, sec *proxy.Security, provided *tls.Certificate, log *slog.Logger) (*metricsServer, error) {
 	e, err := metricsendpoint.New(st, metricsendpoint.Options{Log: log})
 	if err != nil {
 		return nil, err
 	}
-	return &metricsServer{log: log, endpoint: e}, nil
+	return &metricsServer{log: log, endpoint: e, st: st, sec: sec, provided: provided}, nil
+}
+
+// policy is how the endpoint is secured: mTLS with the mesh's permissions
+// (activeMTLSBackend under the mesh's mTLS), the operator's certificate
+// (providedTLS), or plain text. The dataplane's own addresses may always
+// scrape in plain text.
+func (m *metricsServer) policy(cfg *meshv1.Metrics, mtls *meshv1.MTLS) (*proxy.EndpointPolicy, error) {
+	var own []net.IP
+	for _, a := range cfg.GetAddresses() {
+		if ip := net.ParseIP(a); ip != nil {
+			own = append(own, ip)
+		}
+	}
+	switch cfg.GetTlsMode() {
+	case resource.TLSModeProvidedTLS:
+		if m.provided == nil {
+			return nil, errors.New("tls.mode providedTLS needs the proxy's --metrics-cert-path and --metrics-key-path")
+		}
+		return &proxy.EndpointPolicy{Provided: m.provided, Own: own}, nil
+	case resource.TLSModeActiveMTLSBackend:
+		if mtls == nil {
+			return nil, nil
+		}
+		if m.rbac == nil {
+			m.rbac = stats.NewRBACStats(m.st, metricsListener)
+		}
+		return &proxy.EndpointPolicy{Security: m.sec, Allowed: cfg.GetAllowedSources(), RBAC: m.rbac, Own: own}, nil
+	default:
+		return nil, nil
+	}
 }
 
 // apply makes the endpoint serve cfg (nil: no endpoint).
-func (m *metricsServer) apply(cfg *meshv1.Metrics, appAddress string) error {
+func (m *metricsServer) apply(cfg *meshv1.Metrics, mtls *meshv1.MTLS, appAddress string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if cfg == nil {
@@ -49,21 +90,27 @@ func (m *metricsServer) apply(cfg *meshv1.Metrics, appAddress string) error {
 	for _, a := range cfg.GetAggregate() {
 		ec.Aggregate = append(ec.Aggregate, resource.AggregateEndpoint{Name: a.GetName(), Address: a.GetAddress(), Port: a.GetPort(), Path: a.GetPath()})
 	}
+	pol, err := m.policy(cfg, mtls)
+	if err != nil {
+		return fmt.Errorf("metrics endpoint: %w", err)
+	}
 	if err := m.endpoint.Update(ec); err != nil {
 		return err
 	}
 	addr := net.JoinHostPort(cfg.GetAddress(), portString(cfg.GetPort()))
 	if addr == m.addr {
+		m.ln.SetPolicy(pol)
 		return nil
 	}
-	ln, err := net.Listen("tcp", addr)
+	raw, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("metrics endpoint: listen on %s: %w", addr, err)
 	}
 	m.stopLocked()
+	ln := proxy.GuardListener(raw, pol)
 	srv := &http.Server{Handler: m.endpoint, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
-	m.addr, m.srv = addr, srv
+	m.addr, m.srv, m.ln = addr, srv, ln
 	m.log.Info("metrics endpoint listening", "address", addr, "path", cfg.GetPath())
 	return nil
 }
@@ -73,7 +120,7 @@ func (m *metricsServer) stopLocked() {
 		return
 	}
 	srv := m.srv
-	m.srv, m.addr = nil, ""
+	m.srv, m.addr, m.ln = nil, "", nil
 	// In-flight scrapes finish in the background.
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	observabilityv1 "github.com/kumametrics/mesh/api/observability/v1"
+	"github.com/kumametrics/mesh/pkg/ca"
 	"github.com/kumametrics/mesh/pkg/resource"
 	"github.com/kumametrics/mesh/pkg/xds"
 )
@@ -90,9 +91,18 @@ func assignment(meshName, name string, mesh *resource.MeshSpec, dp *resource.Dat
 	}
 }
 
-// Scheme is how Prometheus reaches a dataplane's metrics endpoint. The
-// endpoint serves plain HTTP until secured metrics are implemented.
-func Scheme(*resource.MeshSpec, *resource.EffectiveMetrics) string { return "http" }
+// Scheme is how Prometheus reaches a dataplane's metrics endpoint: https
+// when the endpoint serves TLS (the operator's certificate, or the mesh's
+// mTLS unless skipMTLS / tls.mode disabled), else http.
+func Scheme(mesh *resource.MeshSpec, eff *resource.EffectiveMetrics) string {
+	switch {
+	case eff.TLSMode == resource.TLSModeProvidedTLS:
+		return "https"
+	case eff.TLSMode == resource.TLSModeActiveMTLSBackend && ca.Enabled(mesh) != nil:
+		return "https"
+	}
+	return "http"
+}
 
 // TagLabels turns a dataplane's tags (key → sorted distinct values) into
 // labels: sanitize(k) = first value, sanitize(k+"s") = ",v1,v2,". Keys are

@@ -212,3 +212,31 @@ func TestJSONStringsAreEscaped(t *testing.T) {
 	require.NoError(t, json.Unmarshal(appendStringMap(nil, m), &got))
 	require.Equal(t, m, got)
 }
+
+func TestSchemeFollowsTheEndpointsTLS(t *testing.T) {
+	mtls := &resource.MTLS{EnabledBackend: "ca-1", Backends: []resource.CertificateAuthorityBackend{{Name: "ca-1", Type: "builtin"}}}
+	skip, noSkip := true, false
+	cases := []struct {
+		name string
+		mtls *resource.MTLS
+		conf *resource.PrometheusConf
+		want string
+	}{
+		{"no mTLS: http", nil, nil, "http"},
+		{"mTLS, metrics behind it: https", mtls, &resource.PrometheusConf{SkipMTLS: &noSkip}, "https"},
+		{"mTLS, skipMTLS: http", mtls, &resource.PrometheusConf{SkipMTLS: &skip}, "http"},
+		{"mTLS, tls disabled: http", mtls, &resource.PrometheusConf{TLS: &resource.PrometheusTLS{Mode: resource.TLSModeDisabled}}, "http"},
+		{"providedTLS: https even without mTLS", nil, &resource.PrometheusConf{TLS: &resource.PrometheusTLS{Mode: resource.TLSModeProvidedTLS}}, "https"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			m := resource.New("", "default", &resource.MeshSpec{MTLS: tc.mtls, Metrics: &resource.Metrics{
+				EnabledBackend: "p", Backends: []resource.MetricsBackend{{Name: "p", Type: "prometheus", Conf: tc.conf}},
+			}})
+			resource.ApplyDefaults(m)
+			as := Assignments([]*resource.Object{m}, []*resource.Object{dp("default", "d", resource.Networking{Address: "10.0.0.1"}, nil)})
+			require.Len(t, as, 1)
+			require.Equal(t, tc.want, as[0].Targets[0].Scheme)
+		})
+	}
+}

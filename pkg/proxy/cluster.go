@@ -69,10 +69,32 @@ func (c *cluster) secureAs(sec *Security, service string, alpn []string) {
 	c.tls.Store(&clusterTLS{sec: sec, service: service, alpn: alpn})
 }
 
+// useTLS tells whether new connections of the cluster use mTLS now.
+func (c *cluster) useTLS() bool {
+	ct := c.tls.Load()
+	return ct != nil && ct.sec.outboundTLS()
+}
+
+// reusable tells whether a pooled connection may serve another request: its
+// security is still the one new connections get (after a switch, pooled
+// connections of the old mode retire).
+func (c *cluster) reusable(conn net.Conn) bool {
+	if c.tls.Load() == nil {
+		return true
+	}
+	_, isTLS := conn.(*tls.Conn)
+	return isTLS == c.useTLS()
+}
+
 // handshake secures a new connection when mTLS is in use.
 func (c *cluster) handshake(ctx context.Context, conn net.Conn) (net.Conn, error) {
+	return c.handshakeIf(ctx, conn, c.useTLS())
+}
+
+// handshakeIf secures a new connection with mTLS when on is set.
+func (c *cluster) handshakeIf(ctx context.Context, conn net.Conn, on bool) (net.Conn, error) {
 	ct := c.tls.Load()
-	if ct == nil || !ct.sec.outboundTLS() {
+	if ct == nil || !on {
 		return conn, nil
 	}
 	tc := tls.Client(conn, ct.sec.clientConfig(ct.service, ct.alpn))
@@ -257,13 +279,14 @@ func (c *cluster) lookup(addr string) *endpoint {
 	return nil
 }
 
-// connect connects to one endpoint, recording the connection's statistics.
-func (c *cluster) connect(ctx context.Context, e *endpoint) (net.Conn, error) {
+// connect connects to one endpoint, recording the connection's statistics,
+// with mTLS when useTLS is set.
+func (c *cluster) connect(ctx context.Context, e *endpoint, useTLS bool) (net.Conn, error) {
 	conn, err := c.connectRaw(ctx, e)
 	if err != nil {
 		return nil, err
 	}
-	return c.handshake(ctx, c.counted(conn))
+	return c.handshakeIf(ctx, c.counted(conn), useTLS)
 }
 
 // counted wraps a new connection so that it records into the cluster.

@@ -20,6 +20,7 @@ func (p *Proxy) newHTTP1(rt route) connHandler {
 	h.engine = http1.New(http1.Config{
 		Pick:     rt.cluster.Pick,
 		Dial:     rt.cluster.DialFrom,
+		Reusable: rt.cluster.reusable,
 		Cluster:  rt.cluster.stats,
 		Listener: h.hcm,
 		Log:      p.log,

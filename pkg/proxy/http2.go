@@ -21,10 +21,12 @@ import (
 // next endpoint of the cluster over a pooled, multiplexed upstream
 // connection (one per endpoint), with trailers passed through.
 type h2Proxy struct {
-	c         *cluster
-	hcm       *stats.HTTPConnManagerStats
-	server    *http2.Server
-	transport *http2.Transport
+	c      *cluster
+	hcm    *stats.HTTPConnManagerStats
+	server *http2.Server
+	// transports by security: [0] plain text, [1] mTLS; a request takes the
+	// one of the current mode, so a switch retires the other's connections.
+	transports [2]*http2.Transport
 
 	mu       sync.Mutex
 	draining bool
@@ -33,22 +35,42 @@ type h2Proxy struct {
 
 func newHTTP2(p *Proxy, rt route) connHandler {
 	h := &h2Proxy{c: rt.cluster, hcm: stats.NewHTTPConnManagerStats(p.stats, rt.hcm), server: &http2.Server{IdleTimeout: 5 * time.Minute}}
-	h.transport = &http2.Transport{
-		AllowHTTP: true,
-		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			e := h.c.lookup(addr)
-			if e == nil {
-				return nil, fmt.Errorf("endpoint %s is gone", addr)
-			}
-			return h.c.connect(ctx, e)
-		},
-		ReadIdleTimeout: 30 * time.Second,
+	for i := range h.transports {
+		useTLS := i == 1
+		h.transports[i] = &http2.Transport{
+			AllowHTTP: true,
+			DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+				e := h.c.lookup(addr)
+				if e == nil {
+					return nil, fmt.Errorf("endpoint %s is gone", addr)
+				}
+				return h.c.connect(ctx, e, useTLS)
+			},
+			ReadIdleTimeout: 30 * time.Second,
+		}
 	}
 	rt.cluster.watchEndpoints(func(keep func(string) bool) {
 		// Pooled connections to removed endpoints close once idle.
-		h.transport.CloseIdleConnections()
+		h.closeIdle()
 	})
 	return h
+}
+
+func (h *h2Proxy) closeIdle() {
+	for _, t := range h.transports {
+		t.CloseIdleConnections()
+	}
+}
+
+// transport is the one of the current security mode; the other's idle
+// connections are closed.
+func (h *h2Proxy) transport() *http2.Transport {
+	if h.c.useTLS() {
+		h.transports[0].CloseIdleConnections()
+		return h.transports[1]
+	}
+	h.transports[1].CloseIdleConnections()
+	return h.transports[0]
 }
 
 type h2ConnKey struct{}
@@ -102,7 +124,7 @@ func (h *h2Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			break
 		}
 		out.URL.Host = e.addr
-		resp, err = h.transport.RoundTrip(out)
+		resp, err = h.transport().RoundTrip(out)
 		var ne *net.OpError
 		if err == nil || !errors.As(err, &ne) || ne.Op != "dial" {
 			break
@@ -182,6 +204,6 @@ func (h *h2Proxy) Drain(ctx context.Context) {
 }
 
 func (h *h2Proxy) Close() {
-	h.transport.CloseIdleConnections()
+	h.closeIdle()
 	h.hcm.Release()
 }

@@ -131,6 +131,16 @@ func (s *Security) inboundMode() inboundMode {
 	}
 }
 
+// plainDeadline is when plain-text connections admitted now must end: the
+// end of the window while mTLS is being switched on.
+func (s *Security) plainDeadline() (time.Time, bool) {
+	st := s.state.Load()
+	if st == nil || !st.enabled || !s.now().Before(st.permissiveUntil) {
+		return time.Time{}, false
+	}
+	return st.permissiveUntil, true
+}
+
 func (s *Security) mesh() string {
 	if st := s.state.Load(); st != nil {
 		return st.mesh
@@ -275,10 +285,17 @@ func (g *guard) admit(conn net.Conn) (net.Conn, bool) {
 	pc := &peekedConn{Conn: conn, r: br}
 	if first[0] != 0x16 { // not a TLS handshake record
 		_ = conn.SetReadDeadline(time.Time{})
-		if mode == inboundPermissive && g.provided == nil || g.plainFrom != nil && g.plainFrom(conn.RemoteAddr()) {
+		if g.plainFrom != nil && g.plainFrom(conn.RemoteAddr()) {
 			return pc, true
 		}
-		return nil, false
+		if mode != inboundPermissive || g.provided != nil {
+			return nil, false
+		}
+		// Admitted while mTLS is being switched on: plain text ends with the window.
+		if until, ok := g.sec.plainDeadline(); ok {
+			time.AfterFunc(until.Sub(g.sec.now()), func() { _ = conn.Close() })
+		}
+		return pc, true
 	}
 	var cfg *tls.Config
 	if g.provided != nil {

@@ -103,7 +103,7 @@ func (s *session) forward(cfg *config, start time.Time) bool {
 	if cfg.Pick != nil {
 		picked = cfg.Pick()
 	}
-	uc := s.p.pool.get(start, picked)
+	uc := s.p.pool.get(start, picked, cfg.Reusable)
 	reused := uc != nil
 	var err error
 	if uc == nil {

@@ -109,9 +109,19 @@ func newPool(timeout func() time.Duration) *pool {
 }
 
 // get returns an idle connection to addr (to any endpoint when addr is
-// empty), or nil. Connections idle for longer than the idle timeout are
-// closed on the way.
-func (p *pool) get(now time.Time, addr string) *upConn {
+// empty), or nil. Connections idle for longer than the idle timeout, and
+// those reusable rejects, are closed on the way.
+func (p *pool) get(now time.Time, addr string, reusable func(net.Conn) bool) *upConn {
+	for {
+		c := p.take(now, addr)
+		if c == nil || reusable == nil || reusable(c.nc) {
+			return c
+		}
+		c.close()
+	}
+}
+
+func (p *pool) take(now time.Time, addr string) *upConn {
 	p.mu.Lock()
 	if p.idle == 0 {
 		p.mu.Unlock()

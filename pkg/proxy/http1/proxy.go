@@ -45,6 +45,10 @@ type Config struct {
 	// of the endpoint it reached (idle connections are pooled per
 	// endpoint). A nil Dial means no upstream: every request is answered 503.
 	Dial func(ctx context.Context, first string) (conn net.Conn, endpoint string, err error)
+	// Reusable, when set, tells whether a pooled upstream connection may
+	// serve another request (false: it is closed and another is taken; the
+	// core uses it to retire connections of a superseded security mode).
+	Reusable func(conn net.Conn) bool
 	// Cluster records the upstream side; Listener the downstream side
 	// (including downstream_cx_total/active of the connections given to
 	// ServeConn). Nil bundles record into a private store.

@@ -1,0 +1,127 @@
+package proxy
+
+import (
+	"crypto/tls"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+
+	meshv1 "github.com/kumametrics/mesh/api/mesh/v1"
+	"github.com/kumametrics/mesh/pkg/stats"
+)
+
+// EndpointPolicy secures an endpoint of the proxy that is not a mesh
+// inbound (the metrics endpoint).
+type EndpointPolicy struct {
+	// Security and Allowed: mTLS with the mesh's identities, the peers
+	// Allowed permits (as an inbound under the mesh's mTLS mode).
+	Security *Security
+	Allowed  []*meshv1.Selector
+	RBAC     *stats.RBACStats
+	// Provided, when set, serves TLS with this certificate to any client
+	// instead (no client certificate asked).
+	Provided *tls.Certificate
+	// Own addresses (the dataplane's) may always connect in plain text.
+	Own []net.IP
+}
+
+// GuardListener wraps ln so that Accept returns only the connections its
+// policy admits (TLS-terminated when they came with TLS); the policy can be
+// replaced at any time (nil: plain text for everyone). Connections are
+// admitted concurrently, so a slow client delays only itself.
+func GuardListener(ln net.Listener, p *EndpointPolicy) *GuardedListener {
+	gl := &GuardedListener{Listener: ln, conns: make(chan net.Conn), done: make(chan struct{})}
+	gl.SetPolicy(p)
+	go gl.run()
+	return gl
+}
+
+// SetPolicy replaces the policy for the connections accepted from now on.
+func (l *GuardedListener) SetPolicy(p *EndpointPolicy) {
+	if p == nil {
+		l.g.Store(nil)
+		return
+	}
+	l.g.Store(newEndpointGuard(*p))
+}
+
+func newEndpointGuard(p EndpointPolicy) *guard {
+	g := &guard{sec: p.Security, allowed: p.Allowed, rbac: p.RBAC, provided: p.Provided, plainFrom: func(a net.Addr) bool {
+		ta, ok := a.(*net.TCPAddr)
+		if !ok {
+			return false
+		}
+		for _, ip := range p.Own {
+			if ip.Equal(ta.IP) {
+				return true
+			}
+		}
+		return false
+	}}
+	if g.sec == nil {
+		g.sec = NewSecurity()
+	}
+	return g
+}
+
+// GuardedListener is a listener whose connections pass a policy.
+type GuardedListener struct {
+	net.Listener
+	g     atomic.Pointer[guard]
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
+	err   error
+}
+
+func (l *GuardedListener) run() {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			l.err = err
+			l.close()
+			return
+		}
+		g := l.g.Load()
+		go func() {
+			ac, ok := net.Conn(c), true
+			if g != nil {
+				ac, ok = g.admit(c)
+			}
+			if !ok {
+				_ = c.Close()
+				return
+			}
+			select {
+			case l.conns <- ac:
+			case <-l.done:
+				_ = c.Close()
+			}
+		}()
+	}
+}
+
+func (l *GuardedListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		if l.err != nil {
+			return nil, l.err
+		}
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *GuardedListener) close() { l.once.Do(func() { close(l.done) }) }
+
+// Close stops accepting.
+func (l *GuardedListener) Close() error {
+	l.close()
+	err := l.Listener.Close()
+	if errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
