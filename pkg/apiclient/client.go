@@ -1,7 +1,9 @@
 // Package apiclient is a typed client of the control plane's REST API: the
 // index, resources of every kind (get, list across pages, put with optional
-// optimistic concurrency, delete), dataplane overviews, service insights and
-// zones. Error answers become *Error values carrying the decoded error body.
+// optimistic concurrency, delete), dataplane overviews, service insights,
+// zones and token issuing, authenticated with a user token when one is given
+// (WithToken). Error answers become *Error values carrying the decoded error
+// body.
 package apiclient
 
 import (
@@ -38,6 +40,7 @@ type Client struct {
 	timeout   time.Duration
 	pageSize  int
 	userAgent string
+	token     string
 }
 
 // Option configures a Client.
@@ -64,6 +67,10 @@ func WithPageSize(n int) Option { return func(c *Client) { c.pageSize = n } }
 
 // WithUserAgent sets the User-Agent header of every request.
 func WithUserAgent(ua string) Option { return func(c *Client) { c.userAgent = ua } }
+
+// WithToken authenticates every request with a user token
+// (`Authorization: Bearer <token>`); empty sends none.
+func WithToken(token string) Option { return func(c *Client) { c.token = strings.TrimSpace(token) } }
 
 // New returns a client of the control plane whose API is at baseURL (such as
 // http://localhost:5681; a path prefix is kept).
@@ -356,10 +363,13 @@ func (c *Client) do(ctx context.Context, method, u string, payload []byte, hdr h
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s %s: %w", method, u, err)
 	}
+	req.Header.Set("Accept", "application/json")
 	for k, v := range hdr {
 		req.Header[k] = v
 	}
-	req.Header.Set("Accept", "application/json")
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
 	if payload != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}

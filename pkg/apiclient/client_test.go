@@ -433,3 +433,111 @@ func TestErrorRendering(t *testing.T) {
 	var target *apiclient.Error
 	require.ErrorAs(t, fmt.Errorf("wrapped: %w", e), &target)
 }
+
+func TestTokenIsSentOnEveryRequest(t *testing.T) {
+	var auths []string
+	record := func(h http.HandlerFunc) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			auths = append(auths, r.Header.Get("Authorization"))
+			h(w, r)
+		}
+	}
+	f := newFake(t, map[string]http.HandlerFunc{
+		"GET /": record(respond(200, `{"tagline":"Kuma"}`)),
+		"GET /meshes": record(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Query().Get("offset") == "" {
+				writeJSON(w, 200, page(2, []string{mesh("a")}, "/meshes?offset=1&size=1"))
+				return
+			}
+			writeJSON(w, 200, page(2, []string{mesh("b")}, ""))
+		}),
+		"PUT /meshes/a":    record(respond(200, mesh("a"))),
+		"DELETE /meshes/a": record(respond(200, `{}`)),
+	})
+	c := f.client(t, apiclient.WithToken(" abc.def.ghi\n"), apiclient.WithPageSize(1))
+	ctx := context.Background()
+	_, err := c.Index(ctx)
+	require.NoError(t, err)
+	_, err = c.List(ctx, resource.KindMesh, "")
+	require.NoError(t, err)
+	_, _, err = c.Put(ctx, resource.New("", "a", &resource.MeshSpec{}), 0)
+	require.NoError(t, err)
+	require.NoError(t, c.Delete(ctx, resource.KindMesh, "", "a"))
+	require.Equal(t, []string{"Bearer abc.def.ghi", "Bearer abc.def.ghi", "Bearer abc.def.ghi", "Bearer abc.def.ghi", "Bearer abc.def.ghi"}, auths)
+
+	auths = nil
+	_, err = f.client(t).Index(ctx)
+	require.NoError(t, err)
+	require.Equal(t, []string{""}, auths, "no token, no header")
+}
+
+func TestGenerateTokens(t *testing.T) {
+	var bodies []string
+	token := func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		bodies = append(bodies, string(b))
+		require.Equal(t, "application/json", r.Header.Get("Content-Type"))
+		require.Contains(t, r.Header.Get("Accept"), "text/plain")
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = io.WriteString(w, "eyJh.eyJi.c2ln")
+	}
+	f := newFake(t, map[string]http.HandlerFunc{
+		"POST /tokens/dataplane": token,
+		"POST /tokens/user":      token,
+	})
+	c := f.client(t)
+	ctx := context.Background()
+
+	got, err := c.GenerateDataplaneToken(ctx, "default", "dp-1", 24*time.Hour)
+	require.NoError(t, err)
+	require.Equal(t, "eyJh.eyJi.c2ln", got)
+	got, err = c.GenerateUserToken(ctx, "bob", []string{"dev", "ops"}, 0)
+	require.NoError(t, err)
+	require.Equal(t, "eyJh.eyJi.c2ln", got)
+	_, err = c.GenerateUserToken(ctx, "carol", nil, 90*time.Minute)
+	require.NoError(t, err)
+	require.Equal(t, []string{
+		`{"mesh":"default","name":"dp-1","validFor":"24h0m0s"}`,
+		`{"name":"bob","groups":["dev","ops"]}`,
+		`{"name":"carol","validFor":"1h30m0s"}`,
+	}, bodies)
+
+	_, err = c.GenerateDataplaneToken(ctx, "", "dp-1", 0)
+	require.EqualError(t, err, "dataplane token: a mesh is required")
+	_, err = c.GenerateDataplaneToken(ctx, "default", "", 0)
+	require.EqualError(t, err, "dataplane token: a dataplane name is required")
+	_, err = c.GenerateUserToken(ctx, "", nil, 0)
+	require.EqualError(t, err, "user token: a user name is required")
+	require.Len(t, bodies, 3, "invalid requests are not sent")
+}
+
+func TestGenerateTokenErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name, contentType, body string
+		status                  int
+		want                    string
+	}{
+		{name: "forbidden", status: 403, contentType: "application/json",
+			body: `{"title":"Access denied","details":"user \"alice\" may not POST /tokens/user: it is allowed to admins only (group mesh-system:admin)"}`,
+			want: `Access denied (403): user "alice" may not POST /tokens/user: it is allowed to admins only (group mesh-system:admin)`},
+		{name: "bad request", status: 400, contentType: "application/json",
+			body: `{"title":"Could not issue a token","details":"Request is not valid","causes":[{"field":"validFor","message":"must not be negative"}]}`,
+			want: "Could not issue a token (400): Request is not valid\n* validFor: must not be negative"},
+		{name: "html page", status: 200, contentType: "text/html", body: "<html>login</html>",
+			want: "user token: POST {{URL}}/tokens/user answered with text/html, not with the control plane API's JSON (is a proxy or another server at this address?)"},
+		{name: "text that is not a token", status: 200, contentType: "text/plain", body: "hello world",
+			want: "user token: POST {{URL}}/tokens/user answered with text/plain, not with the control plane API's JSON (is a proxy or another server at this address?)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFake(t, map[string]http.HandlerFunc{
+				"POST /tokens/user": func(w http.ResponseWriter, _ *http.Request) {
+					w.Header().Set("Content-Type", tc.contentType)
+					w.WriteHeader(tc.status)
+					_, _ = io.WriteString(w, tc.body)
+				},
+			})
+			_, err := f.client(t).GenerateUserToken(context.Background(), "bob", nil, 0)
+			require.EqualError(t, err, strings.ReplaceAll(tc.want, "{{URL}}", f.srv.URL))
+		})
+	}
+}

@@ -1,6 +1,13 @@
 // Package apiserver serves the control plane's REST API (compat.md §6):
 // resources of every kind with paging, dataplane overviews with their online
-// status, service insights and zones, with Kuma's JSON shapes and error bodies.
+// status, service insights and zones, with Kuma's JSON shapes and error bodies,
+// and token issuing, behind authentication and authorization.
+//
+// Every request is identified before routing: a bearer user token names its
+// user (an invalid or expired one is refused with 401 everywhere); without
+// one, a loopback caller is admin when Options.LocalhostIsAdmin is set, and
+// anyone else is anonymous. Reads of non-sensitive kinds and the overviews
+// are Public; writes, sensitive kinds (secrets) and tokens are AdminOnly.
 package apiserver
 
 import (
@@ -60,6 +67,17 @@ type Options struct {
 	InstanceID string
 	// Zone is the name of the single zone this control plane runs.
 	Zone string
+	// Tokens verifies the user tokens of requests and issues tokens
+	// (POST /tokens/user, /tokens/dataplane): the control plane's
+	// *authn.Issuer. When nil, no token is accepted or issued, every
+	// loopback caller is admin and everyone else anonymous.
+	Tokens Tokens
+	// LocalhostIsAdmin makes a request from a loopback address (127.0.0.0/8,
+	// ::1, as seen in its RemoteAddr) without an Authorization header admin
+	// (apiServer.authn.localhostIsAdmin). It needs Tokens: without them
+	// loopback callers are admin anyway. Behind a reverse proxy on the same
+	// host every request comes from loopback: turn it off there.
+	LocalhostIsAdmin bool
 }
 
 // Server is the REST API.
@@ -86,10 +104,11 @@ func New(opts Options) (*Server, error) {
 	return s, nil
 }
 
-// ServeHTTP implements http.Handler.
+// ServeHTTP implements http.Handler: it identifies the caller, then routes.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+	r = r.WithContext(context.WithValue(r.Context(), callerKey{}, s.identify(r)))
 	s.mux.ServeHTTP(rec, r)
 	handler := r.Pattern
 	if handler == "" {
@@ -110,29 +129,52 @@ func (r *statusRecorder) WriteHeader(code int) {
 	r.ResponseWriter.WriteHeader(code)
 }
 
+// Handle registers an endpoint with who may use it; it is how an endpoint is
+// added to this server, from inside the package (routes) or from outside
+// (before serving). The caller is identified before h runs (UserFrom tells
+// who it is); access AdminOnly answers 401 to anonymous callers and 403 to
+// other non-admins without calling h. For example, an admin-only
+//
+//	api.Handle("POST /meshes/{mesh}/scraper-certificate", apiserver.AdminOnly, h)
+//
+// pattern is an http.ServeMux pattern with a method.
+func (s *Server) Handle(pattern string, access Access, h http.Handler) {
+	s.mux.Handle(pattern, guard(access, h))
+}
+
+func (s *Server) handle(pattern string, access Access, h http.HandlerFunc) {
+	s.Handle(pattern, access, h)
+}
+
 func (s *Server) routes() {
-	s.mux.HandleFunc("GET /{$}", s.index)
+	s.handle("GET /{$}", Public, s.index)
 	for _, d := range resource.Descriptors() {
+		read := Public
+		if d.Sensitive {
+			read = AdminOnly
+		}
 		if d.Scoped {
 			item := "/meshes/{mesh}/" + d.Plural + "/{name}"
-			s.mux.HandleFunc("GET "+item, s.get(d))
-			s.mux.HandleFunc("PUT "+item, s.put(d))
-			s.mux.HandleFunc("DELETE "+item, s.delete(d))
-			s.mux.HandleFunc("GET /meshes/{mesh}/"+d.Plural, s.list(d))
-			s.mux.HandleFunc("GET /"+d.Plural, s.list(d))
+			s.handle("GET "+item, read, s.get(d))
+			s.handle("PUT "+item, AdminOnly, s.put(d))
+			s.handle("DELETE "+item, AdminOnly, s.delete(d))
+			s.handle("GET /meshes/{mesh}/"+d.Plural, read, s.list(d))
+			s.handle("GET /"+d.Plural, read, s.list(d))
 			continue
 		}
 		item := "/" + d.Plural + "/{name}"
-		s.mux.HandleFunc("GET "+item, s.get(d))
-		s.mux.HandleFunc("PUT "+item, s.put(d))
-		s.mux.HandleFunc("DELETE "+item, s.delete(d))
-		s.mux.HandleFunc("GET /"+d.Plural, s.list(d))
+		s.handle("GET "+item, read, s.get(d))
+		s.handle("PUT "+item, AdminOnly, s.put(d))
+		s.handle("DELETE "+item, AdminOnly, s.delete(d))
+		s.handle("GET /"+d.Plural, read, s.list(d))
 	}
-	s.mux.HandleFunc("GET /meshes/{mesh}/dataplanes+insights", s.dataplaneOverviews)
-	s.mux.HandleFunc("GET /meshes/{mesh}/dataplanes+insights/{name}", s.dataplaneOverview)
-	s.mux.HandleFunc("GET /meshes/{mesh}/service-insights", s.serviceInsights)
-	s.mux.HandleFunc("GET /zones", s.zones)
-	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+	s.handle("GET /meshes/{mesh}/dataplanes+insights", Public, s.dataplaneOverviews)
+	s.handle("GET /meshes/{mesh}/dataplanes+insights/{name}", Public, s.dataplaneOverview)
+	s.handle("GET /meshes/{mesh}/service-insights", Public, s.serviceInsights)
+	s.handle("GET /zones", Public, s.zones)
+	s.handle("POST /tokens/dataplane", AdminOnly, s.dataplaneToken)
+	s.handle("POST /tokens/user", AdminOnly, s.userToken)
+	s.handle("/", Public, func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "Not found", fmt.Sprintf("no endpoint %s %s", r.Method, r.URL.Path), nil)
 	})
 }

@@ -44,7 +44,15 @@ type General struct {
 
 // APIServer configures the REST API.
 type APIServer struct {
-	HTTP Listener `json:"http"`
+	HTTP  Listener       `json:"http"`
+	Authn APIServerAuthn `json:"authn"`
+}
+
+// APIServerAuthn configures how the REST API authenticates its clients.
+type APIServerAuthn struct {
+	// LocalhostIsAdmin makes a client on a loopback address without a token
+	// an admin.
+	LocalhostIsAdmin bool `json:"localhostIsAdmin"`
 }
 
 // Listener is an interface and port to listen on (port 0 picks a free one).
@@ -71,12 +79,33 @@ type DPServer struct {
 	Port      uint32 `json:"port"`
 	// TLSCertFile and TLSKeyFile replace the certificate the control plane
 	// generates in its work directory.
-	TLSCertFile string `json:"tlsCertFile"`
-	TLSKeyFile  string `json:"tlsKeyFile"`
+	TLSCertFile string        `json:"tlsCertFile"`
+	TLSKeyFile  string        `json:"tlsKeyFile"`
+	Authn       DPServerAuthn `json:"authn"`
 }
 
 // Address renders host:port.
 func (d DPServer) Address() string { return joinHostPort(d.Interface, d.Port) }
+
+// DPServerAuthn configures how the dataplane server authenticates proxies.
+type DPServerAuthn struct {
+	DPProxy DPProxyAuthn `json:"dpProxy"`
+}
+
+// DPProxyAuthn selects how a proxy proves which dataplane it is.
+type DPProxyAuthn struct {
+	// Type is DPProxyAuthnDPToken or DPProxyAuthnNone.
+	Type string `json:"type"`
+}
+
+// Types of dpServer.authn.dpProxy.type.
+const (
+	// DPProxyAuthnDPToken: a proxy presents a dataplane token issued for its
+	// own Dataplane and mesh.
+	DPProxyAuthnDPToken = "dpToken"
+	// DPProxyAuthnNone: proxies are not authenticated.
+	DPProxyAuthnNone = "none"
+)
 
 // MonitoringAssignmentServer configures MADS.
 type MonitoringAssignmentServer struct {
@@ -142,9 +171,15 @@ func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Durat
 // Default returns the built-in configuration.
 func Default() Config {
 	return Config{
-		General:   General{WorkDir: "kuma-data"},
-		APIServer: APIServer{HTTP: Listener{Interface: "0.0.0.0", Port: 5681}},
-		DPServer:  DPServer{Interface: "0.0.0.0", Port: 5678},
+		General: General{WorkDir: "kuma-data"},
+		APIServer: APIServer{
+			HTTP:  Listener{Interface: "0.0.0.0", Port: 5681},
+			Authn: APIServerAuthn{LocalhostIsAdmin: true},
+		},
+		DPServer: DPServer{
+			Interface: "0.0.0.0", Port: 5678,
+			Authn: DPServerAuthn{DPProxy: DPProxyAuthn{Type: DPProxyAuthnDPToken}},
+		},
 		MonitoringAssignmentServer: MonitoringAssignmentServer{
 			Interface: "0.0.0.0", Port: 5676, DefaultFetchTimeout: Duration(30 * time.Second),
 		},
@@ -171,6 +206,17 @@ func str(f func(c *Config) *string) func(*Config, string) error {
 	return func(c *Config, v string) error { *f(c) = v; return nil }
 }
 
+func boolean(f func(c *Config) *bool) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("must be true or false, got %q", v)
+		}
+		*f(c) = b
+		return nil
+	}
+}
+
 func port(f func(c *Config) *uint32) func(*Config, string) error {
 	return func(c *Config, v string) error {
 		p, err := strconv.ParseUint(v, 10, 32)
@@ -186,10 +232,12 @@ var envVars = []envVar{
 	{"KUMA_GENERAL_WORK_DIR", str(func(c *Config) *string { return &c.General.WorkDir })},
 	{"KUMA_API_SERVER_HTTP_PORT", port(func(c *Config) *uint32 { return &c.APIServer.HTTP.Port })},
 	{"KUMA_API_SERVER_HTTP_INTERFACE", str(func(c *Config) *string { return &c.APIServer.HTTP.Interface })},
+	{"KUMA_API_SERVER_AUTHN_LOCALHOST_IS_ADMIN", boolean(func(c *Config) *bool { return &c.APIServer.Authn.LocalhostIsAdmin })},
 	{"KUMA_DP_SERVER_PORT", port(func(c *Config) *uint32 { return &c.DPServer.Port })},
 	{"KUMA_DP_SERVER_INTERFACE", str(func(c *Config) *string { return &c.DPServer.Interface })},
 	{"KUMA_DP_SERVER_TLS_CERT_FILE", str(func(c *Config) *string { return &c.DPServer.TLSCertFile })},
 	{"KUMA_DP_SERVER_TLS_KEY_FILE", str(func(c *Config) *string { return &c.DPServer.TLSKeyFile })},
+	{"KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE", str(func(c *Config) *string { return &c.DPServer.Authn.DPProxy.Type })},
 	{"KUMA_MONITORING_ASSIGNMENT_SERVER_PORT", port(func(c *Config) *uint32 { return &c.MonitoringAssignmentServer.Port })},
 	{"KUMA_MONITORING_ASSIGNMENT_SERVER_INTERFACE", str(func(c *Config) *string { return &c.MonitoringAssignmentServer.Interface })},
 	{"KUMA_MONITORING_ASSIGNMENT_SERVER_DEFAULT_FETCH_TIMEOUT", func(c *Config, v string) error {
@@ -207,14 +255,7 @@ var envVars = []envVar{
 	{"KUMA_STORE_TYPE", str(func(c *Config) *string { return &c.Store.Type })},
 	{"KUMA_STORE_SQLITE_PATH", str(func(c *Config) *string { return &c.Store.SQLite.Path })},
 	{"KUMA_STORE_SQLITE_SYNCHRONOUS", str(func(c *Config) *string { return &c.Store.SQLite.Synchronous })},
-	{"KUMA_DEFAULTS_SKIP_MESH_CREATION", func(c *Config, v string) error {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			return fmt.Errorf("must be true or false, got %q", v)
-		}
-		c.Defaults.SkipMeshCreation = b
-		return nil
-	}},
+	{"KUMA_DEFAULTS_SKIP_MESH_CREATION", boolean(func(c *Config) *bool { return &c.Defaults.SkipMeshCreation })},
 }
 
 // EnvNames lists every environment variable the configuration reads.
@@ -290,6 +331,12 @@ func (c Config) Validate() error {
 	}
 	if (c.MonitoringAssignmentServer.TLSCertFile == "") != (c.MonitoringAssignmentServer.TLSKeyFile == "") {
 		errs = append(errs, "monitoringAssignmentServer.tlsCertFile and .tlsKeyFile (KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_CERT_FILE, _KEY_FILE): set both or neither")
+	}
+	switch c.DPServer.Authn.DPProxy.Type {
+	case DPProxyAuthnDPToken, DPProxyAuthnNone:
+	default:
+		errs = append(errs, fmt.Sprintf("dpServer.authn.dpProxy.type (KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE): must be %s or %s, got %q",
+			DPProxyAuthnDPToken, DPProxyAuthnNone, c.DPServer.Authn.DPProxy.Type))
 	}
 	if c.General.WorkDir == "" {
 		errs = append(errs, "general.workDir (KUMA_GENERAL_WORK_DIR): must not be empty")

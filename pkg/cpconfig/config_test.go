@@ -23,6 +23,31 @@ func TestDefaults(t *testing.T) {
 	require.Equal(t, Duration(30*time.Second), c.MonitoringAssignmentServer.DefaultFetchTimeout)
 	require.Equal(t, StoreSQLite, c.Store.Type)
 	require.Equal(t, filepath.Join("kuma-data", "kuma.db"), c.SQLitePath())
+	require.True(t, c.APIServer.Authn.LocalhostIsAdmin)
+	require.Equal(t, DPProxyAuthnDPToken, c.DPServer.Authn.DPProxy.Type)
+}
+
+func TestAuthnSettings(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "cp.yaml")
+	require.NoError(t, os.WriteFile(f, []byte("apiServer:\n  authn:\n    localhostIsAdmin: false\ndpServer:\n  authn:\n    dpProxy:\n      type: none\n"), 0o600))
+	c, err := Load(f, env(nil))
+	require.NoError(t, err)
+	require.False(t, c.APIServer.Authn.LocalhostIsAdmin)
+	require.Equal(t, DPProxyAuthnNone, c.DPServer.Authn.DPProxy.Type)
+
+	c, err = Load(f, env(map[string]string{
+		"KUMA_API_SERVER_AUTHN_LOCALHOST_IS_ADMIN": "true",
+		"KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE":       "dpToken",
+	}))
+	require.NoError(t, err)
+	require.True(t, c.APIServer.Authn.LocalhostIsAdmin, "the environment wins over the file")
+	require.Equal(t, DPProxyAuthnDPToken, c.DPServer.Authn.DPProxy.Type)
+
+	c, err = Load("", env(map[string]string{"KUMA_API_SERVER_AUTHN_LOCALHOST_IS_ADMIN": "false"}))
+	require.NoError(t, err)
+	require.False(t, c.APIServer.Authn.LocalhostIsAdmin)
+	require.Contains(t, EnvNames(), "KUMA_API_SERVER_AUTHN_LOCALHOST_IS_ADMIN")
+	require.Contains(t, EnvNames(), "KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE")
 }
 
 func TestFileThenEnvironment(t *testing.T) {
@@ -57,6 +82,15 @@ func TestBadSettingsNameTheSetting(t *testing.T) {
 		{name: "unknown file field", file: "apiServer:\n  htp: {}\n", want: "apiServer.htp: unknown field"},
 		{name: "file type error", file: "dpServer:\n  port: high\n", want: "dpServer.port: must be a non-negative integer"},
 		{name: "file YAML syntax", file: "a: [\n", want: "invalid YAML"},
+		{name: "localhost is admin not a boolean", env: map[string]string{"KUMA_API_SERVER_AUTHN_LOCALHOST_IS_ADMIN": "sometimes"},
+			want: `KUMA_API_SERVER_AUTHN_LOCALHOST_IS_ADMIN: must be true or false, got "sometimes"`},
+		{name: "localhost is admin not a boolean in the file", file: "apiServer:\n  authn:\n    localhostIsAdmin: yes please\n",
+			want: "apiServer.authn.localhostIsAdmin: must be a boolean"},
+		{name: "unknown dp proxy authn", env: map[string]string{"KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE": "serviceAccountToken"},
+			want: `dpServer.authn.dpProxy.type (KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE): must be dpToken or none, got "serviceAccountToken"`},
+		{name: "empty dp proxy authn in the file", file: "dpServer:\n  authn:\n    dpProxy:\n      type: \"\"\n",
+			want: `dpServer.authn.dpProxy.type (KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE): must be dpToken or none, got ""`},
+		{name: "unknown authn field", file: "apiServer:\n  authn:\n    type: tokens\n", want: "apiServer.authn.type: unknown field"},
 		{name: "MADS TLS cert without key", env: map[string]string{"KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_CERT_FILE": "c.pem"}, want: "KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_CERT_FILE, _KEY_FILE): set both or neither"},
 	}
 	for _, tc := range tests {

@@ -25,13 +25,16 @@ func newConfigCmd(rc *RootContext) *cobra.Command {
 }
 
 func newConfigAddCmd(rc *RootContext) *cobra.Command {
-	var name, address string
+	var name, address, authType string
+	var authConf map[string]string
 	var overwrite bool
 	cmd := &cobra.Command{
 		Use:   "add",
 		Short: "Add a control plane and switch to it",
 		Long: "Add a control plane (and a context of the same name) and make it current. " +
-			"The address must answer the API's index (GET /), so that a mistyped address fails here.",
+			"The address must answer the API's index (GET /), so that a mistyped address (or a refused token) fails here. " +
+			"With --auth-type=tokens --auth-conf token=TOKEN every request carries that user token; " +
+			"the token is kept in the config file (mode 0600).",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if name == "" {
@@ -44,12 +47,16 @@ func newConfigAddCmd(rc *RootContext) *cobra.Command {
 			if !overwrite && (cfg.ControlPlane(name) != nil || cfg.Context(name) != nil) {
 				return fmt.Errorf("control plane %q already exists; use --overwrite to replace it", name)
 			}
+			if err := config.CheckAuth(authType, authConf); err != nil {
+				return flagError(err)
+			}
 			u, err := apiclient.ParseAddress(address)
 			if err != nil {
 				return err
 			}
 			address = u.String()
-			client, err := rc.NewClient(address, rc.args.apiTimeout)
+			api := config.APIServer{URL: address, AuthType: authType, AuthConf: authConf}
+			client, err := rc.NewClient(address, rc.args.apiTimeout, authOptions(api)...)
 			if err != nil {
 				return err
 			}
@@ -60,7 +67,7 @@ func newConfigAddCmd(rc *RootContext) *cobra.Command {
 			if idx.Tagline == "" && idx.Version == "" {
 				return fmt.Errorf("could not verify the control plane at %s: its index names no product or version", address)
 			}
-			cp := config.ControlPlane{Name: name, Coordinates: config.Coordinates{APIServer: config.APIServer{URL: address}}}
+			cp := config.ControlPlane{Name: name, Coordinates: config.Coordinates{APIServer: api}}
 			if err := cfg.AddControlPlane(cp, overwrite); err != nil {
 				return err
 			}
@@ -75,15 +82,30 @@ func newConfigAddCmd(rc *RootContext) *cobra.Command {
 	cmd.Flags().StringVar(&name, "name", "", "name of the control plane (required)")
 	cmd.Flags().StringVar(&address, "address", "", "URL of the control plane's API, such as http://localhost:5681 (required)")
 	cmd.Flags().BoolVar(&overwrite, "overwrite", false, "replace a control plane of the same name")
+	cmd.Flags().StringVar(&authType, "auth-type", "", "how to authenticate to the control plane: tokens (a user token), or empty for no credentials")
+	cmd.Flags().StringToStringVar(&authConf, "auth-conf", nil, "settings of --auth-type, as key=value: token=TOKEN for tokens")
 	_ = cmd.MarkFlagRequired("name")
 	_ = cmd.MarkFlagRequired("address")
 	return cmd
 }
 
+// flagError names the flag of a config.CheckAuth error.
+func flagError(err error) error {
+	var ae *config.AuthError
+	if !errors.As(err, &ae) {
+		return err
+	}
+	flag := map[string]string{"authType": "--auth-type", "authConf": "--auth-conf"}[ae.Field]
+	if flag == "" {
+		return err
+	}
+	return fmt.Errorf("%s: %s", flag, ae.Message)
+}
+
 func newConfigListCmd(rc *RootContext) *cobra.Command {
 	return &cobra.Command{
 		Use:   "list",
-		Short: "List the control planes; * marks the current one",
+		Short: "List the control planes and how kumactl authenticates to them; * marks the current one",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
 			cfg, err := rc.loadConfig()
@@ -94,13 +116,17 @@ func newConfigListCmd(rc *RootContext) *cobra.Command {
 			if ctx := cfg.Context(cfg.CurrentContext); ctx != nil {
 				current = ctx.ControlPlane
 			}
-			t := newTable(rc.Stdout, "ACTIVE", "NAME", "ADDRESS")
+			t := newTable(rc.Stdout, "ACTIVE", "NAME", "ADDRESS", "AUTH")
 			for _, cp := range cfg.ControlPlanes {
 				active := ""
 				if cp.Name == current {
 					active = "*"
 				}
-				t.row(active, cp.Name, cp.Address())
+				auth := cp.Coordinates.APIServer.AuthType
+				if auth == "" {
+					auth = "none"
+				}
+				t.row(active, cp.Name, cp.Address(), auth)
 			}
 			return t.flush()
 		},

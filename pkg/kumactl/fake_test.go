@@ -42,9 +42,13 @@ type fakeCP struct {
 	Overviews       func(w http.ResponseWriter, r *http.Request, mesh string)
 	ServiceInsights func(w http.ResponseWriter, r *http.Request, mesh string)
 	Zones           func(w http.ResponseWriter, r *http.Request)
+	DataplaneToken  func(w http.ResponseWriter, r *http.Request, body map[string]any)
+	UserToken       func(w http.ResponseWriter, r *http.Request, body map[string]any)
 
 	mu       sync.Mutex
 	requests []string
+	// auths are the Authorization headers of the requests, in order.
+	auths []string
 }
 
 func newFakeCP(t *testing.T) *fakeCP {
@@ -105,9 +109,23 @@ func newFakeCP(t *testing.T) *fakeCP {
 	handle("GET /zones", func(w http.ResponseWriter, r *http.Request) bool {
 		return f.Zones != nil && call(func() { f.Zones(w, r) })
 	})
+	tokenBody := func(r *http.Request) map[string]any {
+		var body map[string]any
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+			t.Errorf("kumactl sent a token request that is not JSON: %v", err)
+		}
+		return body
+	}
+	handle("POST /tokens/dataplane", func(w http.ResponseWriter, r *http.Request) bool {
+		return f.DataplaneToken != nil && call(func() { f.DataplaneToken(w, r, tokenBody(r)) })
+	})
+	handle("POST /tokens/user", func(w http.ResponseWriter, r *http.Request) bool {
+		return f.UserToken != nil && call(func() { f.UserToken(w, r, tokenBody(r)) })
+	})
 	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f.mu.Lock()
 		f.requests = append(f.requests, r.Method+" "+r.URL.RequestURI())
+		f.auths = append(f.auths, r.Header.Get("Authorization"))
 		f.mu.Unlock()
 		mux.ServeHTTP(w, r)
 	}))
@@ -123,6 +141,12 @@ func (f *fakeCP) seen() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return append([]string(nil), f.requests...)
+}
+
+func (f *fakeCP) authorizations() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.auths...)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -1,5 +1,5 @@
 // Package kumactl is the command-line client of the control plane: the cobra
-// command tree (config, apply, get, delete, inspect, version) built on a
+// command tree (config, apply, get, delete, inspect, generate, version) built on a
 // RootContext that holds everything a command touches from outside (standard
 // streams, the config file, the clock and the API client factory), so that
 // tests can run the commands against a fake control plane.
@@ -35,8 +35,9 @@ type RootContext struct {
 	Stderr io.Writer
 	// Now is the clock of the AGE columns.
 	Now func() time.Time
-	// NewClient makes the API client of the control plane at address.
-	NewClient func(address string, timeout time.Duration) (*apiclient.Client, error)
+	// NewClient makes the API client of the control plane at address; opts
+	// carry its credentials.
+	NewClient func(address string, timeout time.Duration, opts ...apiclient.Option) (*apiclient.Client, error)
 	// DefaultConfigFile is the default of --config-file.
 	DefaultConfigFile string
 	// Version is the client version that `kumactl version` prints.
@@ -69,8 +70,9 @@ func DefaultRootContext() *RootContext {
 }
 
 // NewClient is the default client factory.
-func NewClient(address string, timeout time.Duration) (*apiclient.Client, error) {
-	return apiclient.New(address, apiclient.WithTimeout(timeout), apiclient.WithUserAgent("kumactl/"+Version))
+func NewClient(address string, timeout time.Duration, opts ...apiclient.Option) (*apiclient.Client, error) {
+	base := []apiclient.Option{apiclient.WithTimeout(timeout), apiclient.WithUserAgent("kumactl/" + Version)}
+	return apiclient.New(address, append(base, opts...)...)
 }
 
 // Execute runs kumactl with args, prints a failure as `Error: ...` on
@@ -127,6 +129,7 @@ func NewRootCmd(rc *RootContext) *cobra.Command {
 		newGetCmd(rc),
 		newDeleteCmd(rc),
 		newInspectCmd(rc),
+		newGenerateCmd(rc),
 		newVersionCmd(rc),
 	)
 	return cmd
@@ -151,11 +154,19 @@ func (rc *RootContext) client() (*apiclient.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := rc.NewClient(cp.Address(), rc.args.apiTimeout)
+	c, err := rc.NewClient(cp.Address(), rc.args.apiTimeout, authOptions(cp.Coordinates.APIServer)...)
 	if err != nil {
 		return nil, fmt.Errorf("control plane %q: %w", cp.Name, err)
 	}
 	return c, nil
+}
+
+// authOptions are the client options carrying a control plane's credentials.
+func authOptions(api config.APIServer) []apiclient.Option {
+	if token := api.Token(); token != "" {
+		return []apiclient.Option{apiclient.WithToken(token)}
+	}
+	return nil
 }
 
 // newGroupCmd returns a command that only holds subcommands: alone it prints

@@ -12,6 +12,13 @@
 //	      url: http://localhost:5681
 //	currentContext: local
 //
+// A control plane that wants a user token says so in its apiServer:
+//
+//	url: https://cp.example:5682
+//	authType: tokens
+//	authConf:
+//	  token: eyJhbGciOiJIUzI1NiIs...
+//
 // A missing file reads as Default(). Save writes atomically (a temporary file
 // renamed over the old one) with mode 0600, creating the directory with mode
 // 0700.
@@ -24,6 +31,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
+	"strings"
 
 	"sigs.k8s.io/yaml"
 
@@ -54,9 +63,67 @@ type Coordinates struct {
 	APIServer APIServer `json:"apiServer"`
 }
 
-// APIServer is the address of a control plane's REST API.
+// APIServer is the address of a control plane's REST API and how to
+// authenticate to it.
 type APIServer struct {
 	URL string `json:"url"`
+	// AuthType is empty (no credentials) or AuthTypeTokens.
+	AuthType string `json:"authType,omitempty"`
+	// AuthConf configures the auth type: for tokens, {"token": <user token>}.
+	AuthConf map[string]string `json:"authConf,omitempty"`
+}
+
+// Auth types.
+const (
+	// AuthTypeTokens sends a user token (AuthConf[AuthConfToken]) as a bearer token.
+	AuthTypeTokens = "tokens"
+	// AuthConfToken is the AuthConf key of the user token.
+	AuthConfToken = "token"
+)
+
+// Token returns the user token to send, or "" when the control plane has no
+// auth configured.
+func (a APIServer) Token() string {
+	if a.AuthType != AuthTypeTokens {
+		return ""
+	}
+	return a.AuthConf[AuthConfToken]
+}
+
+// AuthError is an error of CheckAuth.
+type AuthError struct {
+	// Field is "authType" or "authConf".
+	Field   string
+	Message string
+}
+
+func (e *AuthError) Error() string { return e.Field + ": " + e.Message }
+
+// CheckAuth checks an auth type and its configuration; errors are *AuthError.
+func CheckAuth(authType string, conf map[string]string) error {
+	switch authType {
+	case "":
+		if len(conf) > 0 {
+			return &AuthError{"authConf", "needs an auth type"}
+		}
+		return nil
+	case AuthTypeTokens:
+		keys := make([]string, 0, len(conf))
+		for k := range conf {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			if k != AuthConfToken {
+				return &AuthError{"authConf", fmt.Sprintf("unknown key %q for auth type %s (known: %s)", k, AuthTypeTokens, AuthConfToken)}
+			}
+		}
+		if strings.TrimSpace(conf[AuthConfToken]) == "" {
+			return &AuthError{"authConf", fmt.Sprintf("auth type %s needs %s=<user token>", AuthTypeTokens, AuthConfToken)}
+		}
+		return nil
+	}
+	return &AuthError{"authType", fmt.Sprintf("unknown auth type %q (known: %s)", authType, AuthTypeTokens)}
 }
 
 // Address returns the URL of the control plane's API.
@@ -98,8 +165,8 @@ func Load(path string) (cfg *Config, exists bool, err error) {
 	return cfg, true, nil
 }
 
-// Validate checks that names are set and unique and that every context names
-// a known control plane.
+// Validate checks that names are set and unique, that every context names
+// a known control plane and that auth settings are complete.
 func (c *Config) Validate() error {
 	cps := map[string]bool{}
 	for i, cp := range c.ControlPlanes {
@@ -110,6 +177,9 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("controlPlanes[%d].name: %q is used twice", i, cp.Name)
 		case cp.Address() == "":
 			return fmt.Errorf("controlPlanes[%d].coordinates.apiServer.url: must not be empty", i)
+		}
+		if err := CheckAuth(cp.Coordinates.APIServer.AuthType, cp.Coordinates.APIServer.AuthConf); err != nil {
+			return fmt.Errorf("controlPlanes[%d].coordinates.apiServer.%w", i, err)
 		}
 		cps[cp.Name] = true
 	}

@@ -68,6 +68,12 @@ func TestLoadRejectsBrokenFiles(t *testing.T) {
 		{"dangling context", "contexts:\n- name: a\n  controlPlane: b\n", `contexts[0].controlPlane: no control plane is named "b"`},
 		{"dangling current", "currentContext: x\n", `currentContext: no context is named "x"`},
 		{"duplicate", "controlPlanes:\n- name: a\n  coordinates: {apiServer: {url: http://a}}\n- name: a\n  coordinates: {apiServer: {url: http://b}}\n", `"a" is used twice`},
+		{"unknown auth type", "controlPlanes:\n- name: a\n  coordinates: {apiServer: {url: http://a, authType: basic}}\n",
+			`controlPlanes[0].coordinates.apiServer.authType: unknown auth type "basic" (known: tokens)`},
+		{"tokens without a token", "controlPlanes:\n- name: a\n  coordinates: {apiServer: {url: http://a, authType: tokens, authConf: {}}}\n",
+			`controlPlanes[0].coordinates.apiServer.authConf: auth type tokens needs token=<user token>`},
+		{"auth conf without a type", "controlPlanes:\n- name: a\n  coordinates: {apiServer: {url: http://a, authConf: {token: x}}}\n",
+			`controlPlanes[0].coordinates.apiServer.authConf: needs an auth type`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "config")
@@ -76,6 +82,27 @@ func TestLoadRejectsBrokenFiles(t *testing.T) {
 			require.ErrorContains(t, err, tc.want)
 		})
 	}
+}
+
+func TestSaveAndLoadAuth(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config")
+	cfg := config.Default()
+	api := config.APIServer{URL: "https://cp:5682", AuthType: config.AuthTypeTokens, AuthConf: map[string]string{config.AuthConfToken: "a.b.c"}}
+	require.NoError(t, cfg.AddControlPlane(config.ControlPlane{Name: "secure", Coordinates: config.Coordinates{APIServer: api}}, false))
+	require.NoError(t, config.Save(path, cfg))
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.Contains(t, string(data), "      url: https://cp:5682\n      authType: tokens\n      authConf:\n        token: a.b.c\n")
+	require.NotContains(t, string(data), "url: http://localhost:5681\n      auth", "a control plane without auth has no auth keys")
+	back, _, err := config.Load(path)
+	require.NoError(t, err)
+	require.Equal(t, cfg, back)
+	require.Equal(t, "a.b.c", back.ControlPlane("secure").Coordinates.APIServer.Token())
+	require.Empty(t, back.ControlPlane("local").Coordinates.APIServer.Token())
+
+	bad := config.Default()
+	bad.ControlPlanes[0].Coordinates.APIServer.AuthType = "tokens"
+	require.EqualError(t, config.Save(path, bad), "controlPlanes[0].coordinates.apiServer.authConf: auth type tokens needs token=<user token>")
 }
 
 func TestAddSwitchRemove(t *testing.T) {

@@ -1,0 +1,73 @@
+package apiclient
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"mime"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// GenerateDataplaneToken asks for a token with which the proxy of the
+// Dataplane name in mesh may connect (`POST /tokens/dataplane`; admins only).
+// validFor 0 asks for a token that never expires.
+func (c *Client) GenerateDataplaneToken(ctx context.Context, mesh, name string, validFor time.Duration) (string, error) {
+	if mesh == "" {
+		return "", errors.New("dataplane token: a mesh is required")
+	}
+	if name == "" {
+		return "", errors.New("dataplane token: a dataplane name is required")
+	}
+	body := struct {
+		Mesh     string `json:"mesh"`
+		Name     string `json:"name"`
+		ValidFor string `json:"validFor,omitempty"`
+	}{Mesh: mesh, Name: name, ValidFor: durationOrEmpty(validFor)}
+	return c.requestToken(ctx, "dataplane", body)
+}
+
+// GenerateUserToken asks for a user token of name in groups
+// (`POST /tokens/user`; admins only). validFor 0 asks for a token that never
+// expires.
+func (c *Client) GenerateUserToken(ctx context.Context, name string, groups []string, validFor time.Duration) (string, error) {
+	if name == "" {
+		return "", errors.New("user token: a user name is required")
+	}
+	body := struct {
+		Name     string   `json:"name"`
+		Groups   []string `json:"groups,omitempty"`
+		ValidFor string   `json:"validFor,omitempty"`
+	}{Name: name, Groups: groups, ValidFor: durationOrEmpty(validFor)}
+	return c.requestToken(ctx, "user", body)
+}
+
+func durationOrEmpty(d time.Duration) string {
+	if d == 0 {
+		return ""
+	}
+	return d.String()
+}
+
+// requestToken posts a token request and reads the token from the text/plain answer.
+func (c *Client) requestToken(ctx context.Context, kind string, body any) (string, error) {
+	payload, err := json.Marshal(body)
+	if err != nil {
+		return "", err
+	}
+	u := c.endpoint(nil, "tokens", kind)
+	resp, data, err := c.do(ctx, http.MethodPost, u, payload, http.Header{"Accept": {"text/plain, application/json"}})
+	if err != nil {
+		return "", err
+	}
+	token := strings.TrimSpace(string(data))
+	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	if mt != "text/plain" || token == "" || strings.ContainsFunc(token, isSpaceOrControl) || strings.Count(token, ".") != 2 {
+		return "", fmt.Errorf("%s token: %s", kind, foreignAnswer(resp, http.MethodPost, u, nil))
+	}
+	return token, nil
+}
+
+func isSpaceOrControl(r rune) bool { return r <= ' ' || r == 0x7f }
