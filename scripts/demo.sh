@@ -135,8 +135,9 @@ YAML
 CA=$KUMA_GENERAL_WORK_DIR/dp-server-ca.pem
 admin=9901
 for dp in frontend-1 backend-1 backend-2; do
+  $KUMACTL generate dataplane-token --mesh default --name "$dp" >"$DEMO/$dp.token"
   start "$dp" "$BIN/kuma-dp" run --cp-address https://127.0.0.1:5678 --ca-cert-file "$CA" \
-    --dataplane-file "$DEMO/$dp.yaml" --admin-port $admin --drain-time 5s
+    --dataplane-token-file "$DEMO/$dp.token" --dataplane-file "$DEMO/$dp.yaml" --admin-port $admin --drain-time 5s
   wait_http "http://127.0.0.1:$admin/ready" "$dp"
   admin=$((admin + 1))
 done

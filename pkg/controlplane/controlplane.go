@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/kumametrics/mesh/pkg/apiserver"
+	"github.com/kumametrics/mesh/pkg/authn"
 	"github.com/kumametrics/mesh/pkg/ca"
 	"github.com/kumametrics/mesh/pkg/cpconfig"
 	"github.com/kumametrics/mesh/pkg/diagnostics"
@@ -124,9 +125,17 @@ func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (cp *Contro
 		}
 	}
 	insights := insight.NewRegistry()
+	tokens, err := authn.Load(cfg.General.WorkDir, nil)
+	if err != nil {
+		return nil, fmt.Errorf("tokens: %w", err)
+	}
+	if tokens.AdminTokenWritten() {
+		log.Info("created the admin user token", "file", authn.AdminTokenPath(cfg.General.WorkDir))
+	}
 	api, err := apiserver.New(apiserver.Options{
 		Reader: st, Writer: mgr, Insights: insights, Log: log.With("component", "api-server"),
 		Registerer: reg, Version: version.Version, InstanceID: cp.instanceID, Zone: ZoneName,
+		Tokens: tokens, LocalhostIsAdmin: cfg.APIServer.Authn.LocalhostIsAdmin,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("api server: %w", err)
@@ -172,9 +181,15 @@ func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (cp *Contro
 	if err != nil {
 		return nil, err
 	}
+	var dpTokens dpserver.TokenVerifier
+	if cfg.DPServer.Authn.DPProxy.Type == cpconfig.DPProxyAuthnDPToken {
+		dpTokens = tokens
+	} else {
+		log.Warn("the dataplane server does not authenticate proxies (dpServer.authn.dpProxy.type: none)")
+	}
 	dps, err := dpserver.New(dpserver.Options{
 		Views: mir, Writer: mgr, Insights: insights, InstanceID: cp.instanceID, Certificate: cert,
-		XDSMetrics: xdsMetrics, Log: log.With("component", "dp-server"),
+		Tokens: dpTokens, XDSMetrics: xdsMetrics, Log: log.With("component", "dp-server"),
 	})
 	if err != nil {
 		return nil, err

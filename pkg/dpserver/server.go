@@ -24,9 +24,11 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	meshv1 "github.com/kumametrics/mesh/api/mesh/v1"
+	"github.com/kumametrics/mesh/pkg/authn"
 	"github.com/kumametrics/mesh/pkg/ca"
 	"github.com/kumametrics/mesh/pkg/dpconfig"
 	"github.com/kumametrics/mesh/pkg/insight"
@@ -54,8 +56,16 @@ type Writer interface {
 	Delete(ctx context.Context, kind resource.Kind, key resource.Key, ifVersion int64) error
 }
 
+// TokenVerifier checks that a dataplane token is one for mesh/name.
+type TokenVerifier interface {
+	VerifyDataplaneFor(token, mesh, name string) (authn.DataplaneIdentity, error)
+}
+
 // Options configure a Server.
 type Options struct {
+	// Tokens authenticates proxies by their dataplane token (the
+	// "authorization: Bearer" metadata of every call); nil admits any proxy.
+	Tokens TokenVerifier
 	Views      Views
 	Writer     Writer
 	Insights   *insight.Registry
@@ -260,6 +270,9 @@ func (s *Server) register(ctx context.Context, node *corev3.Node, stop context.C
 		obj.Meta.Mesh = resource.DefaultMesh
 	}
 	key := obj.Meta.Key()
+	if err := s.authorize(ctx, key); err != nil {
+		return key, nil, err
+	}
 	if err := s.store(ctx, obj); err != nil {
 		return key, nil, err
 	}
@@ -337,10 +350,25 @@ func (svc *service) Deregister(ctx context.Context, req *meshv1.DeregisterReques
 	return &meshv1.DeregisterResponse{}, nil
 }
 
-// authorize checks that the caller may act as the dataplane key.
+// authorize checks that the caller may act as the dataplane key: its
+// dataplane token must be one for key.
 func (s *Server) authorize(ctx context.Context, key resource.Key) error {
 	if key.Mesh == "" || key.Name == "" {
 		return status.Error(codes.InvalidArgument, "mesh and name are required")
+	}
+	if s.opts.Tokens == nil {
+		return nil
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	var token string
+	if vs := md.Get("authorization"); len(vs) == 1 {
+		token, _ = authn.BearerToken(vs[0])
+	}
+	if token == "" {
+		return status.Error(codes.Unauthenticated, "a dataplane token is required (kuma-dp --dataplane-token-file; kumactl generate dataplane-token)")
+	}
+	if _, err := s.opts.Tokens.VerifyDataplaneFor(token, key.Mesh, key.Name); err != nil {
+		return status.Errorf(codes.Unauthenticated, "dataplane %s: %v", key, err)
 	}
 	return nil
 }

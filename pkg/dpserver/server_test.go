@@ -42,16 +42,20 @@ type harness struct {
 	workDir  string
 }
 
-func start(t *testing.T) *harness {
+func start(t *testing.T, configure ...func(*Options)) *harness {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	st := memory.New()
 	h := &harness{mgr: manager.New(st, nil), insights: insight.NewRegistry(), workDir: t.TempDir()}
 	require.NoError(t, h.mgr.EnsureDefaultMesh(ctx))
-	mir := mirror.New(st, nil, resource.KindMesh, resource.KindDataplane)
+	mir := mirror.New(st, nil, resource.KindMesh, resource.KindDataplane, resource.KindSecret)
 	cert, err := ServerCertificate(h.workDir, "", "", time.Now())
 	require.NoError(t, err)
-	srv, err := New(Options{Views: mir, Writer: h.mgr, Insights: h.insights, InstanceID: "cp-1", Certificate: cert, Debounce: 5 * time.Millisecond})
+	opts := Options{Views: mir, Writer: h.mgr, Insights: h.insights, InstanceID: "cp-1", Certificate: cert, Debounce: 5 * time.Millisecond}
+	for _, c := range configure {
+		c(&opts)
+	}
+	srv, err := New(opts)
 	require.NoError(t, err)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -89,7 +93,12 @@ type proxyStream struct {
 
 func (h *harness) connect(t *testing.T, dpJSON string) *proxyStream {
 	t.Helper()
-	ctx, cancel := context.WithCancel(t.Context())
+	return h.connectCtx(t, t.Context(), dpJSON)
+}
+
+func (h *harness) connectCtx(t *testing.T, parent context.Context, dpJSON string) *proxyStream {
+	t.Helper()
+	ctx, cancel := context.WithCancel(parent)
 	s, err := h.client.StreamProxyConfig(ctx)
 	require.NoError(t, err)
 	md, err := structpb.NewStruct(map[string]any{MetadataDataplane: dpJSON})

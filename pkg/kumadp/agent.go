@@ -48,6 +48,8 @@ type Config struct {
 	InsecureSkipVerify bool
 	// Dataplane is the proxy's resource.
 	Dataplane *resource.Object
+	// Token is the dataplane token sent with every call to the control plane.
+	Token string
 	// AdminAddress serves the admin API (127.0.0.1:9901).
 	AdminAddress string
 	// DrainTimeout bounds a graceful shutdown.
@@ -184,10 +186,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.server.SetLive(true)
 	a.log.Info("kuma-dp started", "control_plane", a.cfg.CPAddress, "admin", a.admin.addr())
 
-	conn, err := grpc.NewClient(a.target,
-		grpc.WithTransportCredentials(a.creds),
+	dialOpts := []grpc.DialOption{grpc.WithTransportCredentials(a.creds)}
+	if a.cfg.Token != "" {
+		dialOpts = append(dialOpts, grpc.WithPerRPCCredentials(bearer(a.cfg.Token)))
+	}
+	conn, err := grpc.NewClient(a.target, append(dialOpts,
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
-	)
+	)...)
 	if err != nil {
 		return fmt.Errorf("control plane client: %w", err)
 	}
@@ -350,3 +355,12 @@ func (a *Agent) Current() (*meshv1.ProxyConfig, string) {
 }
 
 func portString(p uint32) string { return strconv.FormatUint(uint64(p), 10) }
+
+// bearer sends the dataplane token with every call, over TLS only.
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+
+func (bearer) RequireTransportSecurity() bool { return true }

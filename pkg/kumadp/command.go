@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -24,6 +25,8 @@ const (
 	EnvDataplaneFile = "KUMA_DATAPLANE_RUNTIME_RESOURCE_PATH"
 	EnvAdminPort     = "KUMA_DATAPLANE_ADMIN_PORT"
 	EnvDrainTime     = "KUMA_DATAPLANE_DRAIN_TIME"
+	EnvTokenFile     = "KUMA_DATAPLANE_RUNTIME_TOKEN_PATH"
+	EnvToken         = "KUMA_DATAPLANE_RUNTIME_TOKEN"
 	EnvMetricsCert   = "KUMA_DATAPLANE_RUNTIME_METRICS_CERT_PATH"
 	EnvMetricsKey    = "KUMA_DATAPLANE_RUNTIME_METRICS_KEY_PATH"
 )
@@ -46,6 +49,7 @@ func NewRootCommand(lookupEnv func(string) (string, bool), stderr io.Writer, run
 	var (
 		cpAddress, caFile, dpFile, dpInline, logLevel string
 		metricsCert, metricsKey                       string
+		tokenFile, token                              string
 		insecure                                      bool
 		adminPort                                     uint32
 		drain                                         time.Duration
@@ -74,6 +78,9 @@ func NewRootCommand(lookupEnv func(string) (string, bool), stderr io.Writer, run
 				DrainTimeout: drain, MetricsCertFile: metricsCert, MetricsKeyFile: metricsKey,
 				Log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})).With("dataplane", dp.Meta.Key().String()),
 			}
+			if cfg.Token, err = loadToken(tokenFile, token); err != nil {
+				return err
+			}
 			if _, _, err := dialSettings(cfg); err != nil {
 				return err
 			}
@@ -100,6 +107,8 @@ func NewRootCommand(lookupEnv func(string) (string, bool), stderr io.Writer, run
 		}
 	}
 	f.DurationVar(&drain, "drain-time", defDrain, "how long in-flight requests may take to finish at shutdown (env "+EnvDrainTime+")")
+	f.StringVar(&tokenFile, "dataplane-token-file", env(EnvTokenFile, ""), "file with the dataplane token (kumactl generate dataplane-token) (env "+EnvTokenFile+")")
+	f.StringVar(&token, "dataplane-token", env(EnvToken, ""), "the dataplane token inline (env "+EnvToken+")")
 	f.StringVar(&metricsCert, "metrics-cert-path", env(EnvMetricsCert, ""), "certificate the metrics endpoint serves in the providedTLS mode (env "+EnvMetricsCert+")")
 	f.StringVar(&metricsKey, "metrics-key-path", env(EnvMetricsKey, ""), "its key (env "+EnvMetricsKey+")")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -110,6 +119,25 @@ func NewRootCommand(lookupEnv func(string) (string, bool), stderr io.Writer, run
 		},
 	})
 	return root
+}
+
+// loadToken reads the dataplane token from a file or inline.
+func loadToken(file, inline string) (string, error) {
+	switch {
+	case file != "" && inline != "":
+		return "", errors.New("give either --dataplane-token-file or --dataplane-token, not both")
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("--dataplane-token-file: %w", err)
+		}
+		t := strings.TrimSpace(string(b))
+		if t == "" {
+			return "", fmt.Errorf("--dataplane-token-file %s: empty", file)
+		}
+		return t, nil
+	}
+	return strings.TrimSpace(inline), nil
 }
 
 // loadDataplane reads the Dataplane from a file or inline YAML.

@@ -24,16 +24,34 @@ type dataplane struct {
 // applied its first config.
 func startDataplane(t *testing.T, cp *controlPlane, name, yaml string) *dataplane {
 	t.Helper()
-	file := filepath.Join(t.TempDir(), name+".yaml")
+	dir := t.TempDir()
+	file := filepath.Join(dir, name+".yaml")
 	require.NoError(t, os.WriteFile(file, []byte(yaml), 0o600))
+	tokenFile := filepath.Join(dir, name+".token")
+	require.NoError(t, os.WriteFile(tokenFile, []byte(cp.dataplaneToken(t, "default", name)), 0o600))
 	port := freePorts(t, 1)[0]
 	dp := &dataplane{name: name, adminPort: port}
 	dp.process = startProcess(t, filepath.Join(binDir, "kuma-dp"), nil, "run",
 		"--cp-address", "https://"+cp.dpAddr,
 		"--ca-cert-file", filepath.Join(cp.workDir, "dp-server-ca.pem"),
+		"--dataplane-token-file", tokenFile,
 		"--dataplane-file", file, "--admin-port", fmt.Sprint(port), "--drain-time", "5s")
 	eventually(t, 30*time.Second, func() error { return httpOK(dp.admin("/ready")) })
 	return dp
+}
+
+// dataplaneToken asks the control plane (as admin, from loopback) for a
+// dataplane token.
+func (cp *controlPlane) dataplaneToken(t *testing.T, mesh, name string) string {
+	t.Helper()
+	res, err := http.Post(cp.apiURL+"/tokens/dataplane", "application/json",
+		strings.NewReader(fmt.Sprintf(`{"mesh":%q,"name":%q}`, mesh, name)))
+	require.NoError(t, err)
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, res.StatusCode, string(b))
+	return string(b)
 }
 
 func (d *dataplane) admin(path string) string {
