@@ -71,3 +71,36 @@ func (c *Client) requestToken(ctx context.Context, kind string, body any) (strin
 }
 
 func isSpaceOrControl(r rune) bool { return r <= ' ' || r == 0x7f }
+
+// ScraperCertificate is a client certificate of a mesh's CA for a scraper
+// outside the mesh.
+type ScraperCertificate struct {
+	// Certificate is PEM: the certificate, then its CA.
+	Certificate string `json:"certificate"`
+	// CABundle is PEM: the CAs that verify the mesh's proxies.
+	CABundle string `json:"caBundle"`
+	NotAfter string `json:"notAfter"`
+}
+
+// GenerateScraperCertificate asks the mesh's CA to certify the key of csr
+// (PEM) as service (`POST /meshes/{mesh}/scraper-certificate`; admins only).
+func (c *Client) GenerateScraperCertificate(ctx context.Context, mesh, service string, csr []byte, validFor time.Duration) (*ScraperCertificate, error) {
+	body, err := json.Marshal(struct {
+		Service  string `json:"service"`
+		CSR      string `json:"csr"`
+		ValidFor string `json:"validFor,omitempty"`
+	}{Service: service, CSR: string(csr), ValidFor: durationOrEmpty(validFor)})
+	if err != nil {
+		return nil, err
+	}
+	u := c.endpoint(nil, "meshes", mesh, "scraper-certificate")
+	resp, data, err := c.do(ctx, http.MethodPost, u, body, http.Header{"Content-Type": {"application/json"}})
+	if err != nil {
+		return nil, err
+	}
+	var out ScraperCertificate
+	if err := json.Unmarshal(data, &out); err != nil || out.Certificate == "" || out.CABundle == "" {
+		return nil, fmt.Errorf("scraper certificate: %s", foreignAnswer(resp, http.MethodPost, u, nil))
+	}
+	return &out, nil
+}

@@ -174,6 +174,7 @@ func (s *Server) routes() {
 	s.handle("GET /zones", Public, s.zones)
 	s.handle("POST /tokens/dataplane", AdminOnly, s.dataplaneToken)
 	s.handle("POST /tokens/user", AdminOnly, s.userToken)
+	s.handle("POST /meshes/{mesh}/scraper-certificate", AdminOnly, s.scraperCertificate)
 	s.handle("/", Public, func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "Not found", fmt.Sprintf("no endpoint %s %s", r.Method, r.URL.Path), nil)
 	})

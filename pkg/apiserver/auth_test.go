@@ -273,12 +273,12 @@ func TestTokenEndpointsRefuseBadBodies(t *testing.T) {
 	require.Equal(t, 404, e.do(t, loopbackAddr, "", "GET", "/tokens/user", "").status)
 }
 
-// TestHandleAdminOnly registers an endpoint the way a later admin-only
-// endpoint (POST /meshes/{mesh}/scraper-certificate) will be.
+// TestHandleAdminOnly registers an admin-only endpoint from outside the
+// package, through Handle.
 func TestHandleAdminOnly(t *testing.T) {
 	e := newAuthEnv(t, true)
 	var calls []string
-	e.api.Handle("POST /meshes/{mesh}/scraper-certificate", apiserver.AdminOnly, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	e.api.Handle("POST /meshes/{mesh}/extension-endpoint", apiserver.AdminOnly, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		u, ok := apiserver.UserFrom(r.Context())
 		require.True(t, ok)
 		calls = append(calls, u.Name+" "+r.PathValue("mesh"))
@@ -289,11 +289,11 @@ func TestHandleAdminOnly(t *testing.T) {
 		require.True(t, ok)
 		calls = append(calls, u.Name)
 	}))
-	require.Equal(t, 401, e.do(t, remoteAddr, "", "POST", "/meshes/default/scraper-certificate", "").status)
-	require.Equal(t, 403, e.do(t, remoteAddr, e.user, "POST", "/meshes/default/scraper-certificate", "").status)
-	require.Equal(t, 401, e.do(t, remoteAddr, e.expired, "POST", "/meshes/default/scraper-certificate", "").status)
-	require.Equal(t, 201, e.do(t, remoteAddr, e.admin, "POST", "/meshes/default/scraper-certificate", "").status)
-	require.Equal(t, 201, e.do(t, loopbackAddr, "", "POST", "/meshes/default/scraper-certificate", "").status)
+	require.Equal(t, 401, e.do(t, remoteAddr, "", "POST", "/meshes/default/extension-endpoint", "").status)
+	require.Equal(t, 403, e.do(t, remoteAddr, e.user, "POST", "/meshes/default/extension-endpoint", "").status)
+	require.Equal(t, 401, e.do(t, remoteAddr, e.expired, "POST", "/meshes/default/extension-endpoint", "").status)
+	require.Equal(t, 201, e.do(t, remoteAddr, e.admin, "POST", "/meshes/default/extension-endpoint", "").status)
+	require.Equal(t, 201, e.do(t, loopbackAddr, "", "POST", "/meshes/default/extension-endpoint", "").status)
 	require.Equal(t, 200, e.do(t, remoteAddr, "", "GET", "/public-thing", "").status)
 	require.Equal(t, []string{"admin default", authn.LocalhostAdminUser + " default", authn.AnonymousUser}, calls)
 

@@ -81,13 +81,19 @@ func (s *Server) readTokenRequest(w http.ResponseWriter, r *http.Request, v any)
 		writeError(w, http.StatusNotImplemented, tokenErrorTitle, "this API server issues no tokens", nil)
 		return false
 	}
+	return readJSON(w, r, v, tokenErrorTitle)
+}
+
+// readJSON decodes a request body strictly into v; false when it answered
+// an error (titled title) naming every failing field.
+func readJSON(w http.ResponseWriter, r *http.Request, v any, title string) bool {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "Could not read the request body", err.Error(), nil)
 		return false
 	}
 	if len(strings.TrimSpace(string(body))) == 0 {
-		writeError(w, http.StatusBadRequest, tokenErrorTitle, "the request body must be a JSON object", nil)
+		writeError(w, http.StatusBadRequest, title, "the request body must be a JSON object", nil)
 		return false
 	}
 	if err := strictjson.Decode(body, v); err != nil {
@@ -97,10 +103,10 @@ func (s *Server) readTokenRequest(w http.ResponseWriter, r *http.Request, v any)
 			for i, fe := range fes {
 				causes[i] = resource.Cause{Field: fe.Path, Message: fe.Message}
 			}
-			writeError(w, http.StatusBadRequest, tokenErrorTitle, "Request is not valid", causes)
+			writeError(w, http.StatusBadRequest, title, "Request is not valid", causes)
 			return false
 		}
-		writeError(w, http.StatusBadRequest, tokenErrorTitle, err.Error(), nil)
+		writeError(w, http.StatusBadRequest, title, err.Error(), nil)
 		return false
 	}
 	return true
