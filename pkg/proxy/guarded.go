@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 
 	meshv1 "github.com/kumametrics/mesh/api/mesh/v1"
+	"github.com/kumametrics/mesh/pkg/ca"
 	"github.com/kumametrics/mesh/pkg/stats"
 )
 
@@ -37,13 +38,16 @@ func GuardListener(ln net.Listener, p *EndpointPolicy) *GuardedListener {
 	return gl
 }
 
-// SetPolicy replaces the policy for the connections accepted from now on.
+// SetPolicy replaces the policy for the connections accepted from now on,
+// and ends the mTLS connections it no longer permits.
 func (l *GuardedListener) SetPolicy(p *EndpointPolicy) {
 	if p == nil {
 		l.g.Store(nil)
 		return
 	}
-	l.g.Store(newEndpointGuard(*p))
+	g := newEndpointGuard(*p)
+	l.g.Store(g)
+	l.peers.recheck(g)
 }
 
 func newEndpointGuard(p EndpointPolicy) *guard {
@@ -69,6 +73,7 @@ func newEndpointGuard(p EndpointPolicy) *guard {
 type GuardedListener struct {
 	net.Listener
 	g     atomic.Pointer[guard]
+	peers peers
 	conns chan net.Conn
 	done  chan struct{}
 	once  sync.Once
@@ -87,7 +92,11 @@ func (l *GuardedListener) run() {
 		go func() {
 			ac, ok := net.Conn(c), true
 			if g != nil {
-				ac, ok = g.admit(c)
+				var id *ca.Identity
+				if ac, id, ok = g.admit(c); ok && id != nil {
+					l.peers.add(c, id)
+					ac = &forgetOnClose{Conn: ac, forget: func() { l.peers.remove(c) }}
+				}
 			}
 			if !ok {
 				_ = c.Close()
@@ -112,6 +121,18 @@ func (l *GuardedListener) Accept() (net.Conn, error) {
 		}
 		return nil, net.ErrClosed
 	}
+}
+
+// forgetOnClose removes a connection from the peers when it closes.
+type forgetOnClose struct {
+	net.Conn
+	once   sync.Once
+	forget func()
+}
+
+func (f *forgetOnClose) Close() error {
+	f.once.Do(f.forget)
+	return f.Conn.Close()
 }
 
 func (l *GuardedListener) close() { l.once.Do(func() { close(l.done) }) }

@@ -40,6 +40,8 @@ type listener struct {
 	retired []connHandler
 	active  sync.WaitGroup
 	stopped bool
+	// peers are the identities of the mTLS connections being served.
+	peers peers
 }
 
 func newListener(p *Proxy, name, address string, port uint32, ln net.Listener) *listener {
@@ -51,9 +53,13 @@ func newListener(p *Proxy, name, address string, port uint32, ln net.Listener) *
 func (l *listener) setRoute(p *Proxy, rt route) {
 	cur := l.route.Load()
 	if cur != nil && cur.protocol == rt.protocol && cur.cluster == rt.cluster && cur.hcm == rt.hcm {
-		// Same handler; the permissions may have changed (new connections only).
+		// Same handler; the permissions may have changed: they apply to new
+		// connections, and end the served ones they no longer allow.
 		if rt.guard != nil || cur.guard != nil {
 			l.route.Store(&routed{route: rt, handler: cur.handler})
+			if rt.guard != nil {
+				l.peers.recheck(rt.guard)
+			}
 		}
 		return
 	}
@@ -90,10 +96,13 @@ func (l *listener) serve() {
 				defer l.untrack(conn)
 				served := net.Conn(conn)
 				if rt.guard != nil {
-					var ok bool
-					if served, ok = rt.guard.admit(conn); !ok {
+					s, id, ok := rt.guard.admit(conn)
+					if !ok {
 						return
 					}
+					served = s
+					l.peers.add(conn, id)
+					defer l.peers.remove(conn)
 				}
 				rt.handler.ServeConn(served, external(conn))
 			}()

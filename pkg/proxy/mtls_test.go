@@ -124,15 +124,18 @@ func TestMTLSBetweenProxies(t *testing.T) {
 	_, err := dial(t, p.inboundPort).say("sneaky")
 	require.Error(t, err)
 
-	// The permission changes: new connections are denied, counted; the established one lives on.
+	// The permission is withdrawn: the established connection ends, new ones are denied; both count.
 	p.apply(t, mtlsOn, "someone-else")
+	_, err = established.say("after revocation")
+	require.Error(t, err, "a withdrawn permission ends the connection")
 	_, err = dial(t, p.outboundPort).say("denied")
 	require.Error(t, err)
-	require.Equal(t, "1", counter(t, p.serverSt, "rbac.inbound_server.denied"))
-	require.Equal(t, "app:still", established.must("still"))
+	require.Equal(t, "2", counter(t, p.serverSt, "rbac.inbound_server.denied"))
 
-	// Rotation: a new certificate serves new connections; old ones continue.
+	// Permitted again. Rotation: a new certificate serves new connections; old ones continue.
 	p.apply(t, mtlsOn, "client")
+	established = dial(t, p.outboundPort)
+	require.Equal(t, "app:again", established.must("again"))
 	p.clientSec.SetCertificate(m.workload("client", time.Hour))
 	require.Equal(t, "app:rotated", dial(t, p.outboundPort).must("rotated"))
 	require.Equal(t, "app:old", established.must("old"))

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -267,35 +268,35 @@ type guard struct {
 }
 
 // admit returns the connection to serve (TLS-terminated when it came with
-// TLS), or false when it must be closed.
-func (g *guard) admit(conn net.Conn) (net.Conn, bool) {
+// TLS) and, for mTLS, the peer's identity; false when it must be closed.
+func (g *guard) admit(conn net.Conn) (net.Conn, *ca.Identity, bool) {
 	mode := g.sec.inboundMode()
 	if g.provided != nil {
 		mode = inboundPermissive
 	}
 	if mode == inboundPlain {
-		return conn, true
+		return conn, nil, true
 	}
 	_ = conn.SetReadDeadline(time.Now().Add(handshakeTimeout))
 	br := bufio.NewReaderSize(conn, 512)
 	first, err := br.Peek(1)
 	if err != nil {
-		return nil, false
+		return nil, nil, false
 	}
 	pc := &peekedConn{Conn: conn, r: br}
 	if first[0] != 0x16 { // not a TLS handshake record
 		_ = conn.SetReadDeadline(time.Time{})
 		if g.plainFrom != nil && g.plainFrom(conn.RemoteAddr()) {
-			return pc, true
+			return pc, nil, true
 		}
 		if mode != inboundPermissive || g.provided != nil {
-			return nil, false
+			return nil, nil, false
 		}
 		// Admitted while mTLS is being switched on: plain text ends with the window.
 		if until, ok := g.sec.plainDeadline(); ok {
 			time.AfterFunc(until.Sub(g.sec.now()), func() { _ = conn.Close() })
 		}
-		return pc, true
+		return pc, nil, true
 	}
 	var cfg *tls.Config
 	if g.provided != nil {
@@ -310,26 +311,75 @@ func (g *guard) admit(conn net.Conn) (net.Conn, bool) {
 		if g.rbac != nil && g.provided == nil {
 			g.rbac.Record(false)
 		}
-		return nil, false
+		return nil, nil, false
 	}
 	_ = conn.SetReadDeadline(time.Time{})
 	if g.ssl != nil {
 		g.ssl.Inc()
 	}
 	if g.provided != nil {
-		return tc, true
+		return tc, nil, true
 	}
 	peer := tc.ConnectionState().PeerCertificates
 	id, err := ca.IdentityOf(peer[0])
-	allowed := err == nil && dpconfig.Allowed(g.allowed, id.Tags)
+	allowed := err == nil && g.permits(&id)
 	if g.rbac != nil {
 		g.rbac.Record(allowed)
 	}
 	if !allowed {
 		_ = tc.Close()
-		return nil, false
+		return nil, nil, false
 	}
-	return tc, true
+	return tc, &id, true
+}
+
+// permits tells whether a peer identity may connect under this guard.
+func (g *guard) permits(id *ca.Identity) bool {
+	return dpconfig.Allowed(g.allowed, id.Tags)
+}
+
+// peers remembers the identities of admitted mTLS connections, so that a
+// change of permissions also ends the connections it no longer allows.
+type peers struct {
+	mu    sync.Mutex
+	conns map[net.Conn]*ca.Identity
+}
+
+func (p *peers) add(c net.Conn, id *ca.Identity) {
+	if id == nil {
+		return
+	}
+	p.mu.Lock()
+	if p.conns == nil {
+		p.conns = map[net.Conn]*ca.Identity{}
+	}
+	p.conns[c] = id
+	p.mu.Unlock()
+}
+
+func (p *peers) remove(c net.Conn) {
+	p.mu.Lock()
+	delete(p.conns, c)
+	p.mu.Unlock()
+}
+
+// recheck closes the connections g no longer permits, counting them denied.
+func (p *peers) recheck(g *guard) {
+	p.mu.Lock()
+	var gone []net.Conn
+	for c, id := range p.conns {
+		if g == nil || !g.permits(id) {
+			gone = append(gone, c)
+			delete(p.conns, c)
+		}
+	}
+	p.mu.Unlock()
+	for _, c := range gone {
+		if g != nil && g.rbac != nil {
+			g.rbac.Record(false)
+		}
+		_ = c.Close()
+	}
 }
 
 // peekedConn reads first what was peeked.
