@@ -110,6 +110,24 @@ metrics:
     - name: app
       port: 18081
 YAML
+# The traffic generator is in the mesh too: it calls the frontend through its
+# proxy's outbound on 127.0.0.1:10002 (so traffic keeps flowing under mTLS).
+cat >"$DEMO/traffic.yaml" <<'YAML'
+type: Dataplane
+mesh: default
+name: traffic
+networking:
+  address: 127.0.0.5
+  inbound:
+  - port: 8080
+    servicePort: 18089
+    tags:
+      kuma.io/service: traffic
+  outbound:
+  - port: 10002
+    tags:
+      kuma.io/service: frontend
+YAML
 # backend-2 overrides the mesh's metrics port and path, as the guide's example.
 cat >"$DEMO/backend-2.yaml" <<'YAML'
 type: Dataplane
@@ -134,7 +152,7 @@ YAML
 
 CA=$KUMA_GENERAL_WORK_DIR/dp-server-ca.pem
 admin=9901
-for dp in frontend-1 backend-1 backend-2; do
+for dp in frontend-1 backend-1 backend-2 traffic; do
   $KUMACTL generate dataplane-token --mesh default --name "$dp" >"$DEMO/$dp.token"
   start "$dp" "$BIN/kuma-dp" run --cp-address https://127.0.0.1:5678 --ca-cert-file "$CA" \
     --dataplane-token-file "$DEMO/$dp.token" --dataplane-file "$DEMO/$dp.yaml" --admin-port $admin --drain-time 5s
@@ -142,7 +160,7 @@ for dp in frontend-1 backend-1 backend-2; do
   admin=$((admin + 1))
 done
 
-start traffic "$BIN/demo-app" traffic --target http://127.0.0.2:8080/ --rate 20 --duration 24h
+start traffic-app "$BIN/demo-app" traffic --target http://127.0.0.1:10002/ --rate 20 --duration 24h
 
 # Debian's Prometheus has no kuma_sd_configs: it discovers the proxies with
 # http_sd_configs from the control plane, with the guide's relabel rules.
@@ -192,7 +210,7 @@ The demo runs. Everything listens on 127.0.0.x only; logs are in $DEMO/.
   proxy metrics          http://127.0.0.2:5670/metrics            (frontend-1, with its app's metrics)
                          http://127.0.0.3:5670/metrics            (backend-1)
                          http://127.0.0.4:1234/non-standard-path  (backend-2, the guide's override)
-  proxy admin            http://127.0.0.1:9901/stats  (frontend-1; 9902, 9903 for the backends)
+  proxy admin            http://127.0.0.1:9901/stats  (frontend-1; 9902, 9903 the backends; 9904 traffic)
   Prometheus             http://127.0.0.1:$PROM_PORT/targets
 
 Try:
@@ -200,6 +218,25 @@ Try:
   curl -s 'http://127.0.0.2:5670/metrics?filter=cluster\.backend\.upstream_rq' | grep -v '^#'
   curl -s 'http://127.0.0.1:$PROM_PORT/api/v1/query' --data-urlencode \\
     'query=sum by (envoy_response_code_class) (rate(envoy_cluster_upstream_rq_xx{envoy_cluster_name="backend"}[1m]))'
+
+Turn on mTLS between the proxies (traffic keeps flowing; metrics stay plain: skipMTLS):
+  $KUMACTL apply -f - <<'EOF'
+  type: Mesh
+  name: default
+  mtls:
+    enabledBackend: ca-1
+    backends:
+    - name: ca-1
+      type: builtin
+  metrics:
+    enabledBackend: prometheus-1
+    backends:
+    - name: prometheus-1
+      type: prometheus
+      conf:
+        skipMTLS: true
+  EOF
+  curl -s http://127.0.0.1:9901/stats | grep -E 'ssl.handshake|rbac'
 
 Press Ctrl-C to stop.
 TXT
