@@ -85,7 +85,9 @@ func TestManagerKeepsCAs(t *testing.T) {
 		return v
 	}
 	secrets := func(v *mirror.View) Secrets {
-		return func(mesh, name string) *resource.Object { return v.Get(resource.KindSecret, resource.Key{Mesh: mesh, Name: name}) }
+		return func(mesh, name string) *resource.Object {
+			return v.Get(resource.KindSecret, resource.Key{Mesh: mesh, Name: name})
+		}
 	}
 	v := waitView(func(v *mirror.View) bool { return v.Len(resource.KindSecret) == 4 })
 	ca1, err := Load(secrets(v), "default", "ca-1")

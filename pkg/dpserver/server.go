@@ -65,7 +65,7 @@ type TokenVerifier interface {
 type Options struct {
 	// Tokens authenticates proxies by their dataplane token (the
 	// "authorization: Bearer" metadata of every call); nil admits any proxy.
-	Tokens TokenVerifier
+	Tokens     TokenVerifier
 	Views      Views
 	Writer     Writer
 	Insights   *insight.Registry
