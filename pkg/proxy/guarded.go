@@ -84,8 +84,7 @@ func (l *GuardedListener) run() {
 	for {
 		c, err := l.Listener.Accept()
 		if err != nil {
-			l.err = err
-			l.close()
+			l.closeWith(err)
 			return
 		}
 		g := l.g.Load()
@@ -135,7 +134,15 @@ func (f *forgetOnClose) Close() error {
 	return f.Conn.Close()
 }
 
-func (l *GuardedListener) close() { l.once.Do(func() { close(l.done) }) }
+func (l *GuardedListener) close() { l.closeWith(nil) }
+
+// closeWith ends Accept with err (written before done closes, read after).
+func (l *GuardedListener) closeWith(err error) {
+	l.once.Do(func() {
+		l.err = err
+		close(l.done)
+	})
+}
 
 // Close stops accepting.
 func (l *GuardedListener) Close() error {

@@ -1,0 +1,98 @@
+package proxy
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	meshv1 "github.com/kumametrics/mesh/api/mesh/v1"
+	"github.com/kumametrics/mesh/pkg/pki"
+	"github.com/kumametrics/mesh/pkg/resource"
+	"github.com/kumametrics/mesh/pkg/stats"
+)
+
+// serveGuarded serves "ok" behind a guarded listener on 127.0.0.2.
+func serveGuarded(t *testing.T, p *EndpointPolicy) (*GuardedListener, string) {
+	t.Helper()
+	raw, err := net.Listen("tcp", "127.0.0.2:0")
+	require.NoError(t, err)
+	gl := GuardListener(raw, p)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "ok") })}
+	go func() { _ = srv.Serve(gl) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return gl, raw.Addr().String()
+}
+
+// fetchFrom GETs url from source address src, with tlsCfg when not nil.
+func fetchFrom(src string, url string, tlsCfg *tls.Config) (string, error) {
+	tr := &http.Transport{TLSClientConfig: tlsCfg, DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}).DialContext}
+	defer tr.CloseIdleConnections()
+	res, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	return string(b), err
+}
+
+func TestProvidedTLSEndpoint(t *testing.T) {
+	caPair, err := pki.NewCA("operator", pki.KeyType{}, time.Now(), time.Hour)
+	require.NoError(t, err)
+	leaf, err := pki.Issue(caPair, pki.Leaf{CommonName: "metrics", IPs: []net.IP{net.ParseIP("127.0.0.2")}, Server: true, Lifetime: time.Hour}, time.Now())
+	require.NoError(t, err)
+	cert, err := leaf.TLS()
+	require.NoError(t, err)
+	_, addr := serveGuarded(t, &EndpointPolicy{Provided: &cert, Own: []net.IP{net.ParseIP("127.0.0.2")}})
+	pool := x509.NewCertPool()
+	pool.AddCert(caPair.Cert)
+
+	body, err := fetchFrom("127.0.0.9", "https://"+addr+"/", &tls.Config{RootCAs: pool})
+	require.NoError(t, err, "TLS with the operator's certificate, no client certificate asked")
+	require.Equal(t, "ok", body)
+	_, err = fetchFrom("127.0.0.9", "http://"+addr+"/", nil)
+	require.Error(t, err, "plain text from elsewhere is refused")
+	body, err = fetchFrom("127.0.0.2", "http://"+addr+"/", nil)
+	require.NoError(t, err, "the dataplane's own address may scrape in plain text")
+	require.Equal(t, "ok", body)
+}
+
+func TestMTLSEndpointPolicyChanges(t *testing.T) {
+	m := newMeshCA(t)
+	sec := NewSecurity()
+	require.NoError(t, sec.SetTrustBundle(m.pair.CertPEM))
+	sec.SetCertificate(m.workload("dataplane-metrics", time.Hour))
+	sec.SetConfig("default", &meshv1.MTLS{Enabled: true})
+	st := stats.NewStore()
+	rbac := stats.NewRBACStats(st, "metrics")
+	allow := func(svc string) *EndpointPolicy {
+		return &EndpointPolicy{Security: sec, RBAC: rbac, Own: []net.IP{net.ParseIP("127.0.0.2")},
+			Allowed: []*meshv1.Selector{{Match: map[string]string{resource.ServiceTag: svc}}}}
+	}
+	gl, addr := serveGuarded(t, allow("prometheus"))
+	scraper := m.workload("prometheus", time.Hour)
+	// The server's policy is under test, not the client's checks of it.
+	cfg := &tls.Config{InsecureSkipVerify: true, Certificates: []tls.Certificate{*scraper}} //nolint:gosec // test client.
+
+	body, err := fetchFrom("127.0.0.9", "https://"+addr+"/", cfg)
+	require.NoError(t, err)
+	require.Equal(t, "ok", body)
+	_, err = fetchFrom("127.0.0.9", "https://"+addr+"/", &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // test client.
+	require.Error(t, err, "no client certificate")
+	gl.SetPolicy(allow("someone-else"))
+	_, err = fetchFrom("127.0.0.9", "https://"+addr+"/", cfg)
+	require.Error(t, err, "not permitted any more")
+	require.Equal(t, "1", counter(t, st, "rbac.metrics.allowed"))
+	require.Equal(t, "2", counter(t, st, "rbac.metrics.denied"))
+	gl.SetPolicy(nil)
+	body, err = fetchFrom("127.0.0.9", "http://"+addr+"/", nil)
+	require.NoError(t, err, "no policy: plain text")
+	require.Equal(t, "ok", body)
+}
