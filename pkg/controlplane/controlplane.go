@@ -26,6 +26,7 @@ import (
 	"github.com/kumametrics/mesh/pkg/cpconfig"
 	"github.com/kumametrics/mesh/pkg/diagnostics"
 	"github.com/kumametrics/mesh/pkg/dpserver"
+	"github.com/kumametrics/mesh/pkg/grpcmetrics"
 	"github.com/kumametrics/mesh/pkg/insight"
 	"github.com/kumametrics/mesh/pkg/mads"
 	"github.com/kumametrics/mesh/pkg/manager"
@@ -107,7 +108,11 @@ func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (cp *Contro
 		ConstLabels: prometheus.Labels{"instance_id": cp.instanceID, "version": version.Version, "product": version.Product},
 	})
 	info.Set(1)
-	reg.MustRegister(info)
+	leader := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "leader", Help: "1 when this instance is the leader (a single control plane always is).",
+	})
+	leader.Set(1)
+	reg.MustRegister(info, leader)
 
 	raw, err := openStore(ctx, cfg, log)
 	if err != nil {
@@ -158,11 +163,15 @@ func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (cp *Contro
 	if err != nil {
 		return nil, err
 	}
+	grpcMetrics, err := grpcmetrics.New(reg)
+	if err != nil {
+		return nil, err
+	}
 	madsCfg := cfg.MonitoringAssignmentServer
 	madsServer, err := mads.New(mads.Options{
 		Views: mir, TLSCertFile: madsCfg.TLSCertFile, TLSKeyFile: madsCfg.TLSKeyFile,
 		DefaultFetchTimeout: time.Duration(madsCfg.DefaultFetchTimeout),
-		XDSMetrics:          xdsMetrics, Registerer: reg, Log: log.With("component", "mads"),
+		XDSMetrics:          xdsMetrics, Registerer: reg, GRPCOptions: grpcMetrics.ServerOptions(), Log: log.With("component", "mads"),
 	})
 	if err != nil {
 		return nil, err
@@ -189,7 +198,7 @@ func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (cp *Contro
 	}
 	dps, err := dpserver.New(dpserver.Options{
 		Views: mir, Writer: mgr, Insights: insights, InstanceID: cp.instanceID, Certificate: cert,
-		Tokens: dpTokens, XDSMetrics: xdsMetrics, Log: log.With("component", "dp-server"),
+		Tokens: dpTokens, XDSMetrics: xdsMetrics, GRPCOptions: grpcMetrics.ServerOptions(), Log: log.With("component", "dp-server"),
 	})
 	if err != nil {
 		return nil, err

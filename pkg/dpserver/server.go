@@ -75,7 +75,9 @@ type Options struct {
 	// Debounce before regenerating configs after a change (default 50ms).
 	Debounce   time.Duration
 	XDSMetrics *xds.Metrics
-	Log        *slog.Logger
+	// GRPCOptions are added to the gRPC server's (interceptors).
+	GRPCOptions []grpc.ServerOption
+	Log         *slog.Logger
 	// Now is the clock (time.Now by default).
 	Now func() time.Time
 }
@@ -153,12 +155,12 @@ func New(opts Options) (*Server, error) {
 	}
 	s := &Server{opts: opts, log: opts.Log, proxies: map[resource.Key]*proxy{}, kick: make(chan struct{}, 1)}
 	s.xds = xds.NewServer(dpconfig.TypeURL, s, opts.XDSMetrics, opts.Log)
-	s.grpc = grpc.NewServer(
+	s.grpc = grpc.NewServer(append(opts.GRPCOptions,
 		grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{opts.Certificate}, MinVersion: tls.VersionTLS12})),
 		// Find proxies that vanished without closing their stream.
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-	)
+	)...)
 	meshv1.RegisterDataplaneConfigServiceServer(s.grpc, &service{s: s})
 	return s, nil
 }

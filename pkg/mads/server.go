@@ -47,7 +47,9 @@ type Options struct {
 	XDSMetrics *xds.Metrics
 	// Registerer takes the server's HTTP metrics (may be nil).
 	Registerer prometheus.Registerer
-	Log        *slog.Logger
+	// GRPCOptions are added to the gRPC server's (interceptors).
+	GRPCOptions []grpc.ServerOption
+	Log         *slog.Logger
 }
 
 // Server generates and serves monitoring assignments.
@@ -97,7 +99,7 @@ func New(opts Options) (*Server, error) {
 		s.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}}
 	}
 	s.xds = xds.NewServer(TypeURL, s, opts.XDSMetrics, opts.Log)
-	s.grpc = grpc.NewServer()
+	s.grpc = grpc.NewServer(opts.GRPCOptions...)
 	observabilityv1.RegisterMonitoringAssignmentDiscoveryServiceServer(s.grpc, &grpcService{s: s})
 	h, err := s.httpHandler(opts.Registerer)
 	if err != nil {

@@ -97,6 +97,7 @@ func TestDiagnostics(t *testing.T) {
 		`store_bucket{operation="list",resource_type="Mesh",zone="Standalone"`,
 		`api_server_http_request_duration_seconds_count{code="200",handler="/meshes",method="GET",zone="Standalone"} 1`,
 		`go_goroutines{zone="Standalone"}`,
+		`leader{zone="Standalone"} 1`,
 	} {
 		require.Contains(t, metrics, want)
 	}
