@@ -1,8 +1,9 @@
 // Package kumactl is the command-line client of the control plane: the cobra
-// command tree (config, apply, get, delete, inspect, generate, version) built on a
-// RootContext that holds everything a command touches from outside (standard
-// streams, the config file, the clock and the API client factory), so that
-// tests can run the commands against a fake control plane.
+// command tree (config, apply, get, delete, inspect, generate, install,
+// version) built on a RootContext that holds everything a command touches from
+// outside (standard streams, the config file, the clock, the API client
+// factory and the Grafana dashboards), so that tests can run the commands
+// against a fake control plane.
 package kumactl
 
 import (
@@ -10,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,6 +20,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kumametrics/mesh/pkg/apiclient"
+	"github.com/kumametrics/mesh/pkg/install/dashboards"
 	"github.com/kumametrics/mesh/pkg/kumactl/config"
 	"github.com/kumametrics/mesh/pkg/version"
 )
@@ -42,6 +45,9 @@ type RootContext struct {
 	DefaultConfigFile string
 	// Version is the client version that `kumactl version` prints.
 	Version string
+	// Dashboards are the Grafana dashboards (*.json) that `kumactl install
+	// metrics` provisions.
+	Dashboards fs.FS
 
 	args globalArgs
 }
@@ -66,6 +72,7 @@ func DefaultRootContext() *RootContext {
 		NewClient:         NewClient,
 		DefaultConfigFile: cfgFile,
 		Version:           Version,
+		Dashboards:        dashboards.FS,
 	}
 }
 
@@ -107,6 +114,9 @@ func NewRootCmd(rc *RootContext) *cobra.Command {
 	if rc.Version == "" {
 		rc.Version = Version
 	}
+	if rc.Dashboards == nil {
+		rc.Dashboards = dashboards.FS
+	}
 	cmd := &cobra.Command{
 		Use:           "kumactl",
 		Short:         "Manage the service mesh control plane",
@@ -130,6 +140,7 @@ func NewRootCmd(rc *RootContext) *cobra.Command {
 		newDeleteCmd(rc),
 		newInspectCmd(rc),
 		newGenerateCmd(rc),
+		newInstallCmd(rc),
 		newVersionCmd(rc),
 	)
 	return cmd

@@ -1,0 +1,211 @@
+package kumactl
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kumametrics/mesh/pkg/install"
+)
+
+func newInstallCmd(rc *RootContext) *cobra.Command {
+	cmd := newGroupCmd("install", "Install companions of the control plane",
+		"Render what to install beside the control plane.")
+	cmd.AddCommand(newInstallMetricsCmd(rc))
+	return cmd
+}
+
+const installMetricsLong = `Install Prometheus, set up to discover and scrape every data plane proxy,
+kube-state-metrics, and Grafana with the Prometheus and Kuma datasources and the
+Kuma dashboards.
+
+On Kubernetes it writes the manifests to stdout:
+
+  kumactl install metrics | kubectl apply -f -
+
+Everything goes into --namespace, which is labelled kuma.io/sidecar-injection:
+enabled and annotated kuma.io/mesh: <--mesh> (as are its pods): Prometheus and
+Grafana run in the mesh, so Prometheus scrapes proxies whose metrics are behind
+mTLS. Their services are then prometheus-server_<namespace>_svc_80,
+grafana_<namespace>_svc_80 and prometheus-kube-state-metrics_<namespace>_svc_80
+and _81 in TrafficPermissions. Grafana's datasources are Prometheus (uid
+prometheus, the default; the dashboards' ${DS_PROMETHEUS} resolves to it) and
+Kuma (uid kuma, type kumahq-kuma-datasource, at --kuma-cp-api-address). Log in
+to Grafana as admin/admin and change the password.
+
+--without-prometheus leaves out Prometheus and kube-state-metrics; Grafana's
+Prometheus datasource still points at http://prometheus-server.<namespace>, so
+a Prometheus installed there later (or your own, behind a Service of that name)
+serves the dashboards. --without-grafana leaves out Grafana. With both, only the
+namespace is written, ready for your own Prometheus and Grafana in the mesh.
+
+With --universal it writes files to --output-dir instead: prometheus.yml, which
+discovers the proxies with http_sd_configs (any Prometheus since 2.28; a
+commented kuma_sd_configs alternative is in it), Grafana's provisioning files
+(grafana/provisioning) and the dashboards (grafana/dashboards). It prints the
+command that runs Prometheus. There the control plane's addresses default to
+http://127.0.0.1:5676 and http://127.0.0.1:5681, and existing files are kept
+unless --overwrite.`
+
+func newInstallMetricsCmd(rc *RootContext) *cobra.Command {
+	var (
+		namespace, mesh, cpAddress, cpAPIAddress, outputDir     string
+		withoutPrometheus, withoutGrafana, universal, overwrite bool
+	)
+	cmd := &cobra.Command{
+		Use:   "metrics",
+		Short: "Install Prometheus and Grafana for the mesh's metrics",
+		Long:  installMetricsLong,
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			flags := c.Flags()
+			if !universal {
+				for _, f := range []string{"output-dir", "overwrite"} {
+					if flags.Changed(f) {
+						return fmt.Errorf("--%s applies only with --universal", f)
+					}
+				}
+				out, err := install.RenderKubernetes(install.Options{
+					Namespace:         namespace,
+					Mesh:              mesh,
+					KumaCPAddress:     cpAddress,
+					KumaCPAPIAddress:  cpAPIAddress,
+					WithoutPrometheus: withoutPrometheus,
+					WithoutGrafana:    withoutGrafana,
+					Dashboards:        rc.Dashboards,
+				})
+				if err != nil {
+					return err
+				}
+				_, err = rc.Stdout.Write(out)
+				return err
+			}
+
+			for _, f := range []string{"namespace", "mesh"} {
+				if flags.Changed(f) {
+					return fmt.Errorf("--%s applies only to Kubernetes, not with --universal", f)
+				}
+			}
+			if outputDir == "" {
+				return errors.New("--output-dir is required with --universal")
+			}
+			if !flags.Changed("kuma-cp-address") {
+				cpAddress = install.DefaultUniversalCPAddress
+			}
+			if !flags.Changed("kuma-cp-api-address") {
+				cpAPIAddress = install.DefaultUniversalCPAPIAddress
+			}
+			dir, err := filepath.Abs(outputDir)
+			if err != nil {
+				return fmt.Errorf("--output-dir: %w", err)
+			}
+			files, err := install.RenderUniversal(install.Options{
+				KumaCPAddress:     cpAddress,
+				KumaCPAPIAddress:  cpAPIAddress,
+				WithoutPrometheus: withoutPrometheus,
+				WithoutGrafana:    withoutGrafana,
+				Dashboards:        rc.Dashboards,
+				OutputDir:         dir,
+			})
+			if err != nil {
+				return err
+			}
+			names, err := writeFiles(dir, files, overwrite)
+			if err != nil {
+				return err
+			}
+			return printUniversalHowTo(rc, dir, cpAddress, names, !withoutPrometheus, !withoutGrafana)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&namespace, "namespace", install.DefaultNamespace, "namespace of every object (Kubernetes)")
+	f.StringVarP(&mesh, "mesh", "m", install.DefaultMesh, "mesh the pods of the namespace join (Kubernetes)")
+	f.StringVar(&cpAddress, "kuma-cp-address", install.DefaultKubernetesCPAddress,
+		"URL of the control plane's monitoring assignment server, which Prometheus asks for the proxies (with --universal: "+install.DefaultUniversalCPAddress+")")
+	f.StringVar(&cpAPIAddress, "kuma-cp-api-address", install.DefaultKubernetesCPAPIAddress,
+		"URL of the control plane's API, for the Kuma datasource; its metrics are scraped from the same host, port "+install.CPDiagnosticsPort+" (with --universal: "+install.DefaultUniversalCPAPIAddress+")")
+	f.BoolVar(&withoutPrometheus, "without-prometheus", false, "leave out Prometheus (and kube-state-metrics)")
+	f.BoolVar(&withoutGrafana, "without-grafana", false, "leave out Grafana")
+	f.BoolVar(&universal, "universal", false, "write the files of a Universal setup to --output-dir instead of Kubernetes manifests")
+	f.StringVar(&outputDir, "output-dir", "", "directory for the Universal files (with --universal)")
+	f.BoolVar(&overwrite, "overwrite", false, "replace existing files in --output-dir (with --universal)")
+	return cmd
+}
+
+// writeFiles writes files (keyed by slash-separated paths) under dir, and
+// none of them when one exists and overwrite is false. It returns the paths
+// written, sorted.
+func writeFiles(dir string, files map[string][]byte, overwrite bool) ([]string, error) {
+	names := make([]string, 0, len(files))
+	for name := range files {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var existing []string
+	for _, name := range names {
+		p := filepath.Join(dir, filepath.FromSlash(name))
+		fi, err := os.Lstat(p)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+		case err != nil:
+			return nil, fmt.Errorf("--output-dir: %w", err)
+		case !fi.Mode().IsRegular():
+			return nil, fmt.Errorf("--output-dir: %s exists and is not a regular file", p)
+		default:
+			existing = append(existing, name)
+		}
+	}
+	if len(existing) > 0 && !overwrite {
+		return nil, fmt.Errorf("--output-dir: %s already has %s (pass --overwrite to replace existing files)", dir, strings.Join(existing, ", "))
+	}
+	for _, name := range names {
+		p := filepath.Join(dir, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return nil, fmt.Errorf("--output-dir: %w", err)
+		}
+		if err := os.WriteFile(p, files[name], 0o644); err != nil {
+			return nil, fmt.Errorf("--output-dir: %w", err)
+		}
+	}
+	return names, nil
+}
+
+func printUniversalHowTo(rc *RootContext, dir, cpAddress string, names []string, prometheus, grafana bool) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Wrote to %s:\n", dir)
+	for _, name := range names {
+		fmt.Fprintf(&b, "  %s\n", name)
+	}
+	if prometheus {
+		fmt.Fprintf(&b, "\nRun Prometheus; it discovers the dataplanes from the control plane at %s:\n\n  prometheus --config.file=%s\n",
+			cpAddress, shellQuote(filepath.Join(dir, install.UniversalPrometheusFile)))
+	}
+	if grafana {
+		fmt.Fprintf(&b, "\nGrafana: install the Kuma datasource plugin (let it load unsigned if your Grafana asks), then start\n"+
+			"Grafana with this provisioning directory (or copy its files into your Grafana's); its Prometheus\n"+
+			"datasource is %s:\n\n"+
+			"  grafana cli --pluginUrl %s plugins install %s\n"+
+			"  export GF_PATHS_PROVISIONING=%s GF_PLUGINS_ALLOW_LOADING_UNSIGNED_PLUGINS=%s\n",
+			install.UniversalPrometheusURL, install.KumaDatasourcePluginURL, install.KumaDatasourceType,
+			shellQuote(filepath.Join(dir, "grafana", "provisioning")), install.KumaDatasourceType)
+	}
+	_, err := fmt.Fprint(rc.Stdout, b.String())
+	return err
+}
+
+var shellSafe = regexp.MustCompile(`^[-A-Za-z0-9_./:=@+]+$`)
+
+// shellQuote quotes s for a POSIX shell when it needs it.
+func shellQuote(s string) string {
+	if shellSafe.MatchString(s) {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}

@@ -1,0 +1,163 @@
+package kumactl_test
+
+import (
+	"bytes"
+	"context"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"testing/fstest"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/kumametrics/mesh/pkg/install"
+	"github.com/kumametrics/mesh/pkg/kumactl"
+)
+
+// testDashboards stand in for the real dashboards, so that the golden files
+// do not change with them.
+func testDashboards() fstest.MapFS {
+	return fstest.MapFS{
+		"kuma-mesh.json": {Data: []byte(`{
+  "title": "Test Mesh",
+  "panels": [{"datasource": {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}}],
+  "templating": {"list": [{"name": "DS_PROMETHEUS", "type": "datasource", "query": "prometheus"}]}
+}
+`)},
+	}
+}
+
+// runInstall runs kumactl with args, with dashboards (the real ones when nil).
+func runInstall(dashboards fs.FS, args ...string) result {
+	var stdout, stderr bytes.Buffer
+	rc := &kumactl.RootContext{Stdout: &stdout, Stderr: &stderr, Dashboards: dashboards}
+	code := kumactl.Execute(context.Background(), rc, args)
+	return result{stdout: stdout.String(), stderr: stderr.String(), code: code}
+}
+
+func TestInstallMetricsKubernetes(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		opts func(*install.Options)
+	}{
+		{"defaults", nil, func(*install.Options) {}},
+		{"namespace", []string{"--namespace", "observability"}, func(o *install.Options) { o.Namespace = "observability" }},
+		{"mesh", []string{"-m", "payments"}, func(o *install.Options) { o.Mesh = "payments" }},
+		{"kuma-cp-address", []string{"--kuma-cp-address", "https://mads.example.com:5676"}, func(o *install.Options) { o.KumaCPAddress = "https://mads.example.com:5676" }},
+		{"kuma-cp-api-address", []string{"--kuma-cp-api-address", "https://cp.example.com"}, func(o *install.Options) { o.KumaCPAPIAddress = "https://cp.example.com" }},
+		{"without-prometheus", []string{"--without-prometheus"}, func(o *install.Options) { o.WithoutPrometheus = true }},
+		{"without-grafana", []string{"--without-grafana"}, func(o *install.Options) { o.WithoutGrafana = true }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := install.KubernetesDefaults(testDashboards())
+			tc.opts(&opts)
+			want, err := install.RenderKubernetes(opts)
+			require.NoError(t, err)
+			res := runInstall(testDashboards(), append([]string{"install", "metrics"}, tc.args...)...)
+			require.Equal(t, result{stdout: string(want)}, res)
+		})
+	}
+}
+
+func TestInstallMetricsGolden(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{
+		{"only the namespace", []string{"install", "metrics", "--without-prometheus", "--without-grafana", "--namespace", "observability", "--mesh", "payments"}},
+		{"invalid namespace", []string{"install", "metrics", "--namespace", "Kuma_Metrics"}},
+		{"invalid mesh and address", []string{"install", "metrics", "--mesh", "a.b", "--kuma-cp-address", "grpc://kuma-control-plane.kuma-system:5676"}},
+		{"output-dir without universal", []string{"install", "metrics", "--output-dir", "out"}},
+		{"overwrite without universal", []string{"install", "metrics", "--overwrite"}},
+		{"universal without output-dir", []string{"install", "metrics", "--universal"}},
+		{"universal with namespace", []string{"install", "metrics", "--universal", "--output-dir", "out", "--namespace", "x"}},
+		{"universal with mesh", []string{"install", "metrics", "--universal", "--output-dir", "out", "-m", "x"}},
+		{"universal without anything", []string{"install", "metrics", "--universal", "--output-dir", "out", "--without-prometheus", "--without-grafana"}},
+		{"an argument", []string{"install", "metrics", "extra"}},
+		{"unknown install", []string{"install", "tracing"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			golden(t, "install/"+tc.name, runInstall(testDashboards(), tc.args...).String())
+		})
+	}
+	// Nothing was written for the failing Universal runs.
+	_, err := os.Stat("out")
+	require.ErrorIs(t, err, fs.ErrNotExist)
+}
+
+// readTree reads every file under dir, keyed by slash-separated path.
+func readTree(t *testing.T, dir string) map[string][]byte {
+	t.Helper()
+	files := map[string][]byte{}
+	require.NoError(t, filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
+		if err != nil || e.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		rel, _ := filepath.Rel(dir, p)
+		files[filepath.ToSlash(rel)] = b
+		return err
+	}))
+	return files
+}
+
+func TestInstallMetricsUniversal(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "kuma metrics") // a path the printed command must quote
+	run := func(args ...string) result {
+		return runInstall(testDashboards(), append([]string{"install", "metrics", "--universal", "--output-dir", dir}, args...)...)
+	}
+	placeholders := []string{dir, "{{DIR}}"}
+
+	res := run()
+	golden(t, "install/universal", res.String(), placeholders...)
+	want, err := install.RenderUniversal(install.UniversalDefaults(dir, testDashboards()))
+	require.NoError(t, err)
+	require.Equal(t, want, readTree(t, dir))
+	fi, err := os.Stat(filepath.Join(dir, "prometheus.yml"))
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o644), fi.Mode().Perm())
+
+	// A second run refuses to replace a file it would write, and writes nothing.
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte("mine\n"), 0o644))
+	res = run("--without-grafana")
+	golden(t, "install/universal again", res.String(), placeholders...)
+	require.Equal(t, "mine\n", string(readTree(t, dir)["prometheus.yml"]))
+
+	// --overwrite replaces them, with the flags' addresses.
+	res = run("--overwrite", "--without-grafana", "--kuma-cp-address", "https://cp.internal:5676", "--kuma-cp-api-address", "https://cp.internal:5681")
+	golden(t, "install/universal overwrite", res.String(), placeholders...)
+	opts := install.UniversalDefaults(dir, testDashboards())
+	opts.KumaCPAddress, opts.KumaCPAPIAddress, opts.WithoutGrafana = "https://cp.internal:5676", "https://cp.internal:5681", true
+	want, err = install.RenderUniversal(opts)
+	require.NoError(t, err)
+	got := readTree(t, dir)
+	require.Equal(t, want["prometheus.yml"], got["prometheus.yml"])
+	require.Contains(t, string(got["prometheus.yml"]), "https://cp.internal:5676/v3/discovery:monitoringassignments/http_sd")
+
+	// A relative --output-dir is made absolute.
+	base := t.TempDir()
+	t.Chdir(base)
+	res = runInstall(testDashboards(), "install", "metrics", "--universal", "--output-dir", "rel", "--without-prometheus")
+	require.Equal(t, 0, res.code, res.stderr)
+	require.Contains(t, string(readTree(t, filepath.Join(base, "rel"))["grafana/provisioning/dashboards/kuma.yaml"]),
+		`path: "`+filepath.Join(base, "rel", "grafana", "dashboards")+`"`)
+}
+
+func TestInstallMetricsUniversalRefusesADirectoryInTheWay(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "prometheus.yml"), 0o755))
+	res := runInstall(testDashboards(), "install", "metrics", "--universal", "--output-dir", dir, "--overwrite")
+	require.Equal(t, 1, res.code)
+	require.Contains(t, res.stderr, "prometheus.yml exists and is not a regular file")
+}
+
+func TestInstallMetricsShipsTheDashboards(t *testing.T) {
+	// Without injected dashboards the command provisions the real ones.
+	res := runInstall(nil, "install", "metrics")
+	require.Equal(t, 0, res.code, res.stderr)
+	require.Contains(t, res.stdout, "name: grafana-dashboards-kuma-mesh\n")
+	require.True(t, strings.HasPrefix(res.stdout, "apiVersion: v1\nkind: Namespace\n"))
+}
