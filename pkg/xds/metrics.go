@@ -50,6 +50,19 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	return m, nil
 }
 
+// initType creates the series of a type URL at zero, so that a healthy
+// system shows 0 errors and NACKs rather than nothing.
+func (m *Metrics) initType(typeURL string) {
+	if m == nil {
+		return
+	}
+	m.streamsActive.WithLabelValues(typeURL)
+	m.requestsReceived.WithLabelValues(typeURL, ACK)
+	m.requestsReceived.WithLabelValues(typeURL, NACK)
+	m.responsesSent.WithLabelValues(typeURL)
+	m.generationErrors.WithLabelValues(typeURL)
+}
+
 // ObserveGeneration records one generation of a snapshot of typeURL.
 func (m *Metrics) ObserveGeneration(typeURL string, ms float64, err error) {
 	if m == nil {

@@ -61,6 +61,7 @@ func NewServer(typeURL string, source Source, metrics *Metrics, log *slog.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	metrics.initType(typeURL)
 	return &Server{typeURL: typeURL, source: source, metrics: metrics, log: log}
 }
 

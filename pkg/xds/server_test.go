@@ -328,3 +328,15 @@ func TestOnOpenCanRefuseAndOnCloseFollows(t *testing.T) {
 	require.NoError(t, srv.StreamSotW(ok, Callbacks{OnOpen: func(*corev3.Node) error { return nil }, OnClose: func() { closed++ }}))
 	require.Equal(t, 1, closed)
 }
+
+func TestSeriesStartAtZero(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := NewMetrics(reg)
+	require.NoError(t, err)
+	NewServer(testType, &Shared{}, m, nil)
+	require.Equal(t, 0.0, testutil.ToFloat64(m.requestsReceived.WithLabelValues(testType, NACK)))
+	require.Equal(t, 0.0, testutil.ToFloat64(m.generationErrors.WithLabelValues(testType)))
+	n, err := testutil.GatherAndCount(reg, "xds_generation_errors", "xds_requests_received")
+	require.NoError(t, err)
+	require.Equal(t, 3, n, "errors, ACK and NACK exist before any event")
+}
