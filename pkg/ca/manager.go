@@ -14,10 +14,7 @@ import (
 )
 
 // Views gives the current view of the store and a signal of its next change.
-type Views interface {
-	View() (*mirror.View, <-chan struct{})
-	Changed() <-chan struct{}
-}
+type Views = mirror.Views
 
 // Writer writes resources (the manager).
 type Writer interface {
@@ -47,26 +44,18 @@ func NewManager(views Views, writer Writer, log *slog.Logger) *Manager {
 // changes, until ctx is done. A failed write is retried at the next change
 // or after a short delay.
 func (m *Manager) Reconcile(ctx context.Context) {
-	retry := time.NewTimer(time.Hour)
-	retry.Stop()
-	defer retry.Stop()
-	for {
-		if view, _ := m.views.View(); view != nil {
-			if err := m.Ensure(ctx, view); err != nil && ctx.Err() == nil {
-				m.log.Error("keeping the mesh CAs failed; retrying", "err", err)
-				retry.Reset(2 * time.Second)
-			}
+	retry := make(chan struct{}, 1)
+	mirror.Follow(ctx, m.views, retry, 20*time.Millisecond, func(view *mirror.View) {
+		if err := m.Ensure(ctx, view); err != nil && ctx.Err() == nil {
+			m.log.Error("keeping the mesh CAs failed; retrying", "err", err)
+			time.AfterFunc(2*time.Second, func() {
+				select {
+				case retry <- struct{}{}:
+				default:
+				}
+			})
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-m.views.Changed():
-		case <-retry.C:
-		}
-		if !mirror.Debounce(ctx, m.views.Changed, nil, 20*time.Millisecond) {
-			return
-		}
-	}
+	})
 }
 
 // Ensure creates missing CAs and removes unlisted ones, for the state in view.

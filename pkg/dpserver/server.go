@@ -45,10 +45,7 @@ import (
 const MetadataDataplane = "dataplane.resource"
 
 // Views gives the current view of the store and a signal of its next change.
-type Views interface {
-	View() (*mirror.View, <-chan struct{})
-	Changed() <-chan struct{}
-}
+type Views = mirror.Views
 
 // Writer changes resources with validation and defaults (the manager).
 type Writer interface {
@@ -384,25 +381,7 @@ func newID() string {
 // Reconcile regenerates the configs of connected proxies whenever the store
 // changes or a proxy connects, until ctx is done.
 func (s *Server) Reconcile(ctx context.Context) {
-	for {
-		view, changed := s.opts.Views.View()
-		if view != nil {
-			s.generate(view)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-changed:
-		case <-s.kick:
-		}
-		if !s.debounce(ctx) {
-			return
-		}
-	}
-}
-
-func (s *Server) debounce(ctx context.Context) bool {
-	return mirror.Debounce(ctx, s.opts.Views.Changed, s.kick, s.opts.Debounce)
+	mirror.Follow(ctx, s.opts.Views, s.kick, s.opts.Debounce, s.generate)
 }
 
 // memo is what a proxy's last config was generated from.

@@ -25,10 +25,7 @@ import (
 )
 
 // Views gives the current view of the store and a signal of its next change.
-type Views interface {
-	View() (*mirror.View, <-chan struct{})
-	Changed() <-chan struct{}
-}
+type Views = mirror.Views
 
 // Options configure a Server.
 type Options struct {
@@ -134,24 +131,7 @@ func (s *Server) Current() *xds.Snapshot {
 // Reconcile regenerates the assignments whenever the store changes, until
 // ctx is done.
 func (s *Server) Reconcile(ctx context.Context) {
-	for {
-		view, changed := s.opts.Views.View()
-		if view != nil {
-			s.generate(view)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-changed:
-		}
-		if !s.debounce(ctx) {
-			return
-		}
-	}
-}
-
-func (s *Server) debounce(ctx context.Context) bool {
-	return mirror.Debounce(ctx, s.opts.Views.Changed, nil, s.opts.Debounce)
+	mirror.Follow(ctx, s.opts.Views, nil, s.opts.Debounce, s.generate)
 }
 
 func (s *Server) generate(view *mirror.View) {

@@ -288,6 +288,33 @@ func (m *Mirror) apply(ctx context.Context, batch []store.Event) error {
 	return nil
 }
 
+// Views gives the current view of a mirror and signals its changes.
+type Views interface {
+	View() (*View, <-chan struct{})
+	Changed() <-chan struct{}
+}
+
+// Follow calls f with the current view (once there is one), then again
+// after every change of views or signal on wake, debounced by quiet, until
+// ctx is done. It is the loop of every reconciler.
+func Follow(ctx context.Context, views Views, wake <-chan struct{}, quiet time.Duration, f func(*View)) {
+	for {
+		view, changed := views.View()
+		if view != nil {
+			f(view)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		case <-wake:
+		}
+		if !Debounce(ctx, views.Changed, wake, quiet) {
+			return
+		}
+	}
+}
+
 // Debounce waits, after a change, until changes() has been quiet for quiet
 // (or 4×quiet passed since the call), so that a burst of changes costs one
 // regeneration. A receive on kick counts as a change. It returns false when
