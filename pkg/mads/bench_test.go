@@ -2,7 +2,6 @@ package mads
 
 import (
 	"fmt"
-	"net/http"
 	"testing"
 
 	"github.com/kumametrics/mesh/pkg/resource"
@@ -85,15 +84,3 @@ func BenchmarkRenderCold(b *testing.B) {
 		})
 	}
 }
-
-// discardWriter is an http.ResponseWriter that drops the body.
-type discardWriter struct{ h http.Header }
-
-func (d *discardWriter) Header() http.Header {
-	if d.h == nil {
-		d.h = http.Header{}
-	}
-	return d.h
-}
-func (d *discardWriter) Write(b []byte) (int, error) { return len(b), nil }
-func (d *discardWriter) WriteHeader(int)             {}

@@ -52,8 +52,6 @@ func DecodeJSON(data []byte) (*Object, error) {
 	return decodeUniversal(raw, "")
 }
 
-var yamlLineRe = regexp.MustCompile(`line (\d+)`)
-
 // DecodeYAML decodes one YAML document in either form: Universal
 // (`type: Mesh`, `name`, spec fields at the top level) or Kubernetes
 // (`apiVersion: kuma.io/v1alpha1`, `kind`, `metadata.name`, `spec`).

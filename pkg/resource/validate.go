@@ -47,13 +47,6 @@ func (v *verr) err() error {
 	return &ValidationError{Causes: v.causes}
 }
 
-func field(base, name string) string {
-	if base == "" {
-		return name
-	}
-	return base + "." + name
-}
-
 var (
 	meshNameRe = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
 	nameRe     = regexp.MustCompile(`^[a-zA-Z0-9]([-a-zA-Z0-9._]*[a-zA-Z0-9])?$`)

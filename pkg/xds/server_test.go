@@ -107,9 +107,6 @@ func (f *fakeStream[Req, Resp]) next(t *testing.T) Resp {
 	return zero
 }
 
-type sotw = fakeStream[*discoveryv3.DiscoveryRequest, *discoveryv3.DiscoveryResponse]
-type delta = fakeStream[*discoveryv3.DeltaDiscoveryRequest, *discoveryv3.DeltaDiscoveryResponse]
-
 // serve runs fn in the background; the returned func waits for it to end
 // (without cancelling) and returns its error. Cleanup cancels and waits.
 func serve(t *testing.T, fn func() error, cancel context.CancelFunc) func() error {
