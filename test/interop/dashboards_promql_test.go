@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/stretchr/testify/require"
@@ -302,7 +303,7 @@ func checkPromQL(t *testing.T, q promQuery, expr parser.Expr, cpDashboard bool) 
 				allowed = metricLabels(n.Name, m)
 			}
 			for _, lm := range n.LabelMatchers {
-				if lm.Name != labels.MetricName && !slices.Contains(allowed, lm.Name) {
+				if lm.Name != model.MetricNameLabel && !slices.Contains(allowed, lm.Name) {
 					t.Errorf("%s: %s has no label %q: %s", q.where, n.Name, lm.Name, q.expr)
 				}
 			}
@@ -424,7 +425,7 @@ func TestDashboardVariableQueriesParse(t *testing.T) {
 			}
 			var name string
 			for _, lm := range matchers {
-				if lm.Name == labels.MetricName && lm.Type == labels.MatchEqual {
+				if lm.Name == model.MetricNameLabel && lm.Type == labels.MatchEqual {
 					name = lm.Value
 				}
 			}
@@ -448,7 +449,7 @@ func TestDashboardVariableQueriesParse(t *testing.T) {
 func matcherNames(ms []*labels.Matcher) []string {
 	var out []string
 	for _, m := range ms {
-		if m.Name != labels.MetricName {
+		if m.Name != model.MetricNameLabel {
 			out = append(out, m.Name)
 		}
 	}
