@@ -86,6 +86,13 @@ func TestMTLSEndpointPolicyChanges(t *testing.T) {
 	require.Equal(t, "ok", body)
 	_, err = fetchFrom("127.0.0.9", "https://"+addr+"/", &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // test client.
 	require.Error(t, err, "no client certificate")
+	// The client closed its connection; once the server saw it, a policy
+	// change has no served connection to end.
+	require.Eventually(t, func() bool {
+		gl.peers.mu.Lock()
+		defer gl.peers.mu.Unlock()
+		return len(gl.peers.conns) == 0
+	}, waitTimeout, time.Millisecond)
 	gl.SetPolicy(allow("someone-else"))
 	_, err = fetchFrom("127.0.0.9", "https://"+addr+"/", cfg)
 	require.Error(t, err, "not permitted any more")
