@@ -94,6 +94,19 @@ func TestApplicationsMerged(t *testing.T) {
 	})
 }
 
+func TestFilterAppliesToApplications(t *testing.T) {
+	t.Parallel()
+	s := smallStore(t)
+	cfg := appsConfig(map[string]app{"a": textApp(t, "# TYPE app_hits_total counter\napp_hits_total 3\n# TYPE app_other gauge\napp_other 1\n")})
+	base := serve(t, newEndpoint(t, s, cfg, metricsendpoint.Options{}))
+	mfs := parseText(t, scrape(t, scraper(t), http.MethodGet, base+"/metrics?filter=app_hits").body)
+	require.Contains(t, mfs, "app_hits_total", "an application family the filter matches")
+	require.NotContains(t, mfs, "app_other", "an application family it does not match")
+	for name := range mfs {
+		require.False(t, strings.HasPrefix(name, "envoy_"), "no proxy statistic matches app_hits: %s", name)
+	}
+}
+
 func TestDefaultAppAddress(t *testing.T) {
 	t.Parallel()
 	s := smallStore(t)

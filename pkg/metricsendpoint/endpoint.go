@@ -402,7 +402,7 @@ func (e *Endpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if !ok {
 			return // the scraper gave up
 		}
-		if err := e.writeApplications(out, om, cfg.apps, results); err != nil {
+		if err := e.writeApplications(out, om, cfg.apps, results, queryFilter); err != nil {
 			return
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -15,7 +16,12 @@ import (
 // outcome and writes the merged families in application order. Each
 // application is encoded into a buffer first, so an application whose
 // families cannot be encoded is left out whole, never written in part.
-func (e *Endpoint) writeApplications(w io.Writer, om bool, apps []*app, results []appResult) error {
+//
+// filter (the scrape's filter parameter, nil for none) keeps only the
+// application families whose final name it matches, as the proxy's
+// statistics are kept by their dotted names; collisions are decided on
+// every family, so a filter never changes a name.
+func (e *Endpoint) writeApplications(w io.Writer, om bool, apps []*app, results []appResult, filter *regexp.Regexp) error {
 	proxy := e.proxyFamilyNames()
 	claimed := make(nameSet) // names taken by earlier applications in this scrape
 	buf := bodyBuffers.Get().(*bytes.Buffer)
@@ -37,6 +43,9 @@ func (e *Endpoint) writeApplications(w io.Writer, om bool, apps []*app, results 
 			continue
 		}
 		fams, own, dropped, renamed := e.resolve(a, res.fams, proxy, claimed)
+		if filter != nil {
+			fams = slices.DeleteFunc(slices.Clone(fams), func(mf *dto.MetricFamily) bool { return !filter.MatchString(mf.GetName()) })
+		}
 		buf.Reset()
 		if err := encodeFamilies(buf, fams, om); err != nil {
 			e.recordFailure(a, appResult{reason: reasonParse, err: err, dur: res.dur})
