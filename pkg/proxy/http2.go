@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -27,6 +28,8 @@ type h2Proxy struct {
 	// transports by security: [0] plain text, [1] mTLS; a request takes the
 	// one of the current mode, so a switch retires the other's connections.
 	transports [2]*http2.Transport
+	// mode is the index of the transport last used.
+	mode atomic.Int32
 
 	mu       sync.Mutex
 	draining bool
@@ -62,15 +65,17 @@ func (h *h2Proxy) closeIdle() {
 	}
 }
 
-// transport is the one of the current security mode; the other's idle
-// connections are closed.
+// transport is the one of the current security mode; when the mode
+// changes, the other's idle connections are closed (once, not per request).
 func (h *h2Proxy) transport() *http2.Transport {
+	mode := int32(0)
 	if h.c.useTLS() {
-		h.transports[0].CloseIdleConnections()
-		return h.transports[1]
+		mode = 1
 	}
-	h.transports[1].CloseIdleConnections()
-	return h.transports[0]
+	if prev := h.mode.Swap(mode); prev != mode {
+		h.transports[prev].CloseIdleConnections()
+	}
+	return h.transports[mode]
 }
 
 type h2ConnKey struct{}
