@@ -162,7 +162,7 @@ func (c *Client) session(ctx context.Context) (sessionResult, error) {
 	for {
 		resp, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
-			return res, errors.New("the control plane closed the stream")
+			return res, errClosedByServer
 		}
 		if err != nil {
 			return res, fmt.Errorf("receiving from the MADS stream: %w", err)
@@ -182,12 +182,20 @@ func (c *Client) session(ctx context.Context) (sessionResult, error) {
 	}
 }
 
+// errClosedByServer reports a stream the control plane ended with an OK status.
+var errClosedByServer = errors.New("the control plane closed the stream")
+
 // send sends req; when the stream has already ended, it returns the stream's
 // status rather than gRPC's bare io.EOF.
 func send(stream grpc.BidiStreamingClient[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse], req *discoveryv3.DiscoveryRequest) error {
 	err := stream.Send(req)
 	if errors.Is(err, io.EOF) {
-		if _, rerr := stream.Recv(); rerr != nil && !errors.Is(rerr, io.EOF) {
+		// The server ended the stream; its status is what Recv returns.
+		_, rerr := stream.Recv()
+		switch {
+		case errors.Is(rerr, io.EOF):
+			return errClosedByServer
+		case rerr != nil:
 			err = rerr
 		}
 	}
