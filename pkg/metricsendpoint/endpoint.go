@@ -105,7 +105,6 @@ type Endpoint struct {
 
 	// Caches derived from the store's view, keyed by its generation.
 	proxyNames atomic.Pointer[proxyFamilies]
-	cfgSeries  atomic.Pointer[seriesSet]
 
 	mu     sync.Mutex // serializes Update and Close
 	states map[string]*appState
@@ -371,26 +370,12 @@ func (e *Endpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	ro := stats.RenderOptions{UsedOnly: cfg.usedOnly || usedOnly}
-	var lines *lineFilter
-	switch {
-	case queryFilter != nil && cfg.filter != nil && queryFilter.String() != cfg.filter.String():
-		// Both expressions must match. The store applies the query's
-		// (cached per expression in its view); the config's is applied to
-		// the rendered lines through the set of series it matches, cached
-		// per view generation.
-		ro.Filter = queryFilter
-		lines = newLineFilter(body, e.configSeries(cfg.filter))
-		defer lines.release()
-		body = lines
-	case queryFilter != nil:
-		ro.Filter = queryFilter
-	default:
-		ro.Filter = cfg.filter
+	ro.Filter = cfg.filter
+	if queryFilter != nil {
+		// The scrape's filter narrows the configured one: both must match.
+		ro.Filter, ro.AlsoFilter = queryFilter, cfg.filter
 	}
 	err := e.store.Write(body, format, ro)
-	if err == nil && lines != nil {
-		err = lines.Flush()
-	}
 	if err == nil && strip != nil {
 		err = strip.Finish()
 	}

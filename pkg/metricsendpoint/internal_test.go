@@ -4,11 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"io"
-	"regexp"
 	"testing"
 	"time"
 
-	"github.com/cespare/xxhash/v2"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -133,76 +131,6 @@ func TestEOFStripper(t *testing.T) {
 			}
 		})
 	}
-}
-
-func TestLineFilter(t *testing.T) {
-	t.Parallel()
-	in := "# HELP a_total A.\n# TYPE a_total counter\na_total{x=\"1\"} 1\na_total{x=\"2 two\"} 2\n" +
-		"# TYPE b gauge\n# HELP b B.\nb 3\n" +
-		"# TYPE c histogram\nc_bucket{le=\"1\"} 1\nc_bucket{le=\"+Inf\"} 1\nc_sum 1\nc_count 1\n" +
-		"# EOF\n"
-	keepSet := func(ids ...string) map[uint64]struct{} {
-		m := make(map[uint64]struct{})
-		for _, id := range ids {
-			m[xxhash.Sum64String(id)] = struct{}{}
-		}
-		return m
-	}
-	for _, tc := range []struct {
-		name string
-		keep map[uint64]struct{}
-		want string
-	}{
-		{name: "nothing", keep: keepSet(), want: "# EOF\n"},
-		{
-			name: "second series of a family", keep: keepSet(`a_total{x="2 two"}`),
-			want: "# HELP a_total A.\n# TYPE a_total counter\na_total{x=\"2 two\"} 2\n# EOF\n",
-		},
-		{
-			name: "openmetrics header order", keep: keepSet("b"),
-			want: "# TYPE b gauge\n# HELP b B.\nb 3\n# EOF\n",
-		},
-		{
-			name: "histogram", keep: keepSet(`c_bucket{le="1"}`, `c_bucket{le="+Inf"}`, "c_sum", "c_count"),
-			want: "# TYPE c histogram\nc_bucket{le=\"1\"} 1\nc_bucket{le=\"+Inf\"} 1\nc_sum 1\nc_count 1\n# EOF\n",
-		},
-		{
-			name: "everything", keep: keepSet(`a_total{x="1"}`, `a_total{x="2 two"}`, "b", `c_bucket{le="1"}`, `c_bucket{le="+Inf"}`, "c_sum", "c_count"),
-			want: in,
-		},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			for i := 0; i <= len(in); i += 7 {
-				for j := i; j <= len(in); j += 5 {
-					var out bytes.Buffer
-					f := newLineFilter(&out, tc.keep)
-					writeSplit(t, f, []byte(in), i, j)
-					require.NoError(t, f.Flush())
-					require.Equal(t, tc.want, out.String(), "cuts %d %d", i, j)
-				}
-			}
-		})
-	}
-}
-
-// The config filter's series set is cached per generation of the store's
-// view and expression.
-func TestConfigSeriesCache(t *testing.T) {
-	t.Parallel()
-	s := stats.NewStore()
-	stats.NewClusterStats(s, "a")
-	e, err := New(s, Options{})
-	require.NoError(t, err)
-	t.Cleanup(e.Close)
-	re := regexp.MustCompile(`^cluster\.a\.upstream_rq_total$`)
-	first := e.configSeries(re)
-	require.Len(t, first, 1)
-	require.Contains(t, first, xxhash.Sum64String(`envoy_cluster_upstream_rq_total{envoy_cluster_name="a"}`))
-	again := e.configSeries(re)
-	require.Equal(t, first, again)
-
-	stats.NewClusterStats(s, "b") // a new view
-	require.Len(t, e.configSeries(regexp.MustCompile(`^cluster\.[ab]\.upstream_rq_total$`)), 2)
 }
 
 func TestProxyFamilyNames(t *testing.T) {

@@ -219,6 +219,7 @@ func TestZeroAllocations(t *testing.T) {
 	h := stats.NewHTTPConnManagerStats(s, "alloc")
 	stats.NewServerStats(s, time.Now())
 	filtered := stats.RenderOptions{Filter: mustRegexp(`^cluster\.`), UsedOnly: true}
+	twoFilters := stats.RenderOptions{Filter: mustRegexp(`^cluster\.`), AlsoFilter: mustRegexp(`upstream_rq`)}
 
 	for _, tc := range []struct {
 		name   string
@@ -235,6 +236,7 @@ func TestZeroAllocations(t *testing.T) {
 		{name: "Write openmetrics", pooled: true, f: func() { _ = s.WriteOpenMetrics(io.Discard, stats.RenderOptions{}) }},
 		{name: "Write envoy", pooled: true, f: func() { _ = s.WriteEnvoy(io.Discard, stats.RenderOptions{}) }},
 		{name: "Write with cached filter", pooled: true, f: func() { _ = s.WritePrometheus(io.Discard, filtered) }},
+		{name: "Write with two cached filters", pooled: true, f: func() { _ = s.WritePrometheus(io.Discard, twoFilters) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.pooled && raceEnabled {

@@ -58,6 +58,9 @@ type RenderOptions struct {
 	// are cached per expression and registration generation, so a fixed
 	// filter costs close to nothing after the first scrape.
 	Filter *regexp.Regexp
+	// AlsoFilter, if set, must match as well: a configured filter combined
+	// with a scrape's own. It is cached the same way.
+	AlsoFilter *regexp.Regexp
 	// UsedOnly keeps only statistics that changed at least once.
 	UsedOnly bool
 }
@@ -135,9 +138,12 @@ func (r *renderer) flush() {
 }
 
 func (r *renderer) render(sn *snapshot, f Format, o RenderOptions) {
-	var fe *filterEntry
+	var fe filters
 	if o.Filter != nil {
-		fe = sn.filter(o.Filter)
+		fe.a = sn.filter(o.Filter)
+	}
+	if o.AlsoFilter != nil && (o.Filter == nil || o.AlsoFilter.String() != o.Filter.String()) {
+		fe.b = sn.filter(o.AlsoFilter)
 	}
 	switch f {
 	case FormatEnvoy:
@@ -162,7 +168,7 @@ var leSuffix = func() (out [NumBuckets]string) {
 
 // prometheus writes the text format 0.0.4 or, with om, the OpenMetrics 1.0
 // body (the headers differ; sample lines are identical by design).
-func (r *renderer) prometheus(sn *snapshot, fe *filterEntry, usedOnly, om bool) {
+func (r *renderer) prometheus(sn *snapshot, fe filters, usedOnly, om bool) {
 	var (
 		cur *family
 		cum [NumBuckets]uint64
@@ -171,7 +177,7 @@ func (r *renderer) prometheus(sn *snapshot, fe *filterEntry, usedOnly, om bool) 
 		if r.err != nil {
 			return
 		}
-		if fe != nil && !fe.has(sn.nameIdx[i]) {
+		if !fe.keep(sn.nameIdx[i]) {
 			continue
 		}
 		b := r.b
@@ -267,7 +273,7 @@ var envoyQuantiles = [...]struct {
 // envoy writes Envoy's /stats text form: counters and gauges sorted by
 // name, then histograms sorted by name (Envoy prints them in that order,
 // histograms last).
-func (r *renderer) envoy(sn *snapshot, fe *filterEntry, usedOnly bool) {
+func (r *renderer) envoy(sn *snapshot, fe filters, usedOnly bool) {
 	var cum [NumBuckets]uint64
 	for pass := 0; pass < 2; pass++ {
 		histograms := pass == 1
@@ -278,7 +284,7 @@ func (r *renderer) envoy(sn *snapshot, fe *filterEntry, usedOnly bool) {
 			if (st.kind == kindHistogram) != histograms {
 				continue
 			}
-			if fe != nil && !fe.has(int32(i)) {
+			if !fe.keep(int32(i)) {
 				continue
 			}
 			b := r.b

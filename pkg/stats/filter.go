@@ -17,6 +17,14 @@ func (e *filterEntry) has(pos int32) bool {
 	return e.bits[pos>>6]&(1<<(uint(pos)&63)) != 0
 }
 
+// filters are the match results a rendering applies; a name is kept when
+// every set one matches it.
+type filters struct{ a, b *filterEntry }
+
+func (f filters) keep(pos int32) bool {
+	return (f.a == nil || f.a.has(pos)) && (f.b == nil || f.b.has(pos))
+}
+
 // filter returns the match result of re against the view's names, computing
 // it at most once per (expression, view) in the common case. The cache lives
 // in the immutable view, so a registration change (a new view) invalidates

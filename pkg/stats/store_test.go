@@ -144,6 +144,21 @@ func TestFilterAndUsedOnly(t *testing.T) {
 			wantProm:  nil,
 		},
 		{
+			name:      "both filters must match",
+			opts:      stats.RenderOptions{Filter: mustRegexp(`upstream_rq_total`), AlsoFilter: mustRegexp(`^cluster\.b\.`)},
+			wantEnvoy: []string{"cluster.b.upstream_rq_total"},
+			wantProm:  []string{`envoy_cluster_upstream_rq_total{envoy_cluster_name="b"}`},
+		},
+		{
+			name:      "the second filter alone",
+			opts:      stats.RenderOptions{AlsoFilter: mustRegexp(`^cluster\.a\.upstream_rq_t`)},
+			wantEnvoy: []string{"cluster.a.upstream_rq_total", "cluster.a.upstream_rq_time"},
+			wantProm: []string{
+				`envoy_cluster_upstream_rq_time{envoy_cluster_name="a"}`,
+				`envoy_cluster_upstream_rq_total{envoy_cluster_name="a"}`,
+			},
+		},
+		{
 			name:      "filter and used only",
 			opts:      stats.RenderOptions{Filter: mustRegexp(`^cluster\.b\.`), UsedOnly: true},
 			wantEnvoy: []string{"cluster.b.upstream_cx_active"},
