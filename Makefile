@@ -7,7 +7,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/kumametrics/mesh/pkg/version.Version=$(VERSION)
 GOTEST_FLAGS ?=
 
-.PHONY: build test lint test-deps bench demo generate clean
+.PHONY: build test lint test-deps bench fuzz demo generate clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
@@ -32,6 +32,17 @@ test: lint test-deps
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./pkg/...
+
+# Every fuzz target for FUZZTIME each, one after the other (bounded; the seed
+# corpora run as plain tests in make test).
+FUZZTIME ?= 60s
+FUZZ_TARGETS := pkg/resource:FuzzDecode pkg/mads:FuzzFetchRequest pkg/metricsendpoint:FuzzParseApplication \
+	pkg/authn:FuzzVerify pkg/proxy/http1:FuzzParseRequest pkg/proxy/http1:FuzzParseResponse pkg/proxy/http1:FuzzChunked
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  echo "== $${t#*:} ($(FUZZTIME))"; \
+	  $(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) ./$${t%%:*} 2>&1 | tail -n 3; \
+	done
 
 demo: build
 	./scripts/demo.sh

@@ -53,7 +53,7 @@ type harness struct {
 	metrics *xds.Metrics
 }
 
-func start(t *testing.T, configure func(*Options)) *harness {
+func start(t testing.TB, configure func(*Options)) *harness {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	st := memory.New()
@@ -82,19 +82,19 @@ func start(t *testing.T, configure func(*Options)) *harness {
 	return h
 }
 
-func (h *harness) apply(t *testing.T, o *resource.Object) {
+func (h *harness) apply(t testing.TB, o *resource.Object) {
 	t.Helper()
 	_, err := h.mgr.Apply(t.Context(), o, 0)
 	require.NoError(t, err)
 }
 
-func (h *harness) addDataplane(t *testing.T, name, addr string) {
+func (h *harness) addDataplane(t testing.TB, name, addr string) {
 	t.Helper()
 	h.apply(t, dp("default", name, resource.Networking{Address: addr, Inbound: []resource.Inbound{inbound(resource.ServiceTag, "web")}}, nil))
 }
 
 // waitVersion waits until the server serves a snapshot with n assignments.
-func (h *harness) waitAssignments(t *testing.T, n int) *xds.Snapshot {
+func (h *harness) waitAssignments(t testing.TB, n int) *xds.Snapshot {
 	t.Helper()
 	var snap *xds.Snapshot
 	require.Eventually(t, func() bool {
