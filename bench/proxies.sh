@@ -1,35 +1,49 @@
 #!/usr/bin/env bash
 # bench/proxies.sh: one proxy hop, side by side in one run: direct (no proxy),
 # haproxy, nginx and kuma-dp (plain, and with its metrics endpoint scraped
-# every second), for HTTP/1.1 and for TCP echo. See bench/README.md.
+# every second), for HTTP/1.1 and for TCP echo. On request also a mesh hop
+# through two kuma-dp (client outbound -> server inbound), with mTLS off and on
+# (mesh-plain, mesh-mtls). See bench/README.md.
 #
-#   bench/proxies.sh                        # everything, ~4 min without kuma-dp, ~7 with
+#   bench/proxies.sh                        # the default paths, ~4 min without kuma-dp, ~7 with
 #   bench/proxies.sh --quick                # ~1 min
 #   bench/proxies.sh --only direct,haproxy,nginx --proto http
+#   bench/proxies.sh --mtls                 # direct, mesh-plain, mesh-mtls: ~4 min
 #
 # Pinning: backend, load generators and kuma-cp on CPU 0, the proxy under test
 # on CPU 1. Every process started here is stopped on exit, Ctrl-C or failure.
 # Everything listens on loopback only (kuma-dp's inbound on its dataplane
-# address 127.0.0.2). Ports: BENCH_PORT_BASE (default 18000) + 1..90.
+# address 127.0.0.2, the mesh paths' on 127.0.0.3-6). Ports: BENCH_PORT_BASE
+# (default 18000) + 1..90.
 # BENCH_KUMA_DP / BENCH_KUMA_CP=/path/to/binary use that kuma-dp / kuma-cp
 # instead of the ones built from cmd/ (or found in bin/).
 set -euo pipefail
 
 usage() {
 	cat <<'EOF'
-usage: bench/proxies.sh [--quick] [--only PATHS] [--proto http,tcp] [--rounds N] [--keep]
+usage: bench/proxies.sh [--quick] [--only PATHS] [--mtls] [--proto http,tcp] [--rounds N] [--keep]
 
-  --quick         ~1 minute: 2 rounds, 1500 requests at 1k req/s, 3 s saturation
-  --only PATHS    comma-separated subset of: direct,haproxy,nginx,kuma-dp,kuma-dp-scrape
-                  (direct is always measured: added latency is relative to it)
+  --quick         ~1 minute (default paths): 2 rounds, 1500 requests at 1k req/s, 3 s saturation
+  --only PATHS    comma-separated subset of:
+                    direct,haproxy,nginx,kuma-dp,kuma-dp-scrape,mesh-plain,mesh-mtls
+                  (direct is always measured: added latency is relative to it).
+                  Default: direct,haproxy,nginx,kuma-dp,kuma-dp-scrape; the mesh
+                  paths run only when named here or with --mtls
+  --mtls          mTLS off against on: adds mesh-plain,mesh-mtls to --only
+                  (alone: --only direct,mesh-plain,mesh-mtls, ~4 min, ~1 with --quick).
+                  Both are a mesh hop through TWO kuma-dp (client outbound ->
+                  server inbound), mesh-plain in a mesh without mTLS, mesh-mtls in
+                  a mesh with builtin-CA mTLS; both kuma-dp run on CPU 1
   --proto LIST    http, tcp or http,tcp (default)
   --rounds N      interleaved rounds (default 3)
   --keep          keep the temporary directory (configs, logs) and print its path
 EOF
 }
 
-ALL_PATHS=(direct haproxy nginx kuma-dp kuma-dp-scrape)
+ALL_PATHS=(direct haproxy nginx kuma-dp kuma-dp-scrape mesh-plain mesh-mtls)
+DEFAULT_PATHS=(direct haproxy nginx kuma-dp kuma-dp-scrape)
 ONLY=""
+MTLS=0
 PROTOS="http,tcp"
 ROUNDS=3
 REQUESTS=4000    # measured open-loop requests per run
@@ -42,6 +56,7 @@ while (($#)); do
 	case $1 in
 	--quick) ROUNDS=2 REQUESTS=1500 WARMUP=300ms SAT_SECONDS=3 ;;
 	--only) ONLY=${2:?--only needs a list}; shift ;;
+	--mtls) MTLS=1 ;;
 	--proto) PROTOS=${2:?--proto needs a list}; shift ;;
 	--rounds) ROUNDS=${2:?--rounds needs a number}; shift ;;
 	--keep) KEEP=1 ;;
@@ -52,13 +67,16 @@ while (($#)); do
 done
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "--rounds must be a positive number" >&2; exit 2; }
 
+if ((MTLS)); then
+	ONLY=${ONLY:+$ONLY,}mesh-plain,mesh-mtls
+fi
 PATHS=()
 if [[ -z $ONLY ]]; then
-	PATHS=("${ALL_PATHS[@]}")
+	PATHS=("${DEFAULT_PATHS[@]}")
 else
 	IFS=, read -r -a wanted <<<"$ONLY"
 	for p in "${ALL_PATHS[@]}"; do
-		for w in "${wanted[@]}"; do [[ $w == "$p" ]] && PATHS+=("$p"); done
+		for w in "${wanted[@]}"; do [[ $w == "$p" ]] && { PATHS+=("$p"); break; }; done
 	done
 	for w in "${wanted[@]}"; do
 		[[ " ${ALL_PATHS[*]} " == *" $w "* ]] || { echo "unknown path '$w' (known: ${ALL_PATHS[*]})" >&2; exit 2; }
@@ -71,7 +89,7 @@ for p in "${PROTO_LIST[@]}"; do
 done
 has_path() { [[ " ${PATHS[*]} " == *" $1 "* ]]; }
 NEED_KUMA=0
-if has_path kuma-dp || has_path kuma-dp-scrape; then NEED_KUMA=1; fi
+if has_path kuma-dp || has_path kuma-dp-scrape || has_path mesh-plain || has_path mesh-mtls; then NEED_KUMA=1; fi
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -118,16 +136,30 @@ HAP_HTTP=$((BASE + 11)) HAP_TCP=$((BASE + 12))
 NGX_HTTP=$((BASE + 21)) NGX_TCP=$((BASE + 22))
 CP_API=$((BASE + 31)) CP_DP=$((BASE + 32)) CP_MADS=$((BASE + 33)) CP_DIAG=$((BASE + 34))
 DP_ADDR=127.0.0.2 DP_INBOUND=$((BASE + 80)) DP_ADMIN=$((BASE + 81)) DP_METRICS=$((BASE + 90))
+# Mesh paths: in mesh MESH_OF[path], a server dataplane bench-srv (inbound on
+# SRV_ADDR:+1 -> the backend, admin +4) and a client bench-cli (inbound on
+# CLI_ADDR:+2 to an unused port +9, outbound on 127.0.0.1:+3, admin +5), the
+# ports counted from BASE + MESH_OFF[path].
+declare -A MESH_OF=([mesh-plain]=plain [mesh-mtls]=secure)
+declare -A MESH_OFF=([mesh-plain]=40 [mesh-mtls]=50)
+declare -A SRV_ADDR=([mesh-plain]=127.0.0.3 [mesh-mtls]=127.0.0.5)
+declare -A CLI_ADDR=([mesh-plain]=127.0.0.4 [mesh-mtls]=127.0.0.6)
+mesh_port() { echo $((BASE + MESH_OFF[$1] + $2)); } # PATH N
+in_use=()
 for port in $BACK_HTTP $BACK_TCP $HAP_HTTP $HAP_TCP $NGX_HTTP $NGX_TCP $CP_API $CP_DP $CP_MADS $CP_DIAG $DP_ADMIN $DP_METRICS; do
-	if (: <"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-		echo "port $port on 127.0.0.1 is in use; set BENCH_PORT_BASE to another base" >&2
+	in_use+=("127.0.0.1:$port")
+done
+in_use+=("$DP_ADDR:$DP_INBOUND")
+for p in mesh-plain mesh-mtls; do
+	in_use+=("${SRV_ADDR[$p]}:$(mesh_port $p 1)" "${CLI_ADDR[$p]}:$(mesh_port $p 2)")
+	for n in 3 4 5 9; do in_use+=("127.0.0.1:$(mesh_port $p $n)"); done
+done
+for a in "${in_use[@]}"; do
+	if (: <"/dev/tcp/${a%:*}/${a##*:}") 2>/dev/null; then
+		echo "port ${a##*:} on ${a%:*} is in use; set BENCH_PORT_BASE to another base" >&2
 		exit 1
 	fi
 done
-if (: <"/dev/tcp/$DP_ADDR/$DP_INBOUND") 2>/dev/null; then
-	echo "port $DP_INBOUND on $DP_ADDR is in use; set BENCH_PORT_BASE to another base" >&2
-	exit 1
-fi
 
 # Plan and time budget, printed up front.
 per_run=$(awk -v w="$WARMUP" -v n="$REQUESTS" -v r="$RATE" -v s="$SAT_SECONDS" \
@@ -136,6 +168,9 @@ est=$((per_run * ROUNDS * ${#PATHS[@]} * ${#PROTO_LIST[@]}))
 echo "paths: ${PATHS[*]}; protocols: ${PROTO_LIST[*]}; $ROUNDS interleaved rounds"
 echo "each run: open loop $REQUESTS requests at $RATE req/s over $CONNS connections (+$WARMUP warm-up), then ${SAT_SECONDS}s at saturation"
 echo "estimated time: ~$((est / 60)) min $((est % 60)) s of measurement, plus build and start-up"
+if has_path mesh-plain || has_path mesh-mtls; then
+	echo "mesh-plain / mesh-mtls: a mesh hop through two kuma-dp (client outbound -> server inbound), mTLS off / on; added latency against direct"
+fi
 
 # Build.
 targets=(./bench/...)
@@ -296,6 +331,23 @@ if ((NEED_KUMA)); then
 		echo "kuma-cp did not become ready; the kuma-dp rows are skipped" >&2
 	fi
 fi
+# The meshes of the mesh paths, created before their dataplanes exist: `secure`
+# is born with mTLS, so no switch (and no permissive window) applies to it.
+# Both get their allow-all-<mesh> TrafficPermission from kuma-cp. No metrics
+# backend: the two meshes differ in mTLS only.
+declare -A MESH_FAILED=()
+for p in mesh-plain mesh-mtls; do
+	has_path "$p" && ((CP_OK)) || continue
+	m=${MESH_OF[$p]}
+	body='{"type":"Mesh","name":"'$m'"}'
+	[[ $p == mesh-mtls ]] && body='{"type":"Mesh","name":"'$m'","mtls":{"enabledBackend":"ca-1","backends":[{"name":"ca-1","type":"builtin"}]}}'
+	if ! curl -sS -f -o "$TMP/mesh-put-$m.log" -X PUT -H 'Content-Type: application/json' \
+		--data "$body" "http://127.0.0.1:$CP_API/meshes/$m" 2>>"$TMP/mesh-put-$m.log"; then
+		cat "$TMP/mesh-put-$m.log" >&2
+		MESH_FAILED[$p]="could not create mesh $m"
+		echo "${MESH_FAILED[$p]}; the $p rows are skipped" >&2
+	fi
+done
 
 declare -A PROXY_PID=() PATH_FAILED=()
 
@@ -420,6 +472,139 @@ EOF
 	wait_ready "$proto" "$DP_ADDR:$DP_INBOUND" "$BG_PID" 30 || { log_tail "kuma-dp-$proto"; return 1; }
 }
 
+# dp_stat ADMIN_PORT NAME: the value of one kuma-dp statistic (Envoy's /stats text
+# form, "name: value"), or -1 when the admin API does not answer or has no such stat.
+dp_stat() {
+	local v
+	v=$(curl -sf --max-time 2 "http://127.0.0.1:$1/stats" 2>/dev/null | awk -v n="$2" -F': ' '$1 == n { print $2; exit }') || true
+	[[ $v =~ ^[0-9]+$ ]] && echo "$v" || echo -1
+}
+
+# tls_counts PROTO PATH: the TLS handshakes the client counted towards the
+# server (cluster.<service>.ssl.handshake) and the server's inbound counted
+# (cluster.localhost_<backend port>.ssl.handshake): "CLIENT SERVER".
+tls_counts() {
+	local back=$BACK_HTTP
+	[[ $1 == tcp ]] && back=$BACK_TCP
+	echo "$(dp_stat "$(mesh_port "$2" 5)" "cluster.bench-srv-${MESH_OF[$2]}.ssl.handshake")" \
+		"$(dp_stat "$(mesh_port "$2" 4)" "cluster.localhost_$back.ssl.handshake")"
+}
+
+# emit_tls PROTO PATH WHEN [PLAIN_REFUSED]: the handshake counters as a record.
+emit_tls() {
+	local c
+	read -r -a c <<<"$(tls_counts "$1" "$2")"
+	emit "$(printf '{"kind":"tls","proto":"%s","path":"%s","when":"%s","client_handshakes":%d,"server_handshakes":%d,"plain_refused":%s}' \
+		"$1" "$2" "$3" "${c[0]}" "${c[1]}" "${4:-null}")"
+}
+
+# start_mesh PROTO PATH: the server and the client dataplane of the path's
+# mesh, both kuma-dp on CPU 1; ready when a request through the client's
+# outbound reaches the backend. mesh-mtls is ready only once the hop is mTLS:
+# the client and the server count TLS handshakes and the server's inbound
+# refuses plain text; mesh-plain must count none. On failure MESH_ERR says why.
+MESH_ERR=""
+start_mesh() {
+	local proto=$1 path=$2 back=$BACK_HTTP i side admin refused=false c=()
+	MESH_ERR=""
+	[[ $proto == tcp ]] && back=$BACK_TCP
+	local mesh=${MESH_OF[$path]} srv=${SRV_ADDR[$path]} cli=${CLI_ADDR[$path]}
+	local out inbound
+	out=127.0.0.1:$(mesh_port "$path" 3)
+	inbound=$srv:$(mesh_port "$path" 1)
+	cat >"$TMP/$path-srv-$proto.yaml" <<EOF
+type: Dataplane
+mesh: $mesh
+name: bench-srv
+networking:
+  address: $srv
+  inbound:
+  - port: ${inbound##*:}
+    servicePort: $back
+    serviceAddress: 127.0.0.1
+    tags:
+      kuma.io/service: bench-srv-$mesh
+      kuma.io/protocol: $proto
+EOF
+	# Validation wants an inbound on the client too: nothing calls it, and
+	# nothing listens on its service port.
+	cat >"$TMP/$path-cli-$proto.yaml" <<EOF
+type: Dataplane
+mesh: $mesh
+name: bench-cli
+networking:
+  address: $cli
+  inbound:
+  - port: $(mesh_port "$path" 2)
+    servicePort: $(mesh_port "$path" 9)
+    serviceAddress: 127.0.0.1
+    tags:
+      kuma.io/service: bench-cli-$mesh
+      kuma.io/protocol: $proto
+  outbound:
+  - port: ${out##*:}
+    tags:
+      kuma.io/service: bench-srv-$mesh
+EOF
+	for ((i = 0; i < 200; i++)); do
+		[[ -s $CP_WORK/dp-server-ca.pem ]] && break
+		sleep 0.1
+	done
+	if [[ ! -s $CP_WORK/dp-server-ca.pem ]]; then
+		MESH_ERR="kuma-cp wrote no $CP_WORK/dp-server-ca.pem"
+		echo "$MESH_ERR" >&2
+		return 1
+	fi
+	local pids=()
+	for side in srv cli; do
+		admin=4
+		[[ $side == cli ]] && admin=5
+		start_bg "$path-$side-$proto" 1 "$KUMA_DP" run --cp-address "https://127.0.0.1:$CP_DP" \
+			--ca-cert-file "$CP_WORK/dp-server-ca.pem" --dataplane-file "$TMP/$path-$side-$proto.yaml" \
+			--admin-port "$(mesh_port "$path" "$admin")"
+		pids+=("$BG_PID")
+		PROXY_PID[$path]="${pids[*]}"
+	done
+	if ! wait_ready "$proto" "$out" "${pids[1]}" 60 || ! alive "${pids[0]}"; then
+		log_tail "$path-srv-$proto"
+		log_tail "$path-cli-$proto"
+		MESH_ERR="no request through $out (the client's outbound) reached the backend within 60 s"
+		echo "$MESH_ERR" >&2
+		return 1
+	fi
+	if [[ $path == mesh-plain ]]; then
+		read -r -a c <<<"$(tls_counts "$proto" "$path")"
+		emit_tls "$proto" "$path" before
+		if ((c[0] > 0 || c[1] > 0)); then
+			MESH_ERR="mesh-plain counted TLS handshakes (client ${c[0]}, server ${c[1]}): it is not plain text"
+			echo "$MESH_ERR" >&2
+			return 1
+		fi
+		return 0
+	fi
+	# mesh-mtls: a probe through the outbound (a new connection: a handshake
+	# when mTLS is on), the counters, then plain text straight to the server's
+	# inbound, which must be refused. A mesh born with mTLS has no switch
+	# window, so this normally holds at the first try.
+	for ((i = 0; i < 120; i++)); do
+		"$BIN/loadgen" -probe -mode "$proto" -addr "$out" 2>/dev/null || true
+		read -r -a c <<<"$(tls_counts "$proto" "$path")"
+		refused=false
+		"$BIN/loadgen" -probe -mode "$proto" -addr "$inbound" 2>/dev/null || refused=true
+		if ((c[0] > 0 && c[1] > 0)) && [[ $refused == true ]]; then
+			echo "  $path ($proto): mTLS verified after $((i / 2)) s: client ssl.handshake ${c[0]}, server ${c[1]}, plain text refused by the server's inbound"
+			emit_tls "$proto" "$path" before true
+			return 0
+		fi
+		sleep 0.5
+	done
+	emit_tls "$proto" "$path" before "$refused"
+	MESH_ERR="the hop did not become mTLS within 60 s: client cluster.bench-srv-$mesh.ssl.handshake ${c[0]:-?}, server cluster.localhost_$back.ssl.handshake ${c[1]:-?} (-1: no such stat), plain text to $inbound refused: $refused"
+	echo "$MESH_ERR" >&2
+	log_tail "$path-cli-$proto"
+	return 1
+}
+
 path_addr() { # PROTO PATH
 	local http=1
 	[[ $1 == tcp ]] && http=0
@@ -428,18 +613,27 @@ path_addr() { # PROTO PATH
 	haproxy) ((http)) && echo "127.0.0.1:$HAP_HTTP" || echo "127.0.0.1:$HAP_TCP" ;;
 	nginx) ((http)) && echo "127.0.0.1:$NGX_HTTP" || echo "127.0.0.1:$NGX_TCP" ;;
 	kuma-dp*) echo "$DP_ADDR:$DP_INBOUND" ;;
+	mesh-*) echo "127.0.0.1:$(mesh_port "$2" 3)" ;; # the client's outbound
 	esac
 }
 
+# PROXY_PID[PATH] is one process id, or several separated by spaces (the mesh
+# paths: server and client kuma-dp); all of them are charged to the path.
 proxy_pids() { # PATH: the processes whose CPU is charged to the proxy
-	local pid=${PROXY_PID[$1]:-}
-	[[ -n $pid ]] || return 0
-	echo "$pid" $(children "$pid")
+	local pid
+	for pid in ${PROXY_PID[$1]:-}; do
+		printf '%s ' "$pid" $(children "$pid")
+	done
 }
 proxy_rss_pids() { # PATH: nginx counts its worker (as the anchors do), others everything
-	local pid=${PROXY_PID[$1]:-}
-	[[ -n $pid ]] || return 0
-	if [[ $1 == nginx ]]; then children "$pid"; else proxy_pids "$1"; fi
+	local pid
+	if [[ $1 != nginx ]]; then
+		proxy_pids "$1"
+		return 0
+	fi
+	for pid in ${PROXY_PID[$1]:-}; do
+		printf '%s ' $(children "$pid")
+	done
 }
 
 wrk_json() { # FILE: wrk's text output as a loadgen-like JSON object
@@ -550,6 +744,15 @@ run_phase() { # PROTO
 				fail_path "$proto" "$path" "the metrics endpoint http://$DP_ADDR:$DP_METRICS/metrics does not answer 200"
 			fi
 			;;
+		mesh-plain | mesh-mtls)
+			if ((!CP_OK)); then
+				fail_path "$proto" "$path" "kuma-cp did not start"
+			elif [[ -n ${MESH_FAILED[$path]:-} ]]; then
+				fail_path "$proto" "$path" "${MESH_FAILED[$path]}"
+			elif ! start_mesh "$proto" "$path"; then
+				fail_path "$proto" "$path" "${MESH_ERR:-the kuma-dp pair did not start}"
+			fi
+			;;
 		esac
 	done
 	echo "== $proto: $ROUNDS rounds"
@@ -561,12 +764,27 @@ run_phase() { # PROTO
 			measure "$proto" "$r" "$path"
 		done
 	done
-	for path in haproxy nginx kuma-dp; do
-		[[ -n ${PROXY_PID[$path]:-} ]] && stop_pid "${PROXY_PID[$path]}"
+	# The handshakes counted by the end of the rounds (mesh-mtls: one per new connection).
+	for path in mesh-plain mesh-mtls; do
+		[[ -n ${PROXY_PID[$path]:-} && -z ${PATH_FAILED[$path]:-} ]] && emit_tls "$proto" "$path" after
 	done
+	local pid dp stopping=()
+	for path in haproxy nginx kuma-dp mesh-plain mesh-mtls; do
+		for pid in ${PROXY_PID[$path]:-}; do
+			kill -TERM "$pid" 2>/dev/null || true # all first, so that their shutdowns overlap
+			stopping+=("$pid")
+		done
+	done
+	for pid in "${stopping[@]+"${stopping[@]}"}"; do stop_pid "$pid"; done
 	if [[ -n ${PROXY_PID[kuma-dp]:-} ]]; then
 		curl -s -o /dev/null -X DELETE "http://127.0.0.1:$CP_API/meshes/default/dataplanes/bench" || true
 	fi
+	for path in mesh-plain mesh-mtls; do
+		[[ -n ${PROXY_PID[$path]:-} ]] || continue
+		for dp in bench-srv bench-cli; do
+			curl -s -o /dev/null -X DELETE "http://127.0.0.1:$CP_API/meshes/${MESH_OF[$path]}/dataplanes/$dp" || true
+		done
+	done
 	PROXY_PID=()
 }
 

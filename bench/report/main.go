@@ -1,7 +1,9 @@
 // Command report turns the raw results of bench/proxies.sh (JSON lines)
 // into markdown tables: per protocol, one row per path with the median over
 // rounds and the min–max range. Added latency is computed per round against
-// the direct path of the same round, then summarised.
+// the direct path of the same round, then summarised. The mesh-* paths are two
+// proxies (a client kuma-dp's outbound, then a server kuma-dp's inbound): their
+// rows say so, and their TLS handshake counts are reported under the table.
 //
 //	report bench/results/2026-11-26T13-00-00.jsonl
 package main
@@ -34,6 +36,12 @@ type line struct {
 	// over the saturation run: everything that ran there, not only the proxy.
 	CPU1Busy float64 `json:"cpu1_busy_ticks"`
 	CPU1All  float64 `json:"cpu1_all_ticks"`
+	// tls: the TLS handshakes a mesh path's client and server kuma-dp
+	// counted, before ("before") or after ("after") the rounds.
+	When             string `json:"when"`
+	ClientHandshakes int64  `json:"client_handshakes"`
+	ServerHandshakes int64  `json:"server_handshakes"`
+	PlainRefused     *bool  `json:"plain_refused"`
 	// meta
 	Settings json.RawMessage `json:"settings"`
 }
@@ -73,7 +81,24 @@ type round struct {
 	failures   []string
 }
 
-var pathOrder = []string{"direct", "haproxy", "nginx", "kuma-dp", "kuma-dp-scrape"}
+var pathOrder = []string{"direct", "haproxy", "nginx", "kuma-dp", "kuma-dp-scrape", "mesh-plain", "mesh-mtls"}
+
+// twoProxies are the paths that go through two proxies: the mesh hop.
+var twoProxies = map[string]bool{"mesh-plain": true, "mesh-mtls": true}
+
+// label is a path's name in the table: the mesh paths say they are two proxies.
+func label(path string) string {
+	if twoProxies[path] {
+		return path + " (2× kuma-dp)"
+	}
+	return path
+}
+
+// tlsCounts are the handshakes counted on a mesh path.
+type tlsCounts struct {
+	client, server int64
+	plainRefused   *bool
+}
 
 func main() {
 	if len(os.Args) != 2 {
@@ -100,6 +125,8 @@ type key struct {
 func run(in io.Reader, out io.Writer) error {
 	rounds := map[key]*round{}
 	startFailed := map[[2]string]string{}
+	// tls by [proto, path, when].
+	tls := map[[3]string]tlsCounts{}
 	get := func(l line) *round {
 		k := key{l.Proto, l.Path, l.Round}
 		if rounds[k] == nil {
@@ -123,6 +150,8 @@ func run(in io.Reader, out io.Writer) error {
 			settings = string(l.Settings)
 		case "failed":
 			startFailed[[2]string{l.Proto, l.Path}] = l.Reason
+		case "tls":
+			tls[[3]string{l.Proto, l.Path, l.When}] = tlsCounts{l.ClientHandshakes, l.ServerHandshakes, l.PlainRefused}
 		case "openloop", "saturation":
 			r := get(l)
 			var lr loadResult
@@ -160,7 +189,7 @@ func run(in io.Reader, out io.Writer) error {
 		fmt.Fprintf(out, "Settings: `%s`\n\n", settings)
 	}
 	for _, proto := range []string{"http", "tcp"} {
-		writeTable(out, proto, rounds, startFailed)
+		writeTable(out, proto, rounds, startFailed, tls)
 	}
 	return nil
 }
@@ -178,7 +207,7 @@ func decodeResult(l line, lr *loadResult) error {
 	return nil
 }
 
-func writeTable(out io.Writer, proto string, rounds map[key]*round, startFailed map[[2]string]string) {
+func writeTable(out io.Writer, proto string, rounds map[key]*round, startFailed map[[2]string]string, tls map[[3]string]tlsCounts) {
 	maxRound := 0
 	present := map[string]bool{}
 	for k := range rounds {
@@ -215,12 +244,19 @@ func writeTable(out io.Writer, proto string, rounds map[key]*round, startFailed 
 	fmt.Fprintf(out, "| path | p50 %s | added p50 | p99 %s | added p99 | %s | proxy CPU µs/req | proxy RSS MB |\n", at, at, sat)
 	fmt.Fprintln(out, "|---|---|---|---|---|---|---|---|")
 	var notes []string
+	mesh := false
 	for _, path := range pathOrder {
 		if !present[path] {
 			continue
 		}
+		if twoProxies[path] {
+			mesh = true
+			if n := tlsNote(path, tls, proto); n != "" {
+				notes = append(notes, n)
+			}
+		}
 		if reason, ok := startFailed[[2]string{proto, path}]; ok {
-			fmt.Fprintf(out, "| %s | FAILED | | | | | | |\n", path)
+			fmt.Fprintf(out, "| %s | FAILED | | | | | | |\n", label(path))
 			notes = append(notes, fmt.Sprintf("%s did not run: %s", path, reason))
 			continue
 		}
@@ -255,7 +291,7 @@ func writeTable(out io.Writer, proto string, rounds map[key]*round, startFailed 
 					path, i, r.scrape.Scrapes, r.scrape.Bytes, r.scrape.P50, r.scrape.Max))
 			}
 		}
-		row := []string{path, summary(p50, "%.0f", " µs"), "—", summary(p99, "%.0f", " µs"), "—", summary(rps, "%.0f", ""), "—", "—"}
+		row := []string{label(path), summary(p50, "%.0f", " µs"), "—", summary(p99, "%.0f", " µs"), "—", summary(rps, "%.0f", ""), "—", "—"}
 		if path != "direct" {
 			row[2], row[4] = summary(add50, "%+.0f", " µs"), summary(add99, "%+.0f", " µs")
 			row[6], row[7] = summary(cpu, "%.1f", ""), summary(rss, "%.1f", "")
@@ -281,9 +317,14 @@ func writeTable(out io.Writer, proto string, rounds map[key]*round, startFailed 
 			notes = append(notes, fmt.Sprintf("direct: the backend itself used %s µs of CPU per request at saturation (it shares CPU 0 with the load)", summary(b, "%.1f", "")))
 		}
 		if failed > 0 {
-			row[0] = fmt.Sprintf("%s (%d of %d rounds failed)", path, failed, maxRound)
+			row[0] = fmt.Sprintf("%s (%d of %d rounds failed)", label(path), failed, maxRound)
 		}
 		fmt.Fprintf(out, "| %s |\n", strings.Join(row, " | "))
+	}
+	if mesh {
+		notes = append([]string{"mesh-* rows are a mesh hop through two proxies: load → client kuma-dp's outbound (127.0.0.1) → " +
+			"server kuma-dp's inbound (its dataplane address) → backend, both kuma-dp on CPU 1. Their added latency is against direct " +
+			"(no proxy), their CPU per request and RSS are both processes together; mesh-mtls − mesh-plain is the cost of mTLS."}, notes...)
 	}
 	fmt.Fprintln(out)
 	for _, n := range notes {
@@ -320,4 +361,38 @@ func plural(n int) string {
 		return ""
 	}
 	return "s"
+}
+
+// tlsNote says what a mesh path's proxies counted: TLS handshakes before the
+// rounds (the check that the hop is what it claims) and by their end.
+// Empty when none was recorded.
+func tlsNote(path string, tls map[[3]string]tlsCounts, proto string) string {
+	before, okBefore := tls[[3]string{proto, path, "before"}]
+	after, okAfter := tls[[3]string{proto, path, "after"}]
+	if !okBefore && !okAfter {
+		return ""
+	}
+	count := func(n int64) string {
+		if n < 0 {
+			return "?"
+		}
+		return fmt.Sprint(n)
+	}
+	note := fmt.Sprintf("%s TLS handshakes (client towards the server / server inbound):", path)
+	if okBefore {
+		note += fmt.Sprintf(" %s / %s before the rounds", count(before.client), count(before.server))
+	} else {
+		note += " none recorded before the rounds"
+	}
+	if before.plainRefused != nil {
+		if *before.plainRefused {
+			note += ", plain text refused by the server's inbound"
+		} else {
+			note += ", plain text ACCEPTED by the server's inbound"
+		}
+	}
+	if okAfter {
+		note += fmt.Sprintf(", %s / %s by the end of the rounds", count(after.client), count(after.server))
+	}
+	return note
 }

@@ -38,3 +38,25 @@ func TestSummary(t *testing.T) {
 	require.Equal(t, "5 µs", summary([]float64{5}, "%.0f", " µs"))
 	require.Equal(t, "+3 µs (+1–+9)", summary([]float64{9, 1, 2, 4}, "%+.0f", " µs"))
 }
+
+func TestMeshRowsAreTwoProxies(t *testing.T) {
+	t.Parallel()
+	in := strings.Join([]string{
+		`{"proto":"tcp","round":1,"path":"direct","kind":"openloop","rc":0,"result":{"rate_target":1000,"p50_us":100,"p99_us":200}}`,
+		`{"proto":"tcp","round":1,"path":"mesh-plain","kind":"openloop","rc":0,"result":{"rate_target":1000,"p50_us":500,"p99_us":900}}`,
+		`{"proto":"tcp","round":1,"path":"mesh-mtls","kind":"openloop","rc":0,"result":{"rate_target":1000,"p50_us":600,"p99_us":1000}}`,
+		`{"kind":"tls","proto":"tcp","path":"mesh-plain","when":"before","client_handshakes":0,"server_handshakes":0,"plain_refused":null}`,
+		`{"kind":"tls","proto":"tcp","path":"mesh-plain","when":"after","client_handshakes":0,"server_handshakes":0,"plain_refused":null}`,
+		`{"kind":"tls","proto":"tcp","path":"mesh-mtls","when":"before","client_handshakes":2,"server_handshakes":2,"plain_refused":true}`,
+		`{"kind":"tls","proto":"tcp","path":"mesh-mtls","when":"after","client_handshakes":51,"server_handshakes":51,"plain_refused":null}`,
+	}, "\n")
+	var out strings.Builder
+	require.NoError(t, run(strings.NewReader(in), &out))
+	got := out.String()
+	require.Contains(t, got, "| mesh-plain (2× kuma-dp) | 500 µs | +400 µs |")
+	require.Contains(t, got, "| mesh-mtls (2× kuma-dp) | 600 µs | +500 µs |")
+	require.Contains(t, got, "- mesh-* rows are a mesh hop through two proxies")
+	require.Contains(t, got, "mesh-plain TLS handshakes (client towards the server / server inbound): 0 / 0 before the rounds, 0 / 0 by the end of the rounds")
+	require.Contains(t, got, "mesh-mtls TLS handshakes (client towards the server / server inbound): 2 / 2 before the rounds, plain text refused by the server's inbound, 51 / 51 by the end of the rounds")
+	require.Less(t, strings.Index(got, "| mesh-plain"), strings.Index(got, "| mesh-mtls"))
+}
