@@ -440,6 +440,16 @@ EOF
 	wait_ready "$proto" "127.0.0.1:$port" "$BG_PID" 10 || { log_tail "nginx-$proto"; cat "$dir/error.log" >&2 || true; return 1; }
 }
 
+wait_dp_server_ca() { # the dataplane server's CA, which kuma-cp writes on start, within 20 s
+	local i
+	for ((i = 0; i < 200; i++)); do
+		[[ -s $CP_WORK/dp-server-ca.pem ]] && return 0
+		sleep 0.1
+	done
+	echo "kuma-cp wrote no $CP_WORK/dp-server-ca.pem" >&2
+	return 1
+}
+
 start_kuma_dp() { # PROTO
 	local proto=$1 back=$BACK_HTTP i
 	[[ $proto == tcp ]] && back=$BACK_TCP
@@ -457,14 +467,7 @@ networking:
       kuma.io/service: bench
       kuma.io/protocol: $proto
 EOF
-	for ((i = 0; i < 200; i++)); do
-		[[ -s $CP_WORK/dp-server-ca.pem ]] && break
-		sleep 0.1
-	done
-	if [[ ! -s $CP_WORK/dp-server-ca.pem ]]; then
-		echo "kuma-cp wrote no $CP_WORK/dp-server-ca.pem" >&2
-		return 1
-	fi
+	wait_dp_server_ca || return 1
 	start_bg "kuma-dp-$proto" 1 "$KUMA_DP" run --cp-address "https://127.0.0.1:$CP_DP" \
 		--ca-cert-file "$CP_WORK/dp-server-ca.pem" --dataplane-file "$TMP/dataplane-$proto.yaml" --admin-port "$DP_ADMIN"
 	PROXY_PID[kuma-dp]=$BG_PID
@@ -546,15 +549,7 @@ networking:
     tags:
       kuma.io/service: bench-srv-$mesh
 EOF
-	for ((i = 0; i < 200; i++)); do
-		[[ -s $CP_WORK/dp-server-ca.pem ]] && break
-		sleep 0.1
-	done
-	if [[ ! -s $CP_WORK/dp-server-ca.pem ]]; then
-		MESH_ERR="kuma-cp wrote no $CP_WORK/dp-server-ca.pem"
-		echo "$MESH_ERR" >&2
-		return 1
-	fi
+	wait_dp_server_ca || { MESH_ERR="kuma-cp wrote no $CP_WORK/dp-server-ca.pem"; return 1; }
 	local pids=()
 	for side in srv cli; do
 		admin=4
