@@ -47,4 +47,8 @@
 //     reset or a malformed response before the head; 504 "upstream request
 //     timeout" after ResponseHeaderTimeout. A reset after the head closes the
 //     client connection (upstream_rq_rx_reset).
+//   - A peer that stops reading (a client during its response, an upstream
+//     during its request body) is given up once a write has been blocked
+//     for IdleTimeout: its connection closes, and so does the other side's.
+//     A 101 tunnel is not bounded this way.
 package http1

@@ -58,7 +58,9 @@ type Config struct {
 	// MaxIdlePerEndpoint bounds the idle upstream connections kept per endpoint.
 	MaxIdlePerEndpoint int
 	// IdleTimeout closes idle upstream connections and idle downstream
-	// keep-alive connections. It also bounds each wait for request body bytes.
+	// keep-alive connections. It also bounds each wait for request body
+	// bytes, and how long a write may block on a peer (client or upstream)
+	// that stopped reading: then that connection is given up.
 	IdleTimeout time.Duration
 	// RequestHeaderTimeout bounds reading a request head once its first byte
 	// arrived (408 when it passes).
@@ -202,6 +204,7 @@ type session struct {
 	external bool
 	served   int
 	linger   bool // close gracefully: the client may still be sending
+	stall    stallGuard
 
 	mu   sync.Mutex // guards idle against Drain's poke
 	idle bool
@@ -242,10 +245,12 @@ func (p *Proxy) ServeConn(conn net.Conn, external bool) {
 	p.sessions[s] = struct{}{}
 	p.mu.Unlock()
 
-	lst := p.cfg.Load().Listener
+	cfg := p.cfg.Load()
+	lst := cfg.Listener
 	lst.ConnectionOpened()
+	s.stall = stallGuard{timeout: cfg.IdleTimeout}
 	s.br.Reset(conn)
-	s.bw.Reset(conn)
+	s.bw.Reset(s)
 	s.serve()
 	if s.linger {
 		lingerClose(conn)
@@ -264,6 +269,13 @@ func (p *Proxy) ServeConn(conn net.Conn, external bool) {
 	s.bw.Reset(nil)
 	s.p, s.conn = nil, nil
 	sessionPool.Put(s)
+}
+
+// Write writes to the client, bounded by the stall guard (the session's
+// buffered writer writes through it).
+func (s *session) Write(b []byte) (int, error) {
+	s.stall.arm(s.conn)
+	return s.conn.Write(b)
 }
 
 // serve runs the request loop of a session.

@@ -885,3 +885,73 @@ func TestCloseEndsEverything(t *testing.T) {
 	rc.requireClosed()
 	require.EqualValues(t, 0, h.cluster.UpstreamCxActive.Value())
 }
+
+// A client that stops reading a long response does not hold the session
+// and its upstream connection beyond the idle timeout.
+func TestClientThatStopsReadingIsGivenUp(t *testing.T) {
+	t.Parallel()
+	chunk := strings.Repeat("x", 32<<10)
+	be := newRawBackend(t, func(_ int, _ string, c net.Conn) bool {
+		if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1073741824\r\n\r\n"); err != nil {
+			return false
+		}
+		for i := 0; i < (1<<30)/len(chunk); i++ {
+			if _, err := io.WriteString(c, chunk); err != nil {
+				return false // the proxy gave the connection up
+			}
+		}
+		return false
+	})
+	h := newHarness(t, be.addr(), func(c *http1.Config) { c.IdleTimeout = 200 * time.Millisecond })
+	rc := dialRaw(t, h.addr)
+	rc.send("GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+	// Never read: the socket buffers fill up and the proxy's writes block.
+	eventually(t, func() bool { return h.cluster.UpstreamCxTotal.Value() == 1 }, "the request reached the upstream")
+	eventually(t, func() bool { return h.listener.DownstreamCxActive.Value() == 0 }, "the stalled client's connection closed")
+	eventually(t, func() bool { return h.cluster.UpstreamCxActive.Value() == 0 }, "its upstream connection closed")
+	require.EqualValues(t, 1, h.cluster.UpstreamCxTotal.Value())
+}
+
+// An upstream that stops reading a long request body does not hold the
+// session either: both connections end.
+func TestUpstreamThatStopsReadingIsGivenUp(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	stalled := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			stalled <- c // accepted, never read
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		select {
+		case c := <-stalled:
+			_ = c.Close()
+		default:
+		}
+	})
+	h := newHarness(t, ln.Addr().String(), func(c *http1.Config) {
+		c.IdleTimeout = 200 * time.Millisecond
+		// After a failed write the proxy still waits this long for an
+		// early answer (e.g. a 413) before it gives the upstream up.
+		c.ResponseHeaderTimeout = 200 * time.Millisecond
+	})
+	rc := dialRaw(t, h.addr)
+	go func() {
+		// The body's writes fail once the proxy gives up; the error is the point.
+		_, _ = io.WriteString(rc.c, "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1073741824\r\n\r\n")
+		chunk := strings.Repeat("y", 32<<10)
+		for i := 0; i < (1<<30)/len(chunk); i++ {
+			if _, err := io.WriteString(rc.c, chunk); err != nil {
+				return
+			}
+		}
+	}()
+	eventually(t, func() bool {
+		return h.cluster.UpstreamCxActive.Value() == 0 && h.cluster.UpstreamCxTotal.Value() == 1
+	}, "the stalled upstream connection closed")
+	eventually(t, func() bool { return h.listener.DownstreamCxActive.Value() == 0 }, "the client's connection closed")
+}

@@ -15,6 +15,8 @@ import (
 func (s *session) tunnel(uc *upConn) {
 	_ = s.conn.SetReadDeadline(time.Time{})
 	uc.setReadDeadline(time.Time{})
+	s.stall.disarm(s.conn)
+	uc.stall.disarm(uc.nc)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
