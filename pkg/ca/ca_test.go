@@ -17,6 +17,7 @@ import (
 	"github.com/kumametrics/mesh/pkg/mirror"
 	"github.com/kumametrics/mesh/pkg/pki"
 	"github.com/kumametrics/mesh/pkg/resource"
+	"github.com/kumametrics/mesh/pkg/store"
 	"github.com/kumametrics/mesh/pkg/store/memory"
 )
 
@@ -117,4 +118,61 @@ func TestManagerKeepsCAs(t *testing.T) {
 	_, err = Load(secrets(v), "default", "ca-1")
 	require.Error(t, err)
 	require.Nil(t, Enabled(mtlsMesh("m", "", "ca-1").Mesh()))
+}
+
+// Two control planes on one store: the one whose view is stale must not
+// replace the CA the other one created, and a broken leftover (a key
+// without its certificate) is replaced.
+func TestManagerNeverOverwritesAnotherWritersCA(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	st := memory.New()
+	mgr := manager.New(st, nil)
+	mir := mirror.New(st, nil, resource.KindMesh, resource.KindSecret)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = mir.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	waitView := func(cond func(*mirror.View) bool) *mirror.View {
+		t.Helper()
+		var v *mirror.View
+		require.Eventually(t, func() bool { v, _ = mir.View(); return v != nil && cond(v) }, 30*time.Second, 5*time.Millisecond)
+		return v
+	}
+	secrets := func(v *mirror.View) Secrets {
+		return func(mesh, name string) *resource.Object {
+			return v.Get(resource.KindSecret, resource.Key{Mesh: mesh, Name: name})
+		}
+	}
+
+	_, err := mgr.Apply(ctx, mtlsMesh("default", "ca-1", "ca-1"), 0)
+	require.NoError(t, err)
+	stale := waitView(func(v *mirror.View) bool { return v.Get(resource.KindMesh, resource.Key{Name: "default"}) != nil })
+	require.Zero(t, stale.Len(resource.KindSecret))
+
+	first, second := NewManager(mir, mgr, nil), NewManager(mir, mgr, nil)
+	require.NoError(t, first.Ensure(ctx, stale))
+	created := waitView(func(v *mirror.View) bool { return v.Len(resource.KindSecret) == 2 })
+	pair, err := Load(secrets(created), "default", "ca-1")
+	require.NoError(t, err)
+
+	err = second.Ensure(ctx, stale)
+	require.ErrorIs(t, err, store.ErrAlreadyExists)
+	key, err := st.Get(ctx, resource.KindSecret, resource.Key{Mesh: "default", Name: KeySecretName("default", "ca-1")})
+	require.NoError(t, err)
+	cert, err := st.Get(ctx, resource.KindSecret, resource.Key{Mesh: "default", Name: CertSecretName("default", "ca-1")})
+	require.NoError(t, err)
+	stored, err := Load(func(_, name string) *resource.Object {
+		return map[string]*resource.Object{key.Meta.Name: key, cert.Meta.Name: cert}[name]
+	}, "default", "ca-1")
+	require.NoError(t, err)
+	require.Equal(t, pair.Cert.SerialNumber, stored.Cert.SerialNumber, "the first writer's CA stays")
+
+	// A key without its certificate is a leftover: replaced by a new pair.
+	require.NoError(t, mgr.Delete(ctx, resource.KindSecret, cert.Meta.Key(), 0))
+	broken := waitView(func(v *mirror.View) bool { return v.Len(resource.KindSecret) == 1 })
+	require.NoError(t, second.Ensure(ctx, broken))
+	repaired := waitView(func(v *mirror.View) bool { return v.Len(resource.KindSecret) == 2 })
+	again, err := Load(secrets(repaired), "default", "ca-1")
+	require.NoError(t, err)
+	require.NotEqual(t, pair.Cert.SerialNumber, again.Cert.SerialNumber)
 }

@@ -3,6 +3,7 @@ package ca
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"time"
@@ -47,7 +48,12 @@ func (m *Manager) Reconcile(ctx context.Context) {
 	retry := make(chan struct{}, 1)
 	mirror.Follow(ctx, m.views, retry, 20*time.Millisecond, func(view *mirror.View) {
 		if err := m.Ensure(ctx, view); err != nil && ctx.Err() == nil {
-			m.log.Error("keeping the mesh CAs failed; retrying", "err", err)
+			if errors.Is(err, store.ErrAlreadyExists) || errors.Is(err, store.ErrConflict) {
+				// Another control plane wrote first: its CA is taken.
+				m.log.Info("the mesh CAs changed while being written; following the store", "err", err)
+			} else {
+				m.log.Error("keeping the mesh CAs failed; retrying", "err", err)
+			}
 			time.AfterFunc(2*time.Second, func() {
 				select {
 				case retry <- struct{}{}:
@@ -74,7 +80,7 @@ func (m *Manager) Ensure(ctx context.Context, view *mirror.View) error {
 			if _, err := Load(secrets, mesh, b.Name); err == nil {
 				continue
 			}
-			if err := m.create(ctx, mesh, b); err != nil {
+			if err := m.create(ctx, mesh, b, secrets); err != nil {
 				errs = append(errs, err)
 			}
 		}
@@ -82,7 +88,7 @@ func (m *Manager) Ensure(ctx context.Context, view *mirror.View) error {
 	for _, s := range view.List(resource.KindSecret, "") {
 		k := s.Meta.Key()
 		if strings.HasPrefix(k.Name, k.Mesh+".ca-builtin-") && !listed[k] {
-			err := m.writer.Delete(ctx, resource.KindSecret, k, 0)
+			err := m.writer.Delete(ctx, resource.KindSecret, k, s.Meta.Version)
 			if err != nil && !errors.Is(err, store.ErrNotFound) {
 				errs = append(errs, err)
 				continue
@@ -93,7 +99,11 @@ func (m *Manager) Ensure(ctx context.Context, view *mirror.View) error {
 	return errors.Join(errs...)
 }
 
-func (m *Manager) create(ctx context.Context, mesh string, b resource.CertificateAuthorityBackend) error {
+// create writes a new CA pair for backend b of mesh. Each write is
+// conditional on the state the view showed (absent, or the version of a
+// broken leftover), so a pair that another control plane wrote meanwhile is
+// never overwritten: the write fails and the next view shows that pair.
+func (m *Manager) create(ctx context.Context, mesh string, b resource.CertificateAuthorityBackend, secrets Secrets) error {
 	began := m.now()
 	pair, err := NewCA(mesh, b, began)
 	if err != nil {
@@ -104,8 +114,12 @@ func (m *Manager) create(ctx context.Context, mesh string, b resource.Certificat
 		resource.NewSecret(mesh, KeySecretName(mesh, b.Name), pair.KeyPEM),
 		resource.NewSecret(mesh, CertSecretName(mesh, b.Name), pair.CertPEM),
 	} {
-		if _, err := m.writer.Apply(ctx, s, 0); err != nil {
-			return err
+		ifVersion := manager.CreateOnly
+		if seen := secrets(mesh, s.Meta.Name); seen != nil {
+			ifVersion = seen.Meta.Version
+		}
+		if _, err := m.writer.Apply(ctx, s, ifVersion); err != nil {
+			return fmt.Errorf("writing the CA %q of mesh %q: %w", b.Name, mesh, err)
 		}
 	}
 	m.log.Info("created a builtin CA", "mesh", mesh, "backend", b.Name, "took", m.now().Sub(began).Round(time.Millisecond))

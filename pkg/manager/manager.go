@@ -39,11 +39,15 @@ type Result struct {
 	Object  *resource.Object
 }
 
+// CreateOnly as Apply's ifVersion makes the write succeed only when the
+// resource does not exist yet (store.ErrAlreadyExists otherwise).
+const CreateOnly int64 = -1
+
 // Apply validates obj, fills in its defaults and creates or updates it.
 // With ifVersion > 0 the write only succeeds when the stored version is
-// ifVersion (store.ErrConflict otherwise); with 0 it is an unconditional
-// upsert. Invalid input returns a *resource.ValidationError and stores
-// nothing.
+// ifVersion (store.ErrConflict otherwise); with CreateOnly only when there
+// is none; with 0 it is an unconditional upsert. Invalid input returns a
+// *resource.ValidationError and stores nothing.
 func (m *Manager) Apply(ctx context.Context, obj *resource.Object, ifVersion int64) (*Result, error) {
 	if err := resource.Validate(obj); err != nil {
 		return nil, err
@@ -83,6 +87,8 @@ func (m *Manager) applyOnce(ctx context.Context, obj *resource.Object, ifVersion
 		return &Result{Created: true, Object: o}, nil
 	case err != nil:
 		return nil, err
+	case ifVersion == CreateOnly:
+		return nil, store.AlreadyExists(obj.Meta.Kind, key)
 	}
 	version := existing.Meta.Version
 	if ifVersion > 0 {

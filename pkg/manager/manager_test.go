@@ -108,3 +108,18 @@ func TestConditionalApplyAndDelete(t *testing.T) {
 	require.ErrorIs(t, m.Delete(ctx, resource.KindDataplane, resource.Key{Mesh: "default", Name: "d"}, 2), store.ErrConflict)
 	require.NoError(t, m.Delete(ctx, resource.KindDataplane, resource.Key{Mesh: "default", Name: "d"}, 1))
 }
+
+func TestCreateOnly(t *testing.T) {
+	ctx := context.Background()
+	st := memory.New()
+	m := manager.New(st, nil)
+	require.NoError(t, m.EnsureDefaultMesh(ctx))
+	res, err := m.Apply(ctx, dp("d", 80), manager.CreateOnly)
+	require.NoError(t, err)
+	require.True(t, res.Created)
+	_, err = m.Apply(ctx, dp("d", 81), manager.CreateOnly)
+	require.ErrorIs(t, err, store.ErrAlreadyExists)
+	got, err := st.Get(ctx, resource.KindDataplane, resource.Key{Mesh: "default", Name: "d"})
+	require.NoError(t, err)
+	require.EqualValues(t, 80, got.Dataplane().Networking.Inbound[0].Port, "the existing resource is untouched")
+}
