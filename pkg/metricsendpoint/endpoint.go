@@ -105,6 +105,8 @@ type Endpoint struct {
 
 	// Caches derived from the store's view, keyed by its generation.
 	proxyNames atomic.Pointer[proxyFamilies]
+	// Compiled ?filter= expressions.
+	queryFilters queryFilters
 
 	mu     sync.Mutex // serializes Update and Close
 	states map[string]*appState
@@ -317,7 +319,7 @@ func (e *Endpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, fmt.Sprintf("invalid filter parameter: longer than %d bytes", maxFilterLen), http.StatusBadRequest)
 			return
 		}
-		re, err := regexp.Compile(f)
+		re, err := e.queryFilters.compile(f)
 		if err != nil {
 			http.Error(w, "invalid filter parameter: "+err.Error(), http.StatusBadRequest)
 			return

@@ -3,6 +3,7 @@ package metricsendpoint
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"testing"
 	"time"
@@ -314,4 +315,27 @@ func FuzzParseApplication(f *testing.F) {
 			require.NoError(t, err, "what is encoded as OpenMetrics decodes")
 		}
 	})
+}
+
+func TestQueryFilterCache(t *testing.T) {
+	t.Parallel()
+	var c queryFilters
+	first, err := c.compile(`^cluster\.`)
+	require.NoError(t, err)
+	again, err := c.compile(`^cluster\.`)
+	require.NoError(t, err)
+	require.Same(t, first, again, "a repeated expression is compiled once")
+
+	_, err = c.compile("(")
+	require.Error(t, err)
+	for i := range 3 * maxCachedQueryFilters {
+		_, err := c.compile(fmt.Sprintf("x%d", i))
+		require.NoError(t, err)
+	}
+	list := *c.list.Load()
+	require.Len(t, list, maxCachedQueryFilters, "bounded")
+	require.Equal(t, fmt.Sprintf("x%d", 3*maxCachedQueryFilters-1), list[0].String(), "most recent first")
+	for _, re := range list {
+		require.NotEqual(t, "(", re.String())
+	}
 }
