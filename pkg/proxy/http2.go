@@ -2,17 +2,15 @@ package proxy
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/net/http2"
 
 	"github.com/kumametrics/mesh/pkg/stats"
 )
@@ -22,12 +20,16 @@ import (
 // next endpoint of the cluster over a pooled, multiplexed upstream
 // connection (one per endpoint), with trailers passed through.
 type h2Proxy struct {
-	c      *cluster
-	hcm    *stats.HTTPConnManagerStats
-	server *http2.Server
+	c   *cluster
+	hcm *stats.HTTPConnManagerStats
+	// server serves the downstream connections that ServeConn hands to it
+	// through conns (net/http has no per-connection entry point).
+	server *http.Server
+	conns  *connFeed
+	served chan struct{} // closed when server.Serve returned
 	// transports by security: [0] plain text, [1] mTLS; a request takes the
 	// one of the current mode, so a switch retires the other's connections.
-	transports [2]*http2.Transport
+	transports [2]*http.Transport
 	// mode is the index of the transport last used.
 	mode atomic.Int32
 
@@ -36,20 +38,44 @@ type h2Proxy struct {
 	inflight sync.WaitGroup
 }
 
+// h2cOnly speaks HTTP/2 with prior knowledge over unencrypted connections
+// (the mesh's TLS, when on, is below it, done by the proxy itself).
+func h2cOnly() *http.Protocols {
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	return &p
+}
+
 func newHTTP2(p *Proxy, rt route) connHandler {
-	h := &h2Proxy{c: rt.cluster, hcm: stats.NewHTTPConnManagerStats(p.stats, rt.hcm), server: &http2.Server{IdleTimeout: 5 * time.Minute}}
+	h := &h2Proxy{c: rt.cluster, hcm: stats.NewHTTPConnManagerStats(p.stats, rt.hcm), conns: newConnFeed(), served: make(chan struct{})}
+	h.server = &http.Server{
+		Handler:     h,
+		Protocols:   h2cOnly(),
+		IdleTimeout: 5 * time.Minute,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			fc, _ := c.(*fedConn)
+			return context.WithValue(ctx, h2ConnKey{}, fc != nil && fc.external)
+		},
+		ErrorLog: log.New(io.Discard, "", 0), // broken client connections are counted, not logged
+	}
+	go func() {
+		defer close(h.served)
+		_ = h.server.Serve(h.conns)
+	}()
 	for i := range h.transports {
 		useTLS := i == 1
-		h.transports[i] = &http2.Transport{
-			AllowHTTP: true,
-			DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+		h.transports[i] = &http.Transport{
+			Protocols: h2cOnly(),
+			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 				e := h.c.lookup(addr)
 				if e == nil {
 					return nil, fmt.Errorf("endpoint %s is gone", addr)
 				}
 				return h.c.connect(ctx, e, useTLS)
 			},
-			ReadIdleTimeout: 30 * time.Second,
+			// A proxy passes bodies as they are: no gzip asked for or undone.
+			DisableCompression: true,
+			HTTP2:              &http.HTTP2Config{SendPingTimeout: 30 * time.Second},
 		}
 	}
 	rt.cluster.watchEndpoints(func(keep func(string) bool) {
@@ -67,7 +93,7 @@ func (h *h2Proxy) closeIdle() {
 
 // transport is the one of the current security mode; when the mode
 // changes, the other's idle connections are closed (once, not per request).
-func (h *h2Proxy) transport() *http2.Transport {
+func (h *h2Proxy) transport() *http.Transport {
 	mode := int32(0)
 	if h.c.useTLS() {
 		mode = 1
@@ -80,11 +106,16 @@ func (h *h2Proxy) transport() *http2.Transport {
 
 type h2ConnKey struct{}
 
+// ServeConn serves one downstream connection until it ends.
 func (h *h2Proxy) ServeConn(conn net.Conn, external bool) {
 	h.hcm.ConnectionOpened()
 	defer h.hcm.ConnectionClosed()
-	ctx := context.WithValue(context.Background(), h2ConnKey{}, external)
-	h.server.ServeConn(conn, &http2.ServeConnOpts{Context: ctx, Handler: h})
+	fc := &fedConn{Conn: conn, external: external, closed: make(chan struct{})}
+	if !h.conns.feed(fc) {
+		_ = conn.Close()
+		return
+	}
+	<-fc.closed
 }
 
 // hopHeaders are not forwarded (RFC 9113 forbids most of them anyway).
@@ -209,6 +240,66 @@ func (h *h2Proxy) Drain(ctx context.Context) {
 }
 
 func (h *h2Proxy) Close() {
+	_ = h.server.Close() // closes the feed and every connection it serves
+	<-h.served
 	h.closeIdle()
 	h.hcm.Release()
+}
+
+// connFeed is a net.Listener whose connections are handed in by ServeConn.
+type connFeed struct {
+	conns  chan net.Conn
+	done   chan struct{}
+	closed sync.Once
+}
+
+func newConnFeed() *connFeed {
+	return &connFeed{conns: make(chan net.Conn), done: make(chan struct{})}
+}
+
+// feed hands c to the server; false when the feed is closed.
+func (f *connFeed) feed(c net.Conn) bool {
+	select {
+	case f.conns <- c:
+		return true
+	case <-f.done:
+		return false
+	}
+}
+
+func (f *connFeed) Accept() (net.Conn, error) {
+	select {
+	case c := <-f.conns:
+		return c, nil
+	case <-f.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (f *connFeed) Close() error {
+	f.closed.Do(func() { close(f.done) })
+	return nil
+}
+
+func (f *connFeed) Addr() net.Addr { return feedAddr{} }
+
+type feedAddr struct{}
+
+func (feedAddr) Network() string { return "feed" }
+func (feedAddr) String() string  { return "feed" }
+
+// fedConn is a downstream connection being served; closed is closed when
+// the server is done with it. It is never a *tls.Conn, so the server speaks
+// h2c on it even when the mesh's TLS was terminated below.
+type fedConn struct {
+	net.Conn
+	external bool
+	once     sync.Once
+	closed   chan struct{}
+}
+
+func (c *fedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { close(c.closed) })
+	return err
 }

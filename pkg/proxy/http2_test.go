@@ -17,7 +17,7 @@ import (
 )
 
 // grpcBackend serves the gRPC health service; "sick" is NOT_SERVING.
-func grpcBackend(t *testing.T) string {
+func grpcBackend(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -82,4 +82,29 @@ func TestGRPCUpstreamDown(t *testing.T) {
 	require.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
 	require.Eventually(t, func() bool { return counter(t, st, "cluster.echo.upstream_rq_5xx") == "1" }, waitTimeout, time.Millisecond)
 	require.Equal(t, "1", counter(t, st, "cluster.echo.upstream_cx_connect_fail"))
+}
+
+// BenchmarkGRPCThroughTheProxy: unary gRPC calls through an h2c outbound,
+// one client connection, calls from GOMAXPROCS goroutines.
+func BenchmarkGRPCThroughTheProxy(b *testing.B) {
+	p, _ := newProxy(b)
+	port := freePort(b)
+	cfg := outboundConfig(b, port, grpcBackend(b))
+	cfg.Outbounds[0].Protocol = "grpc"
+	require.NoError(b, p.Apply(cfg))
+	conn, err := grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", port), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(b, err)
+	defer conn.Close()
+	client := healthpb.NewHealthClient(conn)
+	_, err = client.Check(b.Context(), &healthpb.HealthCheckRequest{})
+	require.NoError(b, err)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := client.Check(context.Background(), &healthpb.HealthCheckRequest{}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }

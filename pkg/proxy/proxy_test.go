@@ -75,7 +75,7 @@ func echoServer(t *testing.T, name string) (addr string, stop func()) {
 	return ln.Addr().String(), stop
 }
 
-func freePort(t *testing.T) uint32 {
+func freePort(t testing.TB) uint32 {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -83,7 +83,7 @@ func freePort(t *testing.T) uint32 {
 	return uint32(ln.Addr().(*net.TCPAddr).Port)
 }
 
-func hostPort(t *testing.T, addr string) (string, uint32) {
+func hostPort(t testing.TB, addr string) (string, uint32) {
 	t.Helper()
 	h, p, err := net.SplitHostPort(addr)
 	require.NoError(t, err)
@@ -92,7 +92,7 @@ func hostPort(t *testing.T, addr string) (string, uint32) {
 	return h, uint32(n)
 }
 
-func outboundConfig(t *testing.T, port uint32, endpoints ...string) *meshv1.ProxyConfig {
+func outboundConfig(t testing.TB, port uint32, endpoints ...string) *meshv1.ProxyConfig {
 	out := &meshv1.Outbound{Address: "127.0.0.1", Port: port, Service: "echo", Protocol: "tcp", ClusterName: "echo", Name: fmt.Sprintf("outbound:127.0.0.1:%d", port)}
 	for _, e := range endpoints {
 		h, p := hostPort(t, e)
@@ -101,7 +101,7 @@ func outboundConfig(t *testing.T, port uint32, endpoints ...string) *meshv1.Prox
 	return &meshv1.ProxyConfig{Mesh: "default", Name: "test", Outbounds: []*meshv1.Outbound{out}}
 }
 
-func newProxy(t *testing.T) (*Proxy, *stats.Store) {
+func newProxy(t testing.TB) (*Proxy, *stats.Store) {
 	st := stats.NewStore()
 	p := New(st, Options{})
 	t.Cleanup(p.Close)
