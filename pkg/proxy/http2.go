@@ -227,10 +227,15 @@ func (h *h2Proxy) fail(w http.ResponseWriter, code int, msg string, began time.T
 	h.hcm.RequestDone(code, time.Since(began))
 }
 
+// Drain refuses new requests, tells every client with HTTP/2 GOAWAY that
+// no new streams will be taken (so it closes its connection once its
+// streams are done, and opens the next one elsewhere), and waits for the
+// in-flight requests, until ctx ends.
 func (h *h2Proxy) Drain(ctx context.Context) {
 	h.mu.Lock()
 	h.draining = true
 	h.mu.Unlock()
+	go func() { _ = h.server.Shutdown(ctx) }() // GOAWAY; returns when the connections closed or ctx ended
 	done := make(chan struct{})
 	go func() { h.inflight.Wait(); close(done) }()
 	select {

@@ -108,3 +108,42 @@ func BenchmarkGRPCThroughTheProxy(b *testing.B) {
 		}
 	})
 }
+
+// Draining sends HTTP/2 GOAWAY: a gRPC client closes its idle connection
+// by itself, so the drain ends as soon as the in-flight stream is done,
+// long before its deadline.
+func TestGRPCDrainSendsGoAway(t *testing.T) {
+	p, st := newProxy(t)
+	port := freePort(t)
+	cfg := outboundConfig(t, port, grpcBackend(t))
+	cfg.Outbounds[0].Protocol = "grpc"
+	require.NoError(t, p.Apply(cfg))
+	conn, err := grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", port), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	defer conn.Close()
+	client := healthpb.NewHealthClient(conn)
+	ctx, cancel := context.WithCancel(t.Context())
+	w, err := client.Watch(ctx, &healthpb.HealthCheckRequest{Service: "sick"})
+	require.NoError(t, err)
+	_, err = w.Recv()
+	require.NoError(t, err)
+
+	deadline, stop := context.WithTimeout(context.Background(), time.Minute)
+	defer stop()
+	drained := make(chan error, 1)
+	go func() { drained <- p.Drain(deadline) }()
+	require.Eventually(t, func() bool { return counter(t, st, "http.echo.downstream_cx_active") == "1" }, waitTimeout, time.Millisecond)
+	select {
+	case err := <-drained:
+		t.Fatalf("the drain ended while a stream was in flight: %v", err)
+	default:
+	}
+	cancel() // the stream ends; the client leaves after the GOAWAY
+	select {
+	case err := <-drained:
+		require.NoError(t, err)
+		require.NoError(t, deadline.Err(), "ended by the client, not by the deadline")
+	case <-time.After(waitTimeout):
+		t.Fatal("the drain did not end after the last stream")
+	}
+}
