@@ -5,8 +5,9 @@ import (
 	"bytes"
 	"errors"
 	"net"
-	"sync"
 	"time"
+
+	"github.com/kumametrics/mesh/pkg/netfeed"
 )
 
 // http2Preface opens every HTTP/2 connection with prior knowledge, as gRPC
@@ -21,23 +22,16 @@ const sniffTimeout = 10 * time.Second
 // sniffed concurrently, so a slow client delays only itself.
 type splitter struct {
 	ln   net.Listener
-	grpc *chanListener
-	http *chanListener
+	grpc *netfeed.Listener
+	http *netfeed.Listener
 }
 
 func newSplitter(ln net.Listener) *splitter {
-	done := make(chan struct{})
-	var once sync.Once
-	closeDone := func() { once.Do(func() { close(done) }) }
-	return &splitter{
-		ln:   ln,
-		grpc: &chanListener{addr: ln.Addr(), conns: make(chan net.Conn), done: done, closeDone: closeDone},
-		http: &chanListener{addr: ln.Addr(), conns: make(chan net.Conn), done: done, closeDone: closeDone},
-	}
+	return &splitter{ln: ln, grpc: netfeed.New(ln.Addr()), http: netfeed.New(ln.Addr())}
 }
 
 func (s *splitter) run() {
-	defer s.grpc.closeDone()
+	defer s.closeFeeds()
 	for {
 		c, err := s.ln.Accept()
 		if err != nil {
@@ -74,16 +68,19 @@ func (s *splitter) route(c net.Conn) {
 	if isGRPC {
 		target = s.grpc
 	}
-	select {
-	case target.conns <- pc:
-	case <-target.done:
+	if !target.Feed(pc) {
 		_ = c.Close()
 	}
 }
 
 func (s *splitter) close() {
 	_ = s.ln.Close()
-	s.grpc.closeDone()
+	s.closeFeeds()
+}
+
+func (s *splitter) closeFeeds() {
+	_ = s.grpc.Close()
+	_ = s.http.Close()
 }
 
 // peekedConn reads first what was peeked.
@@ -93,27 +90,3 @@ type peekedConn struct {
 }
 
 func (c *peekedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
-
-// chanListener is a net.Listener fed by the splitter.
-type chanListener struct {
-	addr      net.Addr
-	conns     chan net.Conn
-	done      chan struct{}
-	closeDone func()
-}
-
-func (l *chanListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.conns:
-		return c, nil
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
-}
-
-func (l *chanListener) Close() error {
-	l.closeDone()
-	return nil
-}
-
-func (l *chanListener) Addr() net.Addr { return l.addr }

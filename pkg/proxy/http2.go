@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/kumametrics/mesh/pkg/netfeed"
 	"github.com/kumametrics/mesh/pkg/stats"
 )
 
@@ -25,7 +26,7 @@ type h2Proxy struct {
 	// server serves the downstream connections that ServeConn hands to it
 	// through conns (net/http has no per-connection entry point).
 	server *http.Server
-	conns  *connFeed
+	conns  *netfeed.Listener
 	served chan struct{} // closed when server.Serve returned
 	// transports by security: [0] plain text, [1] mTLS; a request takes the
 	// one of the current mode, so a switch retires the other's connections.
@@ -47,7 +48,7 @@ func h2cOnly() *http.Protocols {
 }
 
 func newHTTP2(p *Proxy, rt route) connHandler {
-	h := &h2Proxy{c: rt.cluster, hcm: stats.NewHTTPConnManagerStats(p.stats, rt.hcm), conns: newConnFeed(), served: make(chan struct{})}
+	h := &h2Proxy{c: rt.cluster, hcm: stats.NewHTTPConnManagerStats(p.stats, rt.hcm), conns: netfeed.New(feedAddr{}), served: make(chan struct{})}
 	h.server = &http.Server{
 		Handler:     h,
 		Protocols:   h2cOnly(),
@@ -111,7 +112,7 @@ func (h *h2Proxy) ServeConn(conn net.Conn, external bool) {
 	h.hcm.ConnectionOpened()
 	defer h.hcm.ConnectionClosed()
 	fc := &fedConn{Conn: conn, external: external, closed: make(chan struct{})}
-	if !h.conns.feed(fc) {
+	if !h.conns.Feed(fc) {
 		_ = conn.Close()
 		return
 	}
@@ -251,43 +252,7 @@ func (h *h2Proxy) Close() {
 	h.hcm.Release()
 }
 
-// connFeed is a net.Listener whose connections are handed in by ServeConn.
-type connFeed struct {
-	conns  chan net.Conn
-	done   chan struct{}
-	closed sync.Once
-}
-
-func newConnFeed() *connFeed {
-	return &connFeed{conns: make(chan net.Conn), done: make(chan struct{})}
-}
-
-// feed hands c to the server; false when the feed is closed.
-func (f *connFeed) feed(c net.Conn) bool {
-	select {
-	case f.conns <- c:
-		return true
-	case <-f.done:
-		return false
-	}
-}
-
-func (f *connFeed) Accept() (net.Conn, error) {
-	select {
-	case c := <-f.conns:
-		return c, nil
-	case <-f.done:
-		return nil, net.ErrClosed
-	}
-}
-
-func (f *connFeed) Close() error {
-	f.closed.Do(func() { close(f.done) })
-	return nil
-}
-
-func (f *connFeed) Addr() net.Addr { return feedAddr{} }
-
+// feedAddr is the address of the h2c server's listener, which has none.
 type feedAddr struct{}
 
 func (feedAddr) Network() string { return "feed" }
