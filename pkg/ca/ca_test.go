@@ -65,36 +65,52 @@ func TestWorkloadCertificateIdentity(t *testing.T) {
 	require.ErrorContains(t, err, "no SPIFFE identity")
 }
 
-func TestManagerKeepsCAs(t *testing.T) {
+// caWorld is a store with a manager and a running mirror of its meshes and
+// secrets.
+type caWorld struct {
+	st  *memory.Store
+	mgr *manager.Manager
+	mir *mirror.Mirror
+}
+
+func newCAWorld(t *testing.T) (context.Context, *caWorld) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	st := memory.New()
-	mgr := manager.New(st, nil)
-	mir := mirror.New(st, nil, resource.KindMesh, resource.KindSecret)
+	w := &caWorld{st: st, mgr: manager.New(st, nil), mir: mirror.New(st, nil, resource.KindMesh, resource.KindSecret)}
 	done := make(chan struct{})
-	go func() { defer close(done); _ = mir.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	cam := NewManager(mir, mgr, nil)
+	go func() { defer close(done); _ = w.mir.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return ctx, w
+}
+
+// waitView waits for a view of the store for which cond holds.
+func (w *caWorld) waitView(t *testing.T, cond func(*mirror.View) bool) *mirror.View {
+	t.Helper()
+	var v *mirror.View
+	require.Eventually(t, func() bool { v, _ = w.mir.View(); return v != nil && cond(v) }, 30*time.Second, 5*time.Millisecond)
+	return v
+}
+
+func secretsOf(v *mirror.View) Secrets {
+	return func(mesh, name string) *resource.Object {
+		return v.Get(resource.KindSecret, resource.Key{Mesh: mesh, Name: name})
+	}
+}
+
+func TestManagerKeepsCAs(t *testing.T) {
+	ctx, w := newCAWorld(t)
+	mgr := w.mgr
+	cam := NewManager(w.mir, mgr, nil)
 	go cam.Reconcile(ctx)
 
 	_, err := mgr.Apply(ctx, mtlsMesh("default", "ca-1", "ca-1", "ca-2"), 0)
 	require.NoError(t, err)
-	waitView := func(cond func(*mirror.View) bool) *mirror.View {
-		t.Helper()
-		var v *mirror.View
-		require.Eventually(t, func() bool { v, _ = mir.View(); return v != nil && cond(v) }, 30*time.Second, 5*time.Millisecond)
-		return v
-	}
-	secrets := func(v *mirror.View) Secrets {
-		return func(mesh, name string) *resource.Object {
-			return v.Get(resource.KindSecret, resource.Key{Mesh: mesh, Name: name})
-		}
-	}
-	v := waitView(func(v *mirror.View) bool { return v.Len(resource.KindSecret) == 4 })
-	ca1, err := Load(secrets(v), "default", "ca-1")
+	v := w.waitView(t, func(v *mirror.View) bool { return v.Len(resource.KindSecret) == 4 })
+	ca1, err := Load(secretsOf(v), "default", "ca-1")
 	require.NoError(t, err)
 	require.Equal(t, 2048, ca1.Cert.PublicKey.(interface{ Size() int }).Size()*8, "RSA 2048 by default")
-	bundle, version := TrustBundle(secrets(v), "default", v.Get(resource.KindMesh, resource.Key{Name: "default"}).Mesh())
+	bundle, version := TrustBundle(secretsOf(v), "default", v.Get(resource.KindMesh, resource.Key{Name: "default"}).Mesh())
 	certs, err := pki.ParseCertificates(bundle)
 	require.NoError(t, err)
 	require.Len(t, certs, 2, "both listed CAs are trusted")
@@ -103,19 +119,19 @@ func TestManagerKeepsCAs(t *testing.T) {
 	// Switching the enabled backend keeps the CAs; the version follows the enabled one.
 	_, err = mgr.Apply(ctx, mtlsMesh("default", "ca-2", "ca-1", "ca-2"), 0)
 	require.NoError(t, err)
-	v = waitView(func(v *mirror.View) bool {
-		_, ver := TrustBundle(secrets(v), "default", v.Get(resource.KindMesh, resource.Key{Name: "default"}).Mesh())
+	v = w.waitView(t, func(v *mirror.View) bool {
+		_, ver := TrustBundle(secretsOf(v), "default", v.Get(resource.KindMesh, resource.Key{Name: "default"}).Mesh())
 		return ver != "" && ver != version
 	})
-	again, err := Load(secrets(v), "default", "ca-1")
+	again, err := Load(secretsOf(v), "default", "ca-1")
 	require.NoError(t, err)
 	require.Equal(t, ca1.Cert.SerialNumber, again.Cert.SerialNumber, "an existing CA is never regenerated")
 
 	// A backend no longer listed loses its material; mTLS off keeps nothing enabled.
 	_, err = mgr.Apply(ctx, mtlsMesh("default", "ca-2", "ca-2"), 0)
 	require.NoError(t, err)
-	v = waitView(func(v *mirror.View) bool { return v.Len(resource.KindSecret) == 2 })
-	_, err = Load(secrets(v), "default", "ca-1")
+	v = w.waitView(t, func(v *mirror.View) bool { return v.Len(resource.KindSecret) == 2 })
+	_, err = Load(secretsOf(v), "default", "ca-1")
 	require.Error(t, err)
 	require.Nil(t, Enabled(mtlsMesh("m", "", "ca-1").Mesh()))
 }
@@ -124,35 +140,18 @@ func TestManagerKeepsCAs(t *testing.T) {
 // replace the CA the other one created, and a broken leftover (a key
 // without its certificate) is replaced.
 func TestManagerNeverOverwritesAnotherWritersCA(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	st := memory.New()
-	mgr := manager.New(st, nil)
-	mir := mirror.New(st, nil, resource.KindMesh, resource.KindSecret)
-	done := make(chan struct{})
-	go func() { defer close(done); _ = mir.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	waitView := func(cond func(*mirror.View) bool) *mirror.View {
-		t.Helper()
-		var v *mirror.View
-		require.Eventually(t, func() bool { v, _ = mir.View(); return v != nil && cond(v) }, 30*time.Second, 5*time.Millisecond)
-		return v
-	}
-	secrets := func(v *mirror.View) Secrets {
-		return func(mesh, name string) *resource.Object {
-			return v.Get(resource.KindSecret, resource.Key{Mesh: mesh, Name: name})
-		}
-	}
+	ctx, w := newCAWorld(t)
+	st, mgr, mir := w.st, w.mgr, w.mir
 
 	_, err := mgr.Apply(ctx, mtlsMesh("default", "ca-1", "ca-1"), 0)
 	require.NoError(t, err)
-	stale := waitView(func(v *mirror.View) bool { return v.Get(resource.KindMesh, resource.Key{Name: "default"}) != nil })
+	stale := w.waitView(t, func(v *mirror.View) bool { return v.Get(resource.KindMesh, resource.Key{Name: "default"}) != nil })
 	require.Zero(t, stale.Len(resource.KindSecret))
 
 	first, second := NewManager(mir, mgr, nil), NewManager(mir, mgr, nil)
 	require.NoError(t, first.Ensure(ctx, stale))
-	created := waitView(func(v *mirror.View) bool { return v.Len(resource.KindSecret) == 2 })
-	pair, err := Load(secrets(created), "default", "ca-1")
+	created := w.waitView(t, func(v *mirror.View) bool { return v.Len(resource.KindSecret) == 2 })
+	pair, err := Load(secretsOf(created), "default", "ca-1")
 	require.NoError(t, err)
 
 	err = second.Ensure(ctx, stale)
@@ -169,10 +168,10 @@ func TestManagerNeverOverwritesAnotherWritersCA(t *testing.T) {
 
 	// A key without its certificate is a leftover: replaced by a new pair.
 	require.NoError(t, mgr.Delete(ctx, resource.KindSecret, cert.Meta.Key(), 0))
-	broken := waitView(func(v *mirror.View) bool { return v.Len(resource.KindSecret) == 1 })
+	broken := w.waitView(t, func(v *mirror.View) bool { return v.Len(resource.KindSecret) == 1 })
 	require.NoError(t, second.Ensure(ctx, broken))
-	repaired := waitView(func(v *mirror.View) bool { return v.Len(resource.KindSecret) == 2 })
-	again, err := Load(secrets(repaired), "default", "ca-1")
+	repaired := w.waitView(t, func(v *mirror.View) bool { return v.Len(resource.KindSecret) == 2 })
+	again, err := Load(secretsOf(repaired), "default", "ca-1")
 	require.NoError(t, err)
 	require.NotEqual(t, pair.Cert.SerialNumber, again.Cert.SerialNumber)
 }

@@ -14,6 +14,8 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
+
+	"github.com/kumametrics/mesh/pkg/stats"
 )
 
 // grpcBackend serves the gRPC health service; "sick" is NOT_SERVING.
@@ -30,25 +32,30 @@ func grpcBackend(t testing.TB) string {
 	return ln.Addr().String()
 }
 
-func TestGRPCThroughTheProxy(t *testing.T) {
-	a, b := grpcBackend(t), grpcBackend(t)
+// grpcOutbound starts a proxy with a gRPC outbound to endpoints and returns
+// a health client connected to it, and the proxy's statistics.
+func grpcOutbound(t testing.TB, endpoints ...string) (*Proxy, *stats.Store, healthpb.HealthClient) {
+	t.Helper()
 	p, st := newProxy(t)
 	port := freePort(t)
-	cfg := outboundConfig(t, port, a, b)
+	cfg := outboundConfig(t, port, endpoints...)
 	cfg.Outbounds[0].Protocol = "grpc"
 	require.NoError(t, p.Apply(cfg))
-
 	conn, err := grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", port), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
-	defer conn.Close()
-	client := healthpb.NewHealthClient(conn)
+	t.Cleanup(func() { _ = conn.Close() })
+	return p, st, healthpb.NewHealthClient(conn)
+}
+
+func TestGRPCThroughTheProxy(t *testing.T) {
+	_, st, client := grpcOutbound(t, grpcBackend(t), grpcBackend(t))
 	for range 10 {
 		resp, err := client.Check(t.Context(), &healthpb.HealthCheckRequest{})
 		require.NoError(t, err)
 		require.Equal(t, healthpb.HealthCheckResponse_SERVING, resp.GetStatus())
 	}
 	// An error status travels in the trailers.
-	_, err = client.Check(t.Context(), &healthpb.HealthCheckRequest{Service: "unknown"})
+	_, err := client.Check(t.Context(), &healthpb.HealthCheckRequest{Service: "unknown"})
 	require.Equal(t, codes.NotFound, status.Code(err), "%v", err)
 
 	// A server stream works through the proxy too.
@@ -70,15 +77,8 @@ func TestGRPCThroughTheProxy(t *testing.T) {
 }
 
 func TestGRPCUpstreamDown(t *testing.T) {
-	p, st := newProxy(t)
-	port := freePort(t)
-	cfg := outboundConfig(t, port, fmt.Sprintf("127.0.0.1:%d", freePort(t)))
-	cfg.Outbounds[0].Protocol = "grpc"
-	require.NoError(t, p.Apply(cfg))
-	conn, err := grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", port), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	require.NoError(t, err)
-	defer conn.Close()
-	_, err = healthpb.NewHealthClient(conn).Check(t.Context(), &healthpb.HealthCheckRequest{})
+	_, st, client := grpcOutbound(t, fmt.Sprintf("127.0.0.1:%d", freePort(t)))
+	_, err := client.Check(t.Context(), &healthpb.HealthCheckRequest{})
 	require.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
 	require.Eventually(t, func() bool { return counter(t, st, "cluster.echo.upstream_rq_5xx") == "1" }, waitTimeout, time.Millisecond)
 	require.Equal(t, "1", counter(t, st, "cluster.echo.upstream_cx_connect_fail"))
@@ -87,16 +87,8 @@ func TestGRPCUpstreamDown(t *testing.T) {
 // BenchmarkGRPCThroughTheProxy: unary gRPC calls through an h2c outbound,
 // one client connection, calls from GOMAXPROCS goroutines.
 func BenchmarkGRPCThroughTheProxy(b *testing.B) {
-	p, _ := newProxy(b)
-	port := freePort(b)
-	cfg := outboundConfig(b, port, grpcBackend(b))
-	cfg.Outbounds[0].Protocol = "grpc"
-	require.NoError(b, p.Apply(cfg))
-	conn, err := grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", port), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	require.NoError(b, err)
-	defer conn.Close()
-	client := healthpb.NewHealthClient(conn)
-	_, err = client.Check(b.Context(), &healthpb.HealthCheckRequest{})
+	_, _, client := grpcOutbound(b, grpcBackend(b))
+	_, err := client.Check(b.Context(), &healthpb.HealthCheckRequest{})
 	require.NoError(b, err)
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
@@ -113,15 +105,7 @@ func BenchmarkGRPCThroughTheProxy(b *testing.B) {
 // by itself, so the drain ends as soon as the in-flight stream is done,
 // long before its deadline.
 func TestGRPCDrainSendsGoAway(t *testing.T) {
-	p, st := newProxy(t)
-	port := freePort(t)
-	cfg := outboundConfig(t, port, grpcBackend(t))
-	cfg.Outbounds[0].Protocol = "grpc"
-	require.NoError(t, p.Apply(cfg))
-	conn, err := grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", port), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	require.NoError(t, err)
-	defer conn.Close()
-	client := healthpb.NewHealthClient(conn)
+	p, st, client := grpcOutbound(t, grpcBackend(t))
 	ctx, cancel := context.WithCancel(t.Context())
 	w, err := client.Watch(ctx, &healthpb.HealthCheckRequest{Service: "sick"})
 	require.NoError(t, err)
