@@ -109,15 +109,9 @@ func writeChunkHeader(dst *bufio.Writer, n uint64) error {
 // maxTrailer bounds the trailer section.
 func copyChunked(dst *bufio.Writer, src *bufio.Reader, dechunk bool, maxTrailer int) (rerr, werr error) {
 	for {
-		if rerr, werr = fill(dst, src); rerr != nil || werr != nil {
-			return unexpected(rerr), werr
-		}
-		line, err := src.ReadSlice('\n')
-		if err != nil {
-			if errors.Is(err, bufio.ErrBufferFull) {
-				return errBadChunk, nil
-			}
-			return unexpected(err), nil
+		line, rerr, werr := readLine(dst, src)
+		if rerr != nil || werr != nil {
+			return rerr, werr
 		}
 		size, ok := parseChunkSize(line)
 		if !ok {
@@ -134,15 +128,9 @@ func copyChunked(dst *bufio.Writer, src *bufio.Reader, dechunk bool, maxTrailer 
 		if rerr, werr = copyFixed(dst, src, int64(size)); rerr != nil || werr != nil {
 			return rerr, werr
 		}
-		if rerr, werr = fill(dst, src); rerr != nil || werr != nil {
-			return unexpected(rerr), werr
-		}
-		crlf, err := src.ReadSlice('\n')
-		if err != nil {
-			if errors.Is(err, bufio.ErrBufferFull) {
-				return errBadChunk, nil
-			}
-			return unexpected(err), nil
+		crlf, rerr, werr := readLine(dst, src)
+		if rerr != nil || werr != nil {
+			return rerr, werr
 		}
 		if !(len(crlf) == 2 && crlf[0] == '\r') && len(crlf) != 1 {
 			return errBadChunk, nil
@@ -165,15 +153,9 @@ func copyTrailer(dst *bufio.Writer, src *bufio.Reader, dechunk bool, max int) (r
 	}
 	total := 0
 	for {
-		if rerr, werr = fill(dst, src); rerr != nil || werr != nil {
-			return unexpected(rerr), werr
-		}
-		line, err := src.ReadSlice('\n')
-		if err != nil {
-			if errors.Is(err, bufio.ErrBufferFull) {
-				return errBadChunk, nil
-			}
-			return unexpected(err), nil
+		line, rerr, werr := readLine(dst, src)
+		if rerr != nil || werr != nil {
+			return rerr, werr
 		}
 		total += len(line)
 		if total > max {
@@ -273,6 +255,24 @@ rest:
 }
 
 // unexpected turns io.EOF inside a body into io.ErrUnexpectedEOF.
+// readLine reads one framing line of a chunked body (a chunk size, the
+// CRLF after its data, a trailer field), flushing what was written first
+// when it has to wait. A line longer than the read buffer is errBadChunk; an
+// end of input is unexpected.
+func readLine(dst *bufio.Writer, src *bufio.Reader) (line []byte, rerr, werr error) {
+	if rerr, werr = fill(dst, src); rerr != nil || werr != nil {
+		return nil, unexpected(rerr), werr
+	}
+	line, err := src.ReadSlice('\n')
+	if err != nil {
+		if errors.Is(err, bufio.ErrBufferFull) {
+			return nil, errBadChunk, nil
+		}
+		return nil, unexpected(err), nil
+	}
+	return line, nil, nil
+}
+
 func unexpected(err error) error {
 	if errors.Is(err, io.EOF) {
 		return io.ErrUnexpectedEOF
