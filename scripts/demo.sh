@@ -162,40 +162,14 @@ done
 
 start traffic-app "$BIN/demo-app" traffic --target http://127.0.0.1:10002/ --rate 20 --duration 24h
 
-# Debian's Prometheus has no kuma_sd_configs: it discovers the proxies with
-# http_sd_configs from the control plane, with the guide's relabel rules.
+# Prometheus set up by the product itself: `kumactl install metrics
+# --universal` writes a prometheus.yml that discovers the proxies with
+# http_sd_configs from the control plane (Debian's Prometheus has no
+# kuma_sd_configs) and the guide's relabel rules, and scrapes kuma-cp too.
 PROM_PORT=9090
 if curl -s -o /dev/null "http://127.0.0.1:$PROM_PORT/" 2>/dev/null; then PROM_PORT=19090; fi
-cat >"$DEMO/prometheus.yml" <<YAML
-global:
-  scrape_interval: 5s
-  evaluation_interval: 5s
-scrape_configs:
-- job_name: 'kuma-dataplanes'
-  scrape_interval: "5s"
-  relabel_configs:
-  - source_labels:
-    - __meta_kuma_mesh
-    regex: "(.*)"
-    target_label: mesh
-  - source_labels:
-    - __meta_kuma_dataplane
-    regex: "(.*)"
-    target_label: dataplane
-  - source_labels:
-    - __meta_kuma_service
-    regex: "(.*)"
-    target_label: service
-  - action: labelmap
-    regex: __meta_kuma_label_(.+)
-  http_sd_configs:
-  - url: http://127.0.0.1:5676/v3/discovery:monitoringassignments/http_sd
-    refresh_interval: 5s
-- job_name: 'kuma-cp'
-  static_configs:
-  - targets: ['127.0.0.1:5680']
-YAML
-start prometheus prometheus --config.file="$DEMO/prometheus.yml" \
+$KUMACTL install metrics --universal --output-dir "$DEMO/metrics" --overwrite >"$DEMO/install-metrics.log"
+start prometheus prometheus --config.file="$DEMO/metrics/prometheus.yml" \
   --web.listen-address=127.0.0.1:$PROM_PORT --storage.tsdb.path="$DEMO/prometheus-data" \
   --storage.tsdb.retention.time=1d --log.level=warn
 wait_http "http://127.0.0.1:$PROM_PORT/-/ready" prometheus
