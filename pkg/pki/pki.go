@@ -202,7 +202,7 @@ func ParseCertificates(bundle []byte) ([]*x509.Certificate, error) {
 		}
 		c, err := x509.ParseCertificate(block.Bytes)
 		if err != nil {
-			return nil, fmt.Errorf("parse certificate: %w", err)
+			return nil, fmt.Errorf("parse certificate %d of the bundle: %w", len(out)+1, err)
 		}
 		out = append(out, c)
 	}

@@ -272,3 +272,100 @@ func TestDrainDeadlineClosesWhatIsLeft(t *testing.T) {
 	_, err := c.r.ReadByte()
 	require.ErrorIs(t, err, io.EOF, "closed by the proxy")
 }
+
+// A config the proxy cannot apply whole changes nothing: not the mesh's
+// mTLS mode either, and what was bound for it is closed again.
+func TestFailedApplyKeepsTheMTLSModeAndClosesWhatItBound(t *testing.T) {
+	a, _ := echoServer(t, "a")
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer busy.Close()
+	_, busyPort := hostPort(t, busy.Addr().String())
+	p, _ := newProxy(t)
+	require.NoError(t, p.Apply(outboundConfig(t, 0, a)))
+
+	bad := outboundConfig(t, 0, a)
+	bad.Mtls = &meshv1.MTLS{Enabled: true}
+	bad.Outbounds = append(bad.Outbounds, &meshv1.Outbound{Address: "127.0.0.1", Service: "x", Protocol: "tcp", ClusterName: "x", Name: "outbound:new"})
+	bad.Inbounds = []*meshv1.Inbound{{Address: "127.0.0.1", Port: busyPort, ServiceAddress: "127.0.0.1", ServicePort: 1, Protocol: "tcp", ClusterName: "localhost_1", Name: "inbound:busy"}}
+	ch, err := p.Prepare(bad)
+	require.ErrorContains(t, err, "listener inbound:busy")
+	require.Nil(t, ch)
+	require.Equal(t, inboundPlain, p.sec.inboundMode(), "mTLS not switched on")
+	require.Nil(t, p.sec.state.Load())
+	require.Equal(t, "a:ok", dial(t, portOf(t, p, "outbound:127.0.0.1:0")).must("ok"))
+
+	// Prepared, then aborted: the new listener was bound, and is closed.
+	good := outboundConfig(t, 0, a)
+	good.Mtls = &meshv1.MTLS{Enabled: true}
+	good.Outbounds = append(good.Outbounds, &meshv1.Outbound{Address: "127.0.0.1", Service: "x", Protocol: "tcp", ClusterName: "x", Name: "outbound:new"})
+	ch, err = p.Prepare(good)
+	require.NoError(t, err)
+	prepared := ch.bound["outbound:new"].Addr().String()
+	require.NotContains(t, ch.bound, "outbound:127.0.0.1:0", "the running listener is kept, not bound again")
+	ch.Abort()
+	ch.Commit() // no effect after Abort
+	_, err = net.Dial("tcp", prepared)
+	require.Error(t, err, "closed on abort")
+	require.Equal(t, []string{"outbound:127.0.0.1:0"}, p.Listeners())
+	require.Nil(t, p.sec.state.Load())
+
+	// Prepared and committed: everything switches.
+	ch, err = p.Prepare(good)
+	require.NoError(t, err)
+	ch.Commit()
+	ch.Abort() // no effect after Commit
+	require.Equal(t, []string{"outbound:127.0.0.1:0", "outbound:new"}, p.Listeners())
+	require.Equal(t, inboundStrict, p.sec.inboundMode())
+	require.NotNil(t, p.Addr("outbound:new"))
+	require.Nil(t, p.Addr("outbound:gone"))
+}
+
+// portOf is the port a listener of p is bound to.
+func portOf(t *testing.T, p *Proxy, name string) uint32 {
+	t.Helper()
+	addr := p.Addr(name)
+	require.NotNil(t, addr, name)
+	_, port := hostPort(t, addr.String())
+	return port
+}
+
+// A listener whose address stays keeps its socket, also under a new name:
+// no rebind (which its own socket would refuse), no dropped connection.
+func TestListenerKeepsItsSocketUnderANewName(t *testing.T) {
+	a, _ := echoServer(t, "a")
+	p, _ := newProxy(t)
+	require.NoError(t, p.Apply(outboundConfig(t, 0, a)))
+	port := portOf(t, p, "outbound:127.0.0.1:0")
+	established := dial(t, port)
+	require.Equal(t, "a:1", established.must("1"))
+
+	renamed := outboundConfig(t, port, a)
+	renamed.Outbounds[0].Name = "outbound:renamed"
+	require.NoError(t, p.Apply(renamed))
+	require.Equal(t, []string{"outbound:renamed"}, p.Listeners())
+	require.Equal(t, port, portOf(t, p, "outbound:renamed"))
+	require.Equal(t, "a:2", established.must("2"))
+	require.Equal(t, "a:3", dial(t, port).must("3"))
+}
+
+func TestApplyRefusesBadListeners(t *testing.T) {
+	p, _ := newProxy(t)
+	out := func(name string, port uint32, protocol string) *meshv1.Outbound {
+		return &meshv1.Outbound{Address: "127.0.0.1", Port: port, Service: "x", Protocol: protocol, ClusterName: "x", Name: name}
+	}
+	for _, tc := range []struct {
+		name string
+		outs []*meshv1.Outbound
+		want string
+	}{
+		{name: "a name twice", outs: []*meshv1.Outbound{out("o", 0, "tcp"), out("o", 0, "tcp")}, want: "listener o is configured twice"},
+		{name: "an address twice", outs: []*meshv1.Outbound{out("o1", 10001, "tcp"), out("o2", 10001, "http")}, want: "listeners o1 and o2 both listen on 127.0.0.1:10001"},
+		{name: "an unknown protocol", outs: []*meshv1.Outbound{out("o", 0, "smtp")}, want: `listener o: protocol "smtp" is not supported`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			require.ErrorContains(t, p.Apply(&meshv1.ProxyConfig{Outbounds: tc.outs}), tc.want)
+			require.Empty(t, p.Listeners())
+		})
+	}
+}
