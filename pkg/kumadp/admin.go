@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"regexp"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -18,7 +19,7 @@ import (
 type adminServer struct {
 	a   *Agent
 	srv *http.Server
-	ln  net.Listener
+	ln  atomic.Pointer[net.Listener]
 }
 
 func newAdminServer(a *Agent) *adminServer {
@@ -39,16 +40,18 @@ func (s *adminServer) start(addr string) error {
 	if err != nil {
 		return fmt.Errorf("admin API: listen on %s: %w", addr, err)
 	}
-	s.ln = ln
+	s.ln.Store(&ln)
 	go func() { _ = s.srv.Serve(ln) }()
 	return nil
 }
 
+// addr is where the admin API listens ("" before start).
 func (s *adminServer) addr() string {
-	if s.ln == nil {
+	ln := s.ln.Load()
+	if ln == nil {
 		return ""
 	}
-	return s.ln.Addr().String()
+	return (*ln).Addr().String()
 }
 
 func (s *adminServer) close() {

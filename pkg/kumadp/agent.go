@@ -82,6 +82,8 @@ type Agent struct {
 	metrics *metricsServer
 	admin   *adminServer
 
+	// applyMu serializes applying configs (prepare, then commit or abort).
+	applyMu sync.Mutex
 	// current is the applied config and its version.
 	mu      sync.Mutex
 	current *meshv1.ProxyConfig
@@ -306,7 +308,12 @@ func (a *Agent) stream(ctx context.Context, client meshv1.DataplaneConfigService
 	}
 }
 
-// apply applies a config response.
+// apply applies a config response all or nothing: everything that can fail
+// is prepared first (the trust bundle parsed, new listeners and the metrics
+// endpoint's new address bound, the metrics config compiled) while the
+// running config keeps serving; only when every part is ready do they all
+// switch. On error the prepared parts are discarded (what was bound for
+// them closes) and the running config stays, whole.
 func (a *Agent) apply(resp *discoveryv3.DiscoveryResponse) error {
 	if len(resp.GetResources()) != 1 {
 		return fmt.Errorf("expected one ProxyConfig, got %d resources", len(resp.GetResources()))
@@ -315,19 +322,28 @@ func (a *Agent) apply(resp *discoveryv3.DiscoveryResponse) error {
 	if err := resp.GetResources()[0].UnmarshalTo(cfg); err != nil {
 		return fmt.Errorf("decode ProxyConfig: %w", err)
 	}
+	a.applyMu.Lock()
+	defer a.applyMu.Unlock()
 	if a.draining.Load() {
 		return errors.New("draining")
 	}
+	certs, err := a.certs.prepare(cfg.GetMtls())
+	if err != nil {
+		return err
+	}
+	change, err := a.proxy.Prepare(cfg)
+	if err != nil {
+		return err
+	}
+	metrics, err := a.metrics.prepare(cfg.GetMetrics(), cfg.GetMtls(), defaultAppAddress(cfg))
+	if err != nil {
+		change.Abort()
+		return err
+	}
 	// Trust first: inbounds may turn to mTLS with this config.
-	if err := a.certs.configure(cfg.GetMtls()); err != nil {
-		return err
-	}
-	if err := a.proxy.Apply(cfg); err != nil {
-		return err
-	}
-	if err := a.metrics.apply(cfg.GetMetrics(), cfg.GetMtls(), defaultAppAddress(cfg)); err != nil {
-		return err
-	}
+	a.certs.commit(certs)
+	change.Commit()
+	a.metrics.commit(metrics)
 	a.mu.Lock()
 	a.current, a.version = cfg, resp.GetVersionInfo()
 	a.mu.Unlock()
