@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	meshv1 "github.com/kumametrics/mesh/api/mesh/v1"
+	"github.com/kumametrics/mesh/pkg/proxy/proxytest"
 	"github.com/kumametrics/mesh/pkg/resource"
 )
 
@@ -22,7 +23,7 @@ import (
 // nothing the rejected config bound left behind. A good config then applies
 // fully.
 func TestRejectedConfigLeavesTheRunningOneInPlace(t *testing.T) {
-	app := lineApp(t)
+	app, _ := proxytest.LineApp(t, "app")
 	appHost, appPort := splitHostPort(t, app)
 	cp := startControlPlane(t)
 	a := runAgent(t, cp)

@@ -8,14 +8,15 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+	"google.golang.org/protobuf/proto"
 
 	meshv1 "github.com/kumametrics/mesh/api/mesh/v1"
+	"github.com/kumametrics/mesh/pkg/proxy/proxytest"
 	"github.com/kumametrics/mesh/pkg/stats"
 )
 
@@ -26,53 +27,7 @@ const waitTimeout = 10 * time.Second
 // echoServer answers every line with "<name>:<line>".
 func echoServer(t *testing.T, name string) (addr string, stop func()) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	conns := map[net.Conn]bool{}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns[c] = true
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				r := bufio.NewReader(c)
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil {
-						return
-					}
-					if _, err := fmt.Fprintf(c, "%s:%s", name, line); err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			ln.Close()
-			mu.Lock()
-			for c := range conns {
-				c.Close()
-			}
-			mu.Unlock()
-			wg.Wait()
-		})
-	}
-	t.Cleanup(stop)
-	return ln.Addr().String(), stop
+	return proxytest.LineApp(t, name)
 }
 
 func freePort(t testing.TB) uint32 {
@@ -206,24 +161,6 @@ func TestEndpointChangesKeepEstablishedConnections(t *testing.T) {
 	require.Empty(t, p.Listeners())
 }
 
-func TestApplyIsAllOrNothing(t *testing.T) {
-	a, _ := echoServer(t, "a")
-	busy, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer busy.Close()
-	_, busyPort := hostPort(t, busy.Addr().String())
-	p, _ := newProxy(t)
-	port := freePort(t)
-	require.NoError(t, p.Apply(outboundConfig(t, port, a)))
-
-	bad := outboundConfig(t, port, a)
-	bad.Outbounds = append(bad.Outbounds, &meshv1.Outbound{Address: "127.0.0.1", Port: busyPort, Service: "x", Protocol: "tcp", ClusterName: "x", Name: "outbound:busy"})
-	err = p.Apply(bad)
-	require.ErrorContains(t, err, "outbound:busy")
-	require.Equal(t, []string{fmt.Sprintf("outbound:127.0.0.1:%d", port)}, p.Listeners(), "nothing changed")
-	require.Equal(t, "a:ok", dial(t, port).must("ok"))
-}
-
 func TestDrainWaitsForConnections(t *testing.T) {
 	a, _ := echoServer(t, "a")
 	st := stats.NewStore()
@@ -275,7 +212,7 @@ func TestDrainDeadlineClosesWhatIsLeft(t *testing.T) {
 
 // A config the proxy cannot apply whole changes nothing: not the mesh's
 // mTLS mode either, and what was bound for it is closed again.
-func TestFailedApplyKeepsTheMTLSModeAndClosesWhatItBound(t *testing.T) {
+func TestApplyIsAllOrNothing(t *testing.T) {
 	a, _ := echoServer(t, "a")
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -284,21 +221,21 @@ func TestFailedApplyKeepsTheMTLSModeAndClosesWhatItBound(t *testing.T) {
 	p, _ := newProxy(t)
 	require.NoError(t, p.Apply(outboundConfig(t, 0, a)))
 
-	bad := outboundConfig(t, 0, a)
-	bad.Mtls = &meshv1.MTLS{Enabled: true}
-	bad.Outbounds = append(bad.Outbounds, &meshv1.Outbound{Address: "127.0.0.1", Service: "x", Protocol: "tcp", ClusterName: "x", Name: "outbound:new"})
+	// mTLS on and a new outbound; and, in the bad one, an inbound on a port in use.
+	good := outboundConfig(t, 0, a)
+	good.Mtls = &meshv1.MTLS{Enabled: true}
+	good.Outbounds = append(good.Outbounds, &meshv1.Outbound{Address: "127.0.0.1", Service: "x", Protocol: "tcp", ClusterName: "x", Name: "outbound:new"})
+	bad := proto.Clone(good).(*meshv1.ProxyConfig)
 	bad.Inbounds = []*meshv1.Inbound{{Address: "127.0.0.1", Port: busyPort, ServiceAddress: "127.0.0.1", ServicePort: 1, Protocol: "tcp", ClusterName: "localhost_1", Name: "inbound:busy"}}
 	ch, err := p.Prepare(bad)
 	require.ErrorContains(t, err, "listener inbound:busy")
 	require.Nil(t, ch)
+	require.Equal(t, []string{"outbound:127.0.0.1:0"}, p.Listeners(), "nothing changed")
 	require.Equal(t, inboundPlain, p.sec.inboundMode(), "mTLS not switched on")
 	require.Nil(t, p.sec.state.Load())
 	require.Equal(t, "a:ok", dial(t, portOf(t, p, "outbound:127.0.0.1:0")).must("ok"))
 
 	// Prepared, then aborted: the new listener was bound, and is closed.
-	good := outboundConfig(t, 0, a)
-	good.Mtls = &meshv1.MTLS{Enabled: true}
-	good.Outbounds = append(good.Outbounds, &meshv1.Outbound{Address: "127.0.0.1", Service: "x", Protocol: "tcp", ClusterName: "x", Name: "outbound:new"})
 	ch, err = p.Prepare(good)
 	require.NoError(t, err)
 	prepared := ch.bound["outbound:new"].Addr().String()
