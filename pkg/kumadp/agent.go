@@ -335,9 +335,9 @@ func (a *Agent) apply(resp *discoveryv3.DiscoveryResponse) error {
 	if err != nil {
 		return err
 	}
+	defer change.Abort() // nothing once committed
 	metrics, err := a.metrics.prepare(cfg.GetMetrics(), cfg.GetMtls(), defaultAppAddress(cfg))
 	if err != nil {
-		change.Abort()
 		return err
 	}
 	// Trust first: inbounds may turn to mTLS with this config.

@@ -139,7 +139,7 @@ func (p *Proxy) prepareLocked(cfg *meshv1.ProxyConfig) (*Change, error) {
 	for _, l := range p.listeners {
 		byAddr[l.ln.Addr().String()] = l
 		if l.port != 0 {
-			byAddr[listenAddress(l.address, l.port)] = l
+			byAddr[joinHostPort(l.address, l.port)] = l
 		}
 	}
 	claimed := make(map[*listener]bool, len(wants))
@@ -148,7 +148,7 @@ func (p *Proxy) prepareLocked(cfg *meshv1.ProxyConfig) (*Change, error) {
 		if l == nil || l.address != w.address || l.port != w.port || claimed[l] {
 			l = nil
 			if w.port != 0 {
-				l = byAddr[listenAddress(w.address, w.port)]
+				l = byAddr[joinHostPort(w.address, w.port)]
 			}
 		}
 		if l != nil && !claimed[l] {
@@ -156,7 +156,7 @@ func (p *Proxy) prepareLocked(cfg *meshv1.ProxyConfig) (*Change, error) {
 			ch.reuse[w.name] = l
 			continue
 		}
-		ln, err := net.Listen("tcp", listenAddress(w.address, w.port))
+		ln, err := net.Listen("tcp", joinHostPort(w.address, w.port))
 		if err != nil {
 			closeAll(ch.bound)
 			return nil, fmt.Errorf("listener %s: %w", w.name, err)
@@ -174,7 +174,7 @@ func wantsOf(cfg *meshv1.ProxyConfig) ([]want, error) {
 		wants = append(wants, want{
 			name: in.GetName(), address: in.GetAddress(), port: in.GetPort(),
 			rt:          route{protocol: in.GetProtocol(), hcm: in.GetClusterName()},
-			endpoints:   []string{listenAddress(in.GetServiceAddress(), in.GetServicePort())},
+			endpoints:   []string{joinHostPort(in.GetServiceAddress(), in.GetServicePort())},
 			clusterName: in.GetClusterName(),
 			inbound:     in,
 		})
@@ -182,7 +182,7 @@ func wantsOf(cfg *meshv1.ProxyConfig) ([]want, error) {
 	for _, out := range cfg.GetOutbounds() {
 		eps := make([]string, 0, len(out.GetEndpoints()))
 		for _, ep := range out.GetEndpoints() {
-			eps = append(eps, listenAddress(ep.GetAddress(), ep.GetPort()))
+			eps = append(eps, joinHostPort(ep.GetAddress(), ep.GetPort()))
 		}
 		wants = append(wants, want{
 			name: out.GetName(), address: out.GetAddress(), port: out.GetPort(),
@@ -207,7 +207,7 @@ func wantsOf(cfg *meshv1.ProxyConfig) ([]want, error) {
 		if w.port == 0 {
 			continue
 		}
-		addr := listenAddress(w.address, w.port)
+		addr := joinHostPort(w.address, w.port)
 		if other, dup := addrs[addr]; dup {
 			return nil, fmt.Errorf("listeners %s and %s both listen on %s", other, w.name, addr)
 		}
@@ -286,7 +286,8 @@ func (ch *Change) Abort() {
 	ch.p.mu.Unlock()
 }
 
-func listenAddress(host string, port uint32) string {
+// joinHostPort is host:port.
+func joinHostPort(host string, port uint32) string {
 	return net.JoinHostPort(host, strconv.FormatUint(uint64(port), 10))
 }
 
