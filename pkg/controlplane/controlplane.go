@@ -187,7 +187,8 @@ func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (cp *Contro
 		task{"mads", func(ctx context.Context) error { return madsServer.Serve(ctx, madsLn) }},
 	)
 
-	cert, err := dpserver.ServerCertificate(cfg.General.WorkDir, cfg.DPServer.TLSCertFile, cfg.DPServer.TLSKeyFile, time.Now())
+	cert, err := dpserver.ServerCertificate(cfg.General.WorkDir, cfg.DPServer.TLSCertFile, cfg.DPServer.TLSKeyFile, time.Now(),
+		net.ParseIP(cfg.DPServer.Interface))
 	if err != nil {
 		return nil, err
 	}

@@ -253,6 +253,25 @@ func TestServerCertificateIsKeptAcrossRestarts(t *testing.T) {
 	ca3, _ := os.ReadFile(filepath.Join(dir, CAFile))
 	require.Equal(t, ca1, ca3)
 
+	// The server listens on another loopback address: the certificate is
+	// reissued to name it too, from the same CA.
+	other := net.ParseIP("127.51.7.9")
+	leaf := func(c tls.Certificate) *x509.Certificate {
+		x, err := x509.ParseCertificate(c.Certificate[0])
+		require.NoError(t, err)
+		return x
+	}
+	require.Error(t, leaf(c3).VerifyHostname(other.String()))
+	c4, err := ServerCertificate(dir, "", "", now.Add(time.Hour), other, net.IPv4zero)
+	require.NoError(t, err)
+	require.NoError(t, leaf(c4).VerifyHostname(other.String()))
+	require.NoError(t, leaf(c4).VerifyHostname("127.0.0.1"))
+	ca4, _ := os.ReadFile(filepath.Join(dir, CAFile))
+	require.Equal(t, ca1, ca4)
+	c5, err := ServerCertificate(dir, "", "", now.Add(2*time.Hour), other)
+	require.NoError(t, err)
+	require.Equal(t, c4.Certificate[0], c5.Certificate[0], "kept while it names every address")
+
 	_, err = ServerCertificate(dir, "only-cert.pem", "", now)
 	require.ErrorContains(t, err, "both")
 	_, err = ServerCertificate(dir, "/missing.pem", "/missing.key", now)

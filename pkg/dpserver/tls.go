@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/kumametrics/mesh/pkg/pki"
@@ -32,9 +33,11 @@ const (
 // certFile and keyFile set it loads them. Otherwise it uses the one generated
 // in workDir, creating on first start a CA (its certificate goes to
 // workDir/dp-server-ca.pem for proxies to trust) and a certificate for
-// localhost, the host name and every address of the host; the CA is kept
-// across restarts so proxies keep trusting the control plane.
-func ServerCertificate(workDir, certPath, keyPath string, now time.Time) (tls.Certificate, error) {
+// localhost, the host name, every address of the host and the extra
+// addresses (the one the server listens on, when it is a specific one, e.g.
+// another loopback address); the CA is kept across restarts so proxies keep
+// trusting the control plane.
+func ServerCertificate(workDir, certPath, keyPath string, now time.Time, extra ...net.IP) (tls.Certificate, error) {
 	if certPath != "" || keyPath != "" {
 		if certPath == "" || keyPath == "" {
 			return tls.Certificate{}, errors.New("dataplane server TLS: set both the certificate and the key file")
@@ -50,14 +53,14 @@ func ServerCertificate(workDir, certPath, keyPath string, now time.Time) (tls.Ce
 		return tls.Certificate{}, err
 	}
 	if pair, err := loadPair(filepath.Join(workDir, certFile), filepath.Join(workDir, keyFile)); err == nil &&
-		pair.Cert.CheckSignatureFrom(ca.Cert) == nil && now.Add(renewBefore).Before(pair.Cert.NotAfter) && coversHost(pair) {
+		pair.Cert.CheckSignatureFrom(ca.Cert) == nil && now.Add(renewBefore).Before(pair.Cert.NotAfter) && covers(pair, hostIPs(extra)) {
 		return pair.TLS()
 	}
 	host, _ := os.Hostname()
 	leaf := pki.Leaf{
 		CommonName: "kuma-control-plane",
 		DNSNames:   []string{"localhost"},
-		IPs:        localIPs(),
+		IPs:        hostIPs(extra),
 		Server:     true,
 		Lifetime:   certLifetime,
 	}
@@ -109,9 +112,21 @@ func loadPair(certPath, keyPath string) (*pki.KeyPair, error) {
 	return pki.ParseKeyPair(c, k)
 }
 
-// coversHost tells whether a certificate still names every address of the host.
-func coversHost(pair *pki.KeyPair) bool {
-	for _, ip := range localIPs() {
+// hostIPs are the addresses a generated certificate names: the host's and
+// the extra ones (unspecified addresses left out).
+func hostIPs(extra []net.IP) []net.IP {
+	ips := localIPs()
+	for _, ip := range extra {
+		if ip != nil && !ip.IsUnspecified() && !slices.ContainsFunc(ips, ip.Equal) {
+			ips = append(ips, ip)
+		}
+	}
+	return ips
+}
+
+// covers tells whether a certificate still names every address of ips.
+func covers(pair *pki.KeyPair, ips []net.IP) bool {
+	for _, ip := range ips {
 		if pair.Cert.VerifyHostname(ip.String()) != nil {
 			return false
 		}

@@ -82,6 +82,16 @@ func TestRunFlags(t *testing.T) {
 		{name: "invalid dataplane names the field", args: []string{"--dataplane", "type: Dataplane\nname: x\nnetworking:\n  address: 127.0.0.1\n  inbound:\n  - port: 0\n    tags: {kuma.io/service: x}\n", "--ca-cert-file", caFile}, wantErr: "networking.inbound[0].port"},
 		{name: "bad log level", args: []string{"--dataplane-file", dpFile, "--ca-cert-file", caFile, "--log-level", "loud"}, wantErr: "--log-level"},
 		{name: "bad admin port", args: []string{"--dataplane-file", dpFile, "--ca-cert-file", caFile, "--admin-port", "70000"}, wantErr: "--admin-port"},
+		{name: "admin on another loopback address", args: []string{"--dataplane-file", dpFile, "--ca-cert-file", caFile, "--admin-address", "127.0.0.9"},
+			check: func(t *testing.T, c Config) { require.Equal(t, "127.0.0.9:9901", c.AdminAddress) }},
+		{name: "admin address from the environment", args: []string{"--dataplane-file", dpFile, "--ca-cert-file", caFile},
+			env:   map[string]string{EnvAdminAddress: "::1", EnvAdminPort: "9922"},
+			check: func(t *testing.T, c Config) { require.Equal(t, "[::1]:9922", c.AdminAddress) }},
+		{name: "admin never off loopback", args: []string{"--dataplane-file", dpFile, "--ca-cert-file", caFile, "--admin-address", "0.0.0.0"}, wantErr: "--admin-address: must be a loopback"},
+		{name: "bad admin port in the environment", args: []string{"--dataplane-file", dpFile, "--ca-cert-file", caFile},
+			env: map[string]string{EnvAdminPort: "99o1"}, wantErr: EnvAdminPort + ": must be a port number"},
+		{name: "bad drain time in the environment", args: []string{"--dataplane-file", dpFile, "--ca-cert-file", caFile},
+			env: map[string]string{EnvDrainTime: "5 seconds"}, wantErr: EnvDrainTime + ": must be a duration"},
 		{name: "unknown flag", args: []string{"--server", "x"}, wantErr: "unknown flag"},
 	}
 	for _, tc := range cases {
