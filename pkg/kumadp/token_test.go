@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	meshv1 "github.com/kumametrics/mesh/api/mesh/v1"
+	"github.com/kumametrics/mesh/internal/syncbuffer"
 	"github.com/kumametrics/mesh/pkg/authn"
 	"github.com/kumametrics/mesh/pkg/controlplane"
 	"github.com/kumametrics/mesh/pkg/cpconfig"
@@ -31,24 +31,6 @@ import (
 )
 
 const waitTimeout = 30 * time.Second
-
-// logBuffer collects a logger's output for a test to read while it writes.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // testControlPlane is a real kuma-cp, in-process on 127.0.0.1 ports chosen
 // by the system, with a memory store.
@@ -139,12 +121,12 @@ func dataplaneHeldPort(t *testing.T, name, service string) *resource.Object {
 // runningAgent is an Agent running against a test control plane.
 type runningAgent struct {
 	*Agent
-	log *logBuffer
+	log *syncbuffer.Buffer
 }
 
 func runAgent(t *testing.T, c *testControlPlane, dp *resource.Object, configure func(*Config)) *runningAgent {
 	t.Helper()
-	log := &logBuffer{}
+	log := &syncbuffer.Buffer{}
 	cfg := Config{
 		CPAddress: "https://" + c.cp.Addrs()["dp-server"], CACertFile: filepath.Join(c.workDir, dpserver.CAFile),
 		Dataplane: dp, AdminAddress: "127.0.0.1:0", DrainTimeout: time.Second,
@@ -274,7 +256,7 @@ func TestRefusedServiceIsSaidOnce(t *testing.T) {
 func TestStreamEndMessages(t *testing.T) {
 	dp, err := loadDataplane("", validDataplane)
 	require.NoError(t, err)
-	log := &logBuffer{}
+	log := &syncbuffer.Buffer{}
 	a, err := New(Config{CPAddress: "https://127.0.0.1:1", InsecureSkipVerify: true, Dataplane: dp,
 		Log: slog.New(slog.NewTextHandler(log, nil))})
 	require.NoError(t, err)
@@ -306,7 +288,7 @@ func TestTokenFileThatCannotBeReadKeepsTheToken(t *testing.T) {
 	dp, err := loadDataplane("", validDataplane)
 	require.NoError(t, err)
 	file := filepath.Join(t.TempDir(), "token")
-	log := &logBuffer{}
+	log := &syncbuffer.Buffer{}
 	src := newTokenSource("first", file, time.Hour, dp, stats.NewStore(), slog.New(slog.NewTextHandler(log, nil)))
 	require.Contains(t, log.String(), "the dataplane token cannot be read")
 	src.reload()

@@ -33,17 +33,7 @@ func TestDataplaneTokenBindsServices(t *testing.T) {
 	k := newKumactl(t, cp)
 	token := strings.TrimSpace(k.must("generate", "dataplane-token", "--name", "frontend-1", "--tag", "kuma.io/service=frontend"))
 	app := freePorts(t, 1)[0]
-	payments := fmt.Sprintf(`type: Dataplane
-mesh: default
-name: frontend-1
-networking:
-  address: 127.0.0.2
-  inbound:
-  - port: 8080
-    servicePort: %d
-    tags:
-      kuma.io/service: payments
-`, app)
+	payments := strings.Replace(backendDataplane("frontend-1", "127.0.0.2", app), "kuma.io/service: backend", "kuma.io/service: payments", 1)
 	dp := launchDataplane(t, cp, "frontend-1", payments, token)
 
 	refusal := `msg="the control plane refused this proxy" dataplane=default/frontend-1 code=PermissionDenied ` +
