@@ -188,8 +188,11 @@ YAML
 
 CA=$KUMA_GENERAL_WORK_DIR/dp-server-ca.pem
 admin=9901
-for dp in frontend-1 backend-1 backend-2 traffic; do
-  $KUMACTL generate dataplane-token --mesh default --name "$dp" >"$DEMO/$dp.token"
+# Each token binds its proxy to the services it serves (a proxy presenting
+# another kuma.io/service is refused): dataplane:service.
+for entry in frontend-1:frontend backend-1:backend backend-2:backend traffic:traffic; do
+  dp=${entry%%:*}
+  $KUMACTL generate dataplane-token --mesh default --name "$dp" --tag "kuma.io/service=${entry#*:}" >"$DEMO/$dp.token"
   start "$dp" "$BIN/kuma-dp" run --cp-address "https://$CP:5678" --ca-cert-file "$CA" \
     --dataplane-token-file "$DEMO/$dp.token" --dataplane-file "$DEMO/$dp.yaml" \
     --admin-address "$ADMIN_HOST" --admin-port $admin --drain-time 5s

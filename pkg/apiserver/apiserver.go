@@ -78,6 +78,10 @@ type Options struct {
 	// loopback callers are admin anyway. Behind a reverse proxy on the same
 	// host every request comes from loopback: turn it off there.
 	LocalhostIsAdmin bool
+	// AllowUntaggedDataplaneTokens lets POST /tokens/dataplane issue a
+	// token without kuma.io/service (dpServer.authn.dpProxy.dpToken.allowUntaggedTokens:
+	// the dataplane server then accepts such tokens for any service).
+	AllowUntaggedDataplaneTokens bool
 }
 
 // Server is the REST API.

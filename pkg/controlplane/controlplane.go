@@ -141,6 +141,7 @@ func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (cp *Contro
 		Reader: st, Writer: mgr, Insights: insights, Log: log.With("component", "api-server"),
 		Registerer: reg, Version: version.Version, InstanceID: cp.instanceID, Zone: ZoneName,
 		Tokens: tokens, LocalhostIsAdmin: cfg.APIServer.Authn.LocalhostIsAdmin,
+		AllowUntaggedDataplaneTokens: cfg.DPServer.Authn.DPProxy.DPToken.AllowUntaggedTokens,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("api server: %w", err)
@@ -192,14 +193,20 @@ func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (cp *Contro
 		return nil, err
 	}
 	var dpTokens dpserver.TokenVerifier
-	if cfg.DPServer.Authn.DPProxy.Type == cpconfig.DPProxyAuthnDPToken {
-		dpTokens = tokens
-	} else {
+	untagged := cfg.DPServer.Authn.DPProxy.DPToken.AllowUntaggedTokens
+	switch {
+	case cfg.DPServer.Authn.DPProxy.Type != cpconfig.DPProxyAuthnDPToken:
 		log.Warn("the dataplane server does not authenticate proxies (dpServer.authn.dpProxy.type: none)")
+	case untagged:
+		dpTokens = tokens
+		log.Warn("dataplane tokens without kuma.io/service are accepted for any service (dpServer.authn.dpProxy.dpToken.allowUntaggedTokens)")
+	default:
+		dpTokens = tokens
 	}
 	dps, err := dpserver.New(dpserver.Options{
-		Views: mir, Writer: mgr, Insights: insights, InstanceID: cp.instanceID, Certificate: cert,
-		Tokens: dpTokens, XDSMetrics: xdsMetrics, GRPCOptions: grpcMetrics.ServerOptions(), Log: log.With("component", "dp-server"),
+		Views: mir, Reader: st, Writer: mgr, Insights: insights, InstanceID: cp.instanceID, Certificate: cert,
+		Tokens: dpTokens, AllowUntaggedTokens: untagged, XDSMetrics: xdsMetrics, Registerer: reg,
+		GRPCOptions: grpcMetrics.ServerOptions(), Log: log.With("component", "dp-server"),
 	})
 	if err != nil {
 		return nil, err

@@ -26,8 +26,8 @@ import (
 func TestRejectedConfigLeavesTheRunningOneInPlace(t *testing.T) {
 	app, _ := proxytest.LineApp(t, "app")
 	appHost, appPort := splitHostPort(t, app)
-	cp := startControlPlane(t)
-	a := runAgent(t, cp)
+	cp := startConfigServer(t)
+	a := cp.runAgent(t)
 	admin := "http://" + a.admin.addr()
 
 	// v1: an inbound of "web" in front of the application; the metrics

@@ -93,6 +93,7 @@ func NewRootCommand(lookupEnv func(string) (string, bool), stderr io.Writer, run
 			if cfg.Token, err = loadToken(tokenFile, token); err != nil {
 				return err
 			}
+			cfg.TokenFile = tokenFile
 			if _, _, err := dialSettings(cfg); err != nil {
 				return err
 			}
@@ -124,7 +125,7 @@ func NewRootCommand(lookupEnv func(string) (string, bool), stderr io.Writer, run
 		defDrain = d
 	}
 	f.DurationVar(&drain, "drain-time", defDrain, "how long in-flight requests may take to finish at shutdown (env "+EnvDrainTime+")")
-	f.StringVar(&tokenFile, "dataplane-token-file", env(EnvTokenFile, ""), "file with the dataplane token (kumactl generate dataplane-token) (env "+EnvTokenFile+")")
+	f.StringVar(&tokenFile, "dataplane-token-file", env(EnvTokenFile, ""), "file with the dataplane token (kumactl generate dataplane-token); re-read when it changes (env "+EnvTokenFile+")")
 	f.StringVar(&token, "dataplane-token", env(EnvToken, ""), "the dataplane token inline (env "+EnvToken+")")
 	f.StringVar(&metricsCert, "metrics-cert-path", env(EnvMetricsCert, ""), "certificate the metrics endpoint serves in the providedTLS mode (env "+EnvMetricsCert+")")
 	f.StringVar(&metricsKey, "metrics-key-path", env(EnvMetricsKey, ""), "its key (env "+EnvMetricsKey+")")

@@ -30,6 +30,10 @@ func TestRunFlags(t *testing.T) {
 	require.NoError(t, os.WriteFile(caFile, []byte(testCAPEM(t)), 0o600))
 	badYAML := filepath.Join(dir, "bad.yaml")
 	require.NoError(t, os.WriteFile(badYAML, []byte("type: Dataplane\nmesh: default\nname: x\nnetworking:\n  address: [\n"), 0o600))
+	tokenFile := filepath.Join(dir, "web-1.token")
+	require.NoError(t, os.WriteFile(tokenFile, []byte("a.b.c\n"), 0o600))
+	emptyToken := filepath.Join(dir, "empty.token")
+	require.NoError(t, os.WriteFile(emptyToken, []byte("\n"), 0o600))
 	mesh := filepath.Join(dir, "mesh.yaml")
 	require.NoError(t, os.WriteFile(mesh, []byte("type: Mesh\nname: m\n"), 0o600))
 
@@ -55,6 +59,18 @@ func TestRunFlags(t *testing.T) {
 			}},
 		{name: "insecure needs saying", args: []string{"--dataplane-file", dpFile, "--insecure-skip-verify"},
 			check: func(t *testing.T, c Config) { require.True(t, c.InsecureSkipVerify) }},
+		{name: "token file is kept to be re-read", args: []string{"--dataplane-file", dpFile, "--ca-cert-file", caFile, "--dataplane-token-file", tokenFile},
+			check: func(t *testing.T, c Config) {
+				require.Equal(t, "a.b.c", c.Token)
+				require.Equal(t, tokenFile, c.TokenFile)
+			}},
+		{name: "inline token", args: []string{"--dataplane-file", dpFile, "--ca-cert-file", caFile, "--dataplane-token", "x.y.z"},
+			check: func(t *testing.T, c Config) {
+				require.Equal(t, "x.y.z", c.Token)
+				require.Empty(t, c.TokenFile)
+			}},
+		{name: "empty token file", args: []string{"--dataplane-file", dpFile, "--ca-cert-file", caFile, "--dataplane-token-file", emptyToken}, wantErr: "--dataplane-token-file " + emptyToken + ": empty"},
+		{name: "both token forms", args: []string{"--dataplane-file", dpFile, "--ca-cert-file", caFile, "--dataplane-token-file", tokenFile, "--dataplane-token", "x.y.z"}, wantErr: "not both"},
 		{name: "no CA refused", args: []string{"--dataplane-file", dpFile}, wantErr: "--ca-cert-file is required"},
 		{name: "plain http refused", args: []string{"--dataplane-file", dpFile, "--ca-cert-file", caFile, "--cp-address", "http://cp:5678"}, wantErr: "TLS only"},
 		{name: "missing CA file", args: []string{"--dataplane-file", dpFile, "--ca-cert-file", filepath.Join(dir, "nope.pem")}, wantErr: "--ca-cert-file"},

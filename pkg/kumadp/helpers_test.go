@@ -35,10 +35,6 @@ import (
 	"github.com/kumametrics/mesh/pkg/resource"
 )
 
-// waitTimeout bounds every wait of these tests (generous: the machine is
-// loaded).
-const waitTimeout = 30 * time.Second
-
 func testCAPEM(t *testing.T) string {
 	t.Helper()
 	ca, err := pki.NewCA("test", pki.KeyType{}, time.Now(), time.Hour)
@@ -46,12 +42,13 @@ func testCAPEM(t *testing.T) string {
 	return string(ca.CertPEM)
 }
 
-// controlPlane is a dataplane server over TLS that streams the configs a
+// configServer is a dataplane server over TLS that streams the configs a
 // test pushes, hands back the proxy's ACK or NACK of each, and signs
 // workload certificates with a mesh CA (for service "web" of mesh
-// "default"). The real dpserver generates configs from the store; these
-// tests need configs it never generates (ports of 0, broken trust bundles).
-type controlPlane struct {
+// "default"). The real control plane (startControlPlane) generates configs
+// from the store; these tests need configs it never generates (ports of 0,
+// broken trust bundles).
+type configServer struct {
 	meshv1.UnimplementedDataplaneConfigServiceServer
 	t       *testing.T
 	addr    string
@@ -63,14 +60,14 @@ type controlPlane struct {
 	nonce   atomic.Int64
 }
 
-func startControlPlane(t *testing.T) *controlPlane {
+func startConfigServer(t *testing.T) *configServer {
 	t.Helper()
 	dir := t.TempDir()
 	cert, err := dpserver.ServerCertificate(dir, "", "", time.Now())
 	require.NoError(t, err)
 	meshCA, err := pki.NewCA("default/ca-1", pki.KeyType{}, time.Now(), time.Hour)
 	require.NoError(t, err)
-	cp := &controlPlane{t: t, caFile: filepath.Join(dir, dpserver.CAFile), meshCA: meshCA,
+	cp := &configServer{t: t, caFile: filepath.Join(dir, dpserver.CAFile), meshCA: meshCA,
 		configs: make(chan *discoveryv3.DiscoveryResponse), answers: make(chan *discoveryv3.DiscoveryRequest, 1)}
 	srv := grpc.NewServer(grpc.Creds(credentials.NewServerTLSFromCert(&cert)))
 	meshv1.RegisterDataplaneConfigServiceServer(srv, cp)
@@ -83,7 +80,7 @@ func startControlPlane(t *testing.T) *controlPlane {
 	return cp
 }
 
-func (cp *controlPlane) StreamProxyConfig(stream grpc.BidiStreamingServer[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse]) error {
+func (cp *configServer) StreamProxyConfig(stream grpc.BidiStreamingServer[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse]) error {
 	if _, err := stream.Recv(); err != nil { // the proxy's hello
 		return err
 	}
@@ -113,7 +110,7 @@ func (cp *controlPlane) StreamProxyConfig(stream grpc.BidiStreamingServer[discov
 	}
 }
 
-func (cp *controlPlane) SignWorkloadCertificate(_ context.Context, req *meshv1.SignRequest) (*meshv1.SignResponse, error) {
+func (cp *configServer) SignWorkloadCertificate(_ context.Context, req *meshv1.SignRequest) (*meshv1.SignResponse, error) {
 	block, _ := pem.Decode(req.GetCsr())
 	if block == nil {
 		return nil, errors.New("csr: no PEM block")
@@ -130,12 +127,12 @@ func (cp *controlPlane) SignWorkloadCertificate(_ context.Context, req *meshv1.S
 	return &meshv1.SignResponse{CertChain: append(append([]byte{}, leaf.CertPEM...), cp.meshCA.CertPEM...), TrustBundle: cp.meshCA.CertPEM, CaVersion: "ca-1"}, nil
 }
 
-func (cp *controlPlane) Deregister(context.Context, *meshv1.DeregisterRequest) (*meshv1.DeregisterResponse, error) {
+func (cp *configServer) Deregister(context.Context, *meshv1.DeregisterRequest) (*meshv1.DeregisterResponse, error) {
 	return &meshv1.DeregisterResponse{}, nil
 }
 
 // push sends cfg as version and returns the proxy's answer to it.
-func (cp *controlPlane) push(version string, cfg *meshv1.ProxyConfig) *discoveryv3.DiscoveryRequest {
+func (cp *configServer) push(version string, cfg *meshv1.ProxyConfig) *discoveryv3.DiscoveryRequest {
 	t := cp.t
 	t.Helper()
 	res, err := anypb.New(cfg)
@@ -158,25 +155,11 @@ func (cp *controlPlane) push(version string, cfg *meshv1.ProxyConfig) *discovery
 
 // runAgent runs a proxy connected to cp until the test ends, with its admin
 // API on a port of its own.
-func runAgent(t *testing.T, cp *controlPlane) *Agent {
+func (cp *configServer) runAgent(t *testing.T) *runningAgent {
 	t.Helper()
 	dp, err := loadDataplane("", validDataplane)
 	require.NoError(t, err)
-	a, err := New(Config{CPAddress: "https://" + cp.addr, CACertFile: cp.caFile, Dataplane: dp, AdminAddress: "127.0.0.1:0",
-		DrainTimeout: 5 * time.Second, BackoffMin: 50 * time.Millisecond, BackoffMax: time.Second})
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			require.NoError(t, err)
-		case <-time.After(waitTimeout):
-			t.Error("the proxy did not stop")
-		}
-	})
+	a := runAgentAt(t, cp.addr, cp.caFile, dp, func(*Config) {})
 	require.Eventually(t, func() bool { return a.admin.addr() != "" }, waitTimeout, time.Millisecond)
 	return a
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kumametrics/mesh/internal/loopback"
+	"github.com/kumametrics/mesh/internal/syncbuffer"
 )
 
 // demo is scripts/demo.sh (what make demo runs) on a loopback network of
@@ -29,7 +30,7 @@ type demo struct {
 	net string
 	env []string
 	cmd *exec.Cmd
-	out *syncBuffer
+	out *syncbuffer.Buffer
 	// done delivers the script's exit.
 	done chan error
 }
@@ -48,7 +49,7 @@ func newDemo(t *testing.T) *demo {
 func (d *demo) start() {
 	t := d.t
 	t.Helper()
-	d.out = &syncBuffer{}
+	d.out = &syncbuffer.Buffer{}
 	d.cmd = exec.Command("bash", "../../scripts/demo.sh")
 	d.cmd.Env = d.env
 	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
