@@ -73,11 +73,11 @@ func TestLoadsThenFollowsChanges(t *testing.T) {
 		return o != nil && o.Meta.Version == 2
 	})
 
-	require.NoError(t, s.Delete(ctx, resource.KindDataplane, resource.Key{Mesh: "m1", Name: "a"}))
+	require.NoError(t, s.Delete(ctx, resource.KindDataplane, resource.Key{Mesh: "m1", Name: "a"}, 0))
 	waitFor(t, m, func(v *View) bool { return v.Len(resource.KindDataplane) == 1 })
 
 	// Deleting the mesh removes what belongs to it.
-	require.NoError(t, s.Delete(ctx, resource.KindMesh, resource.Key{Name: "m1"}))
+	require.NoError(t, s.Delete(ctx, resource.KindMesh, resource.Key{Name: "m1"}, 0))
 	waitFor(t, m, func(v *View) bool {
 		return v.Len(resource.KindMesh) == 0 && v.Len(resource.KindDataplane) == 0
 	})
@@ -119,7 +119,7 @@ func TestManyChangesConverge(t *testing.T) {
 	}
 	waitFor(t, m, func(v *View) bool { return v.Len(resource.KindDataplane) == n })
 	for i := 0; i < n; i += 2 {
-		require.NoError(t, s.Delete(ctx, resource.KindDataplane, resource.Key{Mesh: "m", Name: "dp-" + strconv.Itoa(i)}))
+		require.NoError(t, s.Delete(ctx, resource.KindDataplane, resource.Key{Mesh: "m", Name: "dp-" + strconv.Itoa(i)}, 0))
 	}
 	v := waitFor(t, m, func(v *View) bool { return v.Len(resource.KindDataplane) == n/2 })
 	for _, o := range v.List(resource.KindDataplane, "m") {
