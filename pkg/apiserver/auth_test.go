@@ -15,7 +15,6 @@ import (
 
 	"github.com/kumametrics/mesh/pkg/apiserver"
 	"github.com/kumametrics/mesh/pkg/authn"
-	"github.com/kumametrics/mesh/pkg/insight"
 	"github.com/kumametrics/mesh/pkg/manager"
 	"github.com/kumametrics/mesh/pkg/resource"
 	"github.com/kumametrics/mesh/pkg/store/memory"
@@ -47,7 +46,7 @@ func newAuthEnv(t *testing.T, localhostIsAdmin bool) *authEnv {
 	dir := t.TempDir()
 	iss, err := authn.Load(dir, nil)
 	require.NoError(t, err)
-	api, err := apiserver.New(apiserver.Options{Reader: st, Writer: mgr, Insights: insight.NewRegistry(), Tokens: iss, LocalhostIsAdmin: localhostIsAdmin})
+	api, err := apiserver.New(apiserver.Options{Reader: st, Writer: mgr, Tokens: iss, LocalhostIsAdmin: localhostIsAdmin})
 	require.NoError(t, err)
 
 	e := &authEnv{api: api, issuer: iss}
@@ -307,7 +306,7 @@ func TestWithoutTokens(t *testing.T) {
 	st := memory.New()
 	mgr := manager.New(st, nil)
 	require.NoError(t, mgr.EnsureDefaultMesh(context.Background()))
-	api, err := apiserver.New(apiserver.Options{Reader: st, Writer: mgr, Insights: insight.NewRegistry()})
+	api, err := apiserver.New(apiserver.Options{Reader: st, Writer: mgr})
 	require.NoError(t, err)
 	e := &authEnv{api: api}
 	require.Equal(t, 200, e.do(t, loopbackAddr, "", "PUT", "/meshes/default", meshWithMetrics).status, "loopback is admin")
