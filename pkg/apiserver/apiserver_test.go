@@ -304,9 +304,9 @@ func TestInsights(t *testing.T) {
 		require.Equal(t, 201, e.do(t, "PUT", "/meshes/default/dataplanes/"+name, body).status)
 	}
 	type overview struct {
-		Name             string                   `json:"name"`
-		Status           string                   `json:"status"`
-		Dataplane        resource.DataplaneSpec   `json:"dataplane"`
+		Name             string                        `json:"name"`
+		Status           string                        `json:"status"`
+		Dataplane        resource.DataplaneSpec        `json:"dataplane"`
 		DataplaneInsight resource.DataplaneInsightSpec `json:"dataplaneInsight"`
 	}
 	type list[T any] struct {

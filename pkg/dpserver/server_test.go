@@ -3,8 +3,8 @@ package dpserver
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"crypto/x509"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
