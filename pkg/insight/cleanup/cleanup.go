@@ -155,3 +155,6 @@ func (c *Cleaner) instances(ctx context.Context) (insight.Instances, error) {
 	}
 	return insight.InstancesOf(res.Items), nil
 }
+
+// Metric is the counter of deleted dataplanes (cp_dataplanes_cleaned_up_total).
+func (c *Cleaner) Metric() prometheus.Counter { return c.deleted }
