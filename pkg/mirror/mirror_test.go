@@ -2,6 +2,7 @@ package mirror
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"testing"
 	"time"
@@ -150,4 +151,26 @@ func TestDebounce(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	require.False(t, Debounce(ctx, ch, kick, time.Hour))
+}
+
+// TestInsightWritesChangeNothing: the control plane's mirror leaves out
+// insights and heartbeats, so their writes (every connect, ACK and
+// heartbeat) never announce a change to the reconcilers.
+func TestInsightWritesChangeNothing(t *testing.T) {
+	ctx := t.Context()
+	s := memory.New()
+	require.NoError(t, s.Create(ctx, storetest.Mesh("m1")))
+	require.NoError(t, s.Create(ctx, storetest.Dataplane("m1", "a", 1)))
+	m := startMirror(t, s)
+	v0, _ := m.View()
+	at := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	for i := range 20 {
+		require.NoError(t, s.Upsert(ctx, storetest.Insight("m1", "a", fmt.Sprintf("s%d", i), at)))
+		require.NoError(t, s.Upsert(ctx, resource.New("", "cp-1", &resource.ControlPlaneInstanceSpec{HeartbeatTime: at.Add(time.Duration(i) * time.Second)})))
+	}
+	// A real change after them: the mirror has seen everything before it.
+	require.NoError(t, s.Create(ctx, storetest.Dataplane("m1", "b", 2)))
+	v1 := waitFor(t, m, func(v *View) bool { return v.Len(resource.KindDataplane) == 2 })
+	require.Equal(t, v0.Revision()+1, v1.Revision(), "only the Dataplane changed the mirror")
+	require.Zero(t, v1.Len(resource.KindDataplaneInsight))
 }
