@@ -142,27 +142,11 @@ func (s *Server) serviceInsights(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, err)
 		return
 	}
-	all, err := s.opts.Reader.List(r.Context(), resource.KindDataplane, store.ListOptions{Mesh: mesh})
+	services, err := s.services(r.Context(), mesh)
 	if err != nil {
 		s.storeError(w, err)
 		return
 	}
-	insights, err := s.opts.Reader.List(r.Context(), resource.KindDataplaneInsight, store.ListOptions{Mesh: mesh})
-	if err != nil {
-		s.storeError(w, err)
-		return
-	}
-	instances, err := s.instances(r.Context())
-	if err != nil {
-		s.storeError(w, err)
-		return
-	}
-	latest := make(map[resource.Key]*resource.Subscription, len(insights.Items))
-	for _, in := range insights.Items {
-		latest[in.Meta.Key()] = in.DataplaneInsight().Latest()
-	}
-	now := s.opts.Now()
-	services := insight.Services(all.Items, func(k resource.Key) bool { return insight.Online(latest[k], instances, now) })
 	total := len(services)
 	next := -1
 	if offset > total {
@@ -182,4 +166,26 @@ func (s *Server) serviceInsights(w http.ResponseWriter, r *http.Request) {
 		})
 	}
 	writeJSON(w, http.StatusOK, listBody[serviceInsight]{Total: total, Items: items, Next: nextURL(r, next, size)})
+}
+
+// services summarizes the dataplanes of a mesh by service, with their status.
+func (s *Server) services(ctx context.Context, mesh string) ([]insight.ServiceInsight, error) {
+	all, err := s.opts.Reader.List(ctx, resource.KindDataplane, store.ListOptions{Mesh: mesh})
+	if err != nil {
+		return nil, err
+	}
+	insights, err := s.opts.Reader.List(ctx, resource.KindDataplaneInsight, store.ListOptions{Mesh: mesh})
+	if err != nil {
+		return nil, err
+	}
+	instances, err := s.instances(ctx)
+	if err != nil {
+		return nil, err
+	}
+	latest := make(map[resource.Key]*resource.Subscription, len(insights.Items))
+	for _, in := range insights.Items {
+		latest[in.Meta.Key()] = in.DataplaneInsight().Latest()
+	}
+	now := s.opts.Now()
+	return insight.Services(all.Items, func(k resource.Key) bool { return insight.Online(latest[k], instances, now) }), nil
 }
