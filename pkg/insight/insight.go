@@ -26,24 +26,32 @@ const (
 // MaxSubscriptions is how much history a DataplaneInsight keeps (the newest).
 const MaxSubscriptions = 5
 
-// Instances are the heartbeat times of control-plane instances, by instance id.
-type Instances map[string]time.Time
+// Heartbeat is the last heartbeat of a control-plane instance.
+type Heartbeat struct {
+	Time time.Time
+	// Stopped: the instance is known to be gone, whatever Time says.
+	Stopped bool
+}
+
+// Instances are the heartbeats of control-plane instances, by instance id.
+type Instances map[string]Heartbeat
 
 // InstancesOf reads ControlPlaneInstance objects.
 func InstancesOf(objs []*resource.Object) Instances {
 	out := make(Instances, len(objs))
 	for _, o := range objs {
 		if s := o.ControlPlaneInstance(); s != nil {
-			out[o.Meta.Name] = s.HeartbeatTime
+			out[o.Meta.Name] = Heartbeat{Time: s.HeartbeatTime, Stopped: s.Stopped}
 		}
 	}
 	return out
 }
 
-// Alive tells whether instance id has a heartbeat younger than HeartbeatTimeout at now.
+// Alive tells whether instance id runs at now: it is not stopped and its
+// heartbeat is younger than HeartbeatTimeout.
 func (in Instances) Alive(id string, now time.Time) bool {
 	hb, ok := in[id]
-	return ok && now.Sub(hb) < HeartbeatTimeout
+	return ok && !hb.Stopped && now.Sub(hb.Time) < HeartbeatTimeout
 }
 
 // Online tells whether a subscription is connected at now: it has no
@@ -80,7 +88,7 @@ func OfflineSince(in *resource.Object, instances Instances, now time.Time) (sinc
 		return *sub.DisconnectTime, true
 	}
 	if hb, known := instances[sub.ControlPlaneInstanceID]; known {
-		return hb, true
+		return hb.Time, true
 	}
 	return in.Meta.ModificationTime, true
 }

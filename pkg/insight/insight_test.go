@@ -31,7 +31,7 @@ func dataplane(name string, version int64) *resource.Object {
 }
 
 func TestOnlineNeedsAnOpenSubscriptionOfALiveControlPlane(t *testing.T) {
-	instances := insight.Instances{"cp-a": t0, "cp-b": t0.Add(-time.Hour)}
+	instances := insight.Instances{"cp-a": {Time: t0}, "cp-b": {Time: t0.Add(-time.Hour)}, "cp-stopped": {Time: t0, Stopped: true}}
 	cases := []struct {
 		name string
 		sub  *resource.Subscription
@@ -42,6 +42,7 @@ func TestOnlineNeedsAnOpenSubscriptionOfALiveControlPlane(t *testing.T) {
 		{"open, heartbeat just stale", &resource.Subscription{ControlPlaneInstanceID: "cp-a"}, t0.Add(insight.HeartbeatTimeout), false},
 		{"open, dead control plane", &resource.Subscription{ControlPlaneInstanceID: "cp-b"}, t0, false},
 		{"open, unknown control plane", &resource.Subscription{ControlPlaneInstanceID: "cp-gone"}, t0, false},
+		{"open, stopped control plane", &resource.Subscription{ControlPlaneInstanceID: "cp-stopped"}, t0, false},
 		{"closed", &resource.Subscription{ControlPlaneInstanceID: "cp-a", DisconnectTime: at(0)}, t0, false},
 		{"never connected", nil, t0, false},
 	}
@@ -55,7 +56,7 @@ func TestOnlineNeedsAnOpenSubscriptionOfALiveControlPlane(t *testing.T) {
 }
 
 func TestOfflineSince(t *testing.T) {
-	instances := insight.Instances{"cp-live": t0, "cp-dead": t0.Add(-2 * time.Hour)}
+	instances := insight.Instances{"cp-live": {Time: t0}, "cp-dead": {Time: t0.Add(-2 * time.Hour)}}
 	cases := []struct {
 		name    string
 		in      *resource.Object
@@ -77,7 +78,7 @@ func TestOfflineSince(t *testing.T) {
 
 func TestCleanupSelectsOnlyDataplanesOfflineLongerThanTheAge(t *testing.T) {
 	const age = 72 * time.Hour
-	instances := insight.Instances{"cp-live": t0, "cp-dead": t0.Add(-73 * time.Hour)}
+	instances := insight.Instances{"cp-live": {Time: t0}, "cp-dead": {Time: t0.Add(-73 * time.Hour)}}
 	dataplanes := []*resource.Object{
 		dataplane("z-gone-long", 3), dataplane("online", 1), dataplane("never-connected", 1),
 		dataplane("gone-recently", 1), dataplane("gone-exactly-age", 1), dataplane("dead-cp", 2),

@@ -53,11 +53,15 @@ func (d *DataplaneInsightSpec) Latest() *Subscription {
 }
 
 // ControlPlaneInstanceSpec is the body of a ControlPlaneInstance: the
-// heartbeat of one running control plane. While HeartbeatTime is fresh, the
-// subscriptions the instance holds are online.
+// heartbeat of one running control plane. While HeartbeatTime is fresh and
+// Stopped is false, the subscriptions the instance holds are online.
 type ControlPlaneInstanceSpec struct {
 	StartTime     time.Time `json:"startTime"`
 	HeartbeatTime time.Time `json:"heartbeatTime"`
+	// Stopped marks an instance known to be gone (its successor on a
+	// single-control-plane store found it at start) before its heartbeat
+	// went stale.
+	Stopped bool `json:"stopped,omitempty"`
 }
 
 // Kind implements Spec.

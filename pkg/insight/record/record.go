@@ -142,11 +142,32 @@ func (r *Recorder) Register(ctx context.Context) error {
 		return fmt.Errorf("register control-plane instance %s: %w", r.opts.InstanceID, err)
 	}
 	if r.opts.Exclusive {
-		if err := r.closeDead(ctx, func(*resource.Object) bool { return true }); err != nil {
-			r.log.Warn("closing the subscriptions of earlier control planes failed", "err", err)
+		if err := r.markPredecessors(ctx); err != nil {
+			r.log.Warn("marking earlier control planes stopped failed", "err", err)
 		}
 	}
 	return nil
+}
+
+// markPredecessors marks every other instance stopped: one write each, so
+// that their subscriptions read offline at once; CloseDead writes their
+// disconnect times later, in the background.
+func (r *Recorder) markPredecessors(ctx context.Context) error {
+	res, err := r.opts.Store.List(ctx, resource.KindControlPlaneInstance, store.ListOptions{})
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, o := range res.Items {
+		if o.Meta.Name == r.opts.InstanceID || o.ControlPlaneInstance().Stopped {
+			continue
+		}
+		o.ControlPlaneInstance().Stopped = true
+		if err := r.opts.Store.Update(ctx, o); err != nil && !errors.Is(err, store.ErrNotFound) {
+			errs = append(errs, fmt.Errorf("mark %s stopped: %w", o.Meta.Name, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func (r *Recorder) heartbeat(ctx context.Context) error {
@@ -301,6 +322,10 @@ func (r *Recorder) Run(ctx context.Context) error {
 	defer flush.Stop()
 	beat := time.NewTicker(r.opts.HeartbeatInterval)
 	defer beat.Stop()
+	if r.opts.Exclusive {
+		// Predecessors marked stopped at Register: close their subscriptions now.
+		r.Beat(ctx)
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -326,28 +351,20 @@ func (r *Recorder) Beat(ctx context.Context) {
 	}
 }
 
-// CloseDead finds control-plane instances whose heartbeat is older than
-// insight.HeartbeatTimeout, writes their last heartbeat as the disconnect
-// time of every subscription they left open, and then deletes their
-// record. Several control planes may do this at once: every write is
-// conditional on the version read.
+// CloseDead finds control-plane instances that are not alive (stopped, or
+// a heartbeat older than insight.HeartbeatTimeout), writes their last
+// heartbeat as the disconnect time of every subscription they left open,
+// and then deletes their record. Several control planes may do this at
+// once: every write is conditional on the version read.
 func (r *Recorder) CloseDead(ctx context.Context) error {
-	now := r.now()
-	return r.closeDead(ctx, func(o *resource.Object) bool {
-		return now.Sub(o.ControlPlaneInstance().HeartbeatTime) >= insight.HeartbeatTimeout
-	})
-}
-
-// closeDead closes the subscriptions of the other instances isDead
-// selects, and deletes their records.
-func (r *Recorder) closeDead(ctx context.Context, isDead func(*resource.Object) bool) error {
 	res, err := r.opts.Store.List(ctx, resource.KindControlPlaneInstance, store.ListOptions{})
 	if err != nil {
 		return err
 	}
+	instances, now := insight.InstancesOf(res.Items), r.now()
 	var dead []*resource.Object
 	for _, o := range res.Items {
-		if o.Meta.Name != r.opts.InstanceID && isDead(o) {
+		if o.Meta.Name != r.opts.InstanceID && !instances.Alive(o.Meta.Name, now) {
 			dead = append(dead, o)
 		}
 	}

@@ -208,6 +208,7 @@ func TestHistorySurvivesARestart(t *testing.T) {
 			s1, err := sqlite.Open(t.Context(), path)
 			require.NoError(t, err)
 			seed(t, s1)
+			firstBeat := c.now()
 			first := newRecorder(t, s1, "cp-first", c, true)
 			stop := run(first)
 			first.Connect(dpKey, resource.Subscription{ID: "s1", ConnectTime: c.now()})
@@ -216,6 +217,7 @@ func TestHistorySurvivesARestart(t *testing.T) {
 			})
 			first.Flush()
 			c.advance(2 * time.Second)
+			lastSeen := c.now()
 			if clean {
 				stop()
 				require.NoError(t, s1.Close())
@@ -237,9 +239,17 @@ func TestHistorySurvivesARestart(t *testing.T) {
 			require.Equal(t, "s1", old.ID, "the history is kept")
 			require.Equal(t, "v3", old.ConfigVersion)
 			require.EqualValues(t, 3, old.Status.Total.ResponsesAcknowledged)
-			require.NotNil(t, old.DisconnectTime)
 			require.Equal(t, insight.StatusOffline, status(t, s2, c), "offline at once after the restart")
-			require.NotContains(t, instances(t, s2), "cp-first")
+			if clean {
+				require.Equal(t, lastSeen, *old.DisconnectTime, "closed at the shutdown")
+				require.NotContains(t, instances(t, s2), "cp-first")
+			} else {
+				require.Nil(t, old.DisconnectTime, "nobody wrote it yet")
+				second.Beat(t.Context())
+				old = stored(t, s2).DataplaneInsight().Latest()
+				require.Equal(t, firstBeat, *old.DisconnectTime, "closed at the predecessor's last heartbeat")
+				require.NotContains(t, instances(t, s2), "cp-first")
+			}
 
 			second.Connect(dpKey, resource.Subscription{ID: "s2", ConnectTime: c.now()})
 			subs := stored(t, s2).DataplaneInsight().Subscriptions
