@@ -26,7 +26,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/kumametrics/mesh/pkg/insight"
 	"github.com/kumametrics/mesh/pkg/manager"
 	"github.com/kumametrics/mesh/pkg/resource"
 	"github.com/kumametrics/mesh/pkg/store"
@@ -51,17 +50,15 @@ type Writer interface {
 	Delete(ctx context.Context, kind resource.Kind, key resource.Key, ifVersion int64) error
 }
 
-// Insights tells the live state of dataplanes.
-type Insights interface {
-	Get(key resource.Key) insight.DataplaneInsight
-}
-
 // Options configure a Server.
 type Options struct {
-	Reader     Reader
-	Writer     Writer
-	Insights   Insights
-	Log        *slog.Logger
+	// Reader reads resources, dataplane insights and control-plane
+	// heartbeats (the store).
+	Reader Reader
+	Writer Writer
+	Log    *slog.Logger
+	// Now is the clock that judges heartbeats (time.Now by default).
+	Now        func() time.Time
 	Registerer prometheus.Registerer
 	Version    string
 	InstanceID string
@@ -98,6 +95,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.Zone == "" {
 		opts.Zone = "Standalone"
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
 	}
 	m, err := newMetrics(opts.Registerer)
 	if err != nil {
@@ -157,20 +157,20 @@ func (s *Server) routes() {
 		if d.Sensitive {
 			read = AdminOnly
 		}
+		item := "/" + d.Plural + "/{name}"
 		if d.Scoped {
-			item := "/meshes/{mesh}/" + d.Plural + "/{name}"
-			s.handle("GET "+item, read, s.get(d))
-			s.handle("PUT "+item, AdminOnly, s.put(d))
-			s.handle("DELETE "+item, AdminOnly, s.delete(d))
+			item = "/meshes/{mesh}" + item
 			s.handle("GET /meshes/{mesh}/"+d.Plural, read, s.list(d))
-			s.handle("GET /"+d.Plural, read, s.list(d))
+		}
+		s.handle("GET "+item, read, s.get(d))
+		s.handle("GET /"+d.Plural, read, s.list(d))
+		if d.ReadOnly {
+			s.handle("PUT "+item, Public, readOnly(d))
+			s.handle("DELETE "+item, Public, readOnly(d))
 			continue
 		}
-		item := "/" + d.Plural + "/{name}"
-		s.handle("GET "+item, read, s.get(d))
 		s.handle("PUT "+item, AdminOnly, s.put(d))
 		s.handle("DELETE "+item, AdminOnly, s.delete(d))
-		s.handle("GET /"+d.Plural, read, s.list(d))
 	}
 	s.handle("GET /meshes/{mesh}/dataplanes+insights", Public, s.dataplaneOverviews)
 	s.handle("GET /meshes/{mesh}/dataplanes+insights/{name}", Public, s.dataplaneOverview)
@@ -182,6 +182,15 @@ func (s *Server) routes() {
 	s.handle("/", Public, func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "Not found", fmt.Sprintf("no endpoint %s %s", r.Method, r.URL.Path), nil)
 	})
+}
+
+// readOnly answers writes of a kind the control plane keeps itself.
+func readOnly(d resource.Descriptor) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", "GET")
+		writeError(w, http.StatusMethodNotAllowed, "Method not allowed",
+			fmt.Sprintf("%s resources are written by the control plane only; they can be read, not %s", d.Kind, strings.ToLower(r.Method)), nil)
+	}
 }
 
 func (s *Server) index(w http.ResponseWriter, r *http.Request) {

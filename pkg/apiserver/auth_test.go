@@ -15,7 +15,6 @@ import (
 
 	"github.com/kumametrics/mesh/pkg/apiserver"
 	"github.com/kumametrics/mesh/pkg/authn"
-	"github.com/kumametrics/mesh/pkg/insight"
 	"github.com/kumametrics/mesh/pkg/manager"
 	"github.com/kumametrics/mesh/pkg/resource"
 	"github.com/kumametrics/mesh/pkg/store/memory"
@@ -49,7 +48,7 @@ func newAuthEnv(t *testing.T, localhostIsAdmin bool) *authEnv {
 	dir := t.TempDir()
 	iss, err := authn.Load(dir, nil)
 	require.NoError(t, err)
-	api, err := apiserver.New(apiserver.Options{Reader: st, Writer: mgr, Insights: insight.NewRegistry(), Tokens: iss, LocalhostIsAdmin: localhostIsAdmin})
+	api, err := apiserver.New(apiserver.Options{Reader: st, Writer: mgr, Tokens: iss, LocalhostIsAdmin: localhostIsAdmin})
 	require.NoError(t, err)
 
 	e := &authEnv{api: api, issuer: iss, st: st, mgr: mgr}
@@ -318,7 +317,7 @@ func TestWithoutTokens(t *testing.T) {
 	st := memory.New()
 	mgr := manager.New(st, nil)
 	require.NoError(t, mgr.EnsureDefaultMesh(context.Background()))
-	api, err := apiserver.New(apiserver.Options{Reader: st, Writer: mgr, Insights: insight.NewRegistry()})
+	api, err := apiserver.New(apiserver.Options{Reader: st, Writer: mgr})
 	require.NoError(t, err)
 	e := &authEnv{api: api}
 	require.Equal(t, 200, e.do(t, loopbackAddr, "", "PUT", "/meshes/default", meshWithMetrics).status, "loopback is admin")
@@ -349,7 +348,7 @@ func TestDataplaneTokenTakesTheStoredServices(t *testing.T) {
 	require.Equal(t, map[string][]string{"kuma.io/service": {"backend", "backend-admin"}}, id.Tags)
 
 	// The opt-out: untagged tokens, and tags without kuma.io/service.
-	api, err := apiserver.New(apiserver.Options{Reader: e.st, Writer: e.mgr, Insights: insight.NewRegistry(), Tokens: e.issuer,
+	api, err := apiserver.New(apiserver.Options{Reader: e.st, Writer: e.mgr, Tokens: e.issuer,
 		LocalhostIsAdmin: true, AllowUntaggedDataplaneTokens: true})
 	require.NoError(t, err)
 	e.api = api

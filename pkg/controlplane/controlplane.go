@@ -27,7 +27,8 @@ import (
 	"github.com/kumametrics/mesh/pkg/diagnostics"
 	"github.com/kumametrics/mesh/pkg/dpserver"
 	"github.com/kumametrics/mesh/pkg/grpcmetrics"
-	"github.com/kumametrics/mesh/pkg/insight"
+	"github.com/kumametrics/mesh/pkg/insight/cleanup"
+	"github.com/kumametrics/mesh/pkg/insight/record"
 	"github.com/kumametrics/mesh/pkg/mads"
 	"github.com/kumametrics/mesh/pkg/manager"
 	"github.com/kumametrics/mesh/pkg/mirror"
@@ -129,7 +130,26 @@ func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (cp *Contro
 			return nil, err
 		}
 	}
-	insights := insight.NewRegistry()
+	// The subscriptions of the proxies connected here, and this instance's
+	// heartbeat, are written to the store; the heartbeat goes first, so
+	// that the subscriptions read online from the first connect.
+	// SQLite and memory stores serve one control plane: an instance found
+	// at start is a predecessor, and its proxies are offline at once.
+	insights, err := record.New(record.Options{Store: st, InstanceID: cp.instanceID, Exclusive: true, Log: log.With("component", "insights")})
+	if err != nil {
+		return nil, err
+	}
+	if err := insights.Register(ctx); err != nil {
+		return nil, err
+	}
+	cp.tasks = append(cp.tasks, task{"insights", insights.Run})
+	if age := time.Duration(cfg.Runtime.Universal.DataplaneCleanupAge); age > 0 {
+		cleaner, err := cleanup.New(cleanup.Options{Store: st, Age: age, Registerer: reg, Log: log.With("component", "dataplane-cleanup")})
+		if err != nil {
+			return nil, err
+		}
+		cp.tasks = append(cp.tasks, task{"dataplane-cleanup", cleaner.Run})
+	}
 	tokens, err := authn.Load(cfg.General.WorkDir, nil)
 	if err != nil {
 		return nil, fmt.Errorf("tokens: %w", err)
@@ -138,7 +158,7 @@ func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (cp *Contro
 		log.Info("created the admin user token", "file", authn.AdminTokenPath(cfg.General.WorkDir))
 	}
 	api, err := apiserver.New(apiserver.Options{
-		Reader: st, Writer: mgr, Insights: insights, Log: log.With("component", "api-server"),
+		Reader: st, Writer: mgr, Log: log.With("component", "api-server"),
 		Registerer: reg, Version: version.Version, InstanceID: cp.instanceID, Zone: ZoneName,
 		Tokens: tokens, LocalhostIsAdmin: cfg.APIServer.Authn.LocalhostIsAdmin,
 		AllowUntaggedDataplaneTokens: cfg.DPServer.Authn.DPProxy.DPToken.AllowUntaggedTokens,
@@ -153,7 +173,9 @@ func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (cp *Contro
 		return nil, err
 	}
 
-	// Everything derived from the store reads it through one mirror.
+	// Everything derived from the store reads it through one mirror. It
+	// leaves out the insights and heartbeats: their writes never trigger a
+	// regeneration.
 	mir := mirror.New(raw, log.With("component", "mirror"), resource.KindMesh, resource.KindDataplane, resource.KindTrafficPermission, resource.KindSecret)
 	cas := ca.NewManager(mir, mgr, log.With("component", "ca"))
 	cp.tasks = append(cp.tasks,

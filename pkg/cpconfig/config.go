@@ -34,6 +34,19 @@ type Config struct {
 	Diagnostics                Diagnostics                `json:"diagnostics"`
 	Store                      Store                      `json:"store"`
 	Defaults                   Defaults                   `json:"defaults"`
+	Runtime                    Runtime                    `json:"runtime"`
+}
+
+// Runtime configures the control plane's own housekeeping.
+type Runtime struct {
+	Universal UniversalRuntime `json:"universal"`
+}
+
+// UniversalRuntime configures housekeeping of Universal mode.
+type UniversalRuntime struct {
+	// DataplaneCleanupAge is how long a proxy must have been offline before
+	// its Dataplane is deleted; 0 never deletes.
+	DataplaneCleanupAge Duration `json:"dataplaneCleanupAge"`
 }
 
 // General holds process-wide settings.
@@ -195,6 +208,7 @@ func Default() Config {
 		},
 		Diagnostics: Diagnostics{Interface: "0.0.0.0", ServerPort: 5680},
 		Store:       Store{Type: StoreSQLite, SQLite: SQLiteStore{Synchronous: "FULL"}},
+		Runtime:     Runtime{Universal: UniversalRuntime{DataplaneCleanupAge: Duration(72 * time.Hour)}},
 	}
 }
 
@@ -227,6 +241,17 @@ func boolean(f func(c *Config) *bool) func(*Config, string) error {
 	}
 }
 
+func duration(f func(c *Config) *Duration) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		d, err := resource.ParseDuration(v)
+		if err != nil {
+			return fmt.Errorf("must be a duration such as 30s, got %q", v)
+		}
+		*f(c) = Duration(d)
+		return nil
+	}
+}
+
 func port(f func(c *Config) *uint32) func(*Config, string) error {
 	return func(c *Config, v string) error {
 		p, err := strconv.ParseUint(v, 10, 32)
@@ -251,14 +276,7 @@ var envVars = []envVar{
 	{"KUMA_DP_SERVER_AUTHN_DP_PROXY_DP_TOKEN_ALLOW_UNTAGGED_TOKENS", boolean(func(c *Config) *bool { return &c.DPServer.Authn.DPProxy.DPToken.AllowUntaggedTokens })},
 	{"KUMA_MONITORING_ASSIGNMENT_SERVER_PORT", port(func(c *Config) *uint32 { return &c.MonitoringAssignmentServer.Port })},
 	{"KUMA_MONITORING_ASSIGNMENT_SERVER_INTERFACE", str(func(c *Config) *string { return &c.MonitoringAssignmentServer.Interface })},
-	{"KUMA_MONITORING_ASSIGNMENT_SERVER_DEFAULT_FETCH_TIMEOUT", func(c *Config, v string) error {
-		d, err := resource.ParseDuration(v)
-		if err != nil {
-			return fmt.Errorf("must be a duration such as 30s, got %q", v)
-		}
-		c.MonitoringAssignmentServer.DefaultFetchTimeout = Duration(d)
-		return nil
-	}},
+	{"KUMA_MONITORING_ASSIGNMENT_SERVER_DEFAULT_FETCH_TIMEOUT", duration(func(c *Config) *Duration { return &c.MonitoringAssignmentServer.DefaultFetchTimeout })},
 	{"KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_CERT_FILE", str(func(c *Config) *string { return &c.MonitoringAssignmentServer.TLSCertFile })},
 	{"KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_KEY_FILE", str(func(c *Config) *string { return &c.MonitoringAssignmentServer.TLSKeyFile })},
 	{"KUMA_DIAGNOSTICS_SERVER_PORT", port(func(c *Config) *uint32 { return &c.Diagnostics.ServerPort })},
@@ -267,6 +285,7 @@ var envVars = []envVar{
 	{"KUMA_STORE_SQLITE_PATH", str(func(c *Config) *string { return &c.Store.SQLite.Path })},
 	{"KUMA_STORE_SQLITE_SYNCHRONOUS", str(func(c *Config) *string { return &c.Store.SQLite.Synchronous })},
 	{"KUMA_DEFAULTS_SKIP_MESH_CREATION", boolean(func(c *Config) *bool { return &c.Defaults.SkipMeshCreation })},
+	{"KUMA_RUNTIME_UNIVERSAL_DATAPLANE_CLEANUP_AGE", duration(func(c *Config) *Duration { return &c.Runtime.Universal.DataplaneCleanupAge })},
 }
 
 // EnvNames lists every environment variable the configuration reads.
@@ -336,6 +355,9 @@ func (c Config) Validate() error {
 	}
 	if c.MonitoringAssignmentServer.DefaultFetchTimeout <= 0 {
 		errs = append(errs, "monitoringAssignmentServer.defaultFetchTimeout (KUMA_MONITORING_ASSIGNMENT_SERVER_DEFAULT_FETCH_TIMEOUT): must be positive")
+	}
+	if c.Runtime.Universal.DataplaneCleanupAge < 0 {
+		errs = append(errs, "runtime.universal.dataplaneCleanupAge (KUMA_RUNTIME_UNIVERSAL_DATAPLANE_CLEANUP_AGE): must not be negative (0 turns the cleanup off)")
 	}
 	if (c.DPServer.TLSCertFile == "") != (c.DPServer.TLSKeyFile == "") {
 		errs = append(errs, "dpServer.tlsCertFile and .tlsKeyFile (KUMA_DP_SERVER_TLS_CERT_FILE, _KEY_FILE): set both or neither")

@@ -122,3 +122,29 @@ func TestBadSettingsNameTheSetting(t *testing.T) {
 		})
 	}
 }
+
+func TestDataplaneCleanupAge(t *testing.T) {
+	c, err := Load("", env(nil))
+	require.NoError(t, err)
+	require.Equal(t, Duration(72*time.Hour), c.Runtime.Universal.DataplaneCleanupAge, "the reference system's default")
+
+	f := filepath.Join(t.TempDir(), "cp.yaml")
+	require.NoError(t, os.WriteFile(f, []byte("runtime:\n  universal:\n    dataplaneCleanupAge: 1h\n"), 0o600))
+	c, err = Load(f, env(nil))
+	require.NoError(t, err)
+	require.Equal(t, Duration(time.Hour), c.Runtime.Universal.DataplaneCleanupAge)
+	c, err = Load(f, env(map[string]string{"KUMA_RUNTIME_UNIVERSAL_DATAPLANE_CLEANUP_AGE": "0s"}))
+	require.NoError(t, err)
+	require.Zero(t, c.Runtime.Universal.DataplaneCleanupAge, "0 turns the cleanup off")
+	c, err = Load("", env(map[string]string{"KUMA_RUNTIME_UNIVERSAL_DATAPLANE_CLEANUP_AGE": "3d"}))
+	require.NoError(t, err)
+	require.Equal(t, Duration(72*time.Hour), c.Runtime.Universal.DataplaneCleanupAge)
+
+	_, err = Load("", env(map[string]string{"KUMA_RUNTIME_UNIVERSAL_DATAPLANE_CLEANUP_AGE": "soon"}))
+	require.ErrorContains(t, err, "KUMA_RUNTIME_UNIVERSAL_DATAPLANE_CLEANUP_AGE")
+	_, err = Load("", env(map[string]string{"KUMA_RUNTIME_UNIVERSAL_DATAPLANE_CLEANUP_AGE": "-1h"}))
+	require.ErrorContains(t, err, "runtime.universal.dataplaneCleanupAge")
+	require.NoError(t, os.WriteFile(f, []byte("runtime:\n  universal:\n    dataplaneCleanupAge: 5\n"), 0o600))
+	_, err = Load(f, env(nil))
+	require.ErrorContains(t, err, "runtime.universal.dataplaneCleanupAge")
+}

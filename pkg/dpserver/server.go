@@ -31,7 +31,6 @@ import (
 	"github.com/kumametrics/mesh/pkg/authn"
 	"github.com/kumametrics/mesh/pkg/ca"
 	"github.com/kumametrics/mesh/pkg/dpconfig"
-	"github.com/kumametrics/mesh/pkg/insight"
 	"github.com/kumametrics/mesh/pkg/latest"
 	"github.com/kumametrics/mesh/pkg/manager"
 	"github.com/kumametrics/mesh/pkg/mirror"
@@ -59,6 +58,15 @@ type Writer interface {
 	Delete(ctx context.Context, kind resource.Kind, key resource.Key, ifVersion int64) error
 }
 
+// Insights records the subscriptions of the proxies (the control plane's
+// *record.Recorder, which writes them to the store as DataplaneInsights).
+type Insights interface {
+	Connect(key resource.Key, sub resource.Subscription)
+	Update(key resource.Key, id string, change func(*resource.Subscription))
+	Disconnect(key resource.Key, id string, at time.Time)
+	Forget(key resource.Key)
+}
+
 // TokenVerifier checks that a dataplane token is one for mesh/name
 // (errors: authn.ErrWrongDataplane, authn.ErrExpired, authn.ErrInvalid).
 type TokenVerifier interface {
@@ -79,7 +87,7 @@ type Options struct {
 	Views      Views
 	Reader     Reader
 	Writer     Writer
-	Insights   *insight.Registry
+	Insights   Insights
 	InstanceID string
 	// Certificate the server presents.
 	Certificate tls.Certificate
@@ -219,20 +227,20 @@ func (svc *service) StreamProxyConfig(stream grpc.BidiStreamingServer[discoveryv
 		},
 		OnClose: func() { s.unregister(key, p) },
 		OnResponse: func(version string) {
-			now := s.opts.Now()
-			s.opts.Insights.Update(key, p.subID, func(sub *insight.Subscription) {
+			now := s.opts.Now().UTC()
+			s.opts.Insights.Update(key, p.subID, func(sub *resource.Subscription) {
 				sub.Status.Total.ResponsesSent++
 				sub.Status.LastUpdateTime = &now
 			})
 		},
 		OnAck: func(version string) {
-			s.opts.Insights.Update(key, p.subID, func(sub *insight.Subscription) {
+			s.opts.Insights.Update(key, p.subID, func(sub *resource.Subscription) {
 				sub.Status.Total.ResponsesAcknowledged++
 				sub.ConfigVersion = version
 			})
 		},
 		OnNack: func(version, detail string) {
-			s.opts.Insights.Update(key, p.subID, func(sub *insight.Subscription) { sub.Status.Total.ResponsesRejected++ })
+			s.opts.Insights.Update(key, p.subID, func(sub *resource.Subscription) { sub.Status.Total.ResponsesRejected++ })
 		},
 	}
 	err := s.xds.StreamSotW(&ctxStream{stream, ctx}, cb)
@@ -315,7 +323,7 @@ func (s *Server) register(ctx context.Context, node *corev3.Node, stop context.C
 		s.log.Warn("a dataplane connected again; the older connection is closed", "dataplane", key.String())
 		old.stop()
 	}
-	s.opts.Insights.Connect(key, insight.Subscription{ID: p.subID, ControlPlaneInstanceID: s.opts.InstanceID, ConnectTime: s.opts.Now()})
+	s.opts.Insights.Connect(key, resource.Subscription{ID: p.subID, ControlPlaneInstanceID: s.opts.InstanceID, ConnectTime: s.opts.Now()})
 	s.log.Info("proxy connected", "dataplane", key.String())
 	select {
 	case s.kick <- struct{}{}:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -25,10 +26,11 @@ import (
 
 	meshv1 "github.com/kumametrics/mesh/api/mesh/v1"
 	"github.com/kumametrics/mesh/pkg/dpconfig"
-	"github.com/kumametrics/mesh/pkg/insight"
+	"github.com/kumametrics/mesh/pkg/insight/record"
 	"github.com/kumametrics/mesh/pkg/manager"
 	"github.com/kumametrics/mesh/pkg/mirror"
 	"github.com/kumametrics/mesh/pkg/resource"
+	"github.com/kumametrics/mesh/pkg/store"
 	"github.com/kumametrics/mesh/pkg/store/memory"
 )
 
@@ -40,17 +42,38 @@ type harness struct {
 	st       *memory.Store
 	reg      *prometheus.Registry
 	mgr      *manager.Manager
-	insights *insight.Registry
+	store    *memory.Store
+	insights *record.Recorder
 	client   meshv1.DataplaneConfigServiceClient
 	workDir  string
+}
+
+// insight reads a dataplane's insight from the store (empty when none).
+func (h *harness) insight(t *testing.T, key resource.Key) *resource.DataplaneInsightSpec {
+	t.Helper()
+	o, err := h.store.Get(t.Context(), resource.KindDataplaneInsight, key)
+	if errors.Is(err, store.ErrNotFound) {
+		return &resource.DataplaneInsightSpec{}
+	}
+	require.NoError(t, err)
+	return o.DataplaneInsight()
+}
+
+// online tells whether a dataplane's newest subscription is open.
+func online(in *resource.DataplaneInsightSpec) bool {
+	l := in.Latest()
+	return l != nil && l.DisconnectTime == nil
 }
 
 func start(t *testing.T, configure ...func(*Options)) *harness {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	st := memory.New()
-	h := &harness{st: st, reg: prometheus.NewRegistry(), mgr: manager.New(st, nil), insights: insight.NewRegistry(), workDir: t.TempDir()}
+	rec, err := record.New(record.Options{Store: st, InstanceID: "cp-1", FlushInterval: 5 * time.Millisecond})
+	require.NoError(t, err)
+	h := &harness{st: st, reg: prometheus.NewRegistry(), mgr: manager.New(st, nil), store: st, insights: rec, workDir: t.TempDir()}
 	require.NoError(t, h.mgr.EnsureDefaultMesh(ctx))
+	require.NoError(t, rec.Register(ctx))
 	mir := mirror.New(st, nil, resource.KindMesh, resource.KindDataplane, resource.KindSecret)
 	cert, err := ServerCertificate(h.workDir, "", "", time.Now())
 	require.NoError(t, err)
@@ -63,7 +86,8 @@ func start(t *testing.T, configure ...func(*Options)) *harness {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(4)
+	go func() { defer wg.Done(); _ = rec.Run(ctx) }()
 	go func() { defer wg.Done(); _ = mir.Run(ctx) }()
 	go func() { defer wg.Done(); srv.Reconcile(ctx) }()
 	go func() { defer wg.Done(); _ = srv.Serve(ctx, ln) }()
@@ -170,9 +194,9 @@ func TestProxyLifecycle(t *testing.T) {
 	require.Equal(t, "frontend", cfg.GetName())
 	require.Empty(t, endpoints(cfg), "no backend yet")
 	require.Eventually(t, func() bool {
-		in := h.insights.Get(key)
+		in := h.insight(t, key)
 		l := in.Latest()
-		return in.Online() && l.ConfigVersion == resp.GetVersionInfo() && l.Status.Total.ResponsesAcknowledged == 1 && l.ControlPlaneInstanceID == "cp-1"
+		return online(in) && l.ConfigVersion == resp.GetVersionInfo() && l.Status.Total.ResponsesAcknowledged == 1 && l.ControlPlaneInstanceID == "cp-1"
 	}, waitTimeout, time.Millisecond, "online, with the acknowledged version")
 
 	// A backend registers: the frontend gets its endpoint.
@@ -196,14 +220,14 @@ func TestProxyLifecycle(t *testing.T) {
 	resp, err = front.Recv()
 	require.NoError(t, err)
 	require.NoError(t, front.Send(&discoveryv3.DiscoveryRequest{ResponseNonce: resp.GetNonce(), ErrorDetail: &rpcstatus.Status{Message: "port in use"}}))
-	require.Eventually(t, func() bool { return h.insights.Get(key).Latest().Status.Total.ResponsesRejected == 1 }, waitTimeout, time.Millisecond)
+	require.Eventually(t, func() bool { return h.insight(t, key).Latest().Status.Total.ResponsesRejected == 1 }, waitTimeout, time.Millisecond)
 
 	// The stream ends: offline. Deregistering deletes the dataplane.
 	front.cancel()
-	require.Eventually(t, func() bool { return !h.insights.Get(key).Online() }, waitTimeout, time.Millisecond)
+	require.Eventually(t, func() bool { return !online(h.insight(t, key)) }, waitTimeout, time.Millisecond)
 	_, err = h.client.Deregister(t.Context(), &meshv1.DeregisterRequest{Mesh: "default", Name: "frontend"})
 	require.NoError(t, err)
-	require.Empty(t, h.insights.Get(key).Subscriptions, "insight forgotten")
+	require.Empty(t, h.insight(t, key).Subscriptions, "the insight went with the Dataplane")
 	_, err = h.client.Deregister(t.Context(), &meshv1.DeregisterRequest{Mesh: "default"})
 	require.Equal(t, codes.InvalidArgument, status.Code(err))
 }
@@ -217,8 +241,8 @@ func TestReconnectReplacesTheOlderStream(t *testing.T) {
 	_, err := first.Recv()
 	require.Equal(t, codes.Aborted, status.Code(err), "%v", err)
 	require.Eventually(t, func() bool {
-		in := h.insights.Get(resource.Key{Mesh: "default", Name: "web"})
-		return in.Online() && len(in.Subscriptions) == 2
+		in := h.insight(t, resource.Key{Mesh: "default", Name: "web"})
+		return online(in) && len(in.Subscriptions) == 2 && in.Subscriptions[0].DisconnectTime != nil
 	}, waitTimeout, time.Millisecond)
 }
 

@@ -15,7 +15,6 @@ import (
 
 	"github.com/kumametrics/mesh/pkg/apiserver"
 	"github.com/kumametrics/mesh/pkg/authn"
-	"github.com/kumametrics/mesh/pkg/insight"
 	"github.com/kumametrics/mesh/pkg/kumactl/config"
 	"github.com/kumametrics/mesh/pkg/manager"
 	"github.com/kumametrics/mesh/pkg/resource"
@@ -197,7 +196,7 @@ func TestAgainstTheAPIServer(t *testing.T) {
 	dir := t.TempDir()
 	iss, err := authn.Load(dir, nil)
 	require.NoError(t, err)
-	api, err := apiserver.New(apiserver.Options{Reader: st, Writer: mgr, Insights: insight.NewRegistry(), Version: "0.1.0", Tokens: iss, LocalhostIsAdmin: false})
+	api, err := apiserver.New(apiserver.Options{Reader: st, Writer: mgr, Version: "0.1.0", Tokens: iss, LocalhostIsAdmin: false})
 	require.NoError(t, err)
 	srv := httptest.NewServer(api)
 	t.Cleanup(srv.Close)
