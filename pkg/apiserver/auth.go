@@ -55,15 +55,28 @@ func UserFrom(ctx context.Context) (u authn.User, ok bool) {
 	return c.user, true
 }
 
-// identify finds who sends r: the user of its bearer token; without an
-// Authorization header, an admin when it comes from a loopback address and
-// those are admin, anonymous otherwise. A header that is not a valid bearer
-// token is refused rather than ignored, so that a client learns at once that
-// its credentials do not work.
+// identify finds who sends r: an admin when it presented one of the admin
+// client certificates over TLS; else the user of its bearer token; without
+// an Authorization header, an admin when it comes from a loopback address and
+// those are admin, anonymous otherwise. Credentials that do not verify (a
+// header that is not a valid bearer token, a client certificate that is not
+// an admin's) are refused rather than ignored, so that a client learns at
+// once that they do not work.
 func (s *Server) identify(r *http.Request) caller {
+	var certUser *authn.User
+	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+		u, err := s.clientCerts.user(r.TLS.PeerCertificates[0])
+		if err != nil {
+			return caller{err: err}
+		}
+		certUser = &u
+	}
 	h := r.Header.Get("Authorization")
 	if h == "" {
-		if s.loopbackIsAdmin() && isLoopback(r.RemoteAddr) {
+		switch {
+		case certUser != nil:
+			return caller{user: *certUser}
+		case s.loopbackIsAdmin() && isLoopback(r.RemoteAddr):
 			return caller{user: authn.LocalhostAdmin()}
 		}
 		return caller{user: authn.Anonymous()}
@@ -78,6 +91,10 @@ func (s *Server) identify(r *http.Request) caller {
 	u, err := s.opts.Tokens.VerifyUser(token)
 	if err != nil {
 		return caller{err: fmt.Errorf("the user token was refused: %w", err)}
+	}
+	if certUser != nil {
+		// Both verified: the certificate makes an admin, which no token exceeds.
+		return caller{user: *certUser}
 	}
 	return caller{user: u}
 }

@@ -86,7 +86,7 @@ func freePorts(t *testing.T, n int) []int {
 // controlPlane runs kuma-cp on the memory store and returns its API and MADS URLs.
 func controlPlane(t *testing.T) (api, mads string) {
 	t.Helper()
-	p := freePorts(t, 4)
+	p := freePorts(t, 5)
 	cmd := exec.Command(kumaCP, "run")
 	cmd.Env = append(os.Environ(),
 		"KUMA_STORE_TYPE=memory",
@@ -97,6 +97,7 @@ func controlPlane(t *testing.T) (api, mads string) {
 		fmt.Sprintf("KUMA_DIAGNOSTICS_SERVER_PORT=%d", p[3]),
 		"KUMA_API_SERVER_HTTP_INTERFACE=127.0.0.1", "KUMA_DP_SERVER_INTERFACE=127.0.0.1",
 		"KUMA_MONITORING_ASSIGNMENT_SERVER_INTERFACE=127.0.0.1", "KUMA_DIAGNOSTICS_SERVER_INTERFACE=127.0.0.1",
+		fmt.Sprintf("KUMA_API_SERVER_HTTPS_PORT=%d", p[4]), "KUMA_API_SERVER_HTTPS_INTERFACE=127.0.0.1",
 	)
 	log := &lockedBuffer{}
 	cmd.Stdout, cmd.Stderr = log, log
