@@ -232,9 +232,9 @@ func (r result) String() string {
 func (e *env) run(args ...string) result {
 	var stdout, stderr bytes.Buffer
 	rc := &kumactl.RootContext{
-		Stdin:   strings.NewReader(e.stdin),
-		Stdout:  &stdout,
-		Stderr:  &stderr,
+		Stdin:     strings.NewReader(e.stdin),
+		Stdout:    &stdout,
+		Stderr:    &stderr,
 		Now:       func() time.Time { return now },
 		Version:   "1.2.3-test",
 		NewClient: e.newClient,
