@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -22,13 +23,21 @@ type UserTokens interface {
 }
 
 // verify checks the value of an Authorization header (or gRPC metadata):
-// `Bearer <user token>` with a token that verifies. Any valid user token may
-// read the assignments.
+// `Bearer <user token>` (or the bare token) with a token that verifies. Any
+// valid user token may read the assignments.
 func (s *Server) verify(header string) (authn.User, error) {
 	if header == "" {
 		return authn.User{}, errors.New("this control plane's monitoring assignments need a user token: send `Authorization: Bearer <token>`")
 	}
 	token, ok := authn.BearerToken(header)
+	if !ok {
+		// Prometheus' http_sd_configs (2.42, Debian's) leave out the default
+		// type of `authorization: {credentials_file: F}` and send the bare
+		// token: accept a value without a scheme as a token.
+		if bare := strings.TrimSpace(header); !strings.ContainsAny(bare, " \t") {
+			token, ok = bare, true
+		}
+	}
 	if !ok {
 		return authn.User{}, errors.New("the Authorization header must be `Bearer <user token>`")
 	}

@@ -149,6 +149,10 @@ func TestTokensAreRequired(t *testing.T) {
 		require.Len(t, groups, 1)
 		require.Equal(t, "web-1", groups[0].Labels[MetaDataplane])
 
+		// Prometheus' http_sd (2.42) sends `authorization: {credentials_file: F}` without its type.
+		a = call(t, http.DefaultClient, http.MethodGet, sdURL, " "+tok.valid, "")
+		require.Equal(t, http.StatusOK, a.status, string(a.body))
+
 		r, err := grpcFirstResponse(t, h.addr, insecure.NewCredentials(), bearer)
 		require.NoError(t, err)
 		require.Len(t, r.GetResources(), 1)
