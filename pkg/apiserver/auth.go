@@ -4,12 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
-	"net/netip"
 	"time"
 
 	"github.com/kumametrics/mesh/pkg/authn"
+	"github.com/kumametrics/mesh/pkg/loopback"
 )
 
 // Tokens verifies user tokens and issues both kinds (*authn.Issuer).
@@ -76,7 +75,7 @@ func (s *Server) identify(r *http.Request) caller {
 		switch {
 		case certUser != nil:
 			return caller{user: *certUser}
-		case s.loopbackIsAdmin() && isLoopback(r.RemoteAddr):
+		case s.loopbackIsAdmin() && loopback.Addr(r.RemoteAddr):
 			return caller{user: authn.LocalhostAdmin()}
 		}
 		return caller{user: authn.Anonymous()}
@@ -102,20 +101,6 @@ func (s *Server) identify(r *http.Request) caller {
 // loopbackIsAdmin: without Tokens nobody could ever be admin, so loopback
 // callers are admin whatever LocalhostIsAdmin says.
 func (s *Server) loopbackIsAdmin() bool { return s.opts.Tokens == nil || s.opts.LocalhostIsAdmin }
-
-// isLoopback tells whether a RemoteAddr (host:port) is in 127.0.0.0/8 or ::1
-// (an IPv4-mapped IPv6 form included).
-func isLoopback(remoteAddr string) bool {
-	host, _, err := net.SplitHostPort(remoteAddr)
-	if err != nil {
-		return false
-	}
-	ip, err := netip.ParseAddr(host)
-	if err != nil {
-		return false
-	}
-	return ip.Unmap().IsLoopback()
-}
 
 // RequireAdmin wraps h so that only admins reach it: anonymous callers get
 // 401, other users 403, in the API's error body. It relies on the Server

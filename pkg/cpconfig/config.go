@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -16,6 +15,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/kumametrics/mesh/pkg/loopback"
 	"github.com/kumametrics/mesh/pkg/resource"
 	"github.com/kumametrics/mesh/pkg/strictjson"
 )
@@ -363,7 +363,7 @@ func (m MonitoringAssignmentServer) validate() []string {
 	switch m.Authn.Type {
 	case MADSAuthnNone:
 	case MADSAuthnToken:
-		if !tlsOn && !IsLoopback(m.Interface) {
+		if !tlsOn && !loopback.Host(m.Interface) {
 			errs = append(errs, fmt.Sprintf("monitoringAssignmentServer.authn.type (KUMA_MONITORING_ASSIGNMENT_SERVER_AUTHN_TYPE) %s needs TLS, "+
 				"or tokens would cross the network in clear: set monitoringAssignmentServer.tlsCertFile and .tlsKeyFile "+
 				"(KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_CERT_FILE, _KEY_FILE), or a loopback monitoringAssignmentServer.interface "+
@@ -374,16 +374,6 @@ func (m MonitoringAssignmentServer) validate() []string {
 			MADSAuthnNone, MADSAuthnToken, m.Authn.Type))
 	}
 	return errs
-}
-
-// IsLoopback tells whether a listening interface accepts loopback
-// connections only: an address of 127.0.0.0/8, ::1, or localhost.
-func IsLoopback(iface string) bool {
-	if iface == "localhost" {
-		return true
-	}
-	ip, err := netip.ParseAddr(iface)
-	return err == nil && ip.Unmap().IsLoopback()
 }
 
 // Validate checks the settings, naming the one at fault.

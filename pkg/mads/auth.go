@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
-	"net/netip"
 	"strings"
 
 	"google.golang.org/grpc"
@@ -119,9 +117,3 @@ type contextStream struct {
 }
 
 func (c *contextStream) Context() context.Context { return c.ctx }
-
-// isLoopbackListener tells whether a listener accepts loopback connections only.
-func isLoopbackListener(addr net.Addr) bool {
-	ap, err := netip.ParseAddrPort(addr.String())
-	return err == nil && ap.Addr().Unmap().IsLoopback()
-}

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -17,6 +16,8 @@ import (
 
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/kumametrics/mesh/pkg/loopback"
 )
 
 // Defaults of the flags of `kuma-prometheus-sd run`.
@@ -154,7 +155,7 @@ func (c Config) Validate() error {
 		return flagError(FlagOutputFile, err)
 	}
 	if c.AuthTokenFile != "" {
-		if !ep.secure && !isLoopbackHost(ep.host) {
+		if !ep.secure && !loopback.Host(ep.host) {
 			return flagError(FlagAuthTokenFile, fmt.Errorf("refusing to send a token in clear over grpc:// to %s, which is not a loopback host; use grpcs://", ep.host))
 		}
 		if _, err := readToken(c.AuthTokenFile); err != nil {
@@ -303,12 +304,3 @@ func (t tokenCredentials) GetRequestMetadata(context.Context, ...string) (map[st
 }
 
 func (t tokenCredentials) RequireTransportSecurity() bool { return t.secure }
-
-// isLoopbackHost tells whether a host is localhost or a loopback address.
-func isLoopbackHost(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.Unmap().IsLoopback()
-}

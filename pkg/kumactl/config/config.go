@@ -40,7 +40,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -49,6 +48,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/kumametrics/mesh/pkg/loopback"
 	"github.com/kumametrics/mesh/pkg/pki"
 	"github.com/kumametrics/mesh/pkg/resource"
 )
@@ -223,12 +223,7 @@ func (a APIServer) TokenInClear() bool {
 	if err != nil || u.Scheme != "http" {
 		return false
 	}
-	host := u.Hostname()
-	if strings.EqualFold(host, "localhost") {
-		return false
-	}
-	ip, err := netip.ParseAddr(host)
-	return err != nil || !ip.Unmap().IsLoopback()
+	return !loopback.Host(u.Hostname())
 }
 
 // Address returns the URL of the control plane's API.
