@@ -67,10 +67,11 @@ func counter(t *testing.T, url, name string) float64 {
 	return 0
 }
 
-// TestPrometheusDiscoversFromASecuredMADS: Debian's Prometheus with
-// http_sd_configs carrying a token file and a CA file discovers every
-// dataplane from a MADS that requires TLS and tokens; a job without the
-// token is refused; kuma-prometheus-sd does the same over grpcs.
+// TestPrometheusDiscoversFromASecuredMADS: Debian's Prometheus, configured by
+// kumactl install metrics --universal with http_sd_configs carrying a token
+// file and a CA file, discovers every dataplane from a MADS that requires
+// TLS and tokens; a job without the token is refused; kuma-prometheus-sd
+// does the same over grpcs.
 func TestPrometheusDiscoversFromASecuredMADS(t *testing.T) {
 	requireProgram(t, "prometheus")
 	dir, caFile, certFile, keyFile := securedMADSFiles(t)
@@ -125,37 +126,35 @@ func TestPrometheusDiscoversFromASecuredMADS(t *testing.T) {
 	startProcess(t, filepath.Join(binDir, "kuma-prometheus-sd"), nil, "run",
 		"--cp-address=grpcs://"+cp.madsAddr, "--ca-cert-file="+caFile, "--auth-token-file="+tokenFile, "--output-file="+sdFile)
 
-	config := fmt.Sprintf(`
-scrape_configs:
-- job_name: 'kuma-dataplanes-http-sd'
-  scrape_interval: "5s"
-%[1]s
-  http_sd_configs:
-  - url: https://%[2]s/v3/discovery:monitoringassignments/http_sd
-    refresh_interval: 1s
-    authorization:
-      credentials_file: %[3]s
-    tls_config:
-      ca_file: %[4]s
+	// Prometheus' configuration as kumactl writes it for a secured MADS,
+	// plus a job without the token and the file_sd job.
+	outDir := t.TempDir()
+	k.must("install", "metrics", "--universal", "--output-dir", outDir, "--without-grafana",
+		"--kuma-cp-address", "https://"+cp.madsAddr, "--kuma-cp-api-address", cp.apiURL,
+		"--kuma-cp-ca-cert-file", caFile, "--kuma-cp-token-file", tokenFile)
+	generated, err := os.ReadFile(filepath.Join(outDir, "prometheus.yml"))
+	require.NoError(t, err)
+	require.Contains(t, string(generated), "credentials_file: \""+tokenFile+"\"")
+	config := string(generated) + fmt.Sprintf(`
 - job_name: 'without-a-token'
   scrape_interval: "5s"
   http_sd_configs:
-  - url: https://%[2]s/v3/discovery:monitoringassignments/http_sd
+  - url: https://%[1]s/v3/discovery:monitoringassignments/http_sd
     refresh_interval: 1s
     tls_config:
-      ca_file: %[4]s
-- job_name: 'kuma-dataplanes'
+      ca_file: %[2]s
+- job_name: 'kuma-dataplanes-file-sd'
   scrape_interval: "5s"
   file_sd_configs:
   - files:
-    - %[5]s
-`, guideRelabelRules, cp.madsAddr, tokenFile, caFile, sdFile)
+    - %[3]s
+`, cp.madsAddr, caFile, sdFile)
 	prom := startPrometheus(t, config)
 
 	all := "backend-1,example,frontend-1"
 	eventually(t, 60*time.Second, func() error {
 		pools := prom.targets(t)
-		for _, pool := range []string{"kuma-dataplanes-http-sd", "kuma-dataplanes"} {
+		for _, pool := range []string{"kuma-dataplanes", "kuma-dataplanes-file-sd"} {
 			if got := strings.Join(poolDataplanes(t, pools[pool]), ","); got != all {
 				return fmt.Errorf("pool %s has %v, want %v", pool, got, all)
 			}
