@@ -180,6 +180,7 @@ cat <<TXT
 The demo runs. Everything listens on 127.0.0.x only; logs are in $DEMO/.
 
   control plane API      http://127.0.0.1:5681/meshes/default/dataplanes+insights
+                         https://127.0.0.1:5682/  (its CA: $KUMA_GENERAL_WORK_DIR/api-server-ca.pem)
   control plane metrics  http://127.0.0.1:5680/metrics
   discovery (http_sd)    http://127.0.0.1:5676/v3/discovery:monitoringassignments/http_sd
   proxy metrics          http://127.0.0.2:5670/metrics            (frontend-1, with its app's metrics)
