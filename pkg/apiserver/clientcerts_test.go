@@ -23,14 +23,24 @@ import (
 	"github.com/kumametrics/mesh/pkg/store/memory"
 )
 
-func TestLoadClientCerts(t *testing.T) {
+// clientCerts issues a client certificate for each common name, all of one CA.
+func clientCerts(t *testing.T, names ...string) []*pki.KeyPair {
+	t.Helper()
 	now := time.Now()
 	ca, err := pki.NewCA("operators", pki.KeyType{}, now, time.Hour)
 	require.NoError(t, err)
-	a, err := pki.Issue(ca, pki.Leaf{CommonName: "a", Client: true, Lifetime: time.Hour}, now)
-	require.NoError(t, err)
-	b, err := pki.Issue(ca, pki.Leaf{CommonName: "b", Client: true, Lifetime: time.Hour}, now)
-	require.NoError(t, err)
+	var out []*pki.KeyPair
+	for _, cn := range names {
+		kp, err := pki.Issue(ca, pki.Leaf{CommonName: cn, Client: true, Lifetime: time.Hour}, now)
+		require.NoError(t, err)
+		out = append(out, kp)
+	}
+	return out
+}
+
+func TestLoadClientCerts(t *testing.T) {
+	kps := clientCerts(t, "a", "b")
+	a, b := kps[0], kps[1]
 
 	dir := t.TempDir()
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "both.pem"), append(append([]byte{}, a.CertPEM...), b.CertPEM...), 0o644))
@@ -49,13 +59,8 @@ func TestLoadClientCerts(t *testing.T) {
 }
 
 func TestClientCertificateIdentity(t *testing.T) {
-	now := time.Now()
-	ca, err := pki.NewCA("operators", pki.KeyType{}, now, time.Hour)
-	require.NoError(t, err)
-	admin, err := pki.Issue(ca, pki.Leaf{CommonName: "ops", Client: true, Lifetime: time.Hour}, now)
-	require.NoError(t, err)
-	other, err := pki.Issue(ca, pki.Leaf{CommonName: "ops", Client: true, Lifetime: time.Hour}, now)
-	require.NoError(t, err)
+	kps := clientCerts(t, "ops", "ops")
+	admin, other := kps[0], kps[1]
 
 	st := memory.New()
 	mgr := manager.New(st, nil)

@@ -631,6 +631,13 @@ func TestValidation(t *testing.T) {
 		{"universal: unclean output dir", true, func(o *install.Options) { o.OutputDir = "/opt/x/../metrics/" }, "must be an absolute, clean path"},
 		{"universal: nothing to write", true, func(o *install.Options) { o.WithoutPrometheus, o.WithoutGrafana = true, true }, "--without-prometheus and --without-grafana together leave nothing to write"},
 		{"universal: grpc cp address", true, func(o *install.Options) { o.KumaCPAddress = "grpcs://cp:5676" }, "--kuma-cp-address \"grpcs://cp:5676\": Prometheus and Grafana speak HTTP"},
+		{"CA file on Kubernetes", false, func(o *install.Options) { o.KumaCPCACertFile = "/ca.pem" }, "--kuma-cp-ca-cert-file applies only with --universal"},
+		{"token file on Kubernetes", false, func(o *install.Options) { o.KumaCPTokenFile = "/t" }, "--kuma-cp-token-file applies only with --universal"},
+		{"universal: relative CA file", true, func(o *install.Options) { o.KumaCPAddress, o.KumaCPCACertFile = "https://cp:5676", "ca.pem" }, `--kuma-cp-ca-cert-file "ca.pem" must be an absolute path`},
+		{"universal: CA file for http", true, func(o *install.Options) { o.KumaCPCACertFile = "/ca.pem" }, `--kuma-cp-ca-cert-file applies only to an https:// --kuma-cp-address, got "http://127.0.0.1:5676"`},
+		{"universal: token in clear to a remote host", true, func(o *install.Options) { o.KumaCPAddress, o.KumaCPTokenFile = "http://cp.internal:5676", "/t" },
+			`--kuma-cp-token-file: the token would cross the network in clear to "http://cp.internal:5676"; use an https:// --kuma-cp-address`},
+		{"universal: token over http to loopback", true, func(o *install.Options) { o.KumaCPTokenFile = "/t" }, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var err error
@@ -755,34 +762,4 @@ func TestUniversalSecuredDiscovery(t *testing.T) {
 	local := universalOptions()
 	local.KumaCPTokenFile = "/etc/prometheus/kuma-cp.token"
 	require.Contains(t, renderUniversal(t, local)["prometheus.yml"], "credentials_file:")
-}
-
-func TestUniversalSecuredDiscoveryValidation(t *testing.T) {
-	for _, tc := range []struct {
-		name      string
-		universal bool
-		opts      func(*install.Options)
-		want      string
-	}{
-		{"CA file on Kubernetes", false, func(o *install.Options) { o.KumaCPCACertFile = "/ca.pem" }, "--kuma-cp-ca-cert-file applies only with --universal"},
-		{"token file on Kubernetes", false, func(o *install.Options) { o.KumaCPTokenFile = "/t" }, "--kuma-cp-token-file applies only with --universal"},
-		{"relative CA file", true, func(o *install.Options) { o.KumaCPAddress, o.KumaCPCACertFile = "https://cp:5676", "ca.pem" }, `--kuma-cp-ca-cert-file "ca.pem" must be an absolute path`},
-		{"CA file for http", true, func(o *install.Options) { o.KumaCPCACertFile = "/ca.pem" }, `--kuma-cp-ca-cert-file applies only to an https:// --kuma-cp-address, got "http://127.0.0.1:5676"`},
-		{"token in clear to a remote host", true, func(o *install.Options) { o.KumaCPAddress, o.KumaCPTokenFile = "http://cp.internal:5676", "/t" },
-			`--kuma-cp-token-file: the token would cross the network in clear to "http://cp.internal:5676"; use an https:// --kuma-cp-address`},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			var err error
-			if tc.universal {
-				opts := universalOptions()
-				tc.opts(&opts)
-				_, err = install.RenderUniversal(opts)
-			} else {
-				opts := kubernetesOptions()
-				tc.opts(&opts)
-				_, err = install.RenderKubernetes(opts)
-			}
-			require.ErrorContains(t, err, tc.want)
-		})
-	}
 }
