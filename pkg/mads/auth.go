@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -65,7 +66,8 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 // grpcAuthOptions are the interceptors that refuse gRPC calls without a valid
 // user token (metadata `authorization: Bearer <token>`) with Unauthenticated,
 // when the server requires tokens. A stream ends, Unauthenticated, when its
-// token expires: the client reconnects with a fresh one.
+// token expires (and the issuer's leeway has passed): the client reconnects
+// with a fresh one.
 func (s *Server) grpcAuthOptions() []grpc.ServerOption {
 	if s.opts.Tokens == nil {
 		return nil
@@ -85,7 +87,10 @@ func (s *Server) grpcAuthOptions() []grpc.ServerOption {
 			if u.ExpiresAt.IsZero() {
 				return h(srv, ss)
 			}
-			ctx, cancel := context.WithDeadline(ss.Context(), u.ExpiresAt)
+			// The issuer accepts a token up to Leeway after its exp (checked in
+			// whole seconds): the stream ends when a reconnection with the same
+			// token would be refused, not earlier.
+			ctx, cancel := context.WithDeadline(ss.Context(), u.ExpiresAt.Add(authn.Leeway+time.Second))
 			defer cancel()
 			err = h(srv, &contextStream{ServerStream: ss, ctx: ctx})
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) && ss.Context().Err() == nil {

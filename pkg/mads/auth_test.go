@@ -168,9 +168,9 @@ func TestStreamEndsWhenItsTokenExpires(t *testing.T) {
 	h := start(t, func(o *Options) { o.Tokens = tok.issuer })
 	h.addDataplane(t, "web-1", "10.0.0.1")
 	h.waitAssignments(t, 1)
-	// The same keys with a clock almost an hour behind: an hour's token
-	// expires two seconds from now.
-	behind, err := authn.Load(tok.dir, func() time.Time { return time.Now().Add(-time.Hour + 2*time.Second) })
+	// The same keys with a clock behind: an hour's token expired almost
+	// authn.Leeway ago, so it is accepted for three more seconds.
+	behind, err := authn.Load(tok.dir, func() time.Time { return time.Now().Add(-time.Hour - authn.Leeway - time.Second + 3*time.Second) })
 	require.NoError(t, err)
 	short, err := behind.IssueUser("prometheus", nil, time.Hour)
 	require.NoError(t, err)
@@ -186,6 +186,11 @@ func TestStreamEndsWhenItsTokenExpires(t *testing.T) {
 	_, err = stream.Recv() // nothing changes: the next thing is the end of the stream
 	require.Equal(t, codes.Unauthenticated, status.Code(err), "%v", err)
 	require.Contains(t, status.Convert(err).Message(), "expired")
+
+	// By then the token is refused: reconnecting needs a fresh one.
+	_, err = grpcFirstResponse(t, h.addr, insecure.NewCredentials(), "Bearer "+short)
+	require.Equal(t, codes.Unauthenticated, status.Code(err), "%v", err)
+	require.Contains(t, status.Convert(err).Message(), "the user token was refused")
 }
 
 // addrListener reports another address than the one it listens on.
