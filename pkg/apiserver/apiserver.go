@@ -86,6 +86,10 @@ type Options struct {
 	// byte for byte, an admin. Serve HTTPS with TLSConfig so that clients are
 	// asked for them.
 	AdminClientCerts []*x509.Certificate
+	// AllowUntaggedDataplaneTokens lets POST /tokens/dataplane issue a
+	// token without kuma.io/service (dpServer.authn.dpProxy.dpToken.allowUntaggedTokens:
+	// the dataplane server then accepts such tokens for any service).
+	AllowUntaggedDataplaneTokens bool
 }
 
 // Server is the REST API.

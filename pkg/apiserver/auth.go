@@ -15,7 +15,7 @@ import (
 type Tokens interface {
 	VerifyUser(token string) (authn.User, error)
 	IssueUser(name string, groups []string, validFor time.Duration) (string, error)
-	IssueDataplane(mesh, name string, validFor time.Duration) (string, error)
+	IssueDataplane(mesh, name string, tags map[string][]string, validFor time.Duration) (string, error)
 }
 
 var _ Tokens = (*authn.Issuer)(nil)

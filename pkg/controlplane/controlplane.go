@@ -155,6 +155,7 @@ func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (cp *Contro
 		Reader: st, Writer: mgr, Insights: insights, Log: log.With("component", "api-server"),
 		Registerer: reg, Version: version.Version, InstanceID: cp.instanceID, Zone: ZoneName,
 		Tokens: tokens, LocalhostIsAdmin: cfg.APIServer.Authn.LocalhostIsAdmin, AdminClientCerts: adminCerts,
+		AllowUntaggedDataplaneTokens: cfg.DPServer.Authn.DPProxy.DPToken.AllowUntaggedTokens,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("api server: %w", err)
@@ -163,7 +164,8 @@ func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (cp *Contro
 		return nil, err
 	}
 	if https := cfg.APIServer.HTTPS; https.Enabled {
-		cert, err := pki.ServingCertificate(cfg.General.WorkDir, APIServingFiles, https.TLSCertFile, https.TLSKeyFile, time.Now())
+		cert, err := pki.ServingCertificate(cfg.General.WorkDir, APIServingFiles, https.TLSCertFile, https.TLSKeyFile, time.Now(),
+			net.ParseIP(https.Interface))
 		if err != nil {
 			return nil, err
 		}
@@ -213,19 +215,26 @@ func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (cp *Contro
 		task{"mads", func(ctx context.Context) error { return madsServer.Serve(ctx, madsLn) }},
 	)
 
-	cert, err := dpserver.ServerCertificate(cfg.General.WorkDir, cfg.DPServer.TLSCertFile, cfg.DPServer.TLSKeyFile, time.Now())
+	cert, err := dpserver.ServerCertificate(cfg.General.WorkDir, cfg.DPServer.TLSCertFile, cfg.DPServer.TLSKeyFile, time.Now(),
+		net.ParseIP(cfg.DPServer.Interface))
 	if err != nil {
 		return nil, err
 	}
 	var dpTokens dpserver.TokenVerifier
-	if cfg.DPServer.Authn.DPProxy.Type == cpconfig.DPProxyAuthnDPToken {
-		dpTokens = tokens
-	} else {
+	untagged := cfg.DPServer.Authn.DPProxy.DPToken.AllowUntaggedTokens
+	switch {
+	case cfg.DPServer.Authn.DPProxy.Type != cpconfig.DPProxyAuthnDPToken:
 		log.Warn("the dataplane server does not authenticate proxies (dpServer.authn.dpProxy.type: none)")
+	case untagged:
+		dpTokens = tokens
+		log.Warn("dataplane tokens without kuma.io/service are accepted for any service (dpServer.authn.dpProxy.dpToken.allowUntaggedTokens)")
+	default:
+		dpTokens = tokens
 	}
 	dps, err := dpserver.New(dpserver.Options{
-		Views: mir, Writer: mgr, Insights: insights, InstanceID: cp.instanceID, Certificate: cert,
-		Tokens: dpTokens, XDSMetrics: xdsMetrics, GRPCOptions: grpcMetrics.ServerOptions(), Log: log.With("component", "dp-server"),
+		Views: mir, Reader: st, Writer: mgr, Insights: insights, InstanceID: cp.instanceID, Certificate: cert,
+		Tokens: dpTokens, AllowUntaggedTokens: untagged, XDSMetrics: xdsMetrics, Registerer: reg,
+		GRPCOptions: grpcMetrics.ServerOptions(), Log: log.With("component", "dp-server"),
 	})
 	if err != nil {
 		return nil, err

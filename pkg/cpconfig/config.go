@@ -120,7 +120,17 @@ type DPServerAuthn struct {
 // DPProxyAuthn selects how a proxy proves which dataplane it is.
 type DPProxyAuthn struct {
 	// Type is DPProxyAuthnDPToken or DPProxyAuthnNone.
-	Type string `json:"type"`
+	Type    string       `json:"type"`
+	DPToken DPTokenAuthn `json:"dpToken"`
+}
+
+// DPTokenAuthn configures dataplane tokens.
+type DPTokenAuthn struct {
+	// AllowUntaggedTokens accepts tokens that do not constrain
+	// kuma.io/service (issued without --tag) for a Dataplane of any service,
+	// as the reference system does. Off by default: such tokens are refused
+	// (docs/2026-12-06-dataplane-token-tags.md).
+	AllowUntaggedTokens bool `json:"allowUntaggedTokens"`
 }
 
 // Types of dpServer.authn.dpProxy.type.
@@ -290,6 +300,7 @@ var envVars = []envVar{
 	{"KUMA_DP_SERVER_TLS_CERT_FILE", str(func(c *Config) *string { return &c.DPServer.TLSCertFile })},
 	{"KUMA_DP_SERVER_TLS_KEY_FILE", str(func(c *Config) *string { return &c.DPServer.TLSKeyFile })},
 	{"KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE", str(func(c *Config) *string { return &c.DPServer.Authn.DPProxy.Type })},
+	{"KUMA_DP_SERVER_AUTHN_DP_PROXY_DP_TOKEN_ALLOW_UNTAGGED_TOKENS", boolean(func(c *Config) *bool { return &c.DPServer.Authn.DPProxy.DPToken.AllowUntaggedTokens })},
 	{"KUMA_MONITORING_ASSIGNMENT_SERVER_PORT", port(func(c *Config) *uint32 { return &c.MonitoringAssignmentServer.Port })},
 	{"KUMA_MONITORING_ASSIGNMENT_SERVER_INTERFACE", str(func(c *Config) *string { return &c.MonitoringAssignmentServer.Interface })},
 	{"KUMA_MONITORING_ASSIGNMENT_SERVER_DEFAULT_FETCH_TIMEOUT", func(c *Config, v string) error {

@@ -25,6 +25,7 @@ func TestDefaults(t *testing.T) {
 	require.Equal(t, filepath.Join("kuma-data", "kuma.db"), c.SQLitePath())
 	require.True(t, c.APIServer.Authn.LocalhostIsAdmin)
 	require.Equal(t, DPProxyAuthnDPToken, c.DPServer.Authn.DPProxy.Type)
+	require.False(t, c.DPServer.Authn.DPProxy.DPToken.AllowUntaggedTokens, "untagged dataplane tokens are refused by default")
 	require.Equal(t, APIServerHTTPS{Enabled: true, Interface: "0.0.0.0", Port: 5682}, c.APIServer.HTTPS)
 	require.Empty(t, c.APIServer.Auth.ClientCertsDir)
 	require.Equal(t, MADSAuthnNone, c.MonitoringAssignmentServer.Authn.Type, "the guide's plain http job keeps working")
@@ -116,6 +117,18 @@ func TestAuthnSettings(t *testing.T) {
 	require.Contains(t, EnvNames(), "KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE")
 }
 
+func TestAllowUntaggedTokens(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "cp.yaml")
+	require.NoError(t, os.WriteFile(f, []byte("dpServer:\n  authn:\n    dpProxy:\n      dpToken:\n        allowUntaggedTokens: true\n"), 0o600))
+	c, err := Load(f, env(nil))
+	require.NoError(t, err)
+	require.True(t, c.DPServer.Authn.DPProxy.DPToken.AllowUntaggedTokens)
+	c, err = Load(f, env(map[string]string{"KUMA_DP_SERVER_AUTHN_DP_PROXY_DP_TOKEN_ALLOW_UNTAGGED_TOKENS": "false"}))
+	require.NoError(t, err)
+	require.False(t, c.DPServer.Authn.DPProxy.DPToken.AllowUntaggedTokens, "the environment wins over the file")
+	require.Contains(t, EnvNames(), "KUMA_DP_SERVER_AUTHN_DP_PROXY_DP_TOKEN_ALLOW_UNTAGGED_TOKENS")
+}
+
 func TestFileThenEnvironment(t *testing.T) {
 	f := filepath.Join(t.TempDir(), "cp.yaml")
 	require.NoError(t, os.WriteFile(f, []byte("apiServer:\n  http:\n    port: 7000\nstore:\n  type: memory\ngeneral:\n  workDir: /tmp/w\n"), 0o600))
@@ -156,6 +169,10 @@ func TestBadSettingsNameTheSetting(t *testing.T) {
 			want: `dpServer.authn.dpProxy.type (KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE): must be dpToken or none, got "serviceAccountToken"`},
 		{name: "empty dp proxy authn in the file", file: "dpServer:\n  authn:\n    dpProxy:\n      type: \"\"\n",
 			want: `dpServer.authn.dpProxy.type (KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE): must be dpToken or none, got ""`},
+		{name: "allow untagged tokens not a boolean", env: map[string]string{"KUMA_DP_SERVER_AUTHN_DP_PROXY_DP_TOKEN_ALLOW_UNTAGGED_TOKENS": "maybe"},
+			want: `KUMA_DP_SERVER_AUTHN_DP_PROXY_DP_TOKEN_ALLOW_UNTAGGED_TOKENS: must be true or false, got "maybe"`},
+		{name: "allow untagged tokens not a boolean in the file", file: "dpServer:\n  authn:\n    dpProxy:\n      dpToken:\n        allowUntaggedTokens: 1\n",
+			want: "dpServer.authn.dpProxy.dpToken.allowUntaggedTokens: must be a boolean"},
 		{name: "unknown authn field", file: "apiServer:\n  authn:\n    type: tokens\n", want: "apiServer.authn.type: unknown field"},
 		{name: "HTTPS enabled not a boolean", env: map[string]string{"KUMA_API_SERVER_HTTPS_ENABLED": "on-ish"},
 			want: `KUMA_API_SERVER_HTTPS_ENABLED: must be true or false, got "on-ish"`},

@@ -13,6 +13,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
@@ -36,6 +37,8 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 const waitTimeout = 10 * time.Second
 
 type harness struct {
+	st       *memory.Store
+	reg      *prometheus.Registry
 	mgr      *manager.Manager
 	insights *insight.Registry
 	client   meshv1.DataplaneConfigServiceClient
@@ -46,12 +49,12 @@ func start(t *testing.T, configure ...func(*Options)) *harness {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	st := memory.New()
-	h := &harness{mgr: manager.New(st, nil), insights: insight.NewRegistry(), workDir: t.TempDir()}
+	h := &harness{st: st, reg: prometheus.NewRegistry(), mgr: manager.New(st, nil), insights: insight.NewRegistry(), workDir: t.TempDir()}
 	require.NoError(t, h.mgr.EnsureDefaultMesh(ctx))
 	mir := mirror.New(st, nil, resource.KindMesh, resource.KindDataplane, resource.KindSecret)
 	cert, err := ServerCertificate(h.workDir, "", "", time.Now())
 	require.NoError(t, err)
-	opts := Options{Views: mir, Writer: h.mgr, Insights: h.insights, InstanceID: "cp-1", Certificate: cert, Debounce: 5 * time.Millisecond}
+	opts := Options{Views: mir, Reader: st, Writer: h.mgr, Insights: h.insights, InstanceID: "cp-1", Certificate: cert, Debounce: 5 * time.Millisecond, Registerer: h.reg}
 	for _, c := range configure {
 		c(&opts)
 	}
@@ -249,6 +252,25 @@ func TestServerCertificateIsKeptAcrossRestarts(t *testing.T) {
 	require.NotEqual(t, c1.Certificate[0], c3.Certificate[0])
 	ca3, _ := os.ReadFile(filepath.Join(dir, CAFile))
 	require.Equal(t, ca1, ca3)
+
+	// The server listens on another loopback address: the certificate is
+	// reissued to name it too, from the same CA.
+	other := net.ParseIP("127.51.7.9")
+	leaf := func(c tls.Certificate) *x509.Certificate {
+		x, err := x509.ParseCertificate(c.Certificate[0])
+		require.NoError(t, err)
+		return x
+	}
+	require.Error(t, leaf(c3).VerifyHostname(other.String()))
+	c4, err := ServerCertificate(dir, "", "", now.Add(time.Hour), other, net.IPv4zero)
+	require.NoError(t, err)
+	require.NoError(t, leaf(c4).VerifyHostname(other.String()))
+	require.NoError(t, leaf(c4).VerifyHostname("127.0.0.1"))
+	ca4, _ := os.ReadFile(filepath.Join(dir, CAFile))
+	require.Equal(t, ca1, ca4)
+	c5, err := ServerCertificate(dir, "", "", now.Add(2*time.Hour), other)
+	require.NoError(t, err)
+	require.Equal(t, c4.Certificate[0], c5.Certificate[0], "kept while it names every address")
 
 	_, err = ServerCertificate(dir, "only-cert.pem", "", now)
 	require.ErrorContains(t, err, "both")

@@ -2,6 +2,7 @@ package dpserver
 
 import (
 	"crypto/tls"
+	"net"
 	"time"
 
 	"github.com/kumametrics/mesh/pkg/pki"
@@ -26,8 +27,10 @@ var servingFiles = pki.ServingFiles{
 // certFile and keyFile set it loads them. Otherwise it uses the one generated
 // in workDir (pki.ServingCertificate), creating on first start a CA (its
 // certificate goes to workDir/dp-server-ca.pem for proxies to trust) and a
-// certificate for localhost, the host name and every address of the host;
-// the CA is kept across restarts so proxies keep trusting the control plane.
-func ServerCertificate(workDir, certPath, keyPath string, now time.Time) (tls.Certificate, error) {
-	return pki.ServingCertificate(workDir, servingFiles, certPath, keyPath, now)
+// certificate for localhost, the host name, every address of the host and
+// the extra addresses (the one the server listens on, when it is a specific
+// one, e.g. another loopback address); the CA is kept across restarts so
+// proxies keep trusting the control plane.
+func ServerCertificate(workDir, certPath, keyPath string, now time.Time, extra ...net.IP) (tls.Certificate, error) {
+	return pki.ServingCertificate(workDir, servingFiles, certPath, keyPath, now, extra...)
 }

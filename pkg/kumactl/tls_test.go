@@ -233,7 +233,7 @@ func TestAgainstTheAPIServerOverHTTPS(t *testing.T) {
 	// The admin's client certificate.
 	mustRun(add("by-certificate", "--ca-cert-file", f.caFile, "--client-cert-file", f.adminCertFile, "--client-key-file", f.adminKeyFile)...)
 	require.Contains(t, mustRun("get", "secrets"), "s1")
-	token := strings.TrimSpace(mustRun("generate", "dataplane-token", "--name", "dp-1"))
+	token := strings.TrimSpace(mustRun("generate", "dataplane-token", "--name", "dp-1", "--tag", "kuma.io/service=backend"))
 	_, err = iss.VerifyDataplaneFor(token, "default", "dp-1")
 	require.NoError(t, err)
 

@@ -151,3 +151,56 @@ func TestDebounce(t *testing.T) {
 	cancel()
 	require.False(t, Debounce(ctx, ch, kick, time.Hour))
 }
+
+// feedless is a store whose change feed the test drives by hand.
+type feedless struct {
+	store.Store
+	events chan store.Event
+}
+
+func (f *feedless) Watch(ctx context.Context) <-chan store.Event {
+	out := make(chan store.Event)
+	go func() {
+		defer close(out)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case e := <-f.events:
+				select {
+				case out <- e:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	return out
+}
+
+// A Resync (the feed dropped events) makes the mirror re-read everything:
+// changes whose events were lost show up, deletions included.
+func TestResyncReloads(t *testing.T) {
+	ctx := t.Context()
+	mem := memory.New()
+	require.NoError(t, mem.Create(ctx, storetest.Mesh("m")))
+	require.NoError(t, mem.Create(ctx, storetest.Dataplane("m", "gone", 1)))
+	s := &feedless{Store: mem, events: make(chan store.Event)}
+	m := startMirror(t, s)
+	v0, _ := m.View()
+	require.Equal(t, 1, v0.Len(resource.KindDataplane))
+
+	// Changes whose events never arrive.
+	require.NoError(t, mem.Create(ctx, storetest.Dataplane("m", "new", 2)))
+	require.NoError(t, mem.Delete(ctx, resource.KindDataplane, resource.Key{Mesh: "m", Name: "gone"}))
+	s.events <- store.Event{Type: store.Resync}
+	v := waitFor(t, m, func(v *View) bool { return v.Revision() > v0.Revision() })
+	require.Equal(t, 1, v.Len(resource.KindDataplane))
+	require.NotNil(t, v.Get(resource.KindDataplane, resource.Key{Mesh: "m", Name: "new"}))
+	require.Nil(t, v.Get(resource.KindDataplane, resource.Key{Mesh: "m", Name: "gone"}))
+
+	// An event after the Resync is followed as usual.
+	require.NoError(t, mem.Create(ctx, storetest.Dataplane("m", "later", 3)))
+	s.events <- store.Event{Type: store.Created, Kind: resource.KindDataplane, Key: resource.Key{Mesh: "m", Name: "later"}, Version: 1}
+	waitFor(t, m, func(v *View) bool { return v.Len(resource.KindDataplane) == 2 })
+}

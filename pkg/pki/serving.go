@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 )
 
@@ -39,11 +40,12 @@ const (
 // keyPath set it loads them (both or neither). Otherwise it uses the one
 // generated in dir, creating on first use a CA (its certificate at
 // dir/files.CACert, for clients to trust) and a certificate for localhost, the
-// host name and every address of the host, signed by it. The CA is kept
-// across restarts, so clients keep trusting the server; the certificate is
-// reissued from it when it nears expiry or no longer names every address of
-// the host.
-func ServingCertificate(dir string, files ServingFiles, certPath, keyPath string, now time.Time) (tls.Certificate, error) {
+// host name, every address of the host and the extra addresses (the one the
+// server listens on, when it is a specific one, e.g. another loopback
+// address), signed by it. The CA is kept across restarts, so clients keep
+// trusting the server; the certificate is reissued from it when it nears
+// expiry or no longer names every one of those addresses.
+func ServingCertificate(dir string, files ServingFiles, certPath, keyPath string, now time.Time, extra ...net.IP) (tls.Certificate, error) {
 	if certPath != "" || keyPath != "" {
 		if certPath == "" || keyPath == "" {
 			return tls.Certificate{}, fmt.Errorf("%s TLS: set both the certificate and the key file", files.Server)
@@ -59,14 +61,14 @@ func ServingCertificate(dir string, files ServingFiles, certPath, keyPath string
 		return tls.Certificate{}, err
 	}
 	if pair, err := loadPairFiles(filepath.Join(dir, files.Cert), filepath.Join(dir, files.Key)); err == nil &&
-		pair.Cert.CheckSignatureFrom(ca.Cert) == nil && now.Add(servingRenewBefore).Before(pair.Cert.NotAfter) && coversHost(pair) {
+		pair.Cert.CheckSignatureFrom(ca.Cert) == nil && now.Add(servingRenewBefore).Before(pair.Cert.NotAfter) && covers(pair, hostIPs(extra)) {
 		return pair.TLS()
 	}
 	host, _ := os.Hostname()
 	leaf := Leaf{
 		CommonName: "kuma-control-plane",
 		DNSNames:   []string{"localhost"},
-		IPs:        hostIPs(),
+		IPs:        hostIPs(extra),
 		Server:     true,
 		Lifetime:   servingCertLifetime,
 	}
@@ -118,9 +120,9 @@ func loadPairFiles(certPath, keyPath string) (*KeyPair, error) {
 	return ParseKeyPair(c, k)
 }
 
-// coversHost tells whether a certificate still names every address of the host.
-func coversHost(pair *KeyPair) bool {
-	for _, ip := range hostIPs() {
+// covers tells whether a certificate still names every address of ips.
+func covers(pair *KeyPair, ips []net.IP) bool {
+	for _, ip := range ips {
 		if pair.Cert.VerifyHostname(ip.String()) != nil {
 			return false
 		}
@@ -128,17 +130,21 @@ func coversHost(pair *KeyPair) bool {
 	return true
 }
 
-// hostIPs are the loopback addresses and every other address of the host
-// except link-local ones.
-func hostIPs() []net.IP {
+// hostIPs are the addresses a generated certificate names: the loopback
+// addresses, every other address of the host except link-local ones, and the
+// extra ones (unspecified addresses left out).
+func hostIPs(extra []net.IP) []net.IP {
 	ips := []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		return ips
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && !n.IP.IsLinkLocalUnicast() {
+				ips = append(ips, n.IP)
+			}
+		}
 	}
-	for _, a := range addrs {
-		if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && !n.IP.IsLinkLocalUnicast() {
-			ips = append(ips, n.IP)
+	for _, ip := range extra {
+		if ip != nil && !ip.IsUnspecified() && !slices.ContainsFunc(ips, ip.Equal) {
+			ips = append(ips, ip)
 		}
 	}
 	return ips

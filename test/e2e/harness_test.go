@@ -14,12 +14,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/kumametrics/mesh/internal/syncbuffer"
 )
 
 var binDir string
@@ -62,24 +63,6 @@ func freePorts(t *testing.T, n int) []int {
 	return ports
 }
 
-// syncBuffer is a bytes.Buffer safe for a process writer and a test reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // controlPlane is a kuma-cp process.
 type controlPlane struct {
 	t       *testing.T
@@ -93,7 +76,7 @@ type controlPlane struct {
 	madsAddr string
 	dpAddr   string
 	cmd      *exec.Cmd
-	log      *syncBuffer
+	log      *syncbuffer.Buffer
 	done     chan error
 }
 
@@ -129,7 +112,7 @@ func newControlPlane(t *testing.T, workDir string, extraEnv ...string) *controlP
 func (cp *controlPlane) start() {
 	t := cp.t
 	t.Helper()
-	cp.log = &syncBuffer{}
+	cp.log = &syncbuffer.Buffer{}
 	cp.cmd = exec.Command(filepath.Join(binDir, "kuma-cp"), "run")
 	cp.cmd.Env = cp.env
 	cp.cmd.Stdout, cp.cmd.Stderr = cp.log, cp.log
