@@ -7,8 +7,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/kumametrics/mesh/internal/loopback"
 	"github.com/kumametrics/mesh/pkg/authn"
-	"github.com/kumametrics/mesh/pkg/loopback"
 )
 
 // Tokens verifies user tokens and issues both kinds (*authn.Issuer).
@@ -75,7 +75,7 @@ func (s *Server) identify(r *http.Request) caller {
 		switch {
 		case certUser != nil:
 			return caller{user: *certUser}
-		case s.loopbackIsAdmin() && loopback.Addr(r.RemoteAddr):
+		case s.loopbackIsAdmin() && loopback.IsAddr(r.RemoteAddr):
 			return caller{user: authn.LocalhostAdmin()}
 		}
 		return caller{user: authn.Anonymous()}

@@ -15,7 +15,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
-	"github.com/kumametrics/mesh/pkg/loopback"
+	"github.com/kumametrics/mesh/internal/loopback"
 	"github.com/kumametrics/mesh/pkg/resource"
 	"github.com/kumametrics/mesh/pkg/strictjson"
 )
@@ -374,7 +374,7 @@ func (m MonitoringAssignmentServer) validate() []string {
 	switch m.Authn.Type {
 	case MADSAuthnNone:
 	case MADSAuthnToken:
-		if !tlsOn && !loopback.Host(m.Interface) {
+		if !tlsOn && !loopback.IsHost(m.Interface) {
 			errs = append(errs, fmt.Sprintf("monitoringAssignmentServer.authn.type (KUMA_MONITORING_ASSIGNMENT_SERVER_AUTHN_TYPE) %s needs TLS, "+
 				"or tokens would cross the network in clear: set monitoringAssignmentServer.tlsCertFile and .tlsKeyFile "+
 				"(KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_CERT_FILE, _KEY_FILE), or a loopback monitoringAssignmentServer.interface "+

@@ -26,7 +26,7 @@ import (
 	"strings"
 	"text/template"
 
-	"github.com/kumametrics/mesh/pkg/loopback"
+	"github.com/kumametrics/mesh/internal/loopback"
 	"github.com/kumametrics/mesh/pkg/resource"
 )
 
@@ -411,7 +411,7 @@ func validateDiscoverySecurity(opts Options, universal bool) []error {
 	if opts.KumaCPCACertFile != "" && u.Scheme != "https" {
 		errs = append(errs, fmt.Errorf("--kuma-cp-ca-cert-file applies only to an https:// --kuma-cp-address, got %q", opts.KumaCPAddress))
 	}
-	if opts.KumaCPTokenFile != "" && u.Scheme != "https" && !loopback.Host(u.Hostname()) {
+	if opts.KumaCPTokenFile != "" && u.Scheme != "https" && !loopback.IsHost(u.Hostname()) {
 		errs = append(errs, fmt.Errorf("--kuma-cp-token-file: the token would cross the network in clear to %q; use an https:// --kuma-cp-address", opts.KumaCPAddress))
 	}
 	return errs

@@ -19,8 +19,8 @@ import (
 	"google.golang.org/grpc"
 
 	observabilityv1 "github.com/kumametrics/mesh/api/observability/v1"
+	"github.com/kumametrics/mesh/internal/loopback"
 	"github.com/kumametrics/mesh/pkg/latest"
-	"github.com/kumametrics/mesh/pkg/loopback"
 	"github.com/kumametrics/mesh/pkg/mirror"
 	"github.com/kumametrics/mesh/pkg/pki"
 	"github.com/kumametrics/mesh/pkg/resource"
@@ -180,7 +180,7 @@ func (s *Server) generate(view *mirror.View) {
 
 // Serve serves HTTP and gRPC on ln until ctx is done, then stops gracefully.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	if s.opts.Tokens != nil && s.tls == nil && !loopback.Addr(ln.Addr().String()) {
+	if s.opts.Tokens != nil && s.tls == nil && !loopback.IsAddr(ln.Addr().String()) {
 		_ = ln.Close()
 		return fmt.Errorf("mads: tokens are required but %s is neither TLS nor loopback-only: tokens would cross the network in clear", ln.Addr())
 	}

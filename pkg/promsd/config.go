@@ -17,7 +17,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/kumametrics/mesh/pkg/loopback"
+	"github.com/kumametrics/mesh/internal/loopback"
 )
 
 // Defaults of the flags of `kuma-prometheus-sd run`.
@@ -155,7 +155,7 @@ func (c Config) Validate() error {
 		return flagError(FlagOutputFile, err)
 	}
 	if c.AuthTokenFile != "" {
-		if !ep.secure && !loopback.Host(ep.host) {
+		if !ep.secure && !loopback.IsHost(ep.host) {
 			return flagError(FlagAuthTokenFile, fmt.Errorf("refusing to send a token in clear over grpc:// to %s, which is not a loopback host; use grpcs://", ep.host))
 		}
 		if _, err := readToken(c.AuthTokenFile); err != nil {

@@ -48,7 +48,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
-	"github.com/kumametrics/mesh/pkg/loopback"
+	"github.com/kumametrics/mesh/internal/loopback"
 	"github.com/kumametrics/mesh/pkg/pki"
 	"github.com/kumametrics/mesh/pkg/resource"
 )
@@ -223,7 +223,7 @@ func (a APIServer) TokenInClear() bool {
 	if err != nil || u.Scheme != "http" {
 		return false
 	}
-	return !loopback.Host(u.Hostname())
+	return !loopback.IsHost(u.Hostname())
 }
 
 // Address returns the URL of the control plane's API.
