@@ -24,6 +24,7 @@ mkdir -p "$DEMO"
 
 export KUMA_GENERAL_WORK_DIR=$DEMO/kuma-data
 export KUMA_API_SERVER_HTTP_INTERFACE=$CP
+export KUMA_API_SERVER_HTTPS_INTERFACE=$CP
 export KUMA_DP_SERVER_INTERFACE=$CP
 export KUMA_MONITORING_ASSIGNMENT_SERVER_INTERFACE=$CP
 export KUMA_DIAGNOSTICS_SERVER_INTERFACE=$CP
@@ -226,6 +227,7 @@ cat <<TXT
 The demo runs. Everything listens on $NET.x only; logs are in $DEMO/.
 
   control plane API      http://$CP:5681/meshes/default/dataplanes+insights
+                         https://$CP:5682/  (its CA: $KUMA_GENERAL_WORK_DIR/api-server-ca.pem)
   control plane metrics  http://$CP:5680/metrics
   discovery (http_sd)    http://$CP:5676/v3/discovery:monitoringassignments/http_sd
   proxy metrics          http://$NET.2:5670/metrics            (frontend-1, with its app's metrics)

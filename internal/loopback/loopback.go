@@ -1,4 +1,9 @@
-// Package loopback hands tests loopback addresses of their own: addresses of
+// Package loopback is about the machine's own addresses (localhost,
+// 127.0.0.0/8, ::1). IsHost and IsAddr tell whether a host or an address
+// stays on the machine: the control plane and its clients use them to decide
+// where a credential may travel without TLS, and who a loopback caller is.
+//
+// Host and Net hand tests loopback addresses of their own: addresses of
 // 127.0.0.0/8 that no other caller in this process got and that other
 // processes are unlikely to use (random, away from 127.0.x.x). A test binds
 // the well-known ports it needs on such an address, instead of picking

@@ -3,15 +3,18 @@
 // status, service insights and zones, with Kuma's JSON shapes and error bodies,
 // and token issuing, behind authentication and authorization.
 //
-// Every request is identified before routing: a bearer user token names its
-// user (an invalid or expired one is refused with 401 everywhere); without
-// one, a loopback caller is admin when Options.LocalhostIsAdmin is set, and
-// anyone else is anonymous. Reads of non-sensitive kinds and the overviews
+// Every request is identified before routing: over HTTPS, a client
+// certificate identical to one of Options.AdminClientCerts makes an admin
+// (any other presented certificate is refused with 401); a bearer user token
+// names its user (an invalid or expired one is refused with 401 everywhere);
+// without either, a loopback caller is admin when Options.LocalhostIsAdmin is
+// set, and anyone else is anonymous. Reads of non-sensitive kinds and the overviews
 // are Public; writes, sensitive kinds (secrets) and tokens are AdminOnly.
 package apiserver
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -75,6 +78,11 @@ type Options struct {
 	// loopback callers are admin anyway. Behind a reverse proxy on the same
 	// host every request comes from loopback: turn it off there.
 	LocalhostIsAdmin bool
+	// AdminClientCerts are the certificates (apiServer.auth.clientCertsDir,
+	// see LoadClientCerts) that make an HTTPS client presenting one of them,
+	// byte for byte, an admin. Serve HTTPS with TLSConfig so that clients are
+	// asked for them.
+	AdminClientCerts []*x509.Certificate
 	// AllowUntaggedDataplaneTokens lets POST /tokens/dataplane issue a
 	// token without kuma.io/service (dpServer.authn.dpProxy.dpToken.allowUntaggedTokens:
 	// the dataplane server then accepts such tokens for any service).
@@ -83,9 +91,10 @@ type Options struct {
 
 // Server is the REST API.
 type Server struct {
-	opts    Options
-	mux     *http.ServeMux
-	metrics *metrics
+	opts        Options
+	mux         *http.ServeMux
+	metrics     *metrics
+	clientCerts clientCerts
 }
 
 // New builds the API; register its metrics on opts.Registerer (if set).
@@ -103,7 +112,7 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{opts: opts, mux: http.NewServeMux(), metrics: m}
+	s := &Server{opts: opts, mux: http.NewServeMux(), metrics: m, clientCerts: newClientCerts(opts.AdminClientCerts)}
 	s.routes()
 	return s, nil
 }

@@ -7,6 +7,8 @@ package controlplane
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -32,6 +34,7 @@ import (
 	"github.com/kumametrics/mesh/pkg/mads"
 	"github.com/kumametrics/mesh/pkg/manager"
 	"github.com/kumametrics/mesh/pkg/mirror"
+	"github.com/kumametrics/mesh/pkg/pki"
 	"github.com/kumametrics/mesh/pkg/resource"
 	"github.com/kumametrics/mesh/pkg/store"
 	"github.com/kumametrics/mesh/pkg/store/memory"
@@ -73,7 +76,8 @@ type server struct {
 	ln   net.Listener
 }
 
-// Addrs of the listeners, by server name (api, diagnostics).
+// Addrs of the listeners, by server name: api, api-https (when
+// apiServer.https.enabled), diagnostics, mads, dp-server.
 func (cp *ControlPlane) Addrs() map[string]string {
 	out := map[string]string{}
 	for _, s := range cp.servers {
@@ -97,9 +101,12 @@ func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (cp *Contro
 		return nil, fmt.Errorf("create work dir: %w", err)
 	}
 	cp = &ControlPlane{cfg: cfg, log: log, registry: prometheus.NewRegistry(), instanceID: instanceID(), listeners: map[string]net.Listener{}}
+	// Every `return nil, err` below sets cp to nil: close what was opened
+	// through a copy.
+	opened := cp
 	defer func() {
 		if err != nil {
-			cp.close()
+			opened.close()
 		}
 	}()
 	reg := prometheus.WrapRegistererWith(prometheus.Labels{"zone": ZoneName}, cp.registry)
@@ -157,19 +164,36 @@ func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (cp *Contro
 	if tokens.AdminTokenWritten() {
 		log.Info("created the admin user token", "file", authn.AdminTokenPath(cfg.General.WorkDir))
 	}
+	var adminCerts []*x509.Certificate
+	if dir := cfg.APIServer.Auth.ClientCertsDir; dir != "" {
+		if adminCerts, err = apiserver.LoadClientCerts(dir); err != nil {
+			return nil, fmt.Errorf("api server: apiServer.auth.clientCertsDir: %w", err)
+		}
+		log.Info("admin client certificates loaded", "dir", dir, "certificates", len(adminCerts))
+	}
 	api, err := apiserver.New(apiserver.Options{
 		Reader: st, Writer: mgr, Log: log.With("component", "api-server"),
 		Registerer: reg, Version: version.Version, InstanceID: cp.instanceID, Zone: ZoneName,
-		Tokens: tokens, LocalhostIsAdmin: cfg.APIServer.Authn.LocalhostIsAdmin,
+		Tokens: tokens, LocalhostIsAdmin: cfg.APIServer.Authn.LocalhostIsAdmin, AdminClientCerts: adminCerts,
 		AllowUntaggedDataplaneTokens: cfg.DPServer.Authn.DPProxy.DPToken.AllowUntaggedTokens,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("api server: %w", err)
 	}
-	if err := cp.listen("api", cfg.APIServer.HTTP.Address(), api); err != nil {
+	if err := cp.listen("api", cfg.APIServer.HTTP.Address(), api, nil); err != nil {
 		return nil, err
 	}
-	if err := cp.listen("diagnostics", cfg.Diagnostics.Address(), diagnostics.Handler(st, cp.registry)); err != nil {
+	if https := cfg.APIServer.HTTPS; https.Enabled {
+		cert, err := pki.ServingCertificate(cfg.General.WorkDir, APIServingFiles, https.TLSCertFile, https.TLSKeyFile, time.Now(),
+			net.ParseIP(https.Interface))
+		if err != nil {
+			return nil, err
+		}
+		if err := cp.listen("api-https", https.Address(), api, api.TLSConfig(cert)); err != nil {
+			return nil, err
+		}
+	}
+	if err := cp.listen("diagnostics", cfg.Diagnostics.Address(), diagnostics.Handler(st, cp.registry), nil); err != nil {
 		return nil, err
 	}
 
@@ -191,10 +215,14 @@ func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (cp *Contro
 		return nil, err
 	}
 	madsCfg := cfg.MonitoringAssignmentServer
+	var madsTokens mads.UserTokens
+	if madsCfg.Authn.Type == cpconfig.MADSAuthnToken {
+		madsTokens = tokens
+	}
 	madsServer, err := mads.New(mads.Options{
-		Views: mir, TLSCertFile: madsCfg.TLSCertFile, TLSKeyFile: madsCfg.TLSKeyFile,
-		DefaultFetchTimeout: time.Duration(madsCfg.DefaultFetchTimeout),
-		XDSMetrics:          xdsMetrics, Registerer: reg, GRPCOptions: grpcMetrics.ServerOptions(), Log: log.With("component", "mads"),
+		Views: mir, TLSCertFile: madsCfg.TLSCertFile, TLSKeyFile: madsCfg.TLSKeyFile, TLSClientCAFile: madsCfg.TLSClientCAFile,
+		Tokens: madsTokens, DefaultFetchTimeout: time.Duration(madsCfg.DefaultFetchTimeout),
+		XDSMetrics: xdsMetrics, Registerer: reg, GRPCOptions: grpcMetrics.ServerOptions(), Log: log.With("component", "mads"),
 	})
 	if err != nil {
 		return nil, err
@@ -261,16 +289,32 @@ func openStore(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (stor
 	}
 }
 
-func (cp *ControlPlane) listen(name, addr string, h http.Handler) error {
+// listen binds an HTTP server, HTTPS with tlsConfig.
+func (cp *ControlPlane) listen(name, addr string, h http.Handler, tlsConfig *tls.Config) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("%s server: listen on %s: %w", name, addr, err)
 	}
 	cp.servers = append(cp.servers, &server{
 		name: name, ln: ln,
-		srv: &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(cp.log.Handler(), slog.LevelWarn)},
+		srv: &http.Server{
+			Handler: h, TLSConfig: tlsConfig, ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog: slog.NewLogLogger(cp.log.Handler(), slog.LevelWarn),
+		},
 	})
 	return nil
+}
+
+// APIServingFiles are the files of the API server's generated HTTPS
+// certificate in the work directory: its own CA (api-server-ca.pem, what
+// kumactl --ca-cert-file trusts), apart from the dataplane server's.
+var APIServingFiles = pki.ServingFiles{
+	Server:       "API server",
+	CACommonName: "kuma-api-server-ca",
+	CACert:       "api-server-ca.pem",
+	CAKey:        "api-server-ca.key",
+	Cert:         "api-server.pem",
+	Key:          "api-server.key",
 }
 
 // Run serves until ctx is done, then shuts down gracefully.
@@ -293,7 +337,11 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 	for _, s := range cp.servers {
 		cp.log.Info("server listening", "server", s.name, "address", s.ln.Addr().String())
 		go func() {
-			if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			serve := s.srv.Serve
+			if s.srv.TLSConfig != nil {
+				serve = func(ln net.Listener) error { return s.srv.ServeTLS(ln, "", "") }
+			}
+			if err := serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("%s server: %w", s.name, err)
 			}
 		}()

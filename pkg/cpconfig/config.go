@@ -15,6 +15,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/kumametrics/mesh/internal/loopback"
 	"github.com/kumametrics/mesh/pkg/resource"
 	"github.com/kumametrics/mesh/pkg/strictjson"
 )
@@ -58,7 +59,31 @@ type General struct {
 // APIServer configures the REST API.
 type APIServer struct {
 	HTTP  Listener       `json:"http"`
+	HTTPS APIServerHTTPS `json:"https"`
+	Auth  APIServerAuth  `json:"auth"`
 	Authn APIServerAuthn `json:"authn"`
+}
+
+// APIServerHTTPS configures the REST API's HTTPS listener: the same API as
+// the HTTP one, over TLS.
+type APIServerHTTPS struct {
+	Enabled   bool   `json:"enabled"`
+	Interface string `json:"interface"`
+	Port      uint32 `json:"port"`
+	// TLSCertFile and TLSKeyFile replace the certificate the control plane
+	// generates in its work directory (set both or neither).
+	TLSCertFile string `json:"tlsCertFile"`
+	TLSKeyFile  string `json:"tlsKeyFile"`
+}
+
+// Address renders host:port.
+func (h APIServerHTTPS) Address() string { return joinHostPort(h.Interface, h.Port) }
+
+// APIServerAuth configures client certificates of the REST API.
+type APIServerAuth struct {
+	// ClientCertsDir holds PEM certificates: an HTTPS client presenting a
+	// certificate identical to one of them is an admin.
+	ClientCertsDir string `json:"clientCertsDir"`
 }
 
 // APIServerAuthn configures how the REST API authenticates its clients.
@@ -138,7 +163,26 @@ type MonitoringAssignmentServer struct {
 	// TLSCertFile and TLSKeyFile make the server speak https and grpcs only.
 	TLSCertFile string `json:"tlsCertFile"`
 	TLSKeyFile  string `json:"tlsKeyFile"`
+	// TLSClientCAFile makes clients present a certificate signed by one of
+	// its CAs (needs TLS).
+	TLSClientCAFile string    `json:"tlsClientCAFile"`
+	Authn           MADSAuthn `json:"authn"`
 }
+
+// MADSAuthn selects how MADS authenticates its clients.
+type MADSAuthn struct {
+	// Type is MADSAuthnNone or MADSAuthnToken.
+	Type string `json:"type"`
+}
+
+// Types of monitoringAssignmentServer.authn.type.
+const (
+	// MADSAuthnNone: any client may read the assignments.
+	MADSAuthnNone = "none"
+	// MADSAuthnToken: every request carries a user token of this control
+	// plane (Authorization: Bearer <token>).
+	MADSAuthnToken = "token"
+)
 
 // Address renders host:port.
 func (m MonitoringAssignmentServer) Address() string { return joinHostPort(m.Interface, m.Port) }
@@ -191,12 +235,24 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 // MarshalJSON writes the duration as a string.
 func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
 
+// ListenOn makes every server of the control plane listen on host, each on
+// a port of its own choosing (port 0): for a control plane embedded in a
+// test or a benchmark, whose addresses its Addrs tell.
+func (c *Config) ListenOn(host string) {
+	c.APIServer.HTTP = Listener{Interface: host}
+	c.APIServer.HTTPS.Interface, c.APIServer.HTTPS.Port = host, 0
+	c.DPServer.Interface, c.DPServer.Port = host, 0
+	c.MonitoringAssignmentServer.Interface, c.MonitoringAssignmentServer.Port = host, 0
+	c.Diagnostics.Interface, c.Diagnostics.ServerPort = host, 0
+}
+
 // Default returns the built-in configuration.
 func Default() Config {
 	return Config{
 		General: General{WorkDir: "kuma-data"},
 		APIServer: APIServer{
 			HTTP:  Listener{Interface: "0.0.0.0", Port: 5681},
+			HTTPS: APIServerHTTPS{Enabled: true, Interface: "0.0.0.0", Port: 5682},
 			Authn: APIServerAuthn{LocalhostIsAdmin: true},
 		},
 		DPServer: DPServer{
@@ -205,6 +261,7 @@ func Default() Config {
 		},
 		MonitoringAssignmentServer: MonitoringAssignmentServer{
 			Interface: "0.0.0.0", Port: 5676, DefaultFetchTimeout: Duration(30 * time.Second),
+			Authn: MADSAuthn{Type: MADSAuthnNone},
 		},
 		Diagnostics: Diagnostics{Interface: "0.0.0.0", ServerPort: 5680},
 		Store:       Store{Type: StoreSQLite, SQLite: SQLiteStore{Synchronous: "FULL"}},
@@ -267,6 +324,12 @@ var envVars = []envVar{
 	{"KUMA_GENERAL_WORK_DIR", str(func(c *Config) *string { return &c.General.WorkDir })},
 	{"KUMA_API_SERVER_HTTP_PORT", port(func(c *Config) *uint32 { return &c.APIServer.HTTP.Port })},
 	{"KUMA_API_SERVER_HTTP_INTERFACE", str(func(c *Config) *string { return &c.APIServer.HTTP.Interface })},
+	{"KUMA_API_SERVER_HTTPS_ENABLED", boolean(func(c *Config) *bool { return &c.APIServer.HTTPS.Enabled })},
+	{"KUMA_API_SERVER_HTTPS_INTERFACE", str(func(c *Config) *string { return &c.APIServer.HTTPS.Interface })},
+	{"KUMA_API_SERVER_HTTPS_PORT", port(func(c *Config) *uint32 { return &c.APIServer.HTTPS.Port })},
+	{"KUMA_API_SERVER_HTTPS_TLS_CERT_FILE", str(func(c *Config) *string { return &c.APIServer.HTTPS.TLSCertFile })},
+	{"KUMA_API_SERVER_HTTPS_TLS_KEY_FILE", str(func(c *Config) *string { return &c.APIServer.HTTPS.TLSKeyFile })},
+	{"KUMA_API_SERVER_AUTH_CLIENT_CERTS_DIR", str(func(c *Config) *string { return &c.APIServer.Auth.ClientCertsDir })},
 	{"KUMA_API_SERVER_AUTHN_LOCALHOST_IS_ADMIN", boolean(func(c *Config) *bool { return &c.APIServer.Authn.LocalhostIsAdmin })},
 	{"KUMA_DP_SERVER_PORT", port(func(c *Config) *uint32 { return &c.DPServer.Port })},
 	{"KUMA_DP_SERVER_INTERFACE", str(func(c *Config) *string { return &c.DPServer.Interface })},
@@ -279,6 +342,8 @@ var envVars = []envVar{
 	{"KUMA_MONITORING_ASSIGNMENT_SERVER_DEFAULT_FETCH_TIMEOUT", duration(func(c *Config) *Duration { return &c.MonitoringAssignmentServer.DefaultFetchTimeout })},
 	{"KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_CERT_FILE", str(func(c *Config) *string { return &c.MonitoringAssignmentServer.TLSCertFile })},
 	{"KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_KEY_FILE", str(func(c *Config) *string { return &c.MonitoringAssignmentServer.TLSKeyFile })},
+	{"KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_CLIENT_CA_FILE", str(func(c *Config) *string { return &c.MonitoringAssignmentServer.TLSClientCAFile })},
+	{"KUMA_MONITORING_ASSIGNMENT_SERVER_AUTHN_TYPE", str(func(c *Config) *string { return &c.MonitoringAssignmentServer.Authn.Type })},
 	{"KUMA_DIAGNOSTICS_SERVER_PORT", port(func(c *Config) *uint32 { return &c.Diagnostics.ServerPort })},
 	{"KUMA_DIAGNOSTICS_SERVER_INTERFACE", str(func(c *Config) *string { return &c.Diagnostics.Interface })},
 	{"KUMA_STORE_TYPE", str(func(c *Config) *string { return &c.Store.Type })},
@@ -326,6 +391,32 @@ func Load(path string, lookup func(string) (string, bool)) (Config, error) {
 	return c, c.Validate()
 }
 
+func (m MonitoringAssignmentServer) validate() []string {
+	var errs []string
+	tlsOn := m.TLSCertFile != "" && m.TLSKeyFile != ""
+	if (m.TLSCertFile == "") != (m.TLSKeyFile == "") {
+		errs = append(errs, "monitoringAssignmentServer.tlsCertFile and .tlsKeyFile (KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_CERT_FILE, _KEY_FILE): set both or neither")
+	}
+	if m.TLSClientCAFile != "" && m.TLSCertFile == "" {
+		errs = append(errs, "monitoringAssignmentServer.tlsClientCAFile (KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_CLIENT_CA_FILE): client certificates need TLS; "+
+			"set monitoringAssignmentServer.tlsCertFile and .tlsKeyFile (KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_CERT_FILE, _KEY_FILE)")
+	}
+	switch m.Authn.Type {
+	case MADSAuthnNone:
+	case MADSAuthnToken:
+		if !tlsOn && !loopback.IsHost(m.Interface) {
+			errs = append(errs, fmt.Sprintf("monitoringAssignmentServer.authn.type (KUMA_MONITORING_ASSIGNMENT_SERVER_AUTHN_TYPE) %s needs TLS, "+
+				"or tokens would cross the network in clear: set monitoringAssignmentServer.tlsCertFile and .tlsKeyFile "+
+				"(KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_CERT_FILE, _KEY_FILE), or a loopback monitoringAssignmentServer.interface "+
+				"(KUMA_MONITORING_ASSIGNMENT_SERVER_INTERFACE), got %q", MADSAuthnToken, m.Interface))
+		}
+	default:
+		errs = append(errs, fmt.Sprintf("monitoringAssignmentServer.authn.type (KUMA_MONITORING_ASSIGNMENT_SERVER_AUTHN_TYPE): must be %s or %s, got %q",
+			MADSAuthnNone, MADSAuthnToken, m.Authn.Type))
+	}
+	return errs
+}
+
 // Validate checks the settings, naming the one at fault.
 func (c Config) Validate() error {
 	var errs []string
@@ -344,6 +435,7 @@ func (c Config) Validate() error {
 		p    uint32
 	}{
 		{"apiServer.http.port (KUMA_API_SERVER_HTTP_PORT)", c.APIServer.HTTP.Port},
+		{"apiServer.https.port (KUMA_API_SERVER_HTTPS_PORT)", c.APIServer.HTTPS.Port},
 		{"dpServer.port (KUMA_DP_SERVER_PORT)", c.DPServer.Port},
 		{"monitoringAssignmentServer.port (KUMA_MONITORING_ASSIGNMENT_SERVER_PORT)", c.MonitoringAssignmentServer.Port},
 		{"diagnostics.serverPort (KUMA_DIAGNOSTICS_SERVER_PORT)", c.Diagnostics.ServerPort},
@@ -362,9 +454,14 @@ func (c Config) Validate() error {
 	if (c.DPServer.TLSCertFile == "") != (c.DPServer.TLSKeyFile == "") {
 		errs = append(errs, "dpServer.tlsCertFile and .tlsKeyFile (KUMA_DP_SERVER_TLS_CERT_FILE, _KEY_FILE): set both or neither")
 	}
-	if (c.MonitoringAssignmentServer.TLSCertFile == "") != (c.MonitoringAssignmentServer.TLSKeyFile == "") {
-		errs = append(errs, "monitoringAssignmentServer.tlsCertFile and .tlsKeyFile (KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_CERT_FILE, _KEY_FILE): set both or neither")
+	if (c.APIServer.HTTPS.TLSCertFile == "") != (c.APIServer.HTTPS.TLSKeyFile == "") {
+		errs = append(errs, "apiServer.https.tlsCertFile and .tlsKeyFile (KUMA_API_SERVER_HTTPS_TLS_CERT_FILE, _KEY_FILE): set both or neither")
 	}
+	if c.APIServer.Auth.ClientCertsDir != "" && !c.APIServer.HTTPS.Enabled {
+		errs = append(errs, "apiServer.auth.clientCertsDir (KUMA_API_SERVER_AUTH_CLIENT_CERTS_DIR): client certificates are presented over HTTPS only; "+
+			"set apiServer.https.enabled (KUMA_API_SERVER_HTTPS_ENABLED) to true")
+	}
+	errs = append(errs, c.MonitoringAssignmentServer.validate()...)
 	switch c.DPServer.Authn.DPProxy.Type {
 	case DPProxyAuthnDPToken, DPProxyAuthnNone:
 	default:

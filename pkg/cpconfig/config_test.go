@@ -26,6 +26,72 @@ func TestDefaults(t *testing.T) {
 	require.True(t, c.APIServer.Authn.LocalhostIsAdmin)
 	require.Equal(t, DPProxyAuthnDPToken, c.DPServer.Authn.DPProxy.Type)
 	require.False(t, c.DPServer.Authn.DPProxy.DPToken.AllowUntaggedTokens, "untagged dataplane tokens are refused by default")
+	require.Equal(t, APIServerHTTPS{Enabled: true, Interface: "0.0.0.0", Port: 5682}, c.APIServer.HTTPS)
+	require.Empty(t, c.APIServer.Auth.ClientCertsDir)
+	require.Equal(t, MADSAuthnNone, c.MonitoringAssignmentServer.Authn.Type, "the guide's plain http job keeps working")
+	require.Empty(t, c.MonitoringAssignmentServer.TLSClientCAFile)
+}
+
+func TestHTTPSAndMADSSecuritySettings(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "cp.yaml")
+	require.NoError(t, os.WriteFile(f, []byte(`
+apiServer:
+  https:
+    enabled: true
+    interface: 127.0.0.1
+    port: 7682
+    tlsCertFile: /etc/kuma/api.pem
+    tlsKeyFile: /etc/kuma/api.key
+  auth:
+    clientCertsDir: /etc/kuma/admins
+monitoringAssignmentServer:
+  tlsCertFile: /etc/kuma/mads.pem
+  tlsKeyFile: /etc/kuma/mads.key
+  tlsClientCAFile: /etc/kuma/scrapers-ca.pem
+  authn:
+    type: token
+`), 0o600))
+	c, err := Load(f, env(nil))
+	require.NoError(t, err)
+	require.Equal(t, APIServerHTTPS{Enabled: true, Interface: "127.0.0.1", Port: 7682, TLSCertFile: "/etc/kuma/api.pem", TLSKeyFile: "/etc/kuma/api.key"}, c.APIServer.HTTPS)
+	require.Equal(t, "127.0.0.1:7682", c.APIServer.HTTPS.Address())
+	require.Equal(t, "/etc/kuma/admins", c.APIServer.Auth.ClientCertsDir)
+	require.Equal(t, "/etc/kuma/scrapers-ca.pem", c.MonitoringAssignmentServer.TLSClientCAFile)
+	require.Equal(t, MADSAuthnToken, c.MonitoringAssignmentServer.Authn.Type)
+
+	c, err = Load(f, env(map[string]string{
+		"KUMA_API_SERVER_HTTPS_INTERFACE":                      "::1",
+		"KUMA_API_SERVER_HTTPS_PORT":                           "7683",
+		"KUMA_API_SERVER_HTTPS_TLS_CERT_FILE":                  "/a.pem",
+		"KUMA_API_SERVER_HTTPS_TLS_KEY_FILE":                   "/a.key",
+		"KUMA_API_SERVER_AUTH_CLIENT_CERTS_DIR":                "/admins",
+		"KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_CLIENT_CA_FILE": "/ca.pem",
+		"KUMA_MONITORING_ASSIGNMENT_SERVER_AUTHN_TYPE":         "none",
+	}))
+	require.NoError(t, err)
+	require.Equal(t, APIServerHTTPS{Enabled: true, Interface: "::1", Port: 7683, TLSCertFile: "/a.pem", TLSKeyFile: "/a.key"}, c.APIServer.HTTPS, "the environment wins over the file")
+	require.Equal(t, "[::1]:7683", c.APIServer.HTTPS.Address())
+	require.Equal(t, "/admins", c.APIServer.Auth.ClientCertsDir)
+	require.Equal(t, "/ca.pem", c.MonitoringAssignmentServer.TLSClientCAFile)
+	require.Equal(t, MADSAuthnNone, c.MonitoringAssignmentServer.Authn.Type)
+
+	c, err = Load("", env(map[string]string{"KUMA_API_SERVER_HTTPS_ENABLED": "false"}))
+	require.NoError(t, err)
+	require.False(t, c.APIServer.HTTPS.Enabled)
+
+	// A token over plain text is fine on loopback only.
+	for _, iface := range []string{"127.0.0.1", "127.0.0.5", "::1", "localhost"} {
+		c, err = Load("", env(map[string]string{"KUMA_MONITORING_ASSIGNMENT_SERVER_AUTHN_TYPE": "token", "KUMA_MONITORING_ASSIGNMENT_SERVER_INTERFACE": iface}))
+		require.NoError(t, err, iface)
+		require.Equal(t, MADSAuthnToken, c.MonitoringAssignmentServer.Authn.Type)
+	}
+	for _, name := range []string{
+		"KUMA_API_SERVER_HTTPS_ENABLED", "KUMA_API_SERVER_HTTPS_INTERFACE", "KUMA_API_SERVER_HTTPS_PORT",
+		"KUMA_API_SERVER_HTTPS_TLS_CERT_FILE", "KUMA_API_SERVER_HTTPS_TLS_KEY_FILE", "KUMA_API_SERVER_AUTH_CLIENT_CERTS_DIR",
+		"KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_CLIENT_CA_FILE", "KUMA_MONITORING_ASSIGNMENT_SERVER_AUTHN_TYPE",
+	} {
+		require.Contains(t, EnvNames(), name)
+	}
 }
 
 func TestAuthnSettings(t *testing.T) {
@@ -108,6 +174,23 @@ func TestBadSettingsNameTheSetting(t *testing.T) {
 		{name: "allow untagged tokens not a boolean in the file", file: "dpServer:\n  authn:\n    dpProxy:\n      dpToken:\n        allowUntaggedTokens: 1\n",
 			want: "dpServer.authn.dpProxy.dpToken.allowUntaggedTokens: must be a boolean"},
 		{name: "unknown authn field", file: "apiServer:\n  authn:\n    type: tokens\n", want: "apiServer.authn.type: unknown field"},
+		{name: "HTTPS enabled not a boolean", env: map[string]string{"KUMA_API_SERVER_HTTPS_ENABLED": "on-ish"},
+			want: `KUMA_API_SERVER_HTTPS_ENABLED: must be true or false, got "on-ish"`},
+		{name: "HTTPS port too large in the file", file: "apiServer:\n  https:\n    port: 70000\n",
+			want: "apiServer.https.port (KUMA_API_SERVER_HTTPS_PORT): must be a port number from 0 to 65535, got 70000"},
+		{name: "HTTPS key without certificate", env: map[string]string{"KUMA_API_SERVER_HTTPS_TLS_KEY_FILE": "k.pem"},
+			want: "apiServer.https.tlsCertFile and .tlsKeyFile (KUMA_API_SERVER_HTTPS_TLS_CERT_FILE, _KEY_FILE): set both or neither"},
+		{name: "client certificates without HTTPS", env: map[string]string{"KUMA_API_SERVER_AUTH_CLIENT_CERTS_DIR": "/admins", "KUMA_API_SERVER_HTTPS_ENABLED": "false"},
+			want: "apiServer.auth.clientCertsDir (KUMA_API_SERVER_AUTH_CLIENT_CERTS_DIR): client certificates are presented over HTTPS only"},
+		{name: "unknown MADS authn", env: map[string]string{"KUMA_MONITORING_ASSIGNMENT_SERVER_AUTHN_TYPE": "password"},
+			want: `monitoringAssignmentServer.authn.type (KUMA_MONITORING_ASSIGNMENT_SERVER_AUTHN_TYPE): must be none or token, got "password"`},
+		{name: "MADS token in clear on every interface", file: "monitoringAssignmentServer:\n  authn:\n    type: token\n",
+			want: "monitoringAssignmentServer.authn.type (KUMA_MONITORING_ASSIGNMENT_SERVER_AUTHN_TYPE) token needs TLS, or tokens would cross the network in clear"},
+		{name: "MADS token in clear on a LAN address", env: map[string]string{"KUMA_MONITORING_ASSIGNMENT_SERVER_AUTHN_TYPE": "token", "KUMA_MONITORING_ASSIGNMENT_SERVER_INTERFACE": "192.0.2.1"},
+			want: `a loopback monitoringAssignmentServer.interface (KUMA_MONITORING_ASSIGNMENT_SERVER_INTERFACE), got "192.0.2.1"`},
+		{name: "MADS client CA without TLS", env: map[string]string{"KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_CLIENT_CA_FILE": "/ca.pem"},
+			want: "monitoringAssignmentServer.tlsClientCAFile (KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_CLIENT_CA_FILE): client certificates need TLS"},
+		{name: "unknown MADS authn field", file: "monitoringAssignmentServer:\n  authn:\n    token: x\n", want: "monitoringAssignmentServer.authn.token: unknown field"},
 		{name: "MADS TLS cert without key", env: map[string]string{"KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_CERT_FILE": "c.pem"}, want: "KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_CERT_FILE, _KEY_FILE): set both or neither"},
 	}
 	for _, tc := range tests {

@@ -44,10 +44,7 @@ func startControlPlane(t *testing.T) *testControlPlane {
 	cfg := cpconfig.Default()
 	cfg.General.WorkDir = t.TempDir()
 	cfg.Store.Type = cpconfig.StoreMemory
-	cfg.APIServer.HTTP = cpconfig.Listener{Interface: "127.0.0.1"}
-	cfg.DPServer.Interface, cfg.DPServer.Port = "127.0.0.1", 0
-	cfg.MonitoringAssignmentServer.Interface, cfg.MonitoringAssignmentServer.Port = "127.0.0.1", 0
-	cfg.Diagnostics.Interface, cfg.Diagnostics.ServerPort = "127.0.0.1", 0
+	cfg.ListenOn("127.0.0.1")
 	ctx, cancel := context.WithCancel(context.Background())
 	cp, err := controlplane.New(ctx, cfg, nil)
 	if err != nil {

@@ -1,6 +1,8 @@
 // Package pki creates keys and X.509 certificates (certificate authorities
 // and the leaves they sign, for servers and workloads) and moves them in and
-// out of PEM. It holds no state: callers decide where material is kept.
+// out of PEM. It holds no state: callers decide where material is kept
+// (ServingCertificate keeps a server's generated CA and certificate in the
+// directory and under the file names its caller gives).
 package pki
 
 import (

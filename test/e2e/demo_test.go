@@ -201,7 +201,7 @@ func TestDemo(t *testing.T) {
 		require.NoError(t, err)
 		require.NotContains(t, string(b), "deregistering failed", "%s: the control plane stops after the proxies", filepath.Base(l))
 	}
-	for _, port := range []string{"5681", "5678", "5676", "5680", "9090", "9901"} {
+	for _, port := range []string{"5681", "5682", "5678", "5676", "5680", "9090", "9901"} {
 		c, err := net.DialTimeout("tcp", net.JoinHostPort(d.net+".1", port), time.Second)
 		if err == nil {
 			c.Close()

@@ -69,7 +69,9 @@ type controlPlane struct {
 	workDir string
 	env     []string
 	apiURL  string
-	diagURL string
+	// apiHTTPSURL is the API's HTTPS address (api-server-ca.pem in workDir verifies it).
+	apiHTTPSURL string
+	diagURL     string
 	// madsAddr is the monitoring assignment server's host:port.
 	madsAddr string
 	dpAddr   string
@@ -80,13 +82,14 @@ type controlPlane struct {
 
 // newControlPlane prepares a kuma-cp on free ports with its data in workDir.
 func newControlPlane(t *testing.T, workDir string, extraEnv ...string) *controlPlane {
-	p := freePorts(t, 4)
+	p := freePorts(t, 5)
 	cp := &controlPlane{
 		t: t, workDir: workDir,
-		apiURL:   fmt.Sprintf("http://127.0.0.1:%d", p[0]),
-		diagURL:  fmt.Sprintf("http://127.0.0.1:%d", p[3]),
-		madsAddr: fmt.Sprintf("127.0.0.1:%d", p[2]),
-		dpAddr:   fmt.Sprintf("127.0.0.1:%d", p[1]),
+		apiURL:      fmt.Sprintf("http://127.0.0.1:%d", p[0]),
+		apiHTTPSURL: fmt.Sprintf("https://127.0.0.1:%d", p[4]),
+		diagURL:     fmt.Sprintf("http://127.0.0.1:%d", p[3]),
+		madsAddr:    fmt.Sprintf("127.0.0.1:%d", p[2]),
+		dpAddr:      fmt.Sprintf("127.0.0.1:%d", p[1]),
 	}
 	cp.env = append(os.Environ(),
 		"KUMA_GENERAL_WORK_DIR="+workDir,
@@ -95,6 +98,8 @@ func newControlPlane(t *testing.T, workDir string, extraEnv ...string) *controlP
 		fmt.Sprintf("KUMA_MONITORING_ASSIGNMENT_SERVER_PORT=%d", p[2]),
 		fmt.Sprintf("KUMA_DIAGNOSTICS_SERVER_PORT=%d", p[3]),
 		"KUMA_API_SERVER_HTTP_INTERFACE=127.0.0.1",
+		fmt.Sprintf("KUMA_API_SERVER_HTTPS_PORT=%d", p[4]),
+		"KUMA_API_SERVER_HTTPS_INTERFACE=127.0.0.1",
 		"KUMA_DP_SERVER_INTERFACE=127.0.0.1",
 		"KUMA_MONITORING_ASSIGNMENT_SERVER_INTERFACE=127.0.0.1",
 		"KUMA_DIAGNOSTICS_SERVER_INTERFACE=127.0.0.1",

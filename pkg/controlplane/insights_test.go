@@ -41,11 +41,8 @@ func start(t *testing.T, workDir string) *running {
 	t.Helper()
 	cfg := cpconfig.Default()
 	cfg.General.WorkDir = workDir
-	cfg.APIServer.HTTP = cpconfig.Listener{Interface: "127.0.0.1"}
-	cfg.DPServer.Interface, cfg.DPServer.Port = "127.0.0.1", 0
+	cfg.ListenOn("127.0.0.1")
 	cfg.DPServer.Authn.DPProxy.Type = cpconfig.DPProxyAuthnNone
-	cfg.MonitoringAssignmentServer.Interface, cfg.MonitoringAssignmentServer.Port = "127.0.0.1", 0
-	cfg.Diagnostics.Interface, cfg.Diagnostics.ServerPort = "127.0.0.1", 0
 	cp, err := controlplane.New(t.Context(), cfg, nil)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
