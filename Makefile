@@ -7,7 +7,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/kumametrics/mesh/pkg/version.Version=$(VERSION)
 GOTEST_FLAGS ?=
 
-.PHONY: build test lint test-deps bench fuzz demo generate clean
+.PHONY: build test lint test-deps k8s-bin bench fuzz demo generate clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
@@ -20,6 +20,12 @@ lint:
 
 test-deps:
 	./scripts/test-deps.sh
+
+# kube-apiserver, kube-controller-manager, kube-scheduler and kubectl built
+# from k8s.io/kubernetes (once per machine, cached outside git) and Debian's
+# etcd; the last line printed is their folder (envtest's KUBEBUILDER_ASSETS).
+k8s-bin:
+	@./scripts/k8s-tools.sh
 
 # Every test: lint, unit and integration tests (with the race detector),
 # Prometheus' own Kuma discovery against our control plane (test/interop, its
