@@ -203,6 +203,14 @@ func RunContract(t *testing.T, newStore func(t *testing.T) store.Store) {
 // RunContractWith runs the contract against a backend with limits.
 func RunContractWith(t *testing.T, lim Limits, newStore func(t *testing.T) store.Store) {
 	c := suite{lim: lim}
+	for name, reason := range map[string]string{
+		"OpaqueVersions": lim.OpaqueVersions, "NamesAcrossMeshes": lim.NamesAcrossMeshes,
+		"LowerCaseNames": lim.LowerCaseNames, "SeparateCommits": lim.SeparateCommits,
+	} {
+		if reason != "" {
+			t.Logf("limit %s: %s", name, reason)
+		}
+	}
 	t.Run("CreateGetRoundTrip", func(t *testing.T) {
 		s := newStore(t)
 		ctx := t.Context()
