@@ -1,0 +1,75 @@
+package netserve
+
+import (
+	"log/slog"
+	"net/http"
+	"time"
+)
+
+// HTTPLimits bound what one client can hold of an HTTP server.
+type HTTPLimits struct {
+	// ReadHeaderTimeout bounds reading a request's head.
+	ReadHeaderTimeout time.Duration
+	// ReadTimeout bounds reading a whole request, head and body. It ends
+	// once the body was read to its end: a handler may then wait longer (a
+	// long poll) without its request being cancelled.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds writing the response, from the end of the
+	// request's head; zero for none (servers holding long polls).
+	WriteTimeout time.Duration
+	// IdleTimeout closes a keep-alive connection idle this long.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds a request's head (431 beyond it; net/http
+	// allows 4 KiB of slack).
+	MaxHeaderBytes int
+}
+
+// DefaultHTTPLimits are safe for every server of the project: a head in 10 s
+// and a whole request (bodies are at most 1 MiB) in a minute even over a slow
+// link, idle keep-alive connections kept 2 minutes (longer than Prometheus'
+// and kumactl's clients keep theirs idle), heads up to 64 KiB (as the proxy's
+// HTTP engine; net/http's own default is 1 MiB).
+var DefaultHTTPLimits = HTTPLimits{
+	ReadHeaderTimeout: 10 * time.Second,
+	ReadTimeout:       time.Minute,
+	IdleTimeout:       2 * time.Minute,
+	MaxHeaderBytes:    64 << 10,
+}
+
+// withDefaults takes DefaultHTTPLimits' value for every zero field except
+// WriteTimeout.
+func (l HTTPLimits) withDefaults() HTTPLimits {
+	d := DefaultHTTPLimits
+	if l.ReadHeaderTimeout <= 0 {
+		l.ReadHeaderTimeout = d.ReadHeaderTimeout
+	}
+	if l.ReadTimeout <= 0 {
+		l.ReadTimeout = d.ReadTimeout
+	}
+	if l.IdleTimeout <= 0 {
+		l.IdleTimeout = d.IdleTimeout
+	}
+	if l.MaxHeaderBytes <= 0 {
+		l.MaxHeaderBytes = d.MaxHeaderBytes
+	}
+	return l
+}
+
+// HTTPServer returns a server of h bounded by limits (zero fields take
+// DefaultHTTPLimits', except WriteTimeout), logging its errors (a failed TLS
+// handshake, a malformed request) to log at warning level.
+func HTTPServer(h http.Handler, limits HTTPLimits, log *slog.Logger) *http.Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	l := limits.withDefaults()
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: l.ReadHeaderTimeout,
+		ReadTimeout:       l.ReadTimeout,
+		WriteTimeout:      l.WriteTimeout,
+		IdleTimeout:       l.IdleTimeout,
+		MaxHeaderBytes:    l.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}
