@@ -105,7 +105,9 @@ func TestServeRidesOutFileDescriptorExhaustion(t *testing.T) {
 			log, logs := newLog()
 			errs := &counter{}
 			done := make(chan error, 1)
-			go func() { done <- netserve.Serve(fl, netserve.AcceptOptions{Name: "test", Log: log, Errors: errs}, greet) }()
+			go func() {
+				done <- netserve.Serve(fl, netserve.AcceptOptions{Name: "test", Log: log, Errors: errs}, greet)
+			}()
 
 			requireGreeted(t, fl.Addr().String())
 			requireGreeted(t, fl.Addr().String())
