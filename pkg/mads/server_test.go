@@ -55,6 +55,12 @@ type harness struct {
 
 func start(t testing.TB, configure func(*Options)) *harness {
 	t.Helper()
+	return startOn(t, configure, nil)
+}
+
+// startOn starts a server on a listener wrap returns (nil: as it is).
+func startOn(t testing.TB, configure func(*Options), wrap func(net.Listener) net.Listener) *harness {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	st := memory.New()
 	h := &harness{mgr: manager.New(st, nil), reg: prometheus.NewRegistry()}
@@ -72,6 +78,9 @@ func start(t testing.TB, configure func(*Options)) *harness {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	h.addr = ln.Addr().String()
+	if wrap != nil {
+		ln = wrap(ln)
+	}
 	var wg sync.WaitGroup
 	wg.Add(3)
 	go func() { defer wg.Done(); _ = mir.Run(ctx) }()

@@ -35,9 +35,8 @@ var DefaultGRPCLimits = GRPCLimits{
 	KeepaliveMinTime:     10 * time.Second,
 }
 
-// GRPCServerOptions returns the options that apply limits (zero fields take
-// DefaultGRPCLimits').
-func GRPCServerOptions(limits GRPCLimits) []grpc.ServerOption {
+// WithDefaults takes DefaultGRPCLimits' value for every zero field.
+func (limits GRPCLimits) WithDefaults() GRPCLimits {
 	d := DefaultGRPCLimits
 	if limits.MaxConcurrentStreams == 0 {
 		limits.MaxConcurrentStreams = d.MaxConcurrentStreams
@@ -51,6 +50,13 @@ func GRPCServerOptions(limits GRPCLimits) []grpc.ServerOption {
 	if limits.KeepaliveMinTime <= 0 {
 		limits.KeepaliveMinTime = d.KeepaliveMinTime
 	}
+	return limits
+}
+
+// GRPCServerOptions returns the options that apply limits (zero fields take
+// DefaultGRPCLimits').
+func GRPCServerOptions(limits GRPCLimits) []grpc.ServerOption {
+	limits = limits.WithDefaults()
 	return []grpc.ServerOption{
 		grpc.MaxConcurrentStreams(limits.MaxConcurrentStreams),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: limits.KeepaliveTime, Timeout: limits.KeepaliveTimeout}),

@@ -36,9 +36,9 @@ var DefaultHTTPLimits = HTTPLimits{
 	MaxHeaderBytes:    64 << 10,
 }
 
-// withDefaults takes DefaultHTTPLimits' value for every zero field except
+// WithDefaults takes DefaultHTTPLimits' value for every zero field except
 // WriteTimeout.
-func (l HTTPLimits) withDefaults() HTTPLimits {
+func (l HTTPLimits) WithDefaults() HTTPLimits {
 	d := DefaultHTTPLimits
 	if l.ReadHeaderTimeout <= 0 {
 		l.ReadHeaderTimeout = d.ReadHeaderTimeout
@@ -62,7 +62,7 @@ func HTTPServer(h http.Handler, limits HTTPLimits, log *slog.Logger) *http.Serve
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	l := limits.withDefaults()
+	l := limits.WithDefaults()
 	return &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: l.ReadHeaderTimeout,

@@ -50,26 +50,6 @@ func newLog() (*slog.Logger, *logBuffer) {
 	return slog.New(slog.NewTextHandler(b, nil)), b
 }
 
-// failingListener fails its next Accepts with err, as the kernel does when
-// the process is out of file descriptors, then accepts from the socket.
-type failingListener struct {
-	net.Listener
-	left   atomic.Int64 // failures still to return
-	always bool
-	err    error
-}
-
-func (l *failingListener) Accept() (net.Conn, error) {
-	if l.always || l.left.Add(-1) >= 0 {
-		return nil, l.err
-	}
-	return l.Listener.Accept()
-}
-
-func acceptError(errno syscall.Errno) error {
-	return &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", errno)}
-}
-
 func listen(t *testing.T) net.Listener {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -100,8 +80,7 @@ func requireGreeted(t *testing.T, addr string) {
 func TestServeRidesOutFileDescriptorExhaustion(t *testing.T) {
 	for _, errno := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ECONNABORTED, syscall.ENOBUFS, syscall.ENOMEM} {
 		t.Run(errno.Error(), func(t *testing.T) {
-			fl := &failingListener{Listener: listen(t), err: acceptError(errno)}
-			fl.left.Store(6)
+			fl := netservetest.FailAccepts(listen(t), errno, 6)
 			log, logs := newLog()
 			errs := &counter{}
 			done := make(chan error, 1)
@@ -130,8 +109,7 @@ func TestServeRidesOutFileDescriptorExhaustion(t *testing.T) {
 }
 
 func TestServeReturnsPermanentErrors(t *testing.T) {
-	fl := &failingListener{Listener: listen(t), err: acceptError(syscall.EINVAL)}
-	fl.always = true
+	fl := netservetest.FailAccepts(listen(t), syscall.EINVAL, -1)
 	errs := &counter{}
 	err := netserve.Serve(fl, netserve.AcceptOptions{Errors: errs}, greet)
 	require.ErrorIs(t, err, syscall.EINVAL)
@@ -140,8 +118,7 @@ func TestServeReturnsPermanentErrors(t *testing.T) {
 }
 
 func TestCloseEndsTheWaitToRetry(t *testing.T) {
-	fl := &failingListener{Listener: listen(t), err: acceptError(syscall.EMFILE)}
-	fl.always = true
+	fl := netservetest.FailAccepts(listen(t), syscall.EMFILE, -1)
 	errs := &counter{}
 	ln := netserve.Listen(fl, netserve.AcceptOptions{Errors: errs})
 	done := make(chan error, 1)
@@ -175,16 +152,16 @@ func TestTemporary(t *testing.T) {
 		err  error
 		want bool
 	}{
-		{acceptError(syscall.EMFILE), true},
-		{acceptError(syscall.ENFILE), true},
-		{acceptError(syscall.ECONNABORTED), true},
-		{acceptError(syscall.ENOBUFS), true},
-		{acceptError(syscall.ENOMEM), true},
-		{acceptError(syscall.EPROTO), true},
+		{netservetest.AcceptError(syscall.EMFILE), true},
+		{netservetest.AcceptError(syscall.ENFILE), true},
+		{netservetest.AcceptError(syscall.ECONNABORTED), true},
+		{netservetest.AcceptError(syscall.ENOBUFS), true},
+		{netservetest.AcceptError(syscall.ENOMEM), true},
+		{netservetest.AcceptError(syscall.EPROTO), true},
 		{fmt.Errorf("wrapped: %w", syscall.EMFILE), true},
 		{os.ErrDeadlineExceeded, true},
-		{acceptError(syscall.EINVAL), false},
-		{acceptError(syscall.EBADF), false},
+		{netservetest.AcceptError(syscall.EINVAL), false},
+		{netservetest.AcceptError(syscall.EBADF), false},
 		{net.ErrClosed, false},
 		{errors.New("something else"), false},
 	} {
@@ -194,8 +171,7 @@ func TestTemporary(t *testing.T) {
 
 // http.Server and gRPC get a wrapped listener: they never see the failures.
 func TestListenUnderHTTPServer(t *testing.T) {
-	fl := &failingListener{Listener: listen(t), err: acceptError(syscall.EMFILE)}
-	fl.left.Store(4)
+	fl := netservetest.FailAccepts(listen(t), syscall.EMFILE, 4)
 	errs := &counter{}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") })}
 	go func() { _ = srv.Serve(netserve.Listen(fl, netserve.AcceptOptions{Errors: errs})) }()

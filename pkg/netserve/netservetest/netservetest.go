@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -35,9 +37,17 @@ const slack = 15 * time.Second
 // keep-alive connection is closed after IdleTimeout.
 func CheckHTTPLimits(t *testing.T, dial Dial, method, path string, limits netserve.HTTPLimits) {
 	t.Helper()
-	t.Run("oversized head is refused", func(t *testing.T) {
+	t.Run("oversized head is refused", func(t *testing.T) { CheckHTTPHeadLimit(t, dial, method, path, limits.MaxHeaderBytes) })
+	CheckHTTPTimeouts(t, dial, method, path, limits)
+}
+
+// CheckHTTPHeadLimit checks that the server behind dial refuses a request
+// head larger than maxHeaderBytes (plus net/http's slack) with 431.
+func CheckHTTPHeadLimit(t *testing.T, dial Dial, method, path string, maxHeaderBytes int) {
+	t.Helper()
+	{
 		c := open(t, dial)
-		big := strings.Repeat("x", limits.MaxHeaderBytes+8<<10)
+		big := strings.Repeat("x", maxHeaderBytes+8<<10)
 		_, err := io.WriteString(c, method+" "+path+" HTTP/1.1\r\nHost: test\r\nX-Big: "+big+"\r\n\r\n")
 		if err != nil && !errors.Is(err, net.ErrClosed) {
 			// The server may answer and close before it read everything.
@@ -47,7 +57,13 @@ func CheckHTTPLimits(t *testing.T, dial Dial, method, path string, limits netser
 		require.NoError(t, err)
 		_ = res.Body.Close()
 		require.Equal(t, http.StatusRequestHeaderFieldsTooLarge, res.StatusCode)
-	})
+	}
+}
+
+// CheckHTTPTimeouts checks the ReadTimeout and IdleTimeout of
+// CheckHTTPLimits (the check waits for them: keep them short).
+func CheckHTTPTimeouts(t *testing.T, dial Dial, method, path string, limits netserve.HTTPLimits) {
+	t.Helper()
 	t.Run("a body that does not arrive is cut after ReadTimeout", func(t *testing.T) {
 		c := open(t, dial)
 		_, err := io.WriteString(c, method+" "+path+" HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
@@ -213,4 +229,37 @@ func (h *h2conn) awaitPingAck(t *testing.T, id byte) {
 			}
 		}
 	}
+}
+
+// FailingListener is a listener whose Accepts first fail with an error as
+// accept(2) reports it (e.g. EMFILE: the process is out of file
+// descriptors), n times (every time when n < 0), then accept from ln.
+type FailingListener struct {
+	net.Listener
+	left   atomic.Int64
+	always bool
+	err    error
+	// Failed counts the failures returned.
+	Failed atomic.Int64
+}
+
+// FailAccepts returns a FailingListener over ln.
+func FailAccepts(ln net.Listener, errno syscall.Errno, n int) *FailingListener {
+	f := &FailingListener{Listener: ln, always: n < 0, err: AcceptError(errno)}
+	f.left.Store(int64(n))
+	return f
+}
+
+// AcceptError is errno as net.Listener.Accept returns it.
+func AcceptError(errno syscall.Errno) error {
+	return &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", errno)}
+}
+
+// Accept fails as configured, then accepts.
+func (f *FailingListener) Accept() (net.Conn, error) {
+	if f.always || f.left.Add(-1) >= 0 {
+		f.Failed.Add(1)
+		return nil, f.err
+	}
+	return f.Listener.Accept()
 }
