@@ -48,7 +48,9 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 
 // A long poll asking for more than MaxFetchTimeout is held at most that.
 func TestFetchTimeoutIsCapped(t *testing.T) {
-	h := start(t, func(o *Options) { o.DefaultFetchTimeout, o.MaxFetchTimeout = 100*time.Millisecond, 300*time.Millisecond })
+	h := start(t, func(o *Options) {
+		o.DefaultFetchTimeout, o.MaxFetchTimeout = 100*time.Millisecond, 300*time.Millisecond
+	})
 	h.addDataplane(t, "web-1", "10.0.0.1")
 	version := h.waitAssignments(t, 1).Version()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
