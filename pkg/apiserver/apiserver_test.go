@@ -32,12 +32,22 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
+	return newEnvWith(t, nil)
+}
+
+// newEnvWith builds the API with options configure changes.
+func newEnvWith(t *testing.T, configure func(*apiserver.Options)) *env {
+	t.Helper()
 	st := memory.New()
 	mgr := manager.New(st, nil)
 	require.NoError(t, mgr.EnsureDefaultMesh(context.Background()))
 	reg := prometheus.NewRegistry()
 	ins := insight.NewRegistry()
-	api, err := apiserver.New(apiserver.Options{Reader: st, Writer: mgr, Insights: ins, Registerer: reg, Version: "1.2.3", InstanceID: "cp-1"})
+	opts := apiserver.Options{Reader: st, Writer: mgr, Insights: ins, Registerer: reg, Version: "1.2.3", InstanceID: "cp-1"}
+	if configure != nil {
+		configure(&opts)
+	}
+	api, err := apiserver.New(opts)
 	require.NoError(t, err)
 	srv := httptest.NewServer(api)
 	t.Cleanup(srv.Close)
