@@ -55,6 +55,19 @@ func (p *Panics) RecoverHTTP() {
 	panic(http.ErrAbortHandler)
 }
 
+// RecoverAsError, deferred directly in a function with a named error
+// result, turns a panic of that function into an error in *err (reported as
+// Recover reports it), for work done on a goroutine the caller does not own
+// (a dial run by net/http's transport).
+func (p *Panics) RecoverAsError(err *error) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	p.report(v, debug.Stack())
+	*err = fmt.Errorf("panic: %v", v)
+}
+
 func (p *Panics) report(v any, stack []byte) {
 	if p == nil {
 		return

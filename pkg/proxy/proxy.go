@@ -11,12 +11,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"slices"
 	"strconv"
 	"sync"
 
 	meshv1 "github.com/kumametrics/mesh/api/mesh/v1"
+	"github.com/kumametrics/mesh/pkg/netserve"
 	"github.com/kumametrics/mesh/pkg/stats"
 )
 
@@ -26,6 +28,8 @@ type Proxy struct {
 	log   *slog.Logger
 	dial  func(ctx context.Context, network, addr string) (net.Conn, error)
 	sec   *Security
+	// listen binds a listener (net.Listen; tests wrap it).
+	listen func(network, address string) (net.Listener, error)
 
 	mu        sync.Mutex
 	listeners map[string]*listener
@@ -56,7 +60,7 @@ func New(st *stats.Store, opts Options) *Proxy {
 	if opts.Security == nil {
 		opts.Security = NewSecurity()
 	}
-	return &Proxy{stats: st, log: opts.Log, dial: opts.Dial, sec: opts.Security, listeners: map[string]*listener{}, clusters: map[string]*cluster{}, rbac: map[string]*stats.RBACStats{}}
+	return &Proxy{stats: st, log: opts.Log, dial: opts.Dial, sec: opts.Security, listen: net.Listen, listeners: map[string]*listener{}, clusters: map[string]*cluster{}, rbac: map[string]*stats.RBACStats{}}
 }
 
 // route is what a listener does with a connection.
@@ -67,6 +71,9 @@ type route struct {
 	hcm string
 	// guard admits the connections of an inbound (nil for outbounds).
 	guard *guard
+	// panics reports the panics of the listener's connections (set by the
+	// listener).
+	panics *netserve.Panics
 }
 
 // Apply makes the proxy's listeners and clusters those of cfg. New
@@ -124,7 +131,7 @@ func (p *Proxy) Apply(cfg *meshv1.ProxyConfig) error {
 			closeAll(bound)
 			return fmt.Errorf("listener %s is configured twice", w.name)
 		}
-		ln, err := net.Listen("tcp", net.JoinHostPort(w.address, strconv.FormatUint(uint64(w.port), 10)))
+		ln, err := p.listen("tcp", net.JoinHostPort(w.address, strconv.FormatUint(uint64(w.port), 10)))
 		if err != nil {
 			closeAll(bound)
 			return fmt.Errorf("listener %s: %w", w.name, err)
@@ -153,10 +160,12 @@ func (p *Proxy) Apply(cfg *meshv1.ProxyConfig) error {
 			w.rt.cluster = c
 			l := p.listeners[w.name]
 			if ln, ok := bound[w.name]; ok {
+				// The new one first: its statistics carry on the old one's.
+				nl := newListener(p, w.name, w.address, w.port, ln)
 				if l != nil {
 					p.removeListener(l)
 				}
-				l = newListener(p, w.name, w.address, w.port, ln)
+				l = nl
 				p.listeners[w.name] = l
 				changes = append(changes, l.serve)
 			}
@@ -196,6 +205,23 @@ func (p *Proxy) guardFor(in *meshv1.Inbound, c *cluster) *guard {
 func (p *Proxy) removeListener(l *listener) {
 	l.stopAccepting()
 	l.setRoute(p, route{})
+	l.stats.Release()
+}
+
+// NotAccepting tells which listeners stopped accepting connections for good
+// (a permanent accept error; temporary ones such as running out of file
+// descriptors are retried): nil while every listener accepts. Such a
+// listener stays broken until the config moves it.
+func (p *Proxy) NotAccepting() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var errs []error
+	for _, name := range slices.Sorted(maps.Keys(p.listeners)) {
+		if err := p.listeners[name].notAccepting(); err != nil {
+			errs = append(errs, fmt.Errorf("listener %s: %w", name, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // collectClusters releases clusters no listener uses any more.
