@@ -111,8 +111,8 @@ func (l *listener) serve() {
 		stopped := l.stopped
 		l.mu.Unlock()
 		if !stopped {
-			l.failed.Store(&err)
 			l.log.Error("listener stopped accepting connections: the proxy is not ready", "listener", l.name, "err", err)
+			l.failed.Store(&err)
 		}
 	}()
 }
