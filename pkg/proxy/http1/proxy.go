@@ -76,9 +76,10 @@ type Config struct {
 	MaxHeaderBytes int
 
 	Log *slog.Logger
-	// Panics reports a panic of a session's second goroutine (an upgraded
-	// connection's); may be nil. A panic of ServeConn's own goroutine is
-	// left to the caller, after the session's bookkeeping ran.
+	// Panics, when set, recovers and reports a panic of a session's
+	// goroutines, which then ends only that connection. When nil, a panic
+	// of ServeConn's goroutine goes on to the caller (after the session's
+	// bookkeeping ran).
 	Panics *netserve.Panics
 }
 
@@ -276,6 +277,9 @@ func (p *Proxy) ServeConn(conn net.Conn, external bool) {
 		s.p, s.conn = nil, nil
 		sessionPool.Put(s)
 	}()
+	if cfg.Panics != nil {
+		defer cfg.Panics.Recover(conn) // before the bookkeeping above
+	}
 	s.serve()
 	if s.linger {
 		lingerClose(conn)
