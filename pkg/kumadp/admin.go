@@ -2,6 +2,7 @@ package kumadp
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -10,19 +11,26 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/kumametrics/mesh/pkg/netserve"
 	"github.com/kumametrics/mesh/pkg/stats"
 )
 
 // adminServer is the admin API on 127.0.0.1, as Envoy's: /stats (Envoy
 // text, or ?format=prometheus), /stats/prometheus, /ready, /config_dump.
 type adminServer struct {
-	a   *Agent
-	srv *http.Server
-	ln  net.Listener
+	a      *Agent
+	srv    *http.Server
+	ln     net.Listener
+	stats  *stats.ListenerStats
+	panics *netserve.Panics
 }
 
+// adminListener names the admin API in logs and statistics.
+const adminListener = "kuma:admin"
+
 func newAdminServer(a *Agent) *adminServer {
-	s := &adminServer{a: a}
+	st := stats.NewListenerStats(a.stats, adminListener)
+	s := &adminServer{a: a, stats: st, panics: &netserve.Panics{Name: adminListener, Log: a.log, Count: st.ConnectionPanics}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /stats", s.handleStats)
 	mux.HandleFunc("GET /stats/prometheus", func(w http.ResponseWriter, r *http.Request) {
@@ -30,7 +38,10 @@ func newAdminServer(a *Agent) *adminServer {
 	})
 	mux.HandleFunc("GET /ready", s.handleReady)
 	mux.HandleFunc("GET /config_dump", s.handleConfigDump)
-	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	s.srv = netserve.HTTPServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer s.panics.RecoverHTTP()
+		mux.ServeHTTP(w, r)
+	}), netserve.DefaultHTTPLimits, a.log)
 	return s
 }
 
@@ -39,8 +50,12 @@ func (s *adminServer) start(addr string) error {
 	if err != nil {
 		return fmt.Errorf("admin API: listen on %s: %w", addr, err)
 	}
-	s.ln = ln
-	go func() { _ = s.srv.Serve(ln) }()
+	s.ln = netserve.Listen(ln, netserve.AcceptOptions{Name: adminListener, Log: s.a.log, Errors: s.stats.AcceptErrors})
+	go func() {
+		if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.a.log.Error("the admin API stopped accepting connections", "address", addr, "err", err)
+		}
+	}()
 	return nil
 }
 
@@ -92,6 +107,8 @@ func (s *adminServer) handleReady(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "DRAINING", http.StatusServiceUnavailable)
 	case !s.a.ready.Load():
 		http.Error(w, "PRE_INITIALIZING", http.StatusServiceUnavailable)
+	case s.a.notAccepting() != nil:
+		http.Error(w, "NOT_ACCEPTING: "+s.a.notAccepting().Error(), http.StatusServiceUnavailable)
 	default:
 		_, _ = w.Write([]byte("LIVE\n"))
 	}

@@ -28,7 +28,7 @@ type Proxy struct {
 	log   *slog.Logger
 	dial  func(ctx context.Context, network, addr string) (net.Conn, error)
 	sec   *Security
-	// listen binds a listener (net.Listen; tests wrap it).
+	// listen binds a listener.
 	listen func(network, address string) (net.Listener, error)
 
 	mu        sync.Mutex
@@ -47,6 +47,8 @@ type Options struct {
 	// Security holds the mTLS material the agent keeps current (nil: a
 	// Security without material, plain text everywhere).
 	Security *Security
+	// Listen binds the listeners (net.Listen by default).
+	Listen func(network, address string) (net.Listener, error)
 }
 
 // New returns a proxy recording into st.
@@ -60,7 +62,10 @@ func New(st *stats.Store, opts Options) *Proxy {
 	if opts.Security == nil {
 		opts.Security = NewSecurity()
 	}
-	return &Proxy{stats: st, log: opts.Log, dial: opts.Dial, sec: opts.Security, listen: net.Listen, listeners: map[string]*listener{}, clusters: map[string]*cluster{}, rbac: map[string]*stats.RBACStats{}}
+	if opts.Listen == nil {
+		opts.Listen = net.Listen
+	}
+	return &Proxy{stats: st, log: opts.Log, dial: opts.Dial, sec: opts.Security, listen: opts.Listen, listeners: map[string]*listener{}, clusters: map[string]*cluster{}, rbac: map[string]*stats.RBACStats{}}
 }
 
 // route is what a listener does with a connection.

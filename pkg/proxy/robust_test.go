@@ -53,16 +53,20 @@ func failingProxy(t *testing.T, errno syscall.Errno, n int) (*Proxy, *stats.Stor
 	t.Helper()
 	logs := &logBuffer{}
 	st := stats.NewStore()
-	p := New(st, Options{Log: slog.New(slog.NewTextHandler(logs, nil))})
-	p.listen = func(network, address string) (net.Listener, error) {
+	p := New(st, Options{Log: slog.New(slog.NewTextHandler(logs, nil)), Listen: failingListen(errno, n)})
+	t.Cleanup(p.Close)
+	return p, st, logs
+}
+
+// failingListen binds listeners whose first n accepts fail with errno.
+func failingListen(errno syscall.Errno, n int) func(network, address string) (net.Listener, error) {
+	return func(network, address string) (net.Listener, error) {
 		ln, err := net.Listen(network, address)
 		if err != nil {
 			return nil, err
 		}
 		return netservetest.FailAccepts(ln, errno, n), nil
 	}
-	t.Cleanup(p.Close)
-	return p, st, logs
 }
 
 // Out of file descriptors, a listener retries and serves again once
