@@ -93,11 +93,11 @@ type GuardedListener struct {
 	accept netserve.AcceptOptions
 	panics *netserve.Panics
 	g      atomic.Pointer[guard]
-	peers peers
-	conns chan net.Conn
-	done  chan struct{}
-	once  sync.Once
-	err   error
+	peers  peers
+	conns  chan net.Conn
+	done   chan struct{}
+	once   sync.Once
+	err    error
 }
 
 func (l *GuardedListener) run() {
