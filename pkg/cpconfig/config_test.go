@@ -28,7 +28,7 @@ func TestDefaults(t *testing.T) {
 	require.True(t, c.APIServer.Authn.LocalhostIsAdmin)
 	require.Equal(t, DPProxyAuthnDPToken, c.DPServer.Authn.DPProxy.Type)
 	require.Equal(t, Duration(5*time.Minute), c.MonitoringAssignmentServer.MaxFetchTimeout)
-	require.Equal(t, 10000, c.MonitoringAssignmentServer.MaxHeldLongPolls)
+	require.Equal(t, 1000, c.MonitoringAssignmentServer.MaxHeldLongPolls)
 	require.Equal(t, 20, c.APIServer.MaxErrorCauses)
 	require.Equal(t, netserve.DefaultHTTPLimits, c.ServerLimits.HTTP.Limits())
 	require.Equal(t, netserve.DefaultGRPCLimits, c.ServerLimits.GRPC.Limits())
