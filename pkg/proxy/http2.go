@@ -14,6 +14,7 @@ import (
 
 	"github.com/kumametrics/mesh/pkg/netfeed"
 	"github.com/kumametrics/mesh/pkg/netserve"
+	"github.com/kumametrics/mesh/pkg/proxy/http1"
 	"github.com/kumametrics/mesh/pkg/stats"
 )
 
@@ -55,6 +56,9 @@ func newHTTP2(p *Proxy, rt route) connHandler {
 		Handler:     h,
 		Protocols:   h2cOnly(),
 		IdleTimeout: 5 * time.Minute,
+		// As the HTTP/1.1 engine's (net/http's default is 1 MiB). No read
+		// timeout: gRPC streams last as long as their callers want.
+		MaxHeaderBytes: http1.DefaultMaxHeaderBytes,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			fc, _ := c.(*fedConn)
 			return context.WithValue(ctx, h2ConnKey{}, fc != nil && fc.external)

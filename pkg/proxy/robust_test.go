@@ -246,3 +246,26 @@ func TestHTTP2HandlerPanicIsRecovered(t *testing.T) {
 type counterValue struct{ atomic.Int64 }
 
 func (c *counterValue) Inc() { c.Add(1) }
+
+// The h2c listeners refuse request heads over 64 KiB, as the HTTP/1.1 ones.
+func TestHTTP2HeadLimit(t *testing.T) {
+	p, _ := newProxy(t)
+	port := freePort(t)
+	cfg := outboundConfig(t, port, grpcBackend(t))
+	cfg.Outbounds[0].Protocol = "http2"
+	require.NoError(t, p.Apply(cfg))
+	var protos http.Protocols
+	protos.SetUnencryptedHTTP2(true)
+	tr := &http.Transport{Protocols: &protos}
+	defer tr.CloseIdleConnections()
+	req, err := http.NewRequest(http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/", port), nil)
+	require.NoError(t, err)
+	req.Header.Set("X-Big", strings.Repeat("x", 100<<10))
+	res, err := (&http.Client{Transport: tr, Timeout: waitTimeout}).Do(req)
+	if err == nil {
+		_ = res.Body.Close()
+		require.Equal(t, http.StatusRequestHeaderFieldsTooLarge, res.StatusCode)
+		return
+	}
+	require.ErrorContains(t, err, "header", "refused for its head")
+}
