@@ -168,12 +168,7 @@ func openFiles(pid int) int {
 
 func runNofile(kumaCP string, nofile uint64, n int) error {
 	raiseOwnLimit()
-	dir, err := os.MkdirTemp("", "bench-cpfaults-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	cp, err := cpproc.Start(kumaCP, dir)
+	cp, err := cpproc.StartTemp(kumaCP)
 	if err != nil {
 		return err
 	}
@@ -254,12 +249,7 @@ func metric(diag, name string) string {
 
 func runFlood(kumaCP string, limit, n int) error {
 	raiseOwnLimit()
-	dir, err := os.MkdirTemp("", "bench-cpfaults-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	cp, err := cpproc.Start(kumaCP, dir, "KUMA_MONITORING_ASSIGNMENT_SERVER_MAX_HELD_LONG_POLLS="+strconv.Itoa(limit))
+	cp, err := cpproc.StartTemp(kumaCP, "KUMA_MONITORING_ASSIGNMENT_SERVER_MAX_HELD_LONG_POLLS="+strconv.Itoa(limit))
 	if err != nil {
 		return err
 	}

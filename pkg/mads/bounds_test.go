@@ -7,14 +7,12 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -24,27 +22,7 @@ import (
 	"github.com/kumametrics/mesh/pkg/store/memory"
 )
 
-type counter struct{ n atomic.Int64 }
-
-func (c *counter) Inc() { c.n.Add(1) }
-
 func emptyViews() Views { return mirror.New(memory.New(), nil) }
-
-// counterValue sums the samples of a counter family in reg.
-func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	require.NoError(t, err)
-	sum := 0.0
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			for _, m := range mf.GetMetric() {
-				sum += m.GetCounter().GetValue()
-			}
-		}
-	}
-	return sum
-}
 
 // A long poll asking for more than MaxFetchTimeout is held at most that.
 func TestFetchTimeoutIsCapped(t *testing.T) {
@@ -93,7 +71,7 @@ func TestHeldLongPollsAreBounded(t *testing.T) {
 	require.Positive(t, secs)
 	require.Equal(t, "Too many long polls", body.Title)
 	require.Contains(t, body.Details, "maxHeldLongPolls")
-	require.Equal(t, 1.0, counterValue(t, h.reg, "mads_server_long_polls_rejected_total"))
+	require.Equal(t, 1.0, sum(t, h.reg, "mads_server_long_polls_rejected_total"))
 	require.EqualValues(t, 3, h.srv.held.Load(), "a refused poll does not count as held")
 
 	// A change answers the held polls; then there is room again.
@@ -152,7 +130,7 @@ func TestDefaultStreamLimit(t *testing.T) {
 // Out of file descriptors, the protocol split keeps accepting once
 // descriptors are free again: HTTP and gRPC are served.
 func TestServesAgainAfterFileDescriptorExhaustion(t *testing.T) {
-	errs := &counter{}
+	errs := &netservetest.Counter{}
 	var failing *netservetest.FailingListener
 	h := startOn(t, func(o *Options) { o.AcceptErrors = errs }, func(ln net.Listener) net.Listener {
 		failing = netservetest.FailAccepts(ln, syscall.EMFILE, 5)
@@ -169,7 +147,7 @@ func TestServesAgainAfterFileDescriptorExhaustion(t *testing.T) {
 	f, err := client.FetchMonitoringAssignments(t.Context(), &discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: "sd"}})
 	require.NoError(t, err)
 	require.Len(t, f.GetResources(), 1)
-	require.EqualValues(t, 5, errs.n.Load())
+	require.EqualValues(t, 5, errs.Load())
 }
 
 // An accept error that is not temporary ends Serve with it: the control

@@ -38,18 +38,10 @@ var DefaultGRPCLimits = GRPCLimits{
 // WithDefaults takes DefaultGRPCLimits' value for every zero field.
 func (limits GRPCLimits) WithDefaults() GRPCLimits {
 	d := DefaultGRPCLimits
-	if limits.MaxConcurrentStreams == 0 {
-		limits.MaxConcurrentStreams = d.MaxConcurrentStreams
-	}
-	if limits.KeepaliveTime <= 0 {
-		limits.KeepaliveTime = d.KeepaliveTime
-	}
-	if limits.KeepaliveTimeout <= 0 {
-		limits.KeepaliveTimeout = d.KeepaliveTimeout
-	}
-	if limits.KeepaliveMinTime <= 0 {
-		limits.KeepaliveMinTime = d.KeepaliveMinTime
-	}
+	limits.MaxConcurrentStreams = orDefault(limits.MaxConcurrentStreams, d.MaxConcurrentStreams)
+	limits.KeepaliveTime = orDefault(limits.KeepaliveTime, d.KeepaliveTime)
+	limits.KeepaliveTimeout = orDefault(limits.KeepaliveTimeout, d.KeepaliveTimeout)
+	limits.KeepaliveMinTime = orDefault(limits.KeepaliveMinTime, d.KeepaliveMinTime)
 	return limits
 }
 

@@ -40,19 +40,19 @@ var DefaultHTTPLimits = HTTPLimits{
 // WriteTimeout.
 func (l HTTPLimits) WithDefaults() HTTPLimits {
 	d := DefaultHTTPLimits
-	if l.ReadHeaderTimeout <= 0 {
-		l.ReadHeaderTimeout = d.ReadHeaderTimeout
-	}
-	if l.ReadTimeout <= 0 {
-		l.ReadTimeout = d.ReadTimeout
-	}
-	if l.IdleTimeout <= 0 {
-		l.IdleTimeout = d.IdleTimeout
-	}
-	if l.MaxHeaderBytes <= 0 {
-		l.MaxHeaderBytes = d.MaxHeaderBytes
-	}
+	l.ReadHeaderTimeout = orDefault(l.ReadHeaderTimeout, d.ReadHeaderTimeout)
+	l.ReadTimeout = orDefault(l.ReadTimeout, d.ReadTimeout)
+	l.IdleTimeout = orDefault(l.IdleTimeout, d.IdleTimeout)
+	l.MaxHeaderBytes = orDefault(l.MaxHeaderBytes, d.MaxHeaderBytes)
 	return l
+}
+
+// orDefault is v, or d when v is not positive.
+func orDefault[T int | uint32 | time.Duration](v, d T) T {
+	if v <= 0 {
+		return d
+	}
+	return v
 }
 
 // HTTPServer returns a server of h bounded by limits (zero fields take

@@ -1,17 +1,13 @@
 package netserve_test
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -22,33 +18,6 @@ import (
 	"github.com/kumametrics/mesh/pkg/netserve"
 	"github.com/kumametrics/mesh/pkg/netserve/netservetest"
 )
-
-type counter struct{ n atomic.Int64 }
-
-func (c *counter) Inc() { c.n.Add(1) }
-
-// logBuffer collects a logger's text output.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func newLog() (*slog.Logger, *logBuffer) {
-	b := &logBuffer{}
-	return slog.New(slog.NewTextHandler(b, nil)), b
-}
 
 func listen(t *testing.T) net.Listener {
 	t.Helper()
@@ -81,8 +50,8 @@ func TestServeRidesOutFileDescriptorExhaustion(t *testing.T) {
 	for _, errno := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ECONNABORTED, syscall.ENOBUFS, syscall.ENOMEM} {
 		t.Run(errno.Error(), func(t *testing.T) {
 			fl := netservetest.FailAccepts(listen(t), errno, 6)
-			log, logs := newLog()
-			errs := &counter{}
+			log, logs := netservetest.NewLogger()
+			errs := &netservetest.Counter{}
 			done := make(chan error, 1)
 			go func() {
 				done <- netserve.Serve(fl, netserve.AcceptOptions{Name: "test", Log: log, Errors: errs}, greet)
@@ -90,7 +59,7 @@ func TestServeRidesOutFileDescriptorExhaustion(t *testing.T) {
 
 			requireGreeted(t, fl.Addr().String())
 			requireGreeted(t, fl.Addr().String())
-			require.EqualValues(t, 6, errs.n.Load(), "every failed accept is counted")
+			require.EqualValues(t, 6, errs.Load(), "every failed accept is counted")
 			out := logs.String()
 			require.Equal(t, 1, strings.Count(out, "accepting connections fails"), "one episode is logged once:\n%s", out)
 			require.Equal(t, 1, strings.Count(out, "accepting connections again"), out)
@@ -110,16 +79,16 @@ func TestServeRidesOutFileDescriptorExhaustion(t *testing.T) {
 
 func TestServeReturnsPermanentErrors(t *testing.T) {
 	fl := netservetest.FailAccepts(listen(t), syscall.EINVAL, -1)
-	errs := &counter{}
+	errs := &netservetest.Counter{}
 	err := netserve.Serve(fl, netserve.AcceptOptions{Errors: errs}, greet)
 	require.ErrorIs(t, err, syscall.EINVAL)
 	require.Contains(t, err.Error(), fl.Addr().String())
-	require.Zero(t, errs.n.Load(), "a permanent error is not retried")
+	require.Zero(t, errs.Load(), "a permanent error is not retried")
 }
 
 func TestCloseEndsTheWaitToRetry(t *testing.T) {
 	fl := netservetest.FailAccepts(listen(t), syscall.EMFILE, -1)
-	errs := &counter{}
+	errs := &netservetest.Counter{}
 	ln := netserve.Listen(fl, netserve.AcceptOptions{Errors: errs})
 	done := make(chan error, 1)
 	go func() {
@@ -127,7 +96,7 @@ func TestCloseEndsTheWaitToRetry(t *testing.T) {
 		done <- err
 	}()
 	deadline := time.Now().Add(30 * time.Second)
-	for errs.n.Load() < 3 {
+	for errs.Load() < 3 {
 		require.True(t, time.Now().Before(deadline), "Accept did not retry")
 		time.Sleep(time.Millisecond)
 	}
@@ -172,7 +141,7 @@ func TestTemporary(t *testing.T) {
 // http.Server and gRPC get a wrapped listener: they never see the failures.
 func TestListenUnderHTTPServer(t *testing.T) {
 	fl := netservetest.FailAccepts(listen(t), syscall.EMFILE, 4)
-	errs := &counter{}
+	errs := &netservetest.Counter{}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") })}
 	go func() { _ = srv.Serve(netserve.Listen(fl, netserve.AcceptOptions{Errors: errs})) }()
 	defer srv.Close()
@@ -182,13 +151,13 @@ func TestListenUnderHTTPServer(t *testing.T) {
 	b, _ := io.ReadAll(res.Body)
 	_ = res.Body.Close()
 	require.Equal(t, "ok", string(b))
-	require.EqualValues(t, 4, errs.n.Load())
+	require.EqualValues(t, 4, errs.Load())
 }
 
 func TestRecoverEndsOnlyThatConnection(t *testing.T) {
 	ln := listen(t)
-	log, logs := newLog()
-	panics := &counter{}
+	log, logs := netservetest.NewLogger()
+	panics := &netservetest.Counter{}
 	p := &netserve.Panics{Name: "inbound:test", Log: log, Count: panics}
 	go func() {
 		_ = netserve.Serve(ln, netserve.AcceptOptions{}, func(c net.Conn) {
@@ -215,7 +184,7 @@ func TestRecoverEndsOnlyThatConnection(t *testing.T) {
 	n, err := bad.Read(make([]byte, 1))
 	require.Zero(t, n)
 	require.ErrorIs(t, err, io.EOF, "the panicking connection is closed")
-	require.EqualValues(t, 1, panics.n.Load())
+	require.EqualValues(t, 1, panics.Load())
 	out := logs.String()
 	require.Contains(t, out, "recovered a panic")
 	require.Contains(t, out, "listener=inbound:test")
@@ -235,8 +204,8 @@ func TestRecoverEndsOnlyThatConnection(t *testing.T) {
 func explode() { panic("boom") }
 
 func TestRecoverHTTPFailsTheRequest(t *testing.T) {
-	log, logs := newLog()
-	panics := &counter{}
+	log, logs := netservetest.NewLogger()
+	panics := &netservetest.Counter{}
 	p := &netserve.Panics{Name: "admin", Log: log, Count: panics}
 	srv := netserve.HTTPServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		defer p.RecoverHTTP()
@@ -264,7 +233,7 @@ func TestRecoverHTTPFailsTheRequest(t *testing.T) {
 		_ = res.Body.Close()
 	}
 	require.Error(t, err)
-	require.EqualValues(t, 1, panics.n.Load(), "a deliberate abort is not counted")
+	require.EqualValues(t, 1, panics.Load(), "a deliberate abort is not counted")
 	require.Equal(t, 1, strings.Count(logs.String(), "recovered a panic"), logs.String())
 	res, err = c.Get("http://" + ln.Addr().String() + "/")
 	require.NoError(t, err)
