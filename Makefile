@@ -7,7 +7,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/kumametrics/mesh/pkg/version.Version=$(VERSION)
 GOTEST_FLAGS ?=
 
-.PHONY: build test lint test-deps bench fuzz demo generate clean
+.PHONY: build test lint test-deps k8s-bin bench fuzz demo generate clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
@@ -21,12 +21,24 @@ lint:
 test-deps:
 	./scripts/test-deps.sh
 
+# kube-apiserver, kube-controller-manager, kube-scheduler and kubectl built
+# from k8s.io/kubernetes (once per machine, cached outside git) and Debian's
+# etcd; the last line printed is their folder (envtest's KUBEBUILDER_ASSETS).
+k8s-bin:
+	@./scripts/k8s-tools.sh
+
 # Every test: lint, unit and integration tests (with the race detector),
 # Prometheus' own Kuma discovery against our control plane (test/interop, its
 # own module), then the end-to-end tests that run the built binaries and
 # Debian's Prometheus. CI=true turns a missing external program into a failure.
+# The allocation tests (names containing Alloc, plus TestLargeBodiesStreamed)
+# skip their assertions under -race, whose own allocations blur the counts:
+# they run once more without it.
+ALLOC_TESTS := Alloc|TestLargeBodiesStreamed
+
 test: lint test-deps
 	$(GO) test -race -count=1 $(GOTEST_FLAGS) $$($(GO) list ./... | grep -v /test/e2e)
+	$(GO) test -count=1 -run '$(ALLOC_TESTS)' $(GOTEST_FLAGS) ./pkg/...
 	cd test/interop && $(GO) test -count=1 $(GOTEST_FLAGS) ./...
 	CI=$${CI:-true} $(GO) test -count=1 -timeout 20m $(GOTEST_FLAGS) ./test/e2e/...
 

@@ -2,13 +2,14 @@
 // index, resources of every kind (get, list across pages, put with optional
 // optimistic concurrency, delete), dataplane overviews, service insights,
 // zones and token issuing, authenticated with a user token when one is given
-// (WithToken). Error answers become *Error values carrying the decoded error
+// (WithToken), over https with the TLS settings of WithTLSConfig. Error answers become *Error values carrying the decoded error
 // body.
 package apiclient
 
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -53,6 +54,20 @@ func WithHTTPClient(hc *http.Client) Option {
 		if hc != nil {
 			c.http = hc
 		}
+	}
+}
+
+// WithTLSConfig makes the client verify an https:// control plane (and
+// present a certificate) as cfg says, through a transport of its own in
+// place of the HTTP client's (nil changes nothing).
+func WithTLSConfig(cfg *tls.Config) Option {
+	return func(c *Client) {
+		if cfg == nil {
+			return
+		}
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = cfg
+		c.http = &http.Client{Transport: tr}
 	}
 }
 

@@ -488,7 +488,11 @@ func TestGenerateTokens(t *testing.T) {
 	c := f.client(t)
 	ctx := context.Background()
 
-	got, err := c.GenerateDataplaneToken(ctx, "default", "dp-1", 24*time.Hour)
+	got, err := c.GenerateDataplaneToken(ctx, apiclient.DataplaneTokenRequest{Mesh: "default", Name: "dp-1", ValidFor: 24 * time.Hour})
+	require.NoError(t, err)
+	require.Equal(t, "eyJh.eyJi.c2ln", got)
+	got, err = c.GenerateDataplaneToken(ctx, apiclient.DataplaneTokenRequest{Mesh: "default", Name: "dp-2",
+		Tags: map[string][]string{"kuma.io/service": {"backend", "backend-admin"}, "version": {"*"}}})
 	require.NoError(t, err)
 	require.Equal(t, "eyJh.eyJi.c2ln", got)
 	got, err = c.GenerateUserToken(ctx, "bob", []string{"dev", "ops"}, 0)
@@ -498,17 +502,18 @@ func TestGenerateTokens(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []string{
 		`{"mesh":"default","name":"dp-1","validFor":"24h0m0s"}`,
+		`{"mesh":"default","name":"dp-2","tags":{"kuma.io/service":["backend","backend-admin"],"version":["*"]}}`,
 		`{"name":"bob","groups":["dev","ops"]}`,
 		`{"name":"carol","validFor":"1h30m0s"}`,
 	}, bodies)
 
-	_, err = c.GenerateDataplaneToken(ctx, "", "dp-1", 0)
+	_, err = c.GenerateDataplaneToken(ctx, apiclient.DataplaneTokenRequest{Name: "dp-1"})
 	require.EqualError(t, err, "dataplane token: a mesh is required")
-	_, err = c.GenerateDataplaneToken(ctx, "default", "", 0)
+	_, err = c.GenerateDataplaneToken(ctx, apiclient.DataplaneTokenRequest{Mesh: "default"})
 	require.EqualError(t, err, "dataplane token: a dataplane name is required")
 	_, err = c.GenerateUserToken(ctx, "", nil, 0)
 	require.EqualError(t, err, "user token: a user name is required")
-	require.Len(t, bodies, 3, "invalid requests are not sent")
+	require.Len(t, bodies, 4, "invalid requests are not sent")
 }
 
 func TestGenerateTokenErrors(t *testing.T) {

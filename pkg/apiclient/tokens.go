@@ -11,21 +11,35 @@ import (
 	"time"
 )
 
+// DataplaneTokenRequest asks for a dataplane token.
+type DataplaneTokenRequest struct {
+	Mesh string
+	// Name is the Dataplane's name.
+	Name string
+	// Tags are the values the proxy's inbounds may carry, by tag key ("*":
+	// any value). Without tags the control plane takes the services of the
+	// stored Dataplane.
+	Tags map[string][]string
+	// ValidFor 0 asks for a token that never expires.
+	ValidFor time.Duration
+}
+
 // GenerateDataplaneToken asks for a token with which the proxy of the
-// Dataplane name in mesh may connect (`POST /tokens/dataplane`; admins only).
-// validFor 0 asks for a token that never expires.
-func (c *Client) GenerateDataplaneToken(ctx context.Context, mesh, name string, validFor time.Duration) (string, error) {
-	if mesh == "" {
+// Dataplane req.Name in req.Mesh may connect (`POST /tokens/dataplane`;
+// admins only).
+func (c *Client) GenerateDataplaneToken(ctx context.Context, req DataplaneTokenRequest) (string, error) {
+	if req.Mesh == "" {
 		return "", errors.New("dataplane token: a mesh is required")
 	}
-	if name == "" {
+	if req.Name == "" {
 		return "", errors.New("dataplane token: a dataplane name is required")
 	}
 	body := struct {
-		Mesh     string `json:"mesh"`
-		Name     string `json:"name"`
-		ValidFor string `json:"validFor,omitempty"`
-	}{Mesh: mesh, Name: name, ValidFor: durationOrEmpty(validFor)}
+		Mesh     string              `json:"mesh"`
+		Name     string              `json:"name"`
+		Tags     map[string][]string `json:"tags,omitempty"`
+		ValidFor string              `json:"validFor,omitempty"`
+	}{Mesh: req.Mesh, Name: req.Name, Tags: req.Tags, ValidFor: durationOrEmpty(req.ValidFor)}
 	return c.requestToken(ctx, "dataplane", body)
 }
 

@@ -34,12 +34,12 @@ type DataplaneOverview struct {
 	Status string `json:"status"`
 }
 
-// The insight types are the control plane's own (package insight).
+// The insight types are the control plane's own (package resource).
 type (
-	DataplaneInsight   = insight.DataplaneInsight
-	Subscription       = insight.Subscription
-	SubscriptionStatus = insight.SubStatus
-	Totals             = insight.Totals
+	DataplaneInsight   = resource.DataplaneInsightSpec
+	Subscription       = resource.Subscription
+	SubscriptionStatus = resource.SubStatus
+	Totals             = resource.Totals
 )
 
 // Service status values of a ServiceInsight.

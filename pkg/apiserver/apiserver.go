@@ -3,15 +3,18 @@
 // status, service insights and zones, with Kuma's JSON shapes and error bodies,
 // and token issuing, behind authentication and authorization.
 //
-// Every request is identified before routing: a bearer user token names its
-// user (an invalid or expired one is refused with 401 everywhere); without
-// one, a loopback caller is admin when Options.LocalhostIsAdmin is set, and
-// anyone else is anonymous. Reads of non-sensitive kinds and the overviews
+// Every request is identified before routing: over HTTPS, a client
+// certificate identical to one of Options.AdminClientCerts makes an admin
+// (any other presented certificate is refused with 401); a bearer user token
+// names its user (an invalid or expired one is refused with 401 everywhere);
+// without either, a loopback caller is admin when Options.LocalhostIsAdmin is
+// set, and anyone else is anonymous. Reads of non-sensitive kinds and the overviews
 // are Public; writes, sensitive kinds (secrets) and tokens are AdminOnly.
 package apiserver
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,7 +29,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/kumametrics/mesh/pkg/insight"
 	"github.com/kumametrics/mesh/pkg/manager"
 	"github.com/kumametrics/mesh/pkg/resource"
 	"github.com/kumametrics/mesh/pkg/store"
@@ -51,17 +53,15 @@ type Writer interface {
 	Delete(ctx context.Context, kind resource.Kind, key resource.Key, ifVersion int64) error
 }
 
-// Insights tells the live state of dataplanes.
-type Insights interface {
-	Get(key resource.Key) insight.DataplaneInsight
-}
-
 // Options configure a Server.
 type Options struct {
-	Reader     Reader
-	Writer     Writer
-	Insights   Insights
-	Log        *slog.Logger
+	// Reader reads resources, dataplane insights and control-plane
+	// heartbeats (the store).
+	Reader Reader
+	Writer Writer
+	Log    *slog.Logger
+	// Now is the clock that judges heartbeats (time.Now by default).
+	Now        func() time.Time
 	Registerer prometheus.Registerer
 	Version    string
 	InstanceID string
@@ -82,6 +82,15 @@ type Options struct {
 	// DefaultMaxErrorCauses); the rest are summed up in one last cause,
 	// "and K more".
 	MaxErrorCauses int
+	// AdminClientCerts are the certificates (apiServer.auth.clientCertsDir,
+	// see LoadClientCerts) that make an HTTPS client presenting one of them,
+	// byte for byte, an admin. Serve HTTPS with TLSConfig so that clients are
+	// asked for them.
+	AdminClientCerts []*x509.Certificate
+	// AllowUntaggedDataplaneTokens lets POST /tokens/dataplane issue a
+	// token without kuma.io/service (dpServer.authn.dpProxy.dpToken.allowUntaggedTokens:
+	// the dataplane server then accepts such tokens for any service).
+	AllowUntaggedDataplaneTokens bool
 }
 
 // DefaultMaxErrorCauses: enough to fix a resource in a few rounds, small
@@ -90,9 +99,10 @@ const DefaultMaxErrorCauses = 20
 
 // Server is the REST API.
 type Server struct {
-	opts    Options
-	mux     *http.ServeMux
-	metrics *metrics
+	opts        Options
+	mux         *http.ServeMux
+	metrics     *metrics
+	clientCerts clientCerts
 }
 
 // New builds the API; register its metrics on opts.Registerer (if set).
@@ -106,11 +116,14 @@ func New(opts Options) (*Server, error) {
 	if opts.MaxErrorCauses <= 0 {
 		opts.MaxErrorCauses = DefaultMaxErrorCauses
 	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
 	m, err := newMetrics(opts.Registerer)
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{opts: opts, mux: http.NewServeMux(), metrics: m}
+	s := &Server{opts: opts, mux: http.NewServeMux(), metrics: m, clientCerts: newClientCerts(opts.AdminClientCerts)}
 	s.routes()
 	return s, nil
 }
@@ -164,20 +177,20 @@ func (s *Server) routes() {
 		if d.Sensitive {
 			read = AdminOnly
 		}
+		item := "/" + d.Plural + "/{name}"
 		if d.Scoped {
-			item := "/meshes/{mesh}/" + d.Plural + "/{name}"
-			s.handle("GET "+item, read, s.get(d))
-			s.handle("PUT "+item, AdminOnly, s.put(d))
-			s.handle("DELETE "+item, AdminOnly, s.delete(d))
+			item = "/meshes/{mesh}" + item
 			s.handle("GET /meshes/{mesh}/"+d.Plural, read, s.list(d))
-			s.handle("GET /"+d.Plural, read, s.list(d))
+		}
+		s.handle("GET "+item, read, s.get(d))
+		s.handle("GET /"+d.Plural, read, s.list(d))
+		if d.ReadOnly {
+			s.handle("PUT "+item, Public, readOnly(d))
+			s.handle("DELETE "+item, Public, readOnly(d))
 			continue
 		}
-		item := "/" + d.Plural + "/{name}"
-		s.handle("GET "+item, read, s.get(d))
 		s.handle("PUT "+item, AdminOnly, s.put(d))
 		s.handle("DELETE "+item, AdminOnly, s.delete(d))
-		s.handle("GET /"+d.Plural, read, s.list(d))
 	}
 	s.handle("GET /meshes/{mesh}/dataplanes+insights", Public, s.dataplaneOverviews)
 	s.handle("GET /meshes/{mesh}/dataplanes+insights/{name}", Public, s.dataplaneOverview)
@@ -189,6 +202,15 @@ func (s *Server) routes() {
 	s.handle("/", Public, func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "Not found", fmt.Sprintf("no endpoint %s %s", r.Method, r.URL.Path), nil)
 	})
+}
+
+// readOnly answers writes of a kind the control plane keeps itself.
+func readOnly(d resource.Descriptor) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", "GET")
+		writeError(w, http.StatusMethodNotAllowed, "Method not allowed",
+			fmt.Sprintf("%s resources are written by the control plane only; they can be read, not %s", d.Kind, strings.ToLower(r.Method)), nil)
+	}
 }
 
 func (s *Server) index(w http.ResponseWriter, r *http.Request) {

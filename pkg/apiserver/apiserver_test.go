@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,10 +25,11 @@ import (
 )
 
 type env struct {
-	srv      *httptest.Server
-	store    store.Store
-	insights *insight.Registry
-	reg      *prometheus.Registry
+	srv   *httptest.Server
+	store store.Store
+	reg   *prometheus.Registry
+	// now is the API's clock.
+	now atomic.Pointer[time.Time]
 }
 
 func newEnv(t *testing.T) *env {
@@ -42,16 +44,19 @@ func newEnvWith(t *testing.T, configure func(*apiserver.Options)) *env {
 	mgr := manager.New(st, nil)
 	require.NoError(t, mgr.EnsureDefaultMesh(context.Background()))
 	reg := prometheus.NewRegistry()
-	ins := insight.NewRegistry()
-	opts := apiserver.Options{Reader: st, Writer: mgr, Insights: ins, Registerer: reg, Version: "1.2.3", InstanceID: "cp-1"}
+	e := &env{store: st, reg: reg}
+	now := time.Now()
+	e.now.Store(&now)
+	opts := apiserver.Options{Reader: st, Writer: mgr, Registerer: reg, Version: "1.2.3", InstanceID: "cp-1",
+		Now: func() time.Time { return *e.now.Load() }}
 	if configure != nil {
 		configure(&opts)
 	}
 	api, err := apiserver.New(opts)
 	require.NoError(t, err)
-	srv := httptest.NewServer(api)
-	t.Cleanup(srv.Close)
-	return &env{srv: srv, store: st, insights: ins, reg: reg}
+	e.srv = httptest.NewServer(api)
+	t.Cleanup(e.srv.Close)
+	return e
 }
 
 type response struct {
@@ -309,10 +314,10 @@ func TestInsights(t *testing.T) {
 		require.Equal(t, 201, e.do(t, "PUT", "/meshes/default/dataplanes/"+name, body).status)
 	}
 	type overview struct {
-		Name             string                   `json:"name"`
-		Status           string                   `json:"status"`
-		Dataplane        resource.DataplaneSpec   `json:"dataplane"`
-		DataplaneInsight insight.DataplaneInsight `json:"dataplaneInsight"`
+		Name             string                        `json:"name"`
+		Status           string                        `json:"status"`
+		Dataplane        resource.DataplaneSpec        `json:"dataplane"`
+		DataplaneInsight resource.DataplaneInsightSpec `json:"dataplaneInsight"`
 	}
 	type list[T any] struct {
 		Total int `json:"total"`
@@ -325,10 +330,17 @@ func TestInsights(t *testing.T) {
 		require.Equal(t, "127.0.0.2", o.Dataplane.Networking.Address)
 	}
 
-	e.insights.Connect(resource.Key{Mesh: "default", Name: "b1"}, insight.Subscription{ID: "s1", ConnectTime: time.Now()})
+	// b1's proxy connects to control plane cp-1, whose heartbeat is fresh.
+	now := *e.now.Load()
+	require.NoError(t, e.store.Upsert(t.Context(), resource.New("", "cp-1", &resource.ControlPlaneInstanceSpec{StartTime: now, HeartbeatTime: now})))
+	require.NoError(t, e.store.Upsert(t.Context(), resource.New("default", "b1", &resource.DataplaneInsightSpec{Subscriptions: []resource.Subscription{
+		{ID: "s1", ControlPlaneInstanceID: "cp-1", ConnectTime: now.Add(-time.Minute).UTC()},
+	}})))
 	ov = decode[list[overview]](t, e.do(t, "GET", "/meshes/default/dataplanes+insights", "").body)
 	require.Equal(t, "Online", ov.Items[0].Status)
 	require.Len(t, ov.Items[0].DataplaneInsight.Subscriptions, 1)
+	one := decode[overview](t, e.do(t, "GET", "/meshes/default/dataplanes+insights/b1", "").body)
+	require.Equal(t, "Online", one.Status)
 
 	type svc struct {
 		Name       string         `json:"name"`
@@ -340,6 +352,61 @@ func TestInsights(t *testing.T) {
 		{Name: "backend", Status: "partially_degraded", Dataplanes: map[string]int{"online": 1, "offline": 1, "total": 2}},
 		{Name: "frontend", Status: "offline", Dataplanes: map[string]int{"online": 0, "offline": 1, "total": 1}},
 	}, si.Items)
+
+	// cp-1 stops renewing its heartbeat (it was killed): once the heartbeat
+	// is older than the timeout its proxies read offline, though nobody
+	// wrote a disconnect.
+	later := now.Add(insight.HeartbeatTimeout - time.Second)
+	e.now.Store(&later)
+	require.Equal(t, "Online", decode[overview](t, e.do(t, "GET", "/meshes/default/dataplanes+insights/b1", "").body).Status)
+	later = now.Add(insight.HeartbeatTimeout)
+	e.now.Store(&later)
+	require.Equal(t, "Offline", decode[overview](t, e.do(t, "GET", "/meshes/default/dataplanes+insights/b1", "").body).Status)
+	si = decode[list[svc]](t, e.do(t, "GET", "/meshes/default/service-insights", "").body)
+	require.Equal(t, map[string]int{"online": 0, "offline": 2, "total": 2}, si.Items[0].Dataplanes)
+}
+
+func TestInsightKindsAreReadOnly(t *testing.T) {
+	e := newEnv(t)
+	require.Equal(t, 201, e.do(t, "PUT", "/meshes/default/dataplanes/dp-1", dataplane).status)
+	at := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
+	require.NoError(t, e.store.Upsert(t.Context(), resource.New("default", "dp-1", &resource.DataplaneInsightSpec{Subscriptions: []resource.Subscription{
+		{ID: "s1", ControlPlaneInstanceID: "cp-1", ConnectTime: at, Status: resource.SubStatus{Total: resource.Totals{ResponsesSent: 3, ResponsesAcknowledged: 2}}},
+	}})))
+	require.NoError(t, e.store.Upsert(t.Context(), resource.New("", "cp-1", &resource.ControlPlaneInstanceSpec{StartTime: at, HeartbeatTime: at})))
+
+	r := e.do(t, "GET", "/meshes/default/dataplane-insights/dp-1", "")
+	require.Equal(t, 200, r.status, string(r.body))
+	var got map[string]any
+	require.NoError(t, json.Unmarshal(r.body, &got))
+	require.Equal(t, "DataplaneInsight", got["type"])
+	require.Equal(t, "default", got["mesh"])
+	require.Equal(t, "dp-1", got["name"])
+	require.Equal(t, []any{map[string]any{
+		"id": "s1", "controlPlaneInstanceId": "cp-1", "connectTime": "2026-12-06T10:00:00Z",
+		"status": map[string]any{"total": map[string]any{"responsesSent": 3.0, "responsesAcknowledged": 2.0, "responsesRejected": 0.0}},
+	}}, got["subscriptions"])
+	require.Equal(t, 1, decode[struct {
+		Total int `json:"total"`
+	}](t, e.do(t, "GET", "/meshes/default/dataplane-insights", "").body).Total)
+	require.Equal(t, 200, e.do(t, "GET", "/control-plane-instances/cp-1", "").status)
+
+	// Nobody writes them through the API, admins included.
+	for _, req := range [][2]string{
+		{"PUT", "/meshes/default/dataplane-insights/dp-1"}, {"DELETE", "/meshes/default/dataplane-insights/dp-1"},
+		{"PUT", "/meshes/default/dataplane-insights/new"}, {"PUT", "/control-plane-instances/cp-1"}, {"DELETE", "/control-plane-instances/cp-1"},
+	} {
+		r := e.do(t, req[0], req[1], `{"type":"DataplaneInsight","mesh":"default","name":"new","subscriptions":[]}`)
+		require.Equal(t, 405, r.status, "%s %s", req[0], req[1])
+		require.Contains(t, decode[errorBody](t, r.body).Details, "written by the control plane only")
+	}
+	stored, err := e.store.Get(t.Context(), resource.KindDataplaneInsight, resource.Key{Mesh: "default", Name: "dp-1"})
+	require.NoError(t, err)
+	require.Equal(t, int64(1), stored.Meta.Version, "untouched")
+
+	// Deleting the Dataplane deletes its insight.
+	require.Equal(t, 200, e.do(t, "DELETE", "/meshes/default/dataplanes/dp-1", "").status)
+	require.Equal(t, 404, e.do(t, "GET", "/meshes/default/dataplane-insights/dp-1", "").status)
 }
 
 func TestRequestDurationMetric(t *testing.T) {

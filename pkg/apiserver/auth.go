@@ -4,11 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
-	"net/netip"
 	"time"
 
+	"github.com/kumametrics/mesh/internal/loopback"
 	"github.com/kumametrics/mesh/pkg/authn"
 )
 
@@ -16,7 +15,7 @@ import (
 type Tokens interface {
 	VerifyUser(token string) (authn.User, error)
 	IssueUser(name string, groups []string, validFor time.Duration) (string, error)
-	IssueDataplane(mesh, name string, validFor time.Duration) (string, error)
+	IssueDataplane(mesh, name string, tags map[string][]string, validFor time.Duration) (string, error)
 }
 
 var _ Tokens = (*authn.Issuer)(nil)
@@ -55,15 +54,28 @@ func UserFrom(ctx context.Context) (u authn.User, ok bool) {
 	return c.user, true
 }
 
-// identify finds who sends r: the user of its bearer token; without an
-// Authorization header, an admin when it comes from a loopback address and
-// those are admin, anonymous otherwise. A header that is not a valid bearer
-// token is refused rather than ignored, so that a client learns at once that
-// its credentials do not work.
+// identify finds who sends r: an admin when it presented one of the admin
+// client certificates over TLS; else the user of its bearer token; without
+// an Authorization header, an admin when it comes from a loopback address and
+// those are admin, anonymous otherwise. Credentials that do not verify (a
+// header that is not a valid bearer token, a client certificate that is not
+// an admin's) are refused rather than ignored, so that a client learns at
+// once that they do not work.
 func (s *Server) identify(r *http.Request) caller {
+	var certUser *authn.User
+	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+		u, err := s.clientCerts.user(r.TLS.PeerCertificates[0])
+		if err != nil {
+			return caller{err: err}
+		}
+		certUser = &u
+	}
 	h := r.Header.Get("Authorization")
 	if h == "" {
-		if s.loopbackIsAdmin() && isLoopback(r.RemoteAddr) {
+		switch {
+		case certUser != nil:
+			return caller{user: *certUser}
+		case s.loopbackIsAdmin() && loopback.IsAddr(r.RemoteAddr):
 			return caller{user: authn.LocalhostAdmin()}
 		}
 		return caller{user: authn.Anonymous()}
@@ -79,26 +91,16 @@ func (s *Server) identify(r *http.Request) caller {
 	if err != nil {
 		return caller{err: fmt.Errorf("the user token was refused: %w", err)}
 	}
+	if certUser != nil {
+		// Both verified: the certificate makes an admin, which no token exceeds.
+		return caller{user: *certUser}
+	}
 	return caller{user: u}
 }
 
 // loopbackIsAdmin: without Tokens nobody could ever be admin, so loopback
 // callers are admin whatever LocalhostIsAdmin says.
 func (s *Server) loopbackIsAdmin() bool { return s.opts.Tokens == nil || s.opts.LocalhostIsAdmin }
-
-// isLoopback tells whether a RemoteAddr (host:port) is in 127.0.0.0/8 or ::1
-// (an IPv4-mapped IPv6 form included).
-func isLoopback(remoteAddr string) bool {
-	host, _, err := net.SplitHostPort(remoteAddr)
-	if err != nil {
-		return false
-	}
-	ip, err := netip.ParseAddr(host)
-	if err != nil {
-		return false
-	}
-	return ip.Unmap().IsLoopback()
-}
 
 // RequireAdmin wraps h so that only admins reach it: anonymous callers get
 // 401, other users 403, in the API's error body. It relies on the Server

@@ -15,7 +15,6 @@ import (
 
 	"github.com/kumametrics/mesh/pkg/apiserver"
 	"github.com/kumametrics/mesh/pkg/authn"
-	"github.com/kumametrics/mesh/pkg/insight"
 	"github.com/kumametrics/mesh/pkg/manager"
 	"github.com/kumametrics/mesh/pkg/resource"
 	"github.com/kumametrics/mesh/pkg/store/memory"
@@ -31,6 +30,8 @@ const (
 type authEnv struct {
 	api    *apiserver.Server
 	issuer *authn.Issuer
+	st     *memory.Store
+	mgr    *manager.Manager
 	// tokens by identity name.
 	admin, user, expired, forged string
 }
@@ -47,10 +48,10 @@ func newAuthEnv(t *testing.T, localhostIsAdmin bool) *authEnv {
 	dir := t.TempDir()
 	iss, err := authn.Load(dir, nil)
 	require.NoError(t, err)
-	api, err := apiserver.New(apiserver.Options{Reader: st, Writer: mgr, Insights: insight.NewRegistry(), Tokens: iss, LocalhostIsAdmin: localhostIsAdmin})
+	api, err := apiserver.New(apiserver.Options{Reader: st, Writer: mgr, Tokens: iss, LocalhostIsAdmin: localhostIsAdmin})
 	require.NoError(t, err)
 
-	e := &authEnv{api: api, issuer: iss}
+	e := &authEnv{api: api, issuer: iss, st: st, mgr: mgr}
 	admin, err := os.ReadFile(filepath.Join(dir, authn.AdminTokenFile))
 	require.NoError(t, err)
 	e.admin = strings.TrimSpace(string(admin))
@@ -97,7 +98,7 @@ func TestAuthorization(t *testing.T) {
 		{"write secret", "PUT", "/meshes/default/secrets/s2", secret},
 		{"list secrets of a mesh", "GET", "/meshes/default/secrets", ""},
 		{"list secrets", "GET", "/secrets", ""},
-		{"dataplane token", "POST", "/tokens/dataplane", `{"mesh":"default","name":"dp-1"}`},
+		{"dataplane token", "POST", "/tokens/dataplane", `{"mesh":"default","name":"dp-1","tags":{"kuma.io/service":["*"]}}`},
 		{"user token", "POST", "/tokens/user", `{"name":"bob","groups":["dev"]}`},
 	}
 	// What an admin gets on each route.
@@ -212,7 +213,7 @@ func TestRefusalBodies(t *testing.T) {
 
 func TestTokenEndpoints(t *testing.T) {
 	e := newAuthEnv(t, true)
-	res := e.do(t, remoteAddr, e.admin, "POST", "/tokens/dataplane", `{"mesh":"default","name":"dp-1","validFor":"24h"}`)
+	res := e.do(t, remoteAddr, e.admin, "POST", "/tokens/dataplane", `{"mesh":"default","name":"dp-1","tags":{"kuma.io/service":["backend","backend-admin"],"version":["*"]},"validFor":"24h"}`)
 	require.Equal(t, 200, res.status, string(res.body))
 	require.Equal(t, "text/plain; charset=utf-8", res.header.Get("Content-Type"))
 	require.Equal(t, "no-store", res.header.Get("Cache-Control"))
@@ -220,6 +221,7 @@ func TestTokenEndpoints(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "default", id.Mesh)
 	require.Equal(t, "dp-1", id.Name)
+	require.Equal(t, map[string][]string{"kuma.io/service": {"backend", "backend-admin"}, "version": {"*"}}, id.Tags)
 	require.WithinDuration(t, time.Now().Add(24*time.Hour), id.ExpiresAt, time.Minute)
 
 	res = e.do(t, loopbackAddr, "", "POST", "/tokens/user", `{"name":"bob","groups":["dev","mesh-system:admin"]}`)
@@ -242,10 +244,18 @@ func TestTokenEndpointsRefuseBadBodies(t *testing.T) {
 		name, path, body string
 		field, msg       string
 	}{
-		{name: "no mesh", path: "/tokens/dataplane", body: `{"name":"dp-1"}`, field: "mesh", msg: "must not be empty"},
-		{name: "no name", path: "/tokens/dataplane", body: `{"mesh":"default"}`, field: "name", msg: "must not be empty"},
+		{name: "no mesh", path: "/tokens/dataplane", body: `{"name":"dp-1","tags":{"kuma.io/service":["a"]}}`, field: "mesh", msg: "must not be empty"},
+		{name: "no name", path: "/tokens/dataplane", body: `{"mesh":"default","tags":{"kuma.io/service":["a"]}}`, field: "name", msg: "must not be empty"},
 		{name: "unknown field", path: "/tokens/dataplane", body: `{"mesh":"default","name":"dp-1","validfor":"1h"}`, field: "validfor", msg: "unknown field"},
-		{name: "validFor not a duration", path: "/tokens/dataplane", body: `{"mesh":"default","name":"dp-1","validFor":"a day"}`, field: "validFor", msg: `must be a duration such as 24h or 30m, got "a day"`},
+		{name: "validFor not a duration", path: "/tokens/dataplane", body: `{"mesh":"default","name":"dp-1","tags":{"kuma.io/service":["a"]},"validFor":"a day"}`, field: "validFor", msg: `must be a duration such as 24h or 30m, got "a day"`},
+		{name: "no tags and no stored dataplane", path: "/tokens/dataplane", body: `{"mesh":"default","name":"dp-1"}`, field: "tags",
+			msg: `no Dataplane "dp-1" is stored in mesh "default" to take its services from: name the services its proxy may serve, such as {"kuma.io/service":["backend"]} (kumactl generate dataplane-token --tag kuma.io/service=backend), or ["*"] for any service`},
+		{name: "tags without the service", path: "/tokens/dataplane", body: `{"mesh":"default","name":"dp-1","tags":{"version":["v1"]}}`, field: "tags", msg: `must include "kuma.io/service"`},
+		{name: "tag without values", path: "/tokens/dataplane", body: `{"mesh":"default","name":"dp-1","tags":{"kuma.io/service":[]}}`, field: `tags["kuma.io/service"]`, msg: "must list at least one value"},
+		{name: "tag value invalid", path: "/tokens/dataplane", body: `{"mesh":"default","name":"dp-1","tags":{"kuma.io/service":["a","b c"]}}`, field: `tags["kuma.io/service"][1]`, msg: "tag value must consist of"},
+		{name: "tag name invalid", path: "/tokens/dataplane", body: `{"mesh":"default","name":"dp-1","tags":{"kuma.io/service":["a"],"a b":["x"]}}`, field: `tags["a b"]`, msg: "tag name must consist of"},
+		{name: "wildcard with others", path: "/tokens/dataplane", body: `{"mesh":"default","name":"dp-1","tags":{"kuma.io/service":["a","*"]}}`, field: `tags["kuma.io/service"][1]`, msg: `"*" allows any value and cannot be listed with others`},
+		{name: "tag values not a list", path: "/tokens/dataplane", body: `{"mesh":"default","name":"dp-1","tags":{"kuma.io/service":"a"}}`, field: `tags["kuma.io/service"]`, msg: "must be a list"},
 		{name: "validFor negative", path: "/tokens/user", body: `{"name":"bob","validFor":"-1h"}`, field: "validFor", msg: "must not be negative"},
 		{name: "validFor a number", path: "/tokens/user", body: `{"name":"bob","validFor":3600}`, field: "validFor", msg: "must be a string"},
 		{name: "groups not a list", path: "/tokens/user", body: `{"name":"bob","groups":"dev"}`, field: "groups", msg: "must be a list"},
@@ -307,7 +317,7 @@ func TestWithoutTokens(t *testing.T) {
 	st := memory.New()
 	mgr := manager.New(st, nil)
 	require.NoError(t, mgr.EnsureDefaultMesh(context.Background()))
-	api, err := apiserver.New(apiserver.Options{Reader: st, Writer: mgr, Insights: insight.NewRegistry()})
+	api, err := apiserver.New(apiserver.Options{Reader: st, Writer: mgr})
 	require.NoError(t, err)
 	e := &authEnv{api: api}
 	require.Equal(t, 200, e.do(t, loopbackAddr, "", "PUT", "/meshes/default", meshWithMetrics).status, "loopback is admin")
@@ -319,4 +329,37 @@ func TestWithoutTokens(t *testing.T) {
 	res = e.do(t, loopbackAddr, "", "POST", "/tokens/user", `{"name":"bob"}`)
 	require.Equal(t, 501, res.status)
 	require.Contains(t, string(res.body), "issues no tokens")
+}
+
+// TestDataplaneTokenTakesTheStoredServices: without tags, the token allows
+// the services of the stored Dataplane; with the control plane's opt-out an
+// untagged token is issued when none is stored.
+func TestDataplaneTokenTakesTheStoredServices(t *testing.T) {
+	e := newAuthEnv(t, true)
+	dp, err := resource.DecodeJSON([]byte(`{"type":"Dataplane","mesh":"default","name":"backend-1","networking":{"address":"127.0.0.3","inbound":[
+		{"port":8080,"tags":{"kuma.io/service":"backend","version":"v1"}},{"port":8081,"tags":{"kuma.io/service":"backend-admin"}}]}}`))
+	require.NoError(t, err)
+	_, err = e.mgr.Apply(t.Context(), dp, 0)
+	require.NoError(t, err)
+	res := e.do(t, loopbackAddr, "", "POST", "/tokens/dataplane", `{"mesh":"default","name":"backend-1"}`)
+	require.Equal(t, 200, res.status, string(res.body))
+	id, err := e.issuer.VerifyDataplaneFor(string(res.body), "default", "backend-1")
+	require.NoError(t, err)
+	require.Equal(t, map[string][]string{"kuma.io/service": {"backend", "backend-admin"}}, id.Tags)
+
+	// The opt-out: untagged tokens, and tags without kuma.io/service.
+	api, err := apiserver.New(apiserver.Options{Reader: e.st, Writer: e.mgr, Tokens: e.issuer,
+		LocalhostIsAdmin: true, AllowUntaggedDataplaneTokens: true})
+	require.NoError(t, err)
+	e.api = api
+	res = e.do(t, loopbackAddr, "", "POST", "/tokens/dataplane", `{"mesh":"default","name":"nowhere-1"}`)
+	require.Equal(t, 200, res.status, string(res.body))
+	id, err = e.issuer.VerifyDataplane(string(res.body))
+	require.NoError(t, err)
+	require.Nil(t, id.Tags)
+	res = e.do(t, loopbackAddr, "", "POST", "/tokens/dataplane", `{"mesh":"default","name":"nowhere-1","tags":{"version":["v1"]}}`)
+	require.Equal(t, 200, res.status, string(res.body))
+	id, err = e.issuer.VerifyDataplane(string(res.body))
+	require.NoError(t, err)
+	require.Equal(t, map[string][]string{"version": {"v1"}}, id.Tags)
 }

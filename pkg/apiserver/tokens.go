@@ -2,21 +2,30 @@ package apiserver
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/kumametrics/mesh/pkg/authn"
 	"github.com/kumametrics/mesh/pkg/resource"
+	"github.com/kumametrics/mesh/pkg/store"
 	"github.com/kumametrics/mesh/pkg/strictjson"
 )
 
 // dataplaneTokenRequest is the body of POST /tokens/dataplane.
 type dataplaneTokenRequest struct {
-	Mesh     string `json:"mesh"`
-	Name     string `json:"name"`
-	ValidFor string `json:"validFor"`
+	Mesh string `json:"mesh"`
+	Name string `json:"name"`
+	// Tags are the values the proxy's inbounds may carry, by tag key ("*":
+	// any value); kuma.io/service is required unless the control plane
+	// accepts untagged tokens. Without tags the services of the stored
+	// Dataplane mesh/name are taken.
+	Tags     map[string][]string `json:"tags"`
+	ValidFor string              `json:"validFor"`
 }
 
 // userTokenRequest is the body of POST /tokens/user.
@@ -36,18 +45,74 @@ func (s *Server) dataplaneToken(w http.ResponseWriter, r *http.Request) {
 	var causes []resource.Cause
 	causes = requireText(causes, "mesh", req.Mesh)
 	causes = requireText(causes, "name", req.Name)
+	causes = s.checkTokenTags(causes, req.Tags)
 	validFor, causes := validity(causes, req.ValidFor)
 	if len(causes) > 0 {
 		s.invalid(w, tokenErrorTitle, "Request is not valid", causes)
 		return
 	}
-	token, err := s.opts.Tokens.IssueDataplane(req.Mesh, req.Name, validFor)
+	tags, from := req.Tags, "request"
+	if len(tags) == 0 {
+		dp, err := s.opts.Reader.Get(r.Context(), resource.KindDataplane, resource.Key{Mesh: req.Mesh, Name: req.Name})
+		switch {
+		case err == nil && len(dp.Dataplane().Services()) > 0:
+			tags, from = map[string][]string{resource.ServiceTag: dp.Dataplane().Services()}, "stored Dataplane"
+		case err != nil && !errors.Is(err, store.ErrNotFound):
+			s.storeError(w, err)
+			return
+		case !s.opts.AllowUntaggedDataplaneTokens:
+			writeError(w, http.StatusBadRequest, tokenErrorTitle, "Request is not valid", []resource.Cause{{Field: "tags", Message: fmt.Sprintf(
+				"no Dataplane %q is stored in mesh %q to take its services from: name the services its proxy may serve, "+
+					`such as {"kuma.io/service":["backend"]} (kumactl generate dataplane-token --tag kuma.io/service=backend), or ["*"] for any service`,
+				clip(req.Name), clip(req.Mesh))}})
+			return
+		default:
+			from = "none: the control plane accepts untagged tokens"
+		}
+	}
+	token, err := s.opts.Tokens.IssueDataplane(req.Mesh, req.Name, tags, validFor)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, tokenErrorTitle, err.Error(), nil)
 		return
 	}
-	s.opts.Log.Info("issued a dataplane token", "mesh", req.Mesh, "dataplane", req.Name, "valid_for", validFor.String(), "by", who(r))
+	s.opts.Log.Info("issued a dataplane token", "mesh", req.Mesh, "dataplane", req.Name, "tags", tags, "tags_from", from,
+		"valid_for", validFor.String(), "by", who(r))
 	writeToken(w, token)
+}
+
+// checkTokenTags validates the tags of a dataplane token request.
+func (s *Server) checkTokenTags(causes []resource.Cause, tags map[string][]string) []resource.Cause {
+	if len(tags) == 0 {
+		return causes
+	}
+	keys := make([]string, 0, len(tags))
+	for k := range tags {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		field := fmt.Sprintf("tags[%q]", clip(k))
+		if !resource.ValidTagKey(k) {
+			causes = append(causes, resource.Cause{Field: field, Message: resource.TagKeyMessage})
+		}
+		vs := tags[k]
+		if len(vs) == 0 {
+			causes = append(causes, resource.Cause{Field: field, Message: `must list at least one value ("*" allows any)`})
+		}
+		for i, v := range vs {
+			vf := field + "[" + strconv.Itoa(i) + "]"
+			switch {
+			case v == authn.AnyValue && len(vs) > 1:
+				causes = append(causes, resource.Cause{Field: vf, Message: `"*" allows any value and cannot be listed with others`})
+			case v != authn.AnyValue && !resource.ValidTagValue(v):
+				causes = append(causes, resource.Cause{Field: vf, Message: resource.TagValueMessage})
+			}
+		}
+	}
+	if _, ok := tags[resource.ServiceTag]; !ok && !s.opts.AllowUntaggedDataplaneTokens {
+		causes = append(causes, resource.Cause{Field: "tags", Message: `must include "kuma.io/service": the services the proxy may serve, or ["*"] for any`})
+	}
+	return causes
 }
 
 func (s *Server) userToken(w http.ResponseWriter, r *http.Request) {

@@ -85,6 +85,9 @@ type DataplaneIdentity struct {
 	Mesh string
 	// Name is the Dataplane's name.
 	Name string
+	// Tags are the tag values the proxy may carry on its inbounds, by tag
+	// key (see CheckInbounds); nil for a token issued without tags.
+	Tags map[string][]string
 	// ID is the token's jti.
 	ID string
 	// ExpiresAt is the token's exp; zero when it never expires.
@@ -261,20 +264,26 @@ func (i *Issuer) IssueUser(name string, groups []string, validFor time.Duration)
 	return sign(i.userKey, c)
 }
 
-// IssueDataplane returns a dataplane token for the Dataplane name in mesh.
-// validFor 0 means the token never expires.
-func (i *Issuer) IssueDataplane(mesh, name string, validFor time.Duration) (string, error) {
+// IssueDataplane returns a dataplane token for the Dataplane name in mesh
+// whose inbounds may carry the given tag values (see CheckInbounds; nil or
+// empty: a token without tags, which the dataplane server refuses unless
+// configured otherwise). validFor 0 means the token never expires.
+func (i *Issuer) IssueDataplane(mesh, name string, tags map[string][]string, validFor time.Duration) (string, error) {
 	if err := checkText("mesh", mesh); err != nil {
 		return "", err
 	}
 	if err := checkText("dataplane name", name); err != nil {
 		return "", err
 	}
+	normalized, err := NormalizeTags(tags)
+	if err != nil {
+		return "", err
+	}
 	c, err := i.baseClaims(validFor)
 	if err != nil {
 		return "", err
 	}
-	c.Typ, c.Mesh, c.Name = dataplaneType, mesh, name
+	c.Typ, c.Mesh, c.Name, c.Tags = dataplaneType, mesh, name, normalized
 	return sign(i.dpKey, c)
 }
 
@@ -346,13 +355,22 @@ func (i *Issuer) VerifyDataplane(token string) (DataplaneIdentity, error) {
 	if err != nil {
 		return DataplaneIdentity{}, err
 	}
+	return dataplaneIdentity(c)
+}
+
+// dataplaneIdentity checks the claims of a dataplane token.
+func dataplaneIdentity(c claims) (DataplaneIdentity, error) {
 	if c.Typ != dataplaneType {
 		return DataplaneIdentity{}, invalid("not a dataplane token")
 	}
 	if c.Mesh == "" || c.Name == "" {
 		return DataplaneIdentity{}, invalid("the token names no dataplane")
 	}
-	return DataplaneIdentity{Mesh: c.Mesh, Name: c.Name, ID: c.Jti, ExpiresAt: unixOrZero(c.Exp)}, nil
+	tags, err := NormalizeTags(c.Tags)
+	if err != nil {
+		return DataplaneIdentity{}, invalid("its tags: %s", err.Error())
+	}
+	return DataplaneIdentity{Mesh: c.Mesh, Name: c.Name, Tags: tags, ID: c.Jti, ExpiresAt: unixOrZero(c.Exp)}, nil
 }
 
 // ErrWrongDataplane is in the chain of VerifyDataplaneFor's error for a valid

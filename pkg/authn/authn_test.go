@@ -99,7 +99,7 @@ func TestUserTokenRoundTrip(t *testing.T) {
 
 func TestDataplaneTokenRoundTrip(t *testing.T) {
 	iss, _ := newIssuer(t)
-	token, err := iss.IssueDataplane("default", "backend-1", 24*time.Hour)
+	token, err := iss.IssueDataplane("default", "backend-1", nil, 24*time.Hour)
 	require.NoError(t, err)
 	_, payload, _ := parts(t, token)
 	require.Equal(t, "dataplane", payload["typ"])
@@ -138,8 +138,8 @@ func TestIssueRefusesBadInput(t *testing.T) {
 		{"empty group", func() (string, error) { return iss.IssueUser("a", []string{""}, 0) }, "a group is required"},
 		{"control character", func() (string, error) { return iss.IssueUser("a\nb", nil, 0) }, "control characters"},
 		{"negative validity", func() (string, error) { return iss.IssueUser("a", nil, -time.Second) }, "must not be negative"},
-		{"no mesh", func() (string, error) { return iss.IssueDataplane("", "dp", 0) }, "a mesh is required"},
-		{"no dataplane name", func() (string, error) { return iss.IssueDataplane("m", "", 0) }, "a dataplane name is required"},
+		{"no mesh", func() (string, error) { return iss.IssueDataplane("", "dp", nil, 0) }, "a mesh is required"},
+		{"no dataplane name", func() (string, error) { return iss.IssueDataplane("m", "", nil, 0) }, "a dataplane name is required"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := tc.issue()
@@ -155,7 +155,7 @@ func TestVerifyRefusesBadTokens(t *testing.T) {
 	userKey, dpKey := bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32)
 	good, err := iss.IssueUser("alice", []string{"dev"}, time.Hour)
 	require.NoError(t, err)
-	dpToken, err := iss.IssueDataplane("default", "dp-1", 0)
+	dpToken, err := iss.IssueDataplane("default", "dp-1", nil, 0)
 	require.NoError(t, err)
 	p := strings.Split(good, ".")
 	payload, err := b64.DecodeString(p[1])
@@ -272,7 +272,7 @@ func TestLoadCreatesAndReusesKeys(t *testing.T) {
 	require.True(t, u.IsAdmin())
 	require.True(t, u.ExpiresAt.IsZero(), "the admin token never expires")
 
-	dpToken, err := iss.IssueDataplane("default", "dp-1", 0)
+	dpToken, err := iss.IssueDataplane("default", "dp-1", nil, 0)
 	require.NoError(t, err)
 
 	// A restart reuses the keys: earlier tokens still verify, and the admin
@@ -370,7 +370,7 @@ func FuzzVerify(f *testing.F) {
 		f.Fatal(err)
 	}
 	good, _ := iss.IssueUser("alice", []string{"dev"}, time.Hour)
-	dp, _ := iss.IssueDataplane("m", "n", 0)
+	dp, _ := iss.IssueDataplane("m", "n", map[string][]string{"kuma.io/service": {"a", "b"}}, 0)
 	for _, s := range []string{good, dp, "", ".", "..", "a.b.c", good + "x", strings.ToUpper(good)} {
 		f.Add(s)
 	}
@@ -382,4 +382,132 @@ func FuzzVerify(f *testing.F) {
 			t.Fatalf("a verified dataplane token without a dataplane")
 		}
 	})
+}
+
+func TestDataplaneTokenTags(t *testing.T) {
+	iss, _ := newIssuer(t)
+	token, err := iss.IssueDataplane("default", "frontend-1", map[string][]string{
+		"kuma.io/service": {"frontend", "frontend-admin", "frontend"},
+		"version":         {"v2", "v1"},
+	}, 0)
+	require.NoError(t, err)
+	_, payload, _ := parts(t, token)
+	require.Equal(t, map[string]any{"kuma.io/service": []any{"frontend", "frontend-admin"}, "version": []any{"v1", "v2"}}, payload["tags"],
+		"values sorted, without duplicates")
+	id, err := iss.VerifyDataplaneFor(token, "default", "frontend-1")
+	require.NoError(t, err)
+	require.Equal(t, map[string][]string{"kuma.io/service": {"frontend", "frontend-admin"}, "version": {"v1", "v2"}}, id.Tags)
+
+	inbound := func(service, version string) map[string]string {
+		tags := map[string]string{"kuma.io/service": service}
+		if version != "" {
+			tags["version"] = version
+		}
+		return tags
+	}
+	require.NoError(t, id.CheckInbounds([]map[string]string{inbound("frontend", "v1"), inbound("frontend-admin", "v2")}, false))
+
+	// The attack of issue 9: the token of frontend-1 presenting payments.
+	err = id.CheckInbounds([]map[string]string{inbound("frontend", "v1"), inbound("payments", "v1")}, false)
+	require.ErrorIs(t, err, authn.ErrTagNotAllowed)
+	require.EqualError(t, err, `networking.inbound[1] has kuma.io/service "payments", but the dataplane token allows only "frontend", "frontend-admin"`)
+	var te *authn.TagError
+	require.ErrorAs(t, err, &te)
+	require.Equal(t, authn.TagError{Inbound: 1, Key: "kuma.io/service", Value: "payments", Allowed: []string{"frontend", "frontend-admin"}}, *te)
+	// The opt-out for untagged tokens does not loosen a tagged one.
+	require.ErrorIs(t, id.CheckInbounds([]map[string]string{inbound("payments", "v1")}, true), authn.ErrTagNotAllowed)
+
+	// Every inbound must carry every key the token names.
+	err = id.CheckInbounds([]map[string]string{inbound("frontend", "")}, false)
+	require.EqualError(t, err, `networking.inbound[0] has no tag "version", which the dataplane token requires (allowed: "v1", "v2")`)
+	require.ErrorIs(t, id.CheckInbounds([]map[string]string{inbound("frontend", "v3")}, false), authn.ErrTagNotAllowed)
+	require.True(t, id.Allows("kuma.io/service", "frontend"))
+	require.False(t, id.Allows("kuma.io/service", "payments"))
+	require.True(t, id.Allows("zone", "anything"), "a key the token does not name is not constrained")
+}
+
+func TestDataplaneTokenWildcard(t *testing.T) {
+	iss, _ := newIssuer(t)
+	token, err := iss.IssueDataplane("default", "gateway-1", map[string][]string{"kuma.io/service": {"*"}, "team": {"*"}}, 0)
+	require.NoError(t, err)
+	id, err := iss.VerifyDataplane(token)
+	require.NoError(t, err)
+	require.Equal(t, map[string][]string{"kuma.io/service": {"*"}, "team": {"*"}}, id.Tags)
+	require.NoError(t, id.CheckInbounds([]map[string]string{
+		{"kuma.io/service": "a", "team": "x"}, {"kuma.io/service": "payments", "team": "y"},
+	}, false), "* allows any value")
+	require.ErrorIs(t, id.CheckInbounds([]map[string]string{{"kuma.io/service": "a"}}, false), authn.ErrTagNotAllowed,
+		"* still requires the key")
+}
+
+func TestUntaggedDataplaneToken(t *testing.T) {
+	iss, _ := newIssuer(t)
+	for name, tags := range map[string]map[string][]string{"nil": nil, "empty": {}} {
+		t.Run(name, func(t *testing.T) {
+			token, err := iss.IssueDataplane("default", "web-1", tags, 0)
+			require.NoError(t, err)
+			_, payload, _ := parts(t, token)
+			require.NotContains(t, payload, "tags")
+			id, err := iss.VerifyDataplane(token)
+			require.NoError(t, err)
+			require.Nil(t, id.Tags)
+			inbounds := []map[string]string{{"kuma.io/service": "web"}}
+			require.ErrorIs(t, id.CheckInbounds(inbounds, false), authn.ErrUntagged, "refused by default")
+			require.NoError(t, id.CheckInbounds(inbounds, true), "accepted with the opt-out")
+		})
+	}
+	// Tags that leave kuma.io/service out do not constrain the service either.
+	token, err := iss.IssueDataplane("default", "web-1", map[string][]string{"version": {"v1"}}, 0)
+	require.NoError(t, err)
+	id, err := iss.VerifyDataplane(token)
+	require.NoError(t, err)
+	require.ErrorIs(t, id.CheckInbounds([]map[string]string{{"kuma.io/service": "web", "version": "v1"}}, false), authn.ErrUntagged)
+	require.NoError(t, id.CheckInbounds([]map[string]string{{"kuma.io/service": "web", "version": "v1"}}, true))
+	require.ErrorIs(t, id.CheckInbounds([]map[string]string{{"kuma.io/service": "web", "version": "v2"}}, true), authn.ErrTagNotAllowed)
+}
+
+func TestDataplaneTokenTagsRefused(t *testing.T) {
+	iss, _ := newIssuer(t)
+	for _, tc := range []struct {
+		name string
+		tags map[string][]string
+		want string
+	}{
+		{"no values", map[string][]string{"kuma.io/service": {}}, `tag "kuma.io/service": at least one value is required`},
+		{"empty value", map[string][]string{"kuma.io/service": {""}}, "a tag value is required"},
+		{"empty key", map[string][]string{"": {"a"}}, "a tag name is required"},
+		{"wildcard with others", map[string][]string{"kuma.io/service": {"*", "a"}}, `"*" allows any value and cannot be listed with others`},
+		{"control character", map[string][]string{"kuma.io/service": {"a\nb"}}, "control characters"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := iss.IssueDataplane("default", "dp", tc.tags, 0)
+			require.ErrorContains(t, err, tc.want)
+		})
+	}
+	// A signed token whose tags are malformed does not verify.
+	forged := forge(`{"alg":"HS256"}`, `{"typ":"dataplane","mesh":"m","name":"n","tags":{"kuma.io/service":[]}}`, bytes.Repeat([]byte{2}, 32), "")
+	_, err := iss.VerifyDataplane(forged)
+	require.ErrorIs(t, err, authn.ErrInvalid)
+	require.ErrorContains(t, err, "its tags")
+}
+
+func TestInspectDataplaneToken(t *testing.T) {
+	iss, clk := newIssuer(t)
+	token, err := iss.IssueDataplane("default", "web-1", map[string][]string{"kuma.io/service": {"web"}}, time.Hour)
+	require.NoError(t, err)
+	clk.now = t0.Add(2 * time.Hour)
+	_, err = iss.VerifyDataplane(token)
+	require.ErrorIs(t, err, authn.ErrExpired)
+	id, err := authn.InspectDataplaneToken(token)
+	require.NoError(t, err, "inspecting checks neither times nor signature")
+	require.Equal(t, "web-1", id.Name)
+	require.Equal(t, t0.Add(time.Hour), id.ExpiresAt)
+	require.Equal(t, map[string][]string{"kuma.io/service": {"web"}}, id.Tags)
+
+	user, err := iss.IssueUser("alice", nil, 0)
+	require.NoError(t, err)
+	for _, bad := range []string{"", "x.y.z", user, forge(`{"alg":"none"}`, `{"typ":"dataplane","mesh":"m","name":"n"}`, nil, "")} {
+		_, err := authn.InspectDataplaneToken(bad)
+		require.ErrorIs(t, err, authn.ErrInvalid, "%q", bad)
+	}
 }

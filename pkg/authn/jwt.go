@@ -56,10 +56,12 @@ type claims struct {
 	Groups []string `json:"groups,omitempty"`
 	Mesh   string   `json:"mesh,omitempty"`
 	Name   string   `json:"name,omitempty"`
-	Exp    *int64   `json:"exp,omitempty"`
-	Nbf    *int64   `json:"nbf,omitempty"`
-	Iat    *int64   `json:"iat,omitempty"`
-	Jti    string   `json:"jti,omitempty"`
+	// Tags are the tag values a dataplane token allows, by key.
+	Tags map[string][]string `json:"tags,omitempty"`
+	Exp  *int64              `json:"exp,omitempty"`
+	Nbf  *int64              `json:"nbf,omitempty"`
+	Iat  *int64              `json:"iat,omitempty"`
+	Jti  string              `json:"jti,omitempty"`
 }
 
 // encodedHeader is the header of every token this package signs.
@@ -88,47 +90,16 @@ func invalid(format string, args ...any) error {
 // returns its claims; the time claims are checked against now with Leeway.
 // The caller checks the claims of its kind.
 func verify(key []byte, token string, now time.Time) (claims, error) {
-	var c claims
-	if token == "" {
-		return c, invalid("empty token")
-	}
-	if len(token) > MaxTokenBytes {
-		return c, invalid("longer than %d bytes", MaxTokenBytes)
-	}
-	if strings.Count(token, ".") != 2 {
-		return c, invalid("not a compact JWT (three base64url parts separated by dots)")
-	}
-	first, last := strings.IndexByte(token, '.'), strings.LastIndexByte(token, '.')
-	rawHeader, err := b64.DecodeString(token[:first])
+	signed, sig, err := parse(token)
 	if err != nil {
-		return c, invalid("header is not base64url")
+		return claims{}, err
 	}
-	var h header
-	if err := json.Unmarshal(rawHeader, &h); err != nil {
-		return c, invalid("header is not a JSON object")
+	if !hmac.Equal(sig, mac(key, signed)) {
+		return claims{}, invalid("signature does not match")
 	}
-	if h.Alg != algHS256 {
-		return c, invalid("signing algorithm %q is not accepted (only %s)", clip(h.Alg), algHS256)
-	}
-	if h.Typ != "" && !strings.EqualFold(h.Typ, "JWT") {
-		return c, invalid("header type %q is not JWT", clip(h.Typ))
-	}
-	if len(h.Crit) > 0 {
-		return c, invalid("header lists critical extensions, none of which are supported")
-	}
-	sig, err := b64.DecodeString(token[last+1:])
+	c, err := decodeClaims(signed)
 	if err != nil {
-		return c, invalid("signature is not base64url")
-	}
-	if !hmac.Equal(sig, mac(key, token[:last])) {
-		return c, invalid("signature does not match")
-	}
-	payload, err := b64.DecodeString(token[first+1 : last])
-	if err != nil {
-		return c, invalid("payload is not base64url")
-	}
-	if err := json.Unmarshal(payload, &c); err != nil {
-		return claims{}, invalid("payload is not a JSON object of the expected claims")
+		return claims{}, err
 	}
 	// Compare in whole seconds: no time arithmetic that could overflow on
 	// absurd values.
@@ -141,6 +112,56 @@ func verify(key []byte, token string, now time.Time) (claims, error) {
 	}
 	if c.Iat != nil && *c.Iat > sec+leeway {
 		return claims{}, invalid("issued in the future (%s)", time.Unix(*c.Iat, 0).UTC().Format(time.RFC3339))
+	}
+	return c, nil
+}
+
+// parse checks the form and the header of a token and returns its signed
+// part (header.payload) and its decoded signature, which it does not check.
+func parse(token string) (signed string, sig []byte, err error) {
+	if token == "" {
+		return "", nil, invalid("empty token")
+	}
+	if len(token) > MaxTokenBytes {
+		return "", nil, invalid("longer than %d bytes", MaxTokenBytes)
+	}
+	if strings.Count(token, ".") != 2 {
+		return "", nil, invalid("not a compact JWT (three base64url parts separated by dots)")
+	}
+	first, last := strings.IndexByte(token, '.'), strings.LastIndexByte(token, '.')
+	rawHeader, err := b64.DecodeString(token[:first])
+	if err != nil {
+		return "", nil, invalid("header is not base64url")
+	}
+	var h header
+	if err := json.Unmarshal(rawHeader, &h); err != nil {
+		return "", nil, invalid("header is not a JSON object")
+	}
+	if h.Alg != algHS256 {
+		return "", nil, invalid("signing algorithm %q is not accepted (only %s)", clip(h.Alg), algHS256)
+	}
+	if h.Typ != "" && !strings.EqualFold(h.Typ, "JWT") {
+		return "", nil, invalid("header type %q is not JWT", clip(h.Typ))
+	}
+	if len(h.Crit) > 0 {
+		return "", nil, invalid("header lists critical extensions, none of which are supported")
+	}
+	sig, err = b64.DecodeString(token[last+1:])
+	if err != nil {
+		return "", nil, invalid("signature is not base64url")
+	}
+	return token[:last], sig, nil
+}
+
+// decodeClaims decodes the payload of a signed part (header.payload).
+func decodeClaims(signed string) (claims, error) {
+	var c claims
+	payload, err := b64.DecodeString(signed[strings.IndexByte(signed, '.')+1:])
+	if err != nil {
+		return c, invalid("payload is not base64url")
+	}
+	if err := json.Unmarshal(payload, &c); err != nil {
+		return claims{}, invalid("payload is not a JSON object of the expected claims")
 	}
 	return c, nil
 }

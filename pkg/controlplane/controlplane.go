@@ -7,6 +7,8 @@ package controlplane
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -27,11 +29,13 @@ import (
 	"github.com/kumametrics/mesh/pkg/diagnostics"
 	"github.com/kumametrics/mesh/pkg/dpserver"
 	"github.com/kumametrics/mesh/pkg/grpcmetrics"
-	"github.com/kumametrics/mesh/pkg/insight"
+	"github.com/kumametrics/mesh/pkg/insight/cleanup"
+	"github.com/kumametrics/mesh/pkg/insight/record"
 	"github.com/kumametrics/mesh/pkg/mads"
 	"github.com/kumametrics/mesh/pkg/manager"
 	"github.com/kumametrics/mesh/pkg/mirror"
 	"github.com/kumametrics/mesh/pkg/netserve"
+	"github.com/kumametrics/mesh/pkg/pki"
 	"github.com/kumametrics/mesh/pkg/resource"
 	"github.com/kumametrics/mesh/pkg/store"
 	"github.com/kumametrics/mesh/pkg/store/memory"
@@ -75,7 +79,8 @@ type server struct {
 	ln   net.Listener
 }
 
-// Addrs of the listeners, by server name (api, diagnostics).
+// Addrs of the listeners, by server name: api, api-https (when
+// apiServer.https.enabled), diagnostics, mads, dp-server.
 func (cp *ControlPlane) Addrs() map[string]string {
 	out := map[string]string{}
 	for _, s := range cp.servers {
@@ -99,9 +104,12 @@ func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (cp *Contro
 		return nil, fmt.Errorf("create work dir: %w", err)
 	}
 	cp = &ControlPlane{cfg: cfg, log: log, registry: prometheus.NewRegistry(), instanceID: instanceID(), listeners: map[string]net.Listener{}}
+	// Every `return nil, err` below sets cp to nil: close what was opened
+	// through a copy.
+	opened := cp
 	defer func() {
 		if err != nil {
-			cp.close()
+			opened.close()
 		}
 	}()
 	reg := prometheus.WrapRegistererWith(prometheus.Labels{"zone": ZoneName}, cp.registry)
@@ -136,7 +144,26 @@ func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (cp *Contro
 			return nil, err
 		}
 	}
-	insights := insight.NewRegistry()
+	// The subscriptions of the proxies connected here, and this instance's
+	// heartbeat, are written to the store; the heartbeat goes first, so
+	// that the subscriptions read online from the first connect.
+	// SQLite and memory stores serve one control plane: an instance found
+	// at start is a predecessor, and its proxies are offline at once.
+	insights, err := record.New(record.Options{Store: st, InstanceID: cp.instanceID, Exclusive: true, Log: log.With("component", "insights")})
+	if err != nil {
+		return nil, err
+	}
+	if err := insights.Register(ctx); err != nil {
+		return nil, err
+	}
+	cp.tasks = append(cp.tasks, task{"insights", insights.Run})
+	if age := time.Duration(cfg.Runtime.Universal.DataplaneCleanupAge); age > 0 {
+		cleaner, err := cleanup.New(cleanup.Options{Store: st, Age: age, Registerer: reg, Log: log.With("component", "dataplane-cleanup")})
+		if err != nil {
+			return nil, err
+		}
+		cp.tasks = append(cp.tasks, task{"dataplane-cleanup", cleaner.Run})
+	}
 	tokens, err := authn.Load(cfg.General.WorkDir, nil)
 	if err != nil {
 		return nil, fmt.Errorf("tokens: %w", err)
@@ -144,22 +171,42 @@ func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (cp *Contro
 	if tokens.AdminTokenWritten() {
 		log.Info("created the admin user token", "file", authn.AdminTokenPath(cfg.General.WorkDir))
 	}
+	var adminCerts []*x509.Certificate
+	if dir := cfg.APIServer.Auth.ClientCertsDir; dir != "" {
+		if adminCerts, err = apiserver.LoadClientCerts(dir); err != nil {
+			return nil, fmt.Errorf("api server: apiServer.auth.clientCertsDir: %w", err)
+		}
+		log.Info("admin client certificates loaded", "dir", dir, "certificates", len(adminCerts))
+	}
 	api, err := apiserver.New(apiserver.Options{
-		Reader: st, Writer: mgr, Insights: insights, Log: log.With("component", "api-server"),
+		Reader: st, Writer: mgr, Log: log.With("component", "api-server"),
 		Registerer: reg, Version: version.Version, InstanceID: cp.instanceID, Zone: ZoneName,
-		Tokens: tokens, LocalhostIsAdmin: cfg.APIServer.Authn.LocalhostIsAdmin, MaxErrorCauses: cfg.APIServer.MaxErrorCauses,
+		Tokens: tokens, LocalhostIsAdmin: cfg.APIServer.Authn.LocalhostIsAdmin, AdminClientCerts: adminCerts,
+		AllowUntaggedDataplaneTokens: cfg.DPServer.Authn.DPProxy.DPToken.AllowUntaggedTokens, MaxErrorCauses: cfg.APIServer.MaxErrorCauses,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("api server: %w", err)
 	}
-	if err := cp.listen("api", cfg.APIServer.HTTP.Address(), api); err != nil {
+	if err := cp.listen("api", cfg.APIServer.HTTP.Address(), api, nil); err != nil {
 		return nil, err
 	}
-	if err := cp.listen("diagnostics", cfg.Diagnostics.Address(), diagnostics.Handler(st, cp.registry)); err != nil {
+	if https := cfg.APIServer.HTTPS; https.Enabled {
+		cert, err := pki.ServingCertificate(cfg.General.WorkDir, APIServingFiles, https.TLSCertFile, https.TLSKeyFile, time.Now(),
+			net.ParseIP(https.Interface))
+		if err != nil {
+			return nil, err
+		}
+		if err := cp.listen("api-https", https.Address(), api, api.TLSConfig(cert)); err != nil {
+			return nil, err
+		}
+	}
+	if err := cp.listen("diagnostics", cfg.Diagnostics.Address(), diagnostics.Handler(st, cp.registry), nil); err != nil {
 		return nil, err
 	}
 
-	// Everything derived from the store reads it through one mirror.
+	// Everything derived from the store reads it through one mirror. It
+	// leaves out the insights and heartbeats: their writes never trigger a
+	// regeneration.
 	mir := mirror.New(raw, log.With("component", "mirror"), resource.KindMesh, resource.KindDataplane, resource.KindTrafficPermission, resource.KindSecret)
 	cas := ca.NewManager(mir, mgr, log.With("component", "ca"))
 	cp.tasks = append(cp.tasks,
@@ -175,9 +222,13 @@ func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (cp *Contro
 		return nil, err
 	}
 	madsCfg := cfg.MonitoringAssignmentServer
+	var madsTokens mads.UserTokens
+	if madsCfg.Authn.Type == cpconfig.MADSAuthnToken {
+		madsTokens = tokens
+	}
 	madsServer, err := mads.New(mads.Options{
-		Views: mir, TLSCertFile: madsCfg.TLSCertFile, TLSKeyFile: madsCfg.TLSKeyFile,
-		DefaultFetchTimeout: time.Duration(madsCfg.DefaultFetchTimeout), MaxFetchTimeout: time.Duration(madsCfg.MaxFetchTimeout),
+		Views: mir, TLSCertFile: madsCfg.TLSCertFile, TLSKeyFile: madsCfg.TLSKeyFile, TLSClientCAFile: madsCfg.TLSClientCAFile,
+		Tokens: madsTokens, DefaultFetchTimeout: time.Duration(madsCfg.DefaultFetchTimeout), MaxFetchTimeout: time.Duration(madsCfg.MaxFetchTimeout),
 		MaxHeldLongPolls: madsCfg.MaxHeldLongPolls, HTTPLimits: cfg.ServerLimits.HTTP.Limits(), GRPCLimits: cfg.ServerLimits.GRPC.Limits(),
 		AcceptErrors: cp.acceptErrors.WithLabelValues("mads"),
 		XDSMetrics:   xdsMetrics, Registerer: reg, GRPCOptions: grpcMetrics.ServerOptions(), Log: log.With("component", "mads"),
@@ -195,19 +246,26 @@ func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (cp *Contro
 		task{"mads", func(ctx context.Context) error { return madsServer.Serve(ctx, madsLn) }},
 	)
 
-	cert, err := dpserver.ServerCertificate(cfg.General.WorkDir, cfg.DPServer.TLSCertFile, cfg.DPServer.TLSKeyFile, time.Now())
+	cert, err := dpserver.ServerCertificate(cfg.General.WorkDir, cfg.DPServer.TLSCertFile, cfg.DPServer.TLSKeyFile, time.Now(),
+		net.ParseIP(cfg.DPServer.Interface))
 	if err != nil {
 		return nil, err
 	}
 	var dpTokens dpserver.TokenVerifier
-	if cfg.DPServer.Authn.DPProxy.Type == cpconfig.DPProxyAuthnDPToken {
-		dpTokens = tokens
-	} else {
+	untagged := cfg.DPServer.Authn.DPProxy.DPToken.AllowUntaggedTokens
+	switch {
+	case cfg.DPServer.Authn.DPProxy.Type != cpconfig.DPProxyAuthnDPToken:
 		log.Warn("the dataplane server does not authenticate proxies (dpServer.authn.dpProxy.type: none)")
+	case untagged:
+		dpTokens = tokens
+		log.Warn("dataplane tokens without kuma.io/service are accepted for any service (dpServer.authn.dpProxy.dpToken.allowUntaggedTokens)")
+	default:
+		dpTokens = tokens
 	}
 	dps, err := dpserver.New(dpserver.Options{
-		Views: mir, Writer: mgr, Insights: insights, InstanceID: cp.instanceID, Certificate: cert,
-		Tokens: dpTokens, XDSMetrics: xdsMetrics, GRPCOptions: grpcMetrics.ServerOptions(), Log: log.With("component", "dp-server"),
+		Views: mir, Reader: st, Writer: mgr, Insights: insights, InstanceID: cp.instanceID, Certificate: cert,
+		Tokens: dpTokens, AllowUntaggedTokens: untagged, XDSMetrics: xdsMetrics, Registerer: reg,
+		GRPCOptions: grpcMetrics.ServerOptions(), Log: log.With("component", "dp-server"),
 		GRPCLimits: cfg.ServerLimits.GRPC.Limits(), AcceptErrors: cp.acceptErrors.WithLabelValues("dp-server"),
 	})
 	if err != nil {
@@ -241,18 +299,33 @@ func openStore(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (stor
 	}
 }
 
-func (cp *ControlPlane) listen(name, addr string, h http.Handler) error {
+// listen binds an HTTP server, HTTPS with tlsConfig.
+func (cp *ControlPlane) listen(name, addr string, h http.Handler, tlsConfig *tls.Config) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("%s server: listen on %s: %w", name, addr, err)
 	}
 	log := cp.log.With("component", name+"-server")
+	srv := netserve.HTTPServer(h, cp.cfg.ServerLimits.HTTP.Limits(), log)
+	srv.TLSConfig = tlsConfig
 	cp.servers = append(cp.servers, &server{
 		name: name,
 		ln:   netserve.Listen(ln, netserve.AcceptOptions{Name: name, Log: log, Errors: cp.acceptErrors.WithLabelValues(name)}),
-		srv:  netserve.HTTPServer(h, cp.cfg.ServerLimits.HTTP.Limits(), log),
+		srv:  srv,
 	})
 	return nil
+}
+
+// APIServingFiles are the files of the API server's generated HTTPS
+// certificate in the work directory: its own CA (api-server-ca.pem, what
+// kumactl --ca-cert-file trusts), apart from the dataplane server's.
+var APIServingFiles = pki.ServingFiles{
+	Server:       "API server",
+	CACommonName: "kuma-api-server-ca",
+	CACert:       "api-server-ca.pem",
+	CAKey:        "api-server-ca.key",
+	Cert:         "api-server.pem",
+	Key:          "api-server.key",
 }
 
 // Run serves until ctx is done, then shuts down gracefully.
@@ -275,7 +348,11 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 	for _, s := range cp.servers {
 		cp.log.Info("server listening", "server", s.name, "address", s.ln.Addr().String())
 		go func() {
-			if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			serve := s.srv.Serve
+			if s.srv.TLSConfig != nil {
+				serve = func(ln net.Listener) error { return s.srv.ServeTLS(ln, "", "") }
+			}
+			if err := serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("%s server: %w", s.name, err)
 			}
 		}()

@@ -15,6 +15,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/kumametrics/mesh/internal/loopback"
 	"github.com/kumametrics/mesh/pkg/apiserver"
 	"github.com/kumametrics/mesh/pkg/mads"
 	"github.com/kumametrics/mesh/pkg/netserve"
@@ -38,6 +39,19 @@ type Config struct {
 	Store                      Store                      `json:"store"`
 	Defaults                   Defaults                   `json:"defaults"`
 	ServerLimits               ServerLimits               `json:"serverLimits"`
+	Runtime                    Runtime                    `json:"runtime"`
+}
+
+// Runtime configures the control plane's own housekeeping.
+type Runtime struct {
+	Universal UniversalRuntime `json:"universal"`
+}
+
+// UniversalRuntime configures housekeeping of Universal mode.
+type UniversalRuntime struct {
+	// DataplaneCleanupAge is how long a proxy must have been offline before
+	// its Dataplane is deleted; 0 never deletes.
+	DataplaneCleanupAge Duration `json:"dataplaneCleanupAge"`
 }
 
 // ServerLimits bound what one client can hold of the control plane's
@@ -93,9 +107,33 @@ type General struct {
 // APIServer configures the REST API.
 type APIServer struct {
 	HTTP  Listener       `json:"http"`
+	HTTPS APIServerHTTPS `json:"https"`
+	Auth  APIServerAuth  `json:"auth"`
 	Authn APIServerAuthn `json:"authn"`
 	// MaxErrorCauses bounds the causes listed in a 400 answer.
 	MaxErrorCauses int `json:"maxErrorCauses"`
+}
+
+// APIServerHTTPS configures the REST API's HTTPS listener: the same API as
+// the HTTP one, over TLS.
+type APIServerHTTPS struct {
+	Enabled   bool   `json:"enabled"`
+	Interface string `json:"interface"`
+	Port      uint32 `json:"port"`
+	// TLSCertFile and TLSKeyFile replace the certificate the control plane
+	// generates in its work directory (set both or neither).
+	TLSCertFile string `json:"tlsCertFile"`
+	TLSKeyFile  string `json:"tlsKeyFile"`
+}
+
+// Address renders host:port.
+func (h APIServerHTTPS) Address() string { return joinHostPort(h.Interface, h.Port) }
+
+// APIServerAuth configures client certificates of the REST API.
+type APIServerAuth struct {
+	// ClientCertsDir holds PEM certificates: an HTTPS client presenting a
+	// certificate identical to one of them is an admin.
+	ClientCertsDir string `json:"clientCertsDir"`
 }
 
 // APIServerAuthn configures how the REST API authenticates its clients.
@@ -145,7 +183,17 @@ type DPServerAuthn struct {
 // DPProxyAuthn selects how a proxy proves which dataplane it is.
 type DPProxyAuthn struct {
 	// Type is DPProxyAuthnDPToken or DPProxyAuthnNone.
-	Type string `json:"type"`
+	Type    string       `json:"type"`
+	DPToken DPTokenAuthn `json:"dpToken"`
+}
+
+// DPTokenAuthn configures dataplane tokens.
+type DPTokenAuthn struct {
+	// AllowUntaggedTokens accepts tokens that do not constrain
+	// kuma.io/service (issued without --tag) for a Dataplane of any service,
+	// as the reference system does. Off by default: such tokens are refused
+	// (docs/2026-12-06-dataplane-token-tags.md).
+	AllowUntaggedTokens bool `json:"allowUntaggedTokens"`
 }
 
 // Types of dpServer.authn.dpProxy.type.
@@ -169,7 +217,26 @@ type MonitoringAssignmentServer struct {
 	// TLSCertFile and TLSKeyFile make the server speak https and grpcs only.
 	TLSCertFile string `json:"tlsCertFile"`
 	TLSKeyFile  string `json:"tlsKeyFile"`
+	// TLSClientCAFile makes clients present a certificate signed by one of
+	// its CAs (needs TLS).
+	TLSClientCAFile string    `json:"tlsClientCAFile"`
+	Authn           MADSAuthn `json:"authn"`
 }
+
+// MADSAuthn selects how MADS authenticates its clients.
+type MADSAuthn struct {
+	// Type is MADSAuthnNone or MADSAuthnToken.
+	Type string `json:"type"`
+}
+
+// Types of monitoringAssignmentServer.authn.type.
+const (
+	// MADSAuthnNone: any client may read the assignments.
+	MADSAuthnNone = "none"
+	// MADSAuthnToken: every request carries a user token of this control
+	// plane (Authorization: Bearer <token>).
+	MADSAuthnToken = "token"
+)
 
 // Address renders host:port.
 func (m MonitoringAssignmentServer) Address() string { return joinHostPort(m.Interface, m.Port) }
@@ -222,6 +289,17 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 // MarshalJSON writes the duration as a string.
 func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
 
+// ListenOn makes every server of the control plane listen on host, each on
+// a port of its own choosing (port 0): for a control plane embedded in a
+// test or a benchmark, whose addresses its Addrs tell.
+func (c *Config) ListenOn(host string) {
+	c.APIServer.HTTP = Listener{Interface: host}
+	c.APIServer.HTTPS.Interface, c.APIServer.HTTPS.Port = host, 0
+	c.DPServer.Interface, c.DPServer.Port = host, 0
+	c.MonitoringAssignmentServer.Interface, c.MonitoringAssignmentServer.Port = host, 0
+	c.Diagnostics.Interface, c.Diagnostics.ServerPort = host, 0
+}
+
 // Default returns the built-in configuration.
 func Default() Config {
 	h, g := netserve.DefaultHTTPLimits, netserve.DefaultGRPCLimits
@@ -229,6 +307,7 @@ func Default() Config {
 		General: General{WorkDir: "kuma-data"},
 		APIServer: APIServer{
 			HTTP:           Listener{Interface: "0.0.0.0", Port: 5681},
+			HTTPS:          APIServerHTTPS{Enabled: true, Interface: "0.0.0.0", Port: 5682},
 			Authn:          APIServerAuthn{LocalhostIsAdmin: true},
 			MaxErrorCauses: apiserver.DefaultMaxErrorCauses,
 		},
@@ -239,9 +318,11 @@ func Default() Config {
 		MonitoringAssignmentServer: MonitoringAssignmentServer{
 			Interface: "0.0.0.0", Port: 5676, DefaultFetchTimeout: Duration(mads.DefaultFetchTimeout),
 			MaxFetchTimeout: Duration(mads.DefaultMaxFetchTimeout), MaxHeldLongPolls: mads.DefaultMaxHeldLongPolls,
+			Authn: MADSAuthn{Type: MADSAuthnNone},
 		},
 		Diagnostics: Diagnostics{Interface: "0.0.0.0", ServerPort: 5680},
 		Store:       Store{Type: StoreSQLite, SQLite: SQLiteStore{Synchronous: "FULL"}},
+		Runtime:     Runtime{Universal: UniversalRuntime{DataplaneCleanupAge: Duration(72 * time.Hour)}},
 		ServerLimits: ServerLimits{
 			HTTP: HTTPLimits{
 				ReadHeaderTimeout: Duration(h.ReadHeaderTimeout), ReadTimeout: Duration(h.ReadTimeout),
@@ -284,17 +365,6 @@ func boolean(f func(c *Config) *bool) func(*Config, string) error {
 	}
 }
 
-func port(f func(c *Config) *uint32) func(*Config, string) error {
-	return func(c *Config, v string) error {
-		p, err := strconv.ParseUint(v, 10, 32)
-		if err != nil || p > 65535 {
-			return fmt.Errorf("must be a port number from 0 to 65535, got %q", v)
-		}
-		*f(c) = uint32(p)
-		return nil
-	}
-}
-
 func duration(f func(c *Config) *Duration) func(*Config, string) error {
 	return func(c *Config, v string) error {
 		d, err := resource.ParseDuration(v)
@@ -302,6 +372,17 @@ func duration(f func(c *Config) *Duration) func(*Config, string) error {
 			return fmt.Errorf("must be a duration such as 30s, got %q", v)
 		}
 		*f(c) = Duration(d)
+		return nil
+	}
+}
+
+func port(f func(c *Config) *uint32) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		p, err := strconv.ParseUint(v, 10, 32)
+		if err != nil || p > 65535 {
+			return fmt.Errorf("must be a port number from 0 to 65535, got %q", v)
+		}
+		*f(c) = uint32(p)
 		return nil
 	}
 }
@@ -321,12 +402,19 @@ var envVars = []envVar{
 	{"KUMA_GENERAL_WORK_DIR", str(func(c *Config) *string { return &c.General.WorkDir })},
 	{"KUMA_API_SERVER_HTTP_PORT", port(func(c *Config) *uint32 { return &c.APIServer.HTTP.Port })},
 	{"KUMA_API_SERVER_HTTP_INTERFACE", str(func(c *Config) *string { return &c.APIServer.HTTP.Interface })},
+	{"KUMA_API_SERVER_HTTPS_ENABLED", boolean(func(c *Config) *bool { return &c.APIServer.HTTPS.Enabled })},
+	{"KUMA_API_SERVER_HTTPS_INTERFACE", str(func(c *Config) *string { return &c.APIServer.HTTPS.Interface })},
+	{"KUMA_API_SERVER_HTTPS_PORT", port(func(c *Config) *uint32 { return &c.APIServer.HTTPS.Port })},
+	{"KUMA_API_SERVER_HTTPS_TLS_CERT_FILE", str(func(c *Config) *string { return &c.APIServer.HTTPS.TLSCertFile })},
+	{"KUMA_API_SERVER_HTTPS_TLS_KEY_FILE", str(func(c *Config) *string { return &c.APIServer.HTTPS.TLSKeyFile })},
+	{"KUMA_API_SERVER_AUTH_CLIENT_CERTS_DIR", str(func(c *Config) *string { return &c.APIServer.Auth.ClientCertsDir })},
 	{"KUMA_API_SERVER_AUTHN_LOCALHOST_IS_ADMIN", boolean(func(c *Config) *bool { return &c.APIServer.Authn.LocalhostIsAdmin })},
 	{"KUMA_DP_SERVER_PORT", port(func(c *Config) *uint32 { return &c.DPServer.Port })},
 	{"KUMA_DP_SERVER_INTERFACE", str(func(c *Config) *string { return &c.DPServer.Interface })},
 	{"KUMA_DP_SERVER_TLS_CERT_FILE", str(func(c *Config) *string { return &c.DPServer.TLSCertFile })},
 	{"KUMA_DP_SERVER_TLS_KEY_FILE", str(func(c *Config) *string { return &c.DPServer.TLSKeyFile })},
 	{"KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE", str(func(c *Config) *string { return &c.DPServer.Authn.DPProxy.Type })},
+	{"KUMA_DP_SERVER_AUTHN_DP_PROXY_DP_TOKEN_ALLOW_UNTAGGED_TOKENS", boolean(func(c *Config) *bool { return &c.DPServer.Authn.DPProxy.DPToken.AllowUntaggedTokens })},
 	{"KUMA_MONITORING_ASSIGNMENT_SERVER_PORT", port(func(c *Config) *uint32 { return &c.MonitoringAssignmentServer.Port })},
 	{"KUMA_MONITORING_ASSIGNMENT_SERVER_INTERFACE", str(func(c *Config) *string { return &c.MonitoringAssignmentServer.Interface })},
 	{"KUMA_API_SERVER_MAX_ERROR_CAUSES", integer(func(c *Config) *int { return &c.APIServer.MaxErrorCauses })},
@@ -335,6 +423,8 @@ var envVars = []envVar{
 	{"KUMA_MONITORING_ASSIGNMENT_SERVER_MAX_HELD_LONG_POLLS", integer(func(c *Config) *int { return &c.MonitoringAssignmentServer.MaxHeldLongPolls })},
 	{"KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_CERT_FILE", str(func(c *Config) *string { return &c.MonitoringAssignmentServer.TLSCertFile })},
 	{"KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_KEY_FILE", str(func(c *Config) *string { return &c.MonitoringAssignmentServer.TLSKeyFile })},
+	{"KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_CLIENT_CA_FILE", str(func(c *Config) *string { return &c.MonitoringAssignmentServer.TLSClientCAFile })},
+	{"KUMA_MONITORING_ASSIGNMENT_SERVER_AUTHN_TYPE", str(func(c *Config) *string { return &c.MonitoringAssignmentServer.Authn.Type })},
 	{"KUMA_DIAGNOSTICS_SERVER_PORT", port(func(c *Config) *uint32 { return &c.Diagnostics.ServerPort })},
 	{"KUMA_DIAGNOSTICS_SERVER_INTERFACE", str(func(c *Config) *string { return &c.Diagnostics.Interface })},
 	{"KUMA_STORE_TYPE", str(func(c *Config) *string { return &c.Store.Type })},
@@ -349,6 +439,7 @@ var envVars = []envVar{
 	{"KUMA_SERVER_LIMITS_GRPC_KEEPALIVE_TIME", duration(func(c *Config) *Duration { return &c.ServerLimits.GRPC.KeepaliveTime })},
 	{"KUMA_SERVER_LIMITS_GRPC_KEEPALIVE_TIMEOUT", duration(func(c *Config) *Duration { return &c.ServerLimits.GRPC.KeepaliveTimeout })},
 	{"KUMA_SERVER_LIMITS_GRPC_KEEPALIVE_MIN_TIME", duration(func(c *Config) *Duration { return &c.ServerLimits.GRPC.KeepaliveMinTime })},
+	{"KUMA_RUNTIME_UNIVERSAL_DATAPLANE_CLEANUP_AGE", duration(func(c *Config) *Duration { return &c.Runtime.Universal.DataplaneCleanupAge })},
 }
 
 // EnvNames lists every environment variable the configuration reads.
@@ -389,6 +480,32 @@ func Load(path string, lookup func(string) (string, bool)) (Config, error) {
 	return c, c.Validate()
 }
 
+func (m MonitoringAssignmentServer) validate() []string {
+	var errs []string
+	tlsOn := m.TLSCertFile != "" && m.TLSKeyFile != ""
+	if (m.TLSCertFile == "") != (m.TLSKeyFile == "") {
+		errs = append(errs, "monitoringAssignmentServer.tlsCertFile and .tlsKeyFile (KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_CERT_FILE, _KEY_FILE): set both or neither")
+	}
+	if m.TLSClientCAFile != "" && m.TLSCertFile == "" {
+		errs = append(errs, "monitoringAssignmentServer.tlsClientCAFile (KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_CLIENT_CA_FILE): client certificates need TLS; "+
+			"set monitoringAssignmentServer.tlsCertFile and .tlsKeyFile (KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_CERT_FILE, _KEY_FILE)")
+	}
+	switch m.Authn.Type {
+	case MADSAuthnNone:
+	case MADSAuthnToken:
+		if !tlsOn && !loopback.IsHost(m.Interface) {
+			errs = append(errs, fmt.Sprintf("monitoringAssignmentServer.authn.type (KUMA_MONITORING_ASSIGNMENT_SERVER_AUTHN_TYPE) %s needs TLS, "+
+				"or tokens would cross the network in clear: set monitoringAssignmentServer.tlsCertFile and .tlsKeyFile "+
+				"(KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_CERT_FILE, _KEY_FILE), or a loopback monitoringAssignmentServer.interface "+
+				"(KUMA_MONITORING_ASSIGNMENT_SERVER_INTERFACE), got %q", MADSAuthnToken, m.Interface))
+		}
+	default:
+		errs = append(errs, fmt.Sprintf("monitoringAssignmentServer.authn.type (KUMA_MONITORING_ASSIGNMENT_SERVER_AUTHN_TYPE): must be %s or %s, got %q",
+			MADSAuthnNone, MADSAuthnToken, m.Authn.Type))
+	}
+	return errs
+}
+
 // Validate checks the settings, naming the one at fault.
 func (c Config) Validate() error {
 	var errs []string
@@ -407,6 +524,7 @@ func (c Config) Validate() error {
 		p    uint32
 	}{
 		{"apiServer.http.port (KUMA_API_SERVER_HTTP_PORT)", c.APIServer.HTTP.Port},
+		{"apiServer.https.port (KUMA_API_SERVER_HTTPS_PORT)", c.APIServer.HTTPS.Port},
 		{"dpServer.port (KUMA_DP_SERVER_PORT)", c.DPServer.Port},
 		{"monitoringAssignmentServer.port (KUMA_MONITORING_ASSIGNMENT_SERVER_PORT)", c.MonitoringAssignmentServer.Port},
 		{"diagnostics.serverPort (KUMA_DIAGNOSTICS_SERVER_PORT)", c.Diagnostics.ServerPort},
@@ -446,12 +564,20 @@ func (c Config) Validate() error {
 	if mt := time.Duration(c.ServerLimits.GRPC.KeepaliveMinTime); mt > dpKeepaliveInterval {
 		errs = append(errs, fmt.Sprintf("serverLimits.grpc.keepaliveMinTime (KUMA_SERVER_LIMITS_GRPC_KEEPALIVE_MIN_TIME): must be at most %s, as often as kuma-dp pings, got %s", dpKeepaliveInterval, mt))
 	}
+	if c.Runtime.Universal.DataplaneCleanupAge < 0 {
+		errs = append(errs, "runtime.universal.dataplaneCleanupAge (KUMA_RUNTIME_UNIVERSAL_DATAPLANE_CLEANUP_AGE): must not be negative (0 turns the cleanup off)")
+	}
 	if (c.DPServer.TLSCertFile == "") != (c.DPServer.TLSKeyFile == "") {
 		errs = append(errs, "dpServer.tlsCertFile and .tlsKeyFile (KUMA_DP_SERVER_TLS_CERT_FILE, _KEY_FILE): set both or neither")
 	}
-	if (c.MonitoringAssignmentServer.TLSCertFile == "") != (c.MonitoringAssignmentServer.TLSKeyFile == "") {
-		errs = append(errs, "monitoringAssignmentServer.tlsCertFile and .tlsKeyFile (KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_CERT_FILE, _KEY_FILE): set both or neither")
+	if (c.APIServer.HTTPS.TLSCertFile == "") != (c.APIServer.HTTPS.TLSKeyFile == "") {
+		errs = append(errs, "apiServer.https.tlsCertFile and .tlsKeyFile (KUMA_API_SERVER_HTTPS_TLS_CERT_FILE, _KEY_FILE): set both or neither")
 	}
+	if c.APIServer.Auth.ClientCertsDir != "" && !c.APIServer.HTTPS.Enabled {
+		errs = append(errs, "apiServer.auth.clientCertsDir (KUMA_API_SERVER_AUTH_CLIENT_CERTS_DIR): client certificates are presented over HTTPS only; "+
+			"set apiServer.https.enabled (KUMA_API_SERVER_HTTPS_ENABLED) to true")
+	}
+	errs = append(errs, c.MonitoringAssignmentServer.validate()...)
 	switch c.DPServer.Authn.DPProxy.Type {
 	case DPProxyAuthnDPToken, DPProxyAuthnNone:
 	default:

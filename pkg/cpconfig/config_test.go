@@ -32,6 +32,11 @@ func TestDefaults(t *testing.T) {
 	require.Equal(t, 20, c.APIServer.MaxErrorCauses)
 	require.Equal(t, netserve.DefaultHTTPLimits, c.ServerLimits.HTTP.Limits())
 	require.Equal(t, netserve.DefaultGRPCLimits, c.ServerLimits.GRPC.Limits())
+	require.False(t, c.DPServer.Authn.DPProxy.DPToken.AllowUntaggedTokens, "untagged dataplane tokens are refused by default")
+	require.Equal(t, APIServerHTTPS{Enabled: true, Interface: "0.0.0.0", Port: 5682}, c.APIServer.HTTPS)
+	require.Empty(t, c.APIServer.Auth.ClientCertsDir)
+	require.Equal(t, MADSAuthnNone, c.MonitoringAssignmentServer.Authn.Type, "the guide's plain http job keeps working")
+	require.Empty(t, c.MonitoringAssignmentServer.TLSClientCAFile)
 }
 
 func TestServerBoundsSettings(t *testing.T) {
@@ -82,6 +87,68 @@ serverLimits:
 	require.Equal(t, netserve.GRPCLimits{MaxConcurrentStreams: 3, KeepaliveTime: 6 * time.Second, KeepaliveTimeout: 7 * time.Second, KeepaliveMinTime: 8 * time.Second}, c.ServerLimits.GRPC.Limits())
 }
 
+func TestHTTPSAndMADSSecuritySettings(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "cp.yaml")
+	require.NoError(t, os.WriteFile(f, []byte(`
+apiServer:
+  https:
+    enabled: true
+    interface: 127.0.0.1
+    port: 7682
+    tlsCertFile: /etc/kuma/api.pem
+    tlsKeyFile: /etc/kuma/api.key
+  auth:
+    clientCertsDir: /etc/kuma/admins
+monitoringAssignmentServer:
+  tlsCertFile: /etc/kuma/mads.pem
+  tlsKeyFile: /etc/kuma/mads.key
+  tlsClientCAFile: /etc/kuma/scrapers-ca.pem
+  authn:
+    type: token
+`), 0o600))
+	c, err := Load(f, env(nil))
+	require.NoError(t, err)
+	require.Equal(t, APIServerHTTPS{Enabled: true, Interface: "127.0.0.1", Port: 7682, TLSCertFile: "/etc/kuma/api.pem", TLSKeyFile: "/etc/kuma/api.key"}, c.APIServer.HTTPS)
+	require.Equal(t, "127.0.0.1:7682", c.APIServer.HTTPS.Address())
+	require.Equal(t, "/etc/kuma/admins", c.APIServer.Auth.ClientCertsDir)
+	require.Equal(t, "/etc/kuma/scrapers-ca.pem", c.MonitoringAssignmentServer.TLSClientCAFile)
+	require.Equal(t, MADSAuthnToken, c.MonitoringAssignmentServer.Authn.Type)
+
+	c, err = Load(f, env(map[string]string{
+		"KUMA_API_SERVER_HTTPS_INTERFACE":                      "::1",
+		"KUMA_API_SERVER_HTTPS_PORT":                           "7683",
+		"KUMA_API_SERVER_HTTPS_TLS_CERT_FILE":                  "/a.pem",
+		"KUMA_API_SERVER_HTTPS_TLS_KEY_FILE":                   "/a.key",
+		"KUMA_API_SERVER_AUTH_CLIENT_CERTS_DIR":                "/admins",
+		"KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_CLIENT_CA_FILE": "/ca.pem",
+		"KUMA_MONITORING_ASSIGNMENT_SERVER_AUTHN_TYPE":         "none",
+	}))
+	require.NoError(t, err)
+	require.Equal(t, APIServerHTTPS{Enabled: true, Interface: "::1", Port: 7683, TLSCertFile: "/a.pem", TLSKeyFile: "/a.key"}, c.APIServer.HTTPS, "the environment wins over the file")
+	require.Equal(t, "[::1]:7683", c.APIServer.HTTPS.Address())
+	require.Equal(t, "/admins", c.APIServer.Auth.ClientCertsDir)
+	require.Equal(t, "/ca.pem", c.MonitoringAssignmentServer.TLSClientCAFile)
+	require.Equal(t, MADSAuthnNone, c.MonitoringAssignmentServer.Authn.Type)
+
+	c, err = Load("", env(map[string]string{"KUMA_API_SERVER_HTTPS_ENABLED": "false"}))
+	require.NoError(t, err)
+	require.False(t, c.APIServer.HTTPS.Enabled)
+
+	// A token over plain text is fine on loopback only.
+	for _, iface := range []string{"127.0.0.1", "127.0.0.5", "::1", "localhost"} {
+		c, err = Load("", env(map[string]string{"KUMA_MONITORING_ASSIGNMENT_SERVER_AUTHN_TYPE": "token", "KUMA_MONITORING_ASSIGNMENT_SERVER_INTERFACE": iface}))
+		require.NoError(t, err, iface)
+		require.Equal(t, MADSAuthnToken, c.MonitoringAssignmentServer.Authn.Type)
+	}
+	for _, name := range []string{
+		"KUMA_API_SERVER_HTTPS_ENABLED", "KUMA_API_SERVER_HTTPS_INTERFACE", "KUMA_API_SERVER_HTTPS_PORT",
+		"KUMA_API_SERVER_HTTPS_TLS_CERT_FILE", "KUMA_API_SERVER_HTTPS_TLS_KEY_FILE", "KUMA_API_SERVER_AUTH_CLIENT_CERTS_DIR",
+		"KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_CLIENT_CA_FILE", "KUMA_MONITORING_ASSIGNMENT_SERVER_AUTHN_TYPE",
+	} {
+		require.Contains(t, EnvNames(), name)
+	}
+}
+
 func TestAuthnSettings(t *testing.T) {
 	f := filepath.Join(t.TempDir(), "cp.yaml")
 	require.NoError(t, os.WriteFile(f, []byte("apiServer:\n  authn:\n    localhostIsAdmin: false\ndpServer:\n  authn:\n    dpProxy:\n      type: none\n"), 0o600))
@@ -103,6 +170,18 @@ func TestAuthnSettings(t *testing.T) {
 	require.False(t, c.APIServer.Authn.LocalhostIsAdmin)
 	require.Contains(t, EnvNames(), "KUMA_API_SERVER_AUTHN_LOCALHOST_IS_ADMIN")
 	require.Contains(t, EnvNames(), "KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE")
+}
+
+func TestAllowUntaggedTokens(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "cp.yaml")
+	require.NoError(t, os.WriteFile(f, []byte("dpServer:\n  authn:\n    dpProxy:\n      dpToken:\n        allowUntaggedTokens: true\n"), 0o600))
+	c, err := Load(f, env(nil))
+	require.NoError(t, err)
+	require.True(t, c.DPServer.Authn.DPProxy.DPToken.AllowUntaggedTokens)
+	c, err = Load(f, env(map[string]string{"KUMA_DP_SERVER_AUTHN_DP_PROXY_DP_TOKEN_ALLOW_UNTAGGED_TOKENS": "false"}))
+	require.NoError(t, err)
+	require.False(t, c.DPServer.Authn.DPProxy.DPToken.AllowUntaggedTokens, "the environment wins over the file")
+	require.Contains(t, EnvNames(), "KUMA_DP_SERVER_AUTHN_DP_PROXY_DP_TOKEN_ALLOW_UNTAGGED_TOKENS")
 }
 
 func TestFileThenEnvironment(t *testing.T) {
@@ -145,6 +224,10 @@ func TestBadSettingsNameTheSetting(t *testing.T) {
 			want: `dpServer.authn.dpProxy.type (KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE): must be dpToken or none, got "serviceAccountToken"`},
 		{name: "empty dp proxy authn in the file", file: "dpServer:\n  authn:\n    dpProxy:\n      type: \"\"\n",
 			want: `dpServer.authn.dpProxy.type (KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE): must be dpToken or none, got ""`},
+		{name: "allow untagged tokens not a boolean", env: map[string]string{"KUMA_DP_SERVER_AUTHN_DP_PROXY_DP_TOKEN_ALLOW_UNTAGGED_TOKENS": "maybe"},
+			want: `KUMA_DP_SERVER_AUTHN_DP_PROXY_DP_TOKEN_ALLOW_UNTAGGED_TOKENS: must be true or false, got "maybe"`},
+		{name: "allow untagged tokens not a boolean in the file", file: "dpServer:\n  authn:\n    dpProxy:\n      dpToken:\n        allowUntaggedTokens: 1\n",
+			want: "dpServer.authn.dpProxy.dpToken.allowUntaggedTokens: must be a boolean"},
 		{name: "unknown authn field", file: "apiServer:\n  authn:\n    type: tokens\n", want: "apiServer.authn.type: unknown field"},
 		{name: "max fetch timeout below the default", env: map[string]string{"KUMA_MONITORING_ASSIGNMENT_SERVER_MAX_FETCH_TIMEOUT": "10s"},
 			want: "monitoringAssignmentServer.maxFetchTimeout (KUMA_MONITORING_ASSIGNMENT_SERVER_MAX_FETCH_TIMEOUT): must be at least the default fetch timeout 30s, got 10s"},
@@ -163,6 +246,23 @@ func TestBadSettingsNameTheSetting(t *testing.T) {
 		{name: "keepalive min time above kuma-dp's pings", file: "serverLimits:\n  grpc:\n    keepaliveMinTime: 1m\n",
 			want: "serverLimits.grpc.keepaliveMinTime (KUMA_SERVER_LIMITS_GRPC_KEEPALIVE_MIN_TIME): must be at most 30s, as often as kuma-dp pings, got 1m0s"},
 		{name: "unknown limits field", file: "serverLimits:\n  http:\n    writeTimeout: 1m\n", want: "serverLimits.http.writeTimeout: unknown field"},
+		{name: "HTTPS enabled not a boolean", env: map[string]string{"KUMA_API_SERVER_HTTPS_ENABLED": "on-ish"},
+			want: `KUMA_API_SERVER_HTTPS_ENABLED: must be true or false, got "on-ish"`},
+		{name: "HTTPS port too large in the file", file: "apiServer:\n  https:\n    port: 70000\n",
+			want: "apiServer.https.port (KUMA_API_SERVER_HTTPS_PORT): must be a port number from 0 to 65535, got 70000"},
+		{name: "HTTPS key without certificate", env: map[string]string{"KUMA_API_SERVER_HTTPS_TLS_KEY_FILE": "k.pem"},
+			want: "apiServer.https.tlsCertFile and .tlsKeyFile (KUMA_API_SERVER_HTTPS_TLS_CERT_FILE, _KEY_FILE): set both or neither"},
+		{name: "client certificates without HTTPS", env: map[string]string{"KUMA_API_SERVER_AUTH_CLIENT_CERTS_DIR": "/admins", "KUMA_API_SERVER_HTTPS_ENABLED": "false"},
+			want: "apiServer.auth.clientCertsDir (KUMA_API_SERVER_AUTH_CLIENT_CERTS_DIR): client certificates are presented over HTTPS only"},
+		{name: "unknown MADS authn", env: map[string]string{"KUMA_MONITORING_ASSIGNMENT_SERVER_AUTHN_TYPE": "password"},
+			want: `monitoringAssignmentServer.authn.type (KUMA_MONITORING_ASSIGNMENT_SERVER_AUTHN_TYPE): must be none or token, got "password"`},
+		{name: "MADS token in clear on every interface", file: "monitoringAssignmentServer:\n  authn:\n    type: token\n",
+			want: "monitoringAssignmentServer.authn.type (KUMA_MONITORING_ASSIGNMENT_SERVER_AUTHN_TYPE) token needs TLS, or tokens would cross the network in clear"},
+		{name: "MADS token in clear on a LAN address", env: map[string]string{"KUMA_MONITORING_ASSIGNMENT_SERVER_AUTHN_TYPE": "token", "KUMA_MONITORING_ASSIGNMENT_SERVER_INTERFACE": "192.0.2.1"},
+			want: `a loopback monitoringAssignmentServer.interface (KUMA_MONITORING_ASSIGNMENT_SERVER_INTERFACE), got "192.0.2.1"`},
+		{name: "MADS client CA without TLS", env: map[string]string{"KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_CLIENT_CA_FILE": "/ca.pem"},
+			want: "monitoringAssignmentServer.tlsClientCAFile (KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_CLIENT_CA_FILE): client certificates need TLS"},
+		{name: "unknown MADS authn field", file: "monitoringAssignmentServer:\n  authn:\n    token: x\n", want: "monitoringAssignmentServer.authn.token: unknown field"},
 		{name: "MADS TLS cert without key", env: map[string]string{"KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_CERT_FILE": "c.pem"}, want: "KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_CERT_FILE, _KEY_FILE): set both or neither"},
 	}
 	for _, tc := range tests {
@@ -176,4 +276,30 @@ func TestBadSettingsNameTheSetting(t *testing.T) {
 			require.ErrorContains(t, err, tc.want)
 		})
 	}
+}
+
+func TestDataplaneCleanupAge(t *testing.T) {
+	c, err := Load("", env(nil))
+	require.NoError(t, err)
+	require.Equal(t, Duration(72*time.Hour), c.Runtime.Universal.DataplaneCleanupAge, "the reference system's default")
+
+	f := filepath.Join(t.TempDir(), "cp.yaml")
+	require.NoError(t, os.WriteFile(f, []byte("runtime:\n  universal:\n    dataplaneCleanupAge: 1h\n"), 0o600))
+	c, err = Load(f, env(nil))
+	require.NoError(t, err)
+	require.Equal(t, Duration(time.Hour), c.Runtime.Universal.DataplaneCleanupAge)
+	c, err = Load(f, env(map[string]string{"KUMA_RUNTIME_UNIVERSAL_DATAPLANE_CLEANUP_AGE": "0s"}))
+	require.NoError(t, err)
+	require.Zero(t, c.Runtime.Universal.DataplaneCleanupAge, "0 turns the cleanup off")
+	c, err = Load("", env(map[string]string{"KUMA_RUNTIME_UNIVERSAL_DATAPLANE_CLEANUP_AGE": "3d"}))
+	require.NoError(t, err)
+	require.Equal(t, Duration(72*time.Hour), c.Runtime.Universal.DataplaneCleanupAge)
+
+	_, err = Load("", env(map[string]string{"KUMA_RUNTIME_UNIVERSAL_DATAPLANE_CLEANUP_AGE": "soon"}))
+	require.ErrorContains(t, err, "KUMA_RUNTIME_UNIVERSAL_DATAPLANE_CLEANUP_AGE")
+	_, err = Load("", env(map[string]string{"KUMA_RUNTIME_UNIVERSAL_DATAPLANE_CLEANUP_AGE": "-1h"}))
+	require.ErrorContains(t, err, "runtime.universal.dataplaneCleanupAge")
+	require.NoError(t, os.WriteFile(f, []byte("runtime:\n  universal:\n    dataplaneCleanupAge: 5\n"), 0o600))
+	_, err = Load(f, env(nil))
+	require.ErrorContains(t, err, "runtime.universal.dataplaneCleanupAge")
 }

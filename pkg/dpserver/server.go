@@ -20,17 +20,16 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	meshv1 "github.com/kumametrics/mesh/api/mesh/v1"
 	"github.com/kumametrics/mesh/pkg/authn"
 	"github.com/kumametrics/mesh/pkg/ca"
 	"github.com/kumametrics/mesh/pkg/dpconfig"
-	"github.com/kumametrics/mesh/pkg/insight"
 	"github.com/kumametrics/mesh/pkg/latest"
 	"github.com/kumametrics/mesh/pkg/manager"
 	"github.com/kumametrics/mesh/pkg/mirror"
@@ -47,13 +46,29 @@ const MetadataDataplane = "dataplane.resource"
 // Views gives the current view of the store and a signal of its next change.
 type Views = mirror.Views
 
+// Reader reads the store: the Dataplane a proxy would replace or delete is
+// checked as stored, not as the mirror last saw it.
+type Reader interface {
+	Get(ctx context.Context, kind resource.Kind, key resource.Key) (*resource.Object, error)
+}
+
 // Writer changes resources with validation and defaults (the manager).
 type Writer interface {
 	Apply(ctx context.Context, obj *resource.Object, ifVersion int64) (*manager.Result, error)
 	Delete(ctx context.Context, kind resource.Kind, key resource.Key, ifVersion int64) error
 }
 
-// TokenVerifier checks that a dataplane token is one for mesh/name.
+// Insights records the subscriptions of the proxies (the control plane's
+// *record.Recorder, which writes them to the store as DataplaneInsights).
+type Insights interface {
+	Connect(key resource.Key, sub resource.Subscription)
+	Update(key resource.Key, id string, change func(*resource.Subscription))
+	Disconnect(key resource.Key, id string, at time.Time)
+	Forget(key resource.Key)
+}
+
+// TokenVerifier checks that a dataplane token is one for mesh/name
+// (errors: authn.ErrWrongDataplane, authn.ErrExpired, authn.ErrInvalid).
 type TokenVerifier interface {
 	VerifyDataplaneFor(token, mesh, name string) (authn.DataplaneIdentity, error)
 }
@@ -62,16 +77,25 @@ type TokenVerifier interface {
 type Options struct {
 	// Tokens authenticates proxies by their dataplane token (the
 	// "authorization: Bearer" metadata of every call); nil admits any proxy.
-	Tokens     TokenVerifier
+	// A proxy's Dataplane (presented, stored, or certified) must have the
+	// inbound tags its token allows (docs/2026-12-06-dataplane-token-tags.md).
+	Tokens TokenVerifier
+	// AllowUntaggedTokens accepts tokens that do not constrain
+	// kuma.io/service, for any service (dpServer.authn.dpProxy.dpToken.allowUntaggedTokens).
+	AllowUntaggedTokens bool
+
 	Views      Views
+	Reader     Reader
 	Writer     Writer
-	Insights   *insight.Registry
+	Insights   Insights
 	InstanceID string
 	// Certificate the server presents.
 	Certificate tls.Certificate
 	// Debounce before regenerating configs after a change (default 50ms).
 	Debounce   time.Duration
 	XDSMetrics *xds.Metrics
+	// Registerer takes dp_server_dataplane_refused_total (may be nil).
+	Registerer prometheus.Registerer
 	// GRPCOptions are added to the gRPC server's (interceptors).
 	GRPCOptions []grpc.ServerOption
 	// GRPCLimits bound what one proxy's connection can hold (zero fields:
@@ -86,10 +110,11 @@ type Options struct {
 
 // Server serves proxy configs.
 type Server struct {
-	opts Options
-	log  *slog.Logger
-	xds  *xds.Server
-	grpc *grpc.Server
+	opts    Options
+	log     *slog.Logger
+	xds     *xds.Server
+	grpc    *grpc.Server
+	refused *prometheus.CounterVec
 
 	mu      sync.Mutex
 	proxies map[resource.Key]*proxy
@@ -143,8 +168,8 @@ type proxy struct {
 
 // New builds a server; Serve runs it and Reconcile keeps configs current.
 func New(opts Options) (*Server, error) {
-	if opts.Views == nil || opts.Writer == nil || opts.Insights == nil {
-		return nil, errors.New("dpserver: Views, Writer and Insights are required")
+	if opts.Views == nil || opts.Reader == nil || opts.Writer == nil || opts.Insights == nil {
+		return nil, errors.New("dpserver: Views, Reader, Writer and Insights are required")
 	}
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
@@ -155,7 +180,11 @@ func New(opts Options) (*Server, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	s := &Server{opts: opts, log: opts.Log, proxies: map[resource.Key]*proxy{}, kick: make(chan struct{}, 1)}
+	refused, err := newRefusedCounter(opts.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{opts: opts, log: opts.Log, refused: refused, proxies: map[resource.Key]*proxy{}, kick: make(chan struct{}, 1)}
 	s.xds = xds.NewServer(dpconfig.TypeURL, s, opts.XDSMetrics, opts.Log)
 	// The limits' keepalive finds proxies that vanished without closing
 	// their stream.
@@ -203,20 +232,20 @@ func (svc *service) StreamProxyConfig(stream grpc.BidiStreamingServer[discoveryv
 		},
 		OnClose: func() { s.unregister(key, p) },
 		OnResponse: func(version string) {
-			now := s.opts.Now()
-			s.opts.Insights.Update(key, p.subID, func(sub *insight.Subscription) {
+			now := s.opts.Now().UTC()
+			s.opts.Insights.Update(key, p.subID, func(sub *resource.Subscription) {
 				sub.Status.Total.ResponsesSent++
 				sub.Status.LastUpdateTime = &now
 			})
 		},
 		OnAck: func(version string) {
-			s.opts.Insights.Update(key, p.subID, func(sub *insight.Subscription) {
+			s.opts.Insights.Update(key, p.subID, func(sub *resource.Subscription) {
 				sub.Status.Total.ResponsesAcknowledged++
 				sub.ConfigVersion = version
 			})
 		},
 		OnNack: func(version, detail string) {
-			s.opts.Insights.Update(key, p.subID, func(sub *insight.Subscription) { sub.Status.Total.ResponsesRejected++ })
+			s.opts.Insights.Update(key, p.subID, func(sub *resource.Subscription) { sub.Status.Total.ResponsesRejected++ })
 		},
 	}
 	err := s.xds.StreamSotW(&ctxStream{stream, ctx}, cb)
@@ -274,10 +303,18 @@ func (s *Server) register(ctx context.Context, node *corev3.Node, stop context.C
 		obj.Meta.Mesh = resource.DefaultMesh
 	}
 	key := obj.Meta.Key()
-	if err := s.authorize(ctx, key); err != nil {
+	id, err := s.authorize(ctx, "stream", key)
+	if err != nil {
 		return key, nil, err
 	}
-	if err := s.store(ctx, obj); err != nil {
+	if err := resource.Validate(obj); err != nil {
+		return key, nil, status.Errorf(codes.InvalidArgument, "invalid Dataplane: %v", err)
+	}
+	resource.ApplyDefaults(obj)
+	if err := s.admit("stream", key, id, obj, presented); err != nil {
+		return key, nil, err
+	}
+	if err := s.store(ctx, id, obj); err != nil {
 		return key, nil, err
 	}
 	node.Id = key.String()
@@ -291,7 +328,7 @@ func (s *Server) register(ctx context.Context, node *corev3.Node, stop context.C
 		s.log.Warn("a dataplane connected again; the older connection is closed", "dataplane", key.String())
 		old.stop()
 	}
-	s.opts.Insights.Connect(key, insight.Subscription{ID: p.subID, ControlPlaneInstanceID: s.opts.InstanceID, ConnectTime: s.opts.Now()})
+	s.opts.Insights.Connect(key, resource.Subscription{ID: p.subID, ControlPlaneInstanceID: s.opts.InstanceID, ConnectTime: s.opts.Now()})
 	s.log.Info("proxy connected", "dataplane", key.String())
 	select {
 	case s.kick <- struct{}{}:
@@ -300,21 +337,32 @@ func (s *Server) register(ctx context.Context, node *corev3.Node, stop context.C
 	return key, p, nil
 }
 
-// store writes the presented Dataplane unless the store already has it.
-func (s *Server) store(ctx context.Context, obj *resource.Object) error {
-	if err := resource.Validate(obj); err != nil {
-		return status.Errorf(codes.InvalidArgument, "invalid Dataplane: %v", err)
-	}
-	resource.ApplyDefaults(obj)
-	if view, _ := s.opts.Views.View(); view != nil {
-		if have := view.Get(resource.KindDataplane, obj.Meta.Key()); have != nil && sameSpec(have.Spec, obj.Spec) {
+// store writes the presented Dataplane unless the store already has it. A
+// stored Dataplane of that name is replaced only when the token id covers
+// it too, and only the version that was checked.
+func (s *Server) store(ctx context.Context, id *authn.DataplaneIdentity, obj *resource.Object) error {
+	key := obj.Meta.Key()
+	ifVersion := manager.CreateOnly
+	have, err := s.opts.Reader.Get(ctx, resource.KindDataplane, key)
+	switch {
+	case err == nil:
+		if sameSpec(have.Spec, obj.Spec) {
 			return nil
 		}
+		if err := s.admit("stream", key, id, have, stored); err != nil {
+			return err
+		}
+		ifVersion = have.Meta.Version
+	case !errors.Is(err, store.ErrNotFound):
+		return status.Errorf(codes.Unavailable, "reading the stored Dataplane: %v", err)
 	}
-	if _, err := s.opts.Writer.Apply(ctx, obj, 0); err != nil {
+	if _, err := s.opts.Writer.Apply(ctx, obj, ifVersion); err != nil {
 		var ve *resource.ValidationError
-		if errors.As(err, &ve) {
+		switch {
+		case errors.As(err, &ve):
 			return status.Errorf(codes.InvalidArgument, "invalid Dataplane: %v", err)
+		case errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrAlreadyExists) || errors.Is(err, store.ErrNotFound):
+			return status.Errorf(codes.Unavailable, "dataplane %s changed while the proxy registered; it retries", key)
 		}
 		return status.Errorf(codes.Unavailable, "storing the Dataplane: %v", err)
 	}
@@ -341,40 +389,28 @@ func (s *Server) unregister(key resource.Key, p *proxy) {
 }
 
 func (svc *service) Deregister(ctx context.Context, req *meshv1.DeregisterRequest) (*meshv1.DeregisterResponse, error) {
+	s := svc.s
 	key := resource.Key{Mesh: req.GetMesh(), Name: req.GetName()}
-	if err := svc.s.authorize(ctx, key); err != nil {
+	id, err := s.authorize(ctx, "deregister", key)
+	if err != nil {
 		return nil, err
 	}
-	err := svc.s.opts.Writer.Delete(ctx, resource.KindDataplane, key, 0)
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return nil, status.Errorf(codes.Unavailable, "deleting the Dataplane: %v", err)
+	have, err := s.opts.Reader.Get(ctx, resource.KindDataplane, key)
+	switch {
+	case err == nil:
+		if err := s.admit("deregister", key, id, have, stored); err != nil {
+			return nil, err
+		}
+		err = s.opts.Writer.Delete(ctx, resource.KindDataplane, key, have.Meta.Version)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return nil, status.Errorf(codes.Unavailable, "deleting the Dataplane: %v", err)
+		}
+	case !errors.Is(err, store.ErrNotFound):
+		return nil, status.Errorf(codes.Unavailable, "reading the stored Dataplane: %v", err)
 	}
-	svc.s.opts.Insights.Forget(key)
-	svc.s.log.Info("proxy deregistered", "dataplane", key.String())
+	s.opts.Insights.Forget(key)
+	s.log.Info("proxy deregistered", "dataplane", key.String())
 	return &meshv1.DeregisterResponse{}, nil
-}
-
-// authorize checks that the caller may act as the dataplane key: its
-// dataplane token must be one for key.
-func (s *Server) authorize(ctx context.Context, key resource.Key) error {
-	if key.Mesh == "" || key.Name == "" {
-		return status.Error(codes.InvalidArgument, "mesh and name are required")
-	}
-	if s.opts.Tokens == nil {
-		return nil
-	}
-	md, _ := metadata.FromIncomingContext(ctx)
-	var token string
-	if vs := md.Get("authorization"); len(vs) == 1 {
-		token, _ = authn.BearerToken(vs[0])
-	}
-	if token == "" {
-		return status.Error(codes.Unauthenticated, "a dataplane token is required (kuma-dp --dataplane-token-file; kumactl generate dataplane-token)")
-	}
-	if _, err := s.opts.Tokens.VerifyDataplaneFor(token, key.Mesh, key.Name); err != nil {
-		return status.Errorf(codes.Unauthenticated, "dataplane %s: %v", key, err)
-	}
-	return nil
 }
 
 func newID() string {

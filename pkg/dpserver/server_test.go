@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
@@ -24,10 +26,11 @@ import (
 
 	meshv1 "github.com/kumametrics/mesh/api/mesh/v1"
 	"github.com/kumametrics/mesh/pkg/dpconfig"
-	"github.com/kumametrics/mesh/pkg/insight"
+	"github.com/kumametrics/mesh/pkg/insight/record"
 	"github.com/kumametrics/mesh/pkg/manager"
 	"github.com/kumametrics/mesh/pkg/mirror"
 	"github.com/kumametrics/mesh/pkg/resource"
+	"github.com/kumametrics/mesh/pkg/store"
 	"github.com/kumametrics/mesh/pkg/store/memory"
 )
 
@@ -36,8 +39,11 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 const waitTimeout = 10 * time.Second
 
 type harness struct {
+	st       *memory.Store
+	reg      *prometheus.Registry
 	mgr      *manager.Manager
-	insights *insight.Registry
+	store    *memory.Store
+	insights *record.Recorder
 	client   meshv1.DataplaneConfigServiceClient
 	workDir  string
 	// addr and tls reach the server.
@@ -45,16 +51,36 @@ type harness struct {
 	tls  *tls.Config
 }
 
+// insight reads a dataplane's insight from the store (empty when none).
+func (h *harness) insight(t *testing.T, key resource.Key) *resource.DataplaneInsightSpec {
+	t.Helper()
+	o, err := h.store.Get(t.Context(), resource.KindDataplaneInsight, key)
+	if errors.Is(err, store.ErrNotFound) {
+		return &resource.DataplaneInsightSpec{}
+	}
+	require.NoError(t, err)
+	return o.DataplaneInsight()
+}
+
+// online tells whether a dataplane's newest subscription is open.
+func online(in *resource.DataplaneInsightSpec) bool {
+	l := in.Latest()
+	return l != nil && l.DisconnectTime == nil
+}
+
 func start(t *testing.T, configure ...func(*Options)) *harness {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	st := memory.New()
-	h := &harness{mgr: manager.New(st, nil), insights: insight.NewRegistry(), workDir: t.TempDir()}
+	rec, err := record.New(record.Options{Store: st, InstanceID: "cp-1", FlushInterval: 5 * time.Millisecond})
+	require.NoError(t, err)
+	h := &harness{st: st, reg: prometheus.NewRegistry(), mgr: manager.New(st, nil), store: st, insights: rec, workDir: t.TempDir()}
 	require.NoError(t, h.mgr.EnsureDefaultMesh(ctx))
+	require.NoError(t, rec.Register(ctx))
 	mir := mirror.New(st, nil, resource.KindMesh, resource.KindDataplane, resource.KindSecret)
 	cert, err := ServerCertificate(h.workDir, "", "", time.Now())
 	require.NoError(t, err)
-	opts := Options{Views: mir, Writer: h.mgr, Insights: h.insights, InstanceID: "cp-1", Certificate: cert, Debounce: 5 * time.Millisecond}
+	opts := Options{Views: mir, Reader: st, Writer: h.mgr, Insights: h.insights, InstanceID: "cp-1", Certificate: cert, Debounce: 5 * time.Millisecond, Registerer: h.reg}
 	for _, c := range configure {
 		c(&opts)
 	}
@@ -63,7 +89,8 @@ func start(t *testing.T, configure ...func(*Options)) *harness {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(4)
+	go func() { defer wg.Done(); _ = rec.Run(ctx) }()
 	go func() { defer wg.Done(); _ = mir.Run(ctx) }()
 	go func() { defer wg.Done(); srv.Reconcile(ctx) }()
 	go func() { defer wg.Done(); _ = srv.Serve(ctx, ln) }()
@@ -171,9 +198,9 @@ func TestProxyLifecycle(t *testing.T) {
 	require.Equal(t, "frontend", cfg.GetName())
 	require.Empty(t, endpoints(cfg), "no backend yet")
 	require.Eventually(t, func() bool {
-		in := h.insights.Get(key)
+		in := h.insight(t, key)
 		l := in.Latest()
-		return in.Online() && l.ConfigVersion == resp.GetVersionInfo() && l.Status.Total.ResponsesAcknowledged == 1 && l.ControlPlaneInstanceID == "cp-1"
+		return online(in) && l.ConfigVersion == resp.GetVersionInfo() && l.Status.Total.ResponsesAcknowledged == 1 && l.ControlPlaneInstanceID == "cp-1"
 	}, waitTimeout, time.Millisecond, "online, with the acknowledged version")
 
 	// A backend registers: the frontend gets its endpoint.
@@ -197,14 +224,14 @@ func TestProxyLifecycle(t *testing.T) {
 	resp, err = front.Recv()
 	require.NoError(t, err)
 	require.NoError(t, front.Send(&discoveryv3.DiscoveryRequest{ResponseNonce: resp.GetNonce(), ErrorDetail: &rpcstatus.Status{Message: "port in use"}}))
-	require.Eventually(t, func() bool { return h.insights.Get(key).Latest().Status.Total.ResponsesRejected == 1 }, waitTimeout, time.Millisecond)
+	require.Eventually(t, func() bool { return h.insight(t, key).Latest().Status.Total.ResponsesRejected == 1 }, waitTimeout, time.Millisecond)
 
 	// The stream ends: offline. Deregistering deletes the dataplane.
 	front.cancel()
-	require.Eventually(t, func() bool { return !h.insights.Get(key).Online() }, waitTimeout, time.Millisecond)
+	require.Eventually(t, func() bool { return !online(h.insight(t, key)) }, waitTimeout, time.Millisecond)
 	_, err = h.client.Deregister(t.Context(), &meshv1.DeregisterRequest{Mesh: "default", Name: "frontend"})
 	require.NoError(t, err)
-	require.Empty(t, h.insights.Get(key).Subscriptions, "insight forgotten")
+	require.Empty(t, h.insight(t, key).Subscriptions, "the insight went with the Dataplane")
 	_, err = h.client.Deregister(t.Context(), &meshv1.DeregisterRequest{Mesh: "default"})
 	require.Equal(t, codes.InvalidArgument, status.Code(err))
 }
@@ -218,8 +245,8 @@ func TestReconnectReplacesTheOlderStream(t *testing.T) {
 	_, err := first.Recv()
 	require.Equal(t, codes.Aborted, status.Code(err), "%v", err)
 	require.Eventually(t, func() bool {
-		in := h.insights.Get(resource.Key{Mesh: "default", Name: "web"})
-		return in.Online() && len(in.Subscriptions) == 2
+		in := h.insight(t, resource.Key{Mesh: "default", Name: "web"})
+		return online(in) && len(in.Subscriptions) == 2 && in.Subscriptions[0].DisconnectTime != nil
 	}, waitTimeout, time.Millisecond)
 }
 
@@ -253,6 +280,25 @@ func TestServerCertificateIsKeptAcrossRestarts(t *testing.T) {
 	require.NotEqual(t, c1.Certificate[0], c3.Certificate[0])
 	ca3, _ := os.ReadFile(filepath.Join(dir, CAFile))
 	require.Equal(t, ca1, ca3)
+
+	// The server listens on another loopback address: the certificate is
+	// reissued to name it too, from the same CA.
+	other := net.ParseIP("127.51.7.9")
+	leaf := func(c tls.Certificate) *x509.Certificate {
+		x, err := x509.ParseCertificate(c.Certificate[0])
+		require.NoError(t, err)
+		return x
+	}
+	require.Error(t, leaf(c3).VerifyHostname(other.String()))
+	c4, err := ServerCertificate(dir, "", "", now.Add(time.Hour), other, net.IPv4zero)
+	require.NoError(t, err)
+	require.NoError(t, leaf(c4).VerifyHostname(other.String()))
+	require.NoError(t, leaf(c4).VerifyHostname("127.0.0.1"))
+	ca4, _ := os.ReadFile(filepath.Join(dir, CAFile))
+	require.Equal(t, ca1, ca4)
+	c5, err := ServerCertificate(dir, "", "", now.Add(2*time.Hour), other)
+	require.NoError(t, err)
+	require.Equal(t, c4.Certificate[0], c5.Certificate[0], "kept while it names every address")
 
 	_, err = ServerCertificate(dir, "only-cert.pem", "", now)
 	require.ErrorContains(t, err, "both")

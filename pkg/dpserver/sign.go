@@ -15,11 +15,13 @@ import (
 )
 
 // SignWorkloadCertificate certifies a proxy's key with its mesh's enabled
-// CA. The identities come from the stored Dataplane, never from the request.
+// CA. The identities come from the stored Dataplane, never from the request,
+// and only when the proxy's token allows every inbound tag of it.
 func (svc *service) SignWorkloadCertificate(ctx context.Context, req *meshv1.SignRequest) (*meshv1.SignResponse, error) {
 	s := svc.s
 	key := resource.Key{Mesh: req.GetMesh(), Name: req.GetName()}
-	if err := s.authorize(ctx, key); err != nil {
+	id, err := s.authorize(ctx, "sign", key)
+	if err != nil {
 		return nil, err
 	}
 	block, _ := pem.Decode(req.GetCsr())
@@ -41,6 +43,9 @@ func (svc *service) SignWorkloadCertificate(ctx context.Context, req *meshv1.Sig
 	mesh := view.Get(resource.KindMesh, resource.Key{Name: key.Mesh})
 	if dp == nil || mesh == nil {
 		return nil, status.Errorf(codes.NotFound, "dataplane %s is not registered", key)
+	}
+	if err := s.admit("sign", key, id, dp, certified); err != nil {
+		return nil, err
 	}
 	backend := ca.Enabled(mesh.Mesh())
 	if backend == nil {

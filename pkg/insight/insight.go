@@ -1,139 +1,128 @@
-// Package insight keeps what the control plane knows about the live state of
-// dataplanes (their config-stream subscriptions) and derives their online
-// status and per-service summaries. Insights live in memory, not in the
-// store: a status change must not look like a resource change to the
-// reconcilers (docs/2026-11-25-insights-in-memory.md).
+// Package insight derives what the control plane tells about the live state
+// of dataplanes from the store: a dataplane's online status from its
+// DataplaneInsight and the heartbeats of the control planes
+// (ControlPlaneInstance), per-service summaries, and which dataplanes have
+// been offline long enough to be cleaned up. Everything here is pure; the
+// writes are in package insight/record, the cleanup task in
+// insight/cleanup (docs/2026-12-06-insights-in-the-store.md).
 package insight
 
 import (
 	"sort"
-	"sync"
 	"time"
 
 	"github.com/kumametrics/mesh/pkg/resource"
 )
 
-// Subscription is one config stream of a dataplane to a control plane.
-type Subscription struct {
-	ID                     string     `json:"id"`
-	ControlPlaneInstanceID string     `json:"controlPlaneInstanceId"`
-	ConnectTime            time.Time  `json:"connectTime"`
-	DisconnectTime         *time.Time `json:"disconnectTime,omitempty"`
-	Status                 SubStatus  `json:"status"`
-	// ConfigVersion is the last config version the proxy acknowledged.
-	ConfigVersion string `json:"configVersion,omitempty"`
+// Heartbeats of control-plane instances. An instance renews its
+// ControlPlaneInstance record every HeartbeatInterval; once its heartbeat
+// is older than HeartbeatTimeout the instance counts as dead, and the
+// subscriptions it held as offline since that heartbeat.
+const (
+	HeartbeatInterval = 10 * time.Second
+	HeartbeatTimeout  = 30 * time.Second
+)
+
+// MaxSubscriptions is how much history a DataplaneInsight keeps (the newest).
+const MaxSubscriptions = 5
+
+// Heartbeat is the last heartbeat of a control-plane instance.
+type Heartbeat struct {
+	Time time.Time
+	// Stopped: the instance is known to be gone, whatever Time says.
+	Stopped bool
 }
 
-// SubStatus counts what was exchanged on a subscription.
-type SubStatus struct {
-	LastUpdateTime *time.Time `json:"lastUpdateTime,omitempty"`
-	Total          Totals     `json:"total"`
-}
+// Instances are the heartbeats of control-plane instances, by instance id.
+type Instances map[string]Heartbeat
 
-// Totals are the config responses of a subscription.
-type Totals struct {
-	ResponsesSent         uint64 `json:"responsesSent"`
-	ResponsesAcknowledged uint64 `json:"responsesAcknowledged"`
-	ResponsesRejected     uint64 `json:"responsesRejected"`
-}
-
-// DataplaneInsight is the subscription history of one dataplane, oldest first.
-type DataplaneInsight struct {
-	Subscriptions []Subscription `json:"subscriptions"`
-}
-
-// Latest returns the newest subscription (the one connected last), or nil.
-func (d DataplaneInsight) Latest() *Subscription {
-	var latest *Subscription
-	for i := range d.Subscriptions {
-		s := &d.Subscriptions[i]
-		if latest == nil || !s.ConnectTime.Before(latest.ConnectTime) {
-			latest = s
+// InstancesOf reads ControlPlaneInstance objects.
+func InstancesOf(objs []*resource.Object) Instances {
+	out := make(Instances, len(objs))
+	for _, o := range objs {
+		if s := o.ControlPlaneInstance(); s != nil {
+			out[o.Meta.Name] = Heartbeat{Time: s.HeartbeatTime, Stopped: s.Stopped}
 		}
 	}
-	return latest
-}
-
-// Online tells whether the newest subscription is still connected.
-func (d DataplaneInsight) Online() bool {
-	l := d.Latest()
-	return l != nil && l.DisconnectTime == nil
-}
-
-// Status is "Online" or "Offline".
-func (d DataplaneInsight) Status() string {
-	if d.Online() {
-		return "Online"
-	}
-	return "Offline"
-}
-
-// maxSubscriptions is how much history is kept per dataplane.
-const maxSubscriptions = 5
-
-// Registry holds the insights of every dataplane. It is safe for concurrent use.
-type Registry struct {
-	mu       sync.RWMutex
-	insights map[resource.Key]*DataplaneInsight
-}
-
-// NewRegistry returns an empty registry.
-func NewRegistry() *Registry {
-	return &Registry{insights: map[resource.Key]*DataplaneInsight{}}
-}
-
-// Get returns a copy of a dataplane's insight (empty when it never connected).
-func (r *Registry) Get(key resource.Key) DataplaneInsight {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	in, ok := r.insights[key]
-	if !ok {
-		return DataplaneInsight{}
-	}
-	out := DataplaneInsight{Subscriptions: append([]Subscription(nil), in.Subscriptions...)}
 	return out
 }
 
-// Connect records a new subscription of a dataplane.
-func (r *Registry) Connect(key resource.Key, sub Subscription) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	in, ok := r.insights[key]
-	if !ok {
-		in = &DataplaneInsight{}
-		r.insights[key] = in
-	}
-	in.Subscriptions = append(in.Subscriptions, sub)
-	if len(in.Subscriptions) > maxSubscriptions {
-		in.Subscriptions = append([]Subscription(nil), in.Subscriptions[len(in.Subscriptions)-maxSubscriptions:]...)
-	}
+// Alive tells whether instance id runs at now: it is not stopped and its
+// heartbeat is younger than HeartbeatTimeout.
+func (in Instances) Alive(id string, now time.Time) bool {
+	hb, ok := in[id]
+	return ok && !hb.Stopped && now.Sub(hb.Time) < HeartbeatTimeout
 }
 
-// Update changes a subscription in place, found by its ID.
-func (r *Registry) Update(key resource.Key, id string, change func(*Subscription)) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	in, ok := r.insights[key]
-	if !ok {
-		return
+// Online tells whether a subscription is connected at now: it has no
+// disconnect time and the control plane holding it is alive.
+func Online(sub *resource.Subscription, instances Instances, now time.Time) bool {
+	return sub != nil && sub.DisconnectTime == nil && instances.Alive(sub.ControlPlaneInstanceID, now)
+}
+
+// Status of a DataplaneOverview.
+const (
+	StatusOnline  = "Online"
+	StatusOffline = "Offline"
+)
+
+// Status is StatusOnline when the newest subscription of in (nil: none) is online.
+func Status(in *resource.DataplaneInsightSpec, instances Instances, now time.Time) string {
+	if Online(in.Latest(), instances, now) {
+		return StatusOnline
 	}
-	for i := range in.Subscriptions {
-		if in.Subscriptions[i].ID == id {
-			change(&in.Subscriptions[i])
+	return StatusOffline
+}
+
+// OfflineSince tells since when the dataplane of an insight has been
+// offline at now: the disconnect time of its newest subscription, or, when
+// the control plane holding it died without writing one, that control
+// plane's last heartbeat (the insight's last write when even its record is
+// gone). ok is false when it is online or never connected.
+func OfflineSince(in *resource.Object, instances Instances, now time.Time) (since time.Time, ok bool) {
+	sub := in.DataplaneInsight().Latest()
+	switch {
+	case sub == nil || Online(sub, instances, now):
+		return time.Time{}, false
+	case sub.DisconnectTime != nil:
+		return *sub.DisconnectTime, true
+	}
+	if hb, known := instances[sub.ControlPlaneInstanceID]; known {
+		return hb.Time, true
+	}
+	return in.Meta.ModificationTime, true
+}
+
+// Deletion is a dataplane the cleanup deletes.
+type Deletion struct {
+	Key resource.Key
+	// Version is the Dataplane's version it was judged at: the deletion is
+	// conditional on it.
+	Version      int64
+	OfflineSince time.Time
+}
+
+// Cleanup returns the dataplanes that have been offline for longer than
+// age at now, sorted by key. A dataplane without an insight (created by
+// hand, never connected) is never one; neither is one whose proxy is online.
+// insights are by dataplane key.
+func Cleanup(dataplanes []*resource.Object, insights map[resource.Key]*resource.Object, instances Instances, now time.Time, age time.Duration) []Deletion {
+	var out []Deletion
+	for _, dp := range dataplanes {
+		in, ok := insights[dp.Meta.Key()]
+		if !ok {
+			continue
+		}
+		since, offline := OfflineSince(in, instances, now)
+		if offline && now.Sub(since) > age {
+			out = append(out, Deletion{Key: dp.Meta.Key(), Version: dp.Meta.Version, OfflineSince: since})
 		}
 	}
-}
-
-// Disconnect marks a subscription closed.
-func (r *Registry) Disconnect(key resource.Key, id string, at time.Time) {
-	r.Update(key, id, func(s *Subscription) { s.DisconnectTime = &at })
-}
-
-// Forget drops a dataplane's insight (when the dataplane is deleted).
-func (r *Registry) Forget(key resource.Key) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	delete(r.insights, key)
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i].Key, out[j].Key
+		return a.Mesh < b.Mesh || a.Mesh == b.Mesh && a.Name < b.Name
+	})
+	return out
 }
 
 // Service status values of a ServiceInsight.
@@ -192,5 +181,42 @@ func Services(dataplanes []*resource.Object, online func(resource.Key) bool) []S
 		out = append(out, *si)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Merge returns the subscriptions of an insight with sub in place of the
+// one of the same ID (appended when new), keeping the newest
+// MaxSubscriptions by connect time, oldest first. subs is not modified.
+func Merge(subs []resource.Subscription, sub resource.Subscription) []resource.Subscription {
+	out := make([]resource.Subscription, 0, len(subs)+1)
+	replaced := false
+	for _, s := range subs {
+		if s.ID == sub.ID {
+			s, replaced = sub, true
+		}
+		out = append(out, s)
+	}
+	if !replaced {
+		out = append(out, sub)
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].ConnectTime.Before(out[j].ConnectTime) })
+	if len(out) > MaxSubscriptions {
+		out = out[len(out)-MaxSubscriptions:]
+	}
+	return out
+}
+
+// Orphans returns the insights whose Dataplane is not among dataplanes.
+func Orphans(insights, dataplanes []*resource.Object) []*resource.Object {
+	have := make(map[resource.Key]bool, len(dataplanes))
+	for _, dp := range dataplanes {
+		have[dp.Meta.Key()] = true
+	}
+	var out []*resource.Object
+	for _, in := range insights {
+		if !have[in.Meta.Key()] {
+			out = append(out, in)
+		}
+	}
 	return out
 }

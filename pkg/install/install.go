@@ -26,6 +26,7 @@ import (
 	"strings"
 	"text/template"
 
+	"github.com/kumametrics/mesh/internal/loopback"
 	"github.com/kumametrics/mesh/pkg/resource"
 )
 
@@ -100,6 +101,12 @@ type Options struct {
 	// which the Kuma datasource reads. The control plane's own metrics are
 	// scraped from the same host, port 5680.
 	KumaCPAPIAddress string
+	// KumaCPCACertFile and KumaCPTokenFile (Universal only, absolute paths
+	// on Prometheus' host) secure discovery: Prometheus verifies an https://
+	// KumaCPAddress against the CA file and sends the user token of the
+	// token file (monitoringAssignmentServer.authn.type: token).
+	KumaCPCACertFile string
+	KumaCPTokenFile  string
 	// WithoutPrometheus leaves out Prometheus (and, on Kubernetes,
 	// kube-state-metrics). Grafana's Prometheus datasource still points
 	// where the Prometheus would be.
@@ -174,6 +181,8 @@ type data struct {
 
 	KumaCPAddress       string
 	KumaCPAPIAddress    string
+	KumaCPCACertFile    string
+	KumaCPTokenFile     string
 	KumaCPMetricsTarget string
 	HTTPSDURL           string
 	PrometheusURL       string
@@ -267,6 +276,8 @@ func newData(opts Options, universal bool) (*data, error) {
 		Universal:          universal,
 		KumaCPAddress:      opts.KumaCPAddress,
 		KumaCPAPIAddress:   opts.KumaCPAPIAddress,
+		KumaCPCACertFile:   opts.KumaCPCACertFile,
+		KumaCPTokenFile:    opts.KumaCPTokenFile,
 		HTTPSDURL:          strings.TrimRight(opts.KumaCPAddress, "/") + "/v3/discovery:monitoringassignments/http_sd",
 		Prometheus:         !opts.WithoutPrometheus,
 		Grafana:            !opts.WithoutGrafana,
@@ -375,7 +386,35 @@ func validate(opts Options, universal bool) error {
 			errs = append(errs, errors.New("--without-prometheus and --without-grafana together leave nothing to write"))
 		}
 	}
+	errs = append(errs, validateDiscoverySecurity(opts, universal)...)
 	return errors.Join(errs...)
+}
+
+// validateDiscoverySecurity checks --kuma-cp-ca-cert-file and
+// --kuma-cp-token-file: Universal only, absolute paths, and no token in
+// clear to a remote control plane.
+func validateDiscoverySecurity(opts Options, universal bool) []error {
+	var errs []error
+	for _, f := range []struct{ flag, path string }{{"--kuma-cp-ca-cert-file", opts.KumaCPCACertFile}, {"--kuma-cp-token-file", opts.KumaCPTokenFile}} {
+		switch {
+		case f.path == "":
+		case !universal:
+			errs = append(errs, fmt.Errorf("%s applies only with --universal", f.flag))
+		case !filepath.IsAbs(f.path):
+			errs = append(errs, fmt.Errorf("%s %q must be an absolute path", f.flag, f.path))
+		}
+	}
+	u, err := url.Parse(opts.KumaCPAddress)
+	if err != nil || !universal {
+		return errs // the address is reported by validateURL
+	}
+	if opts.KumaCPCACertFile != "" && u.Scheme != "https" {
+		errs = append(errs, fmt.Errorf("--kuma-cp-ca-cert-file applies only to an https:// --kuma-cp-address, got %q", opts.KumaCPAddress))
+	}
+	if opts.KumaCPTokenFile != "" && u.Scheme != "https" && !loopback.IsHost(u.Hostname()) {
+		errs = append(errs, fmt.Errorf("--kuma-cp-token-file: the token would cross the network in clear to %q; use an https:// --kuma-cp-address", opts.KumaCPAddress))
+	}
+	return errs
 }
 
 func validateMesh(mesh string) error {

@@ -631,6 +631,13 @@ func TestValidation(t *testing.T) {
 		{"universal: unclean output dir", true, func(o *install.Options) { o.OutputDir = "/opt/x/../metrics/" }, "must be an absolute, clean path"},
 		{"universal: nothing to write", true, func(o *install.Options) { o.WithoutPrometheus, o.WithoutGrafana = true, true }, "--without-prometheus and --without-grafana together leave nothing to write"},
 		{"universal: grpc cp address", true, func(o *install.Options) { o.KumaCPAddress = "grpcs://cp:5676" }, "--kuma-cp-address \"grpcs://cp:5676\": Prometheus and Grafana speak HTTP"},
+		{"CA file on Kubernetes", false, func(o *install.Options) { o.KumaCPCACertFile = "/ca.pem" }, "--kuma-cp-ca-cert-file applies only with --universal"},
+		{"token file on Kubernetes", false, func(o *install.Options) { o.KumaCPTokenFile = "/t" }, "--kuma-cp-token-file applies only with --universal"},
+		{"universal: relative CA file", true, func(o *install.Options) { o.KumaCPAddress, o.KumaCPCACertFile = "https://cp:5676", "ca.pem" }, `--kuma-cp-ca-cert-file "ca.pem" must be an absolute path`},
+		{"universal: CA file for http", true, func(o *install.Options) { o.KumaCPCACertFile = "/ca.pem" }, `--kuma-cp-ca-cert-file applies only to an https:// --kuma-cp-address, got "http://127.0.0.1:5676"`},
+		{"universal: token in clear to a remote host", true, func(o *install.Options) { o.KumaCPAddress, o.KumaCPTokenFile = "http://cp.internal:5676", "/t" },
+			`--kuma-cp-token-file: the token would cross the network in clear to "http://cp.internal:5676"; use an https:// --kuma-cp-address`},
+		{"universal: token over http to loopback", true, func(o *install.Options) { o.KumaCPTokenFile = "/t" }, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var err error
@@ -705,4 +712,54 @@ func TestDashboardsRoundTrip(t *testing.T) {
 			require.Equal(t, content, renderUniversal(t, u)["grafana/dashboards/d.json"])
 		})
 	}
+}
+
+func TestUniversalSecuredDiscovery(t *testing.T) {
+	opts := universalOptions()
+	opts.KumaCPAddress = "https://cp.internal:5676"
+	opts.KumaCPCACertFile = "/etc/prometheus/kuma-cp-ca.pem"
+	opts.KumaCPTokenFile = "/etc/prometheus/kuma-cp.token"
+	promYML := renderUniversal(t, opts)["prometheus.yml"]
+	golden(t, "universal-secured-prometheus.yml", promYML)
+	job := scrapeJobs(t, promYML)["kuma-dataplanes"]
+	require.Equal(t, []any{map[any]any{
+		"url":              "https://cp.internal:5676/v3/discovery:monitoringassignments/http_sd",
+		"refresh_interval": "15s",
+		"tls_config":       map[any]any{"ca_file": "/etc/prometheus/kuma-cp-ca.pem"},
+		"authorization":    map[any]any{"type": "Bearer", "credentials_file": "/etc/prometheus/kuma-cp.token"},
+	}}, job["http_sd_configs"])
+
+	// The commented kuma_sd_configs alternative carries the same settings.
+	var alt []string
+	for _, line := range strings.Split(promYML, "\n") {
+		if strings.HasPrefix(line, "  # kuma_sd_configs:") || strings.HasPrefix(line, "  # - server:") || strings.HasPrefix(line, "  #   ") {
+			alt = append(alt, strings.Replace(line, "# ", "", 1))
+		}
+	}
+	var kumaSD struct {
+		KumaSDConfigs []map[string]any `yaml:"kuma_sd_configs"`
+	}
+	require.NoError(t, yamlv2.Unmarshal([]byte(strings.Join(alt, "\n")), &kumaSD))
+	require.Equal(t, []map[string]any{{
+		"server":        "https://cp.internal:5676",
+		"tls_config":    map[any]any{"ca_file": "/etc/prometheus/kuma-cp-ca.pem"},
+		"authorization": map[any]any{"type": "Bearer", "credentials_file": "/etc/prometheus/kuma-cp.token"},
+	}}, kumaSD.KumaSDConfigs)
+
+	// Nothing else changes.
+	plain := universalOptions()
+	plain.KumaCPAddress = opts.KumaCPAddress
+	var stripped []string
+	for _, line := range strings.Split(promYML, "\n") {
+		if !strings.Contains(line, "tls_config:") && !strings.Contains(line, "ca_file:") && !strings.Contains(line, "authorization:") &&
+			!strings.Contains(line, "type: Bearer") && !strings.Contains(line, "credentials_file:") {
+			stripped = append(stripped, line)
+		}
+	}
+	require.Equal(t, renderUniversal(t, plain)["prometheus.yml"], strings.Join(stripped, "\n"))
+
+	// A token over plain HTTP to the machine itself is fine.
+	local := universalOptions()
+	local.KumaCPTokenFile = "/etc/prometheus/kuma-cp.token"
+	require.Contains(t, renderUniversal(t, local)["prometheus.yml"], "credentials_file:")
 }

@@ -15,7 +15,6 @@ import (
 
 	"github.com/kumametrics/mesh/pkg/apiserver"
 	"github.com/kumametrics/mesh/pkg/authn"
-	"github.com/kumametrics/mesh/pkg/insight"
 	"github.com/kumametrics/mesh/pkg/kumactl/config"
 	"github.com/kumametrics/mesh/pkg/manager"
 	"github.com/kumametrics/mesh/pkg/resource"
@@ -27,6 +26,10 @@ const (
 	adminToken = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhZG1pbiJ9.YWRtaW4tc2ln"
 	badToken   = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJldmUifQ.YmFkLXNpZw"
 	newToken   = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJuZXcifQ.bmV3LXNpZw"
+	// storedToken is a dataplane token whose tags the control plane took
+	// from the stored Dataplane stored-1; untaggedToken one without tags.
+	storedToken   = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJ0eXAiOiJkYXRhcGxhbmUiLCJtZXNoIjoiZGVmYXVsdCIsIm5hbWUiOiJzdG9yZWQtMSIsInRhZ3MiOnsia3VtYS5pby9zZXJ2aWNlIjpbImJhY2tlbmQiLCJiYWNrZW5kLWFkbWluIl19fQ.c3RvcmVkLXNpZw"
+	untaggedToken = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJ0eXAiOiJkYXRhcGxhbmUiLCJtZXNoIjoiZGVmYXVsdCIsIm5hbWUiOiJ1bnRhZ2dlZC0xIn0.dW50YWdnZWQtc2ln"
 )
 
 // checkToken makes h answer like the API server does to a bearer token it
@@ -106,6 +109,18 @@ func TestGenerate(t *testing.T) {
 			wantBody: `{"mesh":"default","name":"backend-1"}`},
 		{name: "dataplane token of a mesh for a day", args: []string{"generate", "dataplane-token", "--mesh", "demo", "--name", "api-1", "--valid-for", "24h"},
 			wantBody: `{"mesh":"demo","name":"api-1","validFor":"24h0m0s"}`},
+		{name: "dataplane token with tags", args: []string{"generate", "dataplane-token", "--name", "backend-1",
+			"--tag", "kuma.io/service=backend", "--tag", "kuma.io/service=backend-admin", "--tag", "version=v1,v2", "--valid-for", "720h"},
+			wantBody: `{"mesh":"default","name":"backend-1","tags":{"kuma.io/service":["backend","backend-admin"],"version":["v1","v2"]},"validFor":"720h0m0s"}`},
+		{name: "dataplane token for any service", args: []string{"generate", "dataplane-token", "--name", "gateway-1", "--tag", "kuma.io/service=*"},
+			wantBody: `{"mesh":"default","name":"gateway-1","tags":{"kuma.io/service":["*"]}}`},
+		{name: "dataplane token of the stored services", args: []string{"generate", "dataplane-token", "--name", "stored-1"},
+			wantBody: `{"mesh":"default","name":"stored-1"}`},
+		{name: "untagged dataplane token", args: []string{"generate", "dataplane-token", "--name", "untagged-1"},
+			wantBody: `{"mesh":"default","name":"untagged-1"}`},
+		{name: "tag without a value", args: []string{"generate", "dataplane-token", "--name", "dp-1", "--tag", "kuma.io/service"}},
+		{name: "tag with an empty value", args: []string{"generate", "dataplane-token", "--name", "dp-1", "--tag", "kuma.io/service=a,,b"}},
+		{name: "tag without a key", args: []string{"generate", "dataplane-token", "--name", "dp-1", "--tag", "=a"}},
 		{name: "user token", args: []string{"generate", "user-token", "--name", "bob", "--group", "mesh-system:admin", "--group", "dev", "--valid-for", "30m"},
 			wantBody: `{"groups":["mesh-system:admin","dev"],"name":"bob","validFor":"30m0s"}`},
 		{name: "user token without groups", args: []string{"generate", "user-token", "--name", "carol"},
@@ -135,7 +150,7 @@ func TestGenerate(t *testing.T) {
 						[]resource.Cause{{Field: "validFor", Message: `must be a duration such as 24h or 30m, got "x"`}})
 				default:
 					w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-					_, _ = io.WriteString(w, newToken)
+					_, _ = io.WriteString(w, tokenFor(body))
 				}
 			}
 			e.cp.DataplaneToken = answer
@@ -143,7 +158,7 @@ func TestGenerate(t *testing.T) {
 			res := e.run(tc.args...)
 			golden(t, "generate/"+tc.name, res.String())
 			if res.code == 0 {
-				require.Equal(t, newToken+"\n", res.stdout, "the token alone, on one line")
+				require.Equal(t, tokenFor(decodeBody(t, bodies[0]))+"\n", res.stdout, "the token alone, on one line")
 			}
 			if tc.wantBody == "" {
 				require.Empty(t, bodies)
@@ -152,6 +167,24 @@ func TestGenerate(t *testing.T) {
 			}
 		})
 	}
+}
+
+// tokenFor is the token the fake control plane answers to a token request.
+func tokenFor(body map[string]any) string {
+	switch body["name"] {
+	case "stored-1":
+		return storedToken
+	case "untagged-1":
+		return untaggedToken
+	}
+	return newToken
+}
+
+func decodeBody(t *testing.T, body string) map[string]any {
+	t.Helper()
+	var m map[string]any
+	require.NoError(t, json.Unmarshal([]byte(body), &m))
+	return m
 }
 
 // TestAgainstTheAPIServer runs kumactl against the real API server with
@@ -163,7 +196,7 @@ func TestAgainstTheAPIServer(t *testing.T) {
 	dir := t.TempDir()
 	iss, err := authn.Load(dir, nil)
 	require.NoError(t, err)
-	api, err := apiserver.New(apiserver.Options{Reader: st, Writer: mgr, Insights: insight.NewRegistry(), Version: "0.1.0", Tokens: iss, LocalhostIsAdmin: false})
+	api, err := apiserver.New(apiserver.Options{Reader: st, Writer: mgr, Version: "0.1.0", Tokens: iss, LocalhostIsAdmin: false})
 	require.NoError(t, err)
 	srv := httptest.NewServer(api)
 	t.Cleanup(srv.Close)
@@ -185,10 +218,29 @@ func TestAgainstTheAPIServer(t *testing.T) {
 	res = e.run("config", "control-planes", "add", "--name", "admin", "--address", srv.URL, "--auth-type=tokens", "--auth-conf", "token="+strings.TrimSpace(string(admin)))
 	require.Equal(t, 0, res.code, res.stderr)
 	res = e.run("generate", "dataplane-token", "--mesh", "default", "--name", "dp-1", "--valid-for", "1h")
+	require.Equal(t, 1, res.code, "no tags and no stored Dataplane dp-1")
+	require.Equal(t, `Error: Could not issue a token (400): Request is not valid
+* tags: no Dataplane "dp-1" is stored in mesh "default" to take its services from: name the services its proxy may serve, such as {"kuma.io/service":["backend"]} (kumactl generate dataplane-token --tag kuma.io/service=backend), or ["*"] for any service
+`, res.stderr)
+	res = e.run("generate", "dataplane-token", "--mesh", "default", "--name", "dp-1", "--valid-for", "1h", "--tag", "kuma.io/service=backend")
 	require.Equal(t, 0, res.code, res.stderr)
+	require.Empty(t, res.stderr)
 	id, err := iss.VerifyDataplaneFor(strings.TrimSuffix(res.stdout, "\n"), "default", "dp-1")
 	require.NoError(t, err)
 	require.False(t, id.ExpiresAt.IsZero())
+	require.Equal(t, map[string][]string{"kuma.io/service": {"backend"}}, id.Tags)
+
+	// Without --tag, the services of the stored Dataplane, said on stderr.
+	dp, err := resource.DecodeJSON([]byte(`{"type":"Dataplane","mesh":"default","name":"web-1","networking":{"address":"127.0.0.3","inbound":[{"port":8080,"tags":{"kuma.io/service":"web"}}]}}`))
+	require.NoError(t, err)
+	_, err = mgr.Apply(context.Background(), dp, 0)
+	require.NoError(t, err)
+	res = e.run("generate", "dataplane-token", "--name", "web-1")
+	require.Equal(t, 0, res.code, res.stderr)
+	require.Equal(t, "note: the token allows kuma.io/service=web, the services of the stored Dataplane \"web-1\" of mesh \"default\"\n", res.stderr)
+	id, err = iss.VerifyDataplaneFor(strings.TrimSuffix(res.stdout, "\n"), "default", "web-1")
+	require.NoError(t, err)
+	require.Equal(t, map[string][]string{"kuma.io/service": {"web"}}, id.Tags)
 
 	res = e.run("generate", "user-token", "--name", "dev", "--group", "developers")
 	require.Equal(t, 0, res.code, res.stderr)

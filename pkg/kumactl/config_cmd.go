@@ -1,8 +1,12 @@
 package kumactl
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -28,13 +32,18 @@ func newConfigAddCmd(rc *RootContext) *cobra.Command {
 	var name, address, authType string
 	var authConf map[string]string
 	var overwrite bool
+	var caCertFile, clientCertFile, clientKeyFile string
+	var skipVerify bool
 	cmd := &cobra.Command{
 		Use:   "add",
 		Short: "Add a control plane and switch to it",
 		Long: "Add a control plane (and a context of the same name) and make it current. " +
 			"The address must answer the API's index (GET /), so that a mistyped address (or a refused token) fails here. " +
 			"With --auth-type=tokens --auth-conf token=TOKEN every request carries that user token; " +
-			"the token is kept in the config file (mode 0600).",
+			"the token is kept in the config file (mode 0600). " +
+			"An https:// control plane is verified against --ca-cert-file (kuma-cp writes its generated CA to <work dir>/api-server-ca.pem), " +
+			"else the system's trusted roots, or not at all with --skip-verify; --client-cert-file and --client-key-file present " +
+			"a certificate (one of the control plane's apiServer.auth.clientCertsDir makes an admin). Files are referenced by their absolute path, not copied.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if name == "" {
@@ -55,14 +64,33 @@ func newConfigAddCmd(rc *RootContext) *cobra.Command {
 				return err
 			}
 			address = u.String()
-			api := config.APIServer{URL: address, AuthType: authType, AuthConf: authConf}
-			client, err := rc.NewClient(address, rc.args.apiTimeout, authOptions(api)...)
+			api := config.APIServer{URL: address, AuthType: authType, AuthConf: authConf, SkipVerify: skipVerify}
+			for _, f := range []struct {
+				flag      string
+				value     string
+				fieldName *string
+			}{{"--ca-cert-file", caCertFile, &api.CACertFile}, {"--client-cert-file", clientCertFile, &api.ClientCertFile}, {"--client-key-file", clientKeyFile, &api.ClientKeyFile}} {
+				if f.value == "" {
+					continue
+				}
+				abs, err := filepath.Abs(f.value)
+				if err != nil {
+					return fmt.Errorf("%s: %w", f.flag, err)
+				}
+				*f.fieldName = abs
+			}
+			opts, err := clientOptions(api)
+			if err != nil {
+				return flagError(err)
+			}
+			rc.warnTokenInClear(name, api)
+			client, err := rc.NewClient(address, rc.args.apiTimeout, opts...)
 			if err != nil {
 				return err
 			}
 			idx, err := client.Index(cmd.Context())
 			if err != nil {
-				return fmt.Errorf("could not verify the control plane at %s: %w", address, err)
+				return fmt.Errorf("could not verify the control plane at %s: %w%s", address, err, tlsHint(err))
 			}
 			if idx.Tagline == "" && idx.Version == "" {
 				return fmt.Errorf("could not verify the control plane at %s: its index names no product or version", address)
@@ -84,22 +112,47 @@ func newConfigAddCmd(rc *RootContext) *cobra.Command {
 	cmd.Flags().BoolVar(&overwrite, "overwrite", false, "replace a control plane of the same name")
 	cmd.Flags().StringVar(&authType, "auth-type", "", "how to authenticate to the control plane: tokens (a user token), or empty for no credentials")
 	cmd.Flags().StringToStringVar(&authConf, "auth-conf", nil, "settings of --auth-type, as key=value: token=TOKEN for tokens")
+	cmd.Flags().StringVar(&caCertFile, "ca-cert-file", "", "PEM bundle of the CAs that verify an https:// control plane (default: the system's trusted roots)")
+	cmd.Flags().BoolVar(&skipVerify, "skip-verify", false, "connect to an https:// control plane without verifying its certificate")
+	cmd.Flags().StringVar(&clientCertFile, "client-cert-file", "", "certificate (PEM) to present to an https:// control plane, with --client-key-file")
+	cmd.Flags().StringVar(&clientKeyFile, "client-key-file", "", "private key (PEM) of --client-cert-file")
 	_ = cmd.MarkFlagRequired("name")
 	_ = cmd.MarkFlagRequired("address")
 	return cmd
 }
 
-// flagError names the flag of a config.CheckAuth error.
+// flagError names the flag of a *config.FieldError (in its message too).
 func flagError(err error) error {
-	var ae *config.AuthError
-	if !errors.As(err, &ae) {
+	var fe *config.FieldError
+	if !errors.As(err, &fe) {
 		return err
 	}
-	flag := map[string]string{"authType": "--auth-type", "authConf": "--auth-conf"}[ae.Field]
+	flag := fieldFlags[fe.Field]
 	if flag == "" {
 		return err
 	}
-	return fmt.Errorf("%s: %s", flag, ae.Message)
+	msg := fe.Message
+	for field, f := range fieldFlags {
+		msg = strings.ReplaceAll(msg, field, f)
+	}
+	return fmt.Errorf("%s: %s", flag, msg)
+}
+
+// fieldFlags are the flags of `config control-planes add` by apiServer setting.
+var fieldFlags = map[string]string{
+	"authType": "--auth-type", "authConf": "--auth-conf",
+	"caCertFile": "--ca-cert-file", "skipVerify": "--skip-verify",
+	"clientCertFile": "--client-cert-file", "clientKeyFile": "--client-key-file",
+}
+
+// tlsHint tells how to trust a control plane whose certificate did not verify.
+func tlsHint(err error) string {
+	var unknown x509.UnknownAuthorityError
+	var verify *tls.CertificateVerificationError
+	if errors.As(err, &unknown) || errors.As(err, &verify) {
+		return "; pass --ca-cert-file with the CA that issued its certificate (kuma-cp writes its generated one to <work dir>/api-server-ca.pem), or --skip-verify"
+	}
+	return ""
 }
 
 func newConfigListCmd(rc *RootContext) *cobra.Command {
@@ -122,7 +175,15 @@ func newConfigListCmd(rc *RootContext) *cobra.Command {
 				if cp.Name == current {
 					active = "*"
 				}
-				auth := cp.Coordinates.APIServer.AuthType
+				api := cp.Coordinates.APIServer
+				var methods []string
+				if api.AuthType != "" {
+					methods = append(methods, api.AuthType)
+				}
+				if api.ClientCertFile != "" {
+					methods = append(methods, "client-certificate")
+				}
+				auth := strings.Join(methods, "+")
 				if auth == "" {
 					auth = "none"
 				}

@@ -15,6 +15,9 @@ func newDeleteCmd(rc *RootContext) *cobra.Command {
 		"Delete one resource. Deleting a mesh deletes every resource in it.")
 	cmd.PersistentFlags().StringVarP(&mesh, "mesh", "m", resource.DefaultMesh, "mesh of mesh-scoped resources (ignored for meshes)")
 	for _, d := range resource.Descriptors() {
+		if d.ReadOnly {
+			continue // the control plane's own: not deleted by hand
+		}
 		cmd.AddCommand(&cobra.Command{
 			Use:   d.Singular + " NAME",
 			Short: fmt.Sprintf("Delete a %s%s", d.Kind, scopeHint(d)),

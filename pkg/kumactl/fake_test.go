@@ -3,6 +3,7 @@ package kumactl_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/kumametrics/mesh/pkg/apiclient"
 	"github.com/kumametrics/mesh/pkg/kumactl"
 	"github.com/kumametrics/mesh/pkg/kumactl/config"
 	"github.com/kumametrics/mesh/pkg/resource"
@@ -49,9 +51,13 @@ type fakeCP struct {
 	requests []string
 	// auths are the Authorization headers of the requests, in order.
 	auths []string
+	// peers are the common names of the client certificates of the
+	// requests, in order ("" without one).
+	peers []string
 }
 
-func newFakeCP(t *testing.T) *fakeCP {
+// newFakeCP serves a fake API over plain HTTP, or over HTTPS with tlsConfig.
+func newFakeCP(t *testing.T, tlsConfig ...*tls.Config) *fakeCP {
 	f := &fakeCP{t: t}
 	mux := http.NewServeMux()
 	handle := func(pattern string, h func(w http.ResponseWriter, r *http.Request) bool) {
@@ -122,13 +128,24 @@ func newFakeCP(t *testing.T) *fakeCP {
 	handle("POST /tokens/user", func(w http.ResponseWriter, r *http.Request) bool {
 		return f.UserToken != nil && call(func() { f.UserToken(w, r, tokenBody(r)) })
 	})
-	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	f.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		peer := ""
+		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+			peer = r.TLS.PeerCertificates[0].Subject.CommonName
+		}
 		f.mu.Lock()
 		f.requests = append(f.requests, r.Method+" "+r.URL.RequestURI())
 		f.auths = append(f.auths, r.Header.Get("Authorization"))
+		f.peers = append(f.peers, peer)
 		f.mu.Unlock()
 		mux.ServeHTTP(w, r)
 	}))
+	if len(tlsConfig) > 0 {
+		f.srv.TLS = tlsConfig[0]
+		f.srv.StartTLS()
+	} else {
+		f.srv.Start()
+	}
 	t.Cleanup(f.srv.Close)
 	return f
 }
@@ -141,6 +158,12 @@ func (f *fakeCP) seen() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return append([]string(nil), f.requests...)
+}
+
+func (f *fakeCP) clientCertificates() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.peers...)
 }
 
 func (f *fakeCP) authorizations() []string {
@@ -184,6 +207,8 @@ type env struct {
 	cp      *fakeCP
 	cfgFile string
 	stdin   string
+	// newClient replaces kumactl's API client factory when set.
+	newClient func(address string, timeout time.Duration, opts ...apiclient.Option) (*apiclient.Client, error)
 }
 
 func newEnv(t *testing.T) *env {
@@ -207,11 +232,12 @@ func (r result) String() string {
 func (e *env) run(args ...string) result {
 	var stdout, stderr bytes.Buffer
 	rc := &kumactl.RootContext{
-		Stdin:   strings.NewReader(e.stdin),
-		Stdout:  &stdout,
-		Stderr:  &stderr,
-		Now:     func() time.Time { return now },
-		Version: "1.2.3-test",
+		Stdin:     strings.NewReader(e.stdin),
+		Stdout:    &stdout,
+		Stderr:    &stderr,
+		Now:       func() time.Time { return now },
+		Version:   "1.2.3-test",
+		NewClient: e.newClient,
 	}
 	args = append([]string{"--config-file", e.cfgFile}, args...)
 	code := kumactl.Execute(context.Background(), rc, args)

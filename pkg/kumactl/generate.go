@@ -9,12 +9,17 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/kumametrics/mesh/pkg/apiclient"
+	"github.com/kumametrics/mesh/pkg/authn"
 	"github.com/kumametrics/mesh/pkg/pki"
 	"github.com/kumametrics/mesh/pkg/resource"
 )
@@ -28,13 +33,17 @@ func newGenerateCmd(rc *RootContext) *cobra.Command {
 
 func newGenerateDataplaneTokenCmd(rc *RootContext) *cobra.Command {
 	var mesh, name string
+	var tagFlags []string
 	var validFor time.Duration
 	cmd := &cobra.Command{
 		Use:   "dataplane-token",
 		Short: "Generate the token with which one dataplane's proxy connects",
 		Long: "Generate a dataplane token: the proxy of the Dataplane --name in --mesh presents it to the " +
-			"control plane, which refuses it for any other dataplane or mesh.",
-		Args: cobra.NoArgs,
+			"control plane, which refuses it for any other dataplane or mesh, and for a Dataplane whose inbounds " +
+			"carry tag values the token does not allow (--tag kuma.io/service=backend; '*' allows any value). " +
+			"Without --tag the token allows the services of the stored Dataplane of that name.",
+		Example: "  kumactl generate dataplane-token --mesh default --name backend-1 --tag kuma.io/service=backend --valid-for 720h > backend-1.token",
+		Args:    cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if mesh == "" {
 				return errors.New("--mesh must not be empty")
@@ -45,13 +54,20 @@ func newGenerateDataplaneTokenCmd(rc *RootContext) *cobra.Command {
 			if validFor < 0 {
 				return fmt.Errorf("--valid-for must not be negative, got %s", validFor)
 			}
+			tags, err := parseTokenTags(tagFlags)
+			if err != nil {
+				return err
+			}
 			client, err := rc.client()
 			if err != nil {
 				return err
 			}
-			token, err := client.GenerateDataplaneToken(c.Context(), mesh, name, validFor)
+			token, err := client.GenerateDataplaneToken(c.Context(), apiclient.DataplaneTokenRequest{Mesh: mesh, Name: name, Tags: tags, ValidFor: validFor})
 			if err != nil {
 				return err
+			}
+			if len(tags) == 0 {
+				noteTokenTags(rc, token, mesh, name)
 			}
 			_, err = fmt.Fprintln(rc.Stdout, token)
 			return err
@@ -59,9 +75,55 @@ func newGenerateDataplaneTokenCmd(rc *RootContext) *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&mesh, "mesh", "m", resource.DefaultMesh, "mesh of the dataplane")
 	cmd.Flags().StringVar(&name, "name", "", "name of the Dataplane (required)")
+	cmd.Flags().StringArrayVar(&tagFlags, "tag", nil, "KEY=VALUE[,VALUE...]: values the proxy's inbounds may carry, such as "+
+		"kuma.io/service=backend (repeat for several keys; '*' allows any value; default: the services of the stored Dataplane)")
 	cmd.Flags().DurationVar(&validFor, "valid-for", 0, "how long the token is valid, such as 24h or 30m (default: it never expires)")
 	_ = cmd.MarkFlagRequired("name")
 	return cmd
+}
+
+// parseTokenTags reads --tag KEY=VALUE[,VALUE...] flags; a key given twice
+// collects the values of both.
+func parseTokenTags(flags []string) (map[string][]string, error) {
+	if len(flags) == 0 {
+		return nil, nil
+	}
+	tags := map[string][]string{}
+	for _, f := range flags {
+		k, vs, ok := strings.Cut(f, "=")
+		k = strings.TrimSpace(k)
+		if !ok || k == "" {
+			return nil, fmt.Errorf("--tag %q: must be KEY=VALUE[,VALUE...], such as kuma.io/service=backend", f)
+		}
+		for _, v := range strings.Split(vs, ",") {
+			v = strings.TrimSpace(v)
+			if v == "" {
+				return nil, fmt.Errorf("--tag %q: a value is empty ('*' allows any value)", f)
+			}
+			tags[k] = append(tags[k], v)
+		}
+	}
+	return tags, nil
+}
+
+// noteTokenTags tells on stderr what a token issued without --tag allows:
+// the control plane took the services of the stored Dataplane, or (when it
+// accepts untagged tokens) constrained nothing. Stdout stays the bare token.
+func noteTokenTags(rc *RootContext, token, mesh, name string) {
+	id, err := authn.InspectDataplaneToken(token)
+	if err != nil {
+		return
+	}
+	if len(id.Tags) == 0 {
+		fmt.Fprintf(rc.Stderr, "note: the token allows any service: the control plane accepts untagged tokens; "+
+			"use --tag kuma.io/service=... to bind it to the services of dataplane %q\n", name)
+		return
+	}
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(id.Tags)) {
+		parts = append(parts, k+"="+strings.Join(id.Tags[k], ","))
+	}
+	fmt.Fprintf(rc.Stderr, "note: the token allows %s, the services of the stored Dataplane %q of mesh %q\n", strings.Join(parts, " "), name, mesh)
 }
 
 func newGenerateUserTokenCmd(rc *RootContext) *cobra.Command {

@@ -52,11 +52,16 @@ commented kuma_sd_configs alternative is in it), Grafana's provisioning files
 (grafana/provisioning) and the dashboards (grafana/dashboards). It prints the
 command that runs Prometheus. There the control plane's addresses default to
 http://127.0.0.1:5676 and http://127.0.0.1:5681, and existing files are kept
-unless --overwrite.`
+unless --overwrite. When the control plane secures discovery
+(monitoringAssignmentServer.tlsCertFile, .authn.type: token), give Prometheus
+the CA that verifies it with --kuma-cp-ca-cert-file and a file holding a user
+token (kumactl generate user-token) with --kuma-cp-token-file: the job gets
+tls_config and authorization.`
 
 func newInstallMetricsCmd(rc *RootContext) *cobra.Command {
 	var (
 		namespace, mesh, cpAddress, cpAPIAddress, outputDir     string
+		cpCACertFile, cpTokenFile                               string
 		withoutPrometheus, withoutGrafana, universal, overwrite bool
 	)
 	cmd := &cobra.Command{
@@ -67,7 +72,7 @@ func newInstallMetricsCmd(rc *RootContext) *cobra.Command {
 		RunE: func(c *cobra.Command, _ []string) error {
 			flags := c.Flags()
 			if !universal {
-				for _, f := range []string{"output-dir", "overwrite"} {
+				for _, f := range []string{"output-dir", "overwrite", "kuma-cp-ca-cert-file", "kuma-cp-token-file"} {
 					if flags.Changed(f) {
 						return fmt.Errorf("--%s applies only with --universal", f)
 					}
@@ -106,9 +111,22 @@ func newInstallMetricsCmd(rc *RootContext) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("--output-dir: %w", err)
 			}
+			for _, f := range []struct {
+				flag string
+				path *string
+			}{{"--kuma-cp-ca-cert-file", &cpCACertFile}, {"--kuma-cp-token-file", &cpTokenFile}} {
+				if *f.path == "" {
+					continue
+				}
+				if *f.path, err = filepath.Abs(*f.path); err != nil {
+					return fmt.Errorf("%s: %w", f.flag, err)
+				}
+			}
 			files, err := install.RenderUniversal(install.Options{
 				KumaCPAddress:     cpAddress,
 				KumaCPAPIAddress:  cpAPIAddress,
+				KumaCPCACertFile:  cpCACertFile,
+				KumaCPTokenFile:   cpTokenFile,
 				WithoutPrometheus: withoutPrometheus,
 				WithoutGrafana:    withoutGrafana,
 				Dashboards:        rc.Dashboards,
@@ -131,6 +149,8 @@ func newInstallMetricsCmd(rc *RootContext) *cobra.Command {
 		"URL of the control plane's monitoring assignment server, which Prometheus asks for the proxies (with --universal: "+install.DefaultUniversalCPAddress+")")
 	f.StringVar(&cpAPIAddress, "kuma-cp-api-address", install.DefaultKubernetesCPAPIAddress,
 		"URL of the control plane's API, for the Kuma datasource; its metrics are scraped from the same host, port "+install.CPDiagnosticsPort+" (with --universal: "+install.DefaultUniversalCPAPIAddress+")")
+	f.StringVar(&cpCACertFile, "kuma-cp-ca-cert-file", "", "CA (PEM) with which Prometheus verifies an https:// --kuma-cp-address (with --universal)")
+	f.StringVar(&cpTokenFile, "kuma-cp-token-file", "", "file holding a user token that Prometheus sends to the control plane's discovery (with --universal)")
 	f.BoolVar(&withoutPrometheus, "without-prometheus", false, "leave out Prometheus (and kube-state-metrics)")
 	f.BoolVar(&withoutGrafana, "without-grafana", false, "leave out Grafana")
 	f.BoolVar(&universal, "universal", false, "write the files of a Universal setup to --output-dir instead of Kubernetes manifests")

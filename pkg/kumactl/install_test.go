@@ -76,6 +76,11 @@ func TestInstallMetricsGolden(t *testing.T) {
 		{"universal with namespace", []string{"install", "metrics", "--universal", "--output-dir", "out", "--namespace", "x"}},
 		{"universal with mesh", []string{"install", "metrics", "--universal", "--output-dir", "out", "-m", "x"}},
 		{"universal without anything", []string{"install", "metrics", "--universal", "--output-dir", "out", "--without-prometheus", "--without-grafana"}},
+		{"CA file without universal", []string{"install", "metrics", "--kuma-cp-ca-cert-file", "/etc/prometheus/ca.pem"}},
+		{"token file without universal", []string{"install", "metrics", "--kuma-cp-token-file", "/etc/prometheus/token"}},
+		{"universal token in clear to a remote control plane", []string{"install", "metrics", "--universal", "--output-dir", "out",
+			"--kuma-cp-address", "http://cp.internal:5676", "--kuma-cp-token-file", "/etc/prometheus/token"}},
+		{"universal CA file for http", []string{"install", "metrics", "--universal", "--output-dir", "out", "--kuma-cp-ca-cert-file", "/etc/prometheus/ca.pem"}},
 		{"an argument", []string{"install", "metrics", "extra"}},
 		{"unknown install", []string{"install", "tracing"}},
 	} {
@@ -144,6 +149,18 @@ func TestInstallMetricsUniversal(t *testing.T) {
 	require.Equal(t, 0, res.code, res.stderr)
 	require.Contains(t, string(readTree(t, filepath.Join(base, "rel"))["grafana/provisioning/dashboards/kuma.yaml"]),
 		`path: "`+filepath.Join(base, "rel", "grafana", "dashboards")+`"`)
+
+	// Secured discovery: the CA and token files, made absolute, in the job.
+	res = runInstall(testDashboards(), "install", "metrics", "--universal", "--output-dir", "secured", "--without-grafana",
+		"--kuma-cp-address", "https://cp.internal:5676", "--kuma-cp-ca-cert-file", "ca.pem", "--kuma-cp-token-file", "prometheus.token")
+	require.Equal(t, 0, res.code, res.stderr)
+	opts = install.UniversalDefaults(filepath.Join(base, "secured"), testDashboards())
+	opts.KumaCPAddress, opts.WithoutGrafana = "https://cp.internal:5676", true
+	opts.KumaCPCACertFile, opts.KumaCPTokenFile = filepath.Join(base, "ca.pem"), filepath.Join(base, "prometheus.token")
+	want, err = install.RenderUniversal(opts)
+	require.NoError(t, err)
+	require.Equal(t, string(want["prometheus.yml"]), string(readTree(t, filepath.Join(base, "secured"))["prometheus.yml"]))
+	require.Contains(t, string(want["prometheus.yml"]), `credentials_file: "`+filepath.Join(base, "prometheus.token")+`"`)
 }
 
 func TestInstallMetricsUniversalRefusesADirectoryInTheWay(t *testing.T) {

@@ -165,19 +165,42 @@ func (rc *RootContext) client() (*apiclient.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := rc.NewClient(cp.Address(), rc.args.apiTimeout, authOptions(cp.Coordinates.APIServer)...)
+	opts, err := clientOptions(cp.Coordinates.APIServer)
+	if err != nil {
+		return nil, fmt.Errorf("control plane %q: %w", cp.Name, err)
+	}
+	rc.warnTokenInClear(cp.Name, cp.Coordinates.APIServer)
+	c, err := rc.NewClient(cp.Address(), rc.args.apiTimeout, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("control plane %q: %w", cp.Name, err)
 	}
 	return c, nil
 }
 
-// authOptions are the client options carrying a control plane's credentials.
-func authOptions(api config.APIServer) []apiclient.Option {
-	if token := api.Token(); token != "" {
-		return []apiclient.Option{apiclient.WithToken(token)}
+// clientOptions are the client options carrying a control plane's
+// credentials and TLS settings. Errors are *config.FieldError.
+func clientOptions(api config.APIServer) ([]apiclient.Option, error) {
+	var opts []apiclient.Option
+	tlsConfig, err := api.TLSConfig()
+	if err != nil {
+		return nil, err
 	}
-	return nil
+	if tlsConfig != nil {
+		opts = append(opts, apiclient.WithTLSConfig(tlsConfig))
+	}
+	if token := api.Token(); token != "" {
+		opts = append(opts, apiclient.WithToken(token))
+	}
+	return opts, nil
+}
+
+// warnTokenInClear warns on the standard error when a control plane's user
+// token would be sent over plain HTTP to another host.
+func (rc *RootContext) warnTokenInClear(name string, api config.APIServer) {
+	if api.TokenInClear() {
+		fmt.Fprintf(rc.Stderr, "Warning: control plane %q: the user token is sent in clear over http:// to a remote host; "+
+			"use the control plane's https:// address (port 5682) with --ca-cert-file\n", name)
+	}
 }
 
 // newGroupCmd returns a command that only holds subcommands: alone it prints

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"regexp"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -20,7 +21,7 @@ import (
 type adminServer struct {
 	a      *Agent
 	srv    *http.Server
-	ln     net.Listener
+	ln     atomic.Pointer[net.Listener]
 	stats  *stats.ListenerStats
 	panics *netserve.Panics
 }
@@ -50,20 +51,23 @@ func (s *adminServer) start(addr string) error {
 	if err != nil {
 		return fmt.Errorf("admin API: listen on %s: %w", addr, err)
 	}
-	s.ln = netserve.Listen(ln, netserve.AcceptOptions{Name: adminListener, Log: s.a.log, Errors: s.stats.AcceptErrors})
+	wrapped := netserve.Listen(ln, netserve.AcceptOptions{Name: adminListener, Log: s.a.log, Errors: s.stats.AcceptErrors})
+	s.ln.Store(&wrapped)
 	go func() {
-		if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.srv.Serve(wrapped); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.a.log.Error("the admin API stopped accepting connections", "address", addr, "err", err)
 		}
 	}()
 	return nil
 }
 
+// addr is where the admin API listens ("" before start).
 func (s *adminServer) addr() string {
-	if s.ln == nil {
+	ln := s.ln.Load()
+	if ln == nil {
 		return ""
 	}
-	return s.ln.Addr().String()
+	return (*ln).Addr().String()
 }
 
 func (s *adminServer) close() {

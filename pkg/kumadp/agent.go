@@ -28,6 +28,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	meshv1 "github.com/kumametrics/mesh/api/mesh/v1"
@@ -48,8 +49,13 @@ type Config struct {
 	InsecureSkipVerify bool
 	// Dataplane is the proxy's resource.
 	Dataplane *resource.Object
-	// Token is the dataplane token sent with every call to the control plane.
+	// Token is the dataplane token sent with every call to the control
+	// plane (the first one, when TokenFile is set).
 	Token string
+	// TokenFile, when set, is re-read every TokenPollInterval (default
+	// DefaultTokenPollInterval): a changed token is used from the next call.
+	TokenFile         string
+	TokenPollInterval time.Duration
 	// AdminAddress serves the admin API (127.0.0.1:9901).
 	AdminAddress string
 	// DrainTimeout bounds a graceful shutdown.
@@ -81,7 +87,10 @@ type Agent struct {
 	certs   *certManager
 	metrics *metricsServer
 	admin   *adminServer
+	tokens  *tokenSource
 
+	// applyMu serializes applying configs (prepare, then commit or abort).
+	applyMu sync.Mutex
 	// current is the applied config and its version.
 	mu      sync.Mutex
 	current *meshv1.ProxyConfig
@@ -118,6 +127,7 @@ func New(cfg Config) (*Agent, error) {
 	st := stats.NewStore()
 	a := &Agent{cfg: cfg, log: cfg.Log, target: target, creds: creds, stats: st}
 	a.server = stats.NewServerStats(st, time.Now())
+	a.tokens = newTokenSource(cfg.Token, cfg.TokenFile, cfg.TokenPollInterval, cfg.Dataplane, st, cfg.Log.With("component", "token"))
 	a.sec = proxy.NewSecurity()
 	a.proxy = proxy.New(st, proxy.Options{Log: cfg.Log.With("component", "proxy"), Security: a.sec})
 	dpKey := cfg.Dataplane.Meta.Key()
@@ -186,13 +196,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.server.SetLive(true)
 	a.log.Info("kuma-dp started", "control_plane", a.cfg.CPAddress, "admin", a.admin.addr())
 
-	dialOpts := []grpc.DialOption{grpc.WithTransportCredentials(a.creds)}
-	if a.cfg.Token != "" {
-		dialOpts = append(dialOpts, grpc.WithPerRPCCredentials(bearer(a.cfg.Token)))
-	}
-	conn, err := grpc.NewClient(a.target, append(dialOpts,
+	conn, err := grpc.NewClient(a.target,
+		grpc.WithTransportCredentials(a.creds),
+		grpc.WithPerRPCCredentials(a.tokens),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
-	)...)
+	)
 	if err != nil {
 		return fmt.Errorf("control plane client: %w", err)
 	}
@@ -200,6 +208,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	client := meshv1.NewDataplaneConfigServiceClient(conn)
 
 	streamCtx, stopStream := context.WithCancel(context.Background())
+	tokensDone := make(chan struct{})
+	go func() { defer close(tokensDone); a.tokens.run(streamCtx) }()
 	streamDone := make(chan struct{})
 	go func() { defer close(streamDone); a.follow(streamCtx, client) }()
 	certsDone := make(chan struct{})
@@ -221,6 +231,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	stopStream()
 	<-streamDone
 	<-certsDone
+	<-tokensDone
 	drainCtx, cancelDrain := context.WithTimeout(context.Background(), a.cfg.DrainTimeout)
 	defer cancelDrain()
 	if err := a.proxy.Drain(drainCtx); err != nil {
@@ -233,9 +244,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	return nil
 }
 
-// follow keeps a config stream open, reconnecting with backoff, until ctx ends.
+// follow keeps a config stream open, reconnecting with backoff, until ctx
+// ends. A new dataplane token cuts the wait short.
 func (a *Agent) follow(ctx context.Context, client meshv1.DataplaneConfigServiceClient) {
 	delay := a.cfg.BackoffMin
+	lastRefusal := ""
 	for ctx.Err() == nil {
 		got, err := a.stream(ctx, client)
 		a.server.SetControlPlaneConnected(false)
@@ -243,17 +256,44 @@ func (a *Agent) follow(ctx context.Context, client meshv1.DataplaneConfigService
 			return
 		}
 		if got {
-			delay = a.cfg.BackoffMin
+			delay, lastRefusal = a.cfg.BackoffMin, ""
 		}
 		wait := delay/2 + rand.N(delay/2+1)
-		a.log.Warn("control plane stream ended; the last config stays applied", "err", err, "retry_in", wait.Round(time.Millisecond))
+		a.reportStreamEnd(err, &lastRefusal, wait)
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(wait):
+		case <-a.tokens.changed:
+			a.log.Info("reconnecting to the control plane with the new dataplane token")
 		}
 		delay = min(delay*2, a.cfg.BackoffMax)
 	}
+}
+
+// reportStreamEnd logs why a config stream ended. A refusal of the control
+// plane (Unauthenticated, PermissionDenied) is an error said once, with
+// what to do, until it changes; other ends are warnings, and "the last
+// config stays applied" only when one was applied.
+func (a *Agent) reportStreamEnd(err error, lastRefusal *string, wait time.Duration) {
+	retry := wait.Round(time.Millisecond)
+	if code := status.Code(err); code == codes.Unauthenticated || code == codes.PermissionDenied {
+		a.tokens.setRefused(true)
+		msg := status.Convert(err).Message()
+		if msg == *lastRefusal {
+			a.log.Debug("the control plane still refuses this proxy", "code", code.String(), "retry_in", retry)
+			return
+		}
+		*lastRefusal = msg
+		a.log.Error("the control plane refused this proxy", "code", code.String(), "reason", msg, "fix", a.tokens.fix(), "retry_in", retry)
+		return
+	}
+	*lastRefusal = ""
+	if cfg, _ := a.Current(); cfg != nil {
+		a.log.Warn("control plane stream ended; the last config stays applied", "err", err, "retry_in", retry)
+		return
+	}
+	a.log.Warn("control plane stream ended before any config was received", "err", err, "retry_in", retry)
 }
 
 // stream runs one config stream; it reports whether a response was received.
@@ -287,6 +327,7 @@ func (a *Agent) stream(ctx context.Context, client meshv1.DataplaneConfigService
 		}
 		if !got {
 			got = true
+			a.tokens.setRefused(false)
 			a.server.SetControlPlaneConnected(true)
 			a.log.Info("connected to the control plane")
 		}
@@ -306,7 +347,12 @@ func (a *Agent) stream(ctx context.Context, client meshv1.DataplaneConfigService
 	}
 }
 
-// apply applies a config response.
+// apply applies a config response all or nothing: everything that can fail
+// is prepared first (the trust bundle parsed, new listeners and the metrics
+// endpoint's new address bound, the metrics config compiled) while the
+// running config keeps serving; only when every part is ready do they all
+// switch. On error the prepared parts are discarded (what was bound for
+// them closes) and the running config stays, whole.
 func (a *Agent) apply(resp *discoveryv3.DiscoveryResponse) error {
 	if len(resp.GetResources()) != 1 {
 		return fmt.Errorf("expected one ProxyConfig, got %d resources", len(resp.GetResources()))
@@ -315,19 +361,28 @@ func (a *Agent) apply(resp *discoveryv3.DiscoveryResponse) error {
 	if err := resp.GetResources()[0].UnmarshalTo(cfg); err != nil {
 		return fmt.Errorf("decode ProxyConfig: %w", err)
 	}
+	a.applyMu.Lock()
+	defer a.applyMu.Unlock()
 	if a.draining.Load() {
 		return errors.New("draining")
 	}
+	certs, err := a.certs.prepare(cfg.GetMtls())
+	if err != nil {
+		return err
+	}
+	change, err := a.proxy.Prepare(cfg)
+	if err != nil {
+		return err
+	}
+	defer change.Abort() // nothing once committed
+	metrics, err := a.metrics.prepare(cfg.GetMetrics(), cfg.GetMtls(), defaultAppAddress(cfg))
+	if err != nil {
+		return err
+	}
 	// Trust first: inbounds may turn to mTLS with this config.
-	if err := a.certs.configure(cfg.GetMtls()); err != nil {
-		return err
-	}
-	if err := a.proxy.Apply(cfg); err != nil {
-		return err
-	}
-	if err := a.metrics.apply(cfg.GetMetrics(), cfg.GetMtls(), defaultAppAddress(cfg)); err != nil {
-		return err
-	}
+	a.certs.commit(certs)
+	change.Commit()
+	a.metrics.commit(metrics)
 	a.mu.Lock()
 	a.current, a.version = cfg, resp.GetVersionInfo()
 	a.mu.Unlock()
@@ -361,12 +416,3 @@ func (a *Agent) Current() (*meshv1.ProxyConfig, string) {
 }
 
 func portString(p uint32) string { return strconv.FormatUint(uint64(p), 10) }
-
-// bearer sends the dataplane token with every call, over TLS only.
-type bearer string
-
-func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "Bearer " + string(b)}, nil
-}
-
-func (bearer) RequireTransportSecurity() bool { return true }

@@ -51,12 +51,28 @@ func newCertManager(sec *proxy.Security, server *stats.ServerStats, mesh, name s
 	return &certManager{sec: sec, server: server, mesh: mesh, name: name, log: log, now: time.Now, key: key, kick: make(chan struct{}, 1)}, nil
 }
 
-// configure takes the mTLS block of a new config: the trust bundle now,
-// a certificate soon if one is needed and the current one does not fit.
-func (c *certManager) configure(m *meshv1.MTLS) error {
-	if err := c.sec.SetTrustBundle(m.GetTrustBundle()); err != nil {
-		return err
+// certPlan is the mTLS block of a new config, checked.
+type certPlan struct {
+	mtls *meshv1.MTLS
+	// pool is the parsed trust bundle (nil: keep the current one).
+	pool *x509.CertPool
+}
+
+// prepare checks the mTLS block of a new config (every CA of its trust
+// bundle must parse), changing nothing.
+func (c *certManager) prepare(m *meshv1.MTLS) (certPlan, error) {
+	pool, err := proxy.ParseTrustBundle(m.GetTrustBundle())
+	if err != nil {
+		return certPlan{}, fmt.Errorf("mtls: %w", err)
 	}
+	return certPlan{mtls: m, pool: pool}, nil
+}
+
+// commit takes a prepared mTLS block: the trust bundle now, a certificate
+// soon if one is needed and the current one does not fit.
+func (c *certManager) commit(p certPlan) {
+	m := p.mtls
+	c.sec.SetTrustPool(p.pool)
 	c.mu.Lock()
 	c.needed = m != nil && (m.GetEnabled() || m.GetPermissiveUntil() > c.now().UnixMilli())
 	if m.GetCaVersion() != "" {
@@ -70,7 +86,6 @@ func (c *certManager) configure(m *meshv1.MTLS) error {
 		default:
 		}
 	}
-	return nil
 }
 
 // run renews the certificate when it is due, until ctx is done.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -24,6 +25,7 @@ const (
 	EnvDataplane     = "KUMA_DATAPLANE_RESOURCE"
 	EnvDataplaneFile = "KUMA_DATAPLANE_RUNTIME_RESOURCE_PATH"
 	EnvAdminPort     = "KUMA_DATAPLANE_ADMIN_PORT"
+	EnvAdminAddress  = "KUMA_DATAPLANE_ADMIN_ADDRESS"
 	EnvDrainTime     = "KUMA_DATAPLANE_DRAIN_TIME"
 	EnvTokenFile     = "KUMA_DATAPLANE_RUNTIME_TOKEN_PATH"
 	EnvToken         = "KUMA_DATAPLANE_RUNTIME_TOKEN"
@@ -48,11 +50,15 @@ func NewRootCommand(lookupEnv func(string) (string, bool), stderr io.Writer, run
 	}
 	var (
 		cpAddress, caFile, dpFile, dpInline, logLevel string
-		metricsCert, metricsKey                       string
-		tokenFile, token                              string
-		insecure                                      bool
-		adminPort                                     uint32
-		drain                                         time.Duration
+		adminHost                                     string
+		// envErr is a malformed environment value: an error when run starts,
+		// never silently replaced by the default.
+		envErr                  error
+		metricsCert, metricsKey string
+		tokenFile, token        string
+		insecure                bool
+		adminPort               uint32
+		drain                   time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "run",
@@ -69,18 +75,25 @@ func NewRootCommand(lookupEnv func(string) (string, bool), stderr io.Writer, run
 			if err != nil {
 				return err
 			}
+			if err := envErr; err != nil {
+				return err
+			}
 			if adminPort > 65535 {
 				return fmt.Errorf("--admin-port: must be a port number, got %d", adminPort)
 			}
+			if ip := net.ParseIP(adminHost); ip == nil || !ip.IsLoopback() {
+				return fmt.Errorf("--admin-address: must be a loopback IP address (the admin API is not authenticated), got %q", adminHost)
+			}
 			cfg := Config{
 				CPAddress: cpAddress, CACertFile: caFile, InsecureSkipVerify: insecure,
-				Dataplane: dp, AdminAddress: "127.0.0.1:" + strconv.FormatUint(uint64(adminPort), 10),
+				Dataplane: dp, AdminAddress: net.JoinHostPort(adminHost, strconv.FormatUint(uint64(adminPort), 10)),
 				DrainTimeout: drain, MetricsCertFile: metricsCert, MetricsKeyFile: metricsKey,
 				Log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})).With("dataplane", dp.Meta.Key().String()),
 			}
 			if cfg.Token, err = loadToken(tokenFile, token); err != nil {
 				return err
 			}
+			cfg.TokenFile = tokenFile
 			if _, _, err := dialSettings(cfg); err != nil {
 				return err
 			}
@@ -94,20 +107,25 @@ func NewRootCommand(lookupEnv func(string) (string, bool), stderr io.Writer, run
 	f.StringVar(&dpFile, "dataplane-file", env(EnvDataplaneFile, ""), "file with the Dataplane resource, YAML (env "+EnvDataplaneFile+")")
 	f.StringVar(&dpInline, "dataplane", env(EnvDataplane, ""), "the Dataplane resource inline, YAML (env "+EnvDataplane+")")
 	defAdmin := uint64(9901)
-	if v, ok := lookupEnv(EnvAdminPort); ok {
-		if p, err := strconv.ParseUint(v, 10, 32); err == nil {
-			defAdmin = p
+	if v, ok := lookupEnv(EnvAdminPort); ok && v != "" {
+		p, err := strconv.ParseUint(v, 10, 32)
+		if err != nil {
+			envErr = fmt.Errorf("%s: must be a port number, got %q", EnvAdminPort, v)
 		}
+		defAdmin = p
 	}
-	f.Uint32Var(&adminPort, "admin-port", uint32(defAdmin), "admin API port on 127.0.0.1 (env "+EnvAdminPort+")")
+	f.Uint32Var(&adminPort, "admin-port", uint32(defAdmin), "admin API port (env "+EnvAdminPort+")")
+	f.StringVar(&adminHost, "admin-address", env(EnvAdminAddress, "127.0.0.1"), "loopback address the admin API listens on (env "+EnvAdminAddress+")")
 	defDrain := DefaultDrainTimeout
-	if v, ok := lookupEnv(EnvDrainTime); ok {
-		if d, err := time.ParseDuration(v); err == nil {
-			defDrain = d
+	if v, ok := lookupEnv(EnvDrainTime); ok && v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil && envErr == nil {
+			envErr = fmt.Errorf("%s: must be a duration such as 30s, got %q", EnvDrainTime, v)
 		}
+		defDrain = d
 	}
 	f.DurationVar(&drain, "drain-time", defDrain, "how long in-flight requests may take to finish at shutdown (env "+EnvDrainTime+")")
-	f.StringVar(&tokenFile, "dataplane-token-file", env(EnvTokenFile, ""), "file with the dataplane token (kumactl generate dataplane-token) (env "+EnvTokenFile+")")
+	f.StringVar(&tokenFile, "dataplane-token-file", env(EnvTokenFile, ""), "file with the dataplane token (kumactl generate dataplane-token); re-read when it changes (env "+EnvTokenFile+")")
 	f.StringVar(&token, "dataplane-token", env(EnvToken, ""), "the dataplane token inline (env "+EnvToken+")")
 	f.StringVar(&metricsCert, "metrics-cert-path", env(EnvMetricsCert, ""), "certificate the metrics endpoint serves in the providedTLS mode (env "+EnvMetricsCert+")")
 	f.StringVar(&metricsKey, "metrics-key-path", env(EnvMetricsKey, ""), "its key (env "+EnvMetricsKey+")")

@@ -30,6 +30,10 @@ func TestRunFlags(t *testing.T) {
 	require.NoError(t, os.WriteFile(caFile, []byte(testCAPEM(t)), 0o600))
 	badYAML := filepath.Join(dir, "bad.yaml")
 	require.NoError(t, os.WriteFile(badYAML, []byte("type: Dataplane\nmesh: default\nname: x\nnetworking:\n  address: [\n"), 0o600))
+	tokenFile := filepath.Join(dir, "web-1.token")
+	require.NoError(t, os.WriteFile(tokenFile, []byte("a.b.c\n"), 0o600))
+	emptyToken := filepath.Join(dir, "empty.token")
+	require.NoError(t, os.WriteFile(emptyToken, []byte("\n"), 0o600))
 	mesh := filepath.Join(dir, "mesh.yaml")
 	require.NoError(t, os.WriteFile(mesh, []byte("type: Mesh\nname: m\n"), 0o600))
 
@@ -55,6 +59,18 @@ func TestRunFlags(t *testing.T) {
 			}},
 		{name: "insecure needs saying", args: []string{"--dataplane-file", dpFile, "--insecure-skip-verify"},
 			check: func(t *testing.T, c Config) { require.True(t, c.InsecureSkipVerify) }},
+		{name: "token file is kept to be re-read", args: []string{"--dataplane-file", dpFile, "--ca-cert-file", caFile, "--dataplane-token-file", tokenFile},
+			check: func(t *testing.T, c Config) {
+				require.Equal(t, "a.b.c", c.Token)
+				require.Equal(t, tokenFile, c.TokenFile)
+			}},
+		{name: "inline token", args: []string{"--dataplane-file", dpFile, "--ca-cert-file", caFile, "--dataplane-token", "x.y.z"},
+			check: func(t *testing.T, c Config) {
+				require.Equal(t, "x.y.z", c.Token)
+				require.Empty(t, c.TokenFile)
+			}},
+		{name: "empty token file", args: []string{"--dataplane-file", dpFile, "--ca-cert-file", caFile, "--dataplane-token-file", emptyToken}, wantErr: "--dataplane-token-file " + emptyToken + ": empty"},
+		{name: "both token forms", args: []string{"--dataplane-file", dpFile, "--ca-cert-file", caFile, "--dataplane-token-file", tokenFile, "--dataplane-token", "x.y.z"}, wantErr: "not both"},
 		{name: "no CA refused", args: []string{"--dataplane-file", dpFile}, wantErr: "--ca-cert-file is required"},
 		{name: "plain http refused", args: []string{"--dataplane-file", dpFile, "--ca-cert-file", caFile, "--cp-address", "http://cp:5678"}, wantErr: "TLS only"},
 		{name: "missing CA file", args: []string{"--dataplane-file", dpFile, "--ca-cert-file", filepath.Join(dir, "nope.pem")}, wantErr: "--ca-cert-file"},
@@ -66,6 +82,16 @@ func TestRunFlags(t *testing.T) {
 		{name: "invalid dataplane names the field", args: []string{"--dataplane", "type: Dataplane\nname: x\nnetworking:\n  address: 127.0.0.1\n  inbound:\n  - port: 0\n    tags: {kuma.io/service: x}\n", "--ca-cert-file", caFile}, wantErr: "networking.inbound[0].port"},
 		{name: "bad log level", args: []string{"--dataplane-file", dpFile, "--ca-cert-file", caFile, "--log-level", "loud"}, wantErr: "--log-level"},
 		{name: "bad admin port", args: []string{"--dataplane-file", dpFile, "--ca-cert-file", caFile, "--admin-port", "70000"}, wantErr: "--admin-port"},
+		{name: "admin on another loopback address", args: []string{"--dataplane-file", dpFile, "--ca-cert-file", caFile, "--admin-address", "127.0.0.9"},
+			check: func(t *testing.T, c Config) { require.Equal(t, "127.0.0.9:9901", c.AdminAddress) }},
+		{name: "admin address from the environment", args: []string{"--dataplane-file", dpFile, "--ca-cert-file", caFile},
+			env:   map[string]string{EnvAdminAddress: "::1", EnvAdminPort: "9922"},
+			check: func(t *testing.T, c Config) { require.Equal(t, "[::1]:9922", c.AdminAddress) }},
+		{name: "admin never off loopback", args: []string{"--dataplane-file", dpFile, "--ca-cert-file", caFile, "--admin-address", "0.0.0.0"}, wantErr: "--admin-address: must be a loopback"},
+		{name: "bad admin port in the environment", args: []string{"--dataplane-file", dpFile, "--ca-cert-file", caFile},
+			env: map[string]string{EnvAdminPort: "99o1"}, wantErr: EnvAdminPort + ": must be a port number"},
+		{name: "bad drain time in the environment", args: []string{"--dataplane-file", dpFile, "--ca-cert-file", caFile},
+			env: map[string]string{EnvDrainTime: "5 seconds"}, wantErr: EnvDrainTime + ": must be a duration"},
 		{name: "unknown flag", args: []string{"--server", "x"}, wantErr: "unknown flag"},
 	}
 	for _, tc := range cases {

@@ -80,7 +80,7 @@ func (m *metricsServer) notAccepting() error {
 // policy is how the endpoint is secured: mTLS with the mesh's permissions
 // (activeMTLSBackend under the mesh's mTLS), the operator's certificate
 // (providedTLS), or plain text. The dataplane's own addresses may always
-// scrape in plain text.
+// scrape in plain text. The permissions' statistics are bound at commit.
 func (m *metricsServer) policy(cfg *meshv1.Metrics, mtls *meshv1.MTLS) (*proxy.EndpointPolicy, error) {
 	var own []net.IP
 	for _, a := range cfg.GetAddresses() {
@@ -98,22 +98,31 @@ func (m *metricsServer) policy(cfg *meshv1.Metrics, mtls *meshv1.MTLS) (*proxy.E
 		if mtls == nil {
 			return nil, nil
 		}
-		if m.rbac == nil {
-			m.rbac = stats.NewRBACStats(m.st, metricsListener)
-		}
-		return &proxy.EndpointPolicy{Security: m.sec, Allowed: cfg.GetAllowedSources(), RBAC: m.rbac, Own: own}, nil
+		return &proxy.EndpointPolicy{Security: m.sec, Allowed: cfg.GetAllowedSources(), Own: own}, nil
 	default:
 		return nil, nil
 	}
 }
 
-// apply makes the endpoint serve cfg (nil: no endpoint).
-func (m *metricsServer) apply(cfg *meshv1.Metrics, mtls *meshv1.MTLS, appAddress string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+// metricsPlan is a metrics config prepared to be served.
+type metricsPlan struct {
+	// off: no endpoint.
+	off      bool
+	endpoint *metricsendpoint.Prepared
+	policy   *proxy.EndpointPolicy
+	addr     string
+	path     string
+	// ln is bound for a new address (nil: the running socket stays).
+	ln net.Listener
+}
+
+// prepare checks cfg (nil: no endpoint), compiles it and binds its address
+// when it is a new one, without changing what is served. It is the last
+// part of a config the agent prepares, so nothing it bound needs undoing;
+// the agent serializes prepare and commit.
+func (m *metricsServer) prepare(cfg *meshv1.Metrics, mtls *meshv1.MTLS, appAddress string) (*metricsPlan, error) {
 	if cfg == nil {
-		m.stopLocked()
-		return nil
+		return &metricsPlan{off: true}, nil
 	}
 	ec := metricsendpoint.Config{
 		Path: cfg.GetPath(), FilterRegex: cfg.GetFilterRegex(), UsedOnly: cfg.GetUsedOnly(), DefaultAppAddress: appAddress,
@@ -123,24 +132,53 @@ func (m *metricsServer) apply(cfg *meshv1.Metrics, mtls *meshv1.MTLS, appAddress
 	}
 	pol, err := m.policy(cfg, mtls)
 	if err != nil {
-		return fmt.Errorf("metrics endpoint: %w", err)
+		return nil, fmt.Errorf("metrics endpoint: %w", err)
 	}
-	if err := m.endpoint.Update(ec); err != nil {
-		return err
-	}
-	addr := net.JoinHostPort(cfg.GetAddress(), portString(cfg.GetPort()))
-	if addr == m.addr {
-		m.ln.SetPolicy(pol)
-		return nil
-	}
-	raw, err := m.listen("tcp", addr)
+	prepared, err := metricsendpoint.Prepare(ec) // its errors name it
 	if err != nil {
-		return fmt.Errorf("metrics endpoint: listen on %s: %w", addr, err)
+		return nil, err
+	}
+	plan := &metricsPlan{endpoint: prepared, policy: pol, addr: net.JoinHostPort(cfg.GetAddress(), portString(cfg.GetPort())), path: cfg.GetPath()}
+	m.mu.Lock()
+	same := plan.addr == m.addr
+	m.mu.Unlock()
+	if !same {
+		if plan.ln, err = m.listen("tcp", plan.addr); err != nil {
+			return nil, fmt.Errorf("metrics endpoint: listen on %s: %w", plan.addr, err)
+		}
+	}
+	return plan, nil
+}
+
+// commit serves a prepared config: the new config at once, on the new
+// socket when the address changed (the old one closes, its scrapes in
+// flight finish).
+func (m *metricsServer) commit(p *metricsPlan) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if p.off {
+		m.stopLocked()
+		return
+	}
+	if p.policy != nil && p.policy.Security != nil {
+		if m.rbac == nil {
+			m.rbac = stats.NewRBACStats(m.st, metricsListener)
+		}
+		p.policy.RBAC = m.rbac
+	}
+	if err := m.endpoint.Commit(p.endpoint); err != nil {
+		// Only after close, which runs once the config stream ended.
+		m.log.Warn("metrics endpoint: config not applied", "err", err)
+	}
+	if p.ln == nil {
+		m.ln.SetPolicy(p.policy)
+		return
 	}
 	m.stopLocked()
-	ln := proxy.GuardListener(raw, pol, proxy.GuardOptions{Name: metricsListener, Log: m.log, Stats: m.listener})
+	ln := proxy.GuardListener(p.ln, p.policy, proxy.GuardOptions{Name: metricsListener, Log: m.log, Stats: m.listener})
 	// No write timeout: a scrape may take up to the scraper's timeout.
 	srv := netserve.HTTPServer(m, netserve.DefaultHTTPLimits, m.log)
+	addr := p.addr
 	go func() {
 		err := srv.Serve(ln)
 		if err == nil || errors.Is(err, http.ErrServerClosed) {
@@ -153,9 +191,18 @@ func (m *metricsServer) apply(cfg *meshv1.Metrics, mtls *meshv1.MTLS, appAddress
 		}
 		m.mu.Unlock()
 	}()
-	m.addr, m.srv, m.ln = addr, srv, ln
-	m.log.Info("metrics endpoint listening", "address", addr, "path", cfg.GetPath())
-	return nil
+	m.addr, m.srv, m.ln = p.addr, srv, ln
+	m.log.Info("metrics endpoint listening", "address", p.addr, "path", p.path)
+}
+
+// boundAddr is the address the endpoint listens on, or nil.
+func (m *metricsServer) boundAddr() net.Addr {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.ln == nil {
+		return nil
+	}
+	return m.ln.Addr()
 }
 
 func (m *metricsServer) stopLocked() {

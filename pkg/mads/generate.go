@@ -2,7 +2,8 @@
 // one MonitoringAssignment per dataplane of every mesh with metrics enabled
 // (a pure function of the store's content) and serves them to Prometheus
 // over HTTP long-polling (kuma_sd_configs), Prometheus' http_sd, and the xDS
-// gRPC streams that kuma-prometheus-sd uses, on one port.
+// gRPC streams that kuma-prometheus-sd uses, on one port. It may require
+// TLS, client certificates of a CA and user tokens of the control plane.
 package mads
 
 import (

@@ -60,7 +60,7 @@ func (s *Server) httpHandler(reg prometheus.Registerer) (http.Handler, error) {
 		mux.Handle(HTTPSDPath, promhttp.InstrumentHandlerDuration(dur.MustCurryWith(prometheus.Labels{"handler": "http_sd"}), http.HandlerFunc(s.handleHTTPSD)))
 		h = mux
 	}
-	return s.grpcHandler(h), nil
+	return s.grpcHandler(s.authenticate(h)), nil
 }
 
 type errorBody struct {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -18,9 +19,11 @@ import (
 	"google.golang.org/grpc"
 
 	observabilityv1 "github.com/kumametrics/mesh/api/observability/v1"
+	"github.com/kumametrics/mesh/internal/loopback"
 	"github.com/kumametrics/mesh/pkg/latest"
 	"github.com/kumametrics/mesh/pkg/mirror"
 	"github.com/kumametrics/mesh/pkg/netserve"
+	"github.com/kumametrics/mesh/pkg/pki"
 	"github.com/kumametrics/mesh/pkg/resource"
 	"github.com/kumametrics/mesh/pkg/xds"
 )
@@ -35,6 +38,15 @@ type Options struct {
 	// TLSCertFile and TLSKeyFile, when both set, make the server speak
 	// https and grpcs only.
 	TLSCertFile, TLSKeyFile string
+	// TLSClientCAFile (with TLS) makes every client present a certificate
+	// signed by one of the CAs of this PEM bundle.
+	TLSClientCAFile string
+	// Tokens, when set, makes every request carry a user token that it
+	// verifies (`Authorization: Bearer <token>`): HTTP requests without a
+	// valid one get 401, gRPC calls Unauthenticated. Serve then refuses a
+	// plain-text listener that is not loopback-only, so that tokens never
+	// cross the network in clear.
+	Tokens UserTokens
 	// DefaultFetchTimeout holds long polls that do not say fetch-timeout.
 	DefaultFetchTimeout time.Duration
 	// MaxFetchTimeout caps the fetch-timeout a long poll asks for (default
@@ -134,8 +146,23 @@ func New(opts Options) (*Server, error) {
 		}
 		s.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}}
 	}
+	if opts.TLSClientCAFile != "" {
+		if s.tls == nil {
+			return nil, errors.New("mads: a client CA needs TLS (a certificate and a key file)")
+		}
+		bundle, err := os.ReadFile(opts.TLSClientCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("mads: client CA: %w", err)
+		}
+		pool, err := pki.Pool(bundle)
+		if err != nil {
+			return nil, fmt.Errorf("mads: client CA %s: %w", opts.TLSClientCAFile, err)
+		}
+		s.tls.ClientCAs = pool
+		s.tls.ClientAuth = tls.RequireAndVerifyClientCert
+	}
 	s.xds = xds.NewServer(TypeURL, s, opts.XDSMetrics, opts.Log)
-	s.grpc = grpc.NewServer(append(netserve.GRPCServerOptions(opts.GRPCLimits), opts.GRPCOptions...)...)
+	s.grpc = grpc.NewServer(append(append(netserve.GRPCServerOptions(opts.GRPCLimits), opts.GRPCOptions...), s.grpcAuthOptions()...)...)
 	observabilityv1.RegisterMonitoringAssignmentDiscoveryServiceServer(s.grpc, &grpcService{s: s})
 	h, err := s.httpHandler(opts.Registerer)
 	if err != nil {
@@ -189,6 +216,10 @@ func (s *Server) generate(view *mirror.View) {
 
 // Serve serves HTTP and gRPC on ln until ctx is done, then stops gracefully.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	if s.opts.Tokens != nil && s.tls == nil && !loopback.IsAddr(ln.Addr().String()) {
+		_ = ln.Close()
+		return fmt.Errorf("mads: tokens are required but %s is neither TLS nor loopback-only: tokens would cross the network in clear", ln.Addr())
+	}
 	errc := make(chan error, 3)
 	if s.tls != nil {
 		// One TLS listener: HTTP/1.1 and HTTP/2 through net/http, gRPC

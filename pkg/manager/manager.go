@@ -15,10 +15,6 @@ import (
 	"github.com/kumametrics/mesh/pkg/store"
 )
 
-// maxUpsertAttempts bounds the retries of an unconditional upsert racing
-// with other writers.
-const maxUpsertAttempts = 5
-
 // Manager validates and writes resources.
 type Manager struct {
 	store store.Store
@@ -45,59 +41,48 @@ const CreateOnly int64 = -1
 
 // Apply validates obj, fills in its defaults and creates or updates it.
 // With ifVersion > 0 the write only succeeds when the stored version is
-// ifVersion (store.ErrConflict otherwise); with CreateOnly only when there
-// is none; with 0 it is an unconditional upsert. Invalid input returns a
-// *resource.ValidationError and stores nothing.
+// ifVersion (store.ErrConflict otherwise, also when there is none); with
+// CreateOnly only when there is none (store.ErrAlreadyExists otherwise);
+// with 0 it is an unconditional upsert, which other writers cannot make
+// fail. A new Mesh is created together with its allow-all-<mesh>
+// TrafficPermission, in one store transaction. Invalid input, a read-only
+// kind or a missing mesh returns a *resource.ValidationError and stores
+// nothing.
 func (m *Manager) Apply(ctx context.Context, obj *resource.Object, ifVersion int64) (*Result, error) {
 	if err := resource.Validate(obj); err != nil {
 		return nil, err
 	}
-	resource.ApplyDefaults(obj)
-	for attempt := 1; ; attempt++ {
-		res, err := m.applyOnce(ctx, obj, ifVersion)
-		retry := ifVersion == 0 && attempt < maxUpsertAttempts &&
-			(errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrAlreadyExists) || errors.Is(err, store.ErrNotFound))
-		if !retry {
-			return res, err
-		}
+	if d, _ := resource.Describe(obj.Meta.Kind); d.ReadOnly {
+		return nil, &resource.ValidationError{Causes: []resource.Cause{{Field: "type", Message: fmt.Sprintf("%s is written by the control plane only", obj.Meta.Kind)}}}
 	}
-}
-
-func (m *Manager) applyOnce(ctx context.Context, obj *resource.Object, ifVersion int64) (*Result, error) {
-	key := obj.Meta.Key()
-	existing, err := m.store.Get(ctx, obj.Meta.Kind, key)
+	resource.ApplyDefaults(obj)
+	o := &resource.Object{Meta: resource.Meta{Kind: obj.Meta.Kind, Mesh: obj.Meta.Mesh, Name: obj.Meta.Name}, Spec: obj.Spec}
+	var withNew []*resource.Object
+	if o.Meta.Kind == resource.KindMesh {
+		withNew = append(withNew, allowAll(o.Meta.Name))
+	}
+	var err error
 	switch {
-	case errors.Is(err, store.ErrNotFound):
-		if ifVersion > 0 {
-			return nil, store.Conflict(obj.Meta.Kind, key)
+	case ifVersion > 0:
+		o.Meta.Version = ifVersion
+		err = m.store.Update(ctx, o)
+		if errors.Is(err, store.ErrNotFound) {
+			err = store.Conflict(o.Meta.Kind, o.Meta.Key())
 		}
-		o := &resource.Object{Meta: resource.Meta{Kind: obj.Meta.Kind, Mesh: obj.Meta.Mesh, Name: obj.Meta.Name}, Spec: obj.Spec}
-		if err := m.store.Create(ctx, o); err != nil {
-			if errors.Is(err, store.ErrMeshNotFound) {
-				return nil, &resource.ValidationError{Causes: []resource.Cause{{Field: "mesh", Message: fmt.Sprintf("mesh %q does not exist", obj.Meta.Mesh)}}}
-			}
-			return nil, err
-		}
-		if o.Meta.Kind == resource.KindMesh {
-			if err := m.createAllowAll(ctx, o.Meta.Name); err != nil {
-				return nil, err
-			}
-		}
+	case ifVersion == CreateOnly:
+		err = m.store.Create(ctx, append([]*resource.Object{o}, withNew...)...)
+	default:
+		err = m.store.Upsert(ctx, o, withNew...)
+	}
+	if errors.Is(err, store.ErrMeshNotFound) {
+		return nil, &resource.ValidationError{Causes: []resource.Cause{{Field: "mesh", Message: fmt.Sprintf("mesh %q does not exist", obj.Meta.Mesh)}}}
+	}
+	if err != nil {
+		return nil, err
+	}
+	if o.Meta.Version == 1 {
 		m.log.Info("resource created", "type", o.Meta.Kind, "mesh", o.Meta.Mesh, "name", o.Meta.Name)
 		return &Result{Created: true, Object: o}, nil
-	case err != nil:
-		return nil, err
-	case ifVersion == CreateOnly:
-		return nil, store.AlreadyExists(obj.Meta.Kind, key)
-	}
-	version := existing.Meta.Version
-	if ifVersion > 0 {
-		version = ifVersion
-	}
-	o := &resource.Object{Meta: existing.Meta, Spec: obj.Spec}
-	o.Meta.Version = version
-	if err := m.store.Update(ctx, o); err != nil {
-		return nil, err
 	}
 	m.log.Info("resource updated", "type", o.Meta.Kind, "mesh", o.Meta.Mesh, "name", o.Meta.Name, "version", o.Meta.Version)
 	return &Result{Object: o}, nil
@@ -106,31 +91,22 @@ func (m *Manager) applyOnce(ctx context.Context, obj *resource.Object, ifVersion
 // AllowAllName is the name of the TrafficPermission every new mesh gets.
 func AllowAllName(mesh string) string { return "allow-all-" + mesh }
 
-func (m *Manager) createAllowAll(ctx context.Context, mesh string) error {
-	tp := resource.New(mesh, AllowAllName(mesh), &resource.TrafficPermissionSpec{
+func allowAll(mesh string) *resource.Object {
+	return resource.New(mesh, AllowAllName(mesh), &resource.TrafficPermissionSpec{
 		Sources:      []resource.Selector{{Match: map[string]string{resource.ServiceTag: "*"}}},
 		Destinations: []resource.Selector{{Match: map[string]string{resource.ServiceTag: "*"}}},
 	})
-	err := m.store.Create(ctx, tp)
-	if err != nil && !errors.Is(err, store.ErrAlreadyExists) {
-		return fmt.Errorf("create %s: %w", AllowAllName(mesh), err)
-	}
-	return nil
 }
 
-// Delete removes a resource; deleting a Mesh removes everything in it.
-// With ifVersion > 0 it only deletes that version.
+// Delete removes a resource; deleting a Mesh removes everything in it,
+// deleting a Dataplane its insight. With ifVersion > 0 it only deletes that
+// version, checked by the store in the deleting transaction
+// (store.ErrConflict otherwise).
 func (m *Manager) Delete(ctx context.Context, kind resource.Kind, key resource.Key, ifVersion int64) error {
-	if ifVersion > 0 {
-		existing, err := m.store.Get(ctx, kind, key)
-		if err != nil {
-			return err
-		}
-		if existing.Meta.Version != ifVersion {
-			return store.Conflict(kind, key)
-		}
+	if ifVersion < 0 {
+		ifVersion = 0
 	}
-	if err := m.store.Delete(ctx, kind, key); err != nil {
+	if err := m.store.Delete(ctx, kind, key, ifVersion); err != nil {
 		return err
 	}
 	m.log.Info("resource deleted", "type", kind, "mesh", key.Mesh, "name", key.Name)
@@ -147,8 +123,10 @@ func (m *Manager) EnsureDefaultMesh(ctx context.Context) error {
 	if n > 0 {
 		return nil
 	}
-	_, err = m.Apply(ctx, resource.New("", resource.DefaultMesh, &resource.MeshSpec{}), 0)
-	if err != nil {
+	// Create-only: a control plane starting beside this one may have just
+	// created it, and then there is nothing to do.
+	_, err = m.Apply(ctx, resource.New("", resource.DefaultMesh, &resource.MeshSpec{}), CreateOnly)
+	if err != nil && !errors.Is(err, store.ErrAlreadyExists) {
 		return fmt.Errorf("create default mesh: %w", err)
 	}
 	return nil

@@ -76,7 +76,8 @@ func TestApplyRefusesInvalidAndMissingMesh(t *testing.T) {
 
 func TestConcurrentUnconditionalAppliesAllSucceed(t *testing.T) {
 	ctx := context.Background()
-	m := manager.New(memory.New(), nil)
+	st := memory.New()
+	m := manager.New(st, nil)
 	require.NoError(t, m.EnsureDefaultMesh(ctx))
 	var wg sync.WaitGroup
 	errs := make(chan error, 20)
@@ -93,6 +94,111 @@ func TestConcurrentUnconditionalAppliesAllSucceed(t *testing.T) {
 	for err := range errs {
 		require.NoError(t, err)
 	}
+	got, err := st.Get(ctx, resource.KindDataplane, resource.Key{Mesh: "default", Name: "same"})
+	require.NoError(t, err)
+	require.Equal(t, int64(20), got.Meta.Version, "every apply wrote once")
+}
+
+// faultyStore fails the writes that would store a TrafficPermission, and
+// runs beforeDelete before a delete reaches the store.
+type faultyStore struct {
+	store.Store
+	beforeDelete func()
+}
+
+var errInjected = errors.New("injected failure")
+
+func hasPermission(objs []*resource.Object) bool {
+	for _, o := range objs {
+		if o.Meta.Kind == resource.KindTrafficPermission {
+			return true
+		}
+	}
+	return false
+}
+
+func (f *faultyStore) Create(ctx context.Context, objs ...*resource.Object) error {
+	if hasPermission(objs) {
+		return errInjected
+	}
+	return f.Store.Create(ctx, objs...)
+}
+
+func (f *faultyStore) Upsert(ctx context.Context, obj *resource.Object, withNew ...*resource.Object) error {
+	if hasPermission(append([]*resource.Object{obj}, withNew...)) {
+		return errInjected
+	}
+	return f.Store.Upsert(ctx, obj, withNew...)
+}
+
+func (f *faultyStore) Delete(ctx context.Context, kind resource.Kind, key resource.Key, version int64) error {
+	if f.beforeDelete != nil {
+		f.beforeDelete()
+	}
+	return f.Store.Delete(ctx, kind, key, version)
+}
+
+func TestMeshAndAllowAllAreOneWrite(t *testing.T) {
+	ctx := context.Background()
+	st := memory.New()
+	m := manager.New(&faultyStore{Store: st}, nil)
+	for _, ifVersion := range []int64{0, manager.CreateOnly} {
+		_, err := m.Apply(ctx, resource.New("", "prod", &resource.MeshSpec{}), ifVersion)
+		require.ErrorIs(t, err, errInjected)
+		_, err = st.Get(ctx, resource.KindMesh, resource.Key{Name: "prod"})
+		require.ErrorIs(t, err, store.ErrNotFound, "no mesh without its allow-all (ifVersion %d)", ifVersion)
+	}
+	require.ErrorIs(t, m.EnsureDefaultMesh(ctx), errInjected)
+	n, err := st.Count(ctx, resource.KindMesh)
+	require.NoError(t, err)
+	require.Zero(t, n)
+
+	// Without the fault both are there, with the same creation time.
+	m = manager.New(st, nil)
+	res, err := m.Apply(ctx, resource.New("", "prod", &resource.MeshSpec{}), 0)
+	require.NoError(t, err)
+	require.True(t, res.Created)
+	tp, err := st.Get(ctx, resource.KindTrafficPermission, resource.Key{Mesh: "prod", Name: "allow-all-prod"})
+	require.NoError(t, err)
+	require.Equal(t, res.Object.Meta.CreationTime, tp.Meta.CreationTime)
+	// Updating the mesh does not bring back a deleted allow-all.
+	require.NoError(t, m.Delete(ctx, resource.KindTrafficPermission, tp.Meta.Key(), 0))
+	res, err = m.Apply(ctx, resource.New("", "prod", &resource.MeshSpec{}), 0)
+	require.NoError(t, err)
+	require.False(t, res.Created)
+	_, err = st.Get(ctx, resource.KindTrafficPermission, tp.Meta.Key())
+	require.ErrorIs(t, err, store.ErrNotFound)
+}
+
+func TestConditionalDeleteNeverDeletesANewerVersion(t *testing.T) {
+	ctx := context.Background()
+	st := memory.New()
+	fs := &faultyStore{Store: st}
+	m := manager.New(fs, nil)
+	require.NoError(t, manager.New(st, nil).EnsureDefaultMesh(ctx))
+	res, err := m.Apply(ctx, dp("d", 80), 0)
+	require.NoError(t, err)
+	// Another writer updates the dataplane after the caller read version 1,
+	// just before its delete reaches the store.
+	fs.beforeDelete = func() {
+		_, err := manager.New(st, nil).Apply(ctx, dp("d", 81), 0)
+		require.NoError(t, err)
+	}
+	err = m.Delete(ctx, resource.KindDataplane, res.Object.Meta.Key(), res.Object.Meta.Version)
+	require.ErrorIs(t, err, store.ErrConflict)
+	got, err := st.Get(ctx, resource.KindDataplane, res.Object.Meta.Key())
+	require.NoError(t, err, "the newer version is kept")
+	require.EqualValues(t, 81, got.Dataplane().Networking.Inbound[0].Port)
+}
+
+func TestReadOnlyKindsAreRefused(t *testing.T) {
+	ctx := context.Background()
+	m := manager.New(memory.New(), nil)
+	require.NoError(t, m.EnsureDefaultMesh(ctx))
+	_, err := m.Apply(ctx, resource.New("default", "d", &resource.DataplaneInsightSpec{}), 0)
+	var ve *resource.ValidationError
+	require.ErrorAs(t, err, &ve)
+	require.Equal(t, "type", ve.Causes[0].Field)
 }
 
 func TestConditionalApplyAndDelete(t *testing.T) {

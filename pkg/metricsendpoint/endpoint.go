@@ -184,10 +184,30 @@ func New(store *stats.Store, opts Options) (*Endpoint, error) {
 // applications that stay keep counting; those of removed applications are
 // removed from the store. On error nothing changes.
 func (e *Endpoint) Update(cfg Config) error {
+	p, err := Prepare(cfg)
+	if err != nil {
+		return err
+	}
+	return e.Commit(p)
+}
+
+// Prepared is a validated, compiled Config, ready for Commit.
+type Prepared struct{ c *config }
+
+// Prepare validates and compiles cfg (its filter, its applications'
+// addresses) without serving it.
+func Prepare(cfg Config) (*Prepared, error) {
 	c, err := compile(cfg)
 	if err != nil {
-		return fmt.Errorf("metricsendpoint: %w", err)
+		return nil, fmt.Errorf("metricsendpoint: %w", err)
 	}
+	return &Prepared{c: c}, nil
+}
+
+// Commit makes a prepared config the served one, as Update does. It fails
+// only after Close. A Prepared is committed once.
+func (e *Endpoint) Commit(p *Prepared) error {
+	c := p.c
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed {

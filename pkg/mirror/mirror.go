@@ -110,6 +110,10 @@ func New(s store.Store, log *slog.Logger, kinds ...resource.Kind) *Mirror {
 // retryDelay bounds how fast a failing store is retried.
 const retryDelay = 500 * time.Millisecond
 
+// errFellBehind: the feed dropped events (store.Resync); only a reload
+// brings the mirror up to date.
+var errFellBehind = errors.New("the change feed fell behind")
+
 // maxBatch is how many queued events are applied before the change is announced.
 const maxBatch = 4096
 
@@ -152,6 +156,11 @@ func (m *Mirror) Run(ctx context.Context) error {
 			for err := m.apply(ctx, batch); err != nil; err = m.reload(ctx) {
 				if ctx.Err() != nil {
 					return nil
+				}
+				if errors.Is(err, errFellBehind) {
+					// Nothing is wrong with the store: reload at once.
+					m.log.Info("the change feed fell behind, reloading")
+					continue
 				}
 				m.log.Warn("following the store failed, reloading", "err", err)
 				if !sleep(ctx, retryDelay) {
@@ -240,7 +249,7 @@ func (m *Mirror) apply(ctx context.Context, batch []store.Event) error {
 	for _, ev := range batch {
 		switch {
 		case ev.Type == store.Resync:
-			return errors.New("change feed fell behind")
+			return errFellBehind
 		case !m.mirrored(ev.Kind):
 			continue
 		case ev.Type == store.Deleted:

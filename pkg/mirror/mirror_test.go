@@ -2,6 +2,7 @@ package mirror
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"testing"
 	"time"
@@ -73,11 +74,11 @@ func TestLoadsThenFollowsChanges(t *testing.T) {
 		return o != nil && o.Meta.Version == 2
 	})
 
-	require.NoError(t, s.Delete(ctx, resource.KindDataplane, resource.Key{Mesh: "m1", Name: "a"}))
+	require.NoError(t, s.Delete(ctx, resource.KindDataplane, resource.Key{Mesh: "m1", Name: "a"}, 0))
 	waitFor(t, m, func(v *View) bool { return v.Len(resource.KindDataplane) == 1 })
 
 	// Deleting the mesh removes what belongs to it.
-	require.NoError(t, s.Delete(ctx, resource.KindMesh, resource.Key{Name: "m1"}))
+	require.NoError(t, s.Delete(ctx, resource.KindMesh, resource.Key{Name: "m1"}, 0))
 	waitFor(t, m, func(v *View) bool {
 		return v.Len(resource.KindMesh) == 0 && v.Len(resource.KindDataplane) == 0
 	})
@@ -119,7 +120,7 @@ func TestManyChangesConverge(t *testing.T) {
 	}
 	waitFor(t, m, func(v *View) bool { return v.Len(resource.KindDataplane) == n })
 	for i := 0; i < n; i += 2 {
-		require.NoError(t, s.Delete(ctx, resource.KindDataplane, resource.Key{Mesh: "m", Name: "dp-" + strconv.Itoa(i)}))
+		require.NoError(t, s.Delete(ctx, resource.KindDataplane, resource.Key{Mesh: "m", Name: "dp-" + strconv.Itoa(i)}, 0))
 	}
 	v := waitFor(t, m, func(v *View) bool { return v.Len(resource.KindDataplane) == n/2 })
 	for _, o := range v.List(resource.KindDataplane, "m") {
@@ -150,4 +151,79 @@ func TestDebounce(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	require.False(t, Debounce(ctx, ch, kick, time.Hour))
+}
+
+// feedless is a store whose change feed the test drives by hand.
+type feedless struct {
+	store.Store
+	events chan store.Event
+}
+
+func (f *feedless) Watch(ctx context.Context) <-chan store.Event {
+	out := make(chan store.Event)
+	go func() {
+		defer close(out)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case e := <-f.events:
+				select {
+				case out <- e:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	return out
+}
+
+// A Resync (the feed dropped events) makes the mirror re-read everything:
+// changes whose events were lost show up, deletions included.
+func TestResyncReloads(t *testing.T) {
+	ctx := t.Context()
+	mem := memory.New()
+	require.NoError(t, mem.Create(ctx, storetest.Mesh("m")))
+	require.NoError(t, mem.Create(ctx, storetest.Dataplane("m", "gone", 1)))
+	s := &feedless{Store: mem, events: make(chan store.Event)}
+	m := startMirror(t, s)
+	v0, _ := m.View()
+	require.Equal(t, 1, v0.Len(resource.KindDataplane))
+
+	// Changes whose events never arrive.
+	require.NoError(t, mem.Create(ctx, storetest.Dataplane("m", "new", 2)))
+	require.NoError(t, mem.Delete(ctx, resource.KindDataplane, resource.Key{Mesh: "m", Name: "gone"}, 0))
+	s.events <- store.Event{Type: store.Resync}
+	v := waitFor(t, m, func(v *View) bool { return v.Revision() > v0.Revision() })
+	require.Equal(t, 1, v.Len(resource.KindDataplane))
+	require.NotNil(t, v.Get(resource.KindDataplane, resource.Key{Mesh: "m", Name: "new"}))
+	require.Nil(t, v.Get(resource.KindDataplane, resource.Key{Mesh: "m", Name: "gone"}))
+
+	// An event after the Resync is followed as usual.
+	require.NoError(t, mem.Create(ctx, storetest.Dataplane("m", "later", 3)))
+	s.events <- store.Event{Type: store.Created, Kind: resource.KindDataplane, Key: resource.Key{Mesh: "m", Name: "later"}, Version: 1}
+	waitFor(t, m, func(v *View) bool { return v.Len(resource.KindDataplane) == 2 })
+}
+
+// TestInsightWritesChangeNothing: the control plane's mirror leaves out
+// insights and heartbeats, so their writes (every connect, ACK and
+// heartbeat) never announce a change to the reconcilers.
+func TestInsightWritesChangeNothing(t *testing.T) {
+	ctx := t.Context()
+	s := memory.New()
+	require.NoError(t, s.Create(ctx, storetest.Mesh("m1")))
+	require.NoError(t, s.Create(ctx, storetest.Dataplane("m1", "a", 1)))
+	m := startMirror(t, s)
+	v0, _ := m.View()
+	at := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	for i := range 20 {
+		require.NoError(t, s.Upsert(ctx, storetest.Insight("m1", "a", fmt.Sprintf("s%d", i), at)))
+		require.NoError(t, s.Upsert(ctx, resource.New("", "cp-1", &resource.ControlPlaneInstanceSpec{HeartbeatTime: at.Add(time.Duration(i) * time.Second)})))
+	}
+	// A real change after them: the mirror has seen everything before it.
+	require.NoError(t, s.Create(ctx, storetest.Dataplane("m1", "b", 2)))
+	v1 := waitFor(t, m, func(v *View) bool { return v.Len(resource.KindDataplane) == 2 })
+	require.Equal(t, v0.Revision()+1, v1.Revision(), "only the Dataplane changed the mirror")
+	require.Zero(t, v1.Len(resource.KindDataplaneInsight))
 }

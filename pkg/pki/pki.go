@@ -1,6 +1,8 @@
 // Package pki creates keys and X.509 certificates (certificate authorities
 // and the leaves they sign, for servers and workloads) and moves them in and
-// out of PEM. It holds no state: callers decide where material is kept.
+// out of PEM. It holds no state: callers decide where material is kept
+// (ServingCertificate keeps a server's generated CA and certificate in the
+// directory and under the file names its caller gives).
 package pki
 
 import (
@@ -202,7 +204,7 @@ func ParseCertificates(bundle []byte) ([]*x509.Certificate, error) {
 		}
 		c, err := x509.ParseCertificate(block.Bytes)
 		if err != nil {
-			return nil, fmt.Errorf("parse certificate: %w", err)
+			return nil, fmt.Errorf("parse certificate %d of the bundle: %w", len(out)+1, err)
 		}
 		out = append(out, c)
 	}

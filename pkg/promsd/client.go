@@ -136,10 +136,14 @@ type sessionResult struct {
 // never nil unless ctx is done.
 func (c *Client) session(ctx context.Context) (sessionResult, error) {
 	var res sessionResult
-	conn, err := grpc.NewClient(c.ep.target,
+	dialOpts := []grpc.DialOption{
 		grpc.WithTransportCredentials(c.creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsgSize)),
-	)
+	}
+	if c.cfg.AuthTokenFile != "" {
+		dialOpts = append(dialOpts, grpc.WithPerRPCCredentials(tokenCredentials{path: c.cfg.AuthTokenFile, secure: c.ep.secure}))
+	}
+	conn, err := grpc.NewClient(c.ep.target, dialOpts...)
 	if err != nil {
 		return res, fmt.Errorf("creating the gRPC client of %s: %w", c.cfg.CPAddress, err)
 	}

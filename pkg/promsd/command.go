@@ -97,6 +97,9 @@ type runFlags struct {
 	name               string
 	caCertFile         string
 	insecureSkipVerify bool
+	authTokenFile      string
+	clientCertFile     string
+	clientKeyFile      string
 	logLevel           string
 }
 
@@ -140,6 +143,11 @@ func newRunCommand(opts CommandOptions) *cobra.Command {
 		"PEM bundle of the CA certificates that verify a grpcs:// control plane (default: the system's trusted roots)")
 	fs.BoolVar(&f.insecureSkipVerify, FlagInsecureSkipVerify, false,
 		"connect to a grpcs:// control plane without verifying its certificate")
+	fs.StringVar(&f.authTokenFile, FlagAuthTokenFile, "",
+		"file holding a user token of the control plane, sent with every connection (read each time, so it can be rotated); needs grpcs:// unless the host is loopback")
+	fs.StringVar(&f.clientCertFile, FlagClientCertFile, "",
+		"certificate (PEM) presented to a grpcs:// control plane, with --"+FlagClientKeyFile)
+	fs.StringVar(&f.clientKeyFile, FlagClientKeyFile, "", "private key (PEM) of --"+FlagClientCertFile)
 	fs.StringVar(&f.logLevel, FlagLogLevel, f.logLevel, "log level: debug, info, warn or error")
 	return cmd
 }
@@ -174,6 +182,9 @@ func (f runFlags) config(cmd *cobra.Command, lookupEnv func(string) (string, boo
 		OutputFile:         f.outputFile,
 		CACertFile:         f.caCertFile,
 		InsecureSkipVerify: f.insecureSkipVerify,
+		AuthTokenFile:      f.authTokenFile,
+		ClientCertFile:     f.clientCertFile,
+		ClientKeyFile:      f.clientKeyFile,
 		LogLevel:           level,
 	}
 	if err := cfg.Validate(); err != nil {

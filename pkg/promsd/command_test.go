@@ -7,9 +7,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/kumametrics/mesh/pkg/pki"
 	"github.com/kumametrics/mesh/pkg/version"
 )
 
@@ -60,6 +62,21 @@ func TestRunFlags(t *testing.T) {
 	notPEM := filepath.Join(dir, "not.pem")
 	require.NoError(t, os.WriteFile(notPEM, []byte("hello"), 0o600))
 	missing := filepath.Join(dir, "missing.pem")
+	tokenFile := filepath.Join(dir, "token")
+	require.NoError(t, os.WriteFile(tokenFile, []byte("a.b.c\n"), 0o600))
+	emptyToken := filepath.Join(dir, "empty-token")
+	require.NoError(t, os.WriteFile(emptyToken, []byte(" \n"), 0o600))
+	certFile, keyFile := filepath.Join(dir, "client.pem"), filepath.Join(dir, "client.key")
+	clients, err := pki.NewCA("scrapers", pki.KeyType{}, time.Now(), time.Hour)
+	require.NoError(t, err)
+	client, err := pki.Issue(clients, pki.Leaf{CommonName: "prometheus", Client: true, Lifetime: time.Hour}, time.Now())
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(certFile, client.CertPEM, 0o600))
+	require.NoError(t, os.WriteFile(keyFile, client.KeyPEM, 0o600))
+	other, err := pki.Issue(clients, pki.Leaf{CommonName: "other", Client: true, Lifetime: time.Hour}, time.Now())
+	require.NoError(t, err)
+	otherKey := filepath.Join(dir, "other.key")
+	require.NoError(t, os.WriteFile(otherKey, other.KeyPEM, 0o600))
 
 	with := func(f func(*Config)) Config {
 		c := DefaultConfig()
@@ -127,6 +144,40 @@ func TestRunFlags(t *testing.T) {
 				c.CPAddress, c.InsecureSkipVerify, c.LogLevel = "GRPCS://cp:5676/", true, slog.LevelDebug
 			}),
 		},
+		{
+			name: "token and client certificate over grpcs",
+			args: []string{"run", "--cp-address=grpcs://cp.example:5676", "--ca-cert-file=" + caFile, "--auth-token-file=" + tokenFile,
+				"--client-cert-file=" + certFile, "--client-key-file=" + keyFile},
+			want: with(func(c *Config) {
+				c.CPAddress, c.CACertFile, c.AuthTokenFile, c.ClientCertFile, c.ClientKeyFile = "grpcs://cp.example:5676", caFile, tokenFile, certFile, keyFile
+			}),
+		},
+		{
+			name: "token over plain grpc to a loopback host",
+			args: []string{"run", "--cp-address=grpc://127.0.0.1:5676", "--auth-token-file=" + tokenFile},
+			want: with(func(c *Config) { c.CPAddress, c.AuthTokenFile = "grpc://127.0.0.1:5676", tokenFile }),
+		},
+		{
+			name: "token over plain grpc to localhost",
+			args: []string{"run", "--auth-token-file=" + tokenFile},
+			want: with(func(c *Config) { c.AuthTokenFile = tokenFile }),
+		},
+		{name: "token in clear to a remote host", args: []string{"run", "--cp-address=grpc://cp.example:5676", "--auth-token-file=" + tokenFile},
+			wantErr: []string{"--auth-token-file", "refusing to send a token in clear over grpc:// to cp.example", "use grpcs://"}},
+		{name: "token in clear to a remote address", args: []string{"run", "--cp-address=grpc://10.0.0.1:5676", "--auth-token-file=" + tokenFile},
+			wantErr: []string{"--auth-token-file", "to 10.0.0.1, which is not a loopback host"}},
+		{name: "missing token file", args: []string{"run", "--cp-address=grpcs://cp:5676", "--auth-token-file=" + missing}, wantErr: []string{"--auth-token-file", missing}},
+		{name: "empty token file", args: []string{"run", "--cp-address=grpcs://cp:5676", "--auth-token-file=" + emptyToken}, wantErr: []string{"--auth-token-file", "holds no token"}},
+		{name: "client certificate without key", args: []string{"run", "--cp-address=grpcs://cp:5676", "--client-cert-file=" + certFile},
+			wantErr: []string{"--client-key-file: is required with --client-cert-file"}},
+		{name: "client key without certificate", args: []string{"run", "--cp-address=grpcs://cp:5676", "--client-key-file=" + keyFile},
+			wantErr: []string{"--client-cert-file: is required with --client-key-file"}},
+		{name: "client certificate with plain grpc", args: []string{"run", "--client-cert-file=" + certFile, "--client-key-file=" + keyFile},
+			wantErr: []string{"--client-cert-file", "only applies to a grpcs://"}},
+		{name: "missing client certificate", args: []string{"run", "--cp-address=grpcs://cp:5676", "--client-cert-file=" + missing, "--client-key-file=" + keyFile},
+			wantErr: []string{"--client-cert-file", missing}},
+		{name: "mismatched client key", args: []string{"run", "--cp-address=grpcs://cp:5676", "--client-cert-file=" + certFile, "--client-key-file=" + otherKey},
+			wantErr: []string{"--client-key-file", "do not make a key pair"}},
 		{name: "unknown scheme", args: []string{"run", "--cp-address=http://cp:5676"}, wantErr: []string{"--cp-address", `"http"`, "grpc or grpcs"}},
 		{name: "no scheme", args: []string{"run", "--cp-address=cp:5676"}, wantErr: []string{"--cp-address"}},
 		{name: "no scheme nor port", args: []string{"run", "--cp-address=cp"}, wantErr: []string{"--cp-address", "no scheme"}},

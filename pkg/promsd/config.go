@@ -1,6 +1,7 @@
 package promsd
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -15,6 +16,8 @@ import (
 
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/kumametrics/mesh/internal/loopback"
 )
 
 // Defaults of the flags of `kuma-prometheus-sd run`.
@@ -40,6 +43,9 @@ const (
 	FlagName               = "name"
 	FlagCACertFile         = "ca-cert-file"
 	FlagInsecureSkipVerify = "insecure-skip-verify"
+	FlagAuthTokenFile      = "auth-token-file"
+	FlagClientCertFile     = "client-cert-file"
+	FlagClientKeyFile      = "client-key-file"
 	FlagLogLevel           = "log-level"
 )
 
@@ -58,6 +64,14 @@ type Config struct {
 	CACertFile string
 	// InsecureSkipVerify accepts any control-plane certificate (grpcs:// only).
 	InsecureSkipVerify bool
+	// AuthTokenFile holds a user token of the control plane, sent as
+	// `authorization: Bearer <token>`. It is read at every connection, so a
+	// rotated token is picked up. Over plain grpc:// only to a loopback host.
+	AuthTokenFile string
+	// ClientCertFile and ClientKeyFile (both or neither, grpcs:// only) are
+	// the certificate presented to the control plane, read at every
+	// connection.
+	ClientCertFile, ClientKeyFile string
 	// LogLevel is the minimum level logged by the command.
 	LogLevel slog.Level
 }
@@ -140,12 +154,22 @@ func (c Config) Validate() error {
 	if err := validateOutputFile(c.OutputFile); err != nil {
 		return flagError(FlagOutputFile, err)
 	}
-	if !ep.secure {
-		if c.CACertFile != "" {
-			return flagError(FlagCACertFile, fmt.Errorf("only applies to a grpcs:// --%s, got %q", FlagCPAddress, c.CPAddress))
+	if c.AuthTokenFile != "" {
+		if !ep.secure && !loopback.IsHost(ep.host) {
+			return flagError(FlagAuthTokenFile, fmt.Errorf("refusing to send a token in clear over grpc:// to %s, which is not a loopback host; use grpcs://", ep.host))
 		}
-		if c.InsecureSkipVerify {
-			return flagError(FlagInsecureSkipVerify, fmt.Errorf("only applies to a grpcs:// --%s, got %q", FlagCPAddress, c.CPAddress))
+		if _, err := readToken(c.AuthTokenFile); err != nil {
+			return flagError(FlagAuthTokenFile, err)
+		}
+	}
+	if !ep.secure {
+		for _, f := range []struct {
+			flag string
+			set  bool
+		}{{FlagCACertFile, c.CACertFile != ""}, {FlagInsecureSkipVerify, c.InsecureSkipVerify}, {FlagClientCertFile, c.ClientCertFile != ""}, {FlagClientKeyFile, c.ClientKeyFile != ""}} {
+			if f.set {
+				return flagError(f.flag, fmt.Errorf("only applies to a grpcs:// --%s, got %q", FlagCPAddress, c.CPAddress))
+			}
 		}
 		return nil
 	}
@@ -155,6 +179,16 @@ func (c Config) Validate() error {
 	if c.CACertFile != "" {
 		if _, err := loadCAPool(c.CACertFile); err != nil {
 			return flagError(FlagCACertFile, err)
+		}
+	}
+	switch {
+	case c.ClientCertFile != "" && c.ClientKeyFile == "":
+		return flagError(FlagClientKeyFile, fmt.Errorf("is required with --%s", FlagClientCertFile))
+	case c.ClientCertFile == "" && c.ClientKeyFile != "":
+		return flagError(FlagClientCertFile, fmt.Errorf("is required with --%s", FlagClientKeyFile))
+	case c.ClientCertFile != "":
+		if _, err := c.loadClientCertificate(); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -217,5 +251,56 @@ func (c Config) transportCredentials(ep endpoint) (credentials.TransportCredenti
 	case c.InsecureSkipVerify:
 		cfg.InsecureSkipVerify = true //nolint:gosec // asked for with --insecure-skip-verify.
 	}
+	if c.ClientCertFile != "" {
+		// Read at every handshake: a renewed certificate is picked up.
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return c.loadClientCertificate() }
+	}
 	return credentials.NewTLS(cfg), nil
 }
+
+// loadClientCertificate reads --client-cert-file and --client-key-file.
+func (c Config) loadClientCertificate() (*tls.Certificate, error) {
+	if _, err := os.Stat(c.ClientCertFile); err != nil {
+		return nil, flagError(FlagClientCertFile, err)
+	}
+	if _, err := os.Stat(c.ClientKeyFile); err != nil {
+		return nil, flagError(FlagClientKeyFile, err)
+	}
+	pair, err := tls.LoadX509KeyPair(c.ClientCertFile, c.ClientKeyFile)
+	if err != nil {
+		return nil, flagError(FlagClientKeyFile, fmt.Errorf("%s and %s do not make a key pair: %w", c.ClientCertFile, c.ClientKeyFile, err))
+	}
+	return &pair, nil
+}
+
+// readToken reads a token file: its content without surrounding white space.
+func readToken(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("reading the token: %w", err)
+	}
+	token := strings.TrimSpace(string(b))
+	if token == "" {
+		return "", fmt.Errorf("%s holds no token", path)
+	}
+	return token, nil
+}
+
+// tokenCredentials send the token of a file with every call, reading the
+// file each time gRPC asks (at every stream, so once per connection here).
+type tokenCredentials struct {
+	path string
+	// secure: gRPC must refuse to send the token over a plain connection
+	// (plain grpc:// is allowed to a loopback host only, see Validate).
+	secure bool
+}
+
+func (t tokenCredentials) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	token, err := readToken(t.path)
+	if err != nil {
+		return nil, flagError(FlagAuthTokenFile, err)
+	}
+	return map[string]string{"authorization": "Bearer " + token}, nil
+}
+
+func (t tokenCredentials) RequireTransportSecurity() bool { return t.secure }

@@ -1,9 +1,11 @@
 // Package proxy carries a workload's traffic: inbound listeners in front of
 // the local application and outbound listeners towards the endpoints of other
 // services, over TCP, HTTP/1.1 and HTTP/2 (h2c, gRPC), recording
-// Envoy-compatible statistics. Configuration changes apply live: listeners
-// and endpoints change without dropping established connections, and Drain
-// stops accepting and lets in-flight work finish.
+// Envoy-compatible statistics. Configuration changes apply live and whole: a
+// config is prepared (checked, its new listeners bound) without touching
+// what serves traffic, then committed or aborted; listeners and endpoints
+// change without dropping established connections, and Drain stops
+// accepting and lets in-flight work finish.
 package proxy
 
 import (
@@ -18,6 +20,7 @@ import (
 	"sync"
 
 	meshv1 "github.com/kumametrics/mesh/api/mesh/v1"
+	"github.com/kumametrics/mesh/pkg/dpconfig"
 	"github.com/kumametrics/mesh/pkg/netserve"
 	"github.com/kumametrics/mesh/pkg/stats"
 )
@@ -81,33 +84,109 @@ type route struct {
 	panics *netserve.Panics
 }
 
-// Apply makes the proxy's listeners and clusters those of cfg. New
-// listeners are bound first; if one cannot be bound nothing changes and the
-// error says which. Listeners that go away stop accepting and their
-// connections finish on their own.
+// want is one listener of a config, with what it routes to.
+type want struct {
+	name, address string
+	port          uint32
+	rt            route
+	endpoints     []string
+	clusterName   string
+	// service of an outbound's endpoints (verified under mTLS).
+	service string
+	inbound *meshv1.Inbound
+}
+
+// Change is a config of the proxy prepared to be applied: everything that
+// can fail is done (the config checked, every new listener bound) and
+// nothing serves it yet. Exactly one of Commit or Abort must follow; the
+// proxy takes no other change until then.
+type Change struct {
+	p     *Proxy
+	cfg   *meshv1.ProxyConfig
+	wants []want
+	// reuse: the running listener whose socket a wanted listener keeps (the
+	// same address as before: no rebind); bound: the sockets bound for it.
+	reuse map[string]*listener
+	bound map[string]net.Listener
+	done  bool
+}
+
+// Apply makes the proxy's listeners and clusters those of cfg: Prepare,
+// then Commit. If it fails nothing changed, and the error says why.
 func (p *Proxy) Apply(cfg *meshv1.ProxyConfig) error {
+	ch, err := p.Prepare(cfg)
+	if err != nil {
+		return err
+	}
+	ch.Commit()
+	return nil
+}
+
+// Prepare checks cfg and binds the listeners it adds, without changing what
+// serves traffic. A listener whose address is one the running config
+// already listens on keeps that socket. On error nothing changed and
+// nothing new stays bound.
+func (p *Proxy) Prepare(cfg *meshv1.ProxyConfig) (*Change, error) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
+	ch, err := p.prepareLocked(cfg)
+	if err != nil {
+		p.mu.Unlock()
+		return nil, err
+	}
+	return ch, nil
+}
+
+func (p *Proxy) prepareLocked(cfg *meshv1.ProxyConfig) (*Change, error) {
 	if p.draining {
-		return errors.New("proxy is draining")
+		return nil, errors.New("proxy is draining")
 	}
-	type want struct {
-		name, address string
-		port          uint32
-		rt            route
-		endpoints     []string
-		clusterName   string
-		// service of an outbound's endpoints (verified under mTLS).
-		service string
-		inbound *meshv1.Inbound
+	wants, err := wantsOf(cfg)
+	if err != nil {
+		return nil, err
 	}
-	p.sec.SetConfig(cfg.GetMesh(), cfg.GetMtls())
+	ch := &Change{p: p, cfg: cfg, wants: wants, reuse: map[string]*listener{}, bound: map[string]net.Listener{}}
+	// Running listeners by address, as configured and as bound (a port of
+	// 0 is a new port each time: it matches by name only).
+	byAddr := make(map[string]*listener, 2*len(p.listeners))
+	for _, l := range p.listeners {
+		byAddr[l.ln.Addr().String()] = l
+		if l.port != 0 {
+			byAddr[joinHostPort(l.address, l.port)] = l
+		}
+	}
+	claimed := make(map[*listener]bool, len(wants))
+	for _, w := range wants {
+		l := p.listeners[w.name]
+		if l == nil || l.address != w.address || l.port != w.port || claimed[l] {
+			l = nil
+			if w.port != 0 {
+				l = byAddr[joinHostPort(w.address, w.port)]
+			}
+		}
+		if l != nil && !claimed[l] {
+			claimed[l] = true
+			ch.reuse[w.name] = l
+			continue
+		}
+		ln, err := p.listen("tcp", joinHostPort(w.address, w.port))
+		if err != nil {
+			closeAll(ch.bound)
+			return nil, fmt.Errorf("listener %s: %w", w.name, err)
+		}
+		ch.bound[w.name] = ln
+	}
+	return ch, nil
+}
+
+// wantsOf lists the listeners of cfg, refusing names or addresses used
+// twice and protocols the proxy does not speak.
+func wantsOf(cfg *meshv1.ProxyConfig) ([]want, error) {
 	var wants []want
 	for _, in := range cfg.GetInbounds() {
 		wants = append(wants, want{
 			name: in.GetName(), address: in.GetAddress(), port: in.GetPort(),
 			rt:          route{protocol: in.GetProtocol(), hcm: in.GetClusterName()},
-			endpoints:   []string{net.JoinHostPort(in.GetServiceAddress(), strconv.FormatUint(uint64(in.GetServicePort()), 10))},
+			endpoints:   []string{joinHostPort(in.GetServiceAddress(), in.GetServicePort())},
 			clusterName: in.GetClusterName(),
 			inbound:     in,
 		})
@@ -115,7 +194,7 @@ func (p *Proxy) Apply(cfg *meshv1.ProxyConfig) error {
 	for _, out := range cfg.GetOutbounds() {
 		eps := make([]string, 0, len(out.GetEndpoints()))
 		for _, ep := range out.GetEndpoints() {
-			eps = append(eps, net.JoinHostPort(ep.GetAddress(), strconv.FormatUint(uint64(ep.GetPort()), 10)))
+			eps = append(eps, joinHostPort(ep.GetAddress(), ep.GetPort()))
 		}
 		wants = append(wants, want{
 			name: out.GetName(), address: out.GetAddress(), port: out.GetPort(),
@@ -125,30 +204,47 @@ func (p *Proxy) Apply(cfg *meshv1.ProxyConfig) error {
 			service:     out.GetService(),
 		})
 	}
-
-	// Bind what is new before changing anything.
-	bound := map[string]net.Listener{}
+	names := make(map[string]bool, len(wants))
+	addrs := make(map[string]string, len(wants))
 	for _, w := range wants {
-		if l := p.listeners[w.name]; l != nil && l.address == w.address && l.port == w.port {
+		if names[w.name] {
+			return nil, fmt.Errorf("listener %s is configured twice", w.name)
+		}
+		names[w.name] = true
+		switch w.rt.protocol {
+		case "", dpconfig.ProtocolTCP, dpconfig.ProtocolHTTP, dpconfig.ProtocolHTTP2, dpconfig.ProtocolGRPC:
+		default:
+			return nil, fmt.Errorf("listener %s: protocol %q is not supported (tcp, http, http2, grpc)", w.name, w.rt.protocol)
+		}
+		if w.port == 0 {
 			continue
 		}
-		if _, dup := bound[w.name]; dup {
-			closeAll(bound)
-			return fmt.Errorf("listener %s is configured twice", w.name)
+		addr := joinHostPort(w.address, w.port)
+		if other, dup := addrs[addr]; dup {
+			return nil, fmt.Errorf("listeners %s and %s both listen on %s", other, w.name, addr)
 		}
-		ln, err := p.listen("tcp", net.JoinHostPort(w.address, strconv.FormatUint(uint64(w.port), 10)))
-		if err != nil {
-			closeAll(bound)
-			return fmt.Errorf("listener %s: %w", w.name, err)
-		}
-		bound[w.name] = ln
+		addrs[addr] = w.name
 	}
+	return wants, nil
+}
 
+// Commit makes the prepared config the proxy's: the mesh's mTLS mode,
+// clusters and routes switch, new listeners start accepting, and listeners
+// the config no longer has stop accepting (their connections finish on
+// their own). Established connections of listeners that stay are kept.
+func (ch *Change) Commit() {
+	if ch.done {
+		return
+	}
+	ch.done = true
+	p := ch.p
+	defer p.mu.Unlock()
+	p.sec.SetConfig(ch.cfg.GetMesh(), ch.cfg.GetMtls())
 	var changes []func()
 	p.stats.Batch(func() {
-		keep := map[string]bool{}
-		for _, w := range wants {
-			keep[w.name] = true
+		next := make(map[string]*listener, len(ch.wants))
+		kept := make(map[*listener]bool, len(ch.wants))
+		for _, w := range ch.wants {
 			c := p.clusters[w.clusterName]
 			if c == nil {
 				c = newCluster(w.clusterName, stats.NewClusterStats(p.stats, w.clusterName), p.dial)
@@ -163,27 +259,23 @@ func (p *Proxy) Apply(cfg *meshv1.ProxyConfig) error {
 				w.rt.guard = p.guardFor(w.inbound, c)
 			}
 			w.rt.cluster = c
-			l := p.listeners[w.name]
-			if ln, ok := bound[w.name]; ok {
-				// The new one first: its statistics carry on the old one's.
-				nl := newListener(p, w.name, w.address, w.port, ln)
-				if l != nil {
-					p.removeListener(l)
-				}
-				l = nl
-				p.listeners[w.name] = l
+			l := ch.reuse[w.name]
+			if l == nil {
+				l = newListener(p, w.name, w.address, w.port, ch.bound[w.name])
 				changes = append(changes, l.serve)
 			}
+			kept[l] = true
+			next[w.name] = l
 			l.setRoute(p, w.rt)
 		}
-		for name, l := range p.listeners {
-			if !keep[name] {
+		for _, l := range p.listeners {
+			if !kept[l] {
 				p.removeListener(l)
-				delete(p.listeners, name)
 			}
 		}
+		p.listeners = next
 		for name, rb := range p.rbac {
-			if !keep[name] {
+			if next[name] == nil {
 				rb.Release()
 				delete(p.rbac, name)
 			}
@@ -193,7 +285,22 @@ func (p *Proxy) Apply(cfg *meshv1.ProxyConfig) error {
 	for _, f := range changes {
 		f()
 	}
-	return nil
+}
+
+// Abort discards the prepared config: the listeners bound for it close and
+// the running config stays as it was. It does nothing after Commit.
+func (ch *Change) Abort() {
+	if ch.done {
+		return
+	}
+	ch.done = true
+	closeAll(ch.bound)
+	ch.p.mu.Unlock()
+}
+
+// joinHostPort is host:port.
+func joinHostPort(host string, port uint32) string {
+	return net.JoinHostPort(host, strconv.FormatUint(uint64(port), 10))
 }
 
 // guardFor builds the guard of an inbound: its permissions and statistics.
@@ -255,6 +362,17 @@ func (p *Proxy) Listeners() []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// Addr is the address listener name is bound to, or nil when there is no
+// such listener.
+func (p *Proxy) Addr(name string) net.Addr {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if l := p.listeners[name]; l != nil {
+		return l.ln.Addr()
+	}
+	return nil
 }
 
 // Drain stops accepting on every listener and waits until in-flight

@@ -8,14 +8,15 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+	"google.golang.org/protobuf/proto"
 
 	meshv1 "github.com/kumametrics/mesh/api/mesh/v1"
+	"github.com/kumametrics/mesh/pkg/proxy/proxytest"
 	"github.com/kumametrics/mesh/pkg/stats"
 )
 
@@ -26,53 +27,19 @@ const waitTimeout = 10 * time.Second
 // echoServer answers every line with "<name>:<line>".
 func echoServer(t *testing.T, name string) (addr string, stop func()) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	conns := map[net.Conn]bool{}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns[c] = true
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				r := bufio.NewReader(c)
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil {
-						return
-					}
-					if _, err := fmt.Fprintf(c, "%s:%s", name, line); err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			ln.Close()
-			mu.Lock()
-			for c := range conns {
-				c.Close()
-			}
-			mu.Unlock()
-			wg.Wait()
-		})
+	return proxytest.LineApp(t, name)
+}
+
+// stillWaiting fails the test if done delivers within grace: a call that
+// must keep waiting (a drain with work in flight) is given time to return
+// wrongly, after the test saw it start.
+func stillWaiting[T any](t testing.TB, done <-chan T, grace time.Duration, what string) {
+	t.Helper()
+	select {
+	case v := <-done:
+		t.Fatalf("%s returned while it had to wait: %v", what, v)
+	case <-time.After(grace):
 	}
-	t.Cleanup(stop)
-	return ln.Addr().String(), stop
 }
 
 func freePort(t testing.TB) uint32 {
@@ -206,24 +173,6 @@ func TestEndpointChangesKeepEstablishedConnections(t *testing.T) {
 	require.Empty(t, p.Listeners())
 }
 
-func TestApplyIsAllOrNothing(t *testing.T) {
-	a, _ := echoServer(t, "a")
-	busy, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer busy.Close()
-	_, busyPort := hostPort(t, busy.Addr().String())
-	p, _ := newProxy(t)
-	port := freePort(t)
-	require.NoError(t, p.Apply(outboundConfig(t, port, a)))
-
-	bad := outboundConfig(t, port, a)
-	bad.Outbounds = append(bad.Outbounds, &meshv1.Outbound{Address: "127.0.0.1", Port: busyPort, Service: "x", Protocol: "tcp", ClusterName: "x", Name: "outbound:busy"})
-	err = p.Apply(bad)
-	require.ErrorContains(t, err, "outbound:busy")
-	require.Equal(t, []string{fmt.Sprintf("outbound:127.0.0.1:%d", port)}, p.Listeners(), "nothing changed")
-	require.Equal(t, "a:ok", dial(t, port).must("ok"))
-}
-
 func TestDrainWaitsForConnections(t *testing.T) {
 	a, _ := echoServer(t, "a")
 	st := stats.NewStore()
@@ -248,11 +197,7 @@ func TestDrainWaitsForConnections(t *testing.T) {
 		return err != nil
 	}, waitTimeout, time.Millisecond)
 	require.Equal(t, "a:2", c.must("2"))
-	select {
-	case <-drained:
-		t.Fatal("drain ended while a connection was open")
-	default:
-	}
+	stillWaiting(t, drained, 100*time.Millisecond, "the drain, with a connection open,")
 	c.c.Close()
 	require.NoError(t, <-drained)
 	require.ErrorContains(t, p.Apply(outboundConfig(t, port, a)), "draining")
@@ -271,4 +216,101 @@ func TestDrainDeadlineClosesWhatIsLeft(t *testing.T) {
 	_ = c.c.SetReadDeadline(time.Now().Add(waitTimeout))
 	_, err := c.r.ReadByte()
 	require.ErrorIs(t, err, io.EOF, "closed by the proxy")
+}
+
+// A config the proxy cannot apply whole changes nothing: not the mesh's
+// mTLS mode either, and what was bound for it is closed again.
+func TestApplyIsAllOrNothing(t *testing.T) {
+	a, _ := echoServer(t, "a")
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer busy.Close()
+	_, busyPort := hostPort(t, busy.Addr().String())
+	p, _ := newProxy(t)
+	require.NoError(t, p.Apply(outboundConfig(t, 0, a)))
+
+	// mTLS on and a new outbound; and, in the bad one, an inbound on a port in use.
+	good := outboundConfig(t, 0, a)
+	good.Mtls = &meshv1.MTLS{Enabled: true}
+	good.Outbounds = append(good.Outbounds, &meshv1.Outbound{Address: "127.0.0.1", Service: "x", Protocol: "tcp", ClusterName: "x", Name: "outbound:new"})
+	bad := proto.Clone(good).(*meshv1.ProxyConfig)
+	bad.Inbounds = []*meshv1.Inbound{{Address: "127.0.0.1", Port: busyPort, ServiceAddress: "127.0.0.1", ServicePort: 1, Protocol: "tcp", ClusterName: "localhost_1", Name: "inbound:busy"}}
+	ch, err := p.Prepare(bad)
+	require.ErrorContains(t, err, "listener inbound:busy")
+	require.Nil(t, ch)
+	require.Equal(t, []string{"outbound:127.0.0.1:0"}, p.Listeners(), "nothing changed")
+	require.Equal(t, inboundPlain, p.sec.inboundMode(), "mTLS not switched on")
+	require.Nil(t, p.sec.state.Load())
+	require.Equal(t, "a:ok", dial(t, portOf(t, p, "outbound:127.0.0.1:0")).must("ok"))
+
+	// Prepared, then aborted: the new listener was bound, and is closed.
+	ch, err = p.Prepare(good)
+	require.NoError(t, err)
+	prepared := ch.bound["outbound:new"].Addr().String()
+	require.NotContains(t, ch.bound, "outbound:127.0.0.1:0", "the running listener is kept, not bound again")
+	ch.Abort()
+	ch.Commit() // no effect after Abort
+	_, err = net.Dial("tcp", prepared)
+	require.Error(t, err, "closed on abort")
+	require.Equal(t, []string{"outbound:127.0.0.1:0"}, p.Listeners())
+	require.Nil(t, p.sec.state.Load())
+
+	// Prepared and committed: everything switches.
+	ch, err = p.Prepare(good)
+	require.NoError(t, err)
+	ch.Commit()
+	ch.Abort() // no effect after Commit
+	require.Equal(t, []string{"outbound:127.0.0.1:0", "outbound:new"}, p.Listeners())
+	require.Equal(t, inboundStrict, p.sec.inboundMode())
+	require.NotNil(t, p.Addr("outbound:new"))
+	require.Nil(t, p.Addr("outbound:gone"))
+}
+
+// portOf is the port a listener of p is bound to.
+func portOf(t *testing.T, p *Proxy, name string) uint32 {
+	t.Helper()
+	addr := p.Addr(name)
+	require.NotNil(t, addr, name)
+	_, port := hostPort(t, addr.String())
+	return port
+}
+
+// A listener whose address stays keeps its socket, also under a new name:
+// no rebind (which its own socket would refuse), no dropped connection.
+func TestListenerKeepsItsSocketUnderANewName(t *testing.T) {
+	a, _ := echoServer(t, "a")
+	p, _ := newProxy(t)
+	require.NoError(t, p.Apply(outboundConfig(t, 0, a)))
+	port := portOf(t, p, "outbound:127.0.0.1:0")
+	established := dial(t, port)
+	require.Equal(t, "a:1", established.must("1"))
+
+	renamed := outboundConfig(t, port, a)
+	renamed.Outbounds[0].Name = "outbound:renamed"
+	require.NoError(t, p.Apply(renamed))
+	require.Equal(t, []string{"outbound:renamed"}, p.Listeners())
+	require.Equal(t, port, portOf(t, p, "outbound:renamed"))
+	require.Equal(t, "a:2", established.must("2"))
+	require.Equal(t, "a:3", dial(t, port).must("3"))
+}
+
+func TestApplyRefusesBadListeners(t *testing.T) {
+	p, _ := newProxy(t)
+	out := func(name string, port uint32, protocol string) *meshv1.Outbound {
+		return &meshv1.Outbound{Address: "127.0.0.1", Port: port, Service: "x", Protocol: protocol, ClusterName: "x", Name: name}
+	}
+	for _, tc := range []struct {
+		name string
+		outs []*meshv1.Outbound
+		want string
+	}{
+		{name: "a name twice", outs: []*meshv1.Outbound{out("o", 0, "tcp"), out("o", 0, "tcp")}, want: "listener o is configured twice"},
+		{name: "an address twice", outs: []*meshv1.Outbound{out("o1", 10001, "tcp"), out("o2", 10001, "http")}, want: "listeners o1 and o2 both listen on 127.0.0.1:10001"},
+		{name: "an unknown protocol", outs: []*meshv1.Outbound{out("o", 0, "smtp")}, want: `listener o: protocol "smtp" is not supported`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			require.ErrorContains(t, p.Apply(&meshv1.ProxyConfig{Outbounds: tc.outs}), tc.want)
+			require.Empty(t, p.Listeners())
+		})
+	}
 }

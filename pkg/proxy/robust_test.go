@@ -21,6 +21,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/kumametrics/mesh/internal/syncbuffer"
 	"github.com/kumametrics/mesh/pkg/netserve"
 	"github.com/kumametrics/mesh/pkg/netserve/netservetest"
 	"github.com/kumametrics/mesh/pkg/stats"
@@ -28,7 +29,7 @@ import (
 
 // failingProxy is a proxy whose listeners fail their first accepts with
 // errno (n times, always when n < 0), and whose log is kept.
-func failingProxy(t *testing.T, errno syscall.Errno, n int) (*Proxy, *stats.Store, *netservetest.Logs) {
+func failingProxy(t *testing.T, errno syscall.Errno, n int) (*Proxy, *stats.Store, *syncbuffer.Buffer) {
 	t.Helper()
 	log, logs := netservetest.NewLogger()
 	st := stats.NewStore()
@@ -95,7 +96,7 @@ func (d *panickyDial) dial(ctx context.Context, network, addr string) (net.Conn,
 	return (&net.Dialer{}).DialContext(ctx, network, addr)
 }
 
-func panickyProxy(t *testing.T) (*Proxy, *stats.Store, *panickyDial, *netservetest.Logs) {
+func panickyProxy(t *testing.T) (*Proxy, *stats.Store, *panickyDial, *syncbuffer.Buffer) {
 	t.Helper()
 	log, logs := netservetest.NewLogger()
 	d := &panickyDial{}
@@ -105,7 +106,7 @@ func panickyProxy(t *testing.T) (*Proxy, *stats.Store, *panickyDial, *netservete
 	return p, st, d, logs
 }
 
-func requirePanicLogged(t *testing.T, logs *netservetest.Logs, listener string) {
+func requirePanicLogged(t *testing.T, logs *syncbuffer.Buffer, listener string) {
 	t.Helper()
 	out := logs.String()
 	require.Contains(t, out, "recovered a panic")

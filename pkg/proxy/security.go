@@ -16,6 +16,7 @@ import (
 	meshv1 "github.com/kumametrics/mesh/api/mesh/v1"
 	"github.com/kumametrics/mesh/pkg/ca"
 	"github.com/kumametrics/mesh/pkg/dpconfig"
+	"github.com/kumametrics/mesh/pkg/pki"
 	"github.com/kumametrics/mesh/pkg/resource"
 	"github.com/kumametrics/mesh/pkg/stats"
 )
@@ -61,17 +62,36 @@ func (s *Security) Certificate() *tls.Certificate { return s.cert.Load() }
 
 // SetTrustBundle makes the CAs of a PEM bundle the trusted ones. An empty
 // bundle keeps the current pool (mTLS being switched off still needs it
-// during the switch window).
+// during the switch window). A bundle with any certificate that does not
+// parse changes nothing.
 func (s *Security) SetTrustBundle(bundle []byte) error {
-	if len(bundle) == 0 {
-		return nil
+	pool, err := ParseTrustBundle(bundle)
+	if err != nil {
+		return err
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(bundle) {
-		return errors.New("trust bundle: no PEM certificate in it")
-	}
-	s.pool.Store(pool)
+	s.SetTrustPool(pool)
 	return nil
+}
+
+// ParseTrustBundle reads the CAs of a PEM bundle, every one of which must
+// parse; an empty bundle gives a nil pool.
+func ParseTrustBundle(bundle []byte) (*x509.CertPool, error) {
+	if len(bundle) == 0 {
+		return nil, nil
+	}
+	pool, err := pki.Pool(bundle)
+	if err != nil {
+		return nil, fmt.Errorf("trust bundle: %w", err)
+	}
+	return pool, nil
+}
+
+// SetTrustPool makes pool the trusted CAs of new handshakes (nil keeps the
+// current ones).
+func (s *Security) SetTrustPool(pool *x509.CertPool) {
+	if pool != nil {
+		s.pool.Store(pool)
+	}
 }
 
 // SetConfig takes the mesh's mTLS block (nil: no mTLS).

@@ -7,6 +7,7 @@ package resource
 
 import (
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -19,6 +20,12 @@ const (
 	KindDataplane         Kind = "Dataplane"
 	KindTrafficPermission Kind = "TrafficPermission"
 	KindSecret            Kind = "Secret"
+	// KindDataplaneInsight is what the control planes know of a Dataplane's
+	// config streams; it has the Dataplane's mesh and name.
+	KindDataplaneInsight Kind = "DataplaneInsight"
+	// KindControlPlaneInstance is the heartbeat record of one running
+	// control plane, named by its instance id.
+	KindControlPlaneInstance Kind = "ControlPlaneInstance"
 )
 
 // Descriptor says how a kind is named and scoped.
@@ -34,6 +41,13 @@ type Descriptor struct {
 	NewSpec func() Spec
 	// Sensitive kinds (secrets) are read and written by admins only.
 	Sensitive bool
+	// ReadOnly kinds are written by the control plane itself: the API and
+	// kumactl read them but never create, change or delete them.
+	ReadOnly bool
+	// Owner is the kind whose resource of the same mesh and name owns a
+	// resource of this kind: deleting the owner deletes it, in the same
+	// store transaction. Empty for kinds that have no owner.
+	Owner Kind
 }
 
 var descriptors = []Descriptor{
@@ -41,6 +55,8 @@ var descriptors = []Descriptor{
 	{Kind: KindDataplane, Plural: "dataplanes", Singular: "dataplane", Scoped: true, NewSpec: func() Spec { return &DataplaneSpec{} }},
 	{Kind: KindTrafficPermission, Plural: "traffic-permissions", Singular: "traffic-permission", Scoped: true, NewSpec: func() Spec { return &TrafficPermissionSpec{} }},
 	{Kind: KindSecret, Plural: "secrets", Singular: "secret", Scoped: true, Sensitive: true, NewSpec: func() Spec { return &SecretSpec{} }},
+	{Kind: KindDataplaneInsight, Plural: "dataplane-insights", Singular: "dataplane-insight", Scoped: true, ReadOnly: true, Owner: KindDataplane, NewSpec: func() Spec { return &DataplaneInsightSpec{} }},
+	{Kind: KindControlPlaneInstance, Plural: "control-plane-instances", Singular: "control-plane-instance", ReadOnly: true, NewSpec: func() Spec { return &ControlPlaneInstanceSpec{} }},
 }
 
 // Descriptors lists every kind, Mesh first.
@@ -53,7 +69,16 @@ func Describe(k Kind) (Descriptor, error) {
 			return d, nil
 		}
 	}
-	return Descriptor{}, fmt.Errorf("unknown resource type %q (known: Mesh, Dataplane, TrafficPermission, Secret)", k)
+	return Descriptor{}, fmt.Errorf("unknown resource type %q (known: %s)", k, KnownKinds())
+}
+
+// KnownKinds lists the kind names, comma-separated, for error messages.
+func KnownKinds() string {
+	names := make([]string, len(descriptors))
+	for i, d := range descriptors {
+		names[i] = string(d.Kind)
+	}
+	return strings.Join(names, ", ")
 }
 
 // DescribeName finds a kind by its kind name, plural or singular.
@@ -123,6 +148,18 @@ func (o *Object) Dataplane() *DataplaneSpec { s, _ := o.Spec.(*DataplaneSpec); r
 
 // Secret returns the spec as a SecretSpec, or nil.
 func (o *Object) Secret() *SecretSpec { s, _ := o.Spec.(*SecretSpec); return s }
+
+// DataplaneInsight returns the spec as a DataplaneInsightSpec, or nil.
+func (o *Object) DataplaneInsight() *DataplaneInsightSpec {
+	s, _ := o.Spec.(*DataplaneInsightSpec)
+	return s
+}
+
+// ControlPlaneInstance returns the spec as a ControlPlaneInstanceSpec, or nil.
+func (o *Object) ControlPlaneInstance() *ControlPlaneInstanceSpec {
+	s, _ := o.Spec.(*ControlPlaneInstanceSpec)
+	return s
+}
 
 // TrafficPermission returns the spec as a TrafficPermissionSpec, or nil.
 func (o *Object) TrafficPermission() *TrafficPermissionSpec {

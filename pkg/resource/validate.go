@@ -54,6 +54,18 @@ var (
 	tagValueRe = regexp.MustCompile(`^[a-zA-Z0-9.\-_:]+$`)
 )
 
+// Messages of invalid tag names and values.
+const (
+	TagKeyMessage   = "tag name must consist of letters, digits, '.', '-', '_', ':' and '/'"
+	TagValueMessage = "tag value must consist of letters, digits, '.', '-', '_' and ':'"
+)
+
+// ValidTagKey tells whether k may be a tag name.
+func ValidTagKey(k string) bool { return tagKeyRe.MatchString(k) }
+
+// ValidTagValue tells whether v may be a tag value (not a selector's `*`).
+func ValidTagValue(v string) bool { return tagValueRe.MatchString(v) }
+
 // Validate checks an object's identity and spec. It returns a *ValidationError
 // naming every failing field, or nil.
 func Validate(o *Object) error {
@@ -271,15 +283,15 @@ func validateTags(v *verr, p string, tags map[string]string, selector bool) {
 	for _, k := range sortedKeys(tags) {
 		val := tags[k]
 		kp := fmt.Sprintf("%s[%q]", p, k)
-		if !tagKeyRe.MatchString(k) {
-			v.add(kp, "tag name must consist of letters, digits, '.', '-', '_', ':' and '/'")
+		if !ValidTagKey(k) {
+			v.add(kp, TagKeyMessage)
 		}
 		switch {
 		case val == "":
 			v.add(kp, "tag value must not be empty")
 		case selector && val == "*":
-		case !tagValueRe.MatchString(val):
-			v.add(kp, "tag value must consist of letters, digits, '.', '-', '_' and ':'")
+		case !ValidTagValue(val):
+			v.add(kp, TagValueMessage)
 		}
 	}
 }

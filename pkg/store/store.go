@@ -12,23 +12,45 @@ import (
 )
 
 // Store keeps resources. Implementations must satisfy the contract suite in
-// package storetest.
+// package storetest. Every write is one transaction: it happens whole or not
+// at all, and its events are published after it commits, in commit order.
 //
-//   - Create stores a new resource; its Meta.Version must be 0. It sets
-//     Version to 1 and CreationTime = ModificationTime = now on the object it
-//     was given. A mesh-scoped resource whose mesh does not exist is refused
-//     with ErrMeshNotFound; an existing key with ErrAlreadyExists.
-//   - Update replaces a resource whose stored version equals Meta.Version;
-//     otherwise ErrConflict (ErrNotFound when it does not exist). On success it
-//     increments Version and sets ModificationTime on the given object.
-//   - Delete removes a resource (ErrNotFound when absent). Deleting a Mesh
-//     deletes every resource of that mesh in the same transaction.
-//   - Get returns a copy; List returns items sorted by mesh, then name.
-//   - Watch delivers an Event for every committed change, in commit order.
+// Get returns a copy; List returns items sorted by mesh, then name; Watch
+// delivers an Event for every committed change, in commit order.
 type Store interface {
-	Create(ctx context.Context, obj *resource.Object) error
+	// Create stores new resources in one transaction: all of them, or, on
+	// any error, none. Each must have Meta.Version 0; on success each given
+	// object gets Version 1 and CreationTime = ModificationTime = the
+	// commit's time. A mesh-scoped resource needs its mesh, stored already
+	// or created earlier in the same call (ErrMeshNotFound otherwise); a key
+	// that exists, or is given twice, is ErrAlreadyExists. One Created event
+	// per object, in the given order.
+	Create(ctx context.Context, objs ...*resource.Object) error
+	// Update replaces a resource whose stored version equals Meta.Version;
+	// otherwise ErrConflict (ErrNotFound when it does not exist). On success
+	// it increments Version and sets ModificationTime on the given object,
+	// and copies the stored CreationTime to it.
 	Update(ctx context.Context, obj *resource.Object) error
-	Delete(ctx context.Context, kind resource.Kind, key resource.Key) error
+	// Upsert stores obj whatever is stored under its key and whatever its
+	// Meta.Version says: it creates it (Version 1) or replaces the stored
+	// spec (Version+1, CreationTime kept), setting the stored meta on obj.
+	// It never fails because other writers create, change or delete the
+	// same key at the same time (no ErrConflict, ErrAlreadyExists or
+	// ErrNotFound). A mesh-scoped obj whose mesh does not exist is
+	// ErrMeshNotFound. When it creates obj it also creates withNew in the
+	// same transaction, as Create(obj, withNew...) would (and fails whole
+	// as Create would); when obj existed, withNew is left alone. After a
+	// successful call obj.Meta.Version is 1 exactly when the call created
+	// obj.
+	Upsert(ctx context.Context, obj *resource.Object, withNew ...*resource.Object) error
+	// Delete removes a resource (ErrNotFound when absent). With version > 0
+	// it deletes only the stored version `version`, checked in the same
+	// transaction (ErrConflict otherwise); with 0 whatever is stored.
+	// Deleting a Mesh deletes every resource of that mesh, and deleting an
+	// owner (see resource.Descriptor.Owner) deletes the resources of the
+	// same key it owns, in the same transaction; their Deleted events come
+	// before the deleted resource's own.
+	Delete(ctx context.Context, kind resource.Kind, key resource.Key, version int64) error
 	Get(ctx context.Context, kind resource.Kind, key resource.Key) (*resource.Object, error)
 	List(ctx context.Context, kind resource.Kind, opts ListOptions) (*ListResult, error)
 	// Count returns the number of resources of a kind (all meshes).
@@ -122,7 +144,7 @@ type Event struct {
 	Version int64
 }
 
-// CheckObject checks what a backend's Create and Update are given: a spec of
+// CheckObject checks what a backend's Create, Update and Upsert are given: a spec of
 // the object's kind, a name, and a mesh exactly for mesh-scoped kinds.
 func CheckObject(obj *resource.Object) error {
 	if obj == nil || obj.Spec == nil {
@@ -145,4 +167,58 @@ func CheckObject(obj *resource.Object) error {
 		return fmt.Errorf("%s %q: a %s belongs to no mesh", obj.Meta.Kind, obj.Meta.Name, obj.Meta.Kind)
 	}
 	return nil
+}
+
+// CheckNew checks the objects a backend's Create is given (and the ones its
+// Upsert may create): each passes CheckObject, has version 0, and no key is
+// given twice. op names the operation in errors.
+func CheckNew(op string, objs []*resource.Object) error {
+	seen := make(map[kindKey]bool, len(objs))
+	for _, obj := range objs {
+		if err := CheckObject(obj); err != nil {
+			return fmt.Errorf("%s: %w", op, err)
+		}
+		key := obj.Meta.Key()
+		if obj.Meta.Version != 0 {
+			return fmt.Errorf("%s %s %q: version must be 0, not %d", op, obj.Meta.Kind, key.String(), obj.Meta.Version)
+		}
+		kk := kindKey{obj.Meta.Kind, key}
+		if seen[kk] {
+			return AlreadyExists(obj.Meta.Kind, key)
+		}
+		seen[kk] = true
+	}
+	return nil
+}
+
+type kindKey struct {
+	kind resource.Kind
+	key  resource.Key
+}
+
+// MeshesOf returns the names of the meshes among objs, for checking that
+// the mesh-scoped ones among them have their mesh: a mesh created earlier
+// in the same call counts.
+func MeshesOf(objs []*resource.Object) map[string]int {
+	out := map[string]int{}
+	for i, o := range objs {
+		if o.Meta.Kind == resource.KindMesh {
+			if _, ok := out[o.Meta.Name]; !ok {
+				out[o.Meta.Name] = i
+			}
+		}
+	}
+	return out
+}
+
+// Owned returns the kinds a resource of kind owns (their Descriptor.Owner is
+// kind): deleting it deletes theirs of the same key.
+func Owned(kind resource.Kind) []resource.Kind {
+	var out []resource.Kind
+	for _, d := range resource.Descriptors() {
+		if d.Owner == kind {
+			out = append(out, d.Kind)
+		}
+	}
+	return out
 }

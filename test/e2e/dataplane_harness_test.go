@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,41 +13,62 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/kumametrics/mesh/pkg/resource"
 )
 
 // dataplane is a kuma-dp process.
 type dataplane struct {
 	name      string
 	adminPort int
+	// tokenFile is its --dataplane-token-file.
+	tokenFile string
 	*process
 }
 
-// startDataplane runs kuma-dp with the Dataplane in yaml and waits until it
-// applied its first config.
+// startDataplane runs kuma-dp with the Dataplane in yaml and a token for its
+// services, and waits until it applied its first config.
 func startDataplane(t *testing.T, cp *controlPlane, name, yaml string) *dataplane {
+	t.Helper()
+	dp := launchDataplane(t, cp, name, yaml, cp.dataplaneToken(t, "default", name, servicesOf(t, yaml)))
+	eventually(t, 30*time.Second, func() error { return httpOK(dp.admin("/ready")) })
+	return dp
+}
+
+// launchDataplane runs kuma-dp with the Dataplane in yaml and token in its
+// token file, without waiting for anything.
+func launchDataplane(t *testing.T, cp *controlPlane, name, yaml, token string) *dataplane {
 	t.Helper()
 	dir := t.TempDir()
 	file := filepath.Join(dir, name+".yaml")
 	require.NoError(t, os.WriteFile(file, []byte(yaml), 0o600))
 	tokenFile := filepath.Join(dir, name+".token")
-	require.NoError(t, os.WriteFile(tokenFile, []byte(cp.dataplaneToken(t, "default", name)), 0o600))
+	require.NoError(t, os.WriteFile(tokenFile, []byte(token), 0o600))
 	port := freePorts(t, 1)[0]
-	dp := &dataplane{name: name, adminPort: port}
+	dp := &dataplane{name: name, adminPort: port, tokenFile: tokenFile}
 	dp.process = startProcess(t, filepath.Join(binDir, "kuma-dp"), nil, "run",
 		"--cp-address", "https://"+cp.dpAddr,
 		"--ca-cert-file", filepath.Join(cp.workDir, "dp-server-ca.pem"),
 		"--dataplane-token-file", tokenFile,
 		"--dataplane-file", file, "--admin-port", fmt.Sprint(port), "--drain-time", "5s")
-	eventually(t, 30*time.Second, func() error { return httpOK(dp.admin("/ready")) })
 	return dp
 }
 
-// dataplaneToken asks the control plane (as admin, from loopback) for a
-// dataplane token.
-func (cp *controlPlane) dataplaneToken(t *testing.T, mesh, name string) string {
+// servicesOf returns the kuma.io/service values of the Dataplane in yaml.
+func servicesOf(t *testing.T, yaml string) []string {
 	t.Helper()
-	res, err := http.Post(cp.apiURL+"/tokens/dataplane", "application/json",
-		strings.NewReader(fmt.Sprintf(`{"mesh":%q,"name":%q}`, mesh, name)))
+	obj, err := resource.DecodeYAML([]byte(yaml), 1)
+	require.NoError(t, err)
+	return obj.Dataplane().Services()
+}
+
+// dataplaneToken asks the control plane (as admin, from loopback) for a
+// dataplane token allowing services.
+func (cp *controlPlane) dataplaneToken(t *testing.T, mesh, name string, services []string) string {
+	t.Helper()
+	body, err := json.Marshal(map[string]any{"mesh": mesh, "name": name, "tags": map[string][]string{"kuma.io/service": services}})
+	require.NoError(t, err)
+	res, err := http.Post(cp.apiURL+"/tokens/dataplane", "application/json", bytes.NewReader(body))
 	require.NoError(t, err)
 	defer res.Body.Close()
 	b, err := io.ReadAll(res.Body)

@@ -53,6 +53,16 @@ networking:
       version: v1
 `
 
+// applyDiscoveryFixtures applies the guide's Universal mesh with metrics,
+// its per-dataplane override (dataplane "example") and demoDataplanes.
+func applyDiscoveryFixtures(t *testing.T, k *kumactl) {
+	t.Helper()
+	k.must("apply", "-f", filepath.Join(guideDir, "mesh-universal-short.yaml"))
+	k.must("apply", "-f", filepath.Join(guideDir, "dataplane-override-universal.yaml"))
+	_, errOut, err := k.run(demoDataplanes, "apply", "-f", "-")
+	require.NoError(t, err, errOut)
+}
+
 // poolDataplanes returns the dataplane label of each target of a pool, after
 // checking that every target has mesh, dataplane and service labels.
 func poolDataplanes(t *testing.T, targets []target) []string {
@@ -73,10 +83,7 @@ func TestPrometheusDiscoversDataplanes(t *testing.T) {
 	cp := newControlPlane(t, t.TempDir())
 	cp.start()
 	k := newKumactl(t, cp)
-	k.must("apply", "-f", filepath.Join(guideDir, "mesh-universal-short.yaml"))
-	k.must("apply", "-f", filepath.Join(guideDir, "dataplane-override-universal.yaml"))
-	_, errOut, err := k.run(demoDataplanes, "apply", "-f", "-")
-	require.NoError(t, err, errOut)
+	applyDiscoveryFixtures(t, k)
 
 	// kuma-prometheus-sd writes the file the guide's file_sd job reads.
 	sdDir := t.TempDir()

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/kumametrics/mesh/internal/syncbuffer"
 )
 
 // requireProgram returns the path of an external program the test needs. It
@@ -32,13 +34,13 @@ func requireProgram(t *testing.T, name string) string {
 // process is a program the test started; it is killed at cleanup.
 type process struct {
 	cmd  *exec.Cmd
-	log  *syncBuffer
+	log  *syncbuffer.Buffer
 	done chan error
 }
 
 func startProcess(t *testing.T, name string, env []string, args ...string) *process {
 	t.Helper()
-	p := &process{cmd: exec.Command(name, args...), log: &syncBuffer{}, done: make(chan error, 1)}
+	p := &process{cmd: exec.Command(name, args...), log: &syncbuffer.Buffer{}, done: make(chan error, 1)}
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	require.NoError(t, p.cmd.Start())

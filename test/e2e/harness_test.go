@@ -14,13 +14,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/kumametrics/mesh/internal/syncbuffer"
 )
 
 var binDir string
@@ -63,36 +64,20 @@ func freePorts(t *testing.T, n int) []int {
 	return ports
 }
 
-// syncBuffer is a bytes.Buffer safe for a process writer and a test reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // controlPlane is a kuma-cp process.
 type controlPlane struct {
 	t       *testing.T
 	workDir string
 	env     []string
 	apiURL  string
-	diagURL string
+	// apiHTTPSURL is the API's HTTPS address (api-server-ca.pem in workDir verifies it).
+	apiHTTPSURL string
+	diagURL     string
 	// madsAddr is the monitoring assignment server's host:port.
 	madsAddr string
 	dpAddr   string
 	cmd      *exec.Cmd
-	log      *syncBuffer
+	log      *syncbuffer.Buffer
 	done     chan error
 	// nofile, when set, is the process's limit of open files (soft and
 	// hard), set as soon as it started, as `ulimit -n` would.
@@ -101,13 +86,14 @@ type controlPlane struct {
 
 // newControlPlane prepares a kuma-cp on free ports with its data in workDir.
 func newControlPlane(t *testing.T, workDir string, extraEnv ...string) *controlPlane {
-	p := freePorts(t, 4)
+	p := freePorts(t, 5)
 	cp := &controlPlane{
 		t: t, workDir: workDir,
-		apiURL:   fmt.Sprintf("http://127.0.0.1:%d", p[0]),
-		diagURL:  fmt.Sprintf("http://127.0.0.1:%d", p[3]),
-		madsAddr: fmt.Sprintf("127.0.0.1:%d", p[2]),
-		dpAddr:   fmt.Sprintf("127.0.0.1:%d", p[1]),
+		apiURL:      fmt.Sprintf("http://127.0.0.1:%d", p[0]),
+		apiHTTPSURL: fmt.Sprintf("https://127.0.0.1:%d", p[4]),
+		diagURL:     fmt.Sprintf("http://127.0.0.1:%d", p[3]),
+		madsAddr:    fmt.Sprintf("127.0.0.1:%d", p[2]),
+		dpAddr:      fmt.Sprintf("127.0.0.1:%d", p[1]),
 	}
 	cp.env = append(os.Environ(),
 		"KUMA_GENERAL_WORK_DIR="+workDir,
@@ -116,6 +102,8 @@ func newControlPlane(t *testing.T, workDir string, extraEnv ...string) *controlP
 		fmt.Sprintf("KUMA_MONITORING_ASSIGNMENT_SERVER_PORT=%d", p[2]),
 		fmt.Sprintf("KUMA_DIAGNOSTICS_SERVER_PORT=%d", p[3]),
 		"KUMA_API_SERVER_HTTP_INTERFACE=127.0.0.1",
+		fmt.Sprintf("KUMA_API_SERVER_HTTPS_PORT=%d", p[4]),
+		"KUMA_API_SERVER_HTTPS_INTERFACE=127.0.0.1",
 		"KUMA_DP_SERVER_INTERFACE=127.0.0.1",
 		"KUMA_MONITORING_ASSIGNMENT_SERVER_INTERFACE=127.0.0.1",
 		"KUMA_DIAGNOSTICS_SERVER_INTERFACE=127.0.0.1",
@@ -128,7 +116,7 @@ func newControlPlane(t *testing.T, workDir string, extraEnv ...string) *controlP
 func (cp *controlPlane) start() {
 	t := cp.t
 	t.Helper()
-	cp.log = &syncBuffer{}
+	cp.log = &syncbuffer.Buffer{}
 	cp.cmd = exec.Command(filepath.Join(binDir, "kuma-cp"), "run")
 	cp.cmd.Env = cp.env
 	cp.cmd.Stdout, cp.cmd.Stderr = cp.log, cp.log

@@ -83,10 +83,11 @@ func freePorts(t *testing.T, n int) []int {
 	return ports
 }
 
-// controlPlane runs kuma-cp on the memory store and returns its API and MADS URLs.
-func controlPlane(t *testing.T) (api, mads string) {
+// controlPlane runs kuma-cp on the memory store, with extra environment,
+// and returns its API URL and MADS address (host:port).
+func controlPlane(t *testing.T, env ...string) (api, madsAddr string) {
 	t.Helper()
-	p := freePorts(t, 4)
+	p := freePorts(t, 5)
 	cmd := exec.Command(kumaCP, "run")
 	cmd.Env = append(os.Environ(),
 		"KUMA_STORE_TYPE=memory",
@@ -97,7 +98,9 @@ func controlPlane(t *testing.T) (api, mads string) {
 		fmt.Sprintf("KUMA_DIAGNOSTICS_SERVER_PORT=%d", p[3]),
 		"KUMA_API_SERVER_HTTP_INTERFACE=127.0.0.1", "KUMA_DP_SERVER_INTERFACE=127.0.0.1",
 		"KUMA_MONITORING_ASSIGNMENT_SERVER_INTERFACE=127.0.0.1", "KUMA_DIAGNOSTICS_SERVER_INTERFACE=127.0.0.1",
+		fmt.Sprintf("KUMA_API_SERVER_HTTPS_PORT=%d", p[4]), "KUMA_API_SERVER_HTTPS_INTERFACE=127.0.0.1",
 	)
+	cmd.Env = append(cmd.Env, env...)
 	log := &lockedBuffer{}
 	cmd.Stdout, cmd.Stderr = log, log
 	require.NoError(t, cmd.Start())
@@ -117,7 +120,7 @@ func controlPlane(t *testing.T) (api, mads string) {
 		res.Body.Close()
 		return res.StatusCode == http.StatusOK
 	}, waitTimeout, 20*time.Millisecond, "kuma-cp did not become ready:\n%s", log)
-	return fmt.Sprintf("http://127.0.0.1:%d", p[0]), fmt.Sprintf("http://127.0.0.1:%d", p[2])
+	return fmt.Sprintf("http://127.0.0.1:%d", p[0]), fmt.Sprintf("127.0.0.1:%d", p[2])
 }
 
 // put writes a resource through the REST API.
@@ -148,11 +151,14 @@ func dataplane(t *testing.T, api, mesh, name, body string) {
 	put(t, api+"/meshes/"+mesh+"/dataplanes/"+name, `{"type":"Dataplane","mesh":"`+mesh+`","name":"`+name+`",`+body+`}`)
 }
 
-// discoverer runs Prometheus' kuma_sd_configs discovery against mads.
-func discoverer(t *testing.T, mads string) <-chan []*targetgroup.Group {
+// discoverer runs Prometheus' kuma_sd_configs discovery against mads (a
+// URL), with extra settings of the job (YAML lines), and returns the
+// registry of its metrics too.
+func discoverer(t *testing.T, mads string, extra ...string) (<-chan []*targetgroup.Group, *prometheus.Registry) {
 	t.Helper()
 	var cfg xds.SDConfig
-	require.NoError(t, yaml.UnmarshalStrict([]byte("server: "+mads+"\nrefresh_interval: 100ms\nfetch_timeout: 30s\nclient_id: interop-test\n"), &cfg))
+	conf := "server: " + mads + "\nrefresh_interval: 100ms\nfetch_timeout: 30s\nclient_id: interop-test\n" + strings.Join(extra, "\n")
+	require.NoError(t, yaml.UnmarshalStrict([]byte(conf), &cfg))
 	reg := prometheus.NewRegistry()
 	metrics := cfg.NewDiscovererMetrics(reg, discovery.NewRefreshMetrics(reg))
 	require.NoError(t, metrics.Register())
@@ -163,7 +169,7 @@ func discoverer(t *testing.T, mads string) <-chan []*targetgroup.Group {
 	done := make(chan struct{})
 	go func() { defer close(done); d.Run(ctx, ch) }()
 	t.Cleanup(func() { cancel(); <-done; metrics.Unregister() })
-	return ch
+	return ch, reg
 }
 
 // targets waits for the next update whose target label sets satisfy ok,
@@ -204,7 +210,7 @@ func TestPrometheusKumaSDAgainstOurMADS(t *testing.T) {
 		`"metrics":{"type":"prometheus","conf":{"skipMTLS":true,"port":1234,"path":"/non-standard-path"}}`)
 	dataplane(t, api, "quiet", "silent", `"networking":{"address":"10.0.0.3","inbound":[{"port":8080,"tags":{"kuma.io/service":"hidden"}}]}`)
 
-	ch := discoverer(t, mads)
+	ch, _ := discoverer(t, "http://"+mads)
 	got := waitTargets(t, ch, func(m map[string]model.LabelSet) bool { return len(m) == 2 })
 	require.Equal(t, map[string]model.LabelSet{
 		"web-1": {

@@ -65,6 +65,7 @@ func Start(binary, workDir string, env ...string) (*ControlPlane, error) {
 		fmt.Sprintf("KUMA_MONITORING_ASSIGNMENT_SERVER_PORT=%d", p[2]), fmt.Sprintf("KUMA_DIAGNOSTICS_SERVER_PORT=%d", p[3]),
 		"KUMA_API_SERVER_HTTP_INTERFACE=127.0.0.1", "KUMA_DP_SERVER_INTERFACE=127.0.0.1",
 		"KUMA_MONITORING_ASSIGNMENT_SERVER_INTERFACE=127.0.0.1", "KUMA_DIAGNOSTICS_SERVER_INTERFACE=127.0.0.1",
+		"KUMA_API_SERVER_HTTPS_ENABLED=false",
 	), env...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {

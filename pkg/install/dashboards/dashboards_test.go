@@ -642,7 +642,19 @@ func TestQueries(t *testing.T) {
 		require.NotEmpty(t, q.Panel)
 		require.NotEmpty(t, q.RefID)
 		require.NotEmpty(t, q.Expr)
-		require.Equal(t, dashboards.VarsOf(q.Expr), q.Vars)
+		// Vars names every variable of the query: with a value for each,
+		// nothing of Grafana's variable syntax is left in the expression.
+		values := map[string]string{}
+		for _, v := range q.Vars {
+			values[v] = "x"
+		}
+		expanded, err := dashboards.Expand(q.Expr, values)
+		require.NoError(t, err, "%s: panel %q target %s", q.File, q.Panel, q.RefID)
+		require.NotContains(t, expanded, "$", "%s: panel %q target %s: a variable is missing from Vars %v", q.File, q.Panel, q.RefID, q.Vars)
+		require.NotContains(t, expanded, "[[", "%s: panel %q target %s: a variable is missing from Vars %v", q.File, q.Panel, q.RefID, q.Vars)
+		if strings.Contains(q.Expr, "$") {
+			require.NotEmpty(t, q.Vars, "%s: panel %q target %s", q.File, q.Panel, q.RefID)
+		}
 		require.NotContains(t, dashboards.KubernetesOnlyPanels, q.Panel, "no panel of these dashboards needs Kubernetes")
 	}
 	for _, f := range files(t) {

@@ -19,16 +19,28 @@
 //	authConf:
 //	  token: eyJhbGciOiJIUzI1NiIs...
 //
+// An https:// control plane is verified against caCertFile (else the
+// system's trusted roots, or not at all with skipVerify: true), and kumactl
+// presents clientCertFile/clientKeyFile when they are set; the files are
+// referenced, not copied:
+//
+//	url: https://cp.example:5682
+//	caCertFile: /home/me/.kumactl/cp-ca.pem
+//	clientCertFile: /home/me/.kumactl/admin.pem
+//	clientKeyFile: /home/me/.kumactl/admin.key
+//
 // A missing file reads as Default(). Save writes atomically (a temporary file
 // renamed over the old one) with mode 0600, creating the directory with mode
 // 0700.
 package config
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -36,6 +48,8 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/kumametrics/mesh/internal/loopback"
+	"github.com/kumametrics/mesh/pkg/pki"
 	"github.com/kumametrics/mesh/pkg/resource"
 )
 
@@ -71,6 +85,15 @@ type APIServer struct {
 	AuthType string `json:"authType,omitempty"`
 	// AuthConf configures the auth type: for tokens, {"token": <user token>}.
 	AuthConf map[string]string `json:"authConf,omitempty"`
+	// CACertFile is a PEM bundle of the CAs that verify an https:// control
+	// plane; empty means the system's trusted roots.
+	CACertFile string `json:"caCertFile,omitempty"`
+	// SkipVerify accepts any certificate of an https:// control plane.
+	SkipVerify bool `json:"skipVerify,omitempty"`
+	// ClientCertFile and ClientKeyFile (both or neither) are the certificate
+	// kumactl presents to an https:// control plane.
+	ClientCertFile string `json:"clientCertFile,omitempty"`
+	ClientKeyFile  string `json:"clientKeyFile,omitempty"`
 }
 
 // Auth types.
@@ -90,21 +113,23 @@ func (a APIServer) Token() string {
 	return a.AuthConf[AuthConfToken]
 }
 
-// AuthError is an error of CheckAuth.
-type AuthError struct {
-	// Field is "authType" or "authConf".
+// FieldError is an invalid setting of an apiServer: what CheckAuth, CheckTLS
+// and TLSConfig return.
+type FieldError struct {
+	// Field is the setting's key: "authType", "authConf", "caCertFile",
+	// "skipVerify", "clientCertFile" or "clientKeyFile".
 	Field   string
 	Message string
 }
 
-func (e *AuthError) Error() string { return e.Field + ": " + e.Message }
+func (e *FieldError) Error() string { return e.Field + ": " + e.Message }
 
-// CheckAuth checks an auth type and its configuration; errors are *AuthError.
+// CheckAuth checks an auth type and its configuration; errors are *FieldError.
 func CheckAuth(authType string, conf map[string]string) error {
 	switch authType {
 	case "":
 		if len(conf) > 0 {
-			return &AuthError{"authConf", "needs an auth type"}
+			return &FieldError{"authConf", "needs an auth type"}
 		}
 		return nil
 	case AuthTypeTokens:
@@ -115,15 +140,90 @@ func CheckAuth(authType string, conf map[string]string) error {
 		sort.Strings(keys)
 		for _, k := range keys {
 			if k != AuthConfToken {
-				return &AuthError{"authConf", fmt.Sprintf("unknown key %q for auth type %s (known: %s)", k, AuthTypeTokens, AuthConfToken)}
+				return &FieldError{"authConf", fmt.Sprintf("unknown key %q for auth type %s (known: %s)", k, AuthTypeTokens, AuthConfToken)}
 			}
 		}
 		if strings.TrimSpace(conf[AuthConfToken]) == "" {
-			return &AuthError{"authConf", fmt.Sprintf("auth type %s needs %s=<user token>", AuthTypeTokens, AuthConfToken)}
+			return &FieldError{"authConf", fmt.Sprintf("auth type %s needs %s=<user token>", AuthTypeTokens, AuthConfToken)}
 		}
 		return nil
 	}
-	return &AuthError{"authType", fmt.Sprintf("unknown auth type %q (known: %s)", authType, AuthTypeTokens)}
+	return &FieldError{"authType", fmt.Sprintf("unknown auth type %q (known: %s)", authType, AuthTypeTokens)}
+}
+
+// CheckTLS checks that the TLS settings fit together and the URL; errors
+// are *FieldError. It does not read the files (TLSConfig does).
+func (a APIServer) CheckTLS() error {
+	secure := strings.HasPrefix(strings.ToLower(strings.TrimSpace(a.URL)), "https://")
+	for _, f := range []struct {
+		field string
+		set   bool
+	}{{"caCertFile", a.CACertFile != ""}, {"skipVerify", a.SkipVerify}, {"clientCertFile", a.ClientCertFile != ""}, {"clientKeyFile", a.ClientKeyFile != ""}} {
+		if f.set && !secure {
+			return &FieldError{f.field, fmt.Sprintf("only applies to an https:// address, got %q", a.URL)}
+		}
+	}
+	if a.CACertFile != "" && a.SkipVerify {
+		return &FieldError{"skipVerify", "excludes caCertFile: verify the control plane against a CA, or do not verify it"}
+	}
+	if (a.ClientCertFile == "") != (a.ClientKeyFile == "") {
+		if a.ClientCertFile == "" {
+			return &FieldError{"clientCertFile", "is required with clientKeyFile"}
+		}
+		return &FieldError{"clientKeyFile", "is required with clientCertFile"}
+	}
+	return nil
+}
+
+// TLSConfig reads the TLS files of an https:// control plane: nil for an
+// http:// one. Errors are *FieldError naming the file's setting.
+func (a APIServer) TLSConfig() (*tls.Config, error) {
+	if err := a.CheckTLS(); err != nil {
+		return nil, err
+	}
+	u, err := url.Parse(strings.TrimSpace(a.URL))
+	if err != nil || u.Scheme != "https" {
+		return nil, nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: a.SkipVerify} //nolint:gosec // skipVerify is the user's explicit choice.
+	if a.CACertFile != "" {
+		bundle, err := os.ReadFile(a.CACertFile)
+		if err != nil {
+			return nil, &FieldError{"caCertFile", err.Error()}
+		}
+		if cfg.RootCAs, err = pki.Pool(bundle); err != nil {
+			return nil, &FieldError{"caCertFile", fmt.Sprintf("%s: %v", a.CACertFile, err)}
+		}
+	}
+	if a.ClientCertFile != "" {
+		certPEM, err := os.ReadFile(a.ClientCertFile)
+		if err != nil {
+			return nil, &FieldError{"clientCertFile", err.Error()}
+		}
+		keyPEM, err := os.ReadFile(a.ClientKeyFile)
+		if err != nil {
+			return nil, &FieldError{"clientKeyFile", err.Error()}
+		}
+		pair, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err != nil {
+			return nil, &FieldError{"clientKeyFile", fmt.Sprintf("%s and %s do not make a key pair: %v", a.ClientCertFile, a.ClientKeyFile, err)}
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	return cfg, nil
+}
+
+// TokenInClear tells whether a user token would travel in clear: it is
+// sent over http:// to a host that is not a loopback address or localhost.
+func (a APIServer) TokenInClear() bool {
+	if a.Token() == "" {
+		return false
+	}
+	u, err := url.Parse(strings.TrimSpace(a.URL))
+	if err != nil || u.Scheme != "http" {
+		return false
+	}
+	return !loopback.IsHost(u.Hostname())
 }
 
 // Address returns the URL of the control plane's API.
@@ -179,6 +279,9 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("controlPlanes[%d].coordinates.apiServer.url: must not be empty", i)
 		}
 		if err := CheckAuth(cp.Coordinates.APIServer.AuthType, cp.Coordinates.APIServer.AuthConf); err != nil {
+			return fmt.Errorf("controlPlanes[%d].coordinates.apiServer.%w", i, err)
+		}
+		if err := cp.Coordinates.APIServer.CheckTLS(); err != nil {
 			return fmt.Errorf("controlPlanes[%d].coordinates.apiServer.%w", i, err)
 		}
 		cps[cp.Name] = true

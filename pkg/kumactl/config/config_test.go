@@ -127,3 +127,72 @@ func TestAddSwitchRemove(t *testing.T) {
 	_, err := cfg.CurrentControlPlane()
 	require.Error(t, err)
 }
+
+func TestTLSSettings(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config")
+	// A file written before the TLS settings existed still loads.
+	old := "contexts:\n- name: a\n  controlPlane: a\ncontrolPlanes:\n- name: a\n  coordinates:\n    apiServer:\n      url: https://cp:5682\n      authType: tokens\n      authConf:\n        token: a.b.c\ncurrentContext: a\n"
+	require.NoError(t, os.WriteFile(path, []byte(old), 0o600))
+	cfg, _, err := config.Load(path)
+	require.NoError(t, err)
+	require.Equal(t, config.APIServer{URL: "https://cp:5682", AuthType: "tokens", AuthConf: map[string]string{"token": "a.b.c"}}, cfg.ControlPlane("a").Coordinates.APIServer)
+
+	api := config.APIServer{URL: "https://cp:5682", CACertFile: "/etc/kuma/ca.pem", ClientCertFile: "/etc/kuma/admin.pem", ClientKeyFile: "/etc/kuma/admin.key"}
+	require.NoError(t, cfg.AddControlPlane(config.ControlPlane{Name: "tls", Coordinates: config.Coordinates{APIServer: api}}, false))
+	require.NoError(t, cfg.AddControlPlane(config.ControlPlane{Name: "skip", Coordinates: config.Coordinates{APIServer: config.APIServer{URL: "https://cp:5682", SkipVerify: true}}}, false))
+	require.NoError(t, config.Save(path, cfg))
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.Contains(t, string(data), "      url: https://cp:5682\n      caCertFile: /etc/kuma/ca.pem\n      clientCertFile: /etc/kuma/admin.pem\n      clientKeyFile: /etc/kuma/admin.key\n")
+	require.Contains(t, string(data), "      url: https://cp:5682\n      skipVerify: true\n")
+	back, _, err := config.Load(path)
+	require.NoError(t, err)
+	require.Equal(t, cfg, back)
+
+	for _, tc := range []struct {
+		name string
+		api  config.APIServer
+		want string
+	}{
+		{"CA file and skip verify", config.APIServer{URL: "https://cp", CACertFile: "/ca.pem", SkipVerify: true}, "skipVerify: excludes caCertFile: verify the control plane against a CA, or do not verify it"},
+		{"certificate without key", config.APIServer{URL: "https://cp", ClientCertFile: "/c.pem"}, "clientKeyFile: is required with clientCertFile"},
+		{"key without certificate", config.APIServer{URL: "https://cp", ClientKeyFile: "/c.key"}, "clientCertFile: is required with clientKeyFile"},
+		{"TLS settings for http", config.APIServer{URL: "http://cp:5681", SkipVerify: true}, `skipVerify: only applies to an https:// address, got "http://cp:5681"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bad := config.Default()
+			bad.ControlPlanes[0].Coordinates.APIServer = tc.api
+			require.EqualError(t, config.Save(path, bad), "controlPlanes[0].coordinates.apiServer."+tc.want)
+			_, err := tc.api.TLSConfig()
+			require.EqualError(t, err, tc.want)
+		})
+	}
+
+	tlsCfg, err := config.APIServer{URL: "http://cp:5681"}.TLSConfig()
+	require.NoError(t, err)
+	require.Nil(t, tlsCfg, "nothing to configure for http://")
+	tlsCfg, err = config.APIServer{URL: "https://cp:5682"}.TLSConfig()
+	require.NoError(t, err)
+	require.Nil(t, tlsCfg.RootCAs, "the system's roots")
+	require.False(t, tlsCfg.InsecureSkipVerify)
+	_, err = config.APIServer{URL: "https://cp:5682", CACertFile: "/nonexistent/ca.pem"}.TLSConfig()
+	require.EqualError(t, err, "caCertFile: open /nonexistent/ca.pem: no such file or directory")
+}
+
+func TestTokenInClear(t *testing.T) {
+	token := map[string]string{config.AuthConfToken: "a.b.c"}
+	for url, want := range map[string]bool{
+		"http://cp.example:5681": true,
+		"http://10.0.0.1:5681":   true,
+		"http://[2001:db8::1]":   true,
+		"https://cp.example":     false,
+		"http://127.0.0.1:5681":  false,
+		"http://127.1.2.3:5681":  false,
+		"http://[::1]:5681":      false,
+		"http://localhost:5681":  false,
+		"HTTP://LOCALHOST:5681":  false,
+	} {
+		require.Equal(t, want, config.APIServer{URL: url, AuthType: config.AuthTypeTokens, AuthConf: token}.TokenInClear(), url)
+		require.False(t, config.APIServer{URL: url}.TokenInClear(), "no token: %s", url)
+	}
+}

@@ -348,3 +348,15 @@ func reply(resp string) func(int, string, net.Conn) bool {
 }
 
 type statsCounter = stats.Counter
+
+// stillWaiting fails the test if done delivers within grace: a call that
+// must keep waiting (a drain with work in flight) is given time to return
+// wrongly, after the test saw it start.
+func stillWaiting[T any](t testing.TB, done <-chan T, grace time.Duration, what string) {
+	t.Helper()
+	select {
+	case v := <-done:
+		t.Fatalf("%s returned while it had to wait: %v", what, v)
+	case <-time.After(grace):
+	}
+}

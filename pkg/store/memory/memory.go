@@ -118,7 +118,7 @@ func (t *table) remove(key resource.Key) {
 	t.sorted = append(t.sorted[:i], t.sorted[i+1:]...)
 }
 
-// checkObject validates what Create and Update are given.
+// checkObject validates what Update and Upsert are given.
 func checkObject(op string, obj *resource.Object) error {
 	if err := store.CheckObject(obj); err != nil {
 		return fmt.Errorf("memory: %s: %w", op, err)
@@ -139,42 +139,75 @@ func (s *Store) lookup(op string, kind resource.Kind) (*table, error) {
 func (s *Store) stamp() time.Time { return s.now().UTC() }
 
 // Create implements store.Store.
-func (s *Store) Create(ctx context.Context, obj *resource.Object) error {
+func (s *Store) Create(ctx context.Context, objs ...*resource.Object) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := checkObject("create", obj); err != nil {
+	if len(objs) == 0 {
+		return errors.New("memory: create: no resource given")
+	}
+	if err := store.CheckNew("memory: create", objs); err != nil {
 		return err
 	}
-	if obj.Meta.Version != 0 {
-		return fmt.Errorf("memory: create %s %q: version must be 0, not %d", obj.Meta.Kind, obj.Meta.Key(), obj.Meta.Version)
-	}
-	spec := copySpec(obj.Spec)
+	specs := copySpecs(objs)
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return ErrClosed
 	}
-	t := s.tables[obj.Meta.Kind]
-	key := obj.Meta.Key()
-	if _, ok := t.byKey[key]; ok {
-		return store.AlreadyExists(obj.Meta.Kind, key)
+	if err := s.checkCreate(objs); err != nil {
+		return err
 	}
-	if key.Mesh != "" {
+	s.feed.Publish(s.insert(objs, specs, s.stamp())...)
+	return nil
+}
+
+func copySpecs(objs []*resource.Object) []resource.Spec {
+	specs := make([]resource.Spec, len(objs))
+	for i, o := range objs {
+		specs[i] = copySpec(o.Spec)
+	}
+	return specs
+}
+
+// checkCreate checks that objs can be created: no key exists, and each
+// mesh-scoped one has its mesh, stored or earlier in objs. The caller
+// holds s.mu.
+func (s *Store) checkCreate(objs []*resource.Object) error {
+	meshes := store.MeshesOf(objs)
+	for i, o := range objs {
+		key := o.Meta.Key()
+		if _, ok := s.tables[o.Meta.Kind].byKey[key]; ok {
+			return store.AlreadyExists(o.Meta.Kind, key)
+		}
+		if key.Mesh == "" {
+			continue
+		}
+		if j, ok := meshes[key.Mesh]; ok && j < i {
+			continue
+		}
 		if _, ok := s.tables[resource.KindMesh].byKey[resource.Key{Name: key.Mesh}]; !ok {
 			return store.MeshNotFound(key.Mesh)
 		}
 	}
-	now := s.stamp()
-	r := &record{meta: obj.Meta, spec: spec}
-	r.meta.Version = 1
-	r.meta.CreationTime = now
-	r.meta.ModificationTime = now
-	t.insert(r)
-	obj.Meta = r.meta
-	s.feed.Publish(store.Event{Type: store.Created, Kind: r.meta.Kind, Key: key, Version: 1})
 	return nil
+}
+
+// insert stores objs (checked by checkCreate) with their copied specs,
+// sets their meta and returns their events. The caller holds s.mu.
+func (s *Store) insert(objs []*resource.Object, specs []resource.Spec, now time.Time) []store.Event {
+	events := make([]store.Event, len(objs))
+	for i, o := range objs {
+		r := &record{meta: o.Meta, spec: specs[i]}
+		r.meta.Version = 1
+		r.meta.CreationTime = now
+		r.meta.ModificationTime = now
+		s.tables[o.Meta.Kind].insert(r)
+		o.Meta = r.meta
+		events[i] = store.Event{Type: store.Created, Kind: r.meta.Kind, Key: r.meta.Key(), Version: 1}
+	}
+	return events
 }
 
 // Update implements store.Store.
@@ -201,18 +234,59 @@ func (s *Store) Update(ctx context.Context, obj *resource.Object) error {
 	if r.meta.Version != obj.Meta.Version {
 		return store.Conflict(obj.Meta.Kind, key)
 	}
+	s.feed.Publish(s.replace(r, obj, spec))
+	return nil
+}
+
+// replace gives r a new spec and version and obj the stored meta. The
+// caller holds s.mu.
+func (s *Store) replace(r *record, obj *resource.Object, spec resource.Spec) store.Event {
 	r.spec = spec
 	r.meta.Version++
 	r.meta.ModificationTime = s.stamp()
 	obj.Meta = r.meta
-	s.feed.Publish(store.Event{Type: store.Updated, Kind: r.meta.Kind, Key: key, Version: r.meta.Version})
+	return store.Event{Type: store.Updated, Kind: r.meta.Kind, Key: r.meta.Key(), Version: r.meta.Version}
+}
+
+// Upsert implements store.Store.
+func (s *Store) Upsert(ctx context.Context, obj *resource.Object, withNew ...*resource.Object) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := checkObject("upsert", obj); err != nil {
+		return err
+	}
+	created := append([]*resource.Object{obj}, withNew...)
+	version := obj.Meta.Version
+	obj.Meta.Version = 0 // checked as a new object with the others
+	err := store.CheckNew("memory: upsert", created)
+	obj.Meta.Version = version
+	if err != nil {
+		return err
+	}
+	specs := copySpecs(created)
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	if r, ok := s.tables[obj.Meta.Kind].byKey[obj.Meta.Key()]; ok {
+		s.feed.Publish(s.replace(r, obj, specs[0]))
+		return nil
+	}
+	if err := s.checkCreate(created); err != nil {
+		return err
+	}
+	s.feed.Publish(s.insert(created, specs, s.stamp())...)
 	return nil
 }
 
 // Delete implements store.Store. Deleting a Mesh first deletes every
 // resource of that mesh, publishing a Deleted event for each (ordered by
-// kind, then name), then the Mesh's own.
-func (s *Store) Delete(ctx context.Context, kind resource.Kind, key resource.Key) error {
+// kind, then name), then the Mesh's own; deleting an owner first deletes
+// what it owns.
+func (s *Store) Delete(ctx context.Context, kind resource.Kind, key resource.Key, version int64) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -225,8 +299,12 @@ func (s *Store) Delete(ctx context.Context, kind resource.Kind, key resource.Key
 	if err != nil {
 		return err
 	}
-	if _, ok := t.byKey[key]; !ok {
+	r, ok := t.byKey[key]
+	if !ok {
 		return store.NotFound(kind, key)
+	}
+	if version > 0 && r.meta.Version != version {
+		return store.Conflict(kind, key)
 	}
 	var events []store.Event
 	if kind == resource.KindMesh {
@@ -245,6 +323,12 @@ func (s *Store) Delete(ctx context.Context, kind resource.Kind, key resource.Key
 				events = append(events, store.Event{Type: store.Deleted, Kind: k, Key: r.meta.Key()})
 			}
 			child.sorted = append(child.sorted[:lo], child.sorted[hi:]...)
+		}
+	}
+	for _, k := range store.Owned(kind) {
+		if owned := s.tables[k]; owned.byKey[key] != nil {
+			owned.remove(key)
+			events = append(events, store.Event{Type: store.Deleted, Kind: k, Key: key})
 		}
 	}
 	t.remove(key)

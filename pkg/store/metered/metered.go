@@ -44,10 +44,21 @@ func (m *Store) observe(op string, kind resource.Kind, start time.Time) {
 	m.latency.WithLabelValues(op, string(kind)).Observe(time.Since(start).Seconds())
 }
 
-// Create implements store.Store.
-func (m *Store) Create(ctx context.Context, obj *resource.Object) error {
-	defer m.observe("create", obj.Meta.Kind, time.Now())
-	return m.Store.Create(ctx, obj)
+// Create implements store.Store; a creation of several resources is
+// observed under the first one's kind.
+func (m *Store) Create(ctx context.Context, objs ...*resource.Object) error {
+	var kind resource.Kind
+	if len(objs) > 0 && objs[0] != nil {
+		kind = objs[0].Meta.Kind
+	}
+	defer m.observe("create", kind, time.Now())
+	return m.Store.Create(ctx, objs...)
+}
+
+// Upsert implements store.Store.
+func (m *Store) Upsert(ctx context.Context, obj *resource.Object, withNew ...*resource.Object) error {
+	defer m.observe("upsert", obj.Meta.Kind, time.Now())
+	return m.Store.Upsert(ctx, obj, withNew...)
 }
 
 // Update implements store.Store.
@@ -57,9 +68,9 @@ func (m *Store) Update(ctx context.Context, obj *resource.Object) error {
 }
 
 // Delete implements store.Store.
-func (m *Store) Delete(ctx context.Context, kind resource.Kind, key resource.Key) error {
+func (m *Store) Delete(ctx context.Context, kind resource.Kind, key resource.Key, version int64) error {
 	defer m.observe("delete", kind, time.Now())
-	return m.Store.Delete(ctx, kind, key)
+	return m.Store.Delete(ctx, kind, key, version)
 }
 
 // Get implements store.Store.

@@ -130,8 +130,15 @@ const (
 	qUpdate = `UPDATE resources SET version = version + 1, spec = ?, modification_time = ?
 		WHERE kind = ? AND mesh = ? AND name = ? AND version = ?
 		RETURNING version, creation_time`
-	qVersion = `SELECT version FROM resources WHERE kind = ? AND mesh = ? AND name = ?`
-	qDelete  = `DELETE FROM resources WHERE kind = ? AND mesh = ? AND name = ?`
+	// qUpsert creates a resource or replaces its spec, whatever its version.
+	qUpsert = `INSERT INTO resources (kind, mesh, name, version, spec, creation_time, modification_time)
+		VALUES (?, ?, ?, 1, ?, ?, ?)
+		ON CONFLICT (kind, mesh, name) DO UPDATE SET
+			version = version + 1, spec = excluded.spec, modification_time = excluded.modification_time
+		RETURNING version, creation_time`
+	qVersion       = `SELECT version FROM resources WHERE kind = ? AND mesh = ? AND name = ?`
+	qDelete        = `DELETE FROM resources WHERE kind = ? AND mesh = ? AND name = ?`
+	qDeleteVersion = `DELETE FROM resources WHERE kind = ? AND mesh = ? AND name = ? AND version = ?`
 	// The mesh <> '' condition lets these use the partial index resources_by_mesh.
 	qMeshContents       = `SELECT kind, name FROM resources WHERE mesh = ? AND mesh <> '' ORDER BY kind, name`
 	qDeleteMeshContents = `DELETE FROM resources WHERE mesh = ? AND mesh <> ''`
@@ -217,7 +224,7 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 }
 
 var (
-	writerQueries = []string{qMeshExists, qInsert, qUpdate, qVersion, qDelete, qMeshContents, qDeleteMeshContents}
+	writerQueries = []string{qMeshExists, qInsert, qUpsert, qUpdate, qVersion, qDelete, qDeleteVersion, qMeshContents, qDeleteMeshContents}
 	readerQueries = []string{qGet, qCount, qCountMesh, qList, qListMesh}
 )
 
@@ -377,7 +384,7 @@ func wrap(ctx context.Context, op string, kind resource.Kind, key resource.Key, 
 	return fmt.Errorf("sqlite: %s %s %q: %w", op, kind, key.String(), err)
 }
 
-// checkObject validates what Create and Update are given.
+// checkObject validates what Update and Upsert are given.
 func checkObject(op string, obj *resource.Object) error {
 	if err := store.CheckObject(obj); err != nil {
 		return fmt.Errorf("sqlite: %s: %w", op, err)
@@ -393,35 +400,64 @@ func describe(op string, kind resource.Kind) (resource.Descriptor, error) {
 	return d, nil
 }
 
+// marshalSpecs encodes the specs of objs, outside the write lock.
+func marshalSpecs(ctx context.Context, op string, objs []*resource.Object) ([][]byte, error) {
+	specs := make([][]byte, len(objs))
+	for i, o := range objs {
+		b, err := json.Marshal(o.Spec)
+		if err != nil {
+			return nil, wrap(ctx, op, o.Meta.Kind, o.Meta.Key(), err)
+		}
+		specs[i] = b
+	}
+	return specs, nil
+}
+
+// errorKey names the first object in errors that are not about one of them.
+func errorKey(objs []*resource.Object) (resource.Kind, resource.Key) {
+	return objs[0].Meta.Kind, objs[0].Meta.Key()
+}
+
 // Create implements store.Store.
-func (s *Store) Create(ctx context.Context, obj *resource.Object) error {
-	if err := checkObject("create", obj); err != nil {
+func (s *Store) Create(ctx context.Context, objs ...*resource.Object) error {
+	if len(objs) == 0 {
+		return errors.New("sqlite: create: no resource given")
+	}
+	if err := store.CheckNew("sqlite: create", objs); err != nil {
 		return err
 	}
-	key := obj.Meta.Key()
-	if obj.Meta.Version != 0 {
-		return fmt.Errorf("sqlite: create %s %q: version must be 0, not %d", obj.Meta.Kind, key.String(), obj.Meta.Version)
-	}
-	spec, err := json.Marshal(obj.Spec)
+	specs, err := marshalSpecs(ctx, "create", objs)
 	if err != nil {
-		return wrap(ctx, "create", obj.Meta.Kind, key, err)
+		return err
 	}
-	kind := obj.Meta.Kind
 	var stamp time.Time
 	err = s.write(ctx, func(tx *sql.Tx, now time.Time) ([]store.Event, error) {
-		if key.Mesh != "" {
-			var one int
-			err := tx.StmtContext(ctx, s.stmts[qMeshExists]).QueryRowContext(ctx,
-				string(resource.KindMesh), key.Mesh).Scan(&one)
-			if errors.Is(err, sql.ErrNoRows) {
-				return nil, store.MeshNotFound(key.Mesh)
-			}
-			if err != nil {
-				return nil, err
-			}
+		stamp = now
+		return s.insert(ctx, tx, objs, specs, now)
+	})
+	if err != nil {
+		kind, key := errorKey(objs)
+		return wrap(ctx, "create", kind, key, err)
+	}
+	for _, o := range objs {
+		o.Meta.Version = 1
+		o.Meta.CreationTime = stamp
+		o.Meta.ModificationTime = stamp
+	}
+	return nil
+}
+
+// insert creates objs in tx: each mesh-scoped one needs its mesh (an
+// insert earlier in tx counts), and no key may exist.
+func (s *Store) insert(ctx context.Context, tx *sql.Tx, objs []*resource.Object, specs [][]byte, now time.Time) ([]store.Event, error) {
+	events := make([]store.Event, 0, len(objs))
+	for i, o := range objs {
+		kind, key := o.Meta.Kind, o.Meta.Key()
+		if err := s.checkMesh(ctx, tx, key.Mesh); err != nil {
+			return nil, err
 		}
 		res, err := tx.StmtContext(ctx, s.stmts[qInsert]).ExecContext(ctx,
-			string(kind), key.Mesh, key.Name, spec, now.UnixNano(), now.UnixNano())
+			string(kind), key.Mesh, key.Name, specs[i], now.UnixNano(), now.UnixNano())
 		if err != nil {
 			return nil, err
 		}
@@ -430,16 +466,23 @@ func (s *Store) Create(ctx context.Context, obj *resource.Object) error {
 		} else if n == 0 {
 			return nil, store.AlreadyExists(kind, key)
 		}
-		stamp = now
-		return []store.Event{{Type: store.Created, Kind: kind, Key: key, Version: 1}}, nil
-	})
-	if err != nil {
-		return wrap(ctx, "create", kind, key, err)
+		events = append(events, store.Event{Type: store.Created, Kind: kind, Key: key, Version: 1})
 	}
-	obj.Meta.Version = 1
-	obj.Meta.CreationTime = stamp
-	obj.Meta.ModificationTime = stamp
-	return nil
+	return events, nil
+}
+
+// checkMesh fails with ErrMeshNotFound when mesh is not empty and no such
+// mesh exists in tx.
+func (s *Store) checkMesh(ctx context.Context, tx *sql.Tx, mesh string) error {
+	if mesh == "" {
+		return nil
+	}
+	var one int
+	err := tx.StmtContext(ctx, s.stmts[qMeshExists]).QueryRowContext(ctx, string(resource.KindMesh), mesh).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.MeshNotFound(mesh)
+	}
+	return err
 }
 
 // Update implements store.Store.
@@ -459,16 +502,7 @@ func (s *Store) Update(ctx context.Context, obj *resource.Object) error {
 		err := tx.StmtContext(ctx, s.stmts[qUpdate]).QueryRowContext(ctx,
 			spec, now.UnixNano(), string(kind), key.Mesh, key.Name, obj.Meta.Version).Scan(&version, &created)
 		if errors.Is(err, sql.ErrNoRows) {
-			var current int64
-			err := tx.StmtContext(ctx, s.stmts[qVersion]).QueryRowContext(ctx,
-				string(kind), key.Mesh, key.Name).Scan(&current)
-			switch {
-			case errors.Is(err, sql.ErrNoRows):
-				return nil, store.NotFound(kind, key)
-			case err != nil:
-				return nil, err
-			}
-			return nil, store.Conflict(kind, key)
+			return nil, s.missOrConflict(ctx, tx, kind, key)
 		}
 		if err != nil {
 			return nil, err
@@ -485,28 +519,122 @@ func (s *Store) Update(ctx context.Context, obj *resource.Object) error {
 	return nil
 }
 
+// missOrConflict tells why a conditional write matched no row: the
+// resource does not exist (ErrNotFound) or has another version (ErrConflict).
+func (s *Store) missOrConflict(ctx context.Context, tx *sql.Tx, kind resource.Kind, key resource.Key) error {
+	var current int64
+	err := tx.StmtContext(ctx, s.stmts[qVersion]).QueryRowContext(ctx, string(kind), key.Mesh, key.Name).Scan(&current)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return store.NotFound(kind, key)
+	case err != nil:
+		return err
+	}
+	return store.Conflict(kind, key)
+}
+
+// Upsert implements store.Store: one INSERT … ON CONFLICT DO UPDATE, so no
+// other writer can come between the existence check and the write.
+func (s *Store) Upsert(ctx context.Context, obj *resource.Object, withNew ...*resource.Object) error {
+	if err := checkObject("upsert", obj); err != nil {
+		return err
+	}
+	if err := store.CheckNew("sqlite: upsert", append([]*resource.Object{withMeta(obj)}, withNew...)); err != nil {
+		return err
+	}
+	kind, key := obj.Meta.Kind, obj.Meta.Key()
+	spec, err := json.Marshal(obj.Spec)
+	if err != nil {
+		return wrap(ctx, "upsert", kind, key, err)
+	}
+	specs, err := marshalSpecs(ctx, "upsert", withNew)
+	if err != nil {
+		return err
+	}
+	var version, created int64
+	var stamp time.Time
+	err = s.write(ctx, func(tx *sql.Tx, now time.Time) ([]store.Event, error) {
+		if err := s.checkMesh(ctx, tx, key.Mesh); err != nil {
+			return nil, err
+		}
+		err := tx.StmtContext(ctx, s.stmts[qUpsert]).QueryRowContext(ctx,
+			string(kind), key.Mesh, key.Name, spec, now.UnixNano(), now.UnixNano()).Scan(&version, &created)
+		if err != nil {
+			return nil, err
+		}
+		stamp = now
+		if version > 1 {
+			return []store.Event{{Type: store.Updated, Kind: kind, Key: key, Version: version}}, nil
+		}
+		events, err := s.insert(ctx, tx, withNew, specs, now)
+		if err != nil {
+			return nil, err
+		}
+		return append([]store.Event{{Type: store.Created, Kind: kind, Key: key, Version: 1}}, events...), nil
+	})
+	if err != nil {
+		return wrap(ctx, "upsert", kind, key, err)
+	}
+	obj.Meta.Version = version
+	obj.Meta.CreationTime = fromNanos(created)
+	obj.Meta.ModificationTime = stamp
+	if version == 1 {
+		for _, o := range withNew {
+			o.Meta.Version = 1
+			o.Meta.CreationTime = stamp
+			o.Meta.ModificationTime = stamp
+		}
+	}
+	return nil
+}
+
+// withMeta returns a shallow copy of obj with version 0, to be checked
+// like the objects an upsert may create.
+func withMeta(obj *resource.Object) *resource.Object {
+	c := *obj
+	c.Meta.Version = 0
+	return &c
+}
+
 // Delete implements store.Store. Deleting a Mesh deletes its resources in
 // the same transaction and publishes a Deleted event for each (ordered by
-// kind, then name), then the Mesh's own.
-func (s *Store) Delete(ctx context.Context, kind resource.Kind, key resource.Key) error {
+// kind, then name), then the Mesh's own; deleting an owner deletes what it
+// owns the same way.
+func (s *Store) Delete(ctx context.Context, kind resource.Kind, key resource.Key, version int64) error {
 	if _, err := describe("delete", kind); err != nil {
 		return err
 	}
 	err := s.write(ctx, func(tx *sql.Tx, _ time.Time) ([]store.Event, error) {
-		res, err := tx.StmtContext(ctx, s.stmts[qDelete]).ExecContext(ctx,
-			string(kind), key.Mesh, key.Name)
+		var res sql.Result
+		var err error
+		if version > 0 {
+			res, err = tx.StmtContext(ctx, s.stmts[qDeleteVersion]).ExecContext(ctx, string(kind), key.Mesh, key.Name, version)
+		} else {
+			res, err = tx.StmtContext(ctx, s.stmts[qDelete]).ExecContext(ctx, string(kind), key.Mesh, key.Name)
+		}
 		if err != nil {
 			return nil, err
 		}
 		if n, err := res.RowsAffected(); err != nil {
 			return nil, err
 		} else if n == 0 {
-			return nil, store.NotFound(kind, key)
+			return nil, s.missOrConflict(ctx, tx, kind, key)
 		}
 		var events []store.Event
 		if kind == resource.KindMesh {
 			if events, err = s.deleteMeshContents(ctx, tx, key.Name); err != nil {
 				return nil, err
+			}
+		}
+		for _, owned := range store.Owned(kind) {
+			res, err := tx.StmtContext(ctx, s.stmts[qDelete]).ExecContext(ctx, string(owned), key.Mesh, key.Name)
+			if err != nil {
+				return nil, err
+			}
+			if n, err := res.RowsAffected(); err != nil {
+				return nil, err
+			} else if n > 0 {
+				events = append(events, store.Event{Type: store.Deleted, Kind: owned, Key: key})
 			}
 		}
 		return append(events, store.Event{Type: store.Deleted, Kind: kind, Key: key}), nil

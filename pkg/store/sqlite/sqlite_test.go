@@ -72,8 +72,8 @@ func TestReopenPersists(t *testing.T) {
 	require.NoError(t, err)
 	m.Mesh().Metrics = &resource.Metrics{EnabledBackend: "p", Backends: []resource.MetricsBackend{{Name: "p", Type: "prometheus", Conf: &resource.PrometheusConf{Port: &port, Tags: map[string]string{"a": "b"}}}}}
 	require.NoError(t, s.Update(ctx, m))
-	require.NoError(t, s.Delete(ctx, resource.KindDataplane, resource.Key{Mesh: "default", Name: "dp-4"}))
-	require.NoError(t, s.Delete(ctx, resource.KindMesh, resource.Key{Name: "gone"}))
+	require.NoError(t, s.Delete(ctx, resource.KindDataplane, resource.Key{Mesh: "default", Name: "dp-4"}, 0))
+	require.NoError(t, s.Delete(ctx, resource.KindMesh, resource.Key{Name: "gone"}, 0))
 	before := snapshot(t, s)
 	require.NoError(t, s.Close())
 
@@ -272,7 +272,7 @@ func TestQueryPlans(t *testing.T) {
 		require.NoError(t, rows.Err())
 		return strings.Join(lines, "\n")
 	}
-	for _, q := range []string{qMeshExists, qUpdate, qVersion, qDelete, qGet, qCount, qCountMesh, qList, qListMesh} {
+	for _, q := range []string{qMeshExists, qUpdate, qVersion, qDelete, qDeleteVersion, qGet, qCount, qCountMesh, qList, qListMesh} {
 		p := plan(q, "Dataplane", "default", "dp", 1, 2, 3)
 		t.Logf("%s\n  %s", q, p)
 		require.Contains(t, p, "SEARCH resources USING PRIMARY KEY", q)

@@ -48,6 +48,15 @@ func TrafficPermission(mesh, name string) *resource.Object {
 	})
 }
 
+// Insight returns a DataplaneInsight fixture with one subscription connected
+// at t (UTC, so that it reads back equal from every backend).
+func Insight(mesh, name, id string, t time.Time) *resource.Object {
+	return resource.New(mesh, name, &resource.DataplaneInsightSpec{Subscriptions: []resource.Subscription{{
+		ID: id, ControlPlaneInstanceID: "cp-1", ConnectTime: t.UTC(),
+		Status: resource.SubStatus{Total: resource.Totals{ResponsesSent: 2, ResponsesAcknowledged: 1}},
+	}}})
+}
+
 func key(mesh, name string) resource.Key { return resource.Key{Mesh: mesh, Name: name} }
 
 // mustCreate creates obj and returns it (with its stored meta).
@@ -262,13 +271,13 @@ func RunContract(t *testing.T, newStore func(t *testing.T) store.Store) {
 
 	t.Run("DeleteMissing", func(t *testing.T) {
 		s := newStore(t)
-		require.ErrorIs(t, s.Delete(t.Context(), resource.KindDataplane, key("default", "dp-1")), store.ErrNotFound)
-		require.ErrorIs(t, s.Delete(t.Context(), resource.KindMesh, key("", "default")), store.ErrNotFound)
+		require.ErrorIs(t, s.Delete(t.Context(), resource.KindDataplane, key("default", "dp-1"), 0), store.ErrNotFound)
+		require.ErrorIs(t, s.Delete(t.Context(), resource.KindMesh, key("", "default"), 0), store.ErrNotFound)
 		mustCreate(t, s, Mesh("default"))
 		mustCreate(t, s, Dataplane("default", "dp-1", 1))
 		// Same name, other kind or mesh.
-		require.ErrorIs(t, s.Delete(t.Context(), resource.KindTrafficPermission, key("default", "dp-1")), store.ErrNotFound)
-		require.ErrorIs(t, s.Delete(t.Context(), resource.KindDataplane, key("other", "dp-1")), store.ErrNotFound)
+		require.ErrorIs(t, s.Delete(t.Context(), resource.KindTrafficPermission, key("default", "dp-1"), 0), store.ErrNotFound)
+		require.ErrorIs(t, s.Delete(t.Context(), resource.KindDataplane, key("other", "dp-1"), 0), store.ErrNotFound)
 	})
 
 	t.Run("Delete", func(t *testing.T) {
@@ -276,10 +285,10 @@ func RunContract(t *testing.T, newStore func(t *testing.T) store.Store) {
 		mustCreate(t, s, Mesh("default"))
 		mustCreate(t, s, Dataplane("default", "dp-1", 1))
 		mustCreate(t, s, Dataplane("default", "dp-2", 2))
-		require.NoError(t, s.Delete(t.Context(), resource.KindDataplane, key("default", "dp-1")))
+		require.NoError(t, s.Delete(t.Context(), resource.KindDataplane, key("default", "dp-1"), 0))
 		_, err := s.Get(t.Context(), resource.KindDataplane, key("default", "dp-1"))
 		require.ErrorIs(t, err, store.ErrNotFound)
-		require.ErrorIs(t, s.Delete(t.Context(), resource.KindDataplane, key("default", "dp-1")), store.ErrNotFound)
+		require.ErrorIs(t, s.Delete(t.Context(), resource.KindDataplane, key("default", "dp-1"), 0), store.ErrNotFound)
 		mustGet(t, s, resource.KindDataplane, key("default", "dp-2"))
 		// A deleted resource can be created again, starting over at version 1.
 		again := mustCreate(t, s, Dataplane("default", "dp-1", 3))
@@ -478,7 +487,7 @@ func RunContract(t *testing.T, newStore func(t *testing.T) store.Store) {
 		require.Equal(t, 2, count(resource.KindMesh))
 		require.Equal(t, 5, count(resource.KindDataplane), "all meshes")
 		require.Equal(t, 1, count(resource.KindTrafficPermission))
-		require.NoError(t, s.Delete(t.Context(), resource.KindDataplane, key("a", "dp-0")))
+		require.NoError(t, s.Delete(t.Context(), resource.KindDataplane, key("a", "dp-0"), 0))
 		require.Equal(t, 4, count(resource.KindDataplane))
 	})
 
@@ -495,7 +504,7 @@ func RunContract(t *testing.T, newStore func(t *testing.T) store.Store) {
 		// Resources named like the mesh, in another mesh, are not its own.
 		mustCreate(t, s, Dataplane("kept", "doomed", 9))
 
-		require.NoError(t, s.Delete(t.Context(), resource.KindMesh, key("", "doomed")))
+		require.NoError(t, s.Delete(t.Context(), resource.KindMesh, key("", "doomed"), 0))
 
 		_, err := s.Get(t.Context(), resource.KindMesh, key("", "doomed"))
 		require.ErrorIs(t, err, store.ErrNotFound)
@@ -522,7 +531,7 @@ func RunContract(t *testing.T, newStore func(t *testing.T) store.Store) {
 		require.NoError(t, err)
 		require.Zero(t, res.Total)
 		// A scoped resource of a deleted mesh cannot be created.
-		require.NoError(t, s.Delete(t.Context(), resource.KindMesh, key("", "doomed")))
+		require.NoError(t, s.Delete(t.Context(), resource.KindMesh, key("", "doomed"), 0))
 		require.ErrorIs(t, s.Create(t.Context(), Dataplane("doomed", "dp-0", 0)), store.ErrMeshNotFound)
 	})
 
@@ -535,13 +544,15 @@ func RunContract(t *testing.T, newStore func(t *testing.T) store.Store) {
 		dp := mustGet(t, s, resource.KindDataplane, key("default", "dp-1"))
 		require.ErrorIs(t, s.Create(ctx, Dataplane("default", "dp-2", 2)), context.Canceled)
 		require.ErrorIs(t, s.Update(ctx, dp), context.Canceled)
-		require.ErrorIs(t, s.Delete(ctx, resource.KindDataplane, key("default", "dp-1")), context.Canceled)
+		require.ErrorIs(t, s.Delete(ctx, resource.KindDataplane, key("default", "dp-1"), 0), context.Canceled)
 		_, err := s.Get(ctx, resource.KindDataplane, key("default", "dp-1"))
 		require.ErrorIs(t, err, context.Canceled)
 		_, err = s.List(ctx, resource.KindDataplane, store.ListOptions{})
 		require.ErrorIs(t, err, context.Canceled)
 		_, err = s.Count(ctx, resource.KindDataplane)
 		require.ErrorIs(t, err, context.Canceled)
+		require.ErrorIs(t, s.Upsert(ctx, Dataplane("default", "dp-1", 5)), context.Canceled)
+		require.ErrorIs(t, s.Delete(ctx, resource.KindDataplane, key("default", "dp-1"), 1), context.Canceled)
 		// Nothing happened.
 		require.Equal(t, dp, mustGet(t, s, resource.KindDataplane, key("default", "dp-1")))
 		_, err = s.Get(t.Context(), resource.KindDataplane, key("default", "dp-2"))
@@ -562,8 +573,8 @@ func RunContract(t *testing.T, newStore func(t *testing.T) store.Store) {
 		require.NoError(t, s.Update(t.Context(), dp))
 		require.ErrorIs(t, s.Update(t.Context(), stale), store.ErrConflict)
 		require.NoError(t, s.Update(t.Context(), dp))
-		require.ErrorIs(t, s.Delete(t.Context(), resource.KindDataplane, key("default", "dp-2")), store.ErrNotFound)
-		require.NoError(t, s.Delete(t.Context(), resource.KindDataplane, key("default", "dp-1")))
+		require.ErrorIs(t, s.Delete(t.Context(), resource.KindDataplane, key("default", "dp-2"), 0), store.ErrNotFound)
+		require.NoError(t, s.Delete(t.Context(), resource.KindDataplane, key("default", "dp-1"), 0))
 
 		want := []store.Event{
 			{Type: store.Created, Kind: resource.KindMesh, Key: key("", "default"), Version: 1},
@@ -588,7 +599,7 @@ func RunContract(t *testing.T, newStore func(t *testing.T) store.Store) {
 		// A watcher started later sees only later changes.
 		c := s.Watch(t.Context())
 		requireNoEvent(t, c)
-		require.NoError(t, s.Delete(t.Context(), resource.KindMesh, key("", "default")))
+		require.NoError(t, s.Delete(t.Context(), resource.KindMesh, key("", "default"), 0))
 		want = store.Event{Type: store.Deleted, Kind: resource.KindMesh, Key: key("", "default")}
 		for _, ch := range []<-chan store.Event{a, b, c} {
 			require.Equal(t, want, nextEvent(t, ch))
@@ -604,7 +615,7 @@ func RunContract(t *testing.T, newStore func(t *testing.T) store.Store) {
 		mustCreate(t, s, TrafficPermission("doomed", "tp"))
 		mustCreate(t, s, Dataplane("kept", "dp-a", 3))
 		ch := s.Watch(t.Context())
-		require.NoError(t, s.Delete(t.Context(), resource.KindMesh, key("", "doomed")))
+		require.NoError(t, s.Delete(t.Context(), resource.KindMesh, key("", "doomed"), 0))
 
 		var got []store.Event
 		for range 4 {
@@ -645,7 +656,7 @@ func RunContract(t *testing.T, newStore func(t *testing.T) store.Store) {
 			}
 		}
 		// The store and the other watchers carry on.
-		require.NoError(t, s.Delete(t.Context(), resource.KindMesh, key("", "default")))
+		require.NoError(t, s.Delete(t.Context(), resource.KindMesh, key("", "default"), 0))
 		require.Equal(t, store.Created, nextEvent(t, other).Type)
 		require.Equal(t, store.Deleted, nextEvent(t, other).Type)
 	})
@@ -771,6 +782,8 @@ func RunContract(t *testing.T, newStore func(t *testing.T) store.Store) {
 		}
 		requireNoEvent(t, ch)
 	})
+
+	runTransactions(t, newStore)
 
 	t.Run("Ping", func(t *testing.T) {
 		s := newStore(t)

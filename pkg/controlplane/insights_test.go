@@ -1,0 +1,168 @@
+package controlplane_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	meshv1 "github.com/kumametrics/mesh/api/mesh/v1"
+	"github.com/kumametrics/mesh/pkg/apiclient"
+	"github.com/kumametrics/mesh/pkg/controlplane"
+	"github.com/kumametrics/mesh/pkg/cpconfig"
+	"github.com/kumametrics/mesh/pkg/dpconfig"
+	"github.com/kumametrics/mesh/pkg/dpserver"
+)
+
+const waitTimeout = 20 * time.Second
+
+type running struct {
+	cp   *controlplane.ControlPlane
+	stop func()
+}
+
+// start runs a control plane on the SQLite store of workDir, every server
+// on 127.0.0.1 with a port of its own choosing.
+func start(t *testing.T, workDir string) *running {
+	t.Helper()
+	cfg := cpconfig.Default()
+	cfg.General.WorkDir = workDir
+	cfg.ListenOn("127.0.0.1")
+	cfg.DPServer.Authn.DPProxy.Type = cpconfig.DPProxyAuthnNone
+	cp, err := controlplane.New(t.Context(), cfg, nil)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	var runErr error
+	go func() { defer close(done); runErr = cp.Run(ctx) }()
+	r := &running{cp: cp}
+	r.stop = func() {
+		cancel()
+		select {
+		case <-done:
+			require.NoError(t, runErr)
+		case <-time.After(waitTimeout):
+			t.Fatal("the control plane did not stop")
+		}
+	}
+	t.Cleanup(func() { cancel(); <-done })
+	return r
+}
+
+func (r *running) get(t *testing.T, path string, v any) {
+	t.Helper()
+	res, err := http.Get("http://" + r.cp.Addrs()["api"] + path)
+	require.NoError(t, err)
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	require.NoError(t, err)
+	require.Equal(t, 200, res.StatusCode, string(b))
+	require.NoError(t, json.Unmarshal(b, v), string(b))
+}
+
+func (r *running) overview(t *testing.T) apiclient.DataplaneOverview {
+	t.Helper()
+	var ov apiclient.DataplaneOverview
+	r.get(t, "/meshes/default/dataplanes+insights/web-1", &ov)
+	return ov
+}
+
+func (r *running) instanceID(t *testing.T) string {
+	t.Helper()
+	var idx apiclient.Index
+	r.get(t, "/", &idx)
+	return idx.InstanceID
+}
+
+// connect opens web-1's config stream and takes its first config.
+func connect(t *testing.T, r *running, workDir string) context.CancelFunc {
+	t.Helper()
+	ca, err := os.ReadFile(filepath.Join(workDir, dpserver.CAFile))
+	require.NoError(t, err)
+	pool := x509.NewCertPool()
+	require.True(t, pool.AppendCertsFromPEM(ca))
+	conn, err := grpc.NewClient(r.cp.Addrs()["dp-server"], grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})))
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(t.Context())
+	stream, err := meshv1.NewDataplaneConfigServiceClient(conn).StreamProxyConfig(ctx)
+	require.NoError(t, err)
+	md, err := structpb.NewStruct(map[string]any{dpserver.MetadataDataplane: `{"type":"Dataplane","mesh":"default","name":"web-1",` +
+		`"networking":{"address":"127.0.0.2","inbound":[{"port":8080,"tags":{"kuma.io/service":"web"}}]}}`})
+	require.NoError(t, err)
+	require.NoError(t, stream.Send(&discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: "web-1", Metadata: md}, TypeUrl: dpconfig.TypeURL}))
+	resp, err := stream.Recv()
+	require.NoError(t, err)
+	require.NoError(t, stream.Send(&discoveryv3.DiscoveryRequest{VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp.GetNonce(), TypeUrl: dpconfig.TypeURL}))
+	stop := func() { cancel(); _ = conn.Close() }
+	t.Cleanup(stop)
+	return stop
+}
+
+func eventually(t *testing.T, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestInsightsSurviveARestart: a proxy's subscription history is kept in
+// the SQLite store across a control-plane restart, and a reconnect adds
+// to it.
+func TestInsightsSurviveARestart(t *testing.T) {
+	workDir := t.TempDir()
+	first := start(t, workDir)
+	firstID := first.instanceID(t)
+	disconnect := connect(t, first, workDir)
+	eventually(t, "online at the first control plane", func() error {
+		if ov := first.overview(t); ov.Status != apiclient.StatusOnline {
+			return fmt.Errorf("status %s", ov.Status)
+		}
+		return nil
+	})
+	first.stop()
+	disconnect()
+
+	second := start(t, workDir)
+	secondID := second.instanceID(t)
+	require.NotEqual(t, firstID, secondID)
+	ov := second.overview(t)
+	require.Equal(t, apiclient.StatusOffline, ov.Status, "offline at once after the restart")
+	require.Len(t, ov.DataplaneInsight.Subscriptions, 1, "the history is kept")
+	old := ov.DataplaneInsight.Subscriptions[0]
+	require.Equal(t, firstID, old.ControlPlaneInstanceID)
+	require.NotNil(t, old.DisconnectTime, "closed at the clean shutdown")
+
+	connect(t, second, workDir)
+	eventually(t, "online at the second control plane", func() error {
+		ov := second.overview(t)
+		if ov.Status != apiclient.StatusOnline || len(ov.DataplaneInsight.Subscriptions) != 2 {
+			return fmt.Errorf("status %s, %d subscriptions", ov.Status, len(ov.DataplaneInsight.Subscriptions))
+		}
+		return nil
+	})
+	subs := second.overview(t).DataplaneInsight.Subscriptions
+	require.Equal(t, old.ID, subs[0].ID, "the old subscription, then the new one")
+	require.Equal(t, secondID, subs[1].ControlPlaneInstanceID)
+}
