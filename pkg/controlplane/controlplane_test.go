@@ -1,7 +1,6 @@
 package controlplane
 
 import (
-	"context"
 	"crypto/tls"
 	"net"
 	"net/http"
@@ -16,36 +15,18 @@ import (
 	"github.com/kumametrics/mesh/pkg/netserve/netservetest"
 )
 
-// startCP runs a control plane on free loopback ports with cfg changed by
-// configure; it stops with the test.
-func startCP(t *testing.T, configure func(*cpconfig.Config)) *ControlPlane {
+// startCP runs a control plane (testConfig, loopback callers admin) with
+// cfg changed by configure; it stops with the test.
+func startCP(t *testing.T, configure func(*cpconfig.Config)) map[string]string {
 	t.Helper()
-	cfg := cpconfig.Default()
-	cfg.General.WorkDir = t.TempDir()
-	cfg.Store.Type = cpconfig.StoreMemory
-	cfg.APIServer.HTTP = cpconfig.Listener{Interface: "127.0.0.1"}
-	cfg.DPServer.Interface, cfg.DPServer.Port = "127.0.0.1", 0
-	cfg.MonitoringAssignmentServer.Interface, cfg.MonitoringAssignmentServer.Port = "127.0.0.1", 0
-	cfg.Diagnostics.Interface, cfg.Diagnostics.ServerPort = "127.0.0.1", 0
+	cfg := testConfig(t, t.TempDir())
+	cfg.APIServer.Authn.LocalhostIsAdmin = true
 	if configure != nil {
 		configure(&cfg)
 	}
 	require.NoError(t, cfg.Validate())
-	ctx, cancel := context.WithCancel(context.Background())
-	cp, err := New(ctx, cfg, nil)
-	require.NoError(t, err)
-	done := make(chan error, 1)
-	go func() { done <- cp.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			require.NoError(t, err)
-		case <-time.After(30 * time.Second):
-			t.Error("the control plane did not stop")
-		}
-	})
-	return cp
+	addrs, _ := run(t, cfg)
+	return addrs
 }
 
 func dialer(addr string) netservetest.Dial {
@@ -56,7 +37,7 @@ func dialer(addr string) netservetest.Dial {
 func TestEveryServerAppliesTheLimits(t *testing.T) {
 	httpLimits := netserve.HTTPLimits{ReadHeaderTimeout: 300 * time.Millisecond, ReadTimeout: 300 * time.Millisecond, IdleTimeout: 300 * time.Millisecond, MaxHeaderBytes: 2048}
 	grpcLimits := netserve.GRPCLimits{MaxConcurrentStreams: 11, KeepaliveTime: 300 * time.Millisecond, KeepaliveTimeout: 300 * time.Millisecond, KeepaliveMinTime: 100 * time.Millisecond}
-	cp := startCP(t, func(c *cpconfig.Config) {
+	addrs := startCP(t, func(c *cpconfig.Config) {
 		c.ServerLimits.HTTP = cpconfig.HTTPLimits{
 			ReadHeaderTimeout: cpconfig.Duration(httpLimits.ReadHeaderTimeout), ReadTimeout: cpconfig.Duration(httpLimits.ReadTimeout),
 			IdleTimeout: cpconfig.Duration(httpLimits.IdleTimeout), MaxHeaderBytes: httpLimits.MaxHeaderBytes,
@@ -66,9 +47,13 @@ func TestEveryServerAppliesTheLimits(t *testing.T) {
 			KeepaliveTimeout: cpconfig.Duration(grpcLimits.KeepaliveTimeout), KeepaliveMinTime: cpconfig.Duration(grpcLimits.KeepaliveMinTime),
 		}
 	})
-	addrs := cp.Addrs()
 	t.Run("api", func(t *testing.T) {
 		netservetest.CheckHTTPLimits(t, dialer(addrs["api"]), http.MethodPut, "/meshes/default", httpLimits)
+	})
+	t.Run("api https", func(t *testing.T) {
+		netservetest.CheckHTTPLimits(t, func() (net.Conn, error) {
+			return tls.Dial("tcp", addrs["api-https"], &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}}) //nolint:gosec // only the limits are checked
+		}, http.MethodPut, "/meshes/default", httpLimits)
 	})
 	t.Run("diagnostics", func(t *testing.T) {
 		netservetest.CheckHTTPLimits(t, dialer(addrs["diagnostics"]), http.MethodGet, "/healthy", httpLimits)
@@ -86,8 +71,7 @@ func TestEveryServerAppliesTheLimits(t *testing.T) {
 
 // The defaults refuse a head of more than 64 KiB (net/http's own limit is 1 MiB).
 func TestDefaultHeadLimit(t *testing.T) {
-	cp := startCP(t, nil)
-	addrs := cp.Addrs()
+	addrs := startCP(t, nil)
 	for _, name := range []string{"api", "diagnostics"} {
 		t.Run(name, func(t *testing.T) {
 			netservetest.CheckHTTPHeadLimit(t, dialer(addrs[name]), http.MethodGet, "/", 64<<10)
