@@ -111,9 +111,11 @@ func (s *adminServer) handleReady(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "DRAINING", http.StatusServiceUnavailable)
 	case !s.a.ready.Load():
 		http.Error(w, "PRE_INITIALIZING", http.StatusServiceUnavailable)
-	case s.a.notAccepting() != nil:
-		http.Error(w, "NOT_ACCEPTING: "+s.a.notAccepting().Error(), http.StatusServiceUnavailable)
 	default:
+		if err := s.a.notAccepting(); err != nil {
+			http.Error(w, "NOT_ACCEPTING: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
 		_, _ = w.Write([]byte("LIVE\n"))
 	}
 }
