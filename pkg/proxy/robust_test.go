@@ -58,7 +58,7 @@ func TestListenerServesAgainAfterFileDescriptorExhaustion(t *testing.T) {
 	require.NoError(t, p.Apply(outboundConfig(t, port, a)))
 	require.Equal(t, "a:hi", dial(t, port).must("hi"))
 	require.Equal(t, "a:again", dial(t, port).must("again"))
-	name := fmt.Sprintf("listener.outbound_127.0.0.1_%d.accept_errors", port)
+	name := fmt.Sprintf("listener.outbound_%s_%d.accept_errors", host, port)
 	require.Equal(t, "5", counter(t, st, name))
 	require.NoError(t, p.NotAccepting())
 	require.Equal(t, 1, strings.Count(logs.String(), "accepting connections fails"), logs.String())
@@ -74,7 +74,7 @@ func TestListenerThatStopsAcceptingIsReported(t *testing.T) {
 	require.Eventually(t, func() bool { return p.NotAccepting() != nil }, waitTimeout, time.Millisecond)
 	err := p.NotAccepting()
 	require.ErrorIs(t, err, syscall.EINVAL)
-	require.Contains(t, err.Error(), fmt.Sprintf("listener outbound:127.0.0.1:%d", port))
+	require.Contains(t, err.Error(), fmt.Sprintf("listener outbound:%s:%d", host, port))
 	require.Contains(t, logs.String(), "listener stopped accepting connections")
 
 	// A listener stopped on purpose is not a failure.
@@ -127,7 +127,7 @@ func TestTCPConnectionPanicEndsOnlyThatConnection(t *testing.T) {
 	require.True(t, errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET), "the panicking connection is closed, got %v", err)
 	d.armed.Store(false)
 
-	name := fmt.Sprintf("outbound:127.0.0.1:%d", port)
+	name := fmt.Sprintf("outbound:%s:%d", host, port)
 	require.Equal(t, "1", counter(t, st, "listener."+strings.ReplaceAll(name, ":", "_")+".connection_panics"))
 	requirePanicLogged(t, logs, name)
 	require.Equal(t, "a:2", established.must("2"), "other connections go on")
@@ -148,7 +148,7 @@ func TestHTTP1ConnectionPanicEndsOnlyThatConnection(t *testing.T) {
 	cfg := outboundConfig(t, port, backend.Listener.Addr().String())
 	cfg.Outbounds[0].Protocol = "http"
 	require.NoError(t, p.Apply(cfg))
-	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	url := "http://" + addr(port)
 	get := func() (string, error) {
 		tr := &http.Transport{DisableKeepAlives: true}
 		defer tr.CloseIdleConnections()
@@ -165,7 +165,7 @@ func TestHTTP1ConnectionPanicEndsOnlyThatConnection(t *testing.T) {
 	_, err := get()
 	require.Error(t, err, "the panicking connection is closed without an answer")
 	d.armed.Store(false)
-	name := fmt.Sprintf("outbound:127.0.0.1:%d", port)
+	name := fmt.Sprintf("outbound:%s:%d", host, port)
 	require.Equal(t, "1", counter(t, st, "listener."+strings.ReplaceAll(name, ":", "_")+".connection_panics"))
 	requirePanicLogged(t, logs, name)
 
@@ -185,7 +185,7 @@ func TestGRPCDialPanicFailsOnlyThatRequest(t *testing.T) {
 	cfg := outboundConfig(t, port, grpcBackend(t))
 	cfg.Outbounds[0].Protocol = "grpc"
 	require.NoError(t, p.Apply(cfg))
-	conn, err := grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", port), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(addr(port), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
 	defer conn.Close()
 	client := healthpb.NewHealthClient(conn)
@@ -194,7 +194,7 @@ func TestGRPCDialPanicFailsOnlyThatRequest(t *testing.T) {
 	_, err = client.Check(t.Context(), &healthpb.HealthCheckRequest{})
 	require.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
 	d.armed.Store(false)
-	name := fmt.Sprintf("outbound:127.0.0.1:%d", port)
+	name := fmt.Sprintf("outbound:%s:%d", host, port)
 	require.Equal(t, "1", counter(t, st, "listener."+strings.ReplaceAll(name, ":", "_")+".connection_panics"))
 	requirePanicLogged(t, logs, name)
 
@@ -234,7 +234,7 @@ func TestHTTP2HeadLimit(t *testing.T) {
 	protos.SetUnencryptedHTTP2(true)
 	tr := &http.Transport{Protocols: &protos}
 	defer tr.CloseIdleConnections()
-	req, err := http.NewRequest(http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/", port), nil)
+	req, err := http.NewRequest(http.MethodGet, "http://"+addr(port), nil)
 	require.NoError(t, err)
 	req.Header.Set("X-Big", strings.Repeat("x", 100<<10))
 	res, err := (&http.Client{Transport: tr, Timeout: waitTimeout}).Do(req)
