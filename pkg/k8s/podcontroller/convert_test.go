@@ -19,7 +19,9 @@ func namespace(labels, annotations map[string]string) *corev1.Namespace {
 	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: testNS, Labels: labels, Annotations: annotations}}
 }
 
-func enabledNS() *corev1.Namespace { return namespace(map[string]string{SidecarInjection: "enabled"}, nil) }
+func enabledNS() *corev1.Namespace {
+	return namespace(map[string]string{SidecarInjection: "enabled"}, nil)
+}
 
 // testPod is a running Pod of app=echo with an IP and one container
 // declaring port 8080 (named "http") and 9090/UDP (named "dns").
