@@ -2,8 +2,9 @@ package podcontroller
 
 import (
 	"fmt"
+	"maps"
 	"net"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -144,7 +145,7 @@ func metricsFromAnnotations(annotations map[string]string, problems *[]Problem) 
 	conf := &resource.PrometheusConf{}
 	found := false
 	aggregates := map[string]map[string]string{}
-	for _, key := range sortedKeys(annotations) {
+	for _, key := range slices.Sorted(maps.Keys(annotations)) {
 		if !strings.HasPrefix(key, MetricsPrefix) {
 			continue
 		}
@@ -185,12 +186,7 @@ func metricsFromAnnotations(annotations map[string]string, problems *[]Problem) 
 	if !found {
 		return nil
 	}
-	names := make([]string, 0, len(aggregates))
-	for name := range aggregates {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
+	for _, name := range slices.Sorted(maps.Keys(aggregates)) {
 		if a, ok := aggregateFromAnnotations(name, aggregates[name], bad); ok {
 			conf.Aggregate = append(conf.Aggregate, a)
 		}
@@ -254,13 +250,4 @@ func aggregateFromAnnotations(name string, fields map[string]string, bad func(ke
 		a.Address = v
 	}
 	return a, ok
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
