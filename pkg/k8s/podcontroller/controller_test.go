@@ -27,12 +27,15 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	observabilityv1 "github.com/kumametrics/mesh/api/observability/v1"
 	"github.com/kumametrics/mesh/internal/k8stest"
 	"github.com/kumametrics/mesh/internal/loopback"
 	"github.com/kumametrics/mesh/pkg/k8s/api/v1alpha1"
 	"github.com/kumametrics/mesh/pkg/k8s/podcontroller"
 	"github.com/kumametrics/mesh/pkg/mads"
 	"github.com/kumametrics/mesh/pkg/resource"
+	"github.com/kumametrics/mesh/pkg/store"
+	kubestore "github.com/kumametrics/mesh/pkg/store/kubernetes"
 )
 
 func TestMain(m *testing.M) {
@@ -333,13 +336,20 @@ func TestGuidePod(t *testing.T) {
 	assert.Equal(t, metav1.OwnerReference{APIVersion: "v1", Kind: "Pod", Name: pod.Name, UID: pod.UID,
 		Controller: ptrTo(true), BlockOwnerDeletion: ptrTo(true)}, owner)
 
-	// What Prometheus is told through MADS about this Dataplane.
-	as := mads.Assignments([]*resource.Object{guideMesh()}, []*resource.Object{guide})
-	require.Len(t, as, 1)
-	target := as[0].Targets[0]
-	assert.Equal(t, dataplaneName, target.Name)
+	// What Prometheus is told through MADS about this Dataplane, as the
+	// control plane reads it from its Kubernetes store.
+	st, err := kubestore.New(ctx, k8stest.Get(t).Config(), kubestore.Options{})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = st.Close() })
+	var target *observabilityv1.MonitoringAssignment_Target
+	require.Eventually(t, func() bool {
+		target = madsTarget(t, st, dataplaneName)
+		return target != nil
+	}, wait, tick, "the Dataplane in the store")
 	assert.Equal(t, ip+":1234", target.Address)
 	assert.Equal(t, "/non-standard-path", target.MetricsPath)
+	assert.Equal(t, pod.Name, target.Labels[mads.K8sNameLabel])
+	assert.Equal(t, ns, target.Labels[mads.K8sNamespaceLabel])
 
 	t.Run("a Service port change is reflected", func(t *testing.T) {
 		update(t, f.c, svc, func(s *corev1.Service) {
@@ -391,7 +401,24 @@ func TestGuidePod(t *testing.T) {
 	t.Run("deleting the Pod deletes its Dataplane", func(t *testing.T) {
 		require.NoError(t, f.c.Delete(ctx, pod, client.GracePeriodSeconds(0)))
 		f.awaitNoDataplane(t, pod)
+		require.Eventually(t, func() bool { return madsTarget(t, st, dataplaneName) == nil }, wait, tick,
+			"the MADS target of the deleted Pod stays")
 	})
+}
+
+// madsTarget is the MADS target of a Dataplane of mesh default as the
+// control plane computes it from the store (metrics on in the guide's mesh):
+// nil when there is none.
+func madsTarget(t *testing.T, st store.Store, dataplane string) *observabilityv1.MonitoringAssignment_Target {
+	t.Helper()
+	list, err := st.List(t.Context(), resource.KindDataplane, store.ListOptions{Mesh: "default"})
+	require.NoError(t, err)
+	for _, a := range mads.Assignments([]*resource.Object{guideMesh()}, list.Items) {
+		if a.Targets[0].Name == dataplane {
+			return a.Targets[0]
+		}
+	}
+	return nil
 }
 
 // hasEvent tells whether an Event on the Pod has the reason and a note containing text.
