@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/kumametrics/mesh/pkg/dpconfig"
 	"github.com/kumametrics/mesh/pkg/resource"
 )
 
@@ -510,4 +511,31 @@ func TestProblemError(t *testing.T) {
 	assert.Equal(t, "no Service", Problem{Message: "no Service"}.Error())
 	assert.Equal(t, `Service "x": broken`, Problem{Object: `Service "x"`, Message: "broken"}.Error())
 	assert.Equal(t, `label "k" of Namespace "n": bad`, Problem{Object: `Namespace "n"`, Key: "k", Label: true, Message: "bad"}.Error())
+}
+
+// What a Pod's proxy is told to do with its Dataplane (no transparent proxy
+// yet): accept on <pod IP>:<container port>, forward to the application at
+// 127.0.0.1:<container port>, serve metrics on <pod IP>:1234/non-standard-path.
+func TestConvertProxyConfig(t *testing.T) {
+	pod := testPod(withAnnotations(MetricsPort, "1234", MetricsPath, "/non-standard-path"))
+	r := Convert(pod, []corev1.Service{testService("echo")}, enabledNS())
+	require.NotNil(t, r.Dataplane)
+	mesh := resource.New("", "default", &resource.MeshSpec{Metrics: &resource.Metrics{EnabledBackend: "prometheus-1",
+		Backends: []resource.MetricsBackend{{Name: "prometheus-1", Type: "prometheus"}}}})
+	resource.ApplyDefaults(mesh)
+	cfg, err := dpconfig.Generate(dpconfig.NewIndex(dpconfig.Inputs{
+		Meshes: []*resource.Object{mesh}, Dataplanes: []*resource.Object{r.Dataplane},
+	}), r.Dataplane)
+	require.NoError(t, err)
+	require.Len(t, cfg.Inbounds, 1)
+	in := cfg.Inbounds[0]
+	assert.Equal(t, "127.0.10.2", in.Address)
+	assert.Equal(t, uint32(8080), in.Port)
+	assert.Equal(t, "127.0.0.1", in.ServiceAddress)
+	assert.Equal(t, uint32(8080), in.ServicePort)
+	assert.Equal(t, "tcp", in.Protocol)
+	require.NotNil(t, cfg.Metrics)
+	assert.Equal(t, "127.0.10.2", cfg.Metrics.Address)
+	assert.Equal(t, uint32(1234), cfg.Metrics.Port)
+	assert.Equal(t, "/non-standard-path", cfg.Metrics.Path)
 }
