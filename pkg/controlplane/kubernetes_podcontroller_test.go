@@ -10,7 +10,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -29,10 +28,7 @@ import (
 // test ends; it returns the addresses of its servers.
 func startKubernetesMode(t *testing.T, env *k8stest.Env) map[string]string {
 	t.Helper()
-	err := env.Client(t).Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "kuma-system"}})
-	if err != nil && !apierrors.IsAlreadyExists(err) {
-		require.NoError(t, err)
-	}
+	env.EnsureNamespace(t, "kuma-system")
 	t.Setenv("KUBECONFIG", env.KubeconfigPath)
 	cfg, err := cpconfig.Load("", func(k string) (string, bool) {
 		if k == "KUMA_ENVIRONMENT" {
