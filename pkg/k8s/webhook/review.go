@@ -19,20 +19,26 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/kumametrics/mesh/pkg/k8s/api/v1alpha1"
 	"github.com/kumametrics/mesh/pkg/resource"
 	"github.com/kumametrics/mesh/pkg/store"
 )
 
-// Group is the API group of the resources the webhook validates.
-const Group = "kuma.io"
-
 // Path is where the webhook is served (the reference system's path).
 const Path = "/validate-kuma-io-v1alpha1"
 
-// Resources are the kinds the webhook validates, by their Kubernetes
-// plural: what a user writes with kubectl (DataplaneInsights and
-// ControlPlaneInstances are the control plane's own).
-var Resources = []string{"meshes", "trafficpermissions", "dataplanes"}
+// Resources are the kinds the webhook is registered for, by their plural:
+// those with a spec, which users write (the control plane alone writes the
+// status-only DataplaneInsights and ControlPlaneInstances).
+func Resources() []string {
+	var out []string
+	for _, k := range v1alpha1.Kinds() {
+		if k.BodyField == "spec" {
+			out = append(out, k.Plural)
+		}
+	}
+	return out
+}
 
 // MeshReader reads meshes (a store.Store is one): a mesh-scoped resource is
 // refused when its mesh does not exist, as the REST API refuses it.
@@ -42,6 +48,9 @@ type MeshReader interface {
 
 // Validator decides admission requests.
 type Validator struct {
+	// Names names namespaced resources as the Kubernetes store does (the
+	// control plane's namespace).
+	Names v1alpha1.Names
 	// Meshes is where a new mesh-scoped resource's mesh is looked up.
 	Meshes MeshReader
 }
@@ -54,7 +63,7 @@ type Validator struct {
 // another mesh is refused (the mesh is part of its identity, as in the REST
 // API's paths). A create is refused when its mesh does not exist.
 func (v *Validator) Review(ctx context.Context, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
-	obj, resp := Check(req)
+	obj, resp := v.Check(req)
 	if resp != nil || obj == nil || req.Operation != admissionv1.Create || obj.Meta.Mesh == "" || v.Meshes == nil {
 		return withUID(req, resp)
 	}
@@ -83,30 +92,30 @@ func withUID(req *admissionv1.AdmissionRequest, resp *admissionv1.AdmissionRespo
 // Check is the pure part of Review: everything but the mesh's existence.
 // It returns the request's resource (nil when there is none to judge) and
 // nil to allow, or a refusal.
-func Check(req *admissionv1.AdmissionRequest) (*resource.Object, *admissionv1.AdmissionResponse) {
+func (v *Validator) Check(req *admissionv1.AdmissionRequest) (*resource.Object, *admissionv1.AdmissionResponse) {
 	switch req.Operation {
 	case admissionv1.Create, admissionv1.Update:
 	default:
 		return nil, nil
 	}
-	if req.Kind.Group != Group || req.SubResource != "" {
+	if req.Kind.Group != v1alpha1.Group || req.SubResource != "" {
 		return nil, nil
 	}
-	d, err := resource.Describe(resource.Kind(req.Kind.Kind))
-	if err != nil {
+	k, ok := kindOf(req.Kind.Kind)
+	if !ok {
 		return nil, nil
 	}
 	if len(req.Object.Raw) == 0 {
 		return nil, badRequest(fmt.Sprintf("the %s request carries no object", req.Operation))
 	}
-	obj, err := decode(d, req.Namespace, req.Object.Raw)
+	obj, err := v.decode(k, req.Object.Raw)
 	if err != nil {
 		return nil, refuse(req, err)
 	}
 	if req.Operation == admissionv1.Update && len(req.OldObject.Raw) > 0 {
-		old, err := decode(d, req.Namespace, req.OldObject.Raw)
+		old, err := v.decode(k, req.OldObject.Raw)
 		if err == nil && old.Meta.Mesh != obj.Meta.Mesh {
-			return nil, deny(req, []resource.Cause{{Field: "mesh", Message: fmt.Sprintf("cannot be changed from %q: delete the %s and create it in mesh %q", old.Meta.Mesh, d.Kind, obj.Meta.Mesh)}})
+			return nil, deny(req, []resource.Cause{{Field: "mesh", Message: fmt.Sprintf("cannot be changed from %q: delete the %s and create it in mesh %q", old.Meta.Mesh, k.Kind, obj.Meta.Mesh)}})
 		}
 		if err == nil && sameSpec(old, obj) {
 			return nil, nil

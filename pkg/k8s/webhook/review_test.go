@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/kumametrics/mesh/pkg/apiserver"
+	"github.com/kumametrics/mesh/pkg/k8s/api/v1alpha1"
 	"github.com/kumametrics/mesh/pkg/k8s/webhook"
 	"github.com/kumametrics/mesh/pkg/manager"
 	"github.com/kumametrics/mesh/pkg/resource"
@@ -181,7 +182,7 @@ func TestInvalidResourcesAreRefusedAsTheRESTAPIRefusesThem(t *testing.T) {
 	require.NoError(t, err)
 	srv := httptest.NewServer(api)
 	t.Cleanup(srv.Close)
-	v := &webhook.Validator{Meshes: st}
+	v := &webhook.Validator{Names: v1alpha1.Names{SystemNamespace: "kuma-system"}, Meshes: st}
 
 	for _, tc := range []struct {
 		name string
@@ -328,7 +329,10 @@ spec:
 	}
 }
 
-func TestAMeshIsNotInAMesh(t *testing.T) {
+func TestFieldsOutsideTheSchema(t *testing.T) {
+	// The API server prunes what the CRD's schema does not know before a
+	// webhook sees it; should something slip through, it is refused, not
+	// ignored.
 	resp := (&webhook.Validator{}).Review(context.Background(), request(t, admissionv1.Create, `
 apiVersion: kuma.io/v1alpha1
 kind: Mesh
@@ -337,7 +341,16 @@ metadata:
   name: payments
 `, ""))
 	require.False(t, resp.Allowed)
-	require.Equal(t, []resource.Cause{{Field: "mesh", Message: "a Mesh does not belong to a mesh"}}, statusCauses(resp))
+	require.EqualValues(t, http.StatusBadRequest, resp.Result.Code)
+	require.Contains(t, resp.Result.Message, `unknown field "mesh"`)
+
+	resp = (&webhook.Validator{}).Review(context.Background(), request(t, admissionv1.Create, strings.Replace(tpDefault, "mesh: default\n", "", 1), ""))
+	require.False(t, resp.Allowed)
+	require.Equal(t, []resource.Cause{{Field: "mesh", Message: "must name the mesh of the TrafficPermission"}}, statusCauses(resp))
+}
+
+func TestResources(t *testing.T) {
+	require.Equal(t, []string{"meshes", "trafficpermissions", "dataplanes"}, webhook.Resources())
 }
 
 const tpDefault = `
@@ -433,8 +446,8 @@ func TestMalformedRequests(t *testing.T) {
 		want string
 	}{
 		{"no object", func(r *admissionv1.AdmissionRequest) { r.Object = runtime.RawExtension{} }, "the CREATE request carries no object"},
-		{"not an object", func(r *admissionv1.AdmissionRequest) { r.Object.Raw = []byte(`["a"]`) }, "the TrafficPermission in the request is not a Kubernetes object"},
-		{"not JSON", func(r *admissionv1.AdmissionRequest) { r.Object.Raw = []byte(`{"kind":`) }, "the TrafficPermission in the request is not a Kubernetes object"},
+		{"not an object", func(r *admissionv1.AdmissionRequest) { r.Object.Raw = []byte(`["a"]`) }, "the TrafficPermission in the request cannot be read"},
+		{"not JSON", func(r *admissionv1.AdmissionRequest) { r.Object.Raw = []byte(`{"kind":`) }, "the TrafficPermission in the request cannot be read"},
 		{"another kind", func(r *admissionv1.AdmissionRequest) { r.Kind.Kind = "Dataplane" }, "the request is for a Dataplane but carries a TrafficPermission"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
