@@ -1,0 +1,85 @@
+package controlplane
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/kumametrics/mesh/pkg/k8s/api/v1alpha1"
+	"github.com/kumametrics/mesh/pkg/k8s/webhook"
+	"github.com/kumametrics/mesh/pkg/pki"
+)
+
+// AdmissionServingFiles are the files of the admission server's generated
+// certificate in the work directory, when
+// runtime.kubernetes.admissionServer.certDir is unset (a control plane
+// outside the cluster): the CA (admission-server-ca.pem) is the caBundle of
+// a webhook configuration that registers the control plane by URL.
+var AdmissionServingFiles = pki.ServingFiles{
+	Server:       "admission server",
+	CACommonName: "kuma-admission-server-ca",
+	CACert:       "admission-server-ca.pem",
+	CAKey:        "admission-server-ca.key",
+	Cert:         "admission-server.pem",
+	Key:          "admission-server.key",
+}
+
+// startAdmissionServer binds the validating admission webhook's HTTPS
+// server (runtime.kubernetes.admissionServer) and serves it at once, not
+// from Run: in Kubernetes mode the API server calls it for writes of kuma.io
+// resources, and the control plane's own first writes (the default mesh)
+// may be among them. Its listener is "admission-server" in Addrs; it stops
+// with the control plane's tasks, or when New fails (close closes the
+// listener). meshes is where the mesh of a new resource is looked up;
+// systemNamespace the control plane's namespace.
+func (cp *ControlPlane) startAdmissionServer(meshes webhook.MeshReader, systemNamespace string) error {
+	cfg := cp.cfg.Runtime.Kubernetes.AdmissionServer
+	var tlsConfig *tls.Config
+	if cfg.CertDir != "" {
+		var err error
+		if tlsConfig, err = webhook.CertDirTLS(cfg.CertDir); err != nil {
+			return fmt.Errorf("runtime.kubernetes.admissionServer.certDir (KUMA_RUNTIME_KUBERNETES_ADMISSION_SERVER_CERT_DIR): %w", err)
+		}
+	} else {
+		cert, err := pki.ServingCertificate(cp.cfg.General.WorkDir, AdmissionServingFiles, "", "", time.Now(), net.ParseIP(cfg.Address))
+		if err != nil {
+			return err
+		}
+		tlsConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+	}
+	ln, err := net.Listen("tcp", cfg.ListenAddress())
+	if err != nil {
+		return fmt.Errorf("admission server: listen on %s: %w", cfg.ListenAddress(), err)
+	}
+	cp.listeners["admission-server"] = ln
+	log := cp.log.With("component", "admission-server")
+	v := &webhook.Validator{Names: v1alpha1.Names{SystemNamespace: systemNamespace}, Meshes: meshes}
+	srv := &http.Server{
+		Handler: webhook.Handler(v, log), TLSConfig: tlsConfig, ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.ServeTLS(ln, "", "") }()
+	cp.tasks = append(cp.tasks, task{"admission-server", func(ctx context.Context) error {
+		select {
+		case <-ctx.Done():
+			sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+			defer cancel()
+			if err := srv.Shutdown(sctx); err != nil {
+				log.Warn("server shutdown", "err", err)
+			}
+			return nil
+		case err := <-served:
+			if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+	}})
+	return nil
+}
