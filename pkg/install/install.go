@@ -144,7 +144,7 @@ func UniversalDefaults(outputDir string, dashboards fs.FS) Options {
 	}
 }
 
-//go:embed templates/metrics/*
+//go:embed templates/metrics/* templates/control-plane/*
 var templateFS embed.FS
 
 var templates = template.Must(template.New("").Option("missingkey=error").Funcs(template.FuncMap{
@@ -357,10 +357,8 @@ var dns1123Label = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
 func validate(opts Options, universal bool) error {
 	var errs []error
 	if !universal {
-		if opts.Namespace == "" {
-			errs = append(errs, errors.New("--namespace must not be empty"))
-		} else if len(opts.Namespace) > 63 || !dns1123Label.MatchString(opts.Namespace) {
-			errs = append(errs, fmt.Errorf("--namespace %q is not a valid namespace name: at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit", opts.Namespace))
+		if err := validateNamespace(opts.Namespace); err != nil {
+			errs = append(errs, err)
 		}
 		if err := validateMesh(opts.Mesh); err != nil {
 			errs = append(errs, err)
@@ -415,6 +413,17 @@ func validateDiscoverySecurity(opts Options, universal bool) []error {
 		errs = append(errs, fmt.Errorf("--kuma-cp-token-file: the token would cross the network in clear to %q; use an https:// --kuma-cp-address", opts.KumaCPAddress))
 	}
 	return errs
+}
+
+// validateNamespace checks --namespace.
+func validateNamespace(ns string) error {
+	if ns == "" {
+		return errors.New("--namespace must not be empty")
+	}
+	if len(ns) > 63 || !dns1123Label.MatchString(ns) {
+		return fmt.Errorf("--namespace %q is not a valid namespace name: at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit", ns)
+	}
+	return nil
 }
 
 func validateMesh(mesh string) error {
