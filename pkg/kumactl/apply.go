@@ -49,7 +49,8 @@ func newApplyCmd(rc *RootContext) *cobra.Command {
 			for _, d := range docs {
 				_, created, err := client.Put(c.Context(), d.obj, 0)
 				if err != nil {
-					return d.errorf(translateAPIError(d, err), "%s", kindRef(d.obj))
+					err = refusedWrite(translateAPIError(d, err), "kubectl apply -f "+shellQuote(file), !d.kubernetes)
+					return d.errorf(err, "%s", kindRef(d.obj))
 				}
 				verb := "configured"
 				if created {
