@@ -46,6 +46,9 @@ type harness struct {
 	insights *record.Recorder
 	client   meshv1.DataplaneConfigServiceClient
 	workDir  string
+	// addr and tls reach the server.
+	addr string
+	tls  *tls.Config
 }
 
 // insight reads a dataplane's insight from the store (empty when none).
@@ -96,7 +99,8 @@ func start(t *testing.T, configure ...func(*Options)) *harness {
 	require.NoError(t, err)
 	pool := x509.NewCertPool()
 	require.True(t, pool.AppendCertsFromPEM(ca))
-	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})))
+	h.addr, h.tls = ln.Addr().String(), &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}
+	conn, err := grpc.NewClient(h.addr, grpc.WithTransportCredentials(credentials.NewTLS(h.tls)))
 	require.NoError(t, err)
 	h.client = meshv1.NewDataplaneConfigServiceClient(conn)
 	t.Cleanup(func() { conn.Close(); cancel(); wg.Wait() })
