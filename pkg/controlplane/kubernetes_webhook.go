@@ -5,13 +5,13 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"time"
 
 	"github.com/kumametrics/mesh/pkg/k8s/api/v1alpha1"
 	"github.com/kumametrics/mesh/pkg/k8s/webhook"
+	"github.com/kumametrics/mesh/pkg/netserve"
 	"github.com/kumametrics/mesh/pkg/pki"
 )
 
@@ -59,12 +59,11 @@ func (cp *ControlPlane) startAdmissionServer(meshes webhook.MeshReader, systemNa
 	cp.listeners["admission-server"] = ln
 	log := cp.log.With("component", "admission-server")
 	v := &webhook.Validator{Names: v1alpha1.Names{SystemNamespace: systemNamespace}, Meshes: meshes}
-	srv := &http.Server{
-		Handler: webhook.Handler(v, log), TLSConfig: tlsConfig, ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	srv := netserve.HTTPServer(webhook.Handler(v, log), cp.cfg.ServerLimits.HTTP.Limits(), log)
+	srv.TLSConfig = tlsConfig
+	accepting := netserve.Listen(ln, netserve.AcceptOptions{Name: "admission-server", Log: log, Errors: cp.acceptErrors.WithLabelValues("admission-server")})
 	served := make(chan error, 1)
-	go func() { served <- srv.ServeTLS(ln, "", "") }()
+	go func() { served <- srv.ServeTLS(accepting, "", "") }()
 	cp.tasks = append(cp.tasks, task{"admission-server", func(ctx context.Context) error {
 		select {
 		case <-ctx.Done():

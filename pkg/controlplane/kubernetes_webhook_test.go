@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 	admissionv1 "k8s.io/api/admission/v1"
 
@@ -30,7 +31,7 @@ func admissionControlPlane(t *testing.T, cfg func(*ControlPlane)) *ControlPlane 
 	t.Helper()
 	st := memory.New()
 	require.NoError(t, manager.New(st, nil).EnsureDefaultMesh(context.Background()))
-	cp := &ControlPlane{cfg: testConfig(t, t.TempDir()), log: slog.New(slog.DiscardHandler), listeners: map[string]net.Listener{}}
+	cp := bareControlPlane(t)
 	if cfg != nil {
 		cfg(cp)
 	}
@@ -137,8 +138,14 @@ func TestAdmissionServerReadsItsCertificateDirectory(t *testing.T) {
 	require.ErrorContains(t, err, "certificate signed by unknown authority")
 }
 
+// bareControlPlane is a control plane with nothing started.
+func bareControlPlane(t *testing.T) *ControlPlane {
+	return &ControlPlane{cfg: testConfig(t, t.TempDir()), log: slog.New(slog.DiscardHandler), listeners: map[string]net.Listener{},
+		acceptErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "server_accept_errors_total"}, []string{"server"})}
+}
+
 func TestAdmissionServerRefusesABadCertificateDirectory(t *testing.T) {
-	cp := &ControlPlane{cfg: testConfig(t, t.TempDir()), log: slog.New(slog.DiscardHandler), listeners: map[string]net.Listener{}}
+	cp := bareControlPlane(t)
 	cp.cfg.Runtime.Kubernetes.AdmissionServer.CertDir = t.TempDir()
 	err := cp.startAdmissionServer(memory.New(), "kuma-system")
 	require.ErrorContains(t, err, "KUMA_RUNTIME_KUBERNETES_ADMISSION_SERVER_CERT_DIR")
