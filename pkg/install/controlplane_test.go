@@ -170,9 +170,10 @@ func TestControlPlaneObjects(t *testing.T) {
 	// Least privilege: exactly these rules.
 	require.Equal(t, []rbacv1.PolicyRule{
 		{APIGroups: []string{"kuma.io"}, Resources: []string{"meshes", "trafficpermissions", "dataplanes", "dataplaneinsights", "controlplaneinstances"},
-			Verbs: []string{"get", "list", "watch", "create", "update", "patch", "delete"}},
+			Verbs: []string{"get", "list", "watch", "create", "update", "delete"}},
 		{APIGroups: []string{""}, Resources: []string{"pods", "services", "namespaces"}, Verbs: []string{"get", "list", "watch"}},
-		{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
+		{APIGroups: []string{""}, Resources: []string{"pods/finalizers"}, Verbs: []string{"update"}},
+		{APIGroups: []string{"events.k8s.io"}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
 		{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}},
 	}, o.clusterRole.Rules)
 	var plurals []string
@@ -182,7 +183,7 @@ func TestControlPlaneObjects(t *testing.T) {
 	require.ElementsMatch(t, plurals, o.clusterRole.Rules[0].Resources, "every custom resource, nothing else")
 	require.Equal(t, ns, o.role.Namespace)
 	require.Equal(t, []rbacv1.PolicyRule{
-		{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get", "list", "watch", "create", "update", "patch", "delete"}},
+		{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get", "list", "watch", "create", "update", "delete"}},
 	}, o.role.Rules)
 	sa := rbacv1.Subject{Kind: "ServiceAccount", Name: o.serviceAccount.Name, Namespace: o.serviceAccount.Namespace}
 	require.Equal(t, ns, sa.Namespace)

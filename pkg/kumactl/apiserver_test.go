@@ -115,7 +115,12 @@ func TestInstalledControlPlaneOnARealAPIServer(t *testing.T) {
 		{"watch", "pods", "kuma-example", true},
 		{"list", "services", "", true},
 		{"get", "namespaces", "", true},
-		{"create", "events", "kuma-example", true},
+		{"create", "events.events.k8s.io", "kuma-example", true},
+		{"patch", "events.events.k8s.io", "kuma-example", true},
+		{"update", "pods/finalizers", "kuma-example", true},
+		{"create", "events", "kuma-example", false},
+		{"patch", "meshes.kuma.io", "", false},
+		{"deletecollection", "dataplanes.kuma.io", "kuma-example", false},
 		{"create", "tokenreviews.authentication.k8s.io", "", true},
 		{"watch", "secrets", ns, true},
 		{"create", "secrets", ns, true},
@@ -131,7 +136,11 @@ func TestInstalledControlPlaneOnARealAPIServer(t *testing.T) {
 		{"create", "serviceaccounts/token", ns, false},
 		{"update", "customresourcedefinitions.apiextensions.k8s.io", "", false},
 	} {
-		args := []string{"auth", "can-i", tc.verb, tc.resource, "--as", sa}
+		res, sub, _ := strings.Cut(tc.resource, "/")
+		args := []string{"auth", "can-i", tc.verb, res, "--as", sa}
+		if sub != "" {
+			args = append(args, "--subresource", sub)
+		}
 		if tc.namespace != "" {
 			args = append(args, "--namespace", tc.namespace)
 		}
