@@ -2,6 +2,8 @@ package kumactl_test
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"regexp"
 	"strings"
 	"testing"
@@ -13,6 +15,15 @@ import (
 )
 
 func TestMain(m *testing.M) { k8stest.Main(m) }
+
+// freshName is prefix and a random suffix: a namespace no earlier run of
+// the test binary made (the API server lives as long as the binary, and no
+// namespace controller removes namespaces).
+func freshName(prefix string) string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return prefix + "-" + hex.EncodeToString(b)
+}
 
 // kubectlApply pipes manifests into `kubectl apply` with the extra
 // arguments and returns its stdout and stderr.
@@ -47,11 +58,11 @@ func TestInstallOutputsApplyToARealAPIServer(t *testing.T) {
 		args      []string
 		namespace string
 	}{
-		{[]string{"install", "control-plane"}, "kuma-system"},
-		{[]string{"install", "metrics"}, "kuma-metrics"},
+		{[]string{"install", "control-plane"}, freshName("kuma-system")},
+		{[]string{"install", "metrics"}, freshName("kuma-metrics")},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
-			res := runInstall(nil, tc.args...)
+			res := runInstall(nil, append(tc.args, "--namespace", tc.namespace)...)
 			require.Equal(t, 0, res.code, res.stderr)
 			first := res.stdout[:strings.Index(res.stdout, "\n---\n")+1]
 			require.True(t, strings.HasPrefix(first, "apiVersion: v1\nkind: Namespace\n"), first)
@@ -83,7 +94,7 @@ func TestInstallOutputsApplyToARealAPIServer(t *testing.T) {
 func TestInstalledControlPlaneOnARealAPIServer(t *testing.T) {
 	env := k8stest.Get(t)
 	ctx := t.Context()
-	const ns = "kuma-cp-installed"
+	ns := freshName("kuma-cp-installed")
 	res := runInstall(nil, "install", "control-plane", "--namespace", ns)
 	require.Equal(t, 0, res.code, res.stderr)
 	out, stderr, err := kubectlApply(t, env, res.stdout)
