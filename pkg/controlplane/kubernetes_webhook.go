@@ -35,8 +35,9 @@ var AdmissionServingFiles = pki.ServingFiles{
 // resources, and the control plane's own first writes (the default mesh)
 // may be among them. Its listener is "admission-server" in Addrs; it stops
 // with the control plane's tasks, or when New fails (close closes the
-// listener). meshes is where the mesh of a new resource is looked up;
-// systemNamespace the control plane's namespace.
+// listener). meshes is where the mesh of a new resource is looked up
+// (webhook.APIMeshes over a client that reads the API server, not a
+// cache); systemNamespace is the control plane's namespace.
 func (cp *ControlPlane) startAdmissionServer(meshes webhook.MeshReader, systemNamespace string) error {
 	cfg := cp.cfg.Runtime.Kubernetes.AdmissionServer
 	var tlsConfig *tls.Config

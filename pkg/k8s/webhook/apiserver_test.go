@@ -21,26 +21,9 @@ import (
 	"github.com/kumametrics/mesh/pkg/k8s/webhook"
 	"github.com/kumametrics/mesh/pkg/pki"
 	"github.com/kumametrics/mesh/pkg/resource"
-	"github.com/kumametrics/mesh/pkg/store"
 )
 
 func TestMain(m *testing.M) { k8stest.Main(m) }
-
-// apiMeshes reads Meshes from the API server (what the control plane's
-// Kubernetes store answers).
-type apiMeshes struct{ c client.Client }
-
-func (m apiMeshes) Get(ctx context.Context, kind resource.Kind, key resource.Key) (*resource.Object, error) {
-	var mesh v1alpha1.Mesh
-	err := m.c.Get(ctx, client.ObjectKey{Name: key.Name}, &mesh)
-	if apierrors.IsNotFound(err) {
-		return nil, store.ErrNotFound
-	}
-	if err != nil {
-		return nil, err
-	}
-	return v1alpha1.Names{SystemNamespace: "kuma-system"}.ToObject(&mesh)
-}
 
 // serveWebhookOver starts the webhook on a fresh loopback address with a
 // certificate of a new CA in a certificate directory, as kuma-cp outside
@@ -104,7 +87,7 @@ func TestKubectlThroughTheWebhook(t *testing.T) {
 	env := k8stest.Get(t)
 	ctx := t.Context()
 	c := env.Client(t)
-	url, ca := serveWebhookOver(t, apiMeshes{c})
+	url, ca := serveWebhookOver(t, webhook.APIMeshes{Reader: c})
 	cfg, err := install.RenderWebhookConfiguration(install.WebhookOptions{URL: url, CABundle: ca})
 	require.NoError(t, err)
 	_, stderr, err := env.Kubectl(ctx, cfg, "apply", "-f", "-")

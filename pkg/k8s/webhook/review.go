@@ -51,7 +51,9 @@ type Validator struct {
 	// Names names namespaced resources as the Kubernetes store does (the
 	// control plane's namespace).
 	Names v1alpha1.Names
-	// Meshes is where a new mesh-scoped resource's mesh is looked up.
+	// Meshes is where a new mesh-scoped resource's mesh is looked up:
+	// APIMeshes on Kubernetes (a cache may not have seen a Mesh created a
+	// moment before).
 	Meshes MeshReader
 }
 

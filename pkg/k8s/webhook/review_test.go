@@ -460,3 +460,8 @@ func TestMalformedRequests(t *testing.T) {
 		})
 	}
 }
+
+func TestAPIMeshesReadsMeshesOnly(t *testing.T) {
+	_, err := webhook.APIMeshes{}.Get(context.Background(), resource.KindDataplane, resource.Key{Mesh: "default", Name: "x"})
+	require.ErrorContains(t, err, "APIMeshes reads Meshes, not Dataplane")
+}
