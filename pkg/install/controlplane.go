@@ -212,18 +212,11 @@ func RenderControlPlane(opts ControlPlaneOptions) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, name := range controlPlaneTemplateFiles {
-		out, err := executeControlPlane(name, d)
-		if err != nil {
-			return nil, err
-		}
-		docs, err := splitManifests(name, out)
-		if err != nil {
-			return nil, err
-		}
-		ms = append(ms, docs...)
+	docs, err := renderManifests(controlPlaneTemplates, controlPlaneTemplateFiles, d)
+	if err != nil {
+		return nil, err
 	}
-	return joinManifests(ms), nil
+	return joinManifests(append(ms, docs...)), nil
 }
 
 // RenderCRDs renders the CustomResourceDefinitions alone.
@@ -256,11 +249,7 @@ func RenderWebhookConfiguration(opts WebhookOptions) ([]byte, error) {
 	d.Webhook.URL = opts.URL
 	d.Webhook.CABundle = base64.StdEncoding.EncodeToString(opts.CABundle)
 	d.Webhook.ControlPlaneUser = opts.ControlPlaneUser
-	out, err := executeControlPlane("webhook.yaml", d)
-	if err != nil {
-		return nil, err
-	}
-	ms, err := splitManifests("webhook.yaml", out)
+	ms, err := renderManifests(controlPlaneTemplates, []string{"webhook.yaml"}, d)
 	if err != nil {
 		return nil, err
 	}
@@ -326,14 +315,6 @@ func crdManifests() ([]manifest, error) {
 		ms = append(ms, docs...)
 	}
 	return ms, nil
-}
-
-func executeControlPlane(name string, d *controlPlaneData) ([]byte, error) {
-	var buf strings.Builder
-	if err := controlPlaneTemplates.ExecuteTemplate(&buf, name, d); err != nil {
-		return nil, fmt.Errorf("install: render %s: %w", name, err)
-	}
-	return []byte(buf.String()), nil
 }
 
 var (

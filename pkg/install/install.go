@@ -224,17 +224,9 @@ func RenderKubernetes(opts Options) ([]byte, error) {
 	if err := d.renderConfigs(); err != nil {
 		return nil, err
 	}
-	var docs []manifest
-	for _, name := range kubernetesTemplates {
-		out, err := execute(name, d)
-		if err != nil {
-			return nil, err
-		}
-		ms, err := splitManifests(name, out)
-		if err != nil {
-			return nil, err
-		}
-		docs = append(docs, ms...)
+	docs, err := renderManifests(templates, kubernetesTemplates, d)
+	if err != nil {
+		return nil, err
 	}
 	return joinManifests(docs), nil
 }
@@ -334,12 +326,33 @@ func renderConfig(name string, d *data) (string, error) {
 	return string(out), nil
 }
 
-func execute(name string, d *data) ([]byte, error) {
+func execute(name string, d *data) ([]byte, error) { return executeIn(templates, name, d) }
+
+// executeIn renders the template name of set with d.
+func executeIn(set *template.Template, name string, d any) ([]byte, error) {
 	var buf bytes.Buffer
-	if err := templates.ExecuteTemplate(&buf, name, d); err != nil {
+	if err := set.ExecuteTemplate(&buf, name, d); err != nil {
 		return nil, fmt.Errorf("install: render %s: %w", name, err)
 	}
 	return buf.Bytes(), nil
+}
+
+// renderManifests renders the templates names of set with d into
+// manifests.
+func renderManifests(set *template.Template, names []string, d any) ([]manifest, error) {
+	var ms []manifest
+	for _, name := range names {
+		out, err := executeIn(set, name, d)
+		if err != nil {
+			return nil, err
+		}
+		docs, err := splitManifests(name, out)
+		if err != nil {
+			return nil, err
+		}
+		ms = append(ms, docs...)
+	}
+	return ms, nil
 }
 
 // checksum is the SHA-256 of parts, each length-prefixed.

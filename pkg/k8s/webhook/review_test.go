@@ -271,20 +271,8 @@ spec:
 			{Field: "spec.sources", Message: "must have at least one selector"},
 			{Field: `spec.destinations[0].match["kuma.io/service"]`, Message: resource.TagValueMessage},
 		}},
-		{"mesh does not exist", `
-apiVersion: kuma.io/v1alpha1
-kind: TrafficPermission
-mesh: payments
-metadata:
-  name: grafana-to-prometheus
-spec:
-  sources:
-  - match:
-      kuma.io/service: grafana_kuma-metrics_svc_80
-  destinations:
-  - match:
-      kuma.io/service: prometheus-server_kuma-metrics_svc_80
-`, []resource.Cause{{Field: "mesh", Message: `mesh "payments" does not exist`}}},
+		{"mesh does not exist", strings.Replace(tpDefault, "mesh: default", "mesh: payments", 1),
+			[]resource.Cause{{Field: "mesh", Message: `mesh "payments" does not exist`}}},
 		{"dataplane", `
 apiVersion: kuma.io/v1alpha1
 kind: Dataplane
