@@ -22,6 +22,7 @@ import (
 	"github.com/kumametrics/mesh/pkg/resource"
 	"github.com/kumametrics/mesh/pkg/store"
 	"github.com/kumametrics/mesh/pkg/store/memory"
+	"github.com/kumametrics/mesh/pkg/store/storetest"
 )
 
 type env struct {
@@ -332,10 +333,10 @@ func TestInsights(t *testing.T) {
 
 	// b1's proxy connects to control plane cp-1, whose heartbeat is fresh.
 	now := *e.now.Load()
-	require.NoError(t, e.store.Upsert(t.Context(), resource.New("", "cp-1", &resource.ControlPlaneInstanceSpec{StartTime: now, HeartbeatTime: now})))
-	require.NoError(t, e.store.Upsert(t.Context(), resource.New("default", "b1", &resource.DataplaneInsightSpec{Subscriptions: []resource.Subscription{
+	storetest.MustUpsert(t, e.store, resource.New("", "cp-1", &resource.ControlPlaneInstanceSpec{StartTime: now, HeartbeatTime: now}))
+	storetest.MustUpsert(t, e.store, resource.New("default", "b1", &resource.DataplaneInsightSpec{Subscriptions: []resource.Subscription{
 		{ID: "s1", ControlPlaneInstanceID: "cp-1", ConnectTime: now.Add(-time.Minute).UTC()},
-	}})))
+	}}))
 	ov = decode[list[overview]](t, e.do(t, "GET", "/meshes/default/dataplanes+insights", "").body)
 	require.Equal(t, "Online", ov.Items[0].Status)
 	require.Len(t, ov.Items[0].DataplaneInsight.Subscriptions, 1)
@@ -370,10 +371,10 @@ func TestInsightKindsAreReadOnly(t *testing.T) {
 	e := newEnv(t)
 	require.Equal(t, 201, e.do(t, "PUT", "/meshes/default/dataplanes/dp-1", dataplane).status)
 	at := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
-	require.NoError(t, e.store.Upsert(t.Context(), resource.New("default", "dp-1", &resource.DataplaneInsightSpec{Subscriptions: []resource.Subscription{
+	storetest.MustUpsert(t, e.store, resource.New("default", "dp-1", &resource.DataplaneInsightSpec{Subscriptions: []resource.Subscription{
 		{ID: "s1", ControlPlaneInstanceID: "cp-1", ConnectTime: at, Status: resource.SubStatus{Total: resource.Totals{ResponsesSent: 3, ResponsesAcknowledged: 2}}},
-	}})))
-	require.NoError(t, e.store.Upsert(t.Context(), resource.New("", "cp-1", &resource.ControlPlaneInstanceSpec{StartTime: at, HeartbeatTime: at})))
+	}}))
+	storetest.MustUpsert(t, e.store, resource.New("", "cp-1", &resource.ControlPlaneInstanceSpec{StartTime: at, HeartbeatTime: at}))
 
 	r := e.do(t, "GET", "/meshes/default/dataplane-insights/dp-1", "")
 	require.Equal(t, 200, r.status, string(r.body))
@@ -429,4 +430,32 @@ func TestRequestDurationMetric(t *testing.T) {
 		}
 	}
 	require.Equal(t, map[string]string{"200": "/meshes/{name} GET", "404": "/meshes/{name} GET"}, codes)
+}
+
+// TestKubernetesKindsAreWrittenWithKubectl: in Kubernetes mode the API
+// reads the custom resource kinds and refuses to write them, saying to use
+// kubectl; other kinds (secrets) are written as before.
+func TestKubernetesKindsAreWrittenWithKubectl(t *testing.T) {
+	st := memory.New()
+	mgr := manager.New(st, nil)
+	require.NoError(t, mgr.EnsureDefaultMesh(t.Context()))
+	api, err := apiserver.New(apiserver.Options{Reader: st, Writer: mgr, Version: "1.2.3", InstanceID: "cp-1",
+		KubernetesKinds: []resource.Kind{resource.KindMesh, resource.KindDataplane, resource.KindTrafficPermission}})
+	require.NoError(t, err)
+	srv := httptest.NewServer(api)
+	t.Cleanup(srv.Close)
+	e := &env{srv: srv, store: st}
+	for _, req := range [][2]string{
+		{"PUT", "/meshes/default"}, {"DELETE", "/meshes/default"},
+		{"PUT", "/meshes/default/dataplanes/dp-1"}, {"DELETE", "/meshes/default/traffic-permissions/allow-all-default"},
+	} {
+		r := e.do(t, req[0], req[1], `{"type":"Mesh","name":"default"}`)
+		require.Equal(t, http.StatusMethodNotAllowed, r.status, "%s %s", req[0], req[1])
+		require.Contains(t, string(r.body), "you should always be using 'kubectl apply' instead")
+		require.Equal(t, "GET", r.header.Get("Allow"))
+	}
+	require.Equal(t, http.StatusOK, e.do(t, "GET", "/meshes/default", "").status)
+	require.Equal(t, http.StatusOK, e.do(t, "GET", "/meshes/default/traffic-permissions/allow-all-default", "").status)
+	r := e.do(t, "PUT", "/meshes/default/secrets/s1", `{"type":"Secret","name":"s1","mesh":"default","data":"YWJj"}`)
+	require.Equal(t, http.StatusCreated, r.status, string(r.body))
 }
