@@ -1,13 +1,19 @@
 package kumactl_test
 
 import (
+	"context"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/kumametrics/mesh/pkg/apiserver"
+	"github.com/kumametrics/mesh/pkg/kumactl/config"
+	"github.com/kumametrics/mesh/pkg/manager"
 	"github.com/kumametrics/mesh/pkg/resource"
+	"github.com/kumametrics/mesh/pkg/store/memory"
 )
 
 // k8sReadOnly is the reference system's refusal of a write through the API
@@ -59,4 +65,37 @@ func TestWritesToAControlPlaneOnKubernetes(t *testing.T) {
 			golden(t, "kubernetes/"+tc.name, res.String(), guide, "{{GUIDE}}", e.cp.URL(), "{{CP}}")
 		})
 	}
+}
+
+// TestAgainstTheAPIOfAControlPlaneOnKubernetes: the control plane's own
+// API in Kubernetes mode (custom resource kinds read-only) and kumactl:
+// reads work, writes name the kubectl command.
+func TestAgainstTheAPIOfAControlPlaneOnKubernetes(t *testing.T) {
+	st := memory.New()
+	mgr := manager.New(st, nil)
+	require.NoError(t, mgr.EnsureDefaultMesh(context.Background()))
+	api, err := apiserver.New(apiserver.Options{Reader: st, Writer: mgr,
+		KubernetesKinds: []resource.Kind{resource.KindMesh, resource.KindTrafficPermission, resource.KindDataplane}})
+	require.NoError(t, err)
+	srv := httptest.NewServer(api)
+	t.Cleanup(srv.Close)
+	e := newEnv(t)
+	cfg := config.Default()
+	require.NoError(t, cfg.AddControlPlane(config.ControlPlane{Name: "kubernetes", Coordinates: config.Coordinates{APIServer: config.APIServer{URL: srv.URL}}}, false))
+	require.NoError(t, config.Save(e.cfgFile, cfg))
+
+	res := e.run("get", "meshes", "-o", "json")
+	require.Equal(t, 0, res.code, res.stderr)
+	require.Contains(t, res.stdout, `"name": "default"`)
+
+	guide := filepath.Join("..", "resource", "testdata", "guide", "mesh-kubernetes-short.yaml")
+	res = e.run("apply", "-f", guide)
+	require.Equal(t, 1, res.code)
+	require.Contains(t, res.stderr, "refuses writes through its API: write with kubectl (kumactl still reads everything):\n  kubectl apply -f "+guide+"\n")
+	require.Contains(t, res.stderr, "The control plane said: "+apiserver.KubectlMessage)
+	res = e.run("delete", "traffic-permission", "allow-all-default")
+	require.Equal(t, 1, res.code)
+	require.Contains(t, res.stderr, "\n  kubectl delete trafficpermission allow-all-default\n")
+	_, err = st.Get(context.Background(), resource.KindTrafficPermission, resource.Key{Mesh: "default", Name: "allow-all-default"})
+	require.NoError(t, err, "nothing was deleted")
 }
