@@ -9,10 +9,13 @@ import (
 	"net/http"
 	"time"
 
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
 	"github.com/kumametrics/mesh/pkg/k8s/api/v1alpha1"
 	"github.com/kumametrics/mesh/pkg/k8s/webhook"
 	"github.com/kumametrics/mesh/pkg/netserve"
 	"github.com/kumametrics/mesh/pkg/pki"
+	"github.com/kumametrics/mesh/pkg/store/kubernetes"
 )
 
 // AdmissionServingFiles are the files of the admission server's generated
@@ -27,6 +30,20 @@ var AdmissionServingFiles = pki.ServingFiles{
 	CAKey:        "admission-server-ca.key",
 	Cert:         "admission-server.pem",
 	Key:          "admission-server.key",
+}
+
+// startKubernetesAdmission starts the admission server of Kubernetes mode:
+// new resources' meshes are read from the API server k reaches.
+func (cp *ControlPlane) startKubernetesAdmission(k *kubernetesMode) error {
+	scheme, err := kubernetes.Scheme()
+	if err != nil {
+		return fmt.Errorf("admission server: scheme: %w", err)
+	}
+	c, err := client.New(k.config, client.Options{Scheme: scheme})
+	if err != nil {
+		return fmt.Errorf("admission server: client for %s: %w", k.config.Host, err)
+	}
+	return cp.startAdmissionServer(webhook.APIMeshes{Reader: c}, cp.cfg.Store.Kubernetes.SystemNamespace)
 }
 
 // startAdmissionServer binds the validating admission webhook's HTTPS

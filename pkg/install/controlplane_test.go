@@ -17,6 +17,7 @@ import (
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/kumametrics/mesh/pkg/cpconfig"
 	"github.com/kumametrics/mesh/pkg/install"
 	"github.com/kumametrics/mesh/pkg/k8s/api/v1alpha1"
 	"github.com/kumametrics/mesh/pkg/k8s/crds"
@@ -401,4 +402,29 @@ func TestRenderWebhookConfiguration(t *testing.T) {
 		_, err := install.RenderWebhookConfiguration(tc.opts)
 		require.ErrorContains(t, err, tc.want)
 	}
+}
+
+// TestTheDeploymentsSettingsAreKumaCPs: every variable the Deployment sets
+// is a setting of kuma-cp, and together they load (the namespace as the
+// downward API gives it).
+func TestTheDeploymentsSettingsAreKumaCPs(t *testing.T) {
+	o := decodeControlPlane(t, renderControlPlane(t, controlPlaneOptions(t)))
+	env := map[string]string{}
+	for _, e := range o.deployment.Spec.Template.Spec.Containers[0].Env {
+		require.Contains(t, cpconfig.EnvNames(), e.Name)
+		switch {
+		case e.ValueFrom != nil:
+			require.Equal(t, "metadata.namespace", e.ValueFrom.FieldRef.FieldPath, e.Name)
+			env[e.Name] = o.deployment.Namespace
+		default:
+			env[e.Name] = e.Value
+		}
+	}
+	cfg, err := cpconfig.Load("", func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	require.NoError(t, err)
+	require.True(t, cfg.Kubernetes())
+	require.Equal(t, "kuma-system", cfg.Store.Kubernetes.SystemNamespace)
+	require.Equal(t, install.ControlPlaneCertDir, cfg.Runtime.Kubernetes.AdmissionServer.CertDir)
+	require.EqualValues(t, install.AdmissionPort, cfg.Runtime.Kubernetes.AdmissionServer.Port)
+	require.Equal(t, install.ControlPlaneWorkDir, cfg.General.WorkDir)
 }

@@ -1,7 +1,6 @@
 package kumactl_test
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"regexp"
@@ -12,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kumametrics/mesh/internal/k8stest"
+	"github.com/kumametrics/mesh/pkg/install"
 )
 
 func TestMain(m *testing.M) { k8stest.Main(m) }
@@ -99,12 +99,9 @@ func TestInstalledControlPlaneOnARealAPIServer(t *testing.T) {
 	require.Equal(t, 0, res.code, res.stderr)
 	out, stderr, err := kubectlApply(t, env, res.stdout)
 	require.NoError(t, err, stderr)
-	t.Cleanup(func() {
-		// The webhook has no control plane behind it: leave no kuma.io
-		// write of this test binary depending on it.
-		_, _, err := env.Kubectl(context.Background(), nil, "delete", "validatingwebhookconfiguration", "kuma-validating-webhook-configuration")
-		require.NoError(t, err)
-	})
+	// The webhook has no control plane behind it: leave no kuma.io write of
+	// this test binary depending on it.
+	t.Cleanup(func() { env.DeleteValidatingWebhook(t, install.WebhookConfigurationName) })
 	require.Contains(t, out, "deployment.apps/kuma-control-plane created")
 	require.Contains(t, out, "validatingwebhookconfiguration.admissionregistration.k8s.io/kuma-validating-webhook-configuration created")
 	// Applying the same output again changes nothing.

@@ -1,7 +1,6 @@
 package webhook_test
 
 import (
-	"context"
 	"log/slog"
 	"net"
 	"net/http"
@@ -92,10 +91,7 @@ func TestKubectlThroughTheWebhook(t *testing.T) {
 	require.NoError(t, err)
 	_, stderr, err := env.Kubectl(ctx, cfg, "apply", "-f", "-")
 	require.NoError(t, err, stderr)
-	t.Cleanup(func() {
-		_, _, err := env.Kubectl(context.Background(), nil, "delete", "validatingwebhookconfiguration", install.WebhookConfigurationName)
-		require.NoError(t, err)
-	})
+	t.Cleanup(func() { env.DeleteValidatingWebhook(t, install.WebhookConfigurationName) })
 	apply := func(manifest string, args ...string) (string, string, error) {
 		return env.Kubectl(ctx, []byte(manifest), append([]string{"apply", "-f", "-"}, args...)...)
 	}
