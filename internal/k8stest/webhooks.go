@@ -2,6 +2,7 @@ package k8stest
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,9 +14,35 @@ import (
 	"github.com/kumametrics/mesh/pkg/k8s/api/v1alpha1"
 )
 
-// webhookGoneTimeout bounds the wait for the API server to drop a deleted
-// webhook configuration (it loads them asynchronously, within a second).
+// webhookGoneTimeout bounds the wait for the API server to take up or drop
+// a webhook configuration (it loads them asynchronously, within a second).
 const webhookGoneTimeout = 30 * time.Second
+
+// RegisterValidatingWebhook applies a ValidatingWebhookConfiguration
+// (YAML) named name and waits until the API server sends writes to it (it
+// loads configurations asynchronously): until a server-side dry run of the
+// manifest probe (nothing is stored) fails with want in kubectl's output.
+// The configuration is deleted at the test's cleanup, before the cleanups
+// registered earlier (such as stopping the webhook's server) run.
+func (e *Env) RegisterValidatingWebhook(t testing.TB, name string, configuration []byte, probe, want string) {
+	t.Helper()
+	ctx := context.Background()
+	if _, stderr, err := e.Kubectl(ctx, configuration, "apply", "-f", "-"); err != nil {
+		t.Fatalf("k8stest: register webhook %s: %v %s", name, err, stderr)
+	}
+	t.Cleanup(func() { e.DeleteValidatingWebhook(t, name) })
+	deadline := time.Now().Add(webhookGoneTimeout)
+	for {
+		_, stderr, err := e.Kubectl(ctx, []byte(probe), "apply", "--dry-run=server", "-f", "-")
+		if err != nil && strings.Contains(stderr, want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("k8stest: webhook %s not in effect %s after its registration: %v %s", name, webhookGoneTimeout, err, stderr)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
 
 // DeleteValidatingWebhook deletes a ValidatingWebhookConfiguration of
 // kuma.io and waits until the API server no longer sends it writes: later

@@ -89,22 +89,9 @@ func TestKubectlThroughTheWebhook(t *testing.T) {
 	url, ca := serveWebhookOver(t, webhook.APIMeshes{Reader: c})
 	cfg, err := install.RenderWebhookConfiguration(install.WebhookOptions{URL: url, CABundle: ca})
 	require.NoError(t, err)
-	_, stderr, err := env.Kubectl(ctx, cfg, "apply", "-f", "-")
-	require.NoError(t, err, stderr)
-	t.Cleanup(func() { env.DeleteValidatingWebhook(t, install.WebhookConfigurationName) })
+	env.RegisterValidatingWebhook(t, install.WebhookConfigurationName, cfg, invalidMesh, "spec.metrics.enabledBackend: names no backend")
 	apply := func(manifest string, args ...string) (string, string, error) {
 		return env.Kubectl(ctx, []byte(manifest), append([]string{"apply", "-f", "-"}, args...)...)
-	}
-	// The API server loads webhook configurations asynchronously: poll with
-	// a dry run (which stores nothing) until the webhook answers.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		_, stderr, err = apply(invalidMesh, "--dry-run=server")
-		if err != nil && strings.Contains(stderr, "spec.metrics.enabledBackend: names no backend") {
-			break
-		}
-		require.True(t, time.Now().Before(deadline), "the webhook never took effect: %v %s", err, stderr)
-		time.Sleep(100 * time.Millisecond)
 	}
 
 	// The guide's resources, as written.
@@ -118,7 +105,7 @@ func TestKubectlThroughTheWebhook(t *testing.T) {
 	require.Equal(t, "trafficpermission.kuma.io/grafana-to-prometheus\ntrafficpermission.kuma.io/metrics-permissions\n", out)
 
 	// An invalid Mesh: kubectl shows every field and message, nothing is stored.
-	_, stderr, err = apply(invalidMesh)
+	_, stderr, err := apply(invalidMesh)
 	require.Error(t, err)
 	t.Logf("kubectl apply of an invalid Mesh:\n%s", stderr)
 	require.Contains(t, stderr, `The Mesh "invalid-metrics" is invalid`)
