@@ -4,8 +4,9 @@
 // AdmissionReview over HTTPS), and it refuses what the REST API would refuse,
 // with the same messages at the same fields (in the Kubernetes form: `spec.`
 // before a spec field, `metadata.name` for the name), so that nothing invalid
-// is stored whoever writes it. Review is the decision; Handler speaks the
-// protocol; Server is its HTTPS listener.
+// is stored whoever writes it. Review is the decision, Handler speaks the
+// protocol, CertDirTLS serves a mounted Secret's certificate; the control
+// plane runs the HTTPS server (its admission server).
 package webhook
 
 import (
