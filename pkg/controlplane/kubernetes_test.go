@@ -37,10 +37,7 @@ func TestKubernetesMode(t *testing.T) {
 	env := k8stest.Get(t)
 	c := env.Client(t)
 	ctx := t.Context()
-	err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "kuma-system"}})
-	if err != nil && !apierrors.IsAlreadyExists(err) {
-		require.NoError(t, err)
-	}
+	env.EnsureNamespace(t, "kuma-system")
 	t.Setenv("KUBECONFIG", env.KubeconfigPath)
 	cfg, err := cpconfig.Load("", func(k string) (string, bool) {
 		if k == "KUMA_ENVIRONMENT" {
