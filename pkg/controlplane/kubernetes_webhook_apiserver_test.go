@@ -7,9 +7,6 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kumametrics/mesh/internal/k8stest"
 	"github.com/kumametrics/mesh/pkg/controlplane"
@@ -26,10 +23,7 @@ import (
 func TestKubernetesModeAdmissionWebhook(t *testing.T) {
 	env := k8stest.Get(t)
 	ctx := t.Context()
-	err := env.Client(t).Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "kuma-system"}})
-	if err != nil && !apierrors.IsAlreadyExists(err) {
-		require.NoError(t, err)
-	}
+	env.EnsureNamespace(t, "kuma-system")
 	t.Setenv("KUBECONFIG", env.KubeconfigPath)
 	cfg, err := cpconfig.Load("", func(k string) (string, bool) {
 		return cpconfig.EnvironmentKubernetes, k == "KUMA_ENVIRONMENT"
