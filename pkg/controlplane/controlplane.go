@@ -242,20 +242,20 @@ func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (cp *Contro
 	if err != nil {
 		return nil, err
 	}
-	var dpTokens dpserver.TokenVerifier
+	var dpAuthn dpserver.Authenticator
 	untagged := cfg.DPServer.Authn.DPProxy.DPToken.AllowUntaggedTokens
 	switch {
 	case cfg.DPServer.Authn.DPProxy.Type != cpconfig.DPProxyAuthnDPToken:
 		log.Warn("the dataplane server does not authenticate proxies (dpServer.authn.dpProxy.type: none)")
 	case untagged:
-		dpTokens = tokens
+		dpAuthn = dpserver.DataplaneTokens{Verifier: tokens, AllowUntagged: true}
 		log.Warn("dataplane tokens without kuma.io/service are accepted for any service (dpServer.authn.dpProxy.dpToken.allowUntaggedTokens)")
 	default:
-		dpTokens = tokens
+		dpAuthn = dpserver.DataplaneTokens{Verifier: tokens}
 	}
 	dps, err := dpserver.New(dpserver.Options{
 		Views: mir, Reader: st, Writer: mgr, Insights: insights, InstanceID: cp.instanceID, Certificate: cert,
-		Tokens: dpTokens, AllowUntaggedTokens: untagged, XDSMetrics: xdsMetrics, Registerer: reg,
+		Authenticator: dpAuthn, XDSMetrics: xdsMetrics, Registerer: reg,
 		GRPCOptions: grpcMetrics.ServerOptions(), Log: log.With("component", "dp-server"),
 	})
 	if err != nil {

@@ -74,7 +74,7 @@ func (h *harness) refusedOnOpen(t *testing.T, ctx context.Context, dpJSON string
 
 func TestDataplaneTokens(t *testing.T) {
 	iss := tokenIssuer(t, nil)
-	h := start(t, func(o *Options) { o.Tokens = iss })
+	h := start(t, func(o *Options) { o.Authenticator = DataplaneTokens{Verifier: iss} })
 	web := dpToken(t, iss, "web", services("web"))
 	other := dpToken(t, iss, "other", services("web"))
 	user, err := iss.IssueUser("admin", []string{authn.AdminGroup}, 0)
@@ -118,7 +118,7 @@ func TestDataplaneTokens(t *testing.T) {
 // of frontend-1 registers as kuma.io/service: payments.
 func TestTokenBindsServices(t *testing.T) {
 	iss := tokenIssuer(t, nil)
-	h := start(t, func(o *Options) { o.Tokens = iss })
+	h := start(t, func(o *Options) { o.Authenticator = DataplaneTokens{Verifier: iss} })
 	ctx := withToken(t.Context(), dpToken(t, iss, "frontend-1", services("frontend")))
 	payments := `{"type":"Dataplane","mesh":"default","name":"frontend-1","networking":{"address":"127.0.0.2","inbound":[` +
 		`{"port":8080,"tags":{"kuma.io/service":"frontend"}},{"port":8081,"tags":{"kuma.io/service":"payments"}}]}}`
@@ -150,7 +150,7 @@ func TestTokenBindsServices(t *testing.T) {
 // stored Dataplane of its name neither replaces nor deregisters it.
 func TestStoredDataplaneIsNotReplaced(t *testing.T) {
 	iss := tokenIssuer(t, nil)
-	h := start(t, func(o *Options) { o.Tokens = iss })
+	h := start(t, func(o *Options) { o.Authenticator = DataplaneTokens{Verifier: iss} })
 	key := resource.Key{Mesh: "default", Name: "web"}
 	adminDP := mustDecode(t, `{"type":"Dataplane","mesh":"default","name":"web","networking":{"address":"127.0.0.9","inbound":[{"port":8080,"tags":{"kuma.io/service":"payments"}}]}}`)
 	_, err := h.mgr.Apply(t.Context(), adminDP, 0)
@@ -197,7 +197,7 @@ func TestUntaggedTokens(t *testing.T) {
 	untagged := dpToken(t, iss, "web", nil)
 	versionOnly := dpToken(t, iss, "web", map[string][]string{"version": {"v1"}})
 
-	h := start(t, func(o *Options) { o.Tokens = iss })
+	h := start(t, func(o *Options) { o.Authenticator = DataplaneTokens{Verifier: iss} })
 	err := h.refusedOnOpen(t, withToken(t.Context(), untagged), dataplaneJSON("web", "127.0.0.2", false))
 	require.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
 	require.Equal(t, `dataplane default/web: the dataplane token does not name the services the proxy may serve (no kuma.io/service tag), `+
@@ -208,7 +208,7 @@ func TestUntaggedTokens(t *testing.T) {
 	require.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
 	require.Equal(t, 2.0, h.refused(t, ReasonUntaggedToken))
 
-	open := start(t, func(o *Options) { o.Tokens = iss; o.AllowUntaggedTokens = true })
+	open := start(t, func(o *Options) { o.Authenticator = DataplaneTokens{Verifier: iss, AllowUntagged: true} })
 	s := open.connectCtx(t, withToken(t.Context(), untagged), dataplaneJSON("web", "127.0.0.2", false))
 	cfg, _ := s.next()
 	require.Equal(t, "web", cfg.GetName(), "any service with the opt-out")
@@ -302,7 +302,7 @@ func certificateFor(t *testing.T, h *harness, ctx context.Context, name string) 
 // allows every inbound tag of it.
 func TestSignNeverCertifiesWhatTheTokenDoesNotAllow(t *testing.T) {
 	iss := tokenIssuer(t, nil)
-	h := start(t, func(o *Options) { o.Tokens = iss })
+	h := start(t, func(o *Options) { o.Authenticator = DataplaneTokens{Verifier: iss} })
 	enableMTLS(t, h)
 	ctx := withToken(t.Context(), dpToken(t, iss, "web", services("web")))
 	s := h.connectCtx(t, ctx, dataplaneJSON("web", "127.0.0.2", false))
