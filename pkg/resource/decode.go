@@ -213,6 +213,35 @@ func decodeUniversal(raw any, defaultMesh string) (*Object, error) {
 	return o, nil
 }
 
+// DecodeSpec decodes the spec of a kind from its JSON shape (the body of a
+// Kubernetes custom resource), strictly: every problem is a *ValidationError
+// cause whose field path starts with prefix (e.g. "spec"), malformed JSON a
+// *SyntaxError. Empty data or null is an empty spec.
+func DecodeSpec(kind Kind, data []byte, prefix string) (Spec, error) {
+	d, err := Describe(kind)
+	if err != nil {
+		return nil, err
+	}
+	spec := d.NewSpec()
+	if len(bytes.TrimSpace(data)) == 0 {
+		return spec, nil
+	}
+	raw, err := strictjson.Parse(data)
+	if err != nil {
+		return nil, &SyntaxError{Msg: fmt.Sprintf("%s: %s", prefix, err.Error()), Reason: err.Error()}
+	}
+	if raw == nil {
+		return spec, nil
+	}
+	if _, ok := raw.(map[string]any); !ok {
+		return nil, invalid(prefix, "must be an object")
+	}
+	if err := strictjson.DecodeValue(raw, spec, prefix); err != nil {
+		return nil, fromStrict(err)
+	}
+	return spec, nil
+}
+
 type kubernetesObject struct {
 	APIVersion string         `json:"apiVersion"`
 	Kind       string         `json:"kind"`

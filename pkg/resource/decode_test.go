@@ -235,3 +235,26 @@ func TestSecretRoundTrip(t *testing.T) {
 	require.Equal(t, "hello", string(b))
 	require.Equal(t, NewSecret("default", "s1", []byte("hello")).Spec, o.Spec)
 }
+
+func TestDecodeSpec(t *testing.T) {
+	spec, err := DecodeSpec(KindDataplane, []byte(`{"networking":{"address":"10.0.0.1","inbound":[{"port":"x"}]},"extra":1}`), "spec")
+	require.Nil(t, spec)
+	var ve *ValidationError
+	require.ErrorAs(t, err, &ve)
+	var fields []string
+	for _, c := range ve.Causes {
+		fields = append(fields, c.Field)
+	}
+	require.ElementsMatch(t, []string{"spec.networking.inbound[0].port", "spec.extra"}, fields)
+
+	for _, empty := range []string{"", "null", " "} {
+		spec, err = DecodeSpec(KindMesh, []byte(empty), "spec")
+		require.NoError(t, err)
+		require.Equal(t, &MeshSpec{}, spec)
+	}
+	_, err = DecodeSpec(KindMesh, []byte(`{`), "spec")
+	var se *SyntaxError
+	require.ErrorAs(t, err, &se)
+	_, err = DecodeSpec("Nope", []byte(`{}`), "spec")
+	require.ErrorContains(t, err, "unknown resource type")
+}

@@ -107,7 +107,20 @@ type Meta struct {
 	Version          int64
 	CreationTime     time.Time
 	ModificationTime time.Time
+	// NameExtensions are what a store knows of the resource's name in its
+	// own system, filled by that store (given values are ignored): the
+	// Kubernetes store sets K8sNameExtension and, for namespaced kinds,
+	// K8sNamespaceExtension. Nil for stores that have none.
+	NameExtensions map[string]string
 }
+
+// Name extensions of resources kept in Kubernetes.
+const (
+	// K8sNameExtension is the resource's Kubernetes name (a Dataplane's: its Pod's).
+	K8sNameExtension = "k8s.kuma.io/name"
+	// K8sNamespaceExtension is the resource's Kubernetes namespace.
+	K8sNamespaceExtension = "k8s.kuma.io/namespace"
+)
 
 // Key returns the identity of the resource inside its kind.
 func (m Meta) Key() Key { return Key{Mesh: m.Mesh, Name: m.Name} }
