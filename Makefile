@@ -31,16 +31,21 @@ k8s-bin:
 # Prometheus' own Kuma discovery against our control plane (test/interop, its
 # own module), then the end-to-end tests that run the built binaries and
 # Debian's Prometheus. CI=true turns a missing external program into a failure.
+# The Kubernetes tests run kube-apiserver, etcd and kubectl from the folder
+# `make k8s-bin` prints (KUBEBUILDER_ASSETS; built once per machine).
 # The allocation tests (names containing Alloc, plus TestLargeBodiesStreamed)
 # skip their assertions under -race, whose own allocations blur the counts:
 # they run once more without it.
 ALLOC_TESTS := Alloc|TestLargeBodiesStreamed
 
 test: lint test-deps
-	$(GO) test -race -count=1 $(GOTEST_FLAGS) $$($(GO) list ./... | grep -v /test/e2e)
-	$(GO) test -count=1 -run '$(ALLOC_TESTS)' $(GOTEST_FLAGS) ./pkg/...
-	cd test/interop && $(GO) test -count=1 $(GOTEST_FLAGS) ./...
-	CI=$${CI:-true} $(GO) test -count=1 -timeout 20m $(GOTEST_FLAGS) ./test/e2e/...
+	@assets=$$(./scripts/k8s-tools.sh | tail -n 1) && test -d "$$assets" && \
+	  echo "KUBEBUILDER_ASSETS=$$assets" && export KUBEBUILDER_ASSETS="$$assets" && \
+	  set -x && \
+	  $(GO) test -race -count=1 $(GOTEST_FLAGS) $$($(GO) list ./... | grep -v /test/e2e) && \
+	  $(GO) test -count=1 -run '$(ALLOC_TESTS)' $(GOTEST_FLAGS) ./pkg/... && \
+	  (cd test/interop && $(GO) test -count=1 $(GOTEST_FLAGS) ./...) && \
+	  CI=$${CI:-true} $(GO) test -count=1 -timeout 20m $(GOTEST_FLAGS) ./test/e2e/...
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./pkg/...

@@ -81,9 +81,12 @@ func NewCA(commonName string, kt KeyType, now time.Time, lifetime time.Duration)
 // Leaf describes a certificate to issue.
 type Leaf struct {
 	CommonName string
-	DNSNames   []string
-	IPs        []net.IP
-	URIs       []*url.URL
+	// Organizations of the subject (Kubernetes reads a client
+	// certificate's as the user's groups).
+	Organizations []string
+	DNSNames      []string
+	IPs           []net.IP
+	URIs          []*url.URL
 	// Server and Client select the extended key usages.
 	Server, Client bool
 	Lifetime       time.Duration
@@ -122,7 +125,7 @@ func Sign(ca *KeyPair, leaf Leaf, pub crypto.PublicKey, now time.Time, key crypt
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: sn,
-		Subject:      pkix.Name{CommonName: leaf.CommonName},
+		Subject:      pkix.Name{CommonName: leaf.CommonName, Organization: leaf.Organizations},
 		DNSNames:     leaf.DNSNames,
 		IPAddresses:  leaf.IPs,
 		URIs:         leaf.URIs,

@@ -19,7 +19,7 @@ func TestIssueAndVerify(t *testing.T) {
 		require.True(t, ca.Cert.IsCA)
 		spiffe, _ := url.Parse("spiffe://default/web")
 		leaf, err := Issue(ca, Leaf{
-			CommonName: "web", DNSNames: []string{"localhost"}, IPs: []net.IP{net.IPv4(127, 0, 0, 2)}, URIs: []*url.URL{spiffe},
+			CommonName: "web", Organizations: []string{"system:masters"}, DNSNames: []string{"localhost"}, IPs: []net.IP{net.IPv4(127, 0, 0, 2)}, URIs: []*url.URL{spiffe},
 			Server: true, Client: true, Lifetime: time.Hour,
 		}, now)
 		require.NoError(t, err)
@@ -31,6 +31,7 @@ func TestIssueAndVerify(t *testing.T) {
 		}
 		require.NoError(t, leaf.Cert.VerifyHostname("127.0.0.2"))
 		require.Equal(t, "spiffe://default/web", leaf.Cert.URIs[0].String())
+		require.Equal(t, []string{"system:masters"}, leaf.Cert.Subject.Organization)
 		_, err = tls.X509KeyPair(leaf.CertPEM, leaf.KeyPEM)
 		require.NoError(t, err)
 		back, err := ParseKeyPair(leaf.CertPEM, leaf.KeyPEM)
