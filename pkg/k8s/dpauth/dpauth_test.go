@@ -3,6 +3,10 @@ package dpauth_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -15,9 +19,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kumametrics/mesh/internal/k8stest"
+	"github.com/kumametrics/mesh/internal/loopback"
+	"github.com/kumametrics/mesh/internal/syncbuffer"
 	"github.com/kumametrics/mesh/pkg/dpserver"
+	"github.com/kumametrics/mesh/pkg/dpserver/dpservertest"
 	"github.com/kumametrics/mesh/pkg/k8s/api/v1alpha1"
 	"github.com/kumametrics/mesh/pkg/k8s/dpauth"
+	"github.com/kumametrics/mesh/pkg/kumadp"
 	"github.com/kumametrics/mesh/pkg/resource"
 )
 
@@ -297,4 +305,64 @@ func TestAudiences(t *testing.T) {
 	require.NoError(t, err)
 	_, err = cp.Authenticate(t.Context(), apiToken, k.key("web-1"))
 	refusal(t, err, codes.Unauthenticated, dpserver.ReasonInvalidToken, "does not accept the token")
+}
+
+// TestKumaDPWithItsServiceAccountToken: kuma-dp --name <pod>.<namespace>
+// --mesh default with its Pod's projected token file and no Dataplane gets
+// the config of the stored Dataplane from a dataplane server that serves
+// the store's Dataplanes and authenticates with this package; a proxy
+// presenting another ServiceAccount's token is refused.
+func TestKumaDPWithItsServiceAccountToken(t *testing.T) {
+	k := newCluster(t)
+	k.serviceAccount(k.ns, "web")
+	k.serviceAccount(k.ns, "db")
+	web1 := k.pod("web-1", "web")
+	k.dataplane("web-1", "default", web1)
+	a, _ := k.authenticator(nil)
+	srv := dpservertest.Start(t, nil, func(o *dpserver.Options) {
+		o.Dataplanes, o.Writer, o.Authenticator = dpserver.FromStore, nil, a
+	})
+	key := k.key("web-1")
+	host := loopback.Host()
+	dp, err := resource.DecodeYAML([]byte(fmt.Sprintf("type: Dataplane\nmesh: default\nname: %s\nnetworking:\n  address: %s\n  inbound:\n  - port: 8080\n    tags:\n      kuma.io/service: web\n", key.Name, host)), 1)
+	require.NoError(t, err)
+	_, err = srv.Manager.Apply(t.Context(), dp, 0)
+	require.NoError(t, err)
+
+	run := func(token string) *kumadp.Agent {
+		t.Helper()
+		file := filepath.Join(t.TempDir(), "token")
+		require.NoError(t, os.WriteFile(file, []byte(token), 0o600))
+		log := &syncbuffer.Buffer{}
+		agent, err := kumadp.New(kumadp.Config{CPAddress: "https://" + srv.Addr, CACertFile: srv.CAFile,
+			Name: key.Name, Mesh: key.Mesh, Token: token, TokenFile: file,
+			AdminAddress: "127.0.0.1:0", DrainTimeout: time.Second, BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond,
+			Log: slog.New(slog.NewTextHandler(log, nil))})
+		require.NoError(t, err)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- agent.Run(ctx) }()
+		t.Cleanup(func() {
+			cancel()
+			require.NoError(t, <-done)
+			if t.Failed() {
+				t.Logf("kuma-dp log:\n%s", log.String())
+			}
+		})
+		return agent
+	}
+
+	other := run(k.token(k.ns, "db", nil))
+	require.Eventually(t, func() bool { return srv.Refused(t, dpserver.ReasonWrongServiceAccount) >= 1 }, 30*time.Second, 10*time.Millisecond)
+	cfg, _ := other.Current()
+	require.Nil(t, cfg, "refused: no config")
+
+	own := run(k.token(k.ns, "web", web1))
+	require.Eventually(t, func() bool { cfg, _ := own.Current(); return cfg != nil }, 30*time.Second, 10*time.Millisecond)
+	cfg, _ = own.Current()
+	require.Equal(t, key.Name, cfg.GetName())
+	require.Len(t, cfg.GetInbounds(), 1)
+	require.Equal(t, host, cfg.GetInbounds()[0].GetAddress())
+	cfg, _ = other.Current()
+	require.Nil(t, cfg, "still refused")
 }
