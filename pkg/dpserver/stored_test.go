@@ -1,4 +1,4 @@
-package dpserver
+package dpserver_test
 
 import (
 	"context"
@@ -16,6 +16,7 @@ import (
 
 	meshv1 "github.com/kumametrics/mesh/api/mesh/v1"
 	"github.com/kumametrics/mesh/pkg/dpconfig"
+	"github.com/kumametrics/mesh/pkg/dpserver"
 	"github.com/kumametrics/mesh/pkg/insight/record"
 	"github.com/kumametrics/mesh/pkg/mirror"
 	"github.com/kumametrics/mesh/pkg/resource"
@@ -24,9 +25,9 @@ import (
 
 // fromStore configures a server that serves the stored Dataplanes and has
 // no Writer at all: any write it tried would fail the test.
-func fromStore(auth Authenticator) func(*Options) {
-	return func(o *Options) {
-		o.Dataplanes = FromStore
+func fromStore(auth dpserver.Authenticator) func(*dpserver.Options) {
+	return func(o *dpserver.Options) {
+		o.Dataplanes = dpserver.FromStore
 		o.Writer = nil
 		o.Authenticator = auth
 	}
@@ -47,20 +48,20 @@ func (h *harness) connectAs(t *testing.T, ctx context.Context, nodeID string) *p
 // storeDataplane writes a Dataplane as its owner (the pod controller) does.
 func (h *harness) storeDataplane(t *testing.T, js string) *resource.Object {
 	t.Helper()
-	res, err := h.mgr.Apply(t.Context(), mustDecode(t, js), 0)
+	res, err := h.Manager.Apply(t.Context(), mustDecode(t, js), 0)
 	require.NoError(t, err)
-	o, err := h.st.Get(t.Context(), resource.KindDataplane, res.Object.Meta.Key())
+	o, err := h.Store.Get(t.Context(), resource.KindDataplane, res.Object.Meta.Key())
 	require.NoError(t, err)
 	return o
 }
 
-// TestServeStoredDataplanes: with FromStore, a proxy that names its
+// TestServeStoredDataplanes: with dpserver.FromStore, a proxy that names its
 // dataplane gets the stored Dataplane's config, follows the owner's changes
 // of it, and never makes the server write: deregistering ends its stream
 // and leaves the Dataplane and its insight.
 func TestServeStoredDataplanes(t *testing.T) {
 	iss := tokenIssuer(t, nil)
-	h := start(t, fromStore(DataplaneTokens{Verifier: iss}))
+	h := start(t, fromStore(dpserver.DataplaneTokens{Verifier: iss}))
 	key := resource.Key{Mesh: "default", Name: "web-5c89f4d995-85znn.kuma-example"}
 	stored := h.storeDataplane(t, `{"type":"Dataplane","mesh":"default","name":"web-5c89f4d995-85znn.kuma-example","networking":{"address":"127.0.0.7",`+
 		`"inbound":[{"port":8080,"tags":{"kuma.io/service":"web_kuma-example_svc_80"}}]}}`)
@@ -80,7 +81,7 @@ func TestServeStoredDataplanes(t *testing.T) {
 		`"inbound":[{"port":8080,"tags":{"kuma.io/service":"web_kuma-example_svc_80"}}]}}`)
 	cfg, _ = s.next()
 	require.Equal(t, "127.0.0.8", cfg.GetInbounds()[0].GetAddress())
-	changed, err := h.st.Get(t.Context(), resource.KindDataplane, key)
+	changed, err := h.Store.Get(t.Context(), resource.KindDataplane, key)
 	require.NoError(t, err)
 	require.Equal(t, stored.Meta.Version+1, changed.Meta.Version, "the owner's write only")
 
@@ -94,7 +95,7 @@ func TestServeStoredDataplanes(t *testing.T) {
 		in := h.insight(t, key)
 		return len(in.Subscriptions) == 1 && !online(in)
 	}, waitTimeout, time.Millisecond, "offline, its subscription kept")
-	after, err := h.st.Get(t.Context(), resource.KindDataplane, key)
+	after, err := h.Store.Get(t.Context(), resource.KindDataplane, key)
 	require.NoError(t, err)
 	require.Equal(t, changed.Meta.Version, after.Meta.Version, "never written by the server")
 
@@ -107,7 +108,7 @@ func TestServeStoredDataplanes(t *testing.T) {
 
 func TestServeStoredDataplanesRefusals(t *testing.T) {
 	iss := tokenIssuer(t, nil)
-	h := start(t, fromStore(DataplaneTokens{Verifier: iss}))
+	h := start(t, fromStore(dpserver.DataplaneTokens{Verifier: iss}))
 	h.storeDataplane(t, `{"type":"Dataplane","mesh":"default","name":"web","networking":{"address":"127.0.0.7",`+
 		`"inbound":[{"port":8080,"tags":{"kuma.io/service":"payments"}}]}}`)
 	web := withToken(t.Context(), dpToken(t, iss, "web", services("web")))
@@ -130,10 +131,10 @@ func TestServeStoredDataplanesRefusals(t *testing.T) {
 	require.Equal(t, codes.NotFound, status.Code(err), "%v", err)
 	require.Equal(t, "dataplane default/ghost: no such Dataplane is stored, and this control plane serves only the Dataplanes of its store "+
 		"(on Kubernetes the pod controller makes one for each Pod with sidecar injection once it has an IP); the proxy retries", status.Convert(err).Message())
-	require.Equal(t, 1.0, h.refused(t, ReasonDataplaneNotFound))
+	require.Equal(t, 1.0, h.Refused(t, dpserver.ReasonDataplaneNotFound))
 
 	// A proxy presenting a Dataplane is told how to run instead.
-	err = open(web, "default/web", map[string]any{MetadataDataplane: dataplaneJSON("web", "127.0.0.2", false)})
+	err = open(web, "default/web", map[string]any{dpserver.MetadataDataplane: dataplaneJSON("web", "127.0.0.2", false)})
 	require.Equal(t, codes.InvalidArgument, status.Code(err), "%v", err)
 	require.ErrorContains(t, err, "run kuma-dp with --name and --mesh instead of --dataplane-file or --dataplane")
 
@@ -151,40 +152,40 @@ func TestServeStoredDataplanesRefusals(t *testing.T) {
 	require.Equal(t, `dataplane default/web: no config: in the stored Dataplane, networking.inbound[0] has kuma.io/service "payments", `+
 		`but the dataplane token allows only "web"; have an admin issue a token that allows it (kumactl generate dataplane-token --mesh default --name web --tag KEY=VALUE)`,
 		status.Convert(err).Message())
-	require.Equal(t, 1.0, h.refused(t, ReasonServiceNotAllowed))
+	require.Equal(t, 1.0, h.Refused(t, dpserver.ReasonServiceNotAllowed))
 	_, err = h.client.Deregister(web, &meshv1.DeregisterRequest{Mesh: "default", Name: "web"})
 	require.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
 	err = open(t.Context(), "default/web", nil)
 	require.Equal(t, codes.Unauthenticated, status.Code(err), "%v", err)
 }
 
-// authenticatorFunc is an Authenticator of a test.
-type authenticatorFunc func(ctx context.Context, token string, key resource.Key) (Admit, error)
+// authenticatorFunc is an dpserver.Authenticator of a test.
+type authenticatorFunc func(ctx context.Context, token string, key resource.Key) (dpserver.Admit, error)
 
-func (f authenticatorFunc) Authenticate(ctx context.Context, token string, key resource.Key) (Admit, error) {
+func (f authenticatorFunc) Authenticate(ctx context.Context, token string, key resource.Key) (dpserver.Admit, error) {
 	return f(ctx, token, key)
 }
 
-// TestAuthenticatorErrors: a Refusal is the proxy's gRPC error and is
+// TestAuthenticatorErrors: a dpserver.Refusal is the proxy's gRPC error and is
 // counted under its reason; a failure to decide is Unavailable, not counted.
 func TestAuthenticatorErrors(t *testing.T) {
 	var (
 		mu   sync.Mutex
 		seen []string
 	)
-	h := start(t, fromStore(authenticatorFunc(func(_ context.Context, token string, key resource.Key) (Admit, error) {
+	h := start(t, fromStore(authenticatorFunc(func(_ context.Context, token string, key resource.Key) (dpserver.Admit, error) {
 		mu.Lock()
 		seen = append(seen, token+"@"+key.String())
 		mu.Unlock()
 		switch token {
 		case "other-sa":
-			return nil, &Refusal{Code: codes.PermissionDenied, Reason: ReasonWrongServiceAccount, Msg: "dataplane " + key.String() + ": not your pod"}
+			return nil, &dpserver.Refusal{Code: codes.PermissionDenied, Reason: dpserver.ReasonWrongServiceAccount, Msg: "dataplane " + key.String() + ": not your pod"}
 		case "":
 			return nil, errors.New("the API server is away")
 		}
-		return func(dp *resource.Object, use Use) error {
-			if use != Serve && use != Certify {
-				return &Refusal{Code: codes.PermissionDenied, Reason: ReasonWrongDataplane, Msg: "stored only"}
+		return func(dp *resource.Object, use dpserver.Use) error {
+			if use != dpserver.Serve && use != dpserver.Certify {
+				return &dpserver.Refusal{Code: codes.PermissionDenied, Reason: dpserver.ReasonWrongDataplane, Msg: "stored only"}
 			}
 			return nil
 		}, nil
@@ -194,7 +195,7 @@ func TestAuthenticatorErrors(t *testing.T) {
 	_, err := h.connectAs(t, withToken(t.Context(), "other-sa"), "default/web").Recv()
 	require.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
 	require.Equal(t, "dataplane default/web: not your pod", status.Convert(err).Message())
-	require.Equal(t, 1.0, h.refused(t, ReasonWrongServiceAccount))
+	require.Equal(t, 1.0, h.Refused(t, dpserver.ReasonWrongServiceAccount))
 
 	_, err = h.connectAs(t, t.Context(), "default/web").Recv()
 	require.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
@@ -212,13 +213,13 @@ func TestNewNeedsAWriterForPresentedDataplanes(t *testing.T) {
 	st := memory.New()
 	rec, err := record.New(record.Options{Store: st, InstanceID: "cp-1"})
 	require.NoError(t, err)
-	opts := Options{Views: mirror.New(st, nil), Reader: st, Insights: rec}
-	_, err = New(opts)
+	opts := dpserver.Options{Views: mirror.New(st, nil), Reader: st, Insights: rec}
+	_, err = dpserver.New(opts)
 	require.ErrorContains(t, err, "a Writer is required")
-	opts.Dataplanes = FromStore
-	_, err = New(opts)
+	opts.Dataplanes = dpserver.FromStore
+	_, err = dpserver.New(opts)
 	require.NoError(t, err)
 	opts.Dataplanes = 7
-	_, err = New(opts)
+	_, err = dpserver.New(opts)
 	require.ErrorContains(t, err, "unknown DataplaneSource 7")
 }

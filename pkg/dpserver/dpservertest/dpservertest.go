@@ -24,6 +24,10 @@ import (
 	"github.com/kumametrics/mesh/pkg/store/memory"
 )
 
+// InstanceID is the control plane instance the server records in the
+// proxies' subscriptions.
+const InstanceID = "cp-test"
+
 // Server is a running dataplane server.
 type Server struct {
 	// Addr is host:port of the server.
@@ -57,7 +61,7 @@ func Start(t testing.TB, st store.Store, configure func(*dpserver.Options)) *Ser
 	}
 	mgr := manager.New(st, nil)
 	fail("default mesh", mgr.EnsureDefaultMesh(ctx))
-	rec, err := record.New(record.Options{Store: st, InstanceID: "cp-test", FlushInterval: 5 * time.Millisecond})
+	rec, err := record.New(record.Options{Store: st, InstanceID: InstanceID, FlushInterval: 5 * time.Millisecond})
 	fail("insights", err)
 	fail("insights", rec.Register(ctx))
 	mir := mirror.New(st, nil, resource.KindMesh, resource.KindDataplane, resource.KindTrafficPermission, resource.KindSecret)
@@ -65,7 +69,7 @@ func Start(t testing.TB, st store.Store, configure func(*dpserver.Options)) *Ser
 	cert, err := dpserver.ServerCertificate(dir, "", "", time.Now())
 	fail("certificate", err)
 	reg := prometheus.NewRegistry()
-	opts := dpserver.Options{Views: mir, Reader: st, Writer: mgr, Insights: rec, InstanceID: "cp-test", Certificate: cert,
+	opts := dpserver.Options{Views: mir, Reader: st, Writer: mgr, Insights: rec, InstanceID: InstanceID, Certificate: cert,
 		Debounce: 5 * time.Millisecond, Registerer: reg}
 	if configure != nil {
 		configure(&opts)
