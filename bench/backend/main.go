@@ -21,6 +21,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/kumametrics/mesh/pkg/netserve"
 )
 
 func main() {
@@ -55,15 +57,16 @@ func fatal(err error) {
 }
 
 func serve(ln net.Listener, handle func(net.Conn)) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			fatal(err)
-		}
+	// Under heavy load accepts may fail for a while (out of descriptors):
+	// they are retried; only a permanent failure ends the backend.
+	err := netserve.Serve(ln, netserve.AcceptOptions{Name: ln.Addr().String()}, func(c net.Conn) {
 		go func() {
 			defer c.Close()
 			handle(c)
 		}()
+	})
+	if err != nil {
+		fatal(err)
 	}
 }
 

@@ -36,12 +36,7 @@ func main() {
 }
 
 func run(kumaCP string, n, rounds, workers int) error {
-	dir, err := os.MkdirTemp("", "bench-mads-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	cp, err := cpproc.Start(kumaCP, dir)
+	cp, err := cpproc.StartTemp(kumaCP)
 	if err != nil {
 		return err
 	}

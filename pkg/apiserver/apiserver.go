@@ -78,6 +78,10 @@ type Options struct {
 	// loopback callers are admin anyway. Behind a reverse proxy on the same
 	// host every request comes from loopback: turn it off there.
 	LocalhostIsAdmin bool
+	// MaxErrorCauses bounds the causes listed in a 400 answer (default
+	// DefaultMaxErrorCauses); the rest are summed up in one last cause,
+	// "and K more".
+	MaxErrorCauses int
 	// AdminClientCerts are the certificates (apiServer.auth.clientCertsDir,
 	// see LoadClientCerts) that make an HTTPS client presenting one of them,
 	// byte for byte, an admin. Serve HTTPS with TLSConfig so that clients are
@@ -88,6 +92,10 @@ type Options struct {
 	// the dataplane server then accepts such tokens for any service).
 	AllowUntaggedDataplaneTokens bool
 }
+
+// DefaultMaxErrorCauses: enough to fix a resource in a few rounds, small
+// enough that an answer stays a few KiB however broken the input.
+const DefaultMaxErrorCauses = 20
 
 // Server is the REST API.
 type Server struct {
@@ -104,6 +112,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.Zone == "" {
 		opts.Zone = "Standalone"
+	}
+	if opts.MaxErrorCauses <= 0 {
+		opts.MaxErrorCauses = DefaultMaxErrorCauses
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -405,7 +416,7 @@ func (s *Server) writeErrorFor(w http.ResponseWriter, err error) {
 func (s *Server) inputError(w http.ResponseWriter, err error) {
 	var ve *resource.ValidationError
 	if errors.As(err, &ve) {
-		writeError(w, http.StatusBadRequest, "Could not process a resource", "Resource is not valid", ve.Causes)
+		s.invalid(w, "Could not process a resource", "Resource is not valid", ve.Causes)
 		return
 	}
 	writeError(w, http.StatusBadRequest, "Could not process a resource", err.Error(), nil)
@@ -425,6 +436,19 @@ func (s *Server) storeError(w http.ResponseWriter, err error) {
 		s.opts.Log.Error("request failed", "err", err)
 		writeError(w, http.StatusInternalServerError, "Internal server error", "the request failed; see the control plane's log", nil)
 	}
+}
+
+// invalid answers 400 with at most MaxErrorCauses causes.
+func (s *Server) invalid(w http.ResponseWriter, title, details string, causes []resource.Cause) {
+	writeError(w, http.StatusBadRequest, title, details, capCauses(causes, s.opts.MaxErrorCauses))
+}
+
+// capCauses keeps the first n causes and sums up the rest in one more.
+func capCauses(causes []resource.Cause, n int) []resource.Cause {
+	if len(causes) <= n {
+		return causes
+	}
+	return append(causes[:n:n], resource.Cause{Message: fmt.Sprintf("and %d more", len(causes)-n)})
 }
 
 type errorBody struct {

@@ -34,6 +34,12 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
+	return newEnvWith(t, nil)
+}
+
+// newEnvWith builds the API with options configure changes.
+func newEnvWith(t *testing.T, configure func(*apiserver.Options)) *env {
+	t.Helper()
 	st := memory.New()
 	mgr := manager.New(st, nil)
 	require.NoError(t, mgr.EnsureDefaultMesh(context.Background()))
@@ -41,8 +47,12 @@ func newEnv(t *testing.T) *env {
 	e := &env{store: st, reg: reg}
 	now := time.Now()
 	e.now.Store(&now)
-	api, err := apiserver.New(apiserver.Options{Reader: st, Writer: mgr, Registerer: reg, Version: "1.2.3", InstanceID: "cp-1",
-		Now: func() time.Time { return *e.now.Load() }})
+	opts := apiserver.Options{Reader: st, Writer: mgr, Registerer: reg, Version: "1.2.3", InstanceID: "cp-1",
+		Now: func() time.Time { return *e.now.Load() }}
+	if configure != nil {
+		configure(&opts)
+	}
+	api, err := apiserver.New(opts)
 	require.NoError(t, err)
 	e.srv = httptest.NewServer(api)
 	t.Cleanup(e.srv.Close)

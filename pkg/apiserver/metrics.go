@@ -1,6 +1,7 @@
 package apiserver
 
 import (
+	"net/http"
 	"strconv"
 	"time"
 
@@ -28,5 +29,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 }
 
 func (m *metrics) observe(handler, method string, code int, d time.Duration) {
-	m.duration.WithLabelValues(handler, method, strconv.Itoa(code)).Observe(d.Seconds())
+	m.duration.WithLabelValues(handler, methodLabel(method), strconv.Itoa(code)).Observe(d.Seconds())
+}
+
+// methodLabel is method when HTTP defines it (RFC 9110, and PATCH), else
+// "other": a client inventing methods must not create series.
+func methodLabel(method string) string {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace:
+		return method
+	}
+	return "other"
 }

@@ -44,7 +44,7 @@ const defaultScraperValidity = 365 * 24 * time.Hour
 func (s *Server) scraperCertificate(w http.ResponseWriter, r *http.Request) {
 	mesh := r.PathValue("mesh")
 	var req scraperCertificateRequest
-	if !readJSON(w, r, &req, scraperTitle) {
+	if !s.readJSON(w, r, &req, scraperTitle) {
 		return
 	}
 	var causes []resource.Cause
@@ -68,7 +68,7 @@ func (s *Server) scraperCertificate(w http.ResponseWriter, r *http.Request) {
 		csr = c
 	}
 	if len(causes) > 0 {
-		writeError(w, http.StatusBadRequest, scraperTitle, "Request is not valid", causes)
+		s.invalid(w, scraperTitle, "Request is not valid", causes)
 		return
 	}
 	m, err := s.opts.Reader.Get(r.Context(), resource.KindMesh, resource.Key{Name: mesh})

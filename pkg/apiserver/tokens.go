@@ -48,7 +48,7 @@ func (s *Server) dataplaneToken(w http.ResponseWriter, r *http.Request) {
 	causes = s.checkTokenTags(causes, req.Tags)
 	validFor, causes := validity(causes, req.ValidFor)
 	if len(causes) > 0 {
-		writeError(w, http.StatusBadRequest, tokenErrorTitle, "Request is not valid", causes)
+		s.invalid(w, tokenErrorTitle, "Request is not valid", causes)
 		return
 	}
 	tags, from := req.Tags, "request"
@@ -127,7 +127,7 @@ func (s *Server) userToken(w http.ResponseWriter, r *http.Request) {
 	}
 	validFor, causes := validity(causes, req.ValidFor)
 	if len(causes) > 0 {
-		writeError(w, http.StatusBadRequest, tokenErrorTitle, "Request is not valid", causes)
+		s.invalid(w, tokenErrorTitle, "Request is not valid", causes)
 		return
 	}
 	token, err := s.opts.Tokens.IssueUser(req.Name, req.Groups, validFor)
@@ -146,12 +146,12 @@ func (s *Server) readTokenRequest(w http.ResponseWriter, r *http.Request, v any)
 		writeError(w, http.StatusNotImplemented, tokenErrorTitle, "this API server issues no tokens", nil)
 		return false
 	}
-	return readJSON(w, r, v, tokenErrorTitle)
+	return s.readJSON(w, r, v, tokenErrorTitle)
 }
 
 // readJSON decodes a request body strictly into v; false when it answered
 // an error (titled title) naming every failing field.
-func readJSON(w http.ResponseWriter, r *http.Request, v any, title string) bool {
+func (s *Server) readJSON(w http.ResponseWriter, r *http.Request, v any, title string) bool {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "Could not read the request body", err.Error(), nil)
@@ -168,7 +168,7 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any, title string) bool 
 			for i, fe := range fes {
 				causes[i] = resource.Cause{Field: fe.Path, Message: fe.Message}
 			}
-			writeError(w, http.StatusBadRequest, title, "Request is not valid", causes)
+			s.invalid(w, title, "Request is not valid", causes)
 			return false
 		}
 		writeError(w, http.StatusBadRequest, title, err.Error(), nil)

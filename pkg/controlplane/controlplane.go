@@ -34,6 +34,7 @@ import (
 	"github.com/kumametrics/mesh/pkg/mads"
 	"github.com/kumametrics/mesh/pkg/manager"
 	"github.com/kumametrics/mesh/pkg/mirror"
+	"github.com/kumametrics/mesh/pkg/netserve"
 	"github.com/kumametrics/mesh/pkg/pki"
 	"github.com/kumametrics/mesh/pkg/resource"
 	"github.com/kumametrics/mesh/pkg/store"
@@ -62,6 +63,8 @@ type ControlPlane struct {
 	tasks []task
 	// listeners of servers that are not plain HTTP servers, by name.
 	listeners map[string]net.Listener
+	// acceptErrors counts the accepts that failed temporarily, by server.
+	acceptErrors *prometheus.CounterVec
 }
 
 // task is a component that runs until its context is done.
@@ -120,7 +123,11 @@ func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (cp *Contro
 		Name: "leader", Help: "1 when this instance is the leader (a single control plane always is).",
 	})
 	leader.Set(1)
-	reg.MustRegister(info, leader)
+	cp.acceptErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "server_accept_errors_total",
+		Help: "Accepts of a server that failed temporarily (out of file descriptors, a connection aborted) and were retried.",
+	}, []string{"server"})
+	reg.MustRegister(info, leader, cp.acceptErrors)
 
 	raw, err := openStore(ctx, cfg, log)
 	if err != nil {
@@ -175,7 +182,7 @@ func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (cp *Contro
 		Reader: st, Writer: mgr, Log: log.With("component", "api-server"),
 		Registerer: reg, Version: version.Version, InstanceID: cp.instanceID, Zone: ZoneName,
 		Tokens: tokens, LocalhostIsAdmin: cfg.APIServer.Authn.LocalhostIsAdmin, AdminClientCerts: adminCerts,
-		AllowUntaggedDataplaneTokens: cfg.DPServer.Authn.DPProxy.DPToken.AllowUntaggedTokens,
+		AllowUntaggedDataplaneTokens: cfg.DPServer.Authn.DPProxy.DPToken.AllowUntaggedTokens, MaxErrorCauses: cfg.APIServer.MaxErrorCauses,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("api server: %w", err)
@@ -221,8 +228,10 @@ func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (cp *Contro
 	}
 	madsServer, err := mads.New(mads.Options{
 		Views: mir, TLSCertFile: madsCfg.TLSCertFile, TLSKeyFile: madsCfg.TLSKeyFile, TLSClientCAFile: madsCfg.TLSClientCAFile,
-		Tokens: madsTokens, DefaultFetchTimeout: time.Duration(madsCfg.DefaultFetchTimeout),
-		XDSMetrics: xdsMetrics, Registerer: reg, GRPCOptions: grpcMetrics.ServerOptions(), Log: log.With("component", "mads"),
+		Tokens: madsTokens, DefaultFetchTimeout: time.Duration(madsCfg.DefaultFetchTimeout), MaxFetchTimeout: time.Duration(madsCfg.MaxFetchTimeout),
+		MaxHeldLongPolls: madsCfg.MaxHeldLongPolls, HTTPLimits: cfg.ServerLimits.HTTP.Limits(), GRPCLimits: cfg.ServerLimits.GRPC.Limits(),
+		AcceptErrors: cp.acceptErrors.WithLabelValues("mads"),
+		XDSMetrics:   xdsMetrics, Registerer: reg, GRPCOptions: grpcMetrics.ServerOptions(), Log: log.With("component", "mads"),
 	})
 	if err != nil {
 		return nil, err
@@ -257,6 +266,7 @@ func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (cp *Contro
 		Views: mir, Reader: st, Writer: mgr, Insights: insights, InstanceID: cp.instanceID, Certificate: cert,
 		Authenticator: dpAuthn, XDSMetrics: xdsMetrics, Registerer: reg,
 		GRPCOptions: grpcMetrics.ServerOptions(), Log: log.With("component", "dp-server"),
+		GRPCLimits: cfg.ServerLimits.GRPC.Limits(), AcceptErrors: cp.acceptErrors.WithLabelValues("dp-server"),
 	})
 	if err != nil {
 		return nil, err
@@ -295,12 +305,13 @@ func (cp *ControlPlane) listen(name, addr string, h http.Handler, tlsConfig *tls
 	if err != nil {
 		return fmt.Errorf("%s server: listen on %s: %w", name, addr, err)
 	}
+	log := cp.log.With("component", name+"-server")
+	srv := netserve.HTTPServer(h, cp.cfg.ServerLimits.HTTP.Limits(), log)
+	srv.TLSConfig = tlsConfig
 	cp.servers = append(cp.servers, &server{
-		name: name, ln: ln,
-		srv: &http.Server{
-			Handler: h, TLSConfig: tlsConfig, ReadHeaderTimeout: 10 * time.Second,
-			ErrorLog: slog.NewLogLogger(cp.log.Handler(), slog.LevelWarn),
-		},
+		name: name,
+		ln:   netserve.Listen(ln, netserve.AcceptOptions{Name: name, Log: log, Errors: cp.acceptErrors.WithLabelValues(name)}),
+		srv:  srv,
 	})
 	return nil
 }

@@ -16,6 +16,9 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/kumametrics/mesh/internal/loopback"
+	"github.com/kumametrics/mesh/pkg/apiserver"
+	"github.com/kumametrics/mesh/pkg/mads"
+	"github.com/kumametrics/mesh/pkg/netserve"
 	"github.com/kumametrics/mesh/pkg/resource"
 	"github.com/kumametrics/mesh/pkg/strictjson"
 )
@@ -35,6 +38,7 @@ type Config struct {
 	Diagnostics                Diagnostics                `json:"diagnostics"`
 	Store                      Store                      `json:"store"`
 	Defaults                   Defaults                   `json:"defaults"`
+	ServerLimits               ServerLimits               `json:"serverLimits"`
 	Runtime                    Runtime                    `json:"runtime"`
 }
 
@@ -50,6 +54,50 @@ type UniversalRuntime struct {
 	DataplaneCleanupAge Duration `json:"dataplaneCleanupAge"`
 }
 
+// ServerLimits bound what one client can hold of the control plane's
+// servers: HTTP for the API, diagnostics and MADS' HTTP side, gRPC for MADS'
+// gRPC side and the dataplane server.
+type ServerLimits struct {
+	HTTP HTTPLimits `json:"http"`
+	GRPC GRPCLimits `json:"grpc"`
+}
+
+// HTTPLimits of every HTTP server (see netserve.HTTPLimits).
+type HTTPLimits struct {
+	ReadHeaderTimeout Duration `json:"readHeaderTimeout"`
+	ReadTimeout       Duration `json:"readTimeout"`
+	IdleTimeout       Duration `json:"idleTimeout"`
+	MaxHeaderBytes    int      `json:"maxHeaderBytes"`
+}
+
+// Limits converts to netserve's form.
+func (h HTTPLimits) Limits() netserve.HTTPLimits {
+	return netserve.HTTPLimits{
+		ReadHeaderTimeout: time.Duration(h.ReadHeaderTimeout), ReadTimeout: time.Duration(h.ReadTimeout),
+		IdleTimeout: time.Duration(h.IdleTimeout), MaxHeaderBytes: h.MaxHeaderBytes,
+	}
+}
+
+// GRPCLimits of every gRPC server (see netserve.GRPCLimits).
+type GRPCLimits struct {
+	MaxConcurrentStreams uint32   `json:"maxConcurrentStreams"`
+	KeepaliveTime        Duration `json:"keepaliveTime"`
+	KeepaliveTimeout     Duration `json:"keepaliveTimeout"`
+	KeepaliveMinTime     Duration `json:"keepaliveMinTime"`
+}
+
+// Limits converts to netserve's form.
+func (g GRPCLimits) Limits() netserve.GRPCLimits {
+	return netserve.GRPCLimits{
+		MaxConcurrentStreams: g.MaxConcurrentStreams, KeepaliveTime: time.Duration(g.KeepaliveTime),
+		KeepaliveTimeout: time.Duration(g.KeepaliveTimeout), KeepaliveMinTime: time.Duration(g.KeepaliveMinTime),
+	}
+}
+
+// dpKeepaliveInterval is how often kuma-dp pings the dataplane server: the
+// keepalive policy must allow it.
+const dpKeepaliveInterval = 30 * time.Second
+
 // General holds process-wide settings.
 type General struct {
 	// WorkDir holds the SQLite file and everything the control plane generates.
@@ -62,6 +110,8 @@ type APIServer struct {
 	HTTPS APIServerHTTPS `json:"https"`
 	Auth  APIServerAuth  `json:"auth"`
 	Authn APIServerAuthn `json:"authn"`
+	// MaxErrorCauses bounds the causes listed in a 400 answer.
+	MaxErrorCauses int `json:"maxErrorCauses"`
 }
 
 // APIServerHTTPS configures the REST API's HTTPS listener: the same API as
@@ -160,6 +210,10 @@ type MonitoringAssignmentServer struct {
 	Interface           string   `json:"interface"`
 	Port                uint32   `json:"port"`
 	DefaultFetchTimeout Duration `json:"defaultFetchTimeout"`
+	// MaxFetchTimeout caps the fetch-timeout a long poll asks for.
+	MaxFetchTimeout Duration `json:"maxFetchTimeout"`
+	// MaxHeldLongPolls bounds the long polls held at once (503 beyond).
+	MaxHeldLongPolls int `json:"maxHeldLongPolls"`
 	// TLSCertFile and TLSKeyFile make the server speak https and grpcs only.
 	TLSCertFile string `json:"tlsCertFile"`
 	TLSKeyFile  string `json:"tlsKeyFile"`
@@ -248,24 +302,37 @@ func (c *Config) ListenOn(host string) {
 
 // Default returns the built-in configuration.
 func Default() Config {
+	h, g := netserve.DefaultHTTPLimits, netserve.DefaultGRPCLimits
 	return Config{
 		General: General{WorkDir: "kuma-data"},
 		APIServer: APIServer{
-			HTTP:  Listener{Interface: "0.0.0.0", Port: 5681},
-			HTTPS: APIServerHTTPS{Enabled: true, Interface: "0.0.0.0", Port: 5682},
-			Authn: APIServerAuthn{LocalhostIsAdmin: true},
+			HTTP:           Listener{Interface: "0.0.0.0", Port: 5681},
+			HTTPS:          APIServerHTTPS{Enabled: true, Interface: "0.0.0.0", Port: 5682},
+			Authn:          APIServerAuthn{LocalhostIsAdmin: true},
+			MaxErrorCauses: apiserver.DefaultMaxErrorCauses,
 		},
 		DPServer: DPServer{
 			Interface: "0.0.0.0", Port: 5678,
 			Authn: DPServerAuthn{DPProxy: DPProxyAuthn{Type: DPProxyAuthnDPToken}},
 		},
 		MonitoringAssignmentServer: MonitoringAssignmentServer{
-			Interface: "0.0.0.0", Port: 5676, DefaultFetchTimeout: Duration(30 * time.Second),
+			Interface: "0.0.0.0", Port: 5676, DefaultFetchTimeout: Duration(mads.DefaultFetchTimeout),
+			MaxFetchTimeout: Duration(mads.DefaultMaxFetchTimeout), MaxHeldLongPolls: mads.DefaultMaxHeldLongPolls,
 			Authn: MADSAuthn{Type: MADSAuthnNone},
 		},
 		Diagnostics: Diagnostics{Interface: "0.0.0.0", ServerPort: 5680},
 		Store:       Store{Type: StoreSQLite, SQLite: SQLiteStore{Synchronous: "FULL"}},
 		Runtime:     Runtime{Universal: UniversalRuntime{DataplaneCleanupAge: Duration(72 * time.Hour)}},
+		ServerLimits: ServerLimits{
+			HTTP: HTTPLimits{
+				ReadHeaderTimeout: Duration(h.ReadHeaderTimeout), ReadTimeout: Duration(h.ReadTimeout),
+				IdleTimeout: Duration(h.IdleTimeout), MaxHeaderBytes: h.MaxHeaderBytes,
+			},
+			GRPC: GRPCLimits{
+				MaxConcurrentStreams: g.MaxConcurrentStreams, KeepaliveTime: Duration(g.KeepaliveTime),
+				KeepaliveTimeout: Duration(g.KeepaliveTimeout), KeepaliveMinTime: Duration(g.KeepaliveMinTime),
+			},
+		},
 	}
 }
 
@@ -320,6 +387,17 @@ func port(f func(c *Config) *uint32) func(*Config, string) error {
 	}
 }
 
+func integer[T int | uint32](f func(c *Config) *T) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		n, err := strconv.ParseUint(v, 10, 31)
+		if err != nil {
+			return fmt.Errorf("must be a positive integer, got %q", v)
+		}
+		*f(c) = T(n)
+		return nil
+	}
+}
+
 var envVars = []envVar{
 	{"KUMA_GENERAL_WORK_DIR", str(func(c *Config) *string { return &c.General.WorkDir })},
 	{"KUMA_API_SERVER_HTTP_PORT", port(func(c *Config) *uint32 { return &c.APIServer.HTTP.Port })},
@@ -339,7 +417,10 @@ var envVars = []envVar{
 	{"KUMA_DP_SERVER_AUTHN_DP_PROXY_DP_TOKEN_ALLOW_UNTAGGED_TOKENS", boolean(func(c *Config) *bool { return &c.DPServer.Authn.DPProxy.DPToken.AllowUntaggedTokens })},
 	{"KUMA_MONITORING_ASSIGNMENT_SERVER_PORT", port(func(c *Config) *uint32 { return &c.MonitoringAssignmentServer.Port })},
 	{"KUMA_MONITORING_ASSIGNMENT_SERVER_INTERFACE", str(func(c *Config) *string { return &c.MonitoringAssignmentServer.Interface })},
+	{"KUMA_API_SERVER_MAX_ERROR_CAUSES", integer(func(c *Config) *int { return &c.APIServer.MaxErrorCauses })},
 	{"KUMA_MONITORING_ASSIGNMENT_SERVER_DEFAULT_FETCH_TIMEOUT", duration(func(c *Config) *Duration { return &c.MonitoringAssignmentServer.DefaultFetchTimeout })},
+	{"KUMA_MONITORING_ASSIGNMENT_SERVER_MAX_FETCH_TIMEOUT", duration(func(c *Config) *Duration { return &c.MonitoringAssignmentServer.MaxFetchTimeout })},
+	{"KUMA_MONITORING_ASSIGNMENT_SERVER_MAX_HELD_LONG_POLLS", integer(func(c *Config) *int { return &c.MonitoringAssignmentServer.MaxHeldLongPolls })},
 	{"KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_CERT_FILE", str(func(c *Config) *string { return &c.MonitoringAssignmentServer.TLSCertFile })},
 	{"KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_KEY_FILE", str(func(c *Config) *string { return &c.MonitoringAssignmentServer.TLSKeyFile })},
 	{"KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_CLIENT_CA_FILE", str(func(c *Config) *string { return &c.MonitoringAssignmentServer.TLSClientCAFile })},
@@ -350,6 +431,14 @@ var envVars = []envVar{
 	{"KUMA_STORE_SQLITE_PATH", str(func(c *Config) *string { return &c.Store.SQLite.Path })},
 	{"KUMA_STORE_SQLITE_SYNCHRONOUS", str(func(c *Config) *string { return &c.Store.SQLite.Synchronous })},
 	{"KUMA_DEFAULTS_SKIP_MESH_CREATION", boolean(func(c *Config) *bool { return &c.Defaults.SkipMeshCreation })},
+	{"KUMA_SERVER_LIMITS_HTTP_READ_HEADER_TIMEOUT", duration(func(c *Config) *Duration { return &c.ServerLimits.HTTP.ReadHeaderTimeout })},
+	{"KUMA_SERVER_LIMITS_HTTP_READ_TIMEOUT", duration(func(c *Config) *Duration { return &c.ServerLimits.HTTP.ReadTimeout })},
+	{"KUMA_SERVER_LIMITS_HTTP_IDLE_TIMEOUT", duration(func(c *Config) *Duration { return &c.ServerLimits.HTTP.IdleTimeout })},
+	{"KUMA_SERVER_LIMITS_HTTP_MAX_HEADER_BYTES", integer(func(c *Config) *int { return &c.ServerLimits.HTTP.MaxHeaderBytes })},
+	{"KUMA_SERVER_LIMITS_GRPC_MAX_CONCURRENT_STREAMS", integer(func(c *Config) *uint32 { return &c.ServerLimits.GRPC.MaxConcurrentStreams })},
+	{"KUMA_SERVER_LIMITS_GRPC_KEEPALIVE_TIME", duration(func(c *Config) *Duration { return &c.ServerLimits.GRPC.KeepaliveTime })},
+	{"KUMA_SERVER_LIMITS_GRPC_KEEPALIVE_TIMEOUT", duration(func(c *Config) *Duration { return &c.ServerLimits.GRPC.KeepaliveTimeout })},
+	{"KUMA_SERVER_LIMITS_GRPC_KEEPALIVE_MIN_TIME", duration(func(c *Config) *Duration { return &c.ServerLimits.GRPC.KeepaliveMinTime })},
 	{"KUMA_RUNTIME_UNIVERSAL_DATAPLANE_CLEANUP_AGE", duration(func(c *Config) *Duration { return &c.Runtime.Universal.DataplaneCleanupAge })},
 }
 
@@ -447,6 +536,33 @@ func (c Config) Validate() error {
 	}
 	if c.MonitoringAssignmentServer.DefaultFetchTimeout <= 0 {
 		errs = append(errs, "monitoringAssignmentServer.defaultFetchTimeout (KUMA_MONITORING_ASSIGNMENT_SERVER_DEFAULT_FETCH_TIMEOUT): must be positive")
+	}
+	if m := c.MonitoringAssignmentServer; m.MaxFetchTimeout < m.DefaultFetchTimeout {
+		errs = append(errs, fmt.Sprintf("monitoringAssignmentServer.maxFetchTimeout (KUMA_MONITORING_ASSIGNMENT_SERVER_MAX_FETCH_TIMEOUT): must be at least the default fetch timeout %s, got %s",
+			time.Duration(m.DefaultFetchTimeout), time.Duration(m.MaxFetchTimeout)))
+	}
+	positive := []struct {
+		name string
+		v    int64
+	}{
+		{"monitoringAssignmentServer.maxHeldLongPolls (KUMA_MONITORING_ASSIGNMENT_SERVER_MAX_HELD_LONG_POLLS)", int64(c.MonitoringAssignmentServer.MaxHeldLongPolls)},
+		{"apiServer.maxErrorCauses (KUMA_API_SERVER_MAX_ERROR_CAUSES)", int64(c.APIServer.MaxErrorCauses)},
+		{"serverLimits.http.readHeaderTimeout (KUMA_SERVER_LIMITS_HTTP_READ_HEADER_TIMEOUT)", int64(c.ServerLimits.HTTP.ReadHeaderTimeout)},
+		{"serverLimits.http.readTimeout (KUMA_SERVER_LIMITS_HTTP_READ_TIMEOUT)", int64(c.ServerLimits.HTTP.ReadTimeout)},
+		{"serverLimits.http.idleTimeout (KUMA_SERVER_LIMITS_HTTP_IDLE_TIMEOUT)", int64(c.ServerLimits.HTTP.IdleTimeout)},
+		{"serverLimits.http.maxHeaderBytes (KUMA_SERVER_LIMITS_HTTP_MAX_HEADER_BYTES)", int64(c.ServerLimits.HTTP.MaxHeaderBytes)},
+		{"serverLimits.grpc.maxConcurrentStreams (KUMA_SERVER_LIMITS_GRPC_MAX_CONCURRENT_STREAMS)", int64(c.ServerLimits.GRPC.MaxConcurrentStreams)},
+		{"serverLimits.grpc.keepaliveTime (KUMA_SERVER_LIMITS_GRPC_KEEPALIVE_TIME)", int64(c.ServerLimits.GRPC.KeepaliveTime)},
+		{"serverLimits.grpc.keepaliveTimeout (KUMA_SERVER_LIMITS_GRPC_KEEPALIVE_TIMEOUT)", int64(c.ServerLimits.GRPC.KeepaliveTimeout)},
+		{"serverLimits.grpc.keepaliveMinTime (KUMA_SERVER_LIMITS_GRPC_KEEPALIVE_MIN_TIME)", int64(c.ServerLimits.GRPC.KeepaliveMinTime)},
+	}
+	for _, p := range positive {
+		if p.v <= 0 {
+			errs = append(errs, p.name+": must be positive")
+		}
+	}
+	if mt := time.Duration(c.ServerLimits.GRPC.KeepaliveMinTime); mt > dpKeepaliveInterval {
+		errs = append(errs, fmt.Sprintf("serverLimits.grpc.keepaliveMinTime (KUMA_SERVER_LIMITS_GRPC_KEEPALIVE_MIN_TIME): must be at most %s, as often as kuma-dp pings, got %s", dpKeepaliveInterval, mt))
 	}
 	if c.Runtime.Universal.DataplaneCleanupAge < 0 {
 		errs = append(errs, "runtime.universal.dataplaneCleanupAge (KUMA_RUNTIME_UNIVERSAL_DATAPLANE_CLEANUP_AGE): must not be negative (0 turns the cleanup off)")

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/kumametrics/mesh/pkg/netserve"
 )
 
 func env(m map[string]string) func(string) (string, bool) {
@@ -25,11 +27,64 @@ func TestDefaults(t *testing.T) {
 	require.Equal(t, filepath.Join("kuma-data", "kuma.db"), c.SQLitePath())
 	require.True(t, c.APIServer.Authn.LocalhostIsAdmin)
 	require.Equal(t, DPProxyAuthnDPToken, c.DPServer.Authn.DPProxy.Type)
+	require.Equal(t, Duration(5*time.Minute), c.MonitoringAssignmentServer.MaxFetchTimeout)
+	require.Equal(t, 1000, c.MonitoringAssignmentServer.MaxHeldLongPolls)
+	require.Equal(t, 20, c.APIServer.MaxErrorCauses)
+	require.Equal(t, netserve.DefaultHTTPLimits, c.ServerLimits.HTTP.Limits())
+	require.Equal(t, netserve.DefaultGRPCLimits, c.ServerLimits.GRPC.Limits())
 	require.False(t, c.DPServer.Authn.DPProxy.DPToken.AllowUntaggedTokens, "untagged dataplane tokens are refused by default")
 	require.Equal(t, APIServerHTTPS{Enabled: true, Interface: "0.0.0.0", Port: 5682}, c.APIServer.HTTPS)
 	require.Empty(t, c.APIServer.Auth.ClientCertsDir)
 	require.Equal(t, MADSAuthnNone, c.MonitoringAssignmentServer.Authn.Type, "the guide's plain http job keeps working")
 	require.Empty(t, c.MonitoringAssignmentServer.TLSClientCAFile)
+}
+
+func TestServerBoundsSettings(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "cp.yaml")
+	require.NoError(t, os.WriteFile(f, []byte(`apiServer:
+  maxErrorCauses: 5
+monitoringAssignmentServer:
+  maxFetchTimeout: 10m
+  maxHeldLongPolls: 50
+serverLimits:
+  http:
+    readHeaderTimeout: 2s
+    readTimeout: 20s
+    idleTimeout: 30s
+    maxHeaderBytes: 8192
+  grpc:
+    maxConcurrentStreams: 10
+    keepaliveTime: 1m
+    keepaliveTimeout: 20s
+    keepaliveMinTime: 5s
+`), 0o600))
+	c, err := Load(f, env(nil))
+	require.NoError(t, err)
+	require.Equal(t, 5, c.APIServer.MaxErrorCauses)
+	require.Equal(t, Duration(10*time.Minute), c.MonitoringAssignmentServer.MaxFetchTimeout)
+	require.Equal(t, 50, c.MonitoringAssignmentServer.MaxHeldLongPolls)
+	require.Equal(t, netserve.HTTPLimits{ReadHeaderTimeout: 2 * time.Second, ReadTimeout: 20 * time.Second, IdleTimeout: 30 * time.Second, MaxHeaderBytes: 8192}, c.ServerLimits.HTTP.Limits())
+	require.Equal(t, netserve.GRPCLimits{MaxConcurrentStreams: 10, KeepaliveTime: time.Minute, KeepaliveTimeout: 20 * time.Second, KeepaliveMinTime: 5 * time.Second}, c.ServerLimits.GRPC.Limits())
+
+	c, err = Load(f, env(map[string]string{
+		"KUMA_API_SERVER_MAX_ERROR_CAUSES":                      "7",
+		"KUMA_MONITORING_ASSIGNMENT_SERVER_MAX_FETCH_TIMEOUT":   "2m",
+		"KUMA_MONITORING_ASSIGNMENT_SERVER_MAX_HELD_LONG_POLLS": "99",
+		"KUMA_SERVER_LIMITS_HTTP_READ_HEADER_TIMEOUT":           "3s",
+		"KUMA_SERVER_LIMITS_HTTP_READ_TIMEOUT":                  "4s",
+		"KUMA_SERVER_LIMITS_HTTP_IDLE_TIMEOUT":                  "5s",
+		"KUMA_SERVER_LIMITS_HTTP_MAX_HEADER_BYTES":              "4096",
+		"KUMA_SERVER_LIMITS_GRPC_MAX_CONCURRENT_STREAMS":        "3",
+		"KUMA_SERVER_LIMITS_GRPC_KEEPALIVE_TIME":                "6s",
+		"KUMA_SERVER_LIMITS_GRPC_KEEPALIVE_TIMEOUT":             "7s",
+		"KUMA_SERVER_LIMITS_GRPC_KEEPALIVE_MIN_TIME":            "8s",
+	}))
+	require.NoError(t, err)
+	require.Equal(t, 7, c.APIServer.MaxErrorCauses)
+	require.Equal(t, Duration(2*time.Minute), c.MonitoringAssignmentServer.MaxFetchTimeout)
+	require.Equal(t, 99, c.MonitoringAssignmentServer.MaxHeldLongPolls)
+	require.Equal(t, netserve.HTTPLimits{ReadHeaderTimeout: 3 * time.Second, ReadTimeout: 4 * time.Second, IdleTimeout: 5 * time.Second, MaxHeaderBytes: 4096}, c.ServerLimits.HTTP.Limits())
+	require.Equal(t, netserve.GRPCLimits{MaxConcurrentStreams: 3, KeepaliveTime: 6 * time.Second, KeepaliveTimeout: 7 * time.Second, KeepaliveMinTime: 8 * time.Second}, c.ServerLimits.GRPC.Limits())
 }
 
 func TestHTTPSAndMADSSecuritySettings(t *testing.T) {
@@ -174,6 +229,23 @@ func TestBadSettingsNameTheSetting(t *testing.T) {
 		{name: "allow untagged tokens not a boolean in the file", file: "dpServer:\n  authn:\n    dpProxy:\n      dpToken:\n        allowUntaggedTokens: 1\n",
 			want: "dpServer.authn.dpProxy.dpToken.allowUntaggedTokens: must be a boolean"},
 		{name: "unknown authn field", file: "apiServer:\n  authn:\n    type: tokens\n", want: "apiServer.authn.type: unknown field"},
+		{name: "max fetch timeout below the default", env: map[string]string{"KUMA_MONITORING_ASSIGNMENT_SERVER_MAX_FETCH_TIMEOUT": "10s"},
+			want: "monitoringAssignmentServer.maxFetchTimeout (KUMA_MONITORING_ASSIGNMENT_SERVER_MAX_FETCH_TIMEOUT): must be at least the default fetch timeout 30s, got 10s"},
+		{name: "held long polls not a number", env: map[string]string{"KUMA_MONITORING_ASSIGNMENT_SERVER_MAX_HELD_LONG_POLLS": "many"},
+			want: `KUMA_MONITORING_ASSIGNMENT_SERVER_MAX_HELD_LONG_POLLS: must be a positive integer, got "many"`},
+		{name: "held long polls zero", env: map[string]string{"KUMA_MONITORING_ASSIGNMENT_SERVER_MAX_HELD_LONG_POLLS": "0"},
+			want: "monitoringAssignmentServer.maxHeldLongPolls (KUMA_MONITORING_ASSIGNMENT_SERVER_MAX_HELD_LONG_POLLS): must be positive"},
+		{name: "negative causes in the file", file: "apiServer:\n  maxErrorCauses: -1\n", want: "apiServer.maxErrorCauses (KUMA_API_SERVER_MAX_ERROR_CAUSES): must be positive"},
+		{name: "zero read timeout", env: map[string]string{"KUMA_SERVER_LIMITS_HTTP_READ_TIMEOUT": "0s"},
+			want: "serverLimits.http.readTimeout (KUMA_SERVER_LIMITS_HTTP_READ_TIMEOUT): must be positive"},
+		{name: "bad idle timeout", env: map[string]string{"KUMA_SERVER_LIMITS_HTTP_IDLE_TIMEOUT": "later"}, want: "KUMA_SERVER_LIMITS_HTTP_IDLE_TIMEOUT: must be a duration"},
+		{name: "zero streams", env: map[string]string{"KUMA_SERVER_LIMITS_GRPC_MAX_CONCURRENT_STREAMS": "0"},
+			want: "serverLimits.grpc.maxConcurrentStreams (KUMA_SERVER_LIMITS_GRPC_MAX_CONCURRENT_STREAMS): must be positive"},
+		{name: "streams too many", env: map[string]string{"KUMA_SERVER_LIMITS_GRPC_MAX_CONCURRENT_STREAMS": "99999999999"},
+			want: "KUMA_SERVER_LIMITS_GRPC_MAX_CONCURRENT_STREAMS: must be a positive integer"},
+		{name: "keepalive min time above kuma-dp's pings", file: "serverLimits:\n  grpc:\n    keepaliveMinTime: 1m\n",
+			want: "serverLimits.grpc.keepaliveMinTime (KUMA_SERVER_LIMITS_GRPC_KEEPALIVE_MIN_TIME): must be at most 30s, as often as kuma-dp pings, got 1m0s"},
+		{name: "unknown limits field", file: "serverLimits:\n  http:\n    writeTimeout: 1m\n", want: "serverLimits.http.writeTimeout: unknown field"},
 		{name: "HTTPS enabled not a boolean", env: map[string]string{"KUMA_API_SERVER_HTTPS_ENABLED": "on-ish"},
 			want: `KUMA_API_SERVER_HTTPS_ENABLED: must be true or false, got "on-ish"`},
 		{name: "HTTPS port too large in the file", file: "apiServer:\n  https:\n    port: 70000\n",

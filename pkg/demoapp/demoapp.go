@@ -19,6 +19,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/kumametrics/mesh/pkg/netserve"
 )
 
 // BackendOptions configure a backend.
@@ -127,7 +129,7 @@ func Serve(ctx context.Context, addr string, h http.Handler, log *slog.Logger) e
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", addr, err)
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	srv := netserve.HTTPServer(h, netserve.DefaultHTTPLimits, log)
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -135,7 +137,7 @@ func Serve(ctx context.Context, addr string, h http.Handler, log *slog.Logger) e
 		_ = srv.Shutdown(sctx)
 	}()
 	log.Info("listening", "address", ln.Addr().String())
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := srv.Serve(netserve.Listen(ln, netserve.AcceptOptions{Name: addr, Log: log})); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil

@@ -28,7 +28,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
 	meshv1 "github.com/kumametrics/mesh/api/mesh/v1"
@@ -37,6 +36,7 @@ import (
 	"github.com/kumametrics/mesh/pkg/latest"
 	"github.com/kumametrics/mesh/pkg/manager"
 	"github.com/kumametrics/mesh/pkg/mirror"
+	"github.com/kumametrics/mesh/pkg/netserve"
 	"github.com/kumametrics/mesh/pkg/resource"
 	"github.com/kumametrics/mesh/pkg/store"
 	"github.com/kumametrics/mesh/pkg/xds"
@@ -111,7 +111,12 @@ type Options struct {
 	Registerer prometheus.Registerer
 	// GRPCOptions are added to the gRPC server's (interceptors).
 	GRPCOptions []grpc.ServerOption
-	Log         *slog.Logger
+	// GRPCLimits bound what one proxy's connection can hold (zero fields:
+	// netserve's defaults).
+	GRPCLimits netserve.GRPCLimits
+	// AcceptErrors counts the accepts that failed temporarily (may be nil).
+	AcceptErrors netserve.Counter
+	Log          *slog.Logger
 	// Now is the clock (time.Now by default).
 	Now func() time.Time
 }
@@ -204,12 +209,11 @@ func New(opts Options) (*Server, error) {
 	}
 	s := &Server{opts: opts, log: opts.Log, refused: refused, proxies: map[resource.Key]*proxy{}, kick: make(chan struct{}, 1)}
 	s.xds = xds.NewServer(dpconfig.TypeURL, s, opts.XDSMetrics, opts.Log)
-	s.grpc = grpc.NewServer(append(opts.GRPCOptions,
+	// The limits' keepalive finds proxies that vanished without closing
+	// their stream.
+	s.grpc = grpc.NewServer(append(append(opts.GRPCOptions,
 		grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{opts.Certificate}, MinVersion: tls.VersionTLS12})),
-		// Find proxies that vanished without closing their stream.
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-	)...)
+	), netserve.GRPCServerOptions(opts.GRPCLimits)...)...)
 	meshv1.RegisterDataplaneConfigServiceServer(s.grpc, &service{s: s})
 	return s, nil
 }
@@ -218,6 +222,7 @@ func New(opts Options) (*Server, error) {
 // their last config and reconnect.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	errc := make(chan error, 1)
+	ln = netserve.Listen(ln, netserve.AcceptOptions{Name: "dp-server", Log: s.log, Errors: s.opts.AcceptErrors})
 	go func() { errc <- s.grpc.Serve(ln) }()
 	select {
 	case <-ctx.Done():

@@ -38,6 +38,8 @@ const waitTimeout = 10 * time.Second
 type harness struct {
 	*dpservertest.Server
 	client meshv1.DataplaneConfigServiceClient
+	// tls reaches the server (at Addr).
+	tls *tls.Config
 }
 
 // insight reads a dataplane's insight from the store (empty when none).
@@ -68,10 +70,11 @@ func start(t *testing.T, configure ...func(*dpserver.Options)) *harness {
 	require.NoError(t, err)
 	pool := x509.NewCertPool()
 	require.True(t, pool.AppendCertsFromPEM(ca))
-	conn, err := grpc.NewClient(srv.Addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})))
+	tlsCfg := &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}
+	conn, err := grpc.NewClient(srv.Addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
 	require.NoError(t, err)
 	t.Cleanup(func() { conn.Close() })
-	return &harness{Server: srv, client: meshv1.NewDataplaneConfigServiceClient(conn)}
+	return &harness{Server: srv, client: meshv1.NewDataplaneConfigServiceClient(conn), tls: tlsCfg}
 }
 
 func dataplaneJSON(name, addr string, outbound bool) string {

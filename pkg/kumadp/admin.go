@@ -2,6 +2,7 @@ package kumadp
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -11,19 +12,26 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/kumametrics/mesh/pkg/netserve"
 	"github.com/kumametrics/mesh/pkg/stats"
 )
 
 // adminServer is the admin API on 127.0.0.1, as Envoy's: /stats (Envoy
 // text, or ?format=prometheus), /stats/prometheus, /ready, /config_dump.
 type adminServer struct {
-	a   *Agent
-	srv *http.Server
-	ln  atomic.Pointer[net.Listener]
+	a      *Agent
+	srv    *http.Server
+	ln     atomic.Pointer[net.Listener]
+	stats  *stats.ListenerStats
+	panics *netserve.Panics
 }
 
+// adminListener names the admin API in logs and statistics.
+const adminListener = "kuma:admin"
+
 func newAdminServer(a *Agent) *adminServer {
-	s := &adminServer{a: a}
+	st := stats.NewListenerStats(a.stats, adminListener)
+	s := &adminServer{a: a, stats: st, panics: &netserve.Panics{Name: adminListener, Log: a.log, Count: st.ConnectionPanics}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /stats", s.handleStats)
 	mux.HandleFunc("GET /stats/prometheus", func(w http.ResponseWriter, r *http.Request) {
@@ -31,7 +39,10 @@ func newAdminServer(a *Agent) *adminServer {
 	})
 	mux.HandleFunc("GET /ready", s.handleReady)
 	mux.HandleFunc("GET /config_dump", s.handleConfigDump)
-	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	s.srv = netserve.HTTPServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer s.panics.RecoverHTTP()
+		mux.ServeHTTP(w, r)
+	}), netserve.DefaultHTTPLimits, a.log)
 	return s
 }
 
@@ -40,8 +51,13 @@ func (s *adminServer) start(addr string) error {
 	if err != nil {
 		return fmt.Errorf("admin API: listen on %s: %w", addr, err)
 	}
-	s.ln.Store(&ln)
-	go func() { _ = s.srv.Serve(ln) }()
+	wrapped := netserve.Listen(ln, netserve.AcceptOptions{Name: adminListener, Log: s.a.log, Errors: s.stats.AcceptErrors})
+	s.ln.Store(&wrapped)
+	go func() {
+		if err := s.srv.Serve(wrapped); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.a.log.Error("the admin API stopped accepting connections", "address", addr, "err", err)
+		}
+	}()
 	return nil
 }
 
@@ -96,6 +112,10 @@ func (s *adminServer) handleReady(w http.ResponseWriter, r *http.Request) {
 	case !s.a.ready.Load():
 		http.Error(w, "PRE_INITIALIZING", http.StatusServiceUnavailable)
 	default:
+		if err := s.a.notAccepting(); err != nil {
+			http.Error(w, "NOT_ACCEPTING: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
 		_, _ = w.Write([]byte("LIVE\n"))
 	}
 }

@@ -450,6 +450,12 @@ func defaultAppAddress(cfg *meshv1.ProxyConfig) string {
 	return resource.DefaultServiceAddress
 }
 
+// notAccepting tells which of the proxy's listeners (traffic and metrics)
+// stopped accepting connections for good; nil while all accept.
+func (a *Agent) notAccepting() error {
+	return errors.Join(a.proxy.NotAccepting(), a.metrics.notAccepting())
+}
+
 // Current returns the applied config and its version.
 func (a *Agent) Current() (*meshv1.ProxyConfig, string) {
 	a.mu.Lock()

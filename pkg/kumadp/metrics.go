@@ -13,6 +13,7 @@ import (
 
 	meshv1 "github.com/kumametrics/mesh/api/mesh/v1"
 	"github.com/kumametrics/mesh/pkg/metricsendpoint"
+	"github.com/kumametrics/mesh/pkg/netserve"
 	"github.com/kumametrics/mesh/pkg/proxy"
 	"github.com/kumametrics/mesh/pkg/resource"
 	"github.com/kumametrics/mesh/pkg/stats"
@@ -29,10 +30,19 @@ type metricsServer struct {
 	provided *tls.Certificate
 	rbac     *stats.RBACStats
 
+	// listen binds the endpoint (net.Listen; tests wrap it).
+	listen func(network, address string) (net.Listener, error)
+	// listener counts the endpoint's accept errors and panics, wherever it
+	// moves.
+	listener *stats.ListenerStats
+	panics   *netserve.Panics
+
 	mu   sync.Mutex
 	addr string
 	srv  *http.Server
 	ln   *proxy.GuardedListener
+	// failed is why the current server stopped accepting, if it did.
+	failed error
 }
 
 // metricsListener names the metrics endpoint in statistics (rbac).
@@ -43,7 +53,28 @@ func newMetricsServer(st *stats.Store, sec *proxy.Security, provided *tls.Certif
 	if err != nil {
 		return nil, err
 	}
-	return &metricsServer{log: log, endpoint: e, st: st, sec: sec, provided: provided}, nil
+	ls := stats.NewListenerStats(st, metricsListener)
+	return &metricsServer{
+		log: log, endpoint: e, st: st, sec: sec, provided: provided, listener: ls, listen: net.Listen,
+		panics: &netserve.Panics{Name: metricsListener, Log: log, Count: ls.ConnectionPanics},
+	}, nil
+}
+
+// ServeHTTP serves the endpoint; a panic fails only its scrape, counted.
+func (m *metricsServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	defer m.panics.RecoverHTTP()
+	m.endpoint.ServeHTTP(w, r)
+}
+
+// notAccepting is why the endpoint stopped accepting scrapes, nil while it
+// accepts (or is off).
+func (m *metricsServer) notAccepting() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.failed != nil {
+		return fmt.Errorf("listener %s on %s: %w", metricsListener, m.addr, m.failed)
+	}
+	return nil
 }
 
 // policy is how the endpoint is secured: mTLS with the mesh's permissions
@@ -112,7 +143,7 @@ func (m *metricsServer) prepare(cfg *meshv1.Metrics, mtls *meshv1.MTLS, appAddre
 	same := plan.addr == m.addr
 	m.mu.Unlock()
 	if !same {
-		if plan.ln, err = net.Listen("tcp", plan.addr); err != nil {
+		if plan.ln, err = m.listen("tcp", plan.addr); err != nil {
 			return nil, fmt.Errorf("metrics endpoint: listen on %s: %w", plan.addr, err)
 		}
 	}
@@ -144,9 +175,22 @@ func (m *metricsServer) commit(p *metricsPlan) {
 		return
 	}
 	m.stopLocked()
-	ln := proxy.GuardListener(p.ln, p.policy)
-	srv := &http.Server{Handler: m.endpoint, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
+	ln := proxy.GuardListener(p.ln, p.policy, proxy.GuardOptions{Name: metricsListener, Log: m.log, Stats: m.listener})
+	// No write timeout: a scrape may take up to the scraper's timeout.
+	srv := netserve.HTTPServer(m, netserve.DefaultHTTPLimits, m.log)
+	addr := p.addr
+	go func() {
+		err := srv.Serve(ln)
+		if err == nil || errors.Is(err, http.ErrServerClosed) {
+			return
+		}
+		m.log.Error("the metrics endpoint stopped accepting connections: the proxy is not ready", "address", addr, "err", err)
+		m.mu.Lock()
+		if m.srv == srv {
+			m.failed = err
+		}
+		m.mu.Unlock()
+	}()
 	m.addr, m.srv, m.ln = p.addr, srv, ln
 	m.log.Info("metrics endpoint listening", "address", p.addr, "path", p.path)
 }
@@ -166,7 +210,7 @@ func (m *metricsServer) stopLocked() {
 		return
 	}
 	srv := m.srv
-	m.srv, m.addr, m.ln = nil, "", nil
+	m.srv, m.addr, m.ln, m.failed = nil, "", nil, nil
 	// In-flight scrapes finish in the background.
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -46,7 +46,11 @@ func (s *Server) httpHandler(reg prometheus.Registerer) (http.Handler, error) {
 			Name: "mads_server_long_polls_held",
 			Help: "HTTP discovery requests waiting for a change of the assignments.",
 		}, func() float64 { return float64(s.held.Load()) })
-		for _, c := range []prometheus.Collector{dur, held} {
+		rejected := prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "mads_server_long_polls_rejected_total",
+			Help: "HTTP discovery requests answered 503 because the server held its maximum of long polls.",
+		}, func() float64 { return float64(s.rejected.Load()) })
+		for _, c := range []prometheus.Collector{dur, held, rejected} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("mads metrics: %w", err)
 			}
@@ -70,9 +74,16 @@ func writeError(w http.ResponseWriter, status int, title, details string) {
 	_ = json.NewEncoder(w).Encode(errorBody{Title: title, Details: details})
 }
 
+// retryAfter is what a long poll refused for lack of room is told to wait
+// (seconds): a held poll ends at a change of the assignments or its
+// fetch-timeout, so room comes back within one.
+const retryAfter = "10"
+
 // handleFetch answers POST /v3/discovery:monitoringassignments: at once when
 // the client's version_info differs from the current version, otherwise when
-// the assignments change or fetch-timeout passes (304 Not Modified).
+// the assignments change or fetch-timeout passes (304 Not Modified), held at
+// most MaxFetchTimeout. Beyond MaxHeldLongPolls held at once it answers 503
+// with Retry-After.
 func (s *Server) handleFetch(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
@@ -86,7 +97,7 @@ func (s *Server) handleFetch(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusBadRequest, "Bad request", fmt.Sprintf("fetch-timeout: %q is not a duration such as 30s", v[0]))
 			return
 		}
-		timeout = d
+		timeout = min(d, s.opts.MaxFetchTimeout)
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxRequestBody+1))
 	if err != nil {
@@ -131,8 +142,15 @@ func (s *Server) handleFetch(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if !held {
+			if s.held.Add(1) > int64(s.opts.MaxHeldLongPolls) {
+				s.held.Add(-1)
+				s.rejected.Add(1)
+				w.Header().Set("Retry-After", retryAfter)
+				writeError(w, http.StatusServiceUnavailable, "Too many long polls",
+					fmt.Sprintf("the control plane already holds %d long polls (monitoringAssignmentServer.maxHeldLongPolls); retry after %s seconds", s.opts.MaxHeldLongPolls, retryAfter))
+				return
+			}
 			held = true
-			s.held.Add(1)
 		}
 		select {
 		case <-changed:

@@ -3,11 +3,11 @@ package mads
 import (
 	"bufio"
 	"bytes"
-	"errors"
 	"net"
 	"time"
 
 	"github.com/kumametrics/mesh/pkg/netfeed"
+	"github.com/kumametrics/mesh/pkg/netserve"
 )
 
 // http2Preface opens every HTTP/2 connection with prior knowledge, as gRPC
@@ -21,31 +21,33 @@ const sniffTimeout = 10 * time.Second
 // (HTTP/2 preface) or to the HTTP server (anything else). Connections are
 // sniffed concurrently, so a slow client delays only itself.
 type splitter struct {
-	ln   net.Listener
-	grpc *netfeed.Listener
-	http *netfeed.Listener
+	ln     net.Listener
+	accept netserve.AcceptOptions
+	panics *netserve.Panics
+	grpc   *netfeed.Listener
+	http   *netfeed.Listener
 }
 
-func newSplitter(ln net.Listener) *splitter {
-	return &splitter{ln: ln, grpc: netfeed.New(ln.Addr()), http: netfeed.New(ln.Addr())}
-}
-
-func (s *splitter) run() {
-	defer s.closeFeeds()
-	for {
-		c, err := s.ln.Accept()
-		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			return
-		}
-		go s.route(c)
+func newSplitter(ln net.Listener, accept netserve.AcceptOptions) *splitter {
+	return &splitter{
+		ln: ln, accept: accept, panics: &netserve.Panics{Name: accept.Name, Log: accept.Log},
+		grpc: netfeed.New(ln.Addr()), http: netfeed.New(ln.Addr()),
 	}
 }
 
+// run accepts until the listener is closed (nil) or fails for good (the
+// error); temporary failures (out of file descriptors) are retried.
+func (s *splitter) run() error {
+	defer s.closeFeeds()
+	err := netserve.Serve(s.ln, s.accept, func(c net.Conn) { go s.route(c) })
+	if err != nil {
+		s.accept.Log.Error("the monitoring assignment server stopped accepting connections", "err", err)
+	}
+	return err
+}
+
 func (s *splitter) route(c net.Conn) {
+	defer s.panics.Recover(c)
 	_ = c.SetReadDeadline(time.Now().Add(sniffTimeout))
 	r := bufio.NewReaderSize(c, 4096)
 	isGRPC := false

@@ -22,6 +22,7 @@ import (
 	"github.com/kumametrics/mesh/internal/loopback"
 	"github.com/kumametrics/mesh/pkg/latest"
 	"github.com/kumametrics/mesh/pkg/mirror"
+	"github.com/kumametrics/mesh/pkg/netserve"
 	"github.com/kumametrics/mesh/pkg/pki"
 	"github.com/kumametrics/mesh/pkg/resource"
 	"github.com/kumametrics/mesh/pkg/xds"
@@ -48,6 +49,19 @@ type Options struct {
 	Tokens UserTokens
 	// DefaultFetchTimeout holds long polls that do not say fetch-timeout.
 	DefaultFetchTimeout time.Duration
+	// MaxFetchTimeout caps the fetch-timeout a long poll asks for (default
+	// DefaultMaxFetchTimeout); it must not be below DefaultFetchTimeout.
+	MaxFetchTimeout time.Duration
+	// MaxHeldLongPolls bounds the long polls held at once (default
+	// DefaultMaxHeldLongPolls); one more is answered 503 with Retry-After.
+	MaxHeldLongPolls int
+	// HTTPLimits bound the HTTP side (zero fields: netserve's defaults; no
+	// write timeout, as long polls last up to fetch-timeout).
+	HTTPLimits netserve.HTTPLimits
+	// GRPCLimits bound the gRPC side (zero fields: netserve's defaults).
+	GRPCLimits netserve.GRPCLimits
+	// AcceptErrors counts the accepts that failed temporarily (may be nil).
+	AcceptErrors netserve.Counter
 	// Debounce is how long a change waits for more changes before the
 	// assignments are regenerated (default 50ms; at most 4× that under
 	// continuous change).
@@ -61,6 +75,18 @@ type Options struct {
 	Log         *slog.Logger
 }
 
+// Defaults of Options.
+const (
+	DefaultFetchTimeout = 30 * time.Second
+	// DefaultMaxFetchTimeout is well above Prometheus' fetch-timeout (2m by
+	// default; its client gives up 15s after it).
+	DefaultMaxFetchTimeout = 5 * time.Minute
+	// DefaultMaxHeldLongPolls: each Prometheus holds one long poll per
+	// kuma_sd_configs entry; a held poll costs ~40 KB (measured with
+	// bench/cpfaults), so 1000 bound the flood's memory to ~40 MB.
+	DefaultMaxHeldLongPolls = 1000
+)
+
 // Server generates and serves monitoring assignments.
 type Server struct {
 	opts    Options
@@ -70,8 +96,10 @@ type Server struct {
 	grpc    *grpc.Server
 	http    *http.Server
 	tls     *tls.Config
-	// held counts long polls waiting for a change.
-	held atomic.Int64
+	// held counts long polls waiting for a change; rejected those refused
+	// because MaxHeldLongPolls were held.
+	held     atomic.Int64
+	rejected atomic.Int64
 
 	// gen is used by Reconcile only.
 	gen generator
@@ -90,8 +118,19 @@ func New(opts Options) (*Server, error) {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
 	if opts.DefaultFetchTimeout <= 0 {
-		opts.DefaultFetchTimeout = 30 * time.Second
+		opts.DefaultFetchTimeout = DefaultFetchTimeout
 	}
+	if opts.MaxFetchTimeout <= 0 {
+		opts.MaxFetchTimeout = max(DefaultMaxFetchTimeout, opts.DefaultFetchTimeout)
+	}
+	if opts.DefaultFetchTimeout > opts.MaxFetchTimeout {
+		return nil, fmt.Errorf("mads: the default fetch-timeout %s exceeds the maximum %s", opts.DefaultFetchTimeout, opts.MaxFetchTimeout)
+	}
+	if opts.MaxHeldLongPolls <= 0 {
+		opts.MaxHeldLongPolls = DefaultMaxHeldLongPolls
+	}
+	opts.HTTPLimits.WriteTimeout = 0 // long polls
+	opts.GRPCLimits = opts.GRPCLimits.WithDefaults()
 	if opts.Debounce <= 0 {
 		opts.Debounce = 50 * time.Millisecond
 	}
@@ -123,18 +162,15 @@ func New(opts Options) (*Server, error) {
 		s.tls.ClientAuth = tls.RequireAndVerifyClientCert
 	}
 	s.xds = xds.NewServer(TypeURL, s, opts.XDSMetrics, opts.Log)
-	s.grpc = grpc.NewServer(append(append([]grpc.ServerOption{}, opts.GRPCOptions...), s.grpcAuthOptions()...)...)
+	s.grpc = grpc.NewServer(append(append(netserve.GRPCServerOptions(opts.GRPCLimits), opts.GRPCOptions...), s.grpcAuthOptions()...)...)
 	observabilityv1.RegisterMonitoringAssignmentDiscoveryServiceServer(s.grpc, &grpcService{s: s})
 	h, err := s.httpHandler(opts.Registerer)
 	if err != nil {
 		return nil, err
 	}
-	s.http = &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		// No WriteTimeout: long polls legitimately last up to fetch-timeout.
-		ErrorLog: slog.NewLogLogger(opts.Log.Handler(), slog.LevelWarn),
-	}
+	s.http = netserve.HTTPServer(h, opts.HTTPLimits, opts.Log)
+	// gRPC over TLS goes through net/http's HTTP/2: the same stream limit.
+	s.http.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: int(opts.GRPCLimits.MaxConcurrentStreams)}
 	return s, nil
 }
 
@@ -184,17 +220,18 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		_ = ln.Close()
 		return fmt.Errorf("mads: tokens are required but %s is neither TLS nor loopback-only: tokens would cross the network in clear", ln.Addr())
 	}
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	if s.tls != nil {
 		// One TLS listener: HTTP/1.1 and HTTP/2 through net/http, gRPC
 		// requests (HTTP/2, application/grpc) handed to the gRPC server.
 		s.http.TLSConfig = s.tls
+		ln := netserve.Listen(ln, netserve.AcceptOptions{Name: "mads", Log: s.log, Errors: s.opts.AcceptErrors})
 		go func() { errc <- s.http.ServeTLS(ln, "", "") }()
 	} else {
 		// Plain text: connections opening with the HTTP/2 preface go to the
 		// native gRPC server, the rest to net/http.
-		sp := newSplitter(ln)
-		go sp.run()
+		sp := newSplitter(ln, netserve.AcceptOptions{Name: "mads", Log: s.log, Errors: s.opts.AcceptErrors})
+		go func() { errc <- sp.run() }()
 		go func() { errc <- s.grpc.Serve(sp.grpc) }()
 		go func() { errc <- s.http.Serve(sp.http) }()
 		defer sp.close()
@@ -203,7 +240,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
-		if errors.Is(err, http.ErrServerClosed) || errors.Is(err, grpc.ErrServerStopped) {
+		// A server ended before ctx: the listener failed for good (logged
+		// and returned, so the control plane stops and says why, rather
+		// than keep running without discovery), or it was closed.
+		if errors.Is(err, http.ErrServerClosed) || errors.Is(err, grpc.ErrServerStopped) || errors.Is(err, net.ErrClosed) {
 			err = nil
 		}
 	}

@@ -55,6 +55,12 @@ type harness struct {
 
 func start(t testing.TB, configure func(*Options)) *harness {
 	t.Helper()
+	return startOn(t, configure, nil)
+}
+
+// startOn starts a server on a listener wrap returns (nil: as it is).
+func startOn(t testing.TB, configure func(*Options), wrap func(net.Listener) net.Listener) *harness {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	st := memory.New()
 	h := &harness{mgr: manager.New(st, nil), reg: prometheus.NewRegistry()}
@@ -72,6 +78,9 @@ func start(t testing.TB, configure func(*Options)) *harness {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	h.addr = ln.Addr().String()
+	if wrap != nil {
+		ln = wrap(ln)
+	}
 	var wg sync.WaitGroup
 	wg.Add(3)
 	go func() { defer wg.Done(); _ = mir.Run(ctx) }()
@@ -407,23 +416,23 @@ func TestGRPCStreams(t *testing.T) {
 	f, err := client.FetchMonitoringAssignments(ctx, &discoveryv3.DiscoveryRequest{})
 	require.NoError(t, err)
 	require.Len(t, f.GetResources(), 1)
-	require.Equal(t, 2.0, gauge(t, h.reg, "xds_streams_active"), "two streams active")
+	require.Equal(t, 2.0, sum(t, h.reg, "xds_streams_active"), "two streams active")
 }
 
-// gauge sums the samples of a gauge family in reg.
-func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
+// sum adds up the samples of a gauge or counter family in reg.
+func sum(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
 	require.NoError(t, err)
-	sum := 0.0
+	total := 0.0
 	for _, mf := range mfs {
 		if mf.GetName() == name {
 			for _, m := range mf.GetMetric() {
-				sum += m.GetGauge().GetValue()
+				total += m.GetGauge().GetValue() + m.GetCounter().GetValue()
 			}
 		}
 	}
-	return sum
+	return total
 }
 
 // selfSigned writes a CA-less self-signed certificate for 127.0.0.1 and

@@ -26,6 +26,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/kumametrics/mesh/internal/loopback"
 	"github.com/kumametrics/mesh/pkg/metricsendpoint"
 	"github.com/kumametrics/mesh/pkg/resource"
 	"github.com/kumametrics/mesh/pkg/stats"
@@ -254,11 +255,8 @@ func textApp(t testing.TB, body string) app {
 // downApp returns an address where nothing listens.
 func downApp(t testing.TB) app {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := l.Addr().(*net.TCPAddr)
-	require.NoError(t, l.Close())
-	return app{host: "127.0.0.1", port: uint32(addr.Port)}
+	// A loopback address of the test's own: nothing listens there.
+	return app{host: loopback.Host(), port: 9}
 }
 
 // testLogger writes to t.Log while the test runs.

@@ -3,12 +3,14 @@ package proxy
 import (
 	"crypto/tls"
 	"errors"
+	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
 
 	meshv1 "github.com/kumametrics/mesh/api/mesh/v1"
 	"github.com/kumametrics/mesh/pkg/ca"
+	"github.com/kumametrics/mesh/pkg/netserve"
 	"github.com/kumametrics/mesh/pkg/stats"
 )
 
@@ -27,12 +29,28 @@ type EndpointPolicy struct {
 	Own []net.IP
 }
 
+// GuardOptions name a guarded listener in logs and statistics; every field
+// is optional.
+type GuardOptions struct {
+	Name string
+	Log  *slog.Logger
+	// Stats count its accept errors and the panics of its connections.
+	Stats *stats.ListenerStats
+}
+
 // GuardListener wraps ln so that Accept returns only the connections its
 // policy admits (TLS-terminated when they came with TLS); the policy can be
 // replaced at any time (nil: plain text for everyone). Connections are
-// admitted concurrently, so a slow client delays only itself.
-func GuardListener(ln net.Listener, p *EndpointPolicy) *GuardedListener {
+// admitted concurrently, so a slow client delays only itself. Temporary
+// accept failures (out of file descriptors) are retried; a permanent one is
+// what Accept returns from then on.
+func GuardListener(ln net.Listener, p *EndpointPolicy, opts GuardOptions) *GuardedListener {
 	gl := &GuardedListener{Listener: ln, conns: make(chan net.Conn), done: make(chan struct{})}
+	gl.accept = netserve.AcceptOptions{Name: opts.Name, Log: opts.Log}
+	gl.panics = &netserve.Panics{Name: opts.Name, Log: opts.Log}
+	if opts.Stats != nil {
+		gl.accept.Errors, gl.panics.Count = opts.Stats.AcceptErrors, opts.Stats.ConnectionPanics
+	}
 	gl.SetPolicy(p)
 	go gl.run()
 	return gl
@@ -72,23 +90,21 @@ func newEndpointGuard(p EndpointPolicy) *guard {
 // GuardedListener is a listener whose connections pass a policy.
 type GuardedListener struct {
 	net.Listener
-	g     atomic.Pointer[guard]
-	peers peers
-	conns chan net.Conn
-	done  chan struct{}
-	once  sync.Once
-	err   error
+	accept netserve.AcceptOptions
+	panics *netserve.Panics
+	g      atomic.Pointer[guard]
+	peers  peers
+	conns  chan net.Conn
+	done   chan struct{}
+	once   sync.Once
+	err    error
 }
 
 func (l *GuardedListener) run() {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			l.closeWith(err)
-			return
-		}
+	err := netserve.Serve(l.Listener, l.accept, func(c net.Conn) {
 		g := l.g.Load()
 		go func() {
+			defer l.panics.Recover(c)
 			ac, ok := net.Conn(c), true
 			if g != nil {
 				var id *ca.Identity
@@ -107,7 +123,8 @@ func (l *GuardedListener) run() {
 				_ = c.Close()
 			}
 		}()
-	}
+	})
+	l.closeWith(err)
 }
 
 func (l *GuardedListener) Accept() (net.Conn, error) {

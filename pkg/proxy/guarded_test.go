@@ -7,12 +7,15 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	meshv1 "github.com/kumametrics/mesh/api/mesh/v1"
+	"github.com/kumametrics/mesh/pkg/netserve/netservetest"
 	"github.com/kumametrics/mesh/pkg/pki"
 	"github.com/kumametrics/mesh/pkg/resource"
 	"github.com/kumametrics/mesh/pkg/stats"
@@ -21,13 +24,38 @@ import (
 // serveGuarded serves "ok" behind a guarded listener on 127.0.0.2.
 func serveGuarded(t *testing.T, p *EndpointPolicy) (*GuardedListener, string) {
 	t.Helper()
+	raw := listenOn2(t)
+	return serveGuardedOn(t, raw, p, GuardOptions{}), raw.Addr().String()
+}
+
+func listenOn2(t *testing.T) net.Listener {
+	t.Helper()
 	raw, err := net.Listen("tcp", "127.0.0.2:0")
 	require.NoError(t, err)
-	gl := GuardListener(raw, p)
+	return raw
+}
+
+// serveGuardedOn serves "ok" behind ln guarded by p.
+func serveGuardedOn(t *testing.T, ln net.Listener, p *EndpointPolicy, opts GuardOptions) *GuardedListener {
+	t.Helper()
+	gl := GuardListener(ln, p, opts)
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "ok") })}
 	go func() { _ = srv.Serve(gl) }()
 	t.Cleanup(func() { _ = srv.Close() })
-	return gl, raw.Addr().String()
+	return gl
+}
+
+// operatorCert is a server certificate for 127.0.0.2 and the CA that
+// issued it (the operator's, for providedTLS).
+func operatorCert(t *testing.T) (tls.Certificate, *x509.Certificate) {
+	t.Helper()
+	caPair, err := pki.NewCA("operator", pki.KeyType{}, time.Now(), time.Hour)
+	require.NoError(t, err)
+	leaf, err := pki.Issue(caPair, pki.Leaf{CommonName: "metrics", IPs: []net.IP{net.ParseIP("127.0.0.2")}, Server: true, Lifetime: time.Hour}, time.Now())
+	require.NoError(t, err)
+	cert, err := leaf.TLS()
+	require.NoError(t, err)
+	return cert, caPair.Cert
 }
 
 // fetchFrom GETs url from source address src, with tlsCfg when not nil.
@@ -44,15 +72,10 @@ func fetchFrom(src string, url string, tlsCfg *tls.Config) (string, error) {
 }
 
 func TestProvidedTLSEndpoint(t *testing.T) {
-	caPair, err := pki.NewCA("operator", pki.KeyType{}, time.Now(), time.Hour)
-	require.NoError(t, err)
-	leaf, err := pki.Issue(caPair, pki.Leaf{CommonName: "metrics", IPs: []net.IP{net.ParseIP("127.0.0.2")}, Server: true, Lifetime: time.Hour}, time.Now())
-	require.NoError(t, err)
-	cert, err := leaf.TLS()
-	require.NoError(t, err)
+	cert, ca := operatorCert(t)
 	_, addr := serveGuarded(t, &EndpointPolicy{Provided: &cert, Own: []net.IP{net.ParseIP("127.0.0.2")}})
 	pool := x509.NewCertPool()
-	pool.AddCert(caPair.Cert)
+	pool.AddCert(ca)
 
 	body, err := fetchFrom("127.0.0.9", "https://"+addr+"/", &tls.Config{RootCAs: pool})
 	require.NoError(t, err, "TLS with the operator's certificate, no client certificate asked")
@@ -101,5 +124,60 @@ func TestMTLSEndpointPolicyChanges(t *testing.T) {
 	gl.SetPolicy(nil)
 	body, err = fetchFrom("127.0.0.9", "http://"+addr+"/", nil)
 	require.NoError(t, err, "no policy: plain text")
+	require.Equal(t, "ok", body)
+}
+
+// The metrics endpoint's listener rides out fd exhaustion too.
+func TestGuardedListenerServesAgainAfterFileDescriptorExhaustion(t *testing.T) {
+	raw := listenOn2(t)
+	ls := stats.NewListenerStats(stats.NewStore(), "kuma:metrics:prometheus")
+	serveGuardedOn(t, netservetest.FailAccepts(raw, syscall.EMFILE, 4), nil, GuardOptions{Name: "kuma:metrics:prometheus", Stats: ls})
+	body, err := fetchFrom("127.0.0.9", "http://"+raw.Addr().String()+"/", nil)
+	require.NoError(t, err)
+	require.Equal(t, "ok", body)
+	require.EqualValues(t, 4, ls.AcceptErrors.Value())
+}
+
+// A permanent accept error is what the server's Serve returns.
+func TestGuardedListenerPermanentError(t *testing.T) {
+	raw := listenOn2(t)
+	defer raw.Close()
+	gl := GuardListener(netservetest.FailAccepts(raw, syscall.EINVAL, -1), nil, GuardOptions{})
+	srv := &http.Server{Handler: http.NotFoundHandler()}
+	require.ErrorIs(t, srv.Serve(gl), syscall.EINVAL)
+}
+
+// panicAddrConn panics when asked its peer's address (as a bug in admitting
+// a connection would).
+type panicAddrConn struct{ net.Conn }
+
+func (panicAddrConn) RemoteAddr() net.Addr { panic("injected: no remote address") }
+
+type panicFirstListener struct {
+	net.Listener
+	done atomic.Bool
+}
+
+func (l *panicFirstListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil && l.done.CompareAndSwap(false, true) {
+		return panicAddrConn{c}, nil
+	}
+	return c, err
+}
+
+// A panic while admitting a connection ends that connection only.
+func TestGuardedListenerAdmitPanic(t *testing.T) {
+	cert, _ := operatorCert(t)
+	raw := listenOn2(t)
+	ls := stats.NewListenerStats(stats.NewStore(), "kuma:metrics:prometheus")
+	// Plain text from the own address: the guard asks the peer's address.
+	serveGuardedOn(t, &panicFirstListener{Listener: raw}, &EndpointPolicy{Provided: &cert, Own: []net.IP{net.ParseIP("127.0.0.2")}},
+		GuardOptions{Name: "kuma:metrics:prometheus", Stats: ls})
+	_, err := fetchFrom("127.0.0.2", "http://"+raw.Addr().String()+"/", nil)
+	require.Error(t, err, "the panicking connection is closed")
+	require.EqualValues(t, 1, ls.ConnectionPanics.Value())
+	body, err := fetchFrom("127.0.0.2", "http://"+raw.Addr().String()+"/", nil)
+	require.NoError(t, err, "the next connection is served")
 	require.Equal(t, "ok", body)
 }

@@ -24,6 +24,7 @@ func (p *Proxy) newHTTP1(rt route) connHandler {
 		Cluster:  rt.cluster.stats,
 		Listener: h.hcm,
 		Log:      p.log,
+		Panics:   rt.panics,
 	})
 	rt.cluster.watchEndpoints(h.engine.RetainEndpoints)
 	return h

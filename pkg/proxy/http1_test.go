@@ -24,7 +24,7 @@ func TestHTTP1ThroughTheProxy(t *testing.T) {
 		return srv.Listener.Addr().String()
 	}
 	a, b := backend("a"), backend("b")
-	dead := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	dead := addr(freePort(t))
 	p, st := newProxy(t)
 	port := freePort(t)
 	cfg := outboundConfig(t, port, dead, a, b)
@@ -35,7 +35,7 @@ func TestHTTP1ThroughTheProxy(t *testing.T) {
 	for range 6 {
 		// A new client connection each time: upstream connections are chosen round robin.
 		tr := &http.Transport{DisableKeepAlives: true}
-		res, err := (&http.Client{Transport: tr}).Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
+		res, err := (&http.Client{Transport: tr}).Get("http://" + addr(port))
 		require.NoError(t, err)
 		body, _ := io.ReadAll(res.Body)
 		res.Body.Close()
@@ -43,7 +43,7 @@ func TestHTTP1ThroughTheProxy(t *testing.T) {
 		seen[string(body)]++
 	}
 	require.Len(t, seen, 2, "both live endpoints served: %v", seen)
-	res, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/fail", port))
+	res, err := http.Get("http://" + addr(port) + "/fail")
 	require.NoError(t, err)
 	res.Body.Close()
 	require.Equal(t, 503, res.StatusCode)
@@ -60,7 +60,7 @@ func TestHTTP1ThroughTheProxy(t *testing.T) {
 	cfg.Outbounds[0].Protocol = "http"
 	require.NoError(t, p.Apply(cfg))
 	for range 3 {
-		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		c, err := net.Dial("tcp", addr(port))
 		require.NoError(t, err)
 		fmt.Fprint(c, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
 		out, _ := io.ReadAll(c)

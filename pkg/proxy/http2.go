@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/kumametrics/mesh/pkg/netfeed"
+	"github.com/kumametrics/mesh/pkg/netserve"
+	"github.com/kumametrics/mesh/pkg/proxy/http1"
 	"github.com/kumametrics/mesh/pkg/stats"
 )
 
@@ -21,8 +23,9 @@ import (
 // next endpoint of the cluster over a pooled, multiplexed upstream
 // connection (one per endpoint), with trailers passed through.
 type h2Proxy struct {
-	c   *cluster
-	hcm *stats.HTTPConnManagerStats
+	c      *cluster
+	hcm    *stats.HTTPConnManagerStats
+	panics *netserve.Panics
 	// server serves the downstream connections that ServeConn hands to it
 	// through conns (net/http has no per-connection entry point).
 	server *http.Server
@@ -48,11 +51,14 @@ func h2cOnly() *http.Protocols {
 }
 
 func newHTTP2(p *Proxy, rt route) connHandler {
-	h := &h2Proxy{c: rt.cluster, hcm: stats.NewHTTPConnManagerStats(p.stats, rt.hcm), conns: netfeed.New(feedAddr{}), served: make(chan struct{})}
+	h := &h2Proxy{c: rt.cluster, hcm: stats.NewHTTPConnManagerStats(p.stats, rt.hcm), panics: rt.panics, conns: netfeed.New(feedAddr{}), served: make(chan struct{})}
 	h.server = &http.Server{
 		Handler:     h,
 		Protocols:   h2cOnly(),
 		IdleTimeout: 5 * time.Minute,
+		// As the HTTP/1.1 engine's (net/http's default is 1 MiB). No read
+		// timeout: gRPC streams last as long as their callers want.
+		MaxHeaderBytes: http1.DefaultMaxHeaderBytes,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			fc, _ := c.(*fedConn)
 			return context.WithValue(ctx, h2ConnKey{}, fc != nil && fc.external)
@@ -67,7 +73,10 @@ func newHTTP2(p *Proxy, rt route) connHandler {
 		useTLS := i == 1
 		h.transports[i] = &http.Transport{
 			Protocols: h2cOnly(),
-			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			// Dials run on the transport's goroutines: a panic there fails
+			// the request instead of the process.
+			DialContext: func(ctx context.Context, network, addr string) (_ net.Conn, err error) {
+				defer h.panics.RecoverAsError(&err)
 				e := h.c.lookup(addr)
 				if e == nil {
 					return nil, fmt.Errorf("endpoint %s is gone", addr)
@@ -123,6 +132,7 @@ func (h *h2Proxy) ServeConn(conn net.Conn, external bool) {
 var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Transfer-Encoding", "Upgrade"}
 
 func (h *h2Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	defer h.panics.RecoverHTTP() // resets only this request's stream
 	began := time.Now()
 	h.mu.Lock()
 	if h.draining {

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"testing"
 	"time"
@@ -41,7 +40,7 @@ func grpcOutbound(t testing.TB, endpoints ...string) (*Proxy, *stats.Store, heal
 	cfg := outboundConfig(t, port, endpoints...)
 	cfg.Outbounds[0].Protocol = "grpc"
 	require.NoError(t, p.Apply(cfg))
-	conn, err := grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", port), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(addr(port), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = conn.Close() })
 	return p, st, healthpb.NewHealthClient(conn)
@@ -77,7 +76,7 @@ func TestGRPCThroughTheProxy(t *testing.T) {
 }
 
 func TestGRPCUpstreamDown(t *testing.T) {
-	_, st, client := grpcOutbound(t, fmt.Sprintf("127.0.0.1:%d", freePort(t)))
+	_, st, client := grpcOutbound(t, addr(freePort(t)))
 	_, err := client.Check(t.Context(), &healthpb.HealthCheckRequest{})
 	require.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
 	require.Eventually(t, func() bool { return counter(t, st, "cluster.echo.upstream_rq_5xx") == "1" }, waitTimeout, time.Millisecond)

@@ -2,11 +2,13 @@ package proxy
 
 import (
 	"context"
-	"errors"
+	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
-	"time"
+
+	"github.com/kumametrics/mesh/pkg/netserve"
+	"github.com/kumametrics/mesh/pkg/stats"
 )
 
 // connHandler serves the connections of one route.
@@ -32,6 +34,13 @@ type listener struct {
 	address string
 	port    uint32
 	ln      net.Listener
+	log     *slog.Logger
+	stats   *stats.ListenerStats
+	// panics recovers a panic of a connection's goroutines: logged, counted,
+	// only that connection ends.
+	panics *netserve.Panics
+	// failed is the error that made the listener stop accepting for good.
+	failed atomic.Pointer[error]
 
 	route atomic.Pointer[routed]
 
@@ -45,12 +54,18 @@ type listener struct {
 }
 
 func newListener(p *Proxy, name, address string, port uint32, ln net.Listener) *listener {
-	return &listener{name: name, address: address, port: port, ln: ln, conns: map[net.Conn]struct{}{}}
+	st := stats.NewListenerStats(p.stats, name)
+	return &listener{
+		name: name, address: address, port: port, ln: ln, log: p.log, stats: st,
+		panics: &netserve.Panics{Name: name, Log: p.log, Count: st.ConnectionPanics},
+		conns:  map[net.Conn]struct{}{},
+	}
 }
 
 // setRoute switches the listener to rt. Connections already accepted stay
 // with the handler they started on.
 func (l *listener) setRoute(p *Proxy, rt route) {
+	rt.panics = l.panics
 	cur := l.route.Load()
 	if cur != nil && cur.protocol == rt.protocol && cur.cluster == rt.cluster && cur.hcm == rt.hcm {
 		// Same handler; the permissions may have changed: they apply to new
@@ -75,39 +90,56 @@ func (l *listener) setRoute(p *Proxy, rt route) {
 	}
 }
 
+// serve accepts connections until the listener is stopped. Temporary
+// failures (out of file descriptors) are retried with backoff; a permanent
+// one ends accepting: it is logged and kept in failed (the proxy is then
+// not ready).
 func (l *listener) serve() {
 	go func() {
-		for {
-			conn, err := l.ln.Accept()
-			if err != nil {
-				var ne net.Error
-				if errors.As(err, &ne) && ne.Timeout() {
-					time.Sleep(5 * time.Millisecond)
-					continue
-				}
-				return
-			}
+		err := netserve.Serve(l.ln, netserve.AcceptOptions{Name: l.name, Log: l.log, Errors: l.stats.AcceptErrors}, func(conn net.Conn) {
 			rt := l.route.Load()
 			if rt == nil || !l.track(conn) {
 				_ = conn.Close()
-				continue
+				return
 			}
-			go func() {
-				defer l.untrack(conn)
-				served := net.Conn(conn)
-				if rt.guard != nil {
-					s, id, ok := rt.guard.admit(conn)
-					if !ok {
-						return
-					}
-					served = s
-					l.peers.add(conn, id)
-					defer l.peers.remove(conn)
-				}
-				rt.handler.ServeConn(served, external(conn))
-			}()
+			go l.serveConn(rt, conn)
+		})
+		if err == nil {
+			return
+		}
+		l.mu.Lock()
+		stopped := l.stopped
+		l.mu.Unlock()
+		if !stopped {
+			l.log.Error("listener stopped accepting connections: the proxy is not ready", "listener", l.name, "err", err)
+			l.failed.Store(&err)
 		}
 	}()
+}
+
+// serveConn serves one accepted connection on its own goroutine.
+func (l *listener) serveConn(rt *routed, conn net.Conn) {
+	defer l.untrack(conn)
+	defer l.panics.Recover(conn)
+	served := net.Conn(conn)
+	if rt.guard != nil {
+		s, id, ok := rt.guard.admit(conn)
+		if !ok {
+			return
+		}
+		served = s
+		l.peers.add(conn, id)
+		defer l.peers.remove(conn)
+	}
+	rt.handler.ServeConn(served, external(conn))
+}
+
+// notAccepting is the error that stopped the listener, nil while it accepts.
+func (l *listener) notAccepting() error {
+	if e := l.failed.Load(); e != nil {
+		return *e
+	}
+	return nil
 }
 
 // external tells whether a connection comes from outside the proxy's host:

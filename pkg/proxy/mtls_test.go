@@ -90,15 +90,15 @@ func newPair(t *testing.T, m *meshCA, protocol, appAddr string, clk *clock) *pai
 func (p *pair) apply(t *testing.T, mtls *meshv1.MTLS, allowed ...string) {
 	t.Helper()
 	appHost, appPort := hostPort(t, p.appAddr)
-	in := &meshv1.Inbound{Address: "127.0.0.1", Port: p.inboundPort, ServiceAddress: appHost, ServicePort: appPort,
+	in := &meshv1.Inbound{Address: host, Port: p.inboundPort, ServiceAddress: appHost, ServicePort: appPort,
 		Tags: map[string]string{resource.ServiceTag: "server"}, Protocol: p.protocol, ClusterName: "localhost", Name: "inbound:server"}
 	for _, a := range allowed {
 		in.AllowedSources = append(in.AllowedSources, &meshv1.Selector{Match: map[string]string{resource.ServiceTag: a}})
 	}
 	require.NoError(t, p.server.Apply(&meshv1.ProxyConfig{Mesh: "default", Name: "server", Inbounds: []*meshv1.Inbound{in}, Mtls: mtls}))
 	require.NoError(t, p.client.Apply(&meshv1.ProxyConfig{Mesh: "default", Name: "client", Mtls: mtls, Outbounds: []*meshv1.Outbound{{
-		Address: "127.0.0.1", Port: p.outboundPort, Service: "server", Protocol: p.protocol, ClusterName: "server", Name: "outbound:server",
-		Endpoints: []*meshv1.Endpoint{{Address: "127.0.0.1", Port: p.inboundPort}},
+		Address: host, Port: p.outboundPort, Service: "server", Protocol: p.protocol, ClusterName: "server", Name: "outbound:server",
+		Endpoints: []*meshv1.Endpoint{{Address: host, Port: p.inboundPort}},
 	}}}))
 }
 
@@ -190,7 +190,7 @@ func TestMTLSForHTTPAndGRPC(t *testing.T) {
 	ph := newPair(t, m, "http", web.Listener.Addr().String(), clk)
 	ph.apply(t, mtlsOn, "client")
 	for range 3 {
-		res, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", ph.outboundPort))
+		res, err := http.Get("http://" + addr(ph.outboundPort))
 		require.NoError(t, err)
 		b, _ := io.ReadAll(res.Body)
 		res.Body.Close()
@@ -200,7 +200,7 @@ func TestMTLSForHTTPAndGRPC(t *testing.T) {
 
 	pg := newPair(t, m, "grpc", grpcBackend(t), clk)
 	pg.apply(t, mtlsOn, "client")
-	conn, err := grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", pg.outboundPort), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(addr(pg.outboundPort), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
 	defer conn.Close()
 	resp, err := healthpb.NewHealthClient(conn).Check(t.Context(), &healthpb.HealthCheckRequest{})

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"slices"
 	"strconv"
@@ -20,6 +21,7 @@ import (
 
 	meshv1 "github.com/kumametrics/mesh/api/mesh/v1"
 	"github.com/kumametrics/mesh/pkg/dpconfig"
+	"github.com/kumametrics/mesh/pkg/netserve"
 	"github.com/kumametrics/mesh/pkg/stats"
 )
 
@@ -29,6 +31,8 @@ type Proxy struct {
 	log   *slog.Logger
 	dial  func(ctx context.Context, network, addr string) (net.Conn, error)
 	sec   *Security
+	// listen binds a listener.
+	listen func(network, address string) (net.Listener, error)
 
 	mu        sync.Mutex
 	listeners map[string]*listener
@@ -46,6 +50,8 @@ type Options struct {
 	// Security holds the mTLS material the agent keeps current (nil: a
 	// Security without material, plain text everywhere).
 	Security *Security
+	// Listen binds the listeners (net.Listen by default).
+	Listen func(network, address string) (net.Listener, error)
 }
 
 // New returns a proxy recording into st.
@@ -59,7 +65,10 @@ func New(st *stats.Store, opts Options) *Proxy {
 	if opts.Security == nil {
 		opts.Security = NewSecurity()
 	}
-	return &Proxy{stats: st, log: opts.Log, dial: opts.Dial, sec: opts.Security, listeners: map[string]*listener{}, clusters: map[string]*cluster{}, rbac: map[string]*stats.RBACStats{}}
+	if opts.Listen == nil {
+		opts.Listen = net.Listen
+	}
+	return &Proxy{stats: st, log: opts.Log, dial: opts.Dial, sec: opts.Security, listen: opts.Listen, listeners: map[string]*listener{}, clusters: map[string]*cluster{}, rbac: map[string]*stats.RBACStats{}}
 }
 
 // route is what a listener does with a connection.
@@ -70,6 +79,9 @@ type route struct {
 	hcm string
 	// guard admits the connections of an inbound (nil for outbounds).
 	guard *guard
+	// panics reports the panics of the listener's connections (set by the
+	// listener).
+	panics *netserve.Panics
 }
 
 // want is one listener of a config, with what it routes to.
@@ -156,7 +168,7 @@ func (p *Proxy) prepareLocked(cfg *meshv1.ProxyConfig) (*Change, error) {
 			ch.reuse[w.name] = l
 			continue
 		}
-		ln, err := net.Listen("tcp", joinHostPort(w.address, w.port))
+		ln, err := p.listen("tcp", joinHostPort(w.address, w.port))
 		if err != nil {
 			closeAll(ch.bound)
 			return nil, fmt.Errorf("listener %s: %w", w.name, err)
@@ -305,6 +317,23 @@ func (p *Proxy) guardFor(in *meshv1.Inbound, c *cluster) *guard {
 func (p *Proxy) removeListener(l *listener) {
 	l.stopAccepting()
 	l.setRoute(p, route{})
+	l.stats.Release()
+}
+
+// NotAccepting tells which listeners stopped accepting connections for good
+// (a permanent accept error; temporary ones such as running out of file
+// descriptors are retried): nil while every listener accepts. Such a
+// listener stays broken until the config moves it.
+func (p *Proxy) NotAccepting() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var errs []error
+	for _, name := range slices.Sorted(maps.Keys(p.listeners)) {
+		if err := p.listeners[name].notAccepting(); err != nil {
+			errs = append(errs, fmt.Errorf("listener %s: %w", name, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // collectClusters releases clusters no listener uses any more.

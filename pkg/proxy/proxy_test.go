@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	meshv1 "github.com/kumametrics/mesh/api/mesh/v1"
+	"github.com/kumametrics/mesh/internal/loopback"
 	"github.com/kumametrics/mesh/pkg/proxy/proxytest"
 	"github.com/kumametrics/mesh/pkg/stats"
 )
@@ -42,13 +44,19 @@ func stillWaiting[T any](t testing.TB, done <-chan T, grace time.Duration, what 
 	}
 }
 
-func freePort(t testing.TB) uint32 {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	return uint32(ln.Addr().(*net.TCPAddr).Port)
-}
+// host is this test binary's own loopback address: the proxy's listeners
+// in these tests bind on it, where nothing else on the machine listens, so
+// freePort can hand out ports without asking the system, and a port it
+// handed out and nobody bound is a dead endpoint.
+var host = loopback.Host()
+
+var lastPort atomic.Uint32
+
+// freePort returns a port of host no other test of this binary got.
+func freePort(testing.TB) uint32 { return 20000 + lastPort.Add(1) }
+
+// addr is host:port.
+func addr(port uint32) string { return net.JoinHostPort(host, strconv.FormatUint(uint64(port), 10)) }
 
 func hostPort(t testing.TB, addr string) (string, uint32) {
 	t.Helper()
@@ -60,7 +68,7 @@ func hostPort(t testing.TB, addr string) (string, uint32) {
 }
 
 func outboundConfig(t testing.TB, port uint32, endpoints ...string) *meshv1.ProxyConfig {
-	out := &meshv1.Outbound{Address: "127.0.0.1", Port: port, Service: "echo", Protocol: "tcp", ClusterName: "echo", Name: fmt.Sprintf("outbound:127.0.0.1:%d", port)}
+	out := &meshv1.Outbound{Address: host, Port: port, Service: "echo", Protocol: "tcp", ClusterName: "echo", Name: fmt.Sprintf("outbound:%s:%d", host, port)}
 	for _, e := range endpoints {
 		h, p := hostPort(t, e)
 		out.Endpoints = append(out.Endpoints, &meshv1.Endpoint{Address: h, Port: p})
@@ -84,7 +92,7 @@ type client struct {
 
 func dial(t *testing.T, port uint32) *client {
 	t.Helper()
-	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	c, err := net.Dial("tcp", addr(port))
 	require.NoError(t, err)
 	t.Cleanup(func() { c.Close() })
 	return &client{t: t, c: c, r: bufio.NewReader(c)}
@@ -140,7 +148,7 @@ func TestTCPRoundRobinAndStats(t *testing.T) {
 
 func TestTCPFailsOverAndEjects(t *testing.T) {
 	a, _ := echoServer(t, "a")
-	dead := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	dead := addr(freePort(t))
 	p, st := newProxy(t)
 	port := freePort(t)
 	require.NoError(t, p.Apply(outboundConfig(t, port, dead, a)))
@@ -168,7 +176,7 @@ func TestEndpointChangesKeepEstablishedConnections(t *testing.T) {
 	// The listener goes away: established connections live on, new ones are refused.
 	require.NoError(t, p.Apply(&meshv1.ProxyConfig{}))
 	require.Equal(t, "a:4", established.must("4"))
-	_, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	_, err := net.Dial("tcp", addr(port))
 	require.Error(t, err)
 	require.Empty(t, p.Listeners())
 }
@@ -190,7 +198,7 @@ func TestDrainWaitsForConnections(t *testing.T) {
 	}()
 	// New connections are refused at once; the open one still works.
 	require.Eventually(t, func() bool {
-		conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		conn, err := net.Dial("tcp", addr(port))
 		if err == nil {
 			conn.Close()
 		}
@@ -238,21 +246,21 @@ func TestApplyIsAllOrNothing(t *testing.T) {
 	ch, err := p.Prepare(bad)
 	require.ErrorContains(t, err, "listener inbound:busy")
 	require.Nil(t, ch)
-	require.Equal(t, []string{"outbound:127.0.0.1:0"}, p.Listeners(), "nothing changed")
+	require.Equal(t, []string{"outbound:" + host + ":0"}, p.Listeners(), "nothing changed")
 	require.Equal(t, inboundPlain, p.sec.inboundMode(), "mTLS not switched on")
 	require.Nil(t, p.sec.state.Load())
-	require.Equal(t, "a:ok", dial(t, portOf(t, p, "outbound:127.0.0.1:0")).must("ok"))
+	require.Equal(t, "a:ok", dial(t, portOf(t, p, "outbound:"+host+":0")).must("ok"))
 
 	// Prepared, then aborted: the new listener was bound, and is closed.
 	ch, err = p.Prepare(good)
 	require.NoError(t, err)
 	prepared := ch.bound["outbound:new"].Addr().String()
-	require.NotContains(t, ch.bound, "outbound:127.0.0.1:0", "the running listener is kept, not bound again")
+	require.NotContains(t, ch.bound, "outbound:"+host+":0", "the running listener is kept, not bound again")
 	ch.Abort()
 	ch.Commit() // no effect after Abort
 	_, err = net.Dial("tcp", prepared)
 	require.Error(t, err, "closed on abort")
-	require.Equal(t, []string{"outbound:127.0.0.1:0"}, p.Listeners())
+	require.Equal(t, []string{"outbound:" + host + ":0"}, p.Listeners())
 	require.Nil(t, p.sec.state.Load())
 
 	// Prepared and committed: everything switches.
@@ -260,7 +268,7 @@ func TestApplyIsAllOrNothing(t *testing.T) {
 	require.NoError(t, err)
 	ch.Commit()
 	ch.Abort() // no effect after Commit
-	require.Equal(t, []string{"outbound:127.0.0.1:0", "outbound:new"}, p.Listeners())
+	require.Equal(t, []string{"outbound:" + host + ":0", "outbound:new"}, p.Listeners())
 	require.Equal(t, inboundStrict, p.sec.inboundMode())
 	require.NotNil(t, p.Addr("outbound:new"))
 	require.Nil(t, p.Addr("outbound:gone"))
@@ -281,7 +289,7 @@ func TestListenerKeepsItsSocketUnderANewName(t *testing.T) {
 	a, _ := echoServer(t, "a")
 	p, _ := newProxy(t)
 	require.NoError(t, p.Apply(outboundConfig(t, 0, a)))
-	port := portOf(t, p, "outbound:127.0.0.1:0")
+	port := portOf(t, p, "outbound:"+host+":0")
 	established := dial(t, port)
 	require.Equal(t, "a:1", established.must("1"))
 

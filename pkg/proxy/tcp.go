@@ -5,6 +5,8 @@ import (
 	"io"
 	"net"
 	"sync"
+
+	"github.com/kumametrics/mesh/pkg/netserve"
 )
 
 // newHandler builds the handler of a route.
@@ -15,7 +17,7 @@ func (p *Proxy) newHandler(rt route) connHandler {
 	case "http2", "grpc":
 		return newHTTP2(p, rt)
 	}
-	return &tcpProxy{c: rt.cluster, log: p.log}
+	return &tcpProxy{c: rt.cluster, log: p.log, panics: rt.panics}
 }
 
 // tcpProxy copies bytes between a downstream connection and an upstream
@@ -25,6 +27,7 @@ type tcpProxy struct {
 	log interface {
 		Debug(msg string, args ...any)
 	}
+	panics *netserve.Panics
 }
 
 var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
@@ -37,9 +40,23 @@ func (t *tcpProxy) ServeConn(down net.Conn, external bool) {
 	}
 	defer up.Close()
 	done := make(chan struct{}, 2)
-	go func() { pipe(up, down); done <- struct{}{} }()
+	go func() {
+		defer func() { done <- struct{}{} }()
+		defer t.panics.Recover(closers{up, down})
+		pipe(up, down)
+	}()
 	pipe(down, up)
 	<-done
+}
+
+// closers closes every connection it holds.
+type closers []io.Closer
+
+func (cs closers) Close() error {
+	for _, c := range cs {
+		_ = c.Close()
+	}
+	return nil
 }
 
 // pipe copies src to dst, then half-closes dst (or closes it).

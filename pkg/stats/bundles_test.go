@@ -171,6 +171,22 @@ func TestRBACStats(t *testing.T) {
 	require.Equal(t, 0, s.Len())
 }
 
+func TestListenerStats(t *testing.T) {
+	t.Parallel()
+	s := stats.NewStore()
+	l := stats.NewListenerStats(s, "inbound:10.0.0.1:8080")
+	l.AcceptErrors.Inc()
+	l.ConnectionPanics.Add(2)
+	out := string(render(t, s, stats.FormatPrometheus, stats.RenderOptions{}))
+	require.Contains(t, out, "# TYPE kuma_dp_accept_errors_total counter\n")
+	require.Contains(t, out, `kuma_dp_accept_errors_total{listener="inbound:10.0.0.1:8080"} 1`)
+	require.Contains(t, out, `kuma_dp_connection_panics_total{listener="inbound:10.0.0.1:8080"} 2`)
+	v := envoyValues(t, s, "")
+	require.Equal(t, int64(2), v["listener.inbound_10.0.0.1_8080.connection_panics"])
+	l.Release()
+	require.Equal(t, 0, s.Len())
+}
+
 func TestServerStats(t *testing.T) {
 	t.Parallel()
 	s := stats.NewStore()

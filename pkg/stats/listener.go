@@ -106,3 +106,35 @@ func (r *RBACStats) Record(allowed bool) {
 
 // Release removes the statistics from the store.
 func (r *RBACStats) Release() { r.scope.Release() }
+
+// ListenerStats are kuma-dp's own statistics of one listener, beyond
+// Envoy's: accepts that failed temporarily (out of file descriptors) and
+// were retried (listener.<name>.accept_errors /
+// kuma_dp_accept_errors_total{listener}), and connections whose serving
+// goroutine panicked, which only ended that connection
+// (listener.<name>.connection_panics /
+// kuma_dp_connection_panics_total{listener}).
+type ListenerStats struct {
+	scope            *Scope
+	AcceptErrors     *Counter
+	ConnectionPanics *Counter
+}
+
+// NewListenerStats registers and publishes the statistics of a listener
+// (the label keeps the name as given).
+func NewListenerStats(s *Store, listener string) *ListenerStats {
+	sc := s.NewScope()
+	label := []Label{{Name: LabelListener, Value: listener}}
+	l := &ListenerStats{
+		scope: sc,
+		AcceptErrors: sc.Counter(Opts{Name: "listener." + listener + ".accept_errors", Family: "kuma_dp_accept_errors_total", Labels: label,
+			Help: "Accepts that failed temporarily (out of file descriptors, a connection aborted) and were retried with backoff."}),
+		ConnectionPanics: sc.Counter(Opts{Name: "listener." + listener + ".connection_panics", Family: "kuma_dp_connection_panics_total", Labels: label,
+			Help: "Connections whose serving goroutine panicked: logged with the stack, only that connection ended."}),
+	}
+	sc.Publish()
+	return l
+}
+
+// Release removes the statistics from the store.
+func (l *ListenerStats) Release() { l.scope.Release() }

@@ -218,13 +218,17 @@ func (s *Server) StreamSotW(stream SotWStream, cb Callbacks) error {
 }
 
 // deltaState is what an incremental stream knows of its client.
+//
+// A client is subscribed only to names that exist: a name that is not in
+// the snapshot when its subscription is processed, or that leaves it, is
+// reported removed and forgotten (subscribe again to get it back). So a
+// client cannot grow the server's memory by subscribing to invented names:
+// between responses a stream keeps at most the snapshot's names.
 type deltaState struct {
 	wildcard   bool
 	subscribed map[string]bool
 	// known maps each resource the client has to its version.
 	known map[string]string
-	// unknown holds subscribed names the client must be told do not exist.
-	unknown map[string]bool
 }
 
 func (d *deltaState) wants(name string) bool { return d.wildcard || d.subscribed[name] }
@@ -236,7 +240,6 @@ func (d *deltaState) subscribe(names []string) {
 			continue
 		}
 		d.subscribed[n] = true
-		d.unknown[n] = true
 	}
 }
 
@@ -247,19 +250,22 @@ func (d *deltaState) unsubscribe(names []string) {
 			continue
 		}
 		delete(d.subscribed, n)
-		delete(d.unknown, n)
 		delete(d.known, n)
 	}
 }
 
-// diff returns what changed since the client's known versions and updates them.
+// diff returns what changed since the client's known versions and updates
+// them; subscriptions to names the snapshot does not hold end.
 func (d *deltaState) diff(snap *Snapshot) (changed []*discoveryv3.Resource, removed []string) {
-	for _, r := range snap.Resources() {
-		if !d.wants(r.Name) {
-			continue
+	for name := range d.subscribed {
+		if _, ok := snap.Get(name); !ok {
+			delete(d.subscribed, name)
+			delete(d.known, name)
+			removed = append(removed, name)
 		}
-		delete(d.unknown, r.Name)
-		if d.known[r.Name] == r.Version {
+	}
+	for _, r := range snap.Resources() {
+		if !d.wants(r.Name) || d.known[r.Name] == r.Version {
 			continue
 		}
 		d.known[r.Name] = r.Version
@@ -270,10 +276,6 @@ func (d *deltaState) diff(snap *Snapshot) (changed []*discoveryv3.Resource, remo
 			delete(d.known, name)
 			removed = append(removed, name)
 		}
-	}
-	for name := range d.unknown {
-		delete(d.unknown, name)
-		removed = append(removed, name)
 	}
 	slices.Sort(removed)
 	return changed, removed
@@ -294,14 +296,20 @@ func (s *Server) StreamDelta(stream DeltaStream, cb Callbacks) error {
 		err       error
 		lastNonce string
 		lastSentV string
-		state     = &deltaState{subscribed: map[string]bool{}, known: map[string]string{}, unknown: map[string]bool{}}
+		state     = &deltaState{subscribed: map[string]bool{}, known: map[string]string{}}
 		mustReply bool
 	)
 	for {
+		// Until there is a snapshot to check subscriptions against, no
+		// request after the first is read: names cannot pile up unchecked.
+		in := reqs
+		if node != nil && snap == nil {
+			in = nil
+		}
 		select {
 		case <-ctx.Done():
 			return status.FromContextError(ctx.Err()).Err()
-		case r := <-reqs:
+		case r := <-in:
 			if r.err != nil {
 				return endOfStream(r.err)
 			}

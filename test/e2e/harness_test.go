@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"github.com/kumametrics/mesh/internal/syncbuffer"
 )
@@ -78,6 +79,9 @@ type controlPlane struct {
 	cmd      *exec.Cmd
 	log      *syncbuffer.Buffer
 	done     chan error
+	// nofile, when set, is the process's limit of open files (soft and
+	// hard), set as soon as it started, as `ulimit -n` would.
+	nofile uint64
 }
 
 // newControlPlane prepares a kuma-cp on free ports with its data in workDir.
@@ -117,6 +121,10 @@ func (cp *controlPlane) start() {
 	cp.cmd.Env = cp.env
 	cp.cmd.Stdout, cp.cmd.Stderr = cp.log, cp.log
 	require.NoError(t, cp.cmd.Start())
+	if cp.nofile > 0 {
+		lim := unix.Rlimit{Cur: cp.nofile, Max: cp.nofile}
+		require.NoError(t, unix.Prlimit(cp.cmd.Process.Pid, unix.RLIMIT_NOFILE, &lim, nil))
+	}
 	cp.done = make(chan error, 1)
 	go func() { cp.done <- cp.cmd.Wait() }()
 	t.Cleanup(func() {

@@ -23,6 +23,8 @@ type ControlPlane struct {
 	MADS     string // http://127.0.0.1:port
 	DPServer string // https://127.0.0.1:port
 	Diag     string // http://127.0.0.1:port
+
+	removeWorkDir bool
 }
 
 // Client is the HTTP client of the benchmarks.
@@ -83,13 +85,31 @@ func Start(binary, workDir string, env ...string) (*ControlPlane, error) {
 	return cp, nil
 }
 
+// StartTemp is Start in a new temporary work directory, which Stop removes.
+func StartTemp(binary string, env ...string) (*ControlPlane, error) {
+	dir, err := os.MkdirTemp("", "bench-kuma-cp-")
+	if err != nil {
+		return nil, err
+	}
+	cp, err := Start(binary, dir, env...)
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, err
+	}
+	cp.removeWorkDir = true
+	return cp, nil
+}
+
 // CAFile is the dataplane server's CA, for kuma-dp's --ca-cert-file.
 func (cp *ControlPlane) CAFile() string { return filepath.Join(cp.WorkDir, "dp-server-ca.pem") }
 
-// Stop kills the process.
+// Stop kills the process (and removes the work directory StartTemp made).
 func (cp *ControlPlane) Stop() {
 	_ = cp.Cmd.Process.Kill()
 	_ = cp.Cmd.Wait()
+	if cp.removeWorkDir {
+		_ = os.RemoveAll(cp.WorkDir)
+	}
 }
 
 // Put writes a resource through the REST API.

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/kumametrics/mesh/pkg/netserve"
 	"github.com/kumametrics/mesh/pkg/stats"
 )
 
@@ -75,6 +76,11 @@ type Config struct {
 	MaxHeaderBytes int
 
 	Log *slog.Logger
+	// Panics, when set, recovers and reports a panic of a session's
+	// goroutines, which then ends only that connection. When nil, a panic
+	// of ServeConn's goroutine goes on to the caller (after the session's
+	// bookkeeping ran).
+	Panics *netserve.Panics
 }
 
 // config is a Config with its defaults applied; it is immutable once stored.
@@ -251,24 +257,34 @@ func (p *Proxy) ServeConn(conn net.Conn, external bool) {
 	s.stall = stallGuard{timeout: cfg.IdleTimeout}
 	s.br.Reset(conn)
 	s.bw.Reset(s)
+	completed := false
+	defer func() {
+		// Also when serving panicked: the connection ends, and only it.
+		_ = conn.Close()
+		lst.ConnectionClosed()
+		p.mu.Lock()
+		delete(p.sessions, s)
+		if len(p.sessions) == 0 && p.drained != nil {
+			close(p.drained)
+			p.drained = nil
+		}
+		p.mu.Unlock()
+		if !completed {
+			return // a session left in an unknown state is not reused
+		}
+		s.br.Reset(nil)
+		s.bw.Reset(nil)
+		s.p, s.conn = nil, nil
+		sessionPool.Put(s)
+	}()
+	if cfg.Panics != nil {
+		defer cfg.Panics.Recover(conn) // before the bookkeeping above
+	}
 	s.serve()
 	if s.linger {
 		lingerClose(conn)
 	}
-	_ = conn.Close()
-	lst.ConnectionClosed()
-
-	p.mu.Lock()
-	delete(p.sessions, s)
-	if len(p.sessions) == 0 && p.drained != nil {
-		close(p.drained)
-		p.drained = nil
-	}
-	p.mu.Unlock()
-	s.br.Reset(nil)
-	s.bw.Reset(nil)
-	s.p, s.conn = nil, nil
-	sessionPool.Put(s)
+	completed = true
 }
 
 // Write writes to the client, bounded by the stall guard (the session's

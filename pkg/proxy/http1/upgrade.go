@@ -18,8 +18,10 @@ func (s *session) tunnel(uc *upConn) {
 	s.stall.disarm(s.conn)
 	uc.stall.disarm(uc.nc)
 	done := make(chan struct{})
+	panics := s.p.cfg.Load().Panics
 	go func() {
 		defer close(done)
+		defer panics.Recover(bothConns{s.conn, uc.nc})
 		var err error
 		if n := s.br.Buffered(); n > 0 {
 			b, _ := s.br.Peek(n)
@@ -47,4 +49,13 @@ func endDirection(dst net.Conn, err error, src net.Conn) {
 	}
 	_ = dst.Close()
 	_ = src.Close()
+}
+
+// bothConns closes the two connections of a tunnel.
+type bothConns [2]net.Conn
+
+func (b bothConns) Close() error {
+	_ = b[0].Close()
+	_ = b[1].Close()
+	return nil
 }
