@@ -310,8 +310,9 @@ func (a *Agent) follow(ctx context.Context, client meshv1.DataplaneConfigService
 
 // reportStreamEnd logs why a config stream ended. A refusal of the control
 // plane (Unauthenticated, PermissionDenied) is an error said once, with
-// what to do, until it changes; other ends are warnings, and "the last
-// config stays applied" only when one was applied.
+// what to do, until it changes; a Dataplane the control plane does not
+// have yet (NotFound) is a warning said once; other ends are warnings, and
+// "the last config stays applied" only when one was applied.
 func (a *Agent) reportStreamEnd(err error, lastRefusal *string, wait time.Duration) {
 	retry := wait.Round(time.Millisecond)
 	if code := status.Code(err); code == codes.Unauthenticated || code == codes.PermissionDenied {
@@ -323,6 +324,18 @@ func (a *Agent) reportStreamEnd(err error, lastRefusal *string, wait time.Durati
 		}
 		*lastRefusal = msg
 		a.log.Error("the control plane refused this proxy", "code", code.String(), "reason", msg, "fix", a.tokens.fix(), "retry_in", retry)
+		return
+	}
+	if status.Code(err) == codes.NotFound {
+		// The control plane has no Dataplane of this name yet (on
+		// Kubernetes the pod controller makes it): said once, retried.
+		msg := status.Convert(err).Message()
+		if msg == *lastRefusal {
+			a.log.Debug("the control plane still has no Dataplane for this proxy", "retry_in", retry)
+			return
+		}
+		*lastRefusal = msg
+		a.log.Warn("the control plane has no Dataplane for this proxy yet; retrying", "reason", msg, "retry_in", retry)
 		return
 	}
 	*lastRefusal = ""

@@ -113,6 +113,7 @@ metrics:
 		return nil
 	})
 	require.Contains(t, log.String(), `msg="connected to the control plane"`)
+	require.Equal(t, 1, strings.Count(log.String(), `msg="the control plane has no Dataplane for this proxy yet; retrying"`), "said once")
 	require.Contains(t, log.String(), "dataplane="+key.String())
 	have, err := srv.Store.Get(t.Context(), resource.KindDataplane, key)
 	require.NoError(t, err)

@@ -287,6 +287,14 @@ func TestStreamEndMessages(t *testing.T) {
 	require.Equal(t, 1, strings.Count(log.String(), "the control plane refused this proxy"), "said once")
 	a.reportStreamEnd(status.Error(codes.PermissionDenied, "dataplane default/web-1: another reason"), &lastRefusal, time.Second)
 	require.Equal(t, 2, strings.Count(log.String(), "the control plane refused this proxy"), "a new reason is said")
+
+	// No Dataplane yet (Kubernetes: the pod controller makes it): said once.
+	notFound := status.Error(codes.NotFound, "dataplane default/web-1: no such Dataplane is stored")
+	for range 3 {
+		a.reportStreamEnd(notFound, &lastRefusal, time.Second)
+	}
+	require.Equal(t, 1, strings.Count(log.String(), `msg="the control plane has no Dataplane for this proxy yet; retrying" reason="dataplane default/web-1: no such Dataplane is stored"`))
+	require.Equal(t, 2, strings.Count(log.String(), "the control plane refused this proxy"), "not a refusal")
 }
 
 func TestTokenFileThatCannotBeReadKeepsTheToken(t *testing.T) {
