@@ -22,6 +22,7 @@ import (
 	"github.com/kumametrics/mesh/pkg/resource"
 	"github.com/kumametrics/mesh/pkg/store"
 	"github.com/kumametrics/mesh/pkg/store/memory"
+	"github.com/kumametrics/mesh/pkg/store/storetest"
 )
 
 type env struct {
@@ -332,10 +333,10 @@ func TestInsights(t *testing.T) {
 
 	// b1's proxy connects to control plane cp-1, whose heartbeat is fresh.
 	now := *e.now.Load()
-	require.NoError(t, e.store.Upsert(t.Context(), resource.New("", "cp-1", &resource.ControlPlaneInstanceSpec{StartTime: now, HeartbeatTime: now})))
-	require.NoError(t, e.store.Upsert(t.Context(), resource.New("default", "b1", &resource.DataplaneInsightSpec{Subscriptions: []resource.Subscription{
+	storetest.MustUpsert(t, e.store, resource.New("", "cp-1", &resource.ControlPlaneInstanceSpec{StartTime: now, HeartbeatTime: now}))
+	storetest.MustUpsert(t, e.store, resource.New("default", "b1", &resource.DataplaneInsightSpec{Subscriptions: []resource.Subscription{
 		{ID: "s1", ControlPlaneInstanceID: "cp-1", ConnectTime: now.Add(-time.Minute).UTC()},
-	}})))
+	}}))
 	ov = decode[list[overview]](t, e.do(t, "GET", "/meshes/default/dataplanes+insights", "").body)
 	require.Equal(t, "Online", ov.Items[0].Status)
 	require.Len(t, ov.Items[0].DataplaneInsight.Subscriptions, 1)
@@ -370,10 +371,10 @@ func TestInsightKindsAreReadOnly(t *testing.T) {
 	e := newEnv(t)
 	require.Equal(t, 201, e.do(t, "PUT", "/meshes/default/dataplanes/dp-1", dataplane).status)
 	at := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
-	require.NoError(t, e.store.Upsert(t.Context(), resource.New("default", "dp-1", &resource.DataplaneInsightSpec{Subscriptions: []resource.Subscription{
+	storetest.MustUpsert(t, e.store, resource.New("default", "dp-1", &resource.DataplaneInsightSpec{Subscriptions: []resource.Subscription{
 		{ID: "s1", ControlPlaneInstanceID: "cp-1", ConnectTime: at, Status: resource.SubStatus{Total: resource.Totals{ResponsesSent: 3, ResponsesAcknowledged: 2}}},
-	}})))
-	require.NoError(t, e.store.Upsert(t.Context(), resource.New("", "cp-1", &resource.ControlPlaneInstanceSpec{StartTime: at, HeartbeatTime: at})))
+	}}))
+	storetest.MustUpsert(t, e.store, resource.New("", "cp-1", &resource.ControlPlaneInstanceSpec{StartTime: at, HeartbeatTime: at}))
 
 	r := e.do(t, "GET", "/meshes/default/dataplane-insights/dp-1", "")
 	require.Equal(t, 200, r.status, string(r.body))

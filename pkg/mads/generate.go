@@ -46,7 +46,7 @@ func Assignments(meshes, dataplanes []*resource.Object) []Assignment {
 		if mesh == nil || spec == nil {
 			continue
 		}
-		if a := assignment(dp.Meta.Mesh, dp.Meta.Name, mesh, spec); a != nil {
+		if a := assignment(dp.Meta, mesh, spec); a != nil {
 			out = append(out, Assignment{Name: ResourceName(dp.Meta.Mesh, dp.Meta.Name), MonitoringAssignment: a})
 		}
 	}
@@ -59,7 +59,8 @@ func Assignments(meshes, dataplanes []*resource.Object) []Assignment {
 	return out
 }
 
-func assignment(meshName, name string, mesh *resource.MeshSpec, dp *resource.DataplaneSpec) *observabilityv1.MonitoringAssignment {
+func assignment(meta resource.Meta, mesh *resource.MeshSpec, dp *resource.DataplaneSpec) *observabilityv1.MonitoringAssignment {
+	meshName, name := meta.Mesh, meta.Name
 	if mesh == nil || dp == nil {
 		return nil
 	}
@@ -87,9 +88,29 @@ func assignment(meshName, name string, mesh *resource.MeshSpec, dp *resource.Dat
 			Scheme:      Scheme(mesh, eff),
 			Address:     net.JoinHostPort(host, strconv.FormatUint(uint64(eff.Port), 10)),
 			MetricsPath: eff.Path,
-			Labels:      TagLabels(tags),
+			Labels:      withKubernetesLabels(TagLabels(tags), meta.NameExtensions),
 		}},
 	}
+}
+
+// Labels of the Kubernetes name and namespace of a dataplane (its Pod's),
+// from the name extensions the Kubernetes store fills in (compat.md §2: no
+// plural form for these two).
+const (
+	K8sNameLabel      = "k8s_kuma_io_name"
+	K8sNamespaceLabel = "k8s_kuma_io_namespace"
+)
+
+// withKubernetesLabels adds the Kubernetes name and namespace of a
+// dataplane to its target labels; they win over tags of the same name.
+func withKubernetesLabels(labels, ext map[string]string) map[string]string {
+	if v := ext[resource.K8sNameExtension]; v != "" {
+		labels[K8sNameLabel] = v
+	}
+	if v := ext[resource.K8sNamespaceExtension]; v != "" {
+		labels[K8sNamespaceLabel] = v
+	}
+	return labels
 }
 
 // Scheme is how Prometheus reaches a dataplane's metrics endpoint: https

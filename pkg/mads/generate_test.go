@@ -48,6 +48,13 @@ func dp(mesh, name string, net resource.Networking, metrics *resource.MetricsBac
 	return resource.New(mesh, name, &resource.DataplaneSpec{Networking: &net, Metrics: metrics})
 }
 
+// k8sDataplane is a Pod's Dataplane as the Kubernetes store reads it.
+func k8sDataplane(pod, namespace string, in resource.Inbound) *resource.Object {
+	o := dp("default", pod+"."+namespace, resource.Networking{Address: "10.0.0.1", Inbound: []resource.Inbound{in}}, nil)
+	o.Meta.NameExtensions = map[string]string{resource.K8sNameExtension: pod, resource.K8sNamespaceExtension: namespace}
+	return o
+}
+
 func inbound(tags ...string) resource.Inbound {
 	in := resource.Inbound{Port: 8080, Tags: map[string]string{}}
 	for i := 0; i < len(tags); i += 2 {
@@ -128,6 +135,19 @@ func TestAssignments(t *testing.T) {
 		want: []flat{{Mesh: "default", Name: "d", Scheme: "http", Address: "10.0.0.1:5670", Path: "/metrics", Labels: map[string]string{
 			"k8s_io_zone_name": "eu", "k8s_io_zone_names": ",eu,", "_n_": "x", "_n_s": ",x,",
 		}}},
+	}, {
+		name:   "a Kubernetes dataplane carries its Pod's name and namespace",
+		meshes: []*resource.Object{metricsMesh("default", nil)},
+		dataplanes: []*resource.Object{k8sDataplane("backend-5c89f4d995-85znn", "my-namespace", inbound(
+			resource.ServiceTag, "backend_my-namespace_svc_8080", "k8s.kuma.io/namespace", "my-namespace", "app", "backend"))},
+		want: []flat{{Mesh: "default", Service: "backend_my-namespace_svc_8080", Name: "backend-5c89f4d995-85znn.my-namespace", Scheme: "http",
+			Address: "10.0.0.1:5670", Path: "/metrics", Labels: map[string]string{
+				"kuma_io_service": "backend_my-namespace_svc_8080", "kuma_io_services": ",backend_my-namespace_svc_8080,",
+				"app": "backend", "apps": ",backend,",
+				// The tag's plural stays; the extensions add no plural.
+				"k8s_kuma_io_namespace": "my-namespace", "k8s_kuma_io_namespaces": ",my-namespace,",
+				"k8s_kuma_io_name": "backend-5c89f4d995-85znn",
+			}}},
 	}}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

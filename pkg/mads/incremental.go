@@ -49,7 +49,7 @@ func (e *entry) renderJSON() {
 
 func newEntry(mesh, dp *resource.Object) (*entry, error) {
 	e := &entry{mesh: mesh}
-	ma := assignment(dp.Meta.Mesh, dp.Meta.Name, mesh.Mesh(), dp.Dataplane())
+	ma := assignment(dp.Meta, mesh.Mesh(), dp.Dataplane())
 	if ma == nil {
 		return e, nil
 	}

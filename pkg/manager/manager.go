@@ -62,6 +62,7 @@ func (m *Manager) Apply(ctx context.Context, obj *resource.Object, ifVersion int
 		withNew = append(withNew, allowAll(o.Meta.Name))
 	}
 	var err error
+	var created bool
 	switch {
 	case ifVersion > 0:
 		o.Meta.Version = ifVersion
@@ -71,8 +72,9 @@ func (m *Manager) Apply(ctx context.Context, obj *resource.Object, ifVersion int
 		}
 	case ifVersion == CreateOnly:
 		err = m.store.Create(ctx, append([]*resource.Object{o}, withNew...)...)
+		created = true
 	default:
-		err = m.store.Upsert(ctx, o, withNew...)
+		created, err = m.store.Upsert(ctx, o, withNew...)
 	}
 	if errors.Is(err, store.ErrMeshNotFound) {
 		return nil, &resource.ValidationError{Causes: []resource.Cause{{Field: "mesh", Message: fmt.Sprintf("mesh %q does not exist", obj.Meta.Mesh)}}}
@@ -80,7 +82,7 @@ func (m *Manager) Apply(ctx context.Context, obj *resource.Object, ifVersion int
 	if err != nil {
 		return nil, err
 	}
-	if o.Meta.Version == 1 {
+	if created {
 		m.log.Info("resource created", "type", o.Meta.Kind, "mesh", o.Meta.Mesh, "name", o.Meta.Name)
 		return &Result{Created: true, Object: o}, nil
 	}

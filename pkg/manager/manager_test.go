@@ -124,9 +124,9 @@ func (f *faultyStore) Create(ctx context.Context, objs ...*resource.Object) erro
 	return f.Store.Create(ctx, objs...)
 }
 
-func (f *faultyStore) Upsert(ctx context.Context, obj *resource.Object, withNew ...*resource.Object) error {
+func (f *faultyStore) Upsert(ctx context.Context, obj *resource.Object, withNew ...*resource.Object) (bool, error) {
 	if hasPermission(append([]*resource.Object{obj}, withNew...)) {
-		return errInjected
+		return false, errInjected
 	}
 	return f.Store.Upsert(ctx, obj, withNew...)
 }

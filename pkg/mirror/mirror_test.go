@@ -218,8 +218,8 @@ func TestInsightWritesChangeNothing(t *testing.T) {
 	v0, _ := m.View()
 	at := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
 	for i := range 20 {
-		require.NoError(t, s.Upsert(ctx, storetest.Insight("m1", "a", fmt.Sprintf("s%d", i), at)))
-		require.NoError(t, s.Upsert(ctx, resource.New("", "cp-1", &resource.ControlPlaneInstanceSpec{HeartbeatTime: at.Add(time.Duration(i) * time.Second)})))
+		storetest.MustUpsert(t, s, storetest.Insight("m1", "a", fmt.Sprintf("s%d", i), at))
+		storetest.MustUpsert(t, s, resource.New("", "cp-1", &resource.ControlPlaneInstanceSpec{HeartbeatTime: at.Add(time.Duration(i) * time.Second)}))
 	}
 	// A real change after them: the mirror has seen everything before it.
 	require.NoError(t, s.Create(ctx, storetest.Dataplane("m1", "b", 2)))

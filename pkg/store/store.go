@@ -39,10 +39,9 @@ type Store interface {
 	// ErrNotFound). A mesh-scoped obj whose mesh does not exist is
 	// ErrMeshNotFound. When it creates obj it also creates withNew in the
 	// same transaction, as Create(obj, withNew...) would (and fails whole
-	// as Create would); when obj existed, withNew is left alone. After a
-	// successful call obj.Meta.Version is 1 exactly when the call created
-	// obj.
-	Upsert(ctx context.Context, obj *resource.Object, withNew ...*resource.Object) error
+	// as Create would); when obj existed, withNew is left alone. created
+	// tells which happened.
+	Upsert(ctx context.Context, obj *resource.Object, withNew ...*resource.Object) (created bool, err error)
 	// Delete removes a resource (ErrNotFound when absent). With version > 0
 	// it deletes only the stored version `version`, checked in the same
 	// transaction (ErrConflict otherwise); with 0 whatever is stored.

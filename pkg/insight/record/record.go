@@ -28,7 +28,7 @@ type Store interface {
 	List(ctx context.Context, kind resource.Kind, opts store.ListOptions) (*store.ListResult, error)
 	Create(ctx context.Context, objs ...*resource.Object) error
 	Update(ctx context.Context, obj *resource.Object) error
-	Upsert(ctx context.Context, obj *resource.Object, withNew ...*resource.Object) error
+	Upsert(ctx context.Context, obj *resource.Object, withNew ...*resource.Object) (bool, error)
 	Delete(ctx context.Context, kind resource.Kind, key resource.Key, version int64) error
 }
 
@@ -171,9 +171,10 @@ func (r *Recorder) markPredecessors(ctx context.Context) error {
 }
 
 func (r *Recorder) heartbeat(ctx context.Context) error {
-	return r.opts.Store.Upsert(ctx, resource.New("", r.opts.InstanceID, &resource.ControlPlaneInstanceSpec{
+	_, err := r.opts.Store.Upsert(ctx, resource.New("", r.opts.InstanceID, &resource.ControlPlaneInstanceSpec{
 		StartTime: r.start, HeartbeatTime: r.opts.Now().UTC(),
 	}))
+	return err
 }
 
 func (r *Recorder) now() time.Time { return r.opts.Now().UTC() }

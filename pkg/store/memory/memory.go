@@ -200,6 +200,7 @@ func (s *Store) insert(objs []*resource.Object, specs []resource.Spec, now time.
 	events := make([]store.Event, len(objs))
 	for i, o := range objs {
 		r := &record{meta: o.Meta, spec: specs[i]}
+		r.meta.NameExtensions = nil // this store has none
 		r.meta.Version = 1
 		r.meta.CreationTime = now
 		r.meta.ModificationTime = now
@@ -249,12 +250,12 @@ func (s *Store) replace(r *record, obj *resource.Object, spec resource.Spec) sto
 }
 
 // Upsert implements store.Store.
-func (s *Store) Upsert(ctx context.Context, obj *resource.Object, withNew ...*resource.Object) error {
+func (s *Store) Upsert(ctx context.Context, obj *resource.Object, withNew ...*resource.Object) (bool, error) {
 	if err := ctx.Err(); err != nil {
-		return err
+		return false, err
 	}
 	if err := checkObject("upsert", obj); err != nil {
-		return err
+		return false, err
 	}
 	created := append([]*resource.Object{obj}, withNew...)
 	version := obj.Meta.Version
@@ -262,24 +263,24 @@ func (s *Store) Upsert(ctx context.Context, obj *resource.Object, withNew ...*re
 	err := store.CheckNew("memory: upsert", created)
 	obj.Meta.Version = version
 	if err != nil {
-		return err
+		return false, err
 	}
 	specs := copySpecs(created)
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return ErrClosed
+		return false, ErrClosed
 	}
 	if r, ok := s.tables[obj.Meta.Kind].byKey[obj.Meta.Key()]; ok {
 		s.feed.Publish(s.replace(r, obj, specs[0]))
-		return nil
+		return false, nil
 	}
 	if err := s.checkCreate(created); err != nil {
-		return err
+		return false, err
 	}
 	s.feed.Publish(s.insert(created, specs, s.stamp())...)
-	return nil
+	return true, nil
 }
 
 // Delete implements store.Store. Deleting a Mesh first deletes every

@@ -56,7 +56,7 @@ func (m *Store) Create(ctx context.Context, objs ...*resource.Object) error {
 }
 
 // Upsert implements store.Store.
-func (m *Store) Upsert(ctx context.Context, obj *resource.Object, withNew ...*resource.Object) error {
+func (m *Store) Upsert(ctx context.Context, obj *resource.Object, withNew ...*resource.Object) (bool, error) {
 	defer m.observe("upsert", obj.Meta.Kind, time.Now())
 	return m.Store.Upsert(ctx, obj, withNew...)
 }

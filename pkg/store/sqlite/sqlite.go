@@ -535,21 +535,21 @@ func (s *Store) missOrConflict(ctx context.Context, tx *sql.Tx, kind resource.Ki
 
 // Upsert implements store.Store: one INSERT … ON CONFLICT DO UPDATE, so no
 // other writer can come between the existence check and the write.
-func (s *Store) Upsert(ctx context.Context, obj *resource.Object, withNew ...*resource.Object) error {
+func (s *Store) Upsert(ctx context.Context, obj *resource.Object, withNew ...*resource.Object) (bool, error) {
 	if err := checkObject("upsert", obj); err != nil {
-		return err
+		return false, err
 	}
 	if err := store.CheckNew("sqlite: upsert", append([]*resource.Object{withMeta(obj)}, withNew...)); err != nil {
-		return err
+		return false, err
 	}
 	kind, key := obj.Meta.Kind, obj.Meta.Key()
 	spec, err := json.Marshal(obj.Spec)
 	if err != nil {
-		return wrap(ctx, "upsert", kind, key, err)
+		return false, wrap(ctx, "upsert", kind, key, err)
 	}
 	specs, err := marshalSpecs(ctx, "upsert", withNew)
 	if err != nil {
-		return err
+		return false, err
 	}
 	var version, created int64
 	var stamp time.Time
@@ -573,7 +573,7 @@ func (s *Store) Upsert(ctx context.Context, obj *resource.Object, withNew ...*re
 		return append([]store.Event{{Type: store.Created, Kind: kind, Key: key, Version: 1}}, events...), nil
 	})
 	if err != nil {
-		return wrap(ctx, "upsert", kind, key, err)
+		return false, wrap(ctx, "upsert", kind, key, err)
 	}
 	obj.Meta.Version = version
 	obj.Meta.CreationTime = fromNanos(created)
@@ -585,7 +585,7 @@ func (s *Store) Upsert(ctx context.Context, obj *resource.Object, withNew ...*re
 			o.Meta.ModificationTime = stamp
 		}
 	}
-	return nil
+	return version == 1, nil
 }
 
 // withMeta returns a shallow copy of obj with version 0, to be checked

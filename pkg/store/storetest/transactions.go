@@ -17,19 +17,22 @@ import (
 // runTransactions is the part of the contract about writes that are one
 // transaction: creating several resources, upserting, conditional and
 // cascading deletes, each also against racing writers.
-func runTransactions(t *testing.T, newStore func(t *testing.T) store.Store) {
+func (c suite) runTransactions(t *testing.T, newStore func(t *testing.T) store.Store) {
 	t.Run("CreateSeveral", func(t *testing.T) {
 		s := newStore(t)
 		ch := s.Watch(t.Context())
 		m, tp := Mesh("m"), TrafficPermission("m", "allow-all-m")
 		require.NoError(t, s.Create(t.Context(), m, tp), "a mesh and a resource in it, in one call")
+		oneCommit := !limited(t, c.lim.SeparateCommits)
 		for _, o := range []*resource.Object{m, tp} {
-			require.Equal(t, int64(1), o.Meta.Version)
-			require.True(t, o.Meta.CreationTime.Equal(m.Meta.CreationTime), "one commit time")
+			c.created(t, o.Meta.Version)
+			if oneCommit {
+				require.True(t, o.Meta.CreationTime.Equal(m.Meta.CreationTime), "one commit time")
+			}
 			require.Equal(t, o.Meta, mustGet(t, s, o.Meta.Kind, o.Meta.Key()).Meta)
 		}
-		require.Equal(t, store.Event{Type: store.Created, Kind: resource.KindMesh, Key: key("", "m"), Version: 1}, nextEvent(t, ch))
-		require.Equal(t, store.Event{Type: store.Created, Kind: resource.KindTrafficPermission, Key: key("m", "allow-all-m"), Version: 1}, nextEvent(t, ch))
+		require.Equal(t, store.Event{Type: store.Created, Kind: resource.KindMesh, Key: key("", "m"), Version: m.Meta.Version}, nextEvent(t, ch))
+		require.Equal(t, store.Event{Type: store.Created, Kind: resource.KindTrafficPermission, Key: key("m", "allow-all-m"), Version: tp.Meta.Version}, nextEvent(t, ch))
 		requireNoEvent(t, ch)
 		// The mesh must come before what lives in it.
 		err := s.Create(t.Context(), TrafficPermission("later", "tp"), Mesh("later"))
@@ -69,31 +72,34 @@ func runTransactions(t *testing.T, newStore func(t *testing.T) store.Store) {
 
 	t.Run("Upsert", func(t *testing.T) {
 		s := newStore(t)
-		require.ErrorIs(t, s.Upsert(t.Context(), Dataplane("nope", "dp", 1)), store.ErrMeshNotFound)
+		_, err := s.Upsert(t.Context(), Dataplane("nope", "dp", 1))
+		require.ErrorIs(t, err, store.ErrMeshNotFound)
 		mustCreate(t, s, Mesh("default"))
 		ch := s.Watch(t.Context())
 
 		dp := Dataplane("default", "dp", 1)
 		dp.Meta.Version = 7 // ignored
-		require.NoError(t, s.Upsert(t.Context(), dp))
-		require.Equal(t, int64(1), dp.Meta.Version, "version 1: created")
+		require.True(t, MustUpsert(t, s, dp), "created")
+		c.created(t, dp.Meta.Version)
 		created := dp.Meta.CreationTime
 		require.False(t, created.IsZero())
 		waitUntilAfter(t, created)
 
+		versions := []int64{dp.Meta.Version}
 		for i, stale := range []int64{0, 1, 99} {
 			upd := Dataplane("default", "dp", 10+i)
 			upd.Meta.Version = stale
-			require.NoError(t, s.Upsert(t.Context(), upd), "version %d", stale)
-			require.Equal(t, int64(2+i), upd.Meta.Version)
+			require.False(t, MustUpsert(t, s, upd), "version %d: updated", stale)
+			c.next(t, versions[len(versions)-1], upd.Meta.Version)
+			versions = append(versions, upd.Meta.Version)
 			require.True(t, upd.Meta.CreationTime.Equal(created), "creation time kept")
 			require.True(t, upd.Meta.ModificationTime.After(created))
 			got := mustGet(t, s, resource.KindDataplane, key("default", "dp"))
 			require.Equal(t, upd.Meta, got.Meta)
 			require.Equal(t, upd.Spec, got.Spec)
 		}
-		require.Equal(t, store.Event{Type: store.Created, Kind: resource.KindDataplane, Key: key("default", "dp"), Version: 1}, nextEvent(t, ch))
-		for v := int64(2); v <= 4; v++ {
+		require.Equal(t, store.Event{Type: store.Created, Kind: resource.KindDataplane, Key: key("default", "dp"), Version: versions[0]}, nextEvent(t, ch))
+		for _, v := range versions[1:] {
 			require.Equal(t, store.Event{Type: store.Updated, Kind: resource.KindDataplane, Key: key("default", "dp"), Version: v}, nextEvent(t, ch))
 		}
 		requireNoEvent(t, ch)
@@ -103,28 +109,28 @@ func runTransactions(t *testing.T, newStore func(t *testing.T) store.Store) {
 		s := newStore(t)
 		ch := s.Watch(t.Context())
 		m, tp := Mesh("m"), TrafficPermission("m", "allow-all-m")
-		require.NoError(t, s.Upsert(t.Context(), m, tp))
-		require.Equal(t, int64(1), m.Meta.Version)
-		require.Equal(t, int64(1), tp.Meta.Version, "created with the mesh")
+		require.True(t, MustUpsert(t, s, m, tp))
+		c.created(t, m.Meta.Version)
+		c.created(t, tp.Meta.Version, "created with the mesh")
 		require.Equal(t, store.Created, nextEvent(t, ch).Type)
-		require.Equal(t, store.Event{Type: store.Created, Kind: resource.KindTrafficPermission, Key: key("m", "allow-all-m"), Version: 1}, nextEvent(t, ch))
+		require.Equal(t, store.Event{Type: store.Created, Kind: resource.KindTrafficPermission, Key: key("m", "allow-all-m"), Version: tp.Meta.Version}, nextEvent(t, ch))
 
 		// The mesh exists: only it changes, even if the other was deleted.
 		require.NoError(t, s.Delete(t.Context(), resource.KindTrafficPermission, key("m", "allow-all-m"), 0))
 		require.Equal(t, store.Deleted, nextEvent(t, ch).Type)
 		again, tp2 := Mesh("m"), TrafficPermission("m", "allow-all-m")
-		require.NoError(t, s.Upsert(t.Context(), again, tp2))
-		require.Equal(t, int64(2), again.Meta.Version)
+		require.False(t, MustUpsert(t, s, again, tp2))
+		c.next(t, m.Meta.Version, again.Meta.Version)
 		require.Zero(t, tp2.Meta.Version, "not created")
 		_, err := s.Get(t.Context(), resource.KindTrafficPermission, key("m", "allow-all-m"))
 		require.ErrorIs(t, err, store.ErrNotFound)
-		require.Equal(t, store.Event{Type: store.Updated, Kind: resource.KindMesh, Key: key("", "m"), Version: 2}, nextEvent(t, ch))
+		require.Equal(t, store.Event{Type: store.Updated, Kind: resource.KindMesh, Key: key("", "m"), Version: again.Meta.Version}, nextEvent(t, ch))
 
 		// A companion that cannot be created fails the whole upsert.
 		mustCreate(t, s, Dataplane("m", "taken", 1))
 		requireEvent(t, ch, store.Created)
 		fresh := Mesh("fresh")
-		err = s.Upsert(t.Context(), fresh, TrafficPermission("fresh", "tp"), Dataplane("m", "taken", 2))
+		_, err = s.Upsert(t.Context(), fresh, TrafficPermission("fresh", "tp"), Dataplane("m", "taken", 2))
 		require.ErrorIs(t, err, store.ErrAlreadyExists)
 		require.Zero(t, fresh.Meta.Version)
 		_, err = s.Get(t.Context(), resource.KindMesh, key("", "fresh"))
@@ -165,7 +171,7 @@ func runTransactions(t *testing.T, newStore func(t *testing.T) store.Store) {
 			writes.Go(func() {
 				for i := range each {
 					obj := Dataplane("default", "same", w*each+i)
-					if err := s.Upsert(t.Context(), obj); err != nil {
+					if _, err := s.Upsert(t.Context(), obj); err != nil {
 						t.Errorf("writer %d: upsert: %v", w, err)
 						return
 					}
@@ -200,20 +206,22 @@ func runTransactions(t *testing.T, newStore func(t *testing.T) store.Store) {
 
 	t.Run("DeleteConditional", func(t *testing.T) {
 		s := newStore(t)
-		mustCreate(t, s, Mesh("default"))
+		m := mustCreate(t, s, Mesh("default"))
 		dp := mustCreate(t, s, Dataplane("default", "dp", 1))
+		first := dp.Meta.Version
 		require.NoError(t, s.Update(t.Context(), dp))
+		cur := dp.Meta.Version
 		ch := s.Watch(t.Context())
-		for _, stale := range []int64{1, 3, 100} {
+		for _, stale := range []int64{first, cur + 1, cur + 100} {
 			require.ErrorIs(t, s.Delete(t.Context(), resource.KindDataplane, key("default", "dp"), stale), store.ErrConflict, "version %d", stale)
 		}
-		require.Equal(t, int64(2), mustGet(t, s, resource.KindDataplane, key("default", "dp")).Meta.Version, "still there")
+		require.Equal(t, cur, mustGet(t, s, resource.KindDataplane, key("default", "dp")).Meta.Version, "still there")
 		requireNoEvent(t, ch)
-		require.NoError(t, s.Delete(t.Context(), resource.KindDataplane, key("default", "dp"), 2))
+		require.NoError(t, s.Delete(t.Context(), resource.KindDataplane, key("default", "dp"), cur))
 		require.Equal(t, store.Event{Type: store.Deleted, Kind: resource.KindDataplane, Key: key("default", "dp")}, nextEvent(t, ch))
-		require.ErrorIs(t, s.Delete(t.Context(), resource.KindDataplane, key("default", "dp"), 2), store.ErrNotFound)
-		require.ErrorIs(t, s.Delete(t.Context(), resource.KindMesh, key("", "default"), 5), store.ErrConflict)
-		require.NoError(t, s.Delete(t.Context(), resource.KindMesh, key("", "default"), 1))
+		require.ErrorIs(t, s.Delete(t.Context(), resource.KindDataplane, key("default", "dp"), cur), store.ErrNotFound)
+		require.ErrorIs(t, s.Delete(t.Context(), resource.KindMesh, key("", "default"), m.Meta.Version+4), store.ErrConflict)
+		require.NoError(t, s.Delete(t.Context(), resource.KindMesh, key("", "default"), m.Meta.Version))
 	})
 
 	t.Run("ConditionalDeleteRacingUpdate", func(t *testing.T) {
@@ -245,7 +253,7 @@ func runTransactions(t *testing.T, newStore func(t *testing.T) store.Store) {
 				updatedFirst++
 				require.ErrorIs(t, delErr, store.ErrConflict, "round %d: the delete must not remove the updated version", round)
 				require.NoError(t, getErr)
-				require.Equal(t, int64(2), got.Meta.Version)
+				c.next(t, seen.Meta.Version, got.Meta.Version)
 				require.Equal(t, "127.0.0.3", got.Dataplane().Networking.Address, "the update is kept")
 			default:
 				t.Fatalf("round %d: both failed: delete %v, update %v", round, delErr, updErr)
@@ -259,7 +267,7 @@ func runTransactions(t *testing.T, newStore func(t *testing.T) store.Store) {
 		at := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
 		mustCreate(t, s, Mesh("default"))
 		mustCreate(t, s, Dataplane("default", "dp-1", 1))
-		mustCreate(t, s, Dataplane("default", "dp-2", 2))
+		dp2 := mustCreate(t, s, Dataplane("default", "dp-2", 2))
 		in := mustCreate(t, s, Insight("default", "dp-1", "s1", at))
 		mustCreate(t, s, Insight("default", "dp-2", "s2", at))
 		got := mustGet(t, s, resource.KindDataplaneInsight, key("default", "dp-1"))
@@ -277,7 +285,7 @@ func runTransactions(t *testing.T, newStore func(t *testing.T) store.Store) {
 
 		// Deleting what is owned leaves the owner; an owner without
 		// anything owned deletes alone; a refused delete cascades nothing.
-		require.ErrorIs(t, s.Delete(t.Context(), resource.KindDataplane, key("default", "dp-2"), 9), store.ErrConflict)
+		require.ErrorIs(t, s.Delete(t.Context(), resource.KindDataplane, key("default", "dp-2"), dp2.Meta.Version+8), store.ErrConflict)
 		mustGet(t, s, resource.KindDataplaneInsight, key("default", "dp-2"))
 		require.NoError(t, s.Delete(t.Context(), resource.KindDataplaneInsight, key("default", "dp-2"), 0))
 		mustGet(t, s, resource.KindDataplane, key("default", "dp-2"))
@@ -299,10 +307,10 @@ func runTransactions(t *testing.T, newStore func(t *testing.T) store.Store) {
 		s := newStore(t)
 		at := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
 		inst := resource.New("", "cp-1", &resource.ControlPlaneInstanceSpec{StartTime: at, HeartbeatTime: at.Add(time.Second)})
-		require.NoError(t, s.Upsert(t.Context(), inst))
+		require.True(t, MustUpsert(t, s, inst))
 		got := mustGet(t, s, resource.KindControlPlaneInstance, key("", "cp-1"))
 		require.Equal(t, inst.Spec, got.Spec)
-		require.NoError(t, s.Delete(t.Context(), resource.KindControlPlaneInstance, key("", "cp-1"), 1))
+		require.NoError(t, s.Delete(t.Context(), resource.KindControlPlaneInstance, key("", "cp-1"), inst.Meta.Version))
 	})
 }
 
