@@ -3,7 +3,6 @@ package dpauth_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -27,6 +26,7 @@ import (
 	"github.com/kumametrics/mesh/pkg/k8s/dpauth"
 	"github.com/kumametrics/mesh/pkg/kumadp"
 	"github.com/kumametrics/mesh/pkg/resource"
+	"github.com/kumametrics/mesh/pkg/store/kubernetes"
 )
 
 func TestMain(m *testing.M) { k8stest.Main(m) }
@@ -34,15 +34,16 @@ func TestMain(m *testing.M) { k8stest.Main(m) }
 // cluster is a namespace of the test's API server with what the tests
 // create in it.
 type cluster struct {
-	t  *testing.T
-	c  client.Client
-	ns string
+	t   *testing.T
+	env *k8stest.Env
+	c   client.Client
+	ns  string
 }
 
 func newCluster(t *testing.T) *cluster {
 	t.Helper()
 	env := k8stest.Get(t)
-	return &cluster{t: t, c: env.Client(t), ns: env.Namespace(t, "dpauth", nil)}
+	return &cluster{t: t, env: env, c: env.Client(t), ns: env.Namespace(t, "dpauth", nil)}
 }
 
 func (k *cluster) serviceAccount(ns, name string) {
@@ -63,19 +64,22 @@ func (k *cluster) pod(name, sa string) *corev1.Pod {
 }
 
 // dataplane creates the Dataplane of a Pod as the pod controller does:
-// named after it, controlled by it (owner nil: controlled by nothing).
-func (k *cluster) dataplane(name, mesh string, owner *corev1.Pod) {
+// named after it, controlled by it (owner nil: controlled by nothing), at
+// a fresh loopback address, which it returns.
+func (k *cluster) dataplane(name, mesh string, owner *corev1.Pod) string {
 	k.t.Helper()
+	addr := loopback.Host()
 	dp := &v1alpha1.Dataplane{
 		ObjectMeta: metav1.ObjectMeta{Namespace: k.ns, Name: name},
 		Mesh:       mesh,
-		Spec:       json.RawMessage(`{"networking":{"address":"127.0.0.5","inbound":[{"port":8080,"tags":{"kuma.io/service":"web"}}]}}`),
+		Spec:       json.RawMessage(`{"networking":{"address":"` + addr + `","inbound":[{"port":8080,"tags":{"kuma.io/service":"web"}}]}}`),
 	}
 	if owner != nil {
 		yes := true
 		dp.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v1", Kind: "Pod", Name: owner.Name, UID: owner.UID, Controller: &yes, BlockOwnerDeletion: &yes}}
 	}
 	require.NoError(k.t, k.c.Create(k.t.Context(), dp))
+	return addr
 }
 
 // token asks the TokenRequest API for a token of ServiceAccount ns/sa,
@@ -309,25 +313,24 @@ func TestAudiences(t *testing.T) {
 
 // TestKumaDPWithItsServiceAccountToken: kuma-dp --name <pod>.<namespace>
 // --mesh default with its Pod's projected token file and no Dataplane gets
-// the config of the stored Dataplane from a dataplane server that serves
-// the store's Dataplanes and authenticates with this package; a proxy
-// presenting another ServiceAccount's token is refused.
+// the config of the Pod's Dataplane from a dataplane server on the
+// Kubernetes store that serves the store's Dataplanes and authenticates
+// with this package; a proxy presenting another ServiceAccount's token is
+// refused.
 func TestKumaDPWithItsServiceAccountToken(t *testing.T) {
 	k := newCluster(t)
 	k.serviceAccount(k.ns, "web")
 	k.serviceAccount(k.ns, "db")
 	web1 := k.pod("web-1", "web")
-	k.dataplane("web-1", "default", web1)
+	host := k.dataplane("web-1", "default", web1)
 	a, _ := k.authenticator(nil)
-	srv := dpservertest.Start(t, nil, func(o *dpserver.Options) {
+	st, err := kubernetes.New(t.Context(), k.env.Config(), kubernetes.Options{})
+	require.NoError(t, err)
+	t.Cleanup(func() { st.Close() })
+	srv := dpservertest.Start(t, st, func(o *dpserver.Options) {
 		o.Dataplanes, o.Writer, o.Authenticator = dpserver.FromStore, nil, a
 	})
 	key := k.key("web-1")
-	host := loopback.Host()
-	dp, err := resource.DecodeYAML([]byte(fmt.Sprintf("type: Dataplane\nmesh: default\nname: %s\nnetworking:\n  address: %s\n  inbound:\n  - port: 8080\n    tags:\n      kuma.io/service: web\n", key.Name, host)), 1)
-	require.NoError(t, err)
-	_, err = srv.Manager.Apply(t.Context(), dp, 0)
-	require.NoError(t, err)
 
 	run := func(token string) *kumadp.Agent {
 		t.Helper()
@@ -365,4 +368,14 @@ func TestKumaDPWithItsServiceAccountToken(t *testing.T) {
 	require.Equal(t, host, cfg.GetInbounds()[0].GetAddress())
 	cfg, _ = other.Current()
 	require.Nil(t, cfg, "still refused")
+	// Its subscription is recorded beside the Dataplane, in its namespace.
+	require.Eventually(t, func() bool {
+		in, err := st.Get(t.Context(), resource.KindDataplaneInsight, key)
+		if err != nil {
+			return false
+		}
+		l := in.DataplaneInsight().Latest()
+		return l != nil && l.DisconnectTime == nil
+	}, 30*time.Second, 10*time.Millisecond)
+	require.NoError(t, k.c.Get(t.Context(), client.ObjectKey{Namespace: k.ns, Name: "web-1"}, &v1alpha1.DataplaneInsight{}))
 }
