@@ -139,7 +139,9 @@ func (t *tokenSource) setServiceAccount(sa authn.ServiceAccountToken) {
 	t.log.Info("Kubernetes ServiceAccount token loaded", "namespace", sa.Namespace, "service_account", sa.ServiceAccount,
 		"pod", sa.Pod, "expires", expiry(sa.ExpiresAt))
 	switch {
-	case !strings.HasSuffix(t.key.Name, "."+sa.Namespace):
+	// A name without a dot is in the control plane's namespace, which the
+	// proxy does not know.
+	case strings.Contains(t.key.Name, ".") && !strings.HasSuffix(t.key.Name, "."+sa.Namespace):
 		t.log.Warn("the ServiceAccount token is of another namespace than the dataplane <pod>.<namespace>: the control plane will refuse it",
 			"token_namespace", sa.Namespace, "dataplane", t.key.Name)
 	case sa.Pod != "" && t.key.Name != sa.Pod+"."+sa.Namespace:

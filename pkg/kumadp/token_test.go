@@ -378,6 +378,13 @@ func TestServiceAccountTokenIsShown(t *testing.T) {
 		})
 	}
 
+	// A name without a namespace is in the control plane's namespace: not
+	// said to be another one.
+	log := &syncbuffer.Buffer{}
+	newTokenSource(serviceAccountToken("kuma-system", "gateway", "", exp), "", time.Hour, resource.Key{Mesh: "default", Name: "gateway-1"}, nil,
+		stats.NewStore(), slog.New(slog.NewTextHandler(log, nil)))
+	require.NotContains(t, log.String(), "level=WARN")
+
 	// A dataplane token after a ServiceAccount token: the fix is kumactl's again.
 	src := newTokenSource(serviceAccountToken("kuma-example", "web", "", exp), "", time.Hour, key, nil, stats.NewStore(), slog.New(slog.DiscardHandler))
 	src.set("a.b.c")
