@@ -11,6 +11,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -71,6 +72,16 @@ func (e *Env) Namespace(t testing.TB, prefix string, labels map[string]string) s
 		t.Fatalf("k8stest: create namespace: %v", err)
 	}
 	return ns.Name
+}
+
+// EnsureNamespace creates the namespace name unless it exists (e.g. the
+// control plane's kuma-system, shared by the tests of a binary).
+func (e *Env) EnsureNamespace(t testing.TB, name string) {
+	t.Helper()
+	err := e.Client(t).Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatalf("k8stest: create namespace %s: %v", name, err)
+	}
 }
 
 // LoopbackHost returns a fresh loopback address for a test's own listeners

@@ -354,12 +354,22 @@ var (
 )
 
 // Main runs the tests of a binary (call it from TestMain) and stops the API
-// server afterwards if a test started one.
-func Main(m *testing.M) {
+// server afterwards if a test started one; then it runs checks (e.g. a
+// goroutine leak check), each failing the binary with its error.
+func Main(m *testing.M, checks ...func() error) {
 	code := m.Run()
 	sharedMu.Lock()
 	shared.Stop()
 	sharedMu.Unlock()
+	stopSpawner()
+	if code == 0 {
+		for _, check := range checks {
+			if err := check(); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				code = 1
+			}
+		}
+	}
 	os.Exit(code)
 }
 

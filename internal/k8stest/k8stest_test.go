@@ -187,3 +187,21 @@ func alive(pid int) bool {
 	i := strings.LastIndexByte(s, ')')
 	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
 }
+
+// TestMissingBinaries: without the binaries a test that needs the API
+// server is skipped, and fails with CI=true.
+func TestMissingBinaries(t *testing.T) {
+	run := func(ci string) (string, error) {
+		cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^TestKubectlVersionMatches$", "-test.v")
+		cmd.Env = append(os.Environ(), "KUBEBUILDER_ASSETS="+t.TempDir(), "CI="+ci)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	out, err := run("true")
+	require.Error(t, err, out)
+	require.Contains(t, out, "--- FAIL: TestKubectlVersionMatches")
+	require.Contains(t, out, "run `make k8s-bin`")
+	out, err = run("")
+	require.NoError(t, err, out)
+	require.Contains(t, out, "--- SKIP: TestKubectlVersionMatches")
+}

@@ -18,10 +18,11 @@ import (
 // started the child ends, and the Go runtime may end a thread (when a
 // goroutine locked to it returns), so every child is started from one
 // goroutine locked to a thread of its own that lives as long as the process.
-var (
-	spawnOnce sync.Once
-	spawnReqs chan spawnReq
-)
+var spawner struct {
+	mu   sync.Mutex
+	reqs chan spawnReq
+	done chan struct{}
+}
 
 type spawnReq struct {
 	cmd  *exec.Cmd
@@ -29,22 +30,38 @@ type spawnReq struct {
 }
 
 func startProcess(cmd *exec.Cmd) error {
-	spawnOnce.Do(func() {
-		spawnReqs = make(chan spawnReq)
-		go func() {
-			runtime.LockOSThread() // never unlocked: this thread lives until the process exits
-			for r := range spawnReqs {
-				r.done <- r.cmd.Start()
-			}
-		}()
-	})
 	if cmd.SysProcAttr == nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
 	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
 	done := make(chan error, 1)
-	spawnReqs <- spawnReq{cmd: cmd, done: done}
+	spawner.mu.Lock()
+	defer spawner.mu.Unlock()
+	if spawner.reqs == nil {
+		reqs, exited := make(chan spawnReq), make(chan struct{})
+		spawner.reqs, spawner.done = reqs, exited
+		go func() {
+			defer close(exited)
+			runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+			for r := range reqs {
+				r.done <- r.cmd.Start()
+			}
+		}()
+	}
+	spawner.reqs <- spawnReq{cmd: cmd, done: done}
 	return <-done
+}
+
+// stopSpawner ends the starting goroutine (and its thread) once every
+// program it started has stopped; a later start makes a new one.
+func stopSpawner() {
+	spawner.mu.Lock()
+	defer spawner.mu.Unlock()
+	if spawner.reqs != nil {
+		close(spawner.reqs)
+		<-spawner.done
+		spawner.reqs, spawner.done = nil, nil
+	}
 }
 
 // process is a started program whose output goes to a log file.

@@ -23,6 +23,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -91,11 +92,21 @@ type Options struct {
 	// token without kuma.io/service (dpServer.authn.dpProxy.dpToken.allowUntaggedTokens:
 	// the dataplane server then accepts such tokens for any service).
 	AllowUntaggedDataplaneTokens bool
+	// KubernetesKinds are the kinds kept as Kubernetes custom resources
+	// (Kubernetes mode): they are read here and written with kubectl; the
+	// API refuses to write them (405 with KubectlMessage), as the
+	// reference system does.
+	KubernetesKinds []resource.Kind
 }
 
 // DefaultMaxErrorCauses: enough to fix a resource in a few rounds, small
 // enough that an answer stays a few KiB however broken the input.
 const DefaultMaxErrorCauses = 20
+
+// KubectlMessage is the answer to a write of a kind kept in Kubernetes.
+const KubectlMessage = "On Kubernetes you cannot change the state of Kuma resources with 'kumactl apply' or via the HTTP API." +
+	" As a best practice, you should always be using 'kubectl apply' instead." +
+	" You can still use 'kumactl' or the HTTP API to make read-only operations. On Universal this limitation does not apply."
 
 // Server is the REST API.
 type Server struct {
@@ -189,6 +200,11 @@ func (s *Server) routes() {
 			s.handle("DELETE "+item, Public, readOnly(d))
 			continue
 		}
+		if slices.Contains(s.opts.KubernetesKinds, d.Kind) {
+			s.handle("PUT "+item, Public, useKubectl)
+			s.handle("DELETE "+item, Public, useKubectl)
+			continue
+		}
 		s.handle("PUT "+item, AdminOnly, s.put(d))
 		s.handle("DELETE "+item, AdminOnly, s.delete(d))
 	}
@@ -211,6 +227,12 @@ func readOnly(d resource.Descriptor) http.HandlerFunc {
 		writeError(w, http.StatusMethodNotAllowed, "Method not allowed",
 			fmt.Sprintf("%s resources are written by the control plane only; they can be read, not %s", d.Kind, strings.ToLower(r.Method)), nil)
 	}
+}
+
+// useKubectl answers writes of a kind kept in Kubernetes.
+func useKubectl(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Allow", "GET")
+	writeError(w, http.StatusMethodNotAllowed, "Method not allowed", KubectlMessage, nil)
 }
 
 func (s *Server) index(w http.ResponseWriter, r *http.Request) {

@@ -431,3 +431,31 @@ func TestRequestDurationMetric(t *testing.T) {
 	}
 	require.Equal(t, map[string]string{"200": "/meshes/{name} GET", "404": "/meshes/{name} GET"}, codes)
 }
+
+// TestKubernetesKindsAreWrittenWithKubectl: in Kubernetes mode the API
+// reads the custom resource kinds and refuses to write them, saying to use
+// kubectl; other kinds (secrets) are written as before.
+func TestKubernetesKindsAreWrittenWithKubectl(t *testing.T) {
+	st := memory.New()
+	mgr := manager.New(st, nil)
+	require.NoError(t, mgr.EnsureDefaultMesh(t.Context()))
+	api, err := apiserver.New(apiserver.Options{Reader: st, Writer: mgr, Version: "1.2.3", InstanceID: "cp-1",
+		KubernetesKinds: []resource.Kind{resource.KindMesh, resource.KindDataplane, resource.KindTrafficPermission}})
+	require.NoError(t, err)
+	srv := httptest.NewServer(api)
+	t.Cleanup(srv.Close)
+	e := &env{srv: srv, store: st}
+	for _, req := range [][2]string{
+		{"PUT", "/meshes/default"}, {"DELETE", "/meshes/default"},
+		{"PUT", "/meshes/default/dataplanes/dp-1"}, {"DELETE", "/meshes/default/traffic-permissions/allow-all-default"},
+	} {
+		r := e.do(t, req[0], req[1], `{"type":"Mesh","name":"default"}`)
+		require.Equal(t, http.StatusMethodNotAllowed, r.status, "%s %s", req[0], req[1])
+		require.Contains(t, string(r.body), "you should always be using 'kubectl apply' instead")
+		require.Equal(t, "GET", r.header.Get("Allow"))
+	}
+	require.Equal(t, http.StatusOK, e.do(t, "GET", "/meshes/default", "").status)
+	require.Equal(t, http.StatusOK, e.do(t, "GET", "/meshes/default/traffic-permissions/allow-all-default", "").status)
+	r := e.do(t, "PUT", "/meshes/default/secrets/s1", `{"type":"Secret","name":"s1","mesh":"default","data":"YWJj"}`)
+	require.Equal(t, http.StatusCreated, r.status, string(r.body))
+}

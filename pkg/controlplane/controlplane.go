@@ -1,7 +1,8 @@
 // Package controlplane assembles and runs kuma-cp: the store, the resource
 // manager, the store mirror the reconcilers read, the REST API, the
 // monitoring assignment server (MADS) and the diagnostics server, with
-// graceful shutdown.
+// graceful shutdown. In Kubernetes mode (kubernetes.go) the store is the
+// Kubernetes API and that mode's own parts join.
 package controlplane
 
 import (
@@ -129,8 +130,14 @@ func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (cp *Contro
 	}, []string{"server"})
 	reg.MustRegister(info, leader, cp.acceptErrors)
 
-	raw, err := openStore(ctx, cfg, log)
-	if err != nil {
+	var k8s *kubernetesMode
+	var raw store.Store
+	if cfg.Kubernetes() {
+		if k8s, err = openKubernetes(ctx, cfg, log); err != nil {
+			return nil, err
+		}
+		raw = k8s.store
+	} else if raw, err = openStore(ctx, cfg, log); err != nil {
 		return nil, err
 	}
 	cp.store = raw
@@ -148,8 +155,9 @@ func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (cp *Contro
 	// heartbeat, are written to the store; the heartbeat goes first, so
 	// that the subscriptions read online from the first connect.
 	// SQLite and memory stores serve one control plane: an instance found
-	// at start is a predecessor, and its proxies are offline at once.
-	insights, err := record.New(record.Options{Store: st, InstanceID: cp.instanceID, Exclusive: true, Log: log.With("component", "insights")})
+	// at start is a predecessor, and its proxies are offline at once. On
+	// Kubernetes, replicas share the store.
+	insights, err := record.New(record.Options{Store: st, InstanceID: cp.instanceID, Exclusive: !cfg.Kubernetes(), Log: log.With("component", "insights")})
 	if err != nil {
 		return nil, err
 	}
@@ -157,7 +165,8 @@ func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (cp *Contro
 		return nil, err
 	}
 	cp.tasks = append(cp.tasks, task{"insights", insights.Run})
-	if age := time.Duration(cfg.Runtime.Universal.DataplaneCleanupAge); age > 0 {
+	// On Kubernetes a Dataplane lives as long as its Pod.
+	if age := time.Duration(cfg.Runtime.Universal.DataplaneCleanupAge); age > 0 && !cfg.Kubernetes() {
 		cleaner, err := cleanup.New(cleanup.Options{Store: st, Age: age, Registerer: reg, Log: log.With("component", "dataplane-cleanup")})
 		if err != nil {
 			return nil, err
@@ -183,6 +192,7 @@ func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (cp *Contro
 		Registerer: reg, Version: version.Version, InstanceID: cp.instanceID, Zone: ZoneName,
 		Tokens: tokens, LocalhostIsAdmin: cfg.APIServer.Authn.LocalhostIsAdmin, AdminClientCerts: adminCerts,
 		AllowUntaggedDataplaneTokens: cfg.DPServer.Authn.DPProxy.DPToken.AllowUntaggedTokens, MaxErrorCauses: cfg.APIServer.MaxErrorCauses,
+		KubernetesKinds: kubernetesKinds(cfg),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("api server: %w", err)
@@ -280,11 +290,27 @@ func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (cp *Contro
 		task{"dp-reconciler", func(ctx context.Context) error { dps.Reconcile(ctx); return nil }},
 		task{"dp-server", func(ctx context.Context) error { return dps.Serve(ctx, dpLn) }},
 	)
+	if k8s != nil {
+		if err := cp.addKubernetesParts(k8s, mgr); err != nil {
+			return nil, err
+		}
+	}
 	return cp, nil
+}
+
+// kubernetesKinds are the kinds the API only reads: in Kubernetes mode,
+// the custom resource kinds.
+func kubernetesKinds(cfg cpconfig.Config) []resource.Kind {
+	if !cfg.Kubernetes() {
+		return nil
+	}
+	return kubectlKinds()
 }
 
 func openStore(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (store.Store, error) {
 	switch cfg.Store.Type {
+	case cpconfig.StoreKubernetes:
+		return nil, fmt.Errorf("store.type %s needs environment %s", cpconfig.StoreKubernetes, cpconfig.EnvironmentKubernetes)
 	case cpconfig.StoreMemory:
 		log.Info("using the memory store: resources are lost on restart")
 		return memory.New(), nil

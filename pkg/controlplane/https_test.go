@@ -17,12 +17,17 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/kumametrics/mesh/internal/k8stest"
 	"github.com/kumametrics/mesh/pkg/authn"
 	"github.com/kumametrics/mesh/pkg/cpconfig"
 	"github.com/kumametrics/mesh/pkg/pki"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain checks for leaked goroutines after the tests, and after the
+// Kubernetes test's API server has stopped.
+func TestMain(m *testing.M) {
+	k8stest.Main(m, func() error { return goleak.Find() })
+}
 
 // testConfig is a control plane on the memory store, every listener on a
 // free port of 127.0.0.1, loopback callers not admin.

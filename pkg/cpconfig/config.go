@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -25,12 +26,26 @@ import (
 
 // Store types.
 const (
-	StoreSQLite = "sqlite"
-	StoreMemory = "memory"
+	StoreSQLite     = "sqlite"
+	StoreMemory     = "memory"
+	StoreKubernetes = "kubernetes"
+)
+
+// Environments: where the control plane's resources come from and where
+// its proxies run.
+const (
+	// EnvironmentUniversal: proxies present their Dataplanes, resources
+	// are written through the API and kumactl.
+	EnvironmentUniversal = "universal"
+	// EnvironmentKubernetes: resources are Kubernetes custom resources
+	// (written with kubectl), Pods become Dataplanes.
+	EnvironmentKubernetes = "kubernetes"
 )
 
 // Config is the whole control-plane configuration.
 type Config struct {
+	// Environment is EnvironmentUniversal or EnvironmentKubernetes.
+	Environment                string                     `json:"environment"`
 	General                    General                    `json:"general"`
 	APIServer                  APIServer                  `json:"apiServer"`
 	DPServer                   DPServer                   `json:"dpServer"`
@@ -252,8 +267,20 @@ func (d Diagnostics) Address() string { return joinHostPort(d.Interface, d.Serve
 
 // Store selects and configures the resource store.
 type Store struct {
-	Type   string      `json:"type"`
-	SQLite SQLiteStore `json:"sqlite"`
+	// Type is sqlite or memory (Universal), kubernetes (Kubernetes); it
+	// follows the environment unless set.
+	Type       string          `json:"type"`
+	SQLite     SQLiteStore     `json:"sqlite"`
+	Kubernetes KubernetesStore `json:"kubernetes"`
+}
+
+// KubernetesStore configures the store on the Kubernetes API. The API
+// server is the one of KUBECONFIG (or ~/.kube/config), or the cluster's
+// own when kuma-cp runs in a Pod.
+type KubernetesStore struct {
+	// SystemNamespace is the control plane's namespace: its Secrets, and
+	// the Dataplanes named without a namespace.
+	SystemNamespace string `json:"systemNamespace"`
 }
 
 // SQLiteStore configures the embedded store.
@@ -321,7 +348,8 @@ func Default() Config {
 			Authn: MADSAuthn{Type: MADSAuthnNone},
 		},
 		Diagnostics: Diagnostics{Interface: "0.0.0.0", ServerPort: 5680},
-		Store:       Store{Type: StoreSQLite, SQLite: SQLiteStore{Synchronous: "FULL"}},
+		Environment: EnvironmentUniversal,
+		Store:       Store{Type: StoreSQLite, SQLite: SQLiteStore{Synchronous: "FULL"}, Kubernetes: KubernetesStore{SystemNamespace: "kuma-system"}},
 		Runtime:     Runtime{Universal: UniversalRuntime{DataplaneCleanupAge: Duration(72 * time.Hour)}},
 		ServerLimits: ServerLimits{
 			HTTP: HTTPLimits{
@@ -399,6 +427,7 @@ func integer[T int | uint32](f func(c *Config) *T) func(*Config, string) error {
 }
 
 var envVars = []envVar{
+	{"KUMA_ENVIRONMENT", str(func(c *Config) *string { return &c.Environment })},
 	{"KUMA_GENERAL_WORK_DIR", str(func(c *Config) *string { return &c.General.WorkDir })},
 	{"KUMA_API_SERVER_HTTP_PORT", port(func(c *Config) *uint32 { return &c.APIServer.HTTP.Port })},
 	{"KUMA_API_SERVER_HTTP_INTERFACE", str(func(c *Config) *string { return &c.APIServer.HTTP.Interface })},
@@ -430,6 +459,7 @@ var envVars = []envVar{
 	{"KUMA_STORE_TYPE", str(func(c *Config) *string { return &c.Store.Type })},
 	{"KUMA_STORE_SQLITE_PATH", str(func(c *Config) *string { return &c.Store.SQLite.Path })},
 	{"KUMA_STORE_SQLITE_SYNCHRONOUS", str(func(c *Config) *string { return &c.Store.SQLite.Synchronous })},
+	{"KUMA_STORE_KUBERNETES_SYSTEM_NAMESPACE", str(func(c *Config) *string { return &c.Store.Kubernetes.SystemNamespace })},
 	{"KUMA_DEFAULTS_SKIP_MESH_CREATION", boolean(func(c *Config) *bool { return &c.Defaults.SkipMeshCreation })},
 	{"KUMA_SERVER_LIMITS_HTTP_READ_HEADER_TIMEOUT", duration(func(c *Config) *Duration { return &c.ServerLimits.HTTP.ReadHeaderTimeout })},
 	{"KUMA_SERVER_LIMITS_HTTP_READ_TIMEOUT", duration(func(c *Config) *Duration { return &c.ServerLimits.HTTP.ReadTimeout })},
@@ -455,6 +485,7 @@ func EnvNames() []string {
 // not empty) and the environment (lookup is os.LookupEnv in production).
 func Load(path string, lookup func(string) (string, bool)) (Config, error) {
 	c := Default()
+	c.Store.Type = "" // unless set, it follows the environment
 	if path != "" {
 		data, err := os.ReadFile(path)
 		if err != nil {
@@ -477,8 +508,17 @@ func Load(path string, lookup func(string) (string, bool)) (Config, error) {
 			return c, fmt.Errorf("%s: %w", e.name, err)
 		}
 	}
+	if c.Store.Type == "" {
+		c.Store.Type = StoreSQLite
+		if c.Environment == EnvironmentKubernetes {
+			c.Store.Type = StoreKubernetes
+		}
+	}
 	return c, c.Validate()
 }
+
+// Kubernetes tells whether the control plane runs in Kubernetes mode.
+func (c Config) Kubernetes() bool { return c.Environment == EnvironmentKubernetes }
 
 func (m MonitoringAssignmentServer) validate() []string {
 	var errs []string
@@ -506,13 +546,27 @@ func (m MonitoringAssignmentServer) validate() []string {
 	return errs
 }
 
+var dnsLabel = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+
 // Validate checks the settings, naming the one at fault.
 func (c Config) Validate() error {
 	var errs []string
-	switch c.Store.Type {
-	case StoreSQLite, StoreMemory:
+	switch c.Environment {
+	case EnvironmentUniversal, EnvironmentKubernetes:
 	default:
-		errs = append(errs, fmt.Sprintf("store.type (KUMA_STORE_TYPE): must be %s or %s, got %q", StoreSQLite, StoreMemory, c.Store.Type))
+		errs = append(errs, fmt.Sprintf("environment (KUMA_ENVIRONMENT): must be %s or %s, got %q", EnvironmentUniversal, EnvironmentKubernetes, c.Environment))
+	}
+	switch {
+	case c.Store.Type != StoreSQLite && c.Store.Type != StoreMemory && c.Store.Type != StoreKubernetes:
+		errs = append(errs, fmt.Sprintf("store.type (KUMA_STORE_TYPE): must be %s, %s or %s, got %q", StoreSQLite, StoreMemory, StoreKubernetes, c.Store.Type))
+	case c.Environment == EnvironmentKubernetes && c.Store.Type != StoreKubernetes:
+		errs = append(errs, fmt.Sprintf("store.type (KUMA_STORE_TYPE): must be %s when environment (KUMA_ENVIRONMENT) is %s (resources are custom resources), got %q",
+			StoreKubernetes, EnvironmentKubernetes, c.Store.Type))
+	case c.Environment != EnvironmentKubernetes && c.Store.Type == StoreKubernetes:
+		errs = append(errs, fmt.Sprintf("store.type (KUMA_STORE_TYPE) %s needs environment (KUMA_ENVIRONMENT) %s, got %q", StoreKubernetes, EnvironmentKubernetes, c.Environment))
+	}
+	if ns := c.Store.Kubernetes.SystemNamespace; len(ns) > 63 || !dnsLabel.MatchString(ns) {
+		errs = append(errs, fmt.Sprintf("store.kubernetes.systemNamespace (KUMA_STORE_KUBERNETES_SYSTEM_NAMESPACE): must be a Kubernetes namespace name (at most 63 lower-case letters, digits and '-'), got %q", ns))
 	}
 	switch strings.ToUpper(c.Store.SQLite.Synchronous) {
 	case "FULL", "NORMAL":

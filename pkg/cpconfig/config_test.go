@@ -24,6 +24,9 @@ func TestDefaults(t *testing.T) {
 	require.Equal(t, uint32(5680), c.Diagnostics.ServerPort)
 	require.Equal(t, Duration(30*time.Second), c.MonitoringAssignmentServer.DefaultFetchTimeout)
 	require.Equal(t, StoreSQLite, c.Store.Type)
+	require.Equal(t, EnvironmentUniversal, c.Environment)
+	require.False(t, c.Kubernetes())
+	require.Equal(t, "kuma-system", c.Store.Kubernetes.SystemNamespace)
 	require.Equal(t, filepath.Join("kuma-data", "kuma.db"), c.SQLitePath())
 	require.True(t, c.APIServer.Authn.LocalhostIsAdmin)
 	require.Equal(t, DPProxyAuthnDPToken, c.DPServer.Authn.DPProxy.Type)
@@ -184,6 +187,28 @@ func TestAllowUntaggedTokens(t *testing.T) {
 	require.Contains(t, EnvNames(), "KUMA_DP_SERVER_AUTHN_DP_PROXY_DP_TOKEN_ALLOW_UNTAGGED_TOKENS")
 }
 
+func TestKubernetesEnvironment(t *testing.T) {
+	c, err := Load("", env(map[string]string{"KUMA_ENVIRONMENT": "kubernetes"}))
+	require.NoError(t, err)
+	require.True(t, c.Kubernetes())
+	require.Equal(t, StoreKubernetes, c.Store.Type, "the environment implies the store")
+	require.Equal(t, "kuma-system", c.Store.Kubernetes.SystemNamespace)
+
+	f := filepath.Join(t.TempDir(), "cp.yaml")
+	require.NoError(t, os.WriteFile(f, []byte("environment: kubernetes\nstore:\n  kubernetes:\n    systemNamespace: mesh-system\n"), 0o600))
+	c, err = Load(f, env(nil))
+	require.NoError(t, err)
+	require.Equal(t, EnvironmentKubernetes, c.Environment)
+	require.Equal(t, StoreKubernetes, c.Store.Type)
+	require.Equal(t, "mesh-system", c.Store.Kubernetes.SystemNamespace)
+	c, err = Load(f, env(map[string]string{"KUMA_STORE_KUBERNETES_SYSTEM_NAMESPACE": "kuma-cp"}))
+	require.NoError(t, err)
+	require.Equal(t, "kuma-cp", c.Store.Kubernetes.SystemNamespace, "the environment wins over the file")
+	for _, name := range []string{"KUMA_ENVIRONMENT", "KUMA_STORE_KUBERNETES_SYSTEM_NAMESPACE"} {
+		require.Contains(t, EnvNames(), name)
+	}
+}
+
 func TestFileThenEnvironment(t *testing.T) {
 	f := filepath.Join(t.TempDir(), "cp.yaml")
 	require.NoError(t, os.WriteFile(f, []byte("apiServer:\n  http:\n    port: 7000\nstore:\n  type: memory\ngeneral:\n  workDir: /tmp/w\n"), 0o600))
@@ -211,7 +236,14 @@ func TestBadSettingsNameTheSetting(t *testing.T) {
 	}{
 		{name: "port not a number", env: map[string]string{"KUMA_API_SERVER_HTTP_PORT": "http"}, want: `KUMA_API_SERVER_HTTP_PORT: must be a port number from 0 to 65535, got "http"`},
 		{name: "port too large", env: map[string]string{"KUMA_DP_SERVER_PORT": "70000"}, want: "KUMA_DP_SERVER_PORT"},
-		{name: "unknown store", env: map[string]string{"KUMA_STORE_TYPE": "etcd"}, want: `store.type (KUMA_STORE_TYPE): must be sqlite or memory, got "etcd"`},
+		{name: "unknown store", env: map[string]string{"KUMA_STORE_TYPE": "etcd"}, want: `store.type (KUMA_STORE_TYPE): must be sqlite, memory or kubernetes, got "etcd"`},
+		{name: "unknown environment", env: map[string]string{"KUMA_ENVIRONMENT": "k8s"}, want: `environment (KUMA_ENVIRONMENT): must be universal or kubernetes, got "k8s"`},
+		{name: "Kubernetes on SQLite", env: map[string]string{"KUMA_ENVIRONMENT": "kubernetes", "KUMA_STORE_TYPE": "sqlite"},
+			want: `store.type (KUMA_STORE_TYPE): must be kubernetes when environment (KUMA_ENVIRONMENT) is kubernetes (resources are custom resources), got "sqlite"`},
+		{name: "Kubernetes store in Universal mode", file: "store:\n  type: kubernetes\n",
+			want: `store.type (KUMA_STORE_TYPE) kubernetes needs environment (KUMA_ENVIRONMENT) kubernetes, got "universal"`},
+		{name: "bad system namespace", env: map[string]string{"KUMA_ENVIRONMENT": "kubernetes", "KUMA_STORE_KUBERNETES_SYSTEM_NAMESPACE": "Kuma_System"},
+			want: `store.kubernetes.systemNamespace (KUMA_STORE_KUBERNETES_SYSTEM_NAMESPACE): must be a Kubernetes namespace name`},
 		{name: "bad duration", env: map[string]string{"KUMA_MONITORING_ASSIGNMENT_SERVER_DEFAULT_FETCH_TIMEOUT": "soon"}, want: "KUMA_MONITORING_ASSIGNMENT_SERVER_DEFAULT_FETCH_TIMEOUT"},
 		{name: "unknown file field", file: "apiServer:\n  htp: {}\n", want: "apiServer.htp: unknown field"},
 		{name: "file type error", file: "dpServer:\n  port: high\n", want: "dpServer.port: must be a non-negative integer"},

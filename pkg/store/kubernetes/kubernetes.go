@@ -390,30 +390,27 @@ func invalid(err error) error {
 // lookup reads the object of a key from the cache or, when the cache does
 // not have it (yet: another writer's object), from the API server.
 func (s *Store) lookup(ctx context.Context, kind resource.Kind, key resource.Key) (client.Object, error) {
-	nn, err := s.objectKey(kind, key)
-	if err != nil {
-		return nil, store.NotFound(kind, key)
+	obj, err := s.read(ctx, s.cache, kind, key)
+	if errors.Is(err, store.ErrNotFound) {
+		return s.fresh(ctx, kind, key)
 	}
-	obj := newObject(kind)
-	err = s.cache.Get(ctx, nn, obj)
-	if apierrors.IsNotFound(err) {
-		obj = newObject(kind)
-		err = s.client.Get(ctx, nn, obj)
-	}
-	if err != nil {
-		return nil, errorFor("get", kind, key, err)
-	}
-	return obj, nil
+	return obj, err
 }
 
 // fresh reads the object of a key from the API server.
 func (s *Store) fresh(ctx context.Context, kind resource.Kind, key resource.Key) (client.Object, error) {
+	return s.read(ctx, s.client, kind, key)
+}
+
+// read reads the Kubernetes object of a key with r (the cache or the API
+// server); it may be another mesh's object of the same name.
+func (s *Store) read(ctx context.Context, r client.Reader, kind resource.Kind, key resource.Key) (client.Object, error) {
 	nn, err := s.objectKey(kind, key)
 	if err != nil {
 		return nil, store.NotFound(kind, key)
 	}
 	obj := newObject(kind)
-	if err := s.client.Get(ctx, nn, obj); err != nil {
+	if err := r.Get(ctx, nn, obj); err != nil {
 		return nil, errorFor("get", kind, key, err)
 	}
 	return obj, nil
@@ -772,13 +769,9 @@ func (s *Store) Get(ctx context.Context, kind resource.Kind, key resource.Key) (
 	if err := supported(kind); err != nil {
 		return nil, err
 	}
-	nn, err := s.objectKey(kind, key)
+	o, err := s.read(ctx, s.cache, kind, key)
 	if err != nil {
-		return nil, store.NotFound(kind, key)
-	}
-	o := newObject(kind)
-	if err := s.cache.Get(ctx, nn, o); err != nil {
-		return nil, errorFor("get", kind, key, err)
+		return nil, err
 	}
 	if !s.ownKey(kind, o, key) {
 		return nil, store.NotFound(kind, key)

@@ -27,13 +27,11 @@ const systemNamespace = "kuma-system"
 
 // wipe deletes every kuma.io custom resource and control-plane Secret, so
 // that the next store starts empty (all tests share one API server).
-func wipe(t *testing.T, c client.Client) {
+func wipe(t *testing.T, env *k8stest.Env) {
 	t.Helper()
 	ctx := context.Background()
-	err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: systemNamespace}})
-	if err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatalf("create namespace: %v", err)
-	}
+	c := env.Client(t)
+	env.EnsureNamespace(t, systemNamespace)
 	for _, k := range v1alpha1.Kinds() {
 		list := k.NewList()
 		require.NoError(t, c.List(ctx, list))
@@ -49,7 +47,7 @@ func wipe(t *testing.T, c client.Client) {
 func newStore(t *testing.T) *kubernetes.Store {
 	t.Helper()
 	env := k8stest.Get(t)
-	wipe(t, env.Client(t))
+	wipe(t, env)
 	s, err := kubernetes.New(t.Context(), env.Config(), kubernetes.Options{SystemNamespace: systemNamespace})
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, s.Close()) })

@@ -5,6 +5,18 @@ import "k8s.io/apimachinery/pkg/runtime"
 // Deep copies, written by hand: every kind is metadata, an optional mesh
 // name and a raw JSON body.
 
+// copyItems deep-copies the items of a list.
+func copyItems[T any](in []T, copyInto func(in, out *T)) []T {
+	if in == nil {
+		return nil
+	}
+	out := make([]T, len(in))
+	for i := range in {
+		copyInto(&in[i], &out[i])
+	}
+	return out
+}
+
 // DeepCopyInto copies m into out.
 func (m *Mesh) DeepCopyInto(out *Mesh) {
 	*out = *m
@@ -29,12 +41,7 @@ func (m *Mesh) DeepCopyObject() runtime.Object { return m.DeepCopy() }
 func (l *MeshList) DeepCopyInto(out *MeshList) {
 	*out = *l
 	l.ListMeta.DeepCopyInto(&out.ListMeta)
-	if l.Items != nil {
-		out.Items = make([]Mesh, len(l.Items))
-		for i := range l.Items {
-			l.Items[i].DeepCopyInto(&out.Items[i])
-		}
-	}
+	out.Items = copyItems(l.Items, (*Mesh).DeepCopyInto)
 }
 
 // DeepCopy returns a copy of l.
@@ -74,12 +81,7 @@ func (t *TrafficPermission) DeepCopyObject() runtime.Object { return t.DeepCopy(
 func (l *TrafficPermissionList) DeepCopyInto(out *TrafficPermissionList) {
 	*out = *l
 	l.ListMeta.DeepCopyInto(&out.ListMeta)
-	if l.Items != nil {
-		out.Items = make([]TrafficPermission, len(l.Items))
-		for i := range l.Items {
-			l.Items[i].DeepCopyInto(&out.Items[i])
-		}
-	}
+	out.Items = copyItems(l.Items, (*TrafficPermission).DeepCopyInto)
 }
 
 // DeepCopy returns a copy of l.
@@ -119,12 +121,7 @@ func (d *Dataplane) DeepCopyObject() runtime.Object { return d.DeepCopy() }
 func (l *DataplaneList) DeepCopyInto(out *DataplaneList) {
 	*out = *l
 	l.ListMeta.DeepCopyInto(&out.ListMeta)
-	if l.Items != nil {
-		out.Items = make([]Dataplane, len(l.Items))
-		for i := range l.Items {
-			l.Items[i].DeepCopyInto(&out.Items[i])
-		}
-	}
+	out.Items = copyItems(l.Items, (*Dataplane).DeepCopyInto)
 }
 
 // DeepCopy returns a copy of l.
@@ -164,12 +161,7 @@ func (d *DataplaneInsight) DeepCopyObject() runtime.Object { return d.DeepCopy()
 func (l *DataplaneInsightList) DeepCopyInto(out *DataplaneInsightList) {
 	*out = *l
 	l.ListMeta.DeepCopyInto(&out.ListMeta)
-	if l.Items != nil {
-		out.Items = make([]DataplaneInsight, len(l.Items))
-		for i := range l.Items {
-			l.Items[i].DeepCopyInto(&out.Items[i])
-		}
-	}
+	out.Items = copyItems(l.Items, (*DataplaneInsight).DeepCopyInto)
 }
 
 // DeepCopy returns a copy of l.
@@ -209,12 +201,7 @@ func (c *ControlPlaneInstance) DeepCopyObject() runtime.Object { return c.DeepCo
 func (l *ControlPlaneInstanceList) DeepCopyInto(out *ControlPlaneInstanceList) {
 	*out = *l
 	l.ListMeta.DeepCopyInto(&out.ListMeta)
-	if l.Items != nil {
-		out.Items = make([]ControlPlaneInstance, len(l.Items))
-		for i := range l.Items {
-			l.Items[i].DeepCopyInto(&out.Items[i])
-		}
-	}
+	out.Items = copyItems(l.Items, (*ControlPlaneInstance).DeepCopyInto)
 }
 
 // DeepCopy returns a copy of l.

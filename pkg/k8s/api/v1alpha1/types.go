@@ -106,6 +106,18 @@ func KindOf(o Object) Kind {
 	return d
 }
 
+// objects returns pointers to items.
+func objects[T any, P interface {
+	*T
+	Object
+}](items []T) []Object {
+	out := make([]Object, len(items))
+	for i := range items {
+		out[i] = P(&items[i])
+	}
+	return out
+}
+
 // cloneRaw copies a raw JSON body.
 func cloneRaw(b json.RawMessage) json.RawMessage {
 	if b == nil {
@@ -252,46 +264,16 @@ func (c *ControlPlaneInstance) Body() json.RawMessage { return c.Status }
 func (c *ControlPlaneInstance) SetBody(b json.RawMessage) { c.Status = b }
 
 // Objects implements ObjectList.
-func (l *MeshList) Objects() []Object {
-	out := make([]Object, len(l.Items))
-	for i := range l.Items {
-		out[i] = &l.Items[i]
-	}
-	return out
-}
+func (l *MeshList) Objects() []Object { return objects(l.Items) }
 
 // Objects implements ObjectList.
-func (l *TrafficPermissionList) Objects() []Object {
-	out := make([]Object, len(l.Items))
-	for i := range l.Items {
-		out[i] = &l.Items[i]
-	}
-	return out
-}
+func (l *TrafficPermissionList) Objects() []Object { return objects(l.Items) }
 
 // Objects implements ObjectList.
-func (l *DataplaneList) Objects() []Object {
-	out := make([]Object, len(l.Items))
-	for i := range l.Items {
-		out[i] = &l.Items[i]
-	}
-	return out
-}
+func (l *DataplaneList) Objects() []Object { return objects(l.Items) }
 
 // Objects implements ObjectList.
-func (l *DataplaneInsightList) Objects() []Object {
-	out := make([]Object, len(l.Items))
-	for i := range l.Items {
-		out[i] = &l.Items[i]
-	}
-	return out
-}
+func (l *DataplaneInsightList) Objects() []Object { return objects(l.Items) }
 
 // Objects implements ObjectList.
-func (l *ControlPlaneInstanceList) Objects() []Object {
-	out := make([]Object, len(l.Items))
-	for i := range l.Items {
-		out[i] = &l.Items[i]
-	}
-	return out
-}
+func (l *ControlPlaneInstanceList) Objects() []Object { return objects(l.Items) }
