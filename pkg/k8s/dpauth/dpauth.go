@@ -16,6 +16,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"google.golang.org/grpc/codes"
@@ -264,4 +266,22 @@ func (a *Authenticator) owned(ctx context.Context, key resource.Key, namespace, 
 			"dataplane %s: the token of %s is bound to Pod %s, not to %s, which owns the Dataplane", key, tokenOf, id.pod, pod.Name)
 	}
 	return nil
+}
+
+// NewForConfig returns the Authenticator of a control plane on the API
+// server of cfg: TokenReviews and reads of Pods and Dataplanes go to the API
+// server (which serves them from its watch cache); names maps dataplane
+// names to custom resources (the store's).
+func NewForConfig(cfg *rest.Config, names v1alpha1.Names) (*Authenticator, error) {
+	scheme := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, authenticationv1.AddToScheme, v1alpha1.AddToScheme} {
+		if err := add(scheme); err != nil {
+			return nil, fmt.Errorf("dpauth: scheme: %w", err)
+		}
+	}
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return nil, fmt.Errorf("dpauth: client for %s: %w", cfg.Host, err)
+	}
+	return New(Options{Reviews: c, Reader: c, Names: names})
 }
