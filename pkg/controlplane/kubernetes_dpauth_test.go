@@ -3,7 +3,6 @@ package controlplane_test
 import (
 	"context"
 	"encoding/json"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -19,12 +18,12 @@ import (
 
 	"github.com/kumametrics/mesh/internal/k8stest"
 	"github.com/kumametrics/mesh/internal/loopback"
-	"github.com/kumametrics/mesh/internal/syncbuffer"
 	"github.com/kumametrics/mesh/pkg/controlplane"
 	"github.com/kumametrics/mesh/pkg/cpconfig"
 	"github.com/kumametrics/mesh/pkg/dpserver"
 	"github.com/kumametrics/mesh/pkg/k8s/api/v1alpha1"
 	"github.com/kumametrics/mesh/pkg/kumadp"
+	"github.com/kumametrics/mesh/pkg/kumadp/kumadptest"
 )
 
 // TestKubernetesModeAuthenticatesProxiesByServiceAccount: in Kubernetes
@@ -37,27 +36,8 @@ func TestKubernetesModeAuthenticatesProxiesByServiceAccount(t *testing.T) {
 	env := k8stest.Get(t)
 	c := env.Client(t)
 	ctx := t.Context()
-	env.EnsureNamespace(t, "kuma-system")
-	t.Setenv("KUBECONFIG", env.KubeconfigPath)
-	cfg, err := cpconfig.Load("", func(k string) (string, bool) {
-		if k == "KUMA_ENVIRONMENT" {
-			return cpconfig.EnvironmentKubernetes, true
-		}
-		return "", false
-	})
-	require.NoError(t, err)
+	cp, cfg := startKubernetesMode(t, nil)
 	require.Equal(t, cpconfig.DPProxyAuthnServiceAccountToken, cfg.DPServer.Authn.DPProxy.Type, "the default in Kubernetes mode")
-	cfg.General.WorkDir = t.TempDir()
-	cfg.ListenOn("127.0.0.1")
-	cp, err := controlplane.New(ctx, cfg, nil)
-	require.NoError(t, err)
-	runCtx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- cp.Run(runCtx) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-	})
 
 	// A Pod running as ServiceAccount web, and its Dataplane as the pod
 	// controller makes it.
@@ -87,46 +67,61 @@ func TestKubernetesModeAuthenticatesProxiesByServiceAccount(t *testing.T) {
 	}
 
 	name := "web-1." + ns
-	proxy := func(token string) (*kumadp.Agent, func()) {
+	proxy := func(token string) *kumadptest.Proxy {
 		t.Helper()
 		file := filepath.Join(t.TempDir(), "token")
 		require.NoError(t, os.WriteFile(file, []byte(token), 0o600))
-		log := &syncbuffer.Buffer{}
-		a, err := kumadp.New(kumadp.Config{CPAddress: "https://" + cp.Addrs()["dp-server"], CACertFile: filepath.Join(cfg.General.WorkDir, "dp-server-ca.pem"),
+		return kumadptest.Run(t, kumadp.Config{CPAddress: "https://" + cp.Addrs()["dp-server"], CACertFile: filepath.Join(cfg.General.WorkDir, "dp-server-ca.pem"),
 			Name: name, Mesh: "default", Token: token, TokenFile: file, AdminAddress: "127.0.0.1:0", DrainTimeout: time.Second,
-			BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond, Log: slog.New(slog.NewTextHandler(log, nil))})
-		require.NoError(t, err)
-		pctx, stop := context.WithCancel(context.Background())
-		stopped := make(chan error, 1)
-		go func() { stopped <- a.Run(pctx) }()
-		var once bool
-		halt := func() {
-			if !once {
-				once = true
-				stop()
-				require.NoError(t, <-stopped)
-				if t.Failed() {
-					t.Logf("kuma-dp log:\n%s", log.String())
-				}
-			}
-		}
-		t.Cleanup(halt)
-		return a, halt
+			BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond})
 	}
 
-	other, stopOther := proxy(token("db", nil))
+	other := proxy(token("db", nil))
 	require.Eventually(t, func() bool { return refused(t, cp, dpserver.ReasonWrongServiceAccount) >= 1 }, 30*time.Second, 20*time.Millisecond)
-	stopOther()
+	other.Stop()
 	cfgNow, _ := other.Current()
 	require.Nil(t, cfgNow, "refused: no config")
 
-	own, stopOwn := proxy(token("web", pod))
+	own := proxy(token("web", pod))
 	require.Eventually(t, func() bool { got, _ := own.Current(); return got != nil }, 30*time.Second, 20*time.Millisecond)
 	got, _ := own.Current()
 	require.Equal(t, name, got.GetName())
 	require.Equal(t, host, got.GetInbounds()[0].GetAddress())
-	stopOwn()
+	own.Stop()
 	require.NoError(t, c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "web-1"}, &v1alpha1.Dataplane{}), "the Dataplane stays with its Pod")
+}
+
+// startKubernetesMode runs a control plane in Kubernetes mode on the test's
+// API server, outside the cluster on a kubeconfig, every listener on
+// 127.0.0.1: its configuration is loaded with KUMA_ENVIRONMENT=kubernetes,
+// then changed by configure (may be nil).
+func startKubernetesMode(t *testing.T, configure func(*cpconfig.Config)) (*controlplane.ControlPlane, cpconfig.Config) {
+	t.Helper()
+	env := k8stest.Get(t)
+	env.EnsureNamespace(t, "kuma-system")
+	t.Setenv("KUBECONFIG", env.KubeconfigPath)
+	cfg, err := cpconfig.Load("", func(k string) (string, bool) {
+		if k == "KUMA_ENVIRONMENT" {
+			return cpconfig.EnvironmentKubernetes, true
+		}
+		return "", false
+	})
+	require.NoError(t, err)
+	cfg.General.WorkDir = t.TempDir()
+	cfg.ListenOn("127.0.0.1")
+	if configure != nil {
+		configure(&cfg)
+	}
+	cp, err := controlplane.New(t.Context(), cfg, nil)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- cp.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
+	return cp, cfg
 }
 
 // refused reads dp_server_dataplane_refused_total{reason} from the control

@@ -2,7 +2,6 @@ package controlplane_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -19,7 +18,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kumametrics/mesh/internal/k8stest"
-	"github.com/kumametrics/mesh/pkg/controlplane"
 	"github.com/kumametrics/mesh/pkg/cpconfig"
 	"github.com/kumametrics/mesh/pkg/k8s/api/v1alpha1"
 	"github.com/kumametrics/mesh/pkg/kumactl"
@@ -37,29 +35,8 @@ func TestKubernetesMode(t *testing.T) {
 	env := k8stest.Get(t)
 	c := env.Client(t)
 	ctx := t.Context()
-	env.EnsureNamespace(t, "kuma-system")
-	t.Setenv("KUBECONFIG", env.KubeconfigPath)
-	cfg, err := cpconfig.Load("", func(k string) (string, bool) {
-		if k == "KUMA_ENVIRONMENT" {
-			return cpconfig.EnvironmentKubernetes, true
-		}
-		return "", false
-	})
-	require.NoError(t, err)
+	cp, cfg := startKubernetesMode(t, func(cfg *cpconfig.Config) { cfg.DPServer.Authn.DPProxy.Type = cpconfig.DPProxyAuthnNone })
 	require.Equal(t, cpconfig.StoreKubernetes, cfg.Store.Type)
-	cfg.General.WorkDir = t.TempDir()
-	cfg.ListenOn("127.0.0.1")
-	cfg.DPServer.Authn.DPProxy.Type = cpconfig.DPProxyAuthnNone
-
-	cp, err := controlplane.New(ctx, cfg, nil)
-	require.NoError(t, err)
-	runCtx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- cp.Run(runCtx) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-	})
 	addrs := cp.Addrs()
 
 	// The default mesh and its allow-all permission are custom resources.
@@ -71,7 +48,7 @@ func TestKubernetesMode(t *testing.T) {
 
 	// The guide's mesh with mTLS and metrics, applied with kubectl: its CA
 	// lands in kuma-system.
-	_, _, err = env.Kubectl(ctx, nil, "apply", "-f", "../resource/testdata/guide/mesh-kubernetes-mtls.yaml")
+	_, _, err := env.Kubectl(ctx, nil, "apply", "-f", "../resource/testdata/guide/mesh-kubernetes-mtls.yaml")
 	require.NoError(t, err)
 	for _, name := range []string{"default.ca-builtin-cert-ca-1", "default.ca-builtin-key-ca-1"} {
 		var sec corev1.Secret

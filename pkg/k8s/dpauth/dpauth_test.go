@@ -3,7 +3,6 @@ package dpauth_test
 import (
 	"context"
 	"encoding/json"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -19,12 +18,12 @@ import (
 
 	"github.com/kumametrics/mesh/internal/k8stest"
 	"github.com/kumametrics/mesh/internal/loopback"
-	"github.com/kumametrics/mesh/internal/syncbuffer"
 	"github.com/kumametrics/mesh/pkg/dpserver"
 	"github.com/kumametrics/mesh/pkg/dpserver/dpservertest"
 	"github.com/kumametrics/mesh/pkg/k8s/api/v1alpha1"
 	"github.com/kumametrics/mesh/pkg/k8s/dpauth"
 	"github.com/kumametrics/mesh/pkg/kumadp"
+	"github.com/kumametrics/mesh/pkg/kumadp/kumadptest"
 	"github.com/kumametrics/mesh/pkg/resource"
 	"github.com/kumametrics/mesh/pkg/store/kubernetes"
 )
@@ -332,27 +331,13 @@ func TestKumaDPWithItsServiceAccountToken(t *testing.T) {
 	})
 	key := k.key("web-1")
 
-	run := func(token string) *kumadp.Agent {
+	run := func(token string) *kumadptest.Proxy {
 		t.Helper()
 		file := filepath.Join(t.TempDir(), "token")
 		require.NoError(t, os.WriteFile(file, []byte(token), 0o600))
-		log := &syncbuffer.Buffer{}
-		agent, err := kumadp.New(kumadp.Config{CPAddress: "https://" + srv.Addr, CACertFile: srv.CAFile,
+		return kumadptest.Run(t, kumadp.Config{CPAddress: "https://" + srv.Addr, CACertFile: srv.CAFile,
 			Name: key.Name, Mesh: key.Mesh, Token: token, TokenFile: file,
-			AdminAddress: "127.0.0.1:0", DrainTimeout: time.Second, BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond,
-			Log: slog.New(slog.NewTextHandler(log, nil))})
-		require.NoError(t, err)
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- agent.Run(ctx) }()
-		t.Cleanup(func() {
-			cancel()
-			require.NoError(t, <-done)
-			if t.Failed() {
-				t.Logf("kuma-dp log:\n%s", log.String())
-			}
-		})
-		return agent
+			AdminAddress: "127.0.0.1:0", DrainTimeout: time.Second, BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond})
 	}
 
 	other := run(k.token(k.ns, "db", nil))
