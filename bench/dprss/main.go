@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/kumametrics/mesh/bench/internal/cpproc"
+	"github.com/kumametrics/mesh/internal/loopback"
 )
 
 func main() {
@@ -55,11 +57,7 @@ func run(bin string, n int, logLevel string) error {
 			return err
 		}
 	}
-	ports, err := cpproc.FreePorts(2)
-	if err != nil {
-		return err
-	}
-	idle, err := measure(bin, cp, ports[0], "idle", "127.0.1.250", nil, logLevel)
+	idle, err := measure(bin, cp, "idle", nil, logLevel)
 	if err != nil {
 		return err
 	}
@@ -67,7 +65,7 @@ func run(bin string, n int, logLevel string) error {
 	for i := range n {
 		outs = append(outs, fmt.Sprintf("  - port: %d\n    tags:\n      kuma.io/service: svc-%04d\n", 20000+i, i))
 	}
-	loaded, err := measure(bin, cp, ports[1], "loaded", "127.0.1.251", outs, logLevel)
+	loaded, err := measure(bin, cp, "loaded", outs, logLevel)
 	if err != nil {
 		return err
 	}
@@ -76,8 +74,11 @@ func run(bin string, n int, logLevel string) error {
 }
 
 // measure runs a kuma-dp with the given outbounds until its config is
-// applied and its statistics scraped once, and returns its VmRSS.
-func measure(bin string, cp *cpproc.ControlPlane, adminPort int, name, addr string, outbounds []string, logLevel string) (string, error) {
+// applied and its statistics scraped once, and returns its VmRSS. The proxy
+// and its admin API (on its default port) each have a fresh loopback
+// address.
+func measure(bin string, cp *cpproc.ControlPlane, name string, outbounds []string, logLevel string) (string, error) {
+	addr, adminHost := loopback.Host(), loopback.Host()
 	yaml := fmt.Sprintf("type: Dataplane\nmesh: default\nname: %s\nnetworking:\n  address: %s\n  inbound:\n  - port: 8080\n    servicePort: 9\n    tags:\n      kuma.io/service: %s\n", name, addr, name)
 	if len(outbounds) > 0 {
 		yaml += "  outbound:\n" + strings.Join(outbounds, "")
@@ -90,13 +91,13 @@ func measure(bin string, cp *cpproc.ControlPlane, adminPort int, name, addr stri
 	defer cancel()
 	dp := exec.CommandContext(ctx, filepath.Join(bin, "kuma-dp"), "run", "--log-level="+logLevel,
 		"--cp-address", cp.DPServer, "--ca-cert-file", cp.CAFile(),
-		"--dataplane-file", file, "--admin-port", fmt.Sprint(adminPort))
+		"--dataplane-file", file, "--admin-address", adminHost, "--admin-port", "9901")
 	dp.Stderr = os.Stderr
 	if err := dp.Start(); err != nil {
 		return "", err
 	}
 	defer func() { _ = dp.Process.Kill(); _ = dp.Wait() }()
-	admin := fmt.Sprintf("http://127.0.0.1:%d", adminPort)
+	admin := "http://" + net.JoinHostPort(adminHost, "9901")
 	want := len(outbounds)
 	if err := cpproc.WaitFor(60*time.Second, func() bool {
 		return cpproc.Get(admin+"/ready") == nil && countOutbounds(admin) == want

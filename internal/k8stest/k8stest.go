@@ -30,9 +30,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/kumametrics/mesh/internal/loopback"
 	"github.com/kumametrics/mesh/pkg/pki"
@@ -116,6 +118,10 @@ const (
 // use Get instead, which shares one Env per test binary.
 func Start(ctx context.Context) (env *Env, err error) {
 	began := time.Now()
+	// controller-runtime complains on stderr, with a stack, when nothing
+	// set its process-wide logger within 30 s; a test that wants its logs
+	// sets one before its first Get (the first call wins).
+	ctrllog.SetLogger(logr.Discard())
 	assets := AssetsDir()
 	if err := checkAssets(assets); err != nil {
 		return nil, err

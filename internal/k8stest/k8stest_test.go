@@ -205,3 +205,17 @@ func TestMissingBinaries(t *testing.T) {
 	require.NoError(t, err, out)
 	require.Contains(t, out, "--- SKIP: TestKubectlVersionMatches")
 }
+
+// BenchmarkStart measures starting etcd and kube-apiserver with the CRDs
+// installed, and stopping them (go test -run '^$' -bench Start -benchtime 3x).
+func BenchmarkStart(b *testing.B) {
+	k8stest.Get(b)
+	for b.Loop() {
+		env, err := k8stest.Start(b.Context())
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(env.StartDuration.Seconds(), "start-s/op")
+		env.Stop()
+	}
+}

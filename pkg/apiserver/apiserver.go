@@ -99,14 +99,14 @@ type Options struct {
 	KubernetesKinds []resource.Kind
 }
 
-// DefaultMaxErrorCauses: enough to fix a resource in a few rounds, small
-// enough that an answer stays a few KiB however broken the input.
-const DefaultMaxErrorCauses = 20
-
 // KubectlMessage is the answer to a write of a kind kept in Kubernetes.
 const KubectlMessage = "On Kubernetes you cannot change the state of Kuma resources with 'kumactl apply' or via the HTTP API." +
 	" As a best practice, you should always be using 'kubectl apply' instead." +
 	" You can still use 'kumactl' or the HTTP API to make read-only operations. On Universal this limitation does not apply."
+
+// DefaultMaxErrorCauses: enough to fix a resource in a few rounds, small
+// enough that an answer stays a few KiB however broken the input.
+const DefaultMaxErrorCauses = 20
 
 // Server is the REST API.
 type Server struct {

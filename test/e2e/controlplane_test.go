@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/kumametrics/mesh/internal/loopback"
 )
 
 const guideDir = "../../pkg/resource/testdata/guide"
@@ -75,7 +77,7 @@ func TestKumactlReportsBadInput(t *testing.T) {
 	require.Contains(t, msg, "metrics.backends[0].conf.port")
 	require.Contains(t, msg, "must be in the range 1-65535")
 
-	missingMesh := "type: Dataplane\nmesh: nope\nname: d\nnetworking:\n  address: 127.0.0.2\n  inbound:\n  - port: 1\n    tags:\n      kuma.io/service: a\n"
+	missingMesh := "type: Dataplane\nmesh: nope\nname: d\nnetworking:\n  address: " + loopback.Host() + "\n  inbound:\n  - port: 1\n    tags:\n      kuma.io/service: a\n"
 	msg = k.fails(missingMesh, "apply", "-f", "-")
 	require.Contains(t, msg, `mesh "nope" does not exist`)
 
@@ -122,6 +124,8 @@ func TestSIGKILLLosesNothingAcknowledged(t *testing.T) {
 	cp.start()
 
 	const writers, perWriter = 4, 150
+	// The dataplanes' address (no proxy runs for them).
+	addr := loopback.Host()
 	var acked sync.Map // name -> port
 	var nAcked atomic.Int64
 	var wg sync.WaitGroup
@@ -133,7 +137,7 @@ func TestSIGKILLLosesNothingAcknowledged(t *testing.T) {
 			for i := range perWriter {
 				name := fmt.Sprintf("dp-%d-%d", w, i)
 				port := 1000 + i
-				body := fmt.Sprintf(`{"type":"Dataplane","mesh":"default","name":%q,"networking":{"address":"127.0.0.2","inbound":[{"port":%d,"tags":{"kuma.io/service":"svc-%d"}}]}}`, name, port, w)
+				body := fmt.Sprintf(`{"type":"Dataplane","mesh":"default","name":%q,"networking":{"address":%q,"inbound":[{"port":%d,"tags":{"kuma.io/service":"svc-%d"}}]}}`, name, addr, port, w)
 				req, _ := http.NewRequest("PUT", cp.apiURL+"/meshes/default/dataplanes/"+name, bytes.NewReader([]byte(body)))
 				res, err := client.Do(req)
 				if err != nil {

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/kumametrics/mesh/internal/loopback"
 	"github.com/kumametrics/mesh/pkg/install/dashboards"
 )
 
@@ -55,46 +57,45 @@ metrics:
 	}
 
 	// The mesh: traffic → frontend → backend, all behind proxies, apps' own metrics merged.
-	ports := freePorts(t, 6)
-	backendApp, frontendApp, frontendOut, trafficOut, trafficApp := ports[0], ports[1], ports[2], ports[3], ports[4]
-	startApp(t, "backend", "--name", "backend-1", "--listen", fmt.Sprintf("127.0.0.1:%d", backendApp), "--error-rate", "0.2", "--latency", "2ms")
-	startApp(t, "frontend", "--listen", fmt.Sprintf("127.0.0.1:%d", frontendApp), "--backend", fmt.Sprintf("http://127.0.0.1:%d/", frontendOut))
-	aggregate := func(port int) string {
-		return fmt.Sprintf("metrics:\n  type: prometheus\n  conf:\n    skipMTLS: true\n    aggregate:\n    - name: app\n      port: %d\n", port)
-	}
-	startDataplane(t, cp, "backend-1", backendDataplane("backend-1", "127.0.0.3", backendApp)+aggregate(backendApp))
-	startDataplane(t, cp, "frontend-1", frontendDataplane(frontendApp, frontendOut)+aggregate(frontendApp))
+	backendApp, frontendApp, trafficApp := loopback.Host(), loopback.Host(), loopback.Host()
+	startApp(t, "backend", "--name", "backend-1", "--listen", hostPort(backendApp, appPort), "--error-rate", "0.2", "--latency", "2ms")
+	startApp(t, "frontend", "--listen", hostPort(frontendApp, appPort), "--backend", appURL(frontendApp, outboundPort))
+	// The application's metrics, on its inbound's service address.
+	aggregate := fmt.Sprintf("metrics:\n  type: prometheus\n  conf:\n    skipMTLS: true\n    aggregate:\n    - name: app\n      port: %d\n", appPort)
+	startDataplane(t, cp, "backend-1", backendDataplane("backend-1", loopback.Host(), backendApp)+aggregate)
+	startDataplane(t, cp, "frontend-1", frontendDataplane(loopback.Host(), frontendApp)+aggregate)
 	startDataplane(t, cp, "traffic", fmt.Sprintf(`type: Dataplane
 mesh: default
 name: traffic
 networking:
-  address: 127.0.0.5
+  address: %s
   inbound:
-  - port: 8080
+  - port: %d
+    serviceAddress: %s
     servicePort: %d
     tags:
       kuma.io/service: traffic
   outbound:
-  - port: %d
+  - address: %s
+    port: %d
     tags:
       kuma.io/service: frontend
-`, trafficApp, trafficOut))
-	startApp(t, "traffic", "--target", fmt.Sprintf("http://127.0.0.1:%d/", trafficOut), "--rate", "40", "--duration", "10m")
+`, loopback.Host(), inboundPort, trafficApp, appPort, trafficApp, outboundPort))
+	startApp(t, "traffic", "--target", appURL(trafficApp, outboundPort), "--rate", "40", "--duration", "10m")
 
 	// A proxy that comes and goes: completed gRPC calls for the control plane's panels.
-	brief := startDataplane(t, cp, "brief", backendDataplane("brief", "127.0.0.6", ports[5]))
+	brief := startDataplane(t, cp, "brief", backendDataplane("brief", loopback.Host(), loopback.Host()))
 	require.NoError(t, brief.cmd.Process.Signal(os.Interrupt))
 	<-brief.done
 	brief.done <- nil
 
-	// Debian's Prometheus on the installer's prometheus.yml; only the control
-	// plane's metrics address is this test's (the file assumes port 5680).
+	// Debian's Prometheus on the installer's prometheus.yml, as written:
+	// --kuma-cp-api-address points its kuma-cp job at this control plane's
+	// metrics (the API's host, port 5680).
 	cfg, err := os.ReadFile(filepath.Join(dir, "prometheus.yml"))
 	require.NoError(t, err)
-	_, diagPort, _ := strings.Cut(strings.TrimPrefix(cp.diagURL, "http://"), ":")
-	cfgText := strings.ReplaceAll(string(cfg), "127.0.0.1:5680", "127.0.0.1:"+diagPort)
-	require.NotEqual(t, string(cfg), cfgText, "the kuma-cp job targets 127.0.0.1:5680")
-	prom := startPrometheus(t, cfgText)
+	require.Contains(t, string(cfg), `- "`+net.JoinHostPort(cp.host, cpDiagPort)+`"`, "the kuma-cp job targets the control plane's metrics")
+	prom := startPrometheus(t, string(cfg))
 
 	values := map[string]string{
 		"mesh": "default", "zone": ".*", "dataplane": "frontend-1", "service": "frontend",

@@ -3,24 +3,54 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/kumametrics/mesh/internal/loopback"
 	"github.com/kumametrics/mesh/pkg/resource"
 )
 
+// The well-known ports of the mesh's processes. Each process has a loopback
+// host of its own (loopback.Host), so these never collide.
+const (
+	// appPort is where an application listens, on its host.
+	appPort = 8080
+	// inboundPort is a proxy's inbound, on the Dataplane's address.
+	inboundPort = 8080
+	// metricsPort is the mesh's default metrics port, on the Dataplane's
+	// address.
+	metricsPort = 5670
+	// outboundPort is a proxy's outbound, on its application's host (the
+	// workload's own "localhost", where kuma-dp's outbounds usually are).
+	outboundPort = 10001
+	// adminPort is kuma-dp's admin API (its default), on a host of its own.
+	adminPort = 9901
+)
+
+// hostPort joins a host and a port.
+func hostPort(host string, port int) string {
+	return net.JoinHostPort(host, strconv.Itoa(port))
+}
+
+// appURL is the URL of the application (or outbound) on host:port.
+func appURL(host string, port int) string {
+	return "http://" + hostPort(host, port) + "/"
+}
+
 // dataplane is a kuma-dp process.
 type dataplane struct {
-	name      string
-	adminPort int
+	name string
+	// adminAddr is its admin API's host:port.
+	adminAddr string
 	// tokenFile is its --dataplane-token-file.
 	tokenFile string
 	*process
@@ -44,13 +74,13 @@ func launchDataplane(t *testing.T, cp *controlPlane, name, yaml, token string) *
 	require.NoError(t, os.WriteFile(file, []byte(yaml), 0o600))
 	tokenFile := filepath.Join(dir, name+".token")
 	require.NoError(t, os.WriteFile(tokenFile, []byte(token), 0o600))
-	port := freePorts(t, 1)[0]
-	dp := &dataplane{name: name, adminPort: port, tokenFile: tokenFile}
+	adminHost := loopback.Host()
+	dp := &dataplane{name: name, adminAddr: hostPort(adminHost, adminPort), tokenFile: tokenFile}
 	dp.process = startProcess(t, filepath.Join(binDir, "kuma-dp"), nil, "run",
 		"--cp-address", "https://"+cp.dpAddr,
 		"--ca-cert-file", filepath.Join(cp.workDir, "dp-server-ca.pem"),
 		"--dataplane-token-file", tokenFile,
-		"--dataplane-file", file, "--admin-port", fmt.Sprint(port), "--drain-time", "5s")
+		"--dataplane-file", file, "--admin-address", adminHost, "--admin-port", strconv.Itoa(adminPort), "--drain-time", "5s")
 	return dp
 }
 
@@ -78,7 +108,7 @@ func (cp *controlPlane) dataplaneToken(t *testing.T, mesh, name string, services
 }
 
 func (d *dataplane) admin(path string) string {
-	return fmt.Sprintf("http://127.0.0.1:%d%s", d.adminPort, path)
+	return "http://" + d.adminAddr + path
 }
 
 // stat reads one statistic from the admin API (Envoy text form).

@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"fmt"
+	"net"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -9,6 +11,9 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/kumametrics/mesh/internal/loopback"
+	"github.com/kumametrics/mesh/pkg/resource"
 )
 
 // The guide's kuma_sd_configs relabel rules, used here with http_sd_configs.
@@ -30,12 +35,15 @@ const guideRelabelRules = `
     regex: __meta_kuma_label_(.+)
 `
 
-const demoDataplanes = `
+// demoDataplanes are frontend-1 and backend-1 (no proxy runs for them), on
+// the given addresses.
+func demoDataplanes(frontendAddr, backendAddr string) string {
+	return fmt.Sprintf(`
 type: Dataplane
 mesh: default
 name: frontend-1
 networking:
-  address: 127.0.0.2
+  address: %s
   inbound:
   - port: 8080
     tags:
@@ -45,22 +53,33 @@ type: Dataplane
 mesh: default
 name: backend-1
 networking:
-  address: 127.0.0.3
+  address: %s
   inbound:
   - port: 8080
     tags:
       kuma.io/service: backend
       version: v1
-`
+`, frontendAddr, backendAddr)
+}
 
 // applyDiscoveryFixtures applies the guide's Universal mesh with metrics,
-// its per-dataplane override (dataplane "example") and demoDataplanes.
-func applyDiscoveryFixtures(t *testing.T, k *kumactl) {
+// its per-dataplane override (dataplane "example") and demoDataplanes, and
+// returns the address of each dataplane by name.
+func applyDiscoveryFixtures(t *testing.T, k *kumactl) map[string]string {
 	t.Helper()
+	override := filepath.Join(guideDir, "dataplane-override-universal.yaml")
 	k.must("apply", "-f", filepath.Join(guideDir, "mesh-universal-short.yaml"))
-	k.must("apply", "-f", filepath.Join(guideDir, "dataplane-override-universal.yaml"))
-	_, errOut, err := k.run(demoDataplanes, "apply", "-f", "-")
+	k.must("apply", "-f", override)
+	addrs := map[string]string{"frontend-1": loopback.Host(), "backend-1": loopback.Host()}
+	_, errOut, err := k.run(demoDataplanes(addrs["frontend-1"], addrs["backend-1"]), "apply", "-f", "-")
 	require.NoError(t, err, errOut)
+	// The guide's example keeps the guide's address.
+	b, err := os.ReadFile(override)
+	require.NoError(t, err)
+	example, err := resource.DecodeYAML(b, 1)
+	require.NoError(t, err)
+	addrs["example"] = example.Dataplane().Networking.Address
+	return addrs
 }
 
 // poolDataplanes returns the dataplane label of each target of a pool, after
@@ -83,7 +102,7 @@ func TestPrometheusDiscoversDataplanes(t *testing.T) {
 	cp := newControlPlane(t, t.TempDir())
 	cp.start()
 	k := newKumactl(t, cp)
-	applyDiscoveryFixtures(t, k)
+	addrs := applyDiscoveryFixtures(t, k)
 
 	// kuma-prometheus-sd writes the file the guide's file_sd job reads.
 	sdDir := t.TempDir()
@@ -123,10 +142,10 @@ scrape_configs:
 			require.Equal(t, "default", tg.Labels["mesh"])
 			switch tg.Labels["dataplane"] {
 			case "example":
-				require.Equal(t, "http://127.0.0.2:1234/non-standard-path", tg.ScrapeURL, "the dataplane's override")
+				require.Equal(t, "http://"+net.JoinHostPort(addrs["example"], "1234")+"/non-standard-path", tg.ScrapeURL, "the dataplane's override")
 				require.Equal(t, "example", tg.Labels["service"])
 			case "backend-1":
-				require.Equal(t, "http://127.0.0.3:5670/metrics", tg.ScrapeURL)
+				require.Equal(t, "http://"+hostPort(addrs["backend-1"], metricsPort)+"/metrics", tg.ScrapeURL)
 				require.Equal(t, "backend", tg.Labels["service"])
 				require.Equal(t, "v1", tg.Labels["version"])
 				require.Equal(t, ",backend,", tg.Labels["kuma_io_services"])

@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/kumametrics/mesh/internal/loopback"
 	"github.com/kumametrics/mesh/internal/syncbuffer"
 )
 
@@ -55,11 +56,15 @@ func startProcess(t *testing.T, name string, env []string, args ...string) *proc
 	return p
 }
 
-// prometheus is Debian's Prometheus started on 127.0.0.1 with a config.
+// prometheus is Debian's Prometheus started with a config, on its default
+// port on a loopback host of its own.
 type prometheus struct {
 	url string
 	*process
 }
+
+// prometheusPort is Prometheus' default port.
+const prometheusPort = 9090
 
 func startPrometheus(t *testing.T, config string) *prometheus {
 	t.Helper()
@@ -67,11 +72,11 @@ func startPrometheus(t *testing.T, config string) *prometheus {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "prometheus.yml")
 	require.NoError(t, os.WriteFile(cfg, []byte(config), 0o600))
-	port := freePorts(t, 1)[0]
-	p := &prometheus{url: fmt.Sprintf("http://127.0.0.1:%d", port)}
+	listen := hostPort(loopback.Host(), prometheusPort)
+	p := &prometheus{url: "http://" + listen}
 	p.process = startProcess(t, bin, nil,
 		"--config.file="+cfg,
-		fmt.Sprintf("--web.listen-address=127.0.0.1:%d", port),
+		"--web.listen-address="+listen,
 		"--storage.tsdb.path="+filepath.Join(dir, "data"),
 		"--log.level=warn",
 	)

@@ -14,6 +14,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/kumametrics/mesh/internal/loopback"
 )
 
 // longPoll sends a MADS long poll for version (held until a change or
@@ -133,9 +135,10 @@ func TestDataplaneSurvivesFileDescriptorExhaustion(t *testing.T) {
 	cp.start()
 	k := newKumactl(t, cp)
 	k.must("apply", "-f", filepath.Join(guideDir, "mesh-universal-short.yaml"))
-	app := freePorts(t, 1)[0]
-	startApp(t, "backend", "--name", "b", "--listen", fmt.Sprintf("127.0.0.1:%d", app), "--error-rate", "0")
-	dp := startDataplane(t, cp, "backend-1", backendDataplane("backend-1", "127.0.0.3", app))
+	app, addr := loopback.Host(), loopback.Host()
+	startApp(t, "backend", "--name", "b", "--listen", hostPort(app, appPort), "--error-rate", "0")
+	dp := startDataplane(t, cp, "backend-1", backendDataplane("backend-1", addr, app))
+	inbound := hostPort(addr, inboundPort)
 	lim := unix.Rlimit{Cur: 64, Max: 64}
 	require.NoError(t, unix.Prlimit(dp.cmd.Process.Pid, unix.RLIMIT_NOFILE, &lim, nil))
 
@@ -147,13 +150,13 @@ func TestDataplaneSurvivesFileDescriptorExhaustion(t *testing.T) {
 		}
 	}()
 	for range 100 {
-		c, err := net.DialTimeout("tcp", "127.0.0.3:8080", 10*time.Second)
+		c, err := net.DialTimeout("tcp", inbound, 10*time.Second)
 		require.NoError(t, err)
 		conns = append(conns, c)
 	}
 	eventually(t, 30*time.Second, func() error {
 		for _, line := range strings.Split(dp.log.String(), "\n") {
-			if strings.Contains(line, "accepting connections fails") && strings.Contains(line, "listener=inbound:127.0.0.3:8080") {
+			if strings.Contains(line, "accepting connections fails") && strings.Contains(line, "listener=inbound:"+inbound) {
 				return nil
 			}
 		}
@@ -166,7 +169,7 @@ func TestDataplaneSurvivesFileDescriptorExhaustion(t *testing.T) {
 
 	fresh := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	eventually(t, 60*time.Second, func() error {
-		code, err := getStatus(fresh, "http://127.0.0.3:8080/")
+		code, err := getStatus(fresh, "http://"+inbound+"/")
 		if err != nil {
 			return err
 		}
@@ -182,5 +185,5 @@ func TestDataplaneSurvivesFileDescriptorExhaustion(t *testing.T) {
 	default:
 	}
 	require.Equal(t, "LIVE\n", httpGet(t, dp.admin("/ready")))
-	require.NotEqual(t, "0", dp.stat(t, "listener.inbound_127.0.0.3_8080.accept_errors"))
+	require.NotEqual(t, "0", dp.stat(t, "listener.inbound_"+strings.ReplaceAll(inbound, ":", "_")+".accept_errors"))
 }

@@ -15,6 +15,8 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
+
+	"github.com/kumametrics/mesh/internal/loopback"
 )
 
 // gRPC between two services of the mesh, through both built proxies: the
@@ -27,9 +29,10 @@ func TestGRPCThroughTheMesh(t *testing.T) {
 	k := newKumactl(t, cp)
 	k.must("apply", "-f", filepath.Join(guideDir, "mesh-universal-short.yaml"))
 
-	ports := freePorts(t, 3)
-	appPort, clientAppPort, outbound := ports[0], ports[1], ports[2]
-	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", appPort))
+	// The greeter's application, a gRPC server, and the caller's host, where
+	// its (absent) application would listen and its outbound does.
+	greeterApp, callerApp := loopback.Host(), loopback.Host()
+	ln, err := net.Listen("tcp", hostPort(greeterApp, appPort))
 	require.NoError(t, err)
 	srv := grpc.NewServer()
 	hs := health.NewServer()
@@ -42,32 +45,35 @@ func TestGRPCThroughTheMesh(t *testing.T) {
 mesh: default
 name: greeter-1
 networking:
-  address: 127.0.0.3
+  address: %s
   inbound:
-  - port: 8080
+  - port: %d
+    serviceAddress: %s
     servicePort: %d
     tags:
       kuma.io/service: greeter
       kuma.io/protocol: grpc
-`, appPort))
+`, loopback.Host(), inboundPort, greeterApp, appPort))
 	client := startDataplane(t, cp, "caller-1", fmt.Sprintf(`type: Dataplane
 mesh: default
 name: caller-1
 networking:
-  address: 127.0.0.2
+  address: %s
   inbound:
-  - port: 8080
+  - port: %d
+    serviceAddress: %s
     servicePort: %d
     tags:
       kuma.io/service: caller
       kuma.io/protocol: grpc
   outbound:
-  - port: %d
+  - address: %s
+    port: %d
     tags:
       kuma.io/service: greeter
-`, clientAppPort, outbound))
+`, loopback.Host(), inboundPort, callerApp, appPort, callerApp, outboundPort))
 
-	conn, err := grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", outbound), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(hostPort(callerApp, outboundPort), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
 	defer conn.Close()
 	health := healthpb.NewHealthClient(conn)

@@ -1,5 +1,8 @@
 // Package e2e runs the built binaries (kuma-cp, kumactl) as a user would,
-// against each other on 127.0.0.1.
+// against each other on loopback addresses. Every process a test starts gets
+// a loopback address of its own (internal/loopback) and binds its
+// well-known ports there: nothing picks "free" ports, and a process the test
+// restarts finds its address again.
 package e2e
 
 import (
@@ -21,6 +24,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
+	"github.com/kumametrics/mesh/internal/loopback"
 	"github.com/kumametrics/mesh/internal/syncbuffer"
 )
 
@@ -47,29 +51,15 @@ func run(m *testing.M) int {
 	return m.Run()
 }
 
-// freePorts reserves n distinct free TCP ports on 127.0.0.1.
-func freePorts(t *testing.T, n int) []int {
-	t.Helper()
-	var lns []net.Listener
-	var ports []int
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	for _, ln := range lns {
-		ln.Close()
-	}
-	return ports
-}
-
 // controlPlane is a kuma-cp process.
 type controlPlane struct {
 	t       *testing.T
 	workDir string
 	env     []string
-	apiURL  string
+	// host is the loopback address every server of kuma-cp listens on,
+	// each on its default port.
+	host   string
+	apiURL string
 	// apiHTTPSURL is the API's HTTPS address (api-server-ca.pem in workDir verifies it).
 	apiHTTPSURL string
 	diagURL     string
@@ -84,29 +74,37 @@ type controlPlane struct {
 	nofile uint64
 }
 
-// newControlPlane prepares a kuma-cp on free ports with its data in workDir.
+// The control plane's default ports, on which the test's kuma-cp listens on
+// its own host (set explicitly, so a KUMA_* variable of the caller's
+// environment cannot move them).
+const (
+	cpAPIPort      = "5681"
+	cpAPIHTTPSPort = "5682"
+	cpDPPort       = "5678"
+	cpMADSPort     = "5676"
+	cpDiagPort     = "5680"
+)
+
+// newControlPlane prepares a kuma-cp with its data in workDir and every
+// server on a loopback address of its own, on the default ports. Settings
+// may be added to env before start.
 func newControlPlane(t *testing.T, workDir string, extraEnv ...string) *controlPlane {
-	p := freePorts(t, 5)
+	host := loopback.Host()
 	cp := &controlPlane{
-		t: t, workDir: workDir,
-		apiURL:      fmt.Sprintf("http://127.0.0.1:%d", p[0]),
-		apiHTTPSURL: fmt.Sprintf("https://127.0.0.1:%d", p[4]),
-		diagURL:     fmt.Sprintf("http://127.0.0.1:%d", p[3]),
-		madsAddr:    fmt.Sprintf("127.0.0.1:%d", p[2]),
-		dpAddr:      fmt.Sprintf("127.0.0.1:%d", p[1]),
+		t: t, workDir: workDir, host: host,
+		apiURL:      "http://" + net.JoinHostPort(host, cpAPIPort),
+		apiHTTPSURL: "https://" + net.JoinHostPort(host, cpAPIHTTPSPort),
+		diagURL:     "http://" + net.JoinHostPort(host, cpDiagPort),
+		madsAddr:    net.JoinHostPort(host, cpMADSPort),
+		dpAddr:      net.JoinHostPort(host, cpDPPort),
 	}
 	cp.env = append(os.Environ(),
 		"KUMA_GENERAL_WORK_DIR="+workDir,
-		fmt.Sprintf("KUMA_API_SERVER_HTTP_PORT=%d", p[0]),
-		fmt.Sprintf("KUMA_DP_SERVER_PORT=%d", p[1]),
-		fmt.Sprintf("KUMA_MONITORING_ASSIGNMENT_SERVER_PORT=%d", p[2]),
-		fmt.Sprintf("KUMA_DIAGNOSTICS_SERVER_PORT=%d", p[3]),
-		"KUMA_API_SERVER_HTTP_INTERFACE=127.0.0.1",
-		fmt.Sprintf("KUMA_API_SERVER_HTTPS_PORT=%d", p[4]),
-		"KUMA_API_SERVER_HTTPS_INTERFACE=127.0.0.1",
-		"KUMA_DP_SERVER_INTERFACE=127.0.0.1",
-		"KUMA_MONITORING_ASSIGNMENT_SERVER_INTERFACE=127.0.0.1",
-		"KUMA_DIAGNOSTICS_SERVER_INTERFACE=127.0.0.1",
+		"KUMA_API_SERVER_HTTP_INTERFACE="+host, "KUMA_API_SERVER_HTTP_PORT="+cpAPIPort,
+		"KUMA_API_SERVER_HTTPS_INTERFACE="+host, "KUMA_API_SERVER_HTTPS_PORT="+cpAPIHTTPSPort,
+		"KUMA_DP_SERVER_INTERFACE="+host, "KUMA_DP_SERVER_PORT="+cpDPPort,
+		"KUMA_MONITORING_ASSIGNMENT_SERVER_INTERFACE="+host, "KUMA_MONITORING_ASSIGNMENT_SERVER_PORT="+cpMADSPort,
+		"KUMA_DIAGNOSTICS_SERVER_INTERFACE="+host, "KUMA_DIAGNOSTICS_SERVER_PORT="+cpDiagPort,
 	)
 	cp.env = append(cp.env, extraEnv...)
 	return cp

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/kumametrics/mesh/internal/loopback"
 )
 
 func meshWithCAs(enabled string) string {
@@ -53,30 +55,31 @@ func TestTrafficFlowsThroughMTLSChanges(t *testing.T) {
 		require.NoError(t, err, errOut)
 	}
 	apply(meshWithCAs(""))
-	ports := freePorts(t, 5)
-	backendApp, frontendApp, frontendOut, clientOut, clientApp := ports[0], ports[1], ports[2], ports[3], ports[4]
-	startApp(t, "backend", "--name", "backend-1", "--listen", fmt.Sprintf("127.0.0.1:%d", backendApp), "--error-rate", "0", "--latency", "1ms")
-	startApp(t, "frontend", "--listen", fmt.Sprintf("127.0.0.1:%d", frontendApp), "--backend", fmt.Sprintf("http://127.0.0.1:%d/", frontendOut))
-	back := startDataplane(t, cp, "backend-1", backendDataplane("backend-1", "127.0.0.3", backendApp))
-	front := startDataplane(t, cp, "frontend-1", frontendDataplane(frontendApp, frontendOut))
+	backendApp, frontendApp, clientApp, backAddr := loopback.Host(), loopback.Host(), loopback.Host(), loopback.Host()
+	startApp(t, "backend", "--name", "backend-1", "--listen", hostPort(backendApp, appPort), "--error-rate", "0", "--latency", "1ms")
+	startApp(t, "frontend", "--listen", hostPort(frontendApp, appPort), "--backend", appURL(frontendApp, outboundPort))
+	back := startDataplane(t, cp, "backend-1", backendDataplane("backend-1", backAddr, backendApp))
+	front := startDataplane(t, cp, "frontend-1", frontendDataplane(loopback.Host(), frontendApp))
 	// The client joins the mesh too: the test calls the frontend through its outbound.
 	client := startDataplane(t, cp, "client", fmt.Sprintf(`type: Dataplane
 mesh: default
 name: client
 networking:
-  address: 127.0.0.5
+  address: %s
   inbound:
-  - port: 8080
+  - port: %d
+    serviceAddress: %s
     servicePort: %d
     tags:
       kuma.io/service: client
   outbound:
-  - port: %d
+  - address: %s
+    port: %d
     tags:
       kuma.io/service: frontend
-`, clientApp, clientOut))
+`, loopback.Host(), inboundPort, clientApp, appPort, clientApp, outboundPort))
 
-	url := fmt.Sprintf("http://127.0.0.1:%d/", clientOut)
+	url := appURL(clientApp, outboundPort)
 	httpc := &http.Client{Timeout: 10 * time.Second}
 	eventually(t, 30*time.Second, func() error {
 		if code, err := getStatus(httpc, url); err != nil || code != 200 {
@@ -128,7 +131,7 @@ networking:
 		if handshakes(client, "frontend") == 0 || handshakes(front, "backend") == 0 {
 			return fmt.Errorf("no mTLS handshakes yet")
 		}
-		if _, err := getStatus(&http.Client{Timeout: time.Second}, "http://127.0.0.3:8080/"); err == nil {
+		if _, err := getStatus(&http.Client{Timeout: time.Second}, appURL(backAddr, inboundPort)); err == nil {
 			return fmt.Errorf("the backend's inbound still accepts plain text")
 		}
 		return nil

@@ -5,12 +5,15 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/kumametrics/mesh/internal/loopback"
 )
 
 // TestSIGTERMDrainsInFlightRequests: a proxy told to stop while a slow
@@ -21,9 +24,9 @@ func TestSIGTERMDrainsInFlightRequests(t *testing.T) {
 	cp.start()
 	k := newKumactl(t, cp)
 	k.must("apply", "-f", filepath.Join(guideDir, "mesh-universal-short.yaml"))
-	app := freePorts(t, 1)[0]
-	startApp(t, "backend", "--name", "slow", "--listen", fmt.Sprintf("127.0.0.1:%d", app), "--error-rate", "0", "--latency", "750ms")
-	dp := startDataplane(t, cp, "backend-1", backendDataplane("backend-1", "127.0.0.3", app))
+	app, addr := loopback.Host(), loopback.Host()
+	startApp(t, "backend", "--name", "slow", "--listen", hostPort(app, appPort), "--error-rate", "0", "--latency", "750ms")
+	dp := startDataplane(t, cp, "backend-1", backendDataplane("backend-1", addr, app))
 
 	type answer struct {
 		code int
@@ -31,12 +34,12 @@ func TestSIGTERMDrainsInFlightRequests(t *testing.T) {
 	}
 	got := make(chan answer, 1)
 	go func() {
-		code, err := getStatus(&http.Client{Timeout: 30 * time.Second}, "http://127.0.0.3:8080/")
+		code, err := getStatus(&http.Client{Timeout: 30 * time.Second}, appURL(addr, inboundPort))
 		got <- answer{code, err}
 	}()
 	// The request is in flight once the proxy counts it as active.
 	eventually(t, 10*time.Second, func() error {
-		if v := dp.stat(t, "cluster.localhost_"+fmt.Sprint(app)+".upstream_rq_active"); v != "1" {
+		if v := dp.stat(t, "cluster.localhost_"+strconv.Itoa(appPort)+".upstream_rq_active"); v != "1" {
 			return fmt.Errorf("upstream_rq_active %q", v)
 		}
 		return nil
@@ -52,7 +55,7 @@ func TestSIGTERMDrainsInFlightRequests(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("kuma-dp did not exit after draining")
 	}
-	_, err := net.DialTimeout("tcp", "127.0.0.3:8080", time.Second)
+	_, err := net.DialTimeout("tcp", hostPort(addr, inboundPort), time.Second)
 	require.Error(t, err, "nothing listens any more")
 	require.NotContains(t, k.must("get", "dataplanes"), "backend-1", "deregistered")
 }
@@ -64,10 +67,10 @@ func TestMetricsConfigAppliesLive(t *testing.T) {
 	cp.start()
 	k := newKumactl(t, cp)
 	k.must("apply", "-f", filepath.Join(guideDir, "mesh-universal-short.yaml"))
-	app := freePorts(t, 1)[0]
-	startApp(t, "backend", "--name", "b", "--listen", fmt.Sprintf("127.0.0.1:%d", app), "--error-rate", "0")
-	startDataplane(t, cp, "backend-1", backendDataplane("backend-1", "127.0.0.3", app))
-	eventually(t, 10*time.Second, func() error { return httpOK("http://127.0.0.3:5670/metrics") })
+	app, addr := loopback.Host(), loopback.Host()
+	startApp(t, "backend", "--name", "b", "--listen", hostPort(app, appPort), "--error-rate", "0")
+	startDataplane(t, cp, "backend-1", backendDataplane("backend-1", addr, app))
+	eventually(t, 10*time.Second, func() error { return httpOK("http://" + hostPort(addr, metricsPort) + "/metrics") })
 
 	apply := func(yaml string) {
 		t.Helper()
@@ -89,15 +92,15 @@ metrics:
         filterRegex: "^server\\."
 `)
 	eventually(t, 10*time.Second, func() error {
-		if err := httpOK("http://127.0.0.3:5671/stats-here"); err != nil {
+		if err := httpOK("http://" + hostPort(addr, 5671) + "/stats-here"); err != nil {
 			return err
 		}
-		if _, err := net.DialTimeout("tcp", "127.0.0.3:5670", time.Second); err == nil {
+		if _, err := net.DialTimeout("tcp", hostPort(addr, metricsPort), time.Second); err == nil {
 			return fmt.Errorf("the old port still listens")
 		}
 		return nil
 	})
-	for _, line := range strings.Split(httpGet(t, "http://127.0.0.3:5671/stats-here"), "\n") {
+	for _, line := range strings.Split(httpGet(t, "http://"+hostPort(addr, 5671)+"/stats-here"), "\n") {
 		if line != "" && !strings.HasPrefix(line, "#") {
 			require.True(t, strings.HasPrefix(line, "envoy_server_") || strings.HasPrefix(line, "kuma_dp_"), "the mesh's filterRegex applies: %s", line)
 		}
@@ -105,7 +108,7 @@ metrics:
 
 	apply("type: Mesh\nname: default\n")
 	eventually(t, 10*time.Second, func() error {
-		if _, err := net.DialTimeout("tcp", "127.0.0.3:5671", time.Second); err == nil {
+		if _, err := net.DialTimeout("tcp", hostPort(addr, 5671), time.Second); err == nil {
 			return fmt.Errorf("metrics are off but the endpoint still listens")
 		}
 		return nil

@@ -3,11 +3,14 @@ package e2e
 import (
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/kumametrics/mesh/internal/loopback"
 )
 
 // TestPrometheusScrapesTheMesh runs the demo's topology (a frontend calling a
@@ -21,21 +24,22 @@ func TestPrometheusScrapesTheMesh(t *testing.T) {
 	k := newKumactl(t, cp)
 	k.must("apply", "-f", filepath.Join(guideDir, "mesh-universal-short.yaml"))
 
-	ports := freePorts(t, 4)
-	backendApp, frontendApp, outbound, exampleApp := ports[0], ports[1], ports[2], ports[3]
-	startApp(t, "backend", "--name", "backend-1", "--listen", fmt.Sprintf("127.0.0.1:%d", backendApp), "--error-rate", "0.3", "--latency", "1ms")
-	startApp(t, "frontend", "--listen", fmt.Sprintf("127.0.0.1:%d", frontendApp), "--backend", fmt.Sprintf("http://127.0.0.1:%d/", outbound))
-	startApp(t, "backend", "--name", "example", "--listen", fmt.Sprintf("127.0.0.1:%d", exampleApp), "--error-rate", "0")
-	startDataplane(t, cp, "backend-1", backendDataplane("backend-1", "127.0.0.3", backendApp))
-	startDataplane(t, cp, "frontend-1", frontendDataplane(frontendApp, outbound))
+	backendApp, frontendApp, exampleApp := loopback.Host(), loopback.Host(), loopback.Host()
+	frontAddr, exampleAddr := loopback.Host(), loopback.Host()
+	startApp(t, "backend", "--name", "backend-1", "--listen", hostPort(backendApp, appPort), "--error-rate", "0.3", "--latency", "1ms")
+	startApp(t, "frontend", "--listen", hostPort(frontendApp, appPort), "--backend", appURL(frontendApp, outboundPort))
+	startApp(t, "backend", "--name", "example", "--listen", hostPort(exampleApp, appPort), "--error-rate", "0")
+	startDataplane(t, cp, "backend-1", backendDataplane("backend-1", loopback.Host(), backendApp))
+	startDataplane(t, cp, "frontend-1", frontendDataplane(frontAddr, frontendApp))
 	// The guide's Dataplane override, on its own address.
 	startDataplane(t, cp, "example", fmt.Sprintf(`type: Dataplane
 mesh: default
 name: example
 networking:
-  address: 127.0.0.5
+  address: %s
   inbound:
-  - port: 8080
+  - port: %d
+    serviceAddress: %s
     servicePort: %d
     tags:
       kuma.io/service: example
@@ -46,9 +50,9 @@ metrics:
     skipMTLS: true
     port: 1234
     path: /non-standard-path
-`, exampleApp))
+`, exampleAddr, inboundPort, exampleApp, appPort))
 
-	startApp(t, "traffic", "--target", "http://127.0.0.2:8080/", "--rate", "50", "--duration", "5m")
+	startApp(t, "traffic", "--target", appURL(frontAddr, inboundPort), "--rate", "50", "--duration", "5m")
 
 	prom := startPrometheus(t, fmt.Sprintf(`
 global:
@@ -78,7 +82,7 @@ scrape_configs:
 	})
 	for _, tg := range prom.targets(t)["kuma-dataplanes"] {
 		if tg.Labels["dataplane"] == "example" {
-			require.Equal(t, "http://127.0.0.5:1234/non-standard-path", tg.ScrapeURL)
+			require.Equal(t, "http://"+hostPort(exampleAddr, 1234)+"/non-standard-path", tg.ScrapeURL)
 		}
 	}
 
@@ -102,7 +106,7 @@ scrape_configs:
 	eventually(t, 60*time.Second, func() error {
 		for _, q := range []string{
 			`envoy_cluster_upstream_rq_xx{dataplane="frontend-1",envoy_cluster_name="backend",envoy_response_code_class="5"} > 0`,
-			`envoy_cluster_upstream_rq_xx{dataplane="backend-1",envoy_cluster_name="localhost_` + fmt.Sprint(backendApp) + `",envoy_response_code_class="5"} > 0`,
+			`envoy_cluster_upstream_rq_xx{dataplane="backend-1",envoy_cluster_name="localhost_` + strconv.Itoa(appPort) + `",envoy_response_code_class="5"} > 0`,
 			`envoy_cluster_upstream_rq_xx{dataplane="backend-1",envoy_response_code_class="2"} > 0`,
 			`envoy_cluster_upstream_rq_time_bucket{dataplane="frontend-1",envoy_cluster_name="backend",le="+Inf"} > 0`,
 			`envoy_http_downstream_rq_total{dataplane="frontend-1"} > 0`,
@@ -121,7 +125,7 @@ scrape_configs:
 	require.InDelta(t, 0.3, s[0].Value, 0.15, "share of 5xx")
 
 	// ?filter= limits the endpoint's output, as Envoy's.
-	body := httpGet(t, `http://127.0.0.2:5670/metrics?filter=cluster\.backend\.upstream_rq_total`)
+	body := httpGet(t, "http://"+hostPort(frontAddr, metricsPort)+`/metrics?filter=cluster\.backend\.upstream_rq_total`)
 	var samples []string
 	for _, line := range strings.Split(body, "\n") {
 		if line != "" && !strings.HasPrefix(line, "#") {

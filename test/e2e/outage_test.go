@@ -11,40 +11,50 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/kumametrics/mesh/internal/loopback"
 )
 
-func backendDataplane(name, addr string, appPort int) string {
+// backendDataplane is a backend's Dataplane: its proxy on addr, its
+// application on appHost.
+func backendDataplane(name, addr, appHost string) string {
 	return fmt.Sprintf(`type: Dataplane
 mesh: default
 name: %s
 networking:
   address: %s
   inbound:
-  - port: 8080
+  - port: %d
+    serviceAddress: %s
     servicePort: %d
     tags:
       kuma.io/service: backend
       kuma.io/protocol: http
-`, name, addr, appPort)
+`, name, addr, inboundPort, appHost, appPort)
 }
 
-func frontendDataplane(appPort, outboundPort int) string {
+// frontendDataplane is frontend-1's Dataplane: its proxy on addr, its
+// application on appHost, which reaches backend through the outbound on
+// appHost too.
+func frontendDataplane(addr, appHost string) string {
 	return fmt.Sprintf(`type: Dataplane
 mesh: default
 name: frontend-1
 networking:
-  address: 127.0.0.2
+  address: %s
   inbound:
-  - port: 8080
+  - port: %d
+    serviceAddress: %s
     servicePort: %d
     tags:
       kuma.io/service: frontend
       kuma.io/protocol: http
   outbound:
-  - port: %d
+  - address: %s
+    port: %d
     tags:
       kuma.io/service: backend
-`, appPort, outboundPort)
+`, addr, inboundPort, appHost, appPort, appHost, outboundPort)
 }
 
 func TestControlPlaneOutage(t *testing.T) {
@@ -54,17 +64,17 @@ func TestControlPlaneOutage(t *testing.T) {
 	k := newKumactl(t, cp)
 	k.must("apply", "-f", filepath.Join(guideDir, "mesh-universal-short.yaml"))
 
-	ports := freePorts(t, 4)
-	backendApp, backend2App, frontendApp, outbound := ports[0], ports[1], ports[2], ports[3]
-	startApp(t, "backend", "--name", "backend-1", "--listen", fmt.Sprintf("127.0.0.1:%d", backendApp), "--error-rate", "0", "--latency", "1ms")
-	startApp(t, "backend", "--name", "backend-2", "--listen", fmt.Sprintf("127.0.0.1:%d", backend2App), "--error-rate", "0", "--latency", "1ms")
-	startApp(t, "frontend", "--listen", fmt.Sprintf("127.0.0.1:%d", frontendApp), "--backend", fmt.Sprintf("http://127.0.0.1:%d/", outbound))
-	startDataplane(t, cp, "backend-1", backendDataplane("backend-1", "127.0.0.3", backendApp))
-	front := startDataplane(t, cp, "frontend-1", frontendDataplane(frontendApp, outbound))
+	backendApp, backend2App, frontendApp, frontAddr := loopback.Host(), loopback.Host(), loopback.Host(), loopback.Host()
+	startApp(t, "backend", "--name", "backend-1", "--listen", hostPort(backendApp, appPort), "--error-rate", "0", "--latency", "1ms")
+	startApp(t, "backend", "--name", "backend-2", "--listen", hostPort(backend2App, appPort), "--error-rate", "0", "--latency", "1ms")
+	startApp(t, "frontend", "--listen", hostPort(frontendApp, appPort), "--backend", appURL(frontendApp, outboundPort))
+	startDataplane(t, cp, "backend-1", backendDataplane("backend-1", loopback.Host(), backendApp))
+	front := startDataplane(t, cp, "frontend-1", frontendDataplane(frontAddr, frontendApp))
 
 	client := &http.Client{Timeout: 10 * time.Second}
+	frontURL := appURL(frontAddr, inboundPort)
 	eventually(t, 30*time.Second, func() error {
-		code, err := getStatus(client, "http://127.0.0.2:8080/")
+		code, err := getStatus(client, frontURL)
 		if err != nil || code != 200 {
 			return fmt.Errorf("through the mesh: %d %v", code, err)
 		}
@@ -89,7 +99,7 @@ func TestControlPlaneOutage(t *testing.T) {
 			case <-tick.C:
 			}
 			sent.Add(1)
-			if code, err := getStatus(client, "http://127.0.0.2:8080/"); err != nil || code != 200 {
+			if code, err := getStatus(client, frontURL); err != nil || code != 200 {
 				failed.Add(1)
 				firstFailure.CompareAndSwap(nil, fmt.Sprintf("%d %v", code, err))
 			}
@@ -112,7 +122,7 @@ func TestControlPlaneOutage(t *testing.T) {
 		}
 		return nil
 	})
-	require.Contains(t, httpGet(t, "http://127.0.0.2:5670/metrics"), "envoy_control_plane_connected_state 0")
+	require.Contains(t, httpGet(t, "http://"+hostPort(frontAddr, metricsPort)+"/metrics"), "envoy_control_plane_connected_state 0")
 
 	// Restart: proxies reconnect and converge on a change made after the restart.
 	cp.start()
@@ -122,7 +132,7 @@ func TestControlPlaneOutage(t *testing.T) {
 		}
 		return nil
 	})
-	startDataplane(t, cp, "backend-2", backendDataplane("backend-2", "127.0.0.4", backend2App))
+	startDataplane(t, cp, "backend-2", backendDataplane("backend-2", loopback.Host(), backend2App))
 	eventually(t, 30*time.Second, func() error {
 		if v := front.stat(t, "cluster.backend.membership_total"); v != "2" {
 			return fmt.Errorf("frontend sees %q backend endpoints", v)

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/kumametrics/mesh/internal/loopback"
 )
 
 const mtlsMesh = `type: Mesh
@@ -42,7 +44,7 @@ destinations:
 // plainGet fetches url from a source address that is not the dataplane's.
 func plainGet(url string) (int, error) {
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-		DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 99)}}).DialContext,
+		DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(loopback.Host())}}).DialContext,
 	}}
 	res, err := client.Get(url)
 	if err != nil {
@@ -68,11 +70,13 @@ func TestPrometheusScrapesOverMTLS(t *testing.T) {
 	k.must("delete", "traffic-permission", "allow-all-default", "-m", "default")
 	apply(metricsPermission)
 
-	apps := freePorts(t, 2)
-	startApp(t, "backend", "--name", "b1", "--listen", fmt.Sprintf("127.0.0.1:%d", apps[0]), "--error-rate", "0")
-	startApp(t, "backend", "--name", "b2", "--listen", fmt.Sprintf("127.0.0.1:%d", apps[1]), "--error-rate", "0")
-	b1 := startDataplane(t, cp, "backend-1", backendDataplane("backend-1", "127.0.0.3", apps[0]))
-	startDataplane(t, cp, "backend-2", backendDataplane("backend-2", "127.0.0.4", apps[1]))
+	apps := []string{loopback.Host(), loopback.Host()}
+	startApp(t, "backend", "--name", "b1", "--listen", hostPort(apps[0], appPort), "--error-rate", "0")
+	startApp(t, "backend", "--name", "b2", "--listen", hostPort(apps[1], appPort), "--error-rate", "0")
+	b1Addr := loopback.Host()
+	b1 := startDataplane(t, cp, "backend-1", backendDataplane("backend-1", b1Addr, apps[0]))
+	startDataplane(t, cp, "backend-2", backendDataplane("backend-2", loopback.Host(), apps[1]))
+	b1Metrics := "http://" + hostPort(b1Addr, metricsPort) + "/metrics"
 
 	certDir := t.TempDir()
 	out := k.must("generate", "scraper-certificate", "--mesh", "default", "--service", "prometheus", "--out-dir", certDir)
@@ -108,7 +112,7 @@ scrape_configs:
 		require.True(t, strings.HasPrefix(tg.ScrapeURL, "https://"), tg.ScrapeURL)
 	}
 	// Plain HTTP from anywhere but the dataplane itself is refused.
-	_, err := plainGet("http://127.0.0.3:5670/metrics")
+	_, err := plainGet(b1Metrics)
 	require.Error(t, err, "plain text is refused under mTLS")
 
 	// Without the permission: scrapes fail and rbac_denied grows.
@@ -132,7 +136,7 @@ scrape_configs:
 	// skipMTLS: plain HTTP, for anyone.
 	apply(fmt.Sprintf(mtlsMesh, "true"))
 	eventually(t, 60*time.Second, func() error {
-		if code, err := plainGet("http://127.0.0.3:5670/metrics"); err != nil || code != 200 {
+		if code, err := plainGet(b1Metrics); err != nil || code != 200 {
 			return fmt.Errorf("plain scrape with skipMTLS: %d %v", code, err)
 		}
 		return nil

@@ -37,14 +37,14 @@ func TestKumactlOverHTTPS(t *testing.T) {
 	require.Contains(t, k.must("generate", "user-token", "--name", "alice", "--valid-for", "1h"), ".")
 }
 
-// securedMADSFiles are a CA, MADS' certificate for 127.0.0.1 signed by it,
-// in files.
-func securedMADSFiles(t *testing.T) (dir, caFile, certFile, keyFile string) {
+// securedMADSFiles are a CA, MADS' certificate for host (an IP address)
+// signed by it, in files.
+func securedMADSFiles(t *testing.T, host string) (dir, caFile, certFile, keyFile string) {
 	t.Helper()
 	now := time.Now()
 	ca, err := pki.NewCA("mads e2e CA", pki.KeyType{}, now, time.Hour)
 	require.NoError(t, err)
-	leaf, err := pki.Issue(ca, pki.Leaf{CommonName: "kuma-cp", IPs: []net.IP{net.IPv4(127, 0, 0, 1)}, Server: true, Lifetime: time.Hour}, now)
+	leaf, err := pki.Issue(ca, pki.Leaf{CommonName: "kuma-cp", IPs: []net.IP{net.ParseIP(host)}, Server: true, Lifetime: time.Hour}, now)
 	require.NoError(t, err)
 	dir = t.TempDir()
 	caFile, certFile, keyFile = filepath.Join(dir, "ca.pem"), filepath.Join(dir, "mads.pem"), filepath.Join(dir, "mads.key")
@@ -74,8 +74,9 @@ func counter(t *testing.T, url, name string) float64 {
 // does the same over grpcs.
 func TestPrometheusDiscoversFromASecuredMADS(t *testing.T) {
 	requireProgram(t, "prometheus")
-	dir, caFile, certFile, keyFile := securedMADSFiles(t)
-	cp := newControlPlane(t, t.TempDir(),
+	cp := newControlPlane(t, t.TempDir())
+	dir, caFile, certFile, keyFile := securedMADSFiles(t, cp.host)
+	cp.env = append(cp.env,
 		"KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_CERT_FILE="+certFile,
 		"KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_KEY_FILE="+keyFile,
 		"KUMA_MONITORING_ASSIGNMENT_SERVER_AUTHN_TYPE=token",

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/kumametrics/mesh/internal/loopback"
 )
 
 // seriesValue is the value of a series (name and labels as rendered) in a
@@ -32,8 +34,7 @@ func TestDataplaneTokenBindsServices(t *testing.T) {
 	cp.start()
 	k := newKumactl(t, cp)
 	token := strings.TrimSpace(k.must("generate", "dataplane-token", "--name", "frontend-1", "--tag", "kuma.io/service=frontend"))
-	app := freePorts(t, 1)[0]
-	payments := strings.Replace(backendDataplane("frontend-1", "127.0.0.2", app), "kuma.io/service: backend", "kuma.io/service: payments", 1)
+	payments := strings.Replace(backendDataplane("frontend-1", loopback.Host(), loopback.Host()), "kuma.io/service: backend", "kuma.io/service: payments", 1)
 	dp := launchDataplane(t, cp, "frontend-1", payments, token)
 
 	refusal := `msg="the control plane refused this proxy" dataplane=default/frontend-1 code=PermissionDenied ` +

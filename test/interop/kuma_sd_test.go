@@ -66,39 +66,21 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// freePorts reserves n free ports on 127.0.0.1 (released before returning).
-func freePorts(t *testing.T, n int) []int {
-	t.Helper()
-	var ports []int
-	var lns []net.Listener
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	for _, ln := range lns {
-		ln.Close()
-	}
-	return ports
-}
-
 // controlPlane runs kuma-cp on the memory store, with extra environment,
-// and returns its API URL and MADS address (host:port).
-func controlPlane(t *testing.T, env ...string) (api, madsAddr string) {
+// every server on host (a loopback address of the test's own, see
+// loopbackHost) on its default port, and returns its API URL and MADS
+// address (host:port).
+func controlPlane(t *testing.T, host string, env ...string) (api, madsAddr string) {
 	t.Helper()
-	p := freePorts(t, 5)
 	cmd := exec.Command(kumaCP, "run")
 	cmd.Env = append(os.Environ(),
 		"KUMA_STORE_TYPE=memory",
 		"KUMA_GENERAL_WORK_DIR="+t.TempDir(),
-		fmt.Sprintf("KUMA_API_SERVER_HTTP_PORT=%d", p[0]),
-		fmt.Sprintf("KUMA_DP_SERVER_PORT=%d", p[1]),
-		fmt.Sprintf("KUMA_MONITORING_ASSIGNMENT_SERVER_PORT=%d", p[2]),
-		fmt.Sprintf("KUMA_DIAGNOSTICS_SERVER_PORT=%d", p[3]),
-		"KUMA_API_SERVER_HTTP_INTERFACE=127.0.0.1", "KUMA_DP_SERVER_INTERFACE=127.0.0.1",
-		"KUMA_MONITORING_ASSIGNMENT_SERVER_INTERFACE=127.0.0.1", "KUMA_DIAGNOSTICS_SERVER_INTERFACE=127.0.0.1",
-		fmt.Sprintf("KUMA_API_SERVER_HTTPS_PORT=%d", p[4]), "KUMA_API_SERVER_HTTPS_INTERFACE=127.0.0.1",
+		"KUMA_API_SERVER_HTTP_INTERFACE="+host, "KUMA_API_SERVER_HTTP_PORT=5681",
+		"KUMA_API_SERVER_HTTPS_INTERFACE="+host, "KUMA_API_SERVER_HTTPS_PORT=5682",
+		"KUMA_DP_SERVER_INTERFACE="+host, "KUMA_DP_SERVER_PORT=5678",
+		"KUMA_MONITORING_ASSIGNMENT_SERVER_INTERFACE="+host, "KUMA_MONITORING_ASSIGNMENT_SERVER_PORT=5676",
+		"KUMA_DIAGNOSTICS_SERVER_INTERFACE="+host, "KUMA_DIAGNOSTICS_SERVER_PORT=5680",
 	)
 	cmd.Env = append(cmd.Env, env...)
 	log := &lockedBuffer{}
@@ -111,7 +93,7 @@ func controlPlane(t *testing.T, env ...string) (api, madsAddr string) {
 			t.Logf("kuma-cp log:\n%s", log.String())
 		}
 	})
-	ready := fmt.Sprintf("http://127.0.0.1:%d/ready", p[3])
+	ready := "http://" + net.JoinHostPort(host, "5680") + "/ready"
 	require.Eventually(t, func() bool {
 		res, err := http.Get(ready)
 		if err != nil {
@@ -120,7 +102,7 @@ func controlPlane(t *testing.T, env ...string) (api, madsAddr string) {
 		res.Body.Close()
 		return res.StatusCode == http.StatusOK
 	}, waitTimeout, 20*time.Millisecond, "kuma-cp did not become ready:\n%s", log)
-	return fmt.Sprintf("http://127.0.0.1:%d", p[0]), fmt.Sprintf("127.0.0.1:%d", p[2])
+	return "http://" + net.JoinHostPort(host, "5681"), net.JoinHostPort(host, "5676")
 }
 
 // put writes a resource through the REST API.
@@ -200,7 +182,7 @@ const metricsMesh = `{"type":"Mesh","name":"default","metrics":{"enabledBackend"
 	`"backends":[{"name":"prometheus-1","type":"prometheus","conf":{"skipMTLS":true}}]}}`
 
 func TestPrometheusKumaSDAgainstOurMADS(t *testing.T) {
-	api, mads := controlPlane(t)
+	api, mads := controlPlane(t, loopbackHost())
 	put(t, api+"/meshes/default", metricsMesh)
 	put(t, api+"/meshes/quiet", `{"type":"Mesh","name":"quiet"}`)
 	dataplane(t, api, "default", "web-1", `"networking":{"address":"10.0.0.1","advertisedAddress":"192.0.2.10","inbound":[`+

@@ -23,9 +23,9 @@ import (
 )
 
 // madsCertificate writes a self-signed CA and a serving certificate for
-// 127.0.0.1 signed by it. (This module cannot import the control plane's
-// packages, see doc.go, so it makes them with the standard library.)
-func madsCertificate(t *testing.T) (caFile, certFile, keyFile string) {
+// host (an IP address) signed by it. (This module cannot import the control
+// plane's packages, see doc.go, so it makes them with the standard library.)
+func madsCertificate(t *testing.T, host string) (caFile, certFile, keyFile string) {
 	t.Helper()
 	dir := t.TempDir()
 	write := func(name, typ string, der []byte) string {
@@ -50,7 +50,7 @@ func madsCertificate(t *testing.T) (caFile, certFile, keyFile string) {
 		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "kuma-cp"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		IPAddresses: []net.IP{net.ParseIP(host)},
 	}, ca, &key.PublicKey, caKey)
 	require.NoError(t, err)
 	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
@@ -89,8 +89,9 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 // with tls_config and authorization discovers from a MADS that requires TLS
 // and user tokens; without authorization every fetch is refused.
 func TestPrometheusKumaSDAgainstASecuredMADS(t *testing.T) {
-	caFile, certFile, keyFile := madsCertificate(t)
-	api, mads := controlPlane(t,
+	host := loopbackHost()
+	caFile, certFile, keyFile := madsCertificate(t, host)
+	api, mads := controlPlane(t, host,
 		"KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_CERT_FILE="+certFile,
 		"KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_KEY_FILE="+keyFile,
 		"KUMA_MONITORING_ASSIGNMENT_SERVER_AUTHN_TYPE=token",

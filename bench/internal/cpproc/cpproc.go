@@ -1,6 +1,6 @@
 // Package cpproc runs a kuma-cp process for the whole-process benchmarks
-// and talks to it: free ports on 127.0.0.1, REST writes, readiness, and the
-// memory of a process.
+// and talks to it: a loopback address of its own with the default ports,
+// REST writes, readiness, and the memory of a process.
 package cpproc
 
 import (
@@ -13,16 +13,21 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/kumametrics/mesh/internal/loopback"
 )
 
 // ControlPlane is a running kuma-cp.
 type ControlPlane struct {
-	Cmd      *exec.Cmd
-	WorkDir  string
-	API      string // http://127.0.0.1:port
-	MADS     string // http://127.0.0.1:port
-	DPServer string // https://127.0.0.1:port
-	Diag     string // http://127.0.0.1:port
+	Cmd     *exec.Cmd
+	WorkDir string
+	// Host is the loopback address every server listens on (a fresh one,
+	// see internal/loopback), each on its default port.
+	Host     string
+	API      string // http://Host:5681
+	MADS     string // http://Host:5676
+	DPServer string // https://Host:5678
+	Diag     string // http://Host:5680
 
 	removeWorkDir bool
 }
@@ -30,41 +35,19 @@ type ControlPlane struct {
 // Client is the HTTP client of the benchmarks.
 var Client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 
-// FreePorts reserves n free TCP ports on 127.0.0.1 (released on return).
-func FreePorts(n int) ([]int, error) {
-	var out []int
-	var lns []net.Listener
-	defer func() {
-		for _, ln := range lns {
-			ln.Close()
-		}
-	}()
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		lns = append(lns, ln)
-		out = append(out, ln.Addr().(*net.TCPAddr).Port)
-	}
-	return out, nil
-}
-
 // Start runs binary (kuma-cp) with its data in workDir and extra
-// environment (e.g. KUMA_STORE_TYPE=memory), everything on 127.0.0.1, and
-// waits until it is ready. Stop it with Stop.
+// environment (e.g. KUMA_STORE_TYPE=memory), every server on a fresh
+// loopback address with its default port, and waits until it is ready.
+// Stop it with Stop.
 func Start(binary, workDir string, env ...string) (*ControlPlane, error) {
-	p, err := FreePorts(4)
-	if err != nil {
-		return nil, err
-	}
+	host := loopback.Host()
 	cmd := exec.Command(binary, "run", "--log-level=warn")
 	cmd.Env = append(append(os.Environ(),
 		"KUMA_GENERAL_WORK_DIR="+workDir,
-		fmt.Sprintf("KUMA_API_SERVER_HTTP_PORT=%d", p[0]), fmt.Sprintf("KUMA_DP_SERVER_PORT=%d", p[1]),
-		fmt.Sprintf("KUMA_MONITORING_ASSIGNMENT_SERVER_PORT=%d", p[2]), fmt.Sprintf("KUMA_DIAGNOSTICS_SERVER_PORT=%d", p[3]),
-		"KUMA_API_SERVER_HTTP_INTERFACE=127.0.0.1", "KUMA_DP_SERVER_INTERFACE=127.0.0.1",
-		"KUMA_MONITORING_ASSIGNMENT_SERVER_INTERFACE=127.0.0.1", "KUMA_DIAGNOSTICS_SERVER_INTERFACE=127.0.0.1",
+		"KUMA_API_SERVER_HTTP_INTERFACE="+host, "KUMA_API_SERVER_HTTP_PORT=5681",
+		"KUMA_DP_SERVER_INTERFACE="+host, "KUMA_DP_SERVER_PORT=5678",
+		"KUMA_MONITORING_ASSIGNMENT_SERVER_INTERFACE="+host, "KUMA_MONITORING_ASSIGNMENT_SERVER_PORT=5676",
+		"KUMA_DIAGNOSTICS_SERVER_INTERFACE="+host, "KUMA_DIAGNOSTICS_SERVER_PORT=5680",
 		"KUMA_API_SERVER_HTTPS_ENABLED=false",
 	), env...)
 	cmd.Stderr = os.Stderr
@@ -72,11 +55,11 @@ func Start(binary, workDir string, env ...string) (*ControlPlane, error) {
 		return nil, err
 	}
 	cp := &ControlPlane{
-		Cmd: cmd, WorkDir: workDir,
-		API:      fmt.Sprintf("http://127.0.0.1:%d", p[0]),
-		DPServer: fmt.Sprintf("https://127.0.0.1:%d", p[1]),
-		MADS:     fmt.Sprintf("http://127.0.0.1:%d", p[2]),
-		Diag:     fmt.Sprintf("http://127.0.0.1:%d", p[3]),
+		Cmd: cmd, WorkDir: workDir, Host: host,
+		API:      "http://" + net.JoinHostPort(host, "5681"),
+		DPServer: "https://" + net.JoinHostPort(host, "5678"),
+		MADS:     "http://" + net.JoinHostPort(host, "5676"),
+		Diag:     "http://" + net.JoinHostPort(host, "5680"),
 	}
 	if err := WaitFor(30*time.Second, func() bool { return Get(cp.Diag+"/ready") == nil }); err != nil {
 		cp.Stop()
