@@ -74,7 +74,7 @@ func kubectlKinds() []resource.Kind {
 // (cp.listen), with k.config to reach the API server and mgr to write
 // through validation.
 func (cp *ControlPlane) addKubernetesParts(k *kubernetesMode, mgr *manager.Manager) error {
-	return nil
+	return cp.addPodController(k)
 }
 
 // dataplaneAuthenticator authenticates proxies by their Pod's

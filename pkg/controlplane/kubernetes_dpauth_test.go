@@ -1,8 +1,6 @@
 package controlplane_test
 
 import (
-	"context"
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -14,6 +12,7 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kumametrics/mesh/internal/k8stest"
@@ -22,40 +21,50 @@ import (
 	"github.com/kumametrics/mesh/pkg/cpconfig"
 	"github.com/kumametrics/mesh/pkg/dpserver"
 	"github.com/kumametrics/mesh/pkg/k8s/api/v1alpha1"
+	"github.com/kumametrics/mesh/pkg/k8s/podcontroller"
 	"github.com/kumametrics/mesh/pkg/kumadp"
 	"github.com/kumametrics/mesh/pkg/kumadp/kumadptest"
 )
 
 // TestKubernetesModeAuthenticatesProxiesByServiceAccount: in Kubernetes
-// mode proxies authenticate with their Pod's ServiceAccount token by
-// default. kuma-dp --name <pod>.<namespace> --mesh default with the Pod's
-// token gets the Pod's Dataplane's config; a proxy with another
-// ServiceAccount's token for it is refused; the Dataplane stays after the
-// proxy deregisters (the pod controller owns it).
+// mode (dpServer.authn.dpProxy.type serviceAccountToken, its default) the
+// pod controller makes a Pod's Dataplane, and kuma-dp --name
+// <pod>.<namespace> --mesh default with the Pod's ServiceAccount token and
+// no Dataplane file gets its config; a proxy with another ServiceAccount's
+// token for it is refused; the Dataplane stays after the proxy deregisters
+// (it is the Pod's).
 func TestKubernetesModeAuthenticatesProxiesByServiceAccount(t *testing.T) {
 	env := k8stest.Get(t)
 	c := env.Client(t)
 	ctx := t.Context()
-	cp, cfg := startKubernetesMode(t, nil)
-	require.Equal(t, cpconfig.DPProxyAuthnServiceAccountToken, cfg.DPServer.Authn.DPProxy.Type, "the default in Kubernetes mode")
+	var cfg cpconfig.Config
+	cp := startKubernetesMode(t, env, func(c *cpconfig.Config) {
+		// Kubernetes mode's default (cpconfig's TestDataplaneProxyAuthnFollowsTheEnvironment).
+		c.DPServer.Authn.DPProxy.Type = cpconfig.DPProxyAuthnServiceAccountToken
+		cfg = *c
+	})
 
-	// A Pod running as ServiceAccount web, and its Dataplane as the pod
-	// controller makes it.
-	ns := env.Namespace(t, "kuma-example", nil)
+	// A Pod of a Service in a namespace with sidecar injection, running as
+	// ServiceAccount web, with an IP (no kubelet here: the test sets it).
+	ns := env.Namespace(t, "kuma-example", map[string]string{podcontroller.SidecarInjection: "enabled"})
 	for _, sa := range []string{"web", "db"} {
 		require.NoError(t, c.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: sa}}))
 	}
-	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web-1"},
+	require.NoError(t, c.Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "web"},
+			Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}},
+	}))
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web-1", Labels: map[string]string{"app": "web"}},
 		Spec: corev1.PodSpec{ServiceAccountName: "web", Containers: []corev1.Container{{Name: "app", Image: "app"}}}}
 	require.NoError(t, c.Create(ctx, pod))
 	host := loopback.Host()
-	yes := true
-	require.NoError(t, c.Create(ctx, &v1alpha1.Dataplane{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web-1",
-			OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Pod", Name: pod.Name, UID: pod.UID, Controller: &yes}}},
-		Mesh: "default",
-		Spec: json.RawMessage(`{"networking":{"address":"` + host + `","inbound":[{"port":8080,"tags":{"kuma.io/service":"web_` + ns + `_svc_80"}}]}}`),
-	}))
+	pod.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: host, PodIPs: []corev1.PodIP{{IP: host}}}
+	require.NoError(t, c.Status().Update(ctx, pod))
+	require.Eventually(t, func() bool {
+		return c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "web-1"}, &v1alpha1.Dataplane{}) == nil
+	}, 60*time.Second, 50*time.Millisecond, "the pod controller makes the Pod's Dataplane")
+
 	token := func(sa string, bound *corev1.Pod) string {
 		t.Helper()
 		tr := &authenticationv1.TokenRequest{}
@@ -87,41 +96,9 @@ func TestKubernetesModeAuthenticatesProxiesByServiceAccount(t *testing.T) {
 	got, _ := own.Current()
 	require.Equal(t, name, got.GetName())
 	require.Equal(t, host, got.GetInbounds()[0].GetAddress())
+	require.Equal(t, "web_"+ns+"_svc_80", got.GetInbounds()[0].GetTags()["kuma.io/service"], "the pod controller's Dataplane")
 	own.Stop()
 	require.NoError(t, c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "web-1"}, &v1alpha1.Dataplane{}), "the Dataplane stays with its Pod")
-}
-
-// startKubernetesMode runs a control plane in Kubernetes mode on the test's
-// API server, outside the cluster on a kubeconfig, every listener on
-// 127.0.0.1: its configuration is loaded with KUMA_ENVIRONMENT=kubernetes,
-// then changed by configure (may be nil).
-func startKubernetesMode(t *testing.T, configure func(*cpconfig.Config)) (*controlplane.ControlPlane, cpconfig.Config) {
-	t.Helper()
-	env := k8stest.Get(t)
-	env.EnsureNamespace(t, "kuma-system")
-	t.Setenv("KUBECONFIG", env.KubeconfigPath)
-	cfg, err := cpconfig.Load("", func(k string) (string, bool) {
-		if k == "KUMA_ENVIRONMENT" {
-			return cpconfig.EnvironmentKubernetes, true
-		}
-		return "", false
-	})
-	require.NoError(t, err)
-	cfg.General.WorkDir = t.TempDir()
-	cfg.ListenOn("127.0.0.1")
-	if configure != nil {
-		configure(&cfg)
-	}
-	cp, err := controlplane.New(t.Context(), cfg, nil)
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- cp.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-	})
-	return cp, cfg
 }
 
 // refused reads dp_server_dataplane_refused_total{reason} from the control

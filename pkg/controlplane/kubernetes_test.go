@@ -18,7 +18,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kumametrics/mesh/internal/k8stest"
-	"github.com/kumametrics/mesh/pkg/cpconfig"
 	"github.com/kumametrics/mesh/pkg/k8s/api/v1alpha1"
 	"github.com/kumametrics/mesh/pkg/kumactl"
 	"github.com/kumametrics/mesh/pkg/mads"
@@ -35,9 +34,7 @@ func TestKubernetesMode(t *testing.T) {
 	env := k8stest.Get(t)
 	c := env.Client(t)
 	ctx := t.Context()
-	cp, cfg := startKubernetesMode(t, func(cfg *cpconfig.Config) { cfg.DPServer.Authn.DPProxy.Type = cpconfig.DPProxyAuthnNone })
-	require.Equal(t, cpconfig.StoreKubernetes, cfg.Store.Type)
-	addrs := cp.Addrs()
+	addrs := startKubernetesMode(t, env, nil).Addrs()
 
 	// The default mesh and its allow-all permission are custom resources.
 	var mesh v1alpha1.Mesh
