@@ -54,7 +54,7 @@ bench:
 # corpora run as plain tests in make test).
 FUZZTIME ?= 60s
 FUZZ_TARGETS := pkg/resource:FuzzDecode pkg/mads:FuzzFetchRequest pkg/metricsendpoint:FuzzParseApplication \
-	pkg/authn:FuzzVerify pkg/proxy/http1:FuzzParseRequest pkg/proxy/http1:FuzzParseResponse pkg/proxy/http1:FuzzChunked
+	pkg/authn:FuzzVerify pkg/k8s/webhook:FuzzReview pkg/proxy/http1:FuzzParseRequest pkg/proxy/http1:FuzzParseResponse pkg/proxy/http1:FuzzChunked
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 	  echo "== $${t#*:} ($(FUZZTIME))"; \

@@ -141,6 +141,12 @@ func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (cp *Contro
 		return nil, err
 	}
 	cp.store = raw
+	if k8s != nil {
+		// Before the first write: the API server may send it to the webhook.
+		if err := cp.startKubernetesAdmission(k8s); err != nil {
+			return nil, err
+		}
+	}
 	st, err := metered.Wrap(raw, reg)
 	if err != nil {
 		return nil, fmt.Errorf("store metrics: %w", err)

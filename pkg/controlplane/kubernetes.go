@@ -70,9 +70,10 @@ func kubectlKinds() []resource.Kind {
 // addKubernetesParts adds the parts only Kubernetes mode has, once the
 // store, the manager and the servers every control plane runs are built:
 // this is where the pod controller (Pods and Services become Dataplanes)
-// and the admission webhook server join, as tasks (cp.tasks) or listeners
-// (cp.listen), with k.config to reach the API server and mgr to write
-// through validation.
+// joins, as tasks (cp.tasks) or listeners (cp.listen), with k.config to
+// reach the API server and mgr to write through validation. (The admission
+// webhook server starts earlier, before the first write:
+// startKubernetesAdmission.)
 func (cp *ControlPlane) addKubernetesParts(k *kubernetesMode, mgr *manager.Manager) error {
 	return cp.addPodController(k)
 }

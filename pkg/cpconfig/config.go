@@ -59,7 +59,8 @@ type Config struct {
 
 // Runtime configures the control plane's own housekeeping.
 type Runtime struct {
-	Universal UniversalRuntime `json:"universal"`
+	Universal  UniversalRuntime  `json:"universal"`
+	Kubernetes KubernetesRuntime `json:"kubernetes"`
 }
 
 // UniversalRuntime configures housekeeping of Universal mode.
@@ -332,6 +333,7 @@ func (c *Config) ListenOn(host string) {
 	c.DPServer.Interface, c.DPServer.Port = host, 0
 	c.MonitoringAssignmentServer.Interface, c.MonitoringAssignmentServer.Port = host, 0
 	c.Diagnostics.Interface, c.Diagnostics.ServerPort = host, 0
+	c.Runtime.Kubernetes.AdmissionServer.Address, c.Runtime.Kubernetes.AdmissionServer.Port = host, 0
 }
 
 // Default returns the built-in configuration.
@@ -357,7 +359,10 @@ func Default() Config {
 		Diagnostics: Diagnostics{Interface: "0.0.0.0", ServerPort: 5680},
 		Environment: EnvironmentUniversal,
 		Store:       Store{Type: StoreSQLite, SQLite: SQLiteStore{Synchronous: "FULL"}, Kubernetes: KubernetesStore{SystemNamespace: "kuma-system"}},
-		Runtime:     Runtime{Universal: UniversalRuntime{DataplaneCleanupAge: Duration(72 * time.Hour)}},
+		Runtime: Runtime{
+			Universal:  UniversalRuntime{DataplaneCleanupAge: Duration(72 * time.Hour)},
+			Kubernetes: KubernetesRuntime{AdmissionServer: AdmissionServer{Address: "0.0.0.0", Port: 5443}},
+		},
 		ServerLimits: ServerLimits{
 			HTTP: HTTPLimits{
 				ReadHeaderTimeout: Duration(h.ReadHeaderTimeout), ReadTimeout: Duration(h.ReadTimeout),
@@ -477,6 +482,9 @@ var envVars = []envVar{
 	{"KUMA_SERVER_LIMITS_GRPC_KEEPALIVE_TIMEOUT", duration(func(c *Config) *Duration { return &c.ServerLimits.GRPC.KeepaliveTimeout })},
 	{"KUMA_SERVER_LIMITS_GRPC_KEEPALIVE_MIN_TIME", duration(func(c *Config) *Duration { return &c.ServerLimits.GRPC.KeepaliveMinTime })},
 	{"KUMA_RUNTIME_UNIVERSAL_DATAPLANE_CLEANUP_AGE", duration(func(c *Config) *Duration { return &c.Runtime.Universal.DataplaneCleanupAge })},
+	{"KUMA_RUNTIME_KUBERNETES_ADMISSION_SERVER_ADDRESS", str(func(c *Config) *string { return &c.Runtime.Kubernetes.AdmissionServer.Address })},
+	{"KUMA_RUNTIME_KUBERNETES_ADMISSION_SERVER_PORT", port(func(c *Config) *uint32 { return &c.Runtime.Kubernetes.AdmissionServer.Port })},
+	{"KUMA_RUNTIME_KUBERNETES_ADMISSION_SERVER_CERT_DIR", str(func(c *Config) *string { return &c.Runtime.Kubernetes.AdmissionServer.CertDir })},
 }
 
 // EnvNames lists every environment variable the configuration reads.
@@ -601,6 +609,7 @@ func (c Config) Validate() error {
 		{"dpServer.port (KUMA_DP_SERVER_PORT)", c.DPServer.Port},
 		{"monitoringAssignmentServer.port (KUMA_MONITORING_ASSIGNMENT_SERVER_PORT)", c.MonitoringAssignmentServer.Port},
 		{"diagnostics.serverPort (KUMA_DIAGNOSTICS_SERVER_PORT)", c.Diagnostics.ServerPort},
+		{"runtime.kubernetes.admissionServer.port (KUMA_RUNTIME_KUBERNETES_ADMISSION_SERVER_PORT)", c.Runtime.Kubernetes.AdmissionServer.Port},
 	}
 	for _, p := range ports {
 		if p.p > 65535 {

@@ -144,7 +144,7 @@ func UniversalDefaults(outputDir string, dashboards fs.FS) Options {
 	}
 }
 
-//go:embed templates/metrics/*
+//go:embed templates/metrics/* templates/control-plane/*
 var templateFS embed.FS
 
 var templates = template.Must(template.New("").Option("missingkey=error").Funcs(template.FuncMap{
@@ -224,17 +224,9 @@ func RenderKubernetes(opts Options) ([]byte, error) {
 	if err := d.renderConfigs(); err != nil {
 		return nil, err
 	}
-	var docs []manifest
-	for _, name := range kubernetesTemplates {
-		out, err := execute(name, d)
-		if err != nil {
-			return nil, err
-		}
-		ms, err := splitManifests(name, out)
-		if err != nil {
-			return nil, err
-		}
-		docs = append(docs, ms...)
+	docs, err := renderManifests(templates, kubernetesTemplates, d)
+	if err != nil {
+		return nil, err
 	}
 	return joinManifests(docs), nil
 }
@@ -334,12 +326,33 @@ func renderConfig(name string, d *data) (string, error) {
 	return string(out), nil
 }
 
-func execute(name string, d *data) ([]byte, error) {
+func execute(name string, d *data) ([]byte, error) { return executeIn(templates, name, d) }
+
+// executeIn renders the template name of set with d.
+func executeIn(set *template.Template, name string, d any) ([]byte, error) {
 	var buf bytes.Buffer
-	if err := templates.ExecuteTemplate(&buf, name, d); err != nil {
+	if err := set.ExecuteTemplate(&buf, name, d); err != nil {
 		return nil, fmt.Errorf("install: render %s: %w", name, err)
 	}
 	return buf.Bytes(), nil
+}
+
+// renderManifests renders the templates names of set with d into
+// manifests.
+func renderManifests(set *template.Template, names []string, d any) ([]manifest, error) {
+	var ms []manifest
+	for _, name := range names {
+		out, err := executeIn(set, name, d)
+		if err != nil {
+			return nil, err
+		}
+		docs, err := splitManifests(name, out)
+		if err != nil {
+			return nil, err
+		}
+		ms = append(ms, docs...)
+	}
+	return ms, nil
 }
 
 // checksum is the SHA-256 of parts, each length-prefixed.
@@ -357,10 +370,8 @@ var dns1123Label = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
 func validate(opts Options, universal bool) error {
 	var errs []error
 	if !universal {
-		if opts.Namespace == "" {
-			errs = append(errs, errors.New("--namespace must not be empty"))
-		} else if len(opts.Namespace) > 63 || !dns1123Label.MatchString(opts.Namespace) {
-			errs = append(errs, fmt.Errorf("--namespace %q is not a valid namespace name: at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit", opts.Namespace))
+		if err := validateNamespace(opts.Namespace); err != nil {
+			errs = append(errs, err)
 		}
 		if err := validateMesh(opts.Mesh); err != nil {
 			errs = append(errs, err)
@@ -415,6 +426,17 @@ func validateDiscoverySecurity(opts Options, universal bool) []error {
 		errs = append(errs, fmt.Errorf("--kuma-cp-token-file: the token would cross the network in clear to %q; use an https:// --kuma-cp-address", opts.KumaCPAddress))
 	}
 	return errs
+}
+
+// validateNamespace checks --namespace.
+func validateNamespace(ns string) error {
+	if ns == "" {
+		return errors.New("--namespace must not be empty")
+	}
+	if len(ns) > 63 || !dns1123Label.MatchString(ns) {
+		return fmt.Errorf("--namespace %q is not a valid namespace name: at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit", ns)
+	}
+	return nil
 }
 
 func validateMesh(mesh string) error {

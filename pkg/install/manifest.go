@@ -10,14 +10,19 @@ import (
 
 // kindOrder is the order of the manifests: each kind after those it needs.
 var kindOrder = map[string]int{
-	"Namespace":             0,
-	"ServiceAccount":        1,
-	"ClusterRole":           2,
-	"ClusterRoleBinding":    3,
-	"ConfigMap":             4,
-	"PersistentVolumeClaim": 5,
-	"Service":               6,
-	"Deployment":            7,
+	"Namespace":                      0,
+	"CustomResourceDefinition":       1,
+	"ServiceAccount":                 2,
+	"ClusterRole":                    3,
+	"ClusterRoleBinding":             4,
+	"Role":                           5,
+	"RoleBinding":                    6,
+	"Secret":                         7,
+	"ConfigMap":                      8,
+	"PersistentVolumeClaim":          9,
+	"Service":                        10,
+	"Deployment":                     11,
+	"ValidatingWebhookConfiguration": 12,
 }
 
 // manifest is one rendered object.

@@ -49,7 +49,8 @@ func newApplyCmd(rc *RootContext) *cobra.Command {
 			for _, d := range docs {
 				_, created, err := client.Put(c.Context(), d.obj, 0)
 				if err != nil {
-					return d.errorf(translateAPIError(d, err), "%s", kindRef(d.obj))
+					err = refusedWrite(translateAPIError(d, err), "kubectl apply -f "+shellQuote(file), !d.kubernetes)
+					return d.errorf(err, "%s", kindRef(d.obj))
 				}
 				verb := "configured"
 				if created {
@@ -181,32 +182,11 @@ func describeInvalid(err error) error {
 	return err
 }
 
-// kubernetesField maps a field path of the Universal form to the Kubernetes
-// form the user wrote: spec fields sit under `spec.`, the name under
-// `metadata.name`, the type is the `kind`.
-func kubernetesField(field string) string {
-	switch {
-	case field == "":
-		return ""
-	case field == "name":
-		return "metadata.name"
-	case field == "type":
-		return "kind"
-	case field == "mesh", strings.HasPrefix(field, "spec."), strings.HasPrefix(field, "metadata."):
-		return field
-	}
-	return "spec." + field
-}
-
 func translateCauses(d document, causes []resource.Cause) []resource.Cause {
 	if !d.kubernetes {
 		return causes
 	}
-	out := make([]resource.Cause, len(causes))
-	for i, c := range causes {
-		out[i] = resource.Cause{Field: kubernetesField(c.Field), Message: c.Message}
-	}
-	return out
+	return resource.KubernetesCauses(causes)
 }
 
 func translateValidation(d document, err error) error {

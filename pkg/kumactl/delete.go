@@ -32,7 +32,7 @@ func newDeleteCmd(rc *RootContext) *cobra.Command {
 					return notFound(d, mesh, args[0])
 				}
 				if err != nil {
-					return err
+					return refusedWrite(err, kubectlDelete(d, args[0]), false)
 				}
 				fmt.Fprintf(rc.Stdout, "deleted %s %q\n", d.Kind, args[0])
 				return nil

@@ -9,17 +9,112 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/kumametrics/mesh/pkg/install"
+	"github.com/kumametrics/mesh/pkg/version"
 )
 
 func newInstallCmd(rc *RootContext) *cobra.Command {
-	cmd := newGroupCmd("install", "Install companions of the control plane",
-		"Render what to install beside the control plane.")
-	cmd.AddCommand(newInstallMetricsCmd(rc))
+	cmd := newGroupCmd("install", "Install the control plane and its companions",
+		"Render what to install: the control plane on Kubernetes, its CRDs, and the metrics stack.")
+	cmd.AddCommand(newInstallControlPlaneCmd(rc), newInstallCRDsCmd(rc), newInstallMetricsCmd(rc))
 	return cmd
+}
+
+const installControlPlaneLong = `Install the control plane on Kubernetes: it writes the manifests to stdout.
+
+  kumactl install control-plane | kubectl apply -f -
+
+In --namespace (created, labelled for the restricted Pod Security Standard):
+the kuma.io CustomResourceDefinitions, the ServiceAccount kuma-control-plane
+with the least privilege it needs (ClusterRole and Role), the Secret
+kuma-tls-cert, the Deployment kuma-control-plane (KUMA_ENVIRONMENT=kubernetes)
+and the Service kuma-control-plane with the ports 5676 (MADS), 5678 (dataplane
+server), 5680 (diagnostics), 5681 and 5682 (API) and 5443 (admission
+webhook); and the ValidatingWebhookConfiguration that has the API server ask
+the control plane about every write of a kuma.io resource, so that invalid
+ones are refused with the REST API's messages.
+
+The Secret holds the control plane's serving certificate (admission server,
+dataplane server and the API's HTTPS), for kuma-control-plane.<namespace>.svc
+and its shorter names, and the CA that verifies it (the webhook's caBundle).
+Without --tls-cert, --tls-key and --ca-cert (PEM files, all three or none) a
+CA and a certificate valid for ten years are generated, anew at every run:
+applying a new run's output replaces them and restarts the control plane.`
+
+func newInstallControlPlaneCmd(rc *RootContext) *cobra.Command {
+	var namespace, image, imageTag, tlsCert, tlsKey, caCert string
+	cmd := &cobra.Command{
+		Use:   "control-plane",
+		Short: "Install the control plane on Kubernetes",
+		Long:  installControlPlaneLong,
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			opts := install.ControlPlaneOptions{Namespace: namespace, Image: image, ImageTag: imageTag}
+			var err error
+			if opts.TLS, err = controlPlaneTLS(namespace, tlsCert, tlsKey, caCert); err != nil {
+				return err
+			}
+			out, err := install.RenderControlPlane(opts)
+			if err != nil {
+				return err
+			}
+			_, err = rc.Stdout.Write(out)
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&namespace, "namespace", install.DefaultControlPlaneNamespace, "namespace of the control plane")
+	f.StringVar(&image, "image", install.DefaultControlPlaneImage, "the control plane's image, without its tag")
+	f.StringVar(&imageTag, "image-tag", version.Version, "the tag of --image")
+	f.StringVar(&tlsCert, "tls-cert", "", "PEM file of the control plane's serving certificate (then its intermediates), for kuma-control-plane.<namespace>.svc; generated when unset")
+	f.StringVar(&tlsKey, "tls-key", "", "PEM file of the key of --tls-cert")
+	f.StringVar(&caCert, "ca-cert", "", "PEM file of the CA bundle that verifies --tls-cert (the webhook's caBundle)")
+	return cmd
+}
+
+// controlPlaneTLS reads the flags' files, or generates the material when
+// none is given.
+func controlPlaneTLS(namespace, certFile, keyFile, caFile string) (install.ControlPlaneTLS, error) {
+	if certFile == "" && keyFile == "" && caFile == "" {
+		return install.GenerateControlPlaneTLS(namespace, time.Now())
+	}
+	var t install.ControlPlaneTLS
+	for _, f := range []struct {
+		flag, path string
+		out        *[]byte
+	}{{"--tls-cert", certFile, &t.Cert}, {"--tls-key", keyFile, &t.Key}, {"--ca-cert", caFile, &t.CA}} {
+		if f.path == "" {
+			return t, fmt.Errorf("%s is missing: give --tls-cert, --tls-key and --ca-cert together, or none of them to have the certificate generated", f.flag)
+		}
+		b, err := os.ReadFile(f.path)
+		if err != nil {
+			return t, fmt.Errorf("%s: %w", f.flag, err)
+		}
+		*f.out = b
+	}
+	return t, nil
+}
+
+func newInstallCRDsCmd(rc *RootContext) *cobra.Command {
+	return &cobra.Command{
+		Use:   "crds",
+		Short: "Install the kuma.io CustomResourceDefinitions",
+		Long: "Write the kuma.io CustomResourceDefinitions (Mesh, TrafficPermission, Dataplane, DataplaneInsight, " +
+			"ControlPlaneInstance) to stdout: kumactl install crds | kubectl apply -f -. `install control-plane` includes them.",
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			out, err := install.RenderCRDs()
+			if err != nil {
+				return err
+			}
+			_, err = rc.Stdout.Write(out)
+			return err
+		},
+	}
 }
 
 const installMetricsLong = `Install Prometheus, set up to discover and scrape every data plane proxy,

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -13,7 +14,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kumametrics/mesh/pkg/install"
+	"github.com/kumametrics/mesh/pkg/k8s/crds"
 	"github.com/kumametrics/mesh/pkg/kumactl"
+	"github.com/kumametrics/mesh/pkg/version"
 )
 
 // testDashboards stand in for the real dashboards, so that the golden files
@@ -177,4 +180,73 @@ func TestInstallMetricsShipsTheDashboards(t *testing.T) {
 	require.Equal(t, 0, res.code, res.stderr)
 	require.Contains(t, res.stdout, "name: grafana-dashboards-kuma-mesh\n")
 	require.True(t, strings.HasPrefix(res.stdout, "apiVersion: v1\nkind: Namespace\n"))
+}
+
+// testdataTLS are the flags of the install package's test certificate (for
+// kuma-control-plane in kuma-system).
+var testdataTLS = []string{
+	"--tls-cert", "../install/testdata/control-plane-tls/tls.crt",
+	"--tls-key", "../install/testdata/control-plane-tls/tls.key",
+	"--ca-cert", "../install/testdata/control-plane-tls/ca.crt",
+}
+
+func TestInstallControlPlane(t *testing.T) {
+	// With the flags' TLS: exactly the install package's rendering of them.
+	res := runInstall(nil, append([]string{"install", "control-plane", "--image-tag", "1.2.3"}, testdataTLS...)...)
+	require.Equal(t, 0, res.code, res.stderr)
+	read := func(name string) []byte {
+		b, err := os.ReadFile("../install/testdata/control-plane-tls/" + name)
+		require.NoError(t, err)
+		return b
+	}
+	want, err := install.RenderControlPlane(install.ControlPlaneOptions{
+		Namespace: "kuma-system", Image: install.DefaultControlPlaneImage, ImageTag: "1.2.3",
+		TLS: install.ControlPlaneTLS{Cert: read("tls.crt"), Key: read("tls.key"), CA: read("ca.crt")},
+	})
+	require.NoError(t, err)
+	require.Equal(t, result{stdout: string(want)}, res)
+
+	// Without: generated for the namespace, anew every time; the image's
+	// tag is kumactl's version.
+	res = runInstall(nil, "install", "control-plane", "--namespace", "mesh-system", "--image", "registry.example.com/kuma-cp")
+	require.Equal(t, 0, res.code, res.stderr)
+	require.Contains(t, res.stdout, "\n  name: kuma-control-plane\n  namespace: mesh-system\n")
+	require.Contains(t, res.stdout, "image: registry.example.com/kuma-cp:"+version.Version+"\n")
+	again := runInstall(nil, "install", "control-plane", "--namespace", "mesh-system", "--image", "registry.example.com/kuma-cp")
+	require.NotEqual(t, res.stdout, again.stdout)
+	secretData := regexp.MustCompile(`(?m)^ +(tls\.crt|tls\.key|ca\.crt|checksum/tls|caBundle): .*$`)
+	mask := func(s string) string { return secretData.ReplaceAllString(s, "MASKED") }
+	require.Equal(t, 5, len(secretData.FindAllString(res.stdout, -1)))
+	require.Equal(t, mask(res.stdout), mask(again.stdout), "only the TLS material differs")
+}
+
+func TestInstallCRDs(t *testing.T) {
+	res := runInstall(nil, "install", "crds")
+	want, err := install.RenderCRDs()
+	require.NoError(t, err)
+	require.Equal(t, result{stdout: string(want)}, res)
+	require.Equal(t, strings.Count(string(want), "kind: CustomResourceDefinition\n"), len(crds.Manifests()))
+}
+
+func TestInstallControlPlaneGolden(t *testing.T) {
+	dir := t.TempDir()
+	empty := filepath.Join(dir, "empty.pem")
+	require.NoError(t, os.WriteFile(empty, nil, 0o644))
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{
+		{"control-plane", append([]string{"install", "control-plane", "--image-tag", "1.2.3"}, testdataTLS...)},
+		{"control-plane bad flags", []string{"install", "control-plane", "--namespace", "Kuma", "--image", "kuma-cp:1.0", "--image-tag", "-x"}},
+		{"control-plane without the CA", []string{"install", "control-plane", "--tls-cert", testdataTLS[1], "--tls-key", testdataTLS[3]}},
+		{"control-plane missing file", []string{"install", "control-plane", "--tls-cert", filepath.Join(dir, "nope.pem"), "--tls-key", testdataTLS[3], "--ca-cert", testdataTLS[5]}},
+		{"control-plane empty certificate", []string{"install", "control-plane", "--tls-cert", empty, "--tls-key", testdataTLS[3], "--ca-cert", testdataTLS[5]}},
+		{"control-plane certificate of another namespace", append([]string{"install", "control-plane", "--namespace", "payments"}, testdataTLS...)},
+		{"control-plane an argument", []string{"install", "control-plane", "extra"}},
+		{"crds", []string{"install", "crds"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			golden(t, "install/"+tc.name, runInstall(nil, tc.args...).String(), dir, "{{DIR}}")
+		})
+	}
 }

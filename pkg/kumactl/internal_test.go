@@ -34,17 +34,3 @@ func TestHumanDuration(t *testing.T) {
 	}
 	require.Equal(t, "<unknown>", age(time.Now(), time.Time{}))
 }
-
-func TestKubernetesField(t *testing.T) {
-	for in, want := range map[string]string{
-		"":                      "",
-		"name":                  "metadata.name",
-		"type":                  "kind",
-		"mesh":                  "mesh",
-		"networking.inbound[0]": "spec.networking.inbound[0]",
-		"spec.networking":       "spec.networking",
-		"metadata.name":         "metadata.name",
-	} {
-		require.Equal(t, want, kubernetesField(in), in)
-	}
-}

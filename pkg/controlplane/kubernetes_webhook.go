@@ -1,0 +1,102 @@
+package controlplane
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kumametrics/mesh/pkg/k8s/api/v1alpha1"
+	"github.com/kumametrics/mesh/pkg/k8s/webhook"
+	"github.com/kumametrics/mesh/pkg/netserve"
+	"github.com/kumametrics/mesh/pkg/pki"
+	"github.com/kumametrics/mesh/pkg/store/kubernetes"
+)
+
+// AdmissionServingFiles are the files of the admission server's generated
+// certificate in the work directory, when
+// runtime.kubernetes.admissionServer.certDir is unset (a control plane
+// outside the cluster): the CA (admission-server-ca.pem) is the caBundle of
+// a webhook configuration that registers the control plane by URL.
+var AdmissionServingFiles = pki.ServingFiles{
+	Server:       "admission server",
+	CACommonName: "kuma-admission-server-ca",
+	CACert:       "admission-server-ca.pem",
+	CAKey:        "admission-server-ca.key",
+	Cert:         "admission-server.pem",
+	Key:          "admission-server.key",
+}
+
+// startKubernetesAdmission starts the admission server of Kubernetes mode:
+// new resources' meshes are read from the API server k reaches.
+func (cp *ControlPlane) startKubernetesAdmission(k *kubernetesMode) error {
+	scheme, err := kubernetes.Scheme()
+	if err != nil {
+		return fmt.Errorf("admission server: scheme: %w", err)
+	}
+	c, err := client.New(k.config, client.Options{Scheme: scheme})
+	if err != nil {
+		return fmt.Errorf("admission server: client for %s: %w", k.config.Host, err)
+	}
+	return cp.startAdmissionServer(webhook.APIMeshes{Reader: c}, cp.cfg.Store.Kubernetes.SystemNamespace)
+}
+
+// startAdmissionServer binds the validating admission webhook's HTTPS
+// server (runtime.kubernetes.admissionServer) and serves it at once, not
+// from Run: in Kubernetes mode the API server calls it for writes of kuma.io
+// resources, and the control plane's own first writes (the default mesh)
+// may be among them. Its listener is "admission-server" in Addrs; it stops
+// with the control plane's tasks, or when New fails (close closes the
+// listener). meshes is where the mesh of a new resource is looked up
+// (webhook.APIMeshes over a client that reads the API server, not a
+// cache); systemNamespace is the control plane's namespace.
+func (cp *ControlPlane) startAdmissionServer(meshes webhook.MeshReader, systemNamespace string) error {
+	cfg := cp.cfg.Runtime.Kubernetes.AdmissionServer
+	var tlsConfig *tls.Config
+	if cfg.CertDir != "" {
+		var err error
+		if tlsConfig, err = webhook.CertDirTLS(cfg.CertDir); err != nil {
+			return fmt.Errorf("runtime.kubernetes.admissionServer.certDir (KUMA_RUNTIME_KUBERNETES_ADMISSION_SERVER_CERT_DIR): %w", err)
+		}
+	} else {
+		cert, err := pki.ServingCertificate(cp.cfg.General.WorkDir, AdmissionServingFiles, "", "", time.Now(), net.ParseIP(cfg.Address))
+		if err != nil {
+			return err
+		}
+		tlsConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+	}
+	ln, err := net.Listen("tcp", cfg.ListenAddress())
+	if err != nil {
+		return fmt.Errorf("admission server: listen on %s: %w", cfg.ListenAddress(), err)
+	}
+	cp.listeners["admission-server"] = ln
+	log := cp.log.With("component", "admission-server")
+	v := &webhook.Validator{Names: v1alpha1.Names{SystemNamespace: systemNamespace}, Meshes: meshes}
+	srv := netserve.HTTPServer(webhook.Handler(v, log), cp.cfg.ServerLimits.HTTP.Limits(), log)
+	srv.TLSConfig = tlsConfig
+	accepting := netserve.Listen(ln, netserve.AcceptOptions{Name: "admission-server", Log: log, Errors: cp.acceptErrors.WithLabelValues("admission-server")})
+	served := make(chan error, 1)
+	go func() { served <- srv.ServeTLS(accepting, "", "") }()
+	cp.tasks = append(cp.tasks, task{"admission-server", func(ctx context.Context) error {
+		select {
+		case <-ctx.Done():
+			sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+			defer cancel()
+			if err := srv.Shutdown(sctx); err != nil {
+				log.Warn("server shutdown", "err", err)
+			}
+			return nil
+		case err := <-served:
+			if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+	}})
+	return nil
+}
