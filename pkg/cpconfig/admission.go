@@ -4,6 +4,7 @@ package cpconfig
 // mode only.
 type KubernetesRuntime struct {
 	AdmissionServer AdmissionServer `json:"admissionServer"`
+	Injector        Injector        `json:"injector"`
 }
 
 // AdmissionServer is the HTTPS server of the admission webhook that the
