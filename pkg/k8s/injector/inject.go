@@ -65,6 +65,8 @@ const (
 	// proxy's ports (the reference system's).
 	RedirectInboundPort  = 15006
 	RedirectOutboundPort = 15001
+	// DefaultServiceAccount is the ServiceAccount of a Pod that names none.
+	DefaultServiceAccount = "default"
 	// TransparentProxyCommand is the init container's command.
 	TransparentProxyCommand = "kumactl"
 )
@@ -180,6 +182,12 @@ func Inject(inp Input, s Settings) Result {
 	out.Spec.InitContainers = append(out.Spec.InitContainers, initContainer(s, excludeIn, excludeOut))
 	out.Spec.Containers = append(out.Spec.Containers, sidecarContainer(s, pod.Name, inp.Namespace, mesh))
 	out.Spec.Volumes = append(out.Spec.Volumes, volume())
+	if out.Spec.ServiceAccountName == "" {
+		// A projected token needs a ServiceAccount; the API server's
+		// ServiceAccount admission plugin, which runs before webhooks, sets
+		// this default already where it is on.
+		out.Spec.ServiceAccountName = DefaultServiceAccount
+	}
 	return Result{Pod: out}
 }
 

@@ -21,7 +21,8 @@ type Operation struct {
 // one, as the JSON patch the API server applies: an "add" per annotation
 // (the whole map when the Pod had none) and per appended init container,
 // container and volume (the whole list when the Pod had none), in that
-// order. Inject only adds; anything else changed is an error.
+// order, and the ServiceAccount when the Pod named none. Inject only adds;
+// anything else changed is an error.
 func Patch(original, injected *corev1.Pod) ([]byte, error) {
 	var ops []Operation
 	if original.Annotations == nil {
@@ -50,6 +51,13 @@ func Patch(original, injected *corev1.Pod) ([]byte, error) {
 	}
 	if ops, err = appended(ops, "/spec/volumes", original.Spec.Volumes, injected.Spec.Volumes); err != nil {
 		return nil, err
+	}
+	switch a, b := original.Spec.ServiceAccountName, injected.Spec.ServiceAccountName; {
+	case a == b:
+	case a == "":
+		ops = append(ops, Operation{"add", "/spec/serviceAccountName", b})
+	default:
+		return nil, fmt.Errorf("injection patch: spec.serviceAccountName was changed from %q", a)
 	}
 	out, err := json.Marshal(ops)
 	if err != nil {

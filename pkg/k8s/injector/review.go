@@ -82,7 +82,7 @@ func (i *Injector) review(ctx context.Context, req *admissionv1.AdmissionRequest
 	r := Inject(inp, i.Settings)
 	switch {
 	case len(r.Problems) > 0:
-		return refuse(r.Problems)
+		return refuse(req.Name, r.Problems)
 	case r.Pod == nil:
 		return &admissionv1.AdmissionResponse{Allowed: true}
 	}
@@ -97,9 +97,9 @@ func (i *Injector) review(ctx context.Context, req *admissionv1.AdmissionRequest
 
 // refuse turns a Pod's problems into a refusal that names each annotation
 // or label (kubectl prints the message).
-func refuse(problems []podcontroller.Problem) *admissionv1.AdmissionResponse {
+func refuse(pod string, problems []podcontroller.Problem) *admissionv1.AdmissionResponse {
 	msgs := make([]string, len(problems))
-	details := &metav1.StatusDetails{Kind: "Pod"}
+	details := &metav1.StatusDetails{Kind: "Pod", Name: pod}
 	for i, p := range problems {
 		msgs[i] = p.Error()
 		field := ""
