@@ -119,14 +119,11 @@ func TestInjectionThroughTheAPIServer(t *testing.T) {
 	gen.GenerateName = "echo-"
 	gen = create(gen)
 	require.True(t, injected(gen))
+	// The API server names it after the admission webhooks ran.
 	genSidecar := gen.Spec.Containers[1]
-	if slices.Contains(genSidecar.Args, "--name") {
-		t.Logf("the webhook saw the generated name %s", gen.Name)
-		require.Contains(t, genSidecar.Args, gen.Name+"."+meshNS)
-	} else {
-		t.Logf("the webhook did not see the generated name: the downward API names the proxy")
-		require.Equal(t, "$(POD_NAME).$(POD_NAMESPACE)", genSidecar.Env[2].Value)
-	}
+	require.NotContains(t, genSidecar.Args, "--name")
+	require.Equal(t, corev1.EnvVar{Name: "KUMA_DATAPLANE_NAME", Value: "$(POD_NAME).$(POD_NAMESPACE)"}, genSidecar.Env[2])
+	require.Equal(t, "metadata.name", genSidecar.Env[0].ValueFrom.FieldRef.FieldPath)
 
 	// The Pod's mesh, read from the API server: its metrics port is excluded.
 	mesh := "injector-" + randomSuffix()

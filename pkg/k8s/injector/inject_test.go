@@ -118,13 +118,13 @@ func TestInjectTheGuidesEchoPod(t *testing.T) {
 	got := inject(t, injector.Input{Pod: pod, Namespace: "kuma-example", NamespaceObject: enabledNamespace("kuma-example"), Mesh: mesh(5670)})
 
 	require.Equal(t, map[string]string{
-		"prometheus.metrics.kuma.io/port":           "1234", // the metrics annotations carried over
-		"prometheus.metrics.kuma.io/path":           "/non-standard-path",
-		"kuma.io/sidecar-injected":                  "true",
-		"kuma.io/transparent-proxying":              "enabled",
+		"prometheus.metrics.kuma.io/port":            "1234", // the metrics annotations carried over
+		"prometheus.metrics.kuma.io/path":            "/non-standard-path",
+		"kuma.io/sidecar-injected":                   "true",
+		"kuma.io/transparent-proxying":               "enabled",
 		"kuma.io/transparent-proxying-inbound-port":  "15006",
 		"kuma.io/transparent-proxying-outbound-port": "15001",
-		"kuma.io/control-plane-ca-cert":             testCA,
+		"kuma.io/control-plane-ca-cert":              testCA,
 	}, got.Annotations)
 	require.Equal(t, pod.Spec.Containers[0], got.Spec.Containers[0], "the application's container is untouched")
 	require.Len(t, got.Spec.Containers, 2)
@@ -257,7 +257,9 @@ func TestWhichPods(t *testing.T) {
 		{"opted in by label", with(func(p *corev1.Pod) { p.Labels["kuma.io/sidecar-injection"] = "yes" }), nil, ""},
 		{"injected already", injected, labelled, injector.SkipAlreadyInjected},
 		{"marked injected", with(func(p *corev1.Pod) { p.Annotations["kuma.io/sidecar-injected"] = "true" }), labelled, injector.SkipAlreadyInjected},
-		{"has a kuma-sidecar", with(func(p *corev1.Pod) { p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "kuma-sidecar"}) }), labelled, injector.SkipAlreadyInjected},
+		{"has a kuma-sidecar", with(func(p *corev1.Pod) {
+			p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "kuma-sidecar"})
+		}), labelled, injector.SkipAlreadyInjected},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := injector.Inject(injector.Input{Pod: tc.pod, Namespace: "kuma-example", NamespaceObject: tc.ns}, settings())

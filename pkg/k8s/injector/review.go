@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"strings"
 
 	admissionv1 "k8s.io/api/admission/v1"
@@ -15,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kumametrics/mesh/pkg/k8s/podcontroller"
+	"github.com/kumametrics/mesh/pkg/pki"
 	"github.com/kumametrics/mesh/pkg/resource"
 	"github.com/kumametrics/mesh/pkg/store"
 )
@@ -33,7 +35,11 @@ type MeshReader interface {
 // the injection's JSON patch, allowed as is, or refused naming the
 // annotation at fault. Serve it with webhook.Serve.
 type Injector struct {
-	Settings   Settings
+	Settings Settings
+	// CACertFile, when set, is read at every review for Settings.CACert:
+	// the dataplane server's CA may be generated after the admission server
+	// starts, and a mounted Secret may be renewed.
+	CACertFile string
 	Namespaces NamespaceReader
 	Meshes     MeshReader
 }
@@ -79,7 +85,19 @@ func (i *Injector) review(ctx context.Context, req *admissionv1.AdmissionRequest
 				fmt.Sprintf("sidecar injection: could not read Mesh %q: %v", mesh, err))
 		}
 	}
-	r := Inject(inp, i.Settings)
+	s := i.Settings
+	if i.CACertFile != "" {
+		ca, err := os.ReadFile(i.CACertFile)
+		if err == nil {
+			_, err = pki.ParseCertificates(ca)
+		}
+		if err != nil {
+			return status(http.StatusServiceUnavailable, metav1.StatusReasonServiceUnavailable,
+				fmt.Sprintf("sidecar injection: the control plane's CA for proxies (runtime.kubernetes.injector.caCertFile): %v", err))
+		}
+		s.CACert = ca
+	}
+	r := Inject(inp, s)
 	switch {
 	case len(r.Problems) > 0:
 		return refuse(req.Name, r.Problems)
