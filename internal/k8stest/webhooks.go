@@ -118,9 +118,19 @@ func (e *Env) DeleteValidatingWebhook(t testing.TB, name string) {
 // dry run of probe no longer shows want.
 func (e *Env) RegisterMutatingWebhook(t testing.TB, name string, configuration []byte, probe, want string) {
 	t.Helper()
-	shows := func(r dryRunResult) bool { return strings.Contains(r.stdout, want) || strings.Contains(r.stderr, want) }
-	e.registerWebhook(t, name, configuration, probe, shows, func() {
-		e.deleteWebhook(t, &admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: name}},
-			probe, func(r dryRunResult) bool { return !shows(r) })
-	})
+	e.registerWebhook(t, name, configuration, probe, showsFunc(want), func() { e.DeleteMutatingWebhook(t, name, probe, want) })
+}
+
+// DeleteMutatingWebhook deletes a MutatingWebhookConfiguration and waits
+// until the server-side dry run of probe no longer shows want (in the
+// object or in kubectl's error).
+func (e *Env) DeleteMutatingWebhook(t testing.TB, name, probe, want string) {
+	t.Helper()
+	shows := showsFunc(want)
+	e.deleteWebhook(t, &admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: name}},
+		probe, func(r dryRunResult) bool { return !shows(r) })
+}
+
+func showsFunc(want string) func(dryRunResult) bool {
+	return func(r dryRunResult) bool { return strings.Contains(r.stdout, want) || strings.Contains(r.stderr, want) }
 }
