@@ -262,28 +262,13 @@ func RenderCRDs() ([]byte, error) {
 // of a control plane that the API server reaches at opts.URL, with the same
 // rules as RenderControlPlane's.
 func RenderWebhookConfiguration(opts WebhookOptions) ([]byte, error) {
-	u, err := url.Parse(opts.URL)
-	if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || u.Fragment != "" || u.RawQuery != "" {
-		return nil, fmt.Errorf("webhook URL %q: must be an https:// URL without credentials, query or fragment", opts.URL)
-	}
-	if _, err := pki.ParseCertificates(opts.CABundle); err != nil {
-		return nil, fmt.Errorf("webhook CA bundle: %w", err)
-	}
 	if err := validateUser(opts.ControlPlaneUser); err != nil {
 		return nil, err
 	}
-	d, err := newControlPlaneData("")
-	if err != nil {
-		return nil, err
-	}
-	d.Webhook.URL = opts.URL
-	d.Webhook.CABundle = base64.StdEncoding.EncodeToString(opts.CABundle)
-	d.Webhook.ControlPlaneUser = opts.ControlPlaneUser
-	ms, err := renderManifests(controlPlaneTemplates, []string{"webhook.yaml"}, d)
-	if err != nil {
-		return nil, err
-	}
-	return joinManifests(ms), nil
+	return renderByURL(opts, "webhook", "webhook.yaml", func(d *controlPlaneData) {
+		d.Webhook.URL = opts.URL
+		d.Webhook.ControlPlaneUser = opts.ControlPlaneUser
+	})
 }
 
 // RenderInjectorConfiguration renders the sidecar injector's mutating
@@ -292,20 +277,27 @@ func RenderWebhookConfiguration(opts WebhookOptions) ([]byte, error) {
 // RenderControlPlane's. opts.ControlPlaneUser is not used: the injector
 // sees Pods only.
 func RenderInjectorConfiguration(opts WebhookOptions) ([]byte, error) {
+	return renderByURL(opts, "injector", "injector.yaml", func(d *controlPlaneData) { d.Injector.URL = opts.URL })
+}
+
+// renderByURL renders one webhook configuration template for a control
+// plane registered by URL; what names the webhook in errors, set puts the
+// URL in place.
+func renderByURL(opts WebhookOptions, what, file string, set func(*controlPlaneData)) ([]byte, error) {
 	u, err := url.Parse(opts.URL)
 	if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || u.Fragment != "" || u.RawQuery != "" {
-		return nil, fmt.Errorf("injector URL %q: must be an https:// URL without credentials, query or fragment", opts.URL)
+		return nil, fmt.Errorf("%s URL %q: must be an https:// URL without credentials, query or fragment", what, opts.URL)
 	}
 	if _, err := pki.ParseCertificates(opts.CABundle); err != nil {
-		return nil, fmt.Errorf("injector CA bundle: %w", err)
+		return nil, fmt.Errorf("%s CA bundle: %w", what, err)
 	}
 	d, err := newControlPlaneData("")
 	if err != nil {
 		return nil, err
 	}
-	d.Injector.URL = opts.URL
 	d.Webhook.CABundle = base64.StdEncoding.EncodeToString(opts.CABundle)
-	ms, err := renderManifests(controlPlaneTemplates, []string{"injector.yaml"}, d)
+	set(d)
+	ms, err := renderManifests(controlPlaneTemplates, []string{file}, d)
 	if err != nil {
 		return nil, err
 	}
