@@ -3,17 +3,23 @@ package injector_test
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	admissionv1 "k8s.io/api/admission/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kumametrics/mesh/internal/k8stest"
@@ -180,4 +186,55 @@ func TestInjectionThroughTheAPIServer(t *testing.T) {
 	require.Contains(t, stderr, `The Pod "bad-port" is invalid: metadata.annotations[prometheus.metrics.kuma.io/port]: annotation "prometheus.metrics.kuma.io/port": "http" is not a port number (1-65535)`)
 	err = c.Create(ctx, appPod(meshNS, "bad-exclude", map[string]string{"traffic.kuma.io/exclude-inbound-ports": "80,x"}, nil))
 	require.ErrorContains(t, err, `annotation "traffic.kuma.io/exclude-inbound-ports": "80,x" is not a comma-separated list of port numbers`)
+}
+
+// TestReviewDecisions: the injector's answers to requests it does not
+// inject, and to a CA file it cannot read, with the real API server's
+// Namespaces and Meshes behind it.
+func TestReviewDecisions(t *testing.T) {
+	env := k8stest.Get(t)
+	ctx := t.Context()
+	c := env.Client(t)
+	meshNS := env.Namespace(t, "kuma-example", map[string]string{"kuma.io/sidecar-injection": "enabled"})
+	podJSON, err := json.Marshal(appPod(meshNS, "echo", nil, nil))
+	require.NoError(t, err)
+	request := func(op admissionv1.Operation, kind string, raw []byte) *admissionv1.AdmissionRequest {
+		return &admissionv1.AdmissionRequest{UID: "u-1", Operation: op, Kind: metav1.GroupVersionKind{Version: "v1", Kind: kind},
+			Namespace: meshNS, Name: "echo", Object: runtime.RawExtension{Raw: raw}}
+	}
+	inj := &injector.Injector{Settings: settings(), Namespaces: c, Meshes: webhook.APIMeshes{Reader: c}}
+
+	resp := inj.Review(ctx, request(admissionv1.Create, "Pod", podJSON))
+	require.True(t, resp.Allowed)
+	require.Equal(t, types.UID("u-1"), resp.UID)
+	require.Equal(t, admissionv1.PatchTypeJSONPatch, *resp.PatchType)
+	require.Contains(t, string(resp.Patch), `"name":"kuma-sidecar"`)
+	// Updates, other kinds: allowed as they are.
+	for _, req := range []*admissionv1.AdmissionRequest{request(admissionv1.Update, "Pod", podJSON), request(admissionv1.Create, "ConfigMap", []byte(`{}`))} {
+		resp := inj.Review(ctx, req)
+		require.True(t, resp.Allowed)
+		require.Nil(t, resp.Patch)
+	}
+	// Not a Pod: a bad request.
+	resp = inj.Review(ctx, request(admissionv1.Create, "Pod", []byte(`{"spec":{"containers":"x"}}`)))
+	require.False(t, resp.Allowed)
+	require.EqualValues(t, http.StatusBadRequest, resp.Result.Code)
+
+	// The CA, read at every review: missing or not PEM refuses the Pod
+	// (failing closed), present is injected as it is now.
+	dir := t.TempDir()
+	inj.CACertFile = filepath.Join(dir, "ca.crt")
+	resp = inj.Review(ctx, request(admissionv1.Create, "Pod", podJSON))
+	require.False(t, resp.Allowed)
+	require.EqualValues(t, http.StatusServiceUnavailable, resp.Result.Code)
+	require.Contains(t, resp.Result.Message, "runtime.kubernetes.injector.caCertFile")
+	require.NoError(t, os.WriteFile(inj.CACertFile, []byte("not a certificate"), 0o600))
+	resp = inj.Review(ctx, request(admissionv1.Create, "Pod", podJSON))
+	require.False(t, resp.Allowed)
+	require.Contains(t, resp.Result.Message, "no PEM certificate")
+	_, ca := k8stest.ServeAdmission(t, http.NotFoundHandler())
+	require.NoError(t, os.WriteFile(inj.CACertFile, ca, 0o600))
+	resp = inj.Review(ctx, request(admissionv1.Create, "Pod", podJSON))
+	require.True(t, resp.Allowed)
+	require.Contains(t, string(resp.Patch), strings.ReplaceAll(strings.TrimSpace(string(ca)), "\n", `\n`))
 }
