@@ -1,9 +1,11 @@
 // Package cpproc runs a kuma-cp process for the whole-process benchmarks
 // and talks to it: a loopback address of its own with the default ports,
-// REST writes, readiness, and the memory of a process.
+// REST writes, readiness, MADS long polls as Prometheus makes them, and the
+// memory of a process.
 package cpproc
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -48,6 +50,8 @@ func Start(binary, workDir string, env ...string) (*ControlPlane, error) {
 		"KUMA_DP_SERVER_INTERFACE="+host, "KUMA_DP_SERVER_PORT=5678",
 		"KUMA_MONITORING_ASSIGNMENT_SERVER_INTERFACE="+host, "KUMA_MONITORING_ASSIGNMENT_SERVER_PORT=5676",
 		"KUMA_DIAGNOSTICS_SERVER_INTERFACE="+host, "KUMA_DIAGNOSTICS_SERVER_PORT=5680",
+		// The admission webhook's server, started in Kubernetes mode only.
+		"KUMA_RUNTIME_KUBERNETES_ADMISSION_SERVER_ADDRESS="+host, "KUMA_RUNTIME_KUBERNETES_ADMISSION_SERVER_PORT=5443",
 		"KUMA_API_SERVER_HTTPS_ENABLED=false",
 	), env...)
 	cmd.Stderr = os.Stderr
@@ -141,15 +145,71 @@ func WaitFor(d time.Duration, ok func() bool) error {
 }
 
 // RSS is a process's resident set size, as /proc reports it.
-func RSS(pid int) string {
+func RSS(pid int) string { return procStatus(pid, "VmRSS:") }
+
+// PeakRSS is the largest resident set size the process had, as /proc reports it.
+func PeakRSS(pid int) string { return procStatus(pid, "VmHWM:") }
+
+func procStatus(pid int, key string) string {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return "?"
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "VmRSS:") {
-			return strings.TrimSpace(strings.TrimPrefix(line, "VmRSS:"))
+		if v, ok := strings.CutPrefix(line, key); ok {
+			return strings.TrimSpace(v)
 		}
 	}
 	return "?"
+}
+
+// FetchMADS long-polls the monitoring assignment server as Prometheus'
+// kuma_sd does: a POST naming the version it has (none on the first
+// request) with a fetch-timeout. It returns the answer's version and its
+// number of assignments (-1 when unchanged within the timeout: 304).
+func (cp *ControlPlane) FetchMADS(version string, timeout time.Duration) (string, int, error) {
+	body := `{"node":{"id":"bench"},"type_url":"type.googleapis.com/kuma.observability.v1.MonitoringAssignment"}`
+	if version != "" {
+		body = fmt.Sprintf(`{"version_info":%q,"node":{"id":"bench"},"type_url":"type.googleapis.com/kuma.observability.v1.MonitoringAssignment"}`, version)
+	}
+	res, err := Client.Post(fmt.Sprintf("%s/v3/discovery:monitoringassignments?fetch-timeout=%s", cp.MADS, timeout), "application/json", strings.NewReader(body))
+	if err != nil {
+		return "", 0, err
+	}
+	defer res.Body.Close()
+	if res.StatusCode == http.StatusNotModified {
+		return version, -1, nil
+	}
+	if res.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(res.Body)
+		return "", 0, fmt.Errorf("MADS: %d %s", res.StatusCode, b)
+	}
+	var out struct {
+		Version   string            `json:"version_info"`
+		Resources []json.RawMessage `json:"resources"`
+	}
+	if err := json.NewDecoder(res.Body).Decode(&out); err != nil {
+		return "", 0, fmt.Errorf("MADS answer: %w", err)
+	}
+	return out.Version, len(out.Resources), nil
+}
+
+// HeldLongPolls is mads_server_long_polls_held of the control plane's
+// metrics: how many long polls it holds now (0 when unknown).
+func (cp *ControlPlane) HeldLongPolls() int {
+	res, err := Client.Get(cp.Diag + "/metrics")
+	if err != nil {
+		return 0
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "mads_server_long_polls_held") {
+			var v float64
+			fields := strings.Fields(line)
+			_, _ = fmt.Sscanf(fields[len(fields)-1], "%g", &v)
+			return int(v)
+		}
+	}
+	return 0
 }
