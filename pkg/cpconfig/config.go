@@ -360,7 +360,7 @@ func Default() Config {
 		Environment: EnvironmentUniversal,
 		Store:       Store{Type: StoreSQLite, SQLite: SQLiteStore{Synchronous: "FULL"}, Kubernetes: KubernetesStore{SystemNamespace: "kuma-system"}},
 		Runtime: Runtime{
-			Universal:  UniversalRuntime{DataplaneCleanupAge: Duration(72 * time.Hour)},
+			Universal: UniversalRuntime{DataplaneCleanupAge: Duration(72 * time.Hour)},
 			Kubernetes: KubernetesRuntime{
 				AdmissionServer: AdmissionServer{Address: "0.0.0.0", Port: 5443},
 				ClientConfig:    KubernetesClientConfig{QPS: 100, BurstQPS: 100},
