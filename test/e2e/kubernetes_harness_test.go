@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -42,12 +43,15 @@ func startKubernetesControlPlane(t *testing.T, env *k8stest.Env) *controlPlane {
 		"KUMA_RUNTIME_KUBERNETES_ADMISSION_SERVER_PORT="+cpAdmissionPort,
 	)
 	cp.start()
-	ca, err := os.ReadFile(filepath.Join(cp.workDir, "admission-server-ca.pem"))
-	require.NoError(t, err)
-	registration, err := install.RenderWebhookConfiguration(install.WebhookOptions{
-		URL: "https://" + net.JoinHostPort(cp.host, cpAdmissionPort) + install.WebhookPath, CABundle: ca,
-	})
-	require.NoError(t, err)
+	// Registered by URL as the README tells a user of a control plane
+	// outside the cluster: kumactl install webhooks.
+	var stderr strings.Builder
+	cmd := exec.Command(filepath.Join(binDir, "kumactl"), "install", "webhooks",
+		"--url", "https://"+net.JoinHostPort(cp.host, cpAdmissionPort),
+		"--ca-cert-file", filepath.Join(cp.workDir, "admission-server-ca.pem"))
+	cmd.Stderr = &stderr
+	registration, err := cmd.Output()
+	require.NoError(t, err, "kumactl install webhooks: %s", stderr.String())
 	env.RegisterValidatingWebhook(t, install.WebhookConfigurationName, registration, invalidMesh, invalidMeshCause)
 	return cp
 }
