@@ -18,10 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -121,29 +118,9 @@ func run(ctx context.Context, kumaCP string, n, rounds, writers int) error {
 	}
 	podName := func(i int) string { return fmt.Sprintf("web-%04d", i) }
 	began := time.Now()
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, writers)
-	for range writers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n {
-					return
-				}
-				ip := fmt.Sprintf("%s.%d", nets[i/254], i%254+1)
-				if err := createPod(ctx, c, podName(i), ip); err != nil {
-					errs <- err
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
+	if err := cpproc.Parallel(n, writers, func(i int) error {
+		return createPod(ctx, c, podName(i), fmt.Sprintf("%s.%d", nets[i/254], i%254+1))
+	}); err != nil {
 		return err
 	}
 	created := time.Since(began)
@@ -176,43 +153,14 @@ func run(ctx context.Context, kumaCP string, n, rounds, writers int) error {
 
 	// Round by round: a long poll held on the current version, then one
 	// Pod's label changes; the time from the change's request to the answer.
-	var lat []time.Duration
-	for r := range rounds {
-		type answer struct {
-			version string
-			err     error
-			at      time.Time
-		}
-		got := make(chan answer, 1)
-		go func() {
-			v, _, err := cp.FetchMADS(version, time.Minute)
-			got <- answer{v, err, time.Now()}
-		}()
-		if err := waitFor(ctx, 30*time.Second, 5*time.Millisecond, func() (bool, error) { return cp.HeldLongPolls() >= 1, nil }); err != nil {
-			return fmt.Errorf("round %d: long poll not held: %w", r, err)
-		}
-		start := time.Now()
+	lat, _, err := cp.ChangeToLongPoll(ctx, version, rounds, func(r int) error {
 		patch := fmt.Sprintf(`{"metadata":{"labels":{"round":"r%d"}}}`, r)
 		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: podName(r * 7919 % n)}}
-		if err := c.Patch(ctx, pod, client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
-			return err
-		}
-		var a answer
-		select {
-		case a = <-got:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		if a.err != nil {
-			return a.err
-		}
-		if a.version == version {
-			return fmt.Errorf("round %d: answered without a new version", r)
-		}
-		version = a.version
-		lat = append(lat, a.at.Sub(start))
+		return c.Patch(ctx, pod, client.RawPatch(types.MergePatchType, []byte(patch)))
+	})
+	if err != nil {
+		return err
 	}
-	slices.Sort(lat)
 
 	fmt.Printf("Pods                                   %d (one Service), created with their IPs by %d writers in %s\n", n, writers, created.Round(time.Millisecond))
 	fmt.Printf("all Dataplanes stored                  %s after the first Pod (%s after the last)\n", stored.Round(time.Millisecond), (stored - created).Round(time.Millisecond))

@@ -8,13 +8,11 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"flag"
 	"fmt"
 	"io"
 	"os"
-	"slices"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/kumametrics/mesh/bench/internal/cpproc"
@@ -46,28 +44,7 @@ func run(kumaCP string, n, rounds, workers int) error {
 		return err
 	}
 	began := time.Now()
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	errc := make(chan error, workers)
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n {
-					return
-				}
-				if err := putDataplane(api, i, 0); err != nil {
-					errc <- err
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errc)
-	if err := <-errc; err != nil {
+	if err := cpproc.Parallel(n, workers, func(i int) error { return putDataplane(api, i, 0) }); err != nil {
 		return err
 	}
 	load := time.Since(began)
@@ -81,37 +58,11 @@ func run(kumaCP string, n, rounds, workers int) error {
 	}
 	_, _, size := fetchSize(madsURL)
 
-	var lat []time.Duration
-	for r := range rounds {
-		type answer struct {
-			v   string
-			err error
-			at  time.Time
-		}
-		got := make(chan answer, 1)
-		go func() {
-			v, _, err := cp.FetchMADS(version, 60*time.Second)
-			got <- answer{v, err, time.Now()}
-		}()
-		if err := cpproc.WaitFor(10*time.Second, func() bool { return cp.HeldLongPolls() >= 1 }); err != nil {
-			return fmt.Errorf("long poll not held: %w", err)
-		}
-		start := time.Now()
-		if err := putDataplane(api, r%n, r+1); err != nil {
-			return err
-		}
-		a := <-got
-		if a.err != nil {
-			return a.err
-		}
-		if a.v == version {
-			return fmt.Errorf("round %d: answered without a new version", r)
-		}
-		version = a.v
-		lat = append(lat, a.at.Sub(start))
+	lat, _, err := cp.ChangeToLongPoll(context.Background(), version, rounds, func(r int) error { return putDataplane(api, r%n, r+1) })
+	if err != nil {
+		return err
 	}
 	loaded := cpproc.RSS(cp.Cmd.Process.Pid)
-	slices.Sort(lat)
 	fmt.Printf("dataplanes                       %d\n", n)
 	fmt.Printf("load through the REST API        %s (%.0f/s, %d writers)\n", load.Round(time.Millisecond), float64(n)/load.Seconds(), workers)
 	fmt.Printf("long-poll answer                 %.1f MB\n", float64(size)/1e6)

@@ -5,6 +5,7 @@
 package cpproc
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,7 +14,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kumametrics/mesh/internal/loopback"
@@ -212,4 +216,75 @@ func (cp *ControlPlane) HeldLongPolls() int {
 		}
 	}
 	return 0
+}
+
+// Parallel runs job(0) … job(n-1) on workers goroutines and returns the
+// first error (the others' workers stop taking jobs after their own error).
+func Parallel(n, workers int, job func(i int) error) error {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				if err := job(i); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
+// ChangeToLongPoll measures, round by round, how long a change takes to
+// reach a MADS long poll held on the current version, as Prometheus holds
+// it: a long poll on version, held (mads_server_long_polls_held ≥ 1), then
+// change(r); the time from the change's start to the answer. It returns the
+// latencies, sorted, and the last version.
+func (cp *ControlPlane) ChangeToLongPoll(ctx context.Context, version string, rounds int, change func(r int) error) ([]time.Duration, string, error) {
+	type answer struct {
+		version string
+		err     error
+		at      time.Time
+	}
+	var lat []time.Duration
+	for r := range rounds {
+		got := make(chan answer, 1)
+		go func() {
+			v, _, err := cp.FetchMADS(version, time.Minute)
+			got <- answer{v, err, time.Now()}
+		}()
+		if err := WaitFor(30*time.Second, func() bool { return cp.HeldLongPolls() >= 1 }); err != nil {
+			return nil, "", fmt.Errorf("round %d: long poll not held: %w", r, err)
+		}
+		start := time.Now()
+		if err := change(r); err != nil {
+			return nil, "", fmt.Errorf("round %d: %w", r, err)
+		}
+		var a answer
+		select {
+		case a = <-got:
+		case <-ctx.Done():
+			return nil, "", ctx.Err()
+		}
+		if a.err != nil {
+			return nil, "", fmt.Errorf("round %d: %w", r, a.err)
+		}
+		if a.version == version {
+			return nil, "", fmt.Errorf("round %d: answered without a new version", r)
+		}
+		version = a.version
+		lat = append(lat, a.at.Sub(start))
+	}
+	slices.Sort(lat)
+	return lat, version, nil
 }
