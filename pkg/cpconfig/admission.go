@@ -4,6 +4,7 @@ package cpconfig
 // mode only.
 type KubernetesRuntime struct {
 	AdmissionServer AdmissionServer `json:"admissionServer"`
+	Injector        Injector        `json:"injector"`
 	// ClientConfig bounds the control plane's requests to the API server.
 	ClientConfig KubernetesClientConfig `json:"clientConfig"`
 }

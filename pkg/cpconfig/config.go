@@ -364,6 +364,7 @@ func Default() Config {
 			Kubernetes: KubernetesRuntime{
 				AdmissionServer: AdmissionServer{Address: "0.0.0.0", Port: 5443},
 				ClientConfig:    KubernetesClientConfig{QPS: 100, BurstQPS: 100},
+				Injector:        DefaultInjector(),
 			},
 		},
 		ServerLimits: ServerLimits{
@@ -430,6 +431,17 @@ func port(f func(c *Config) *uint32) func(*Config, string) error {
 	}
 }
 
+func userID(f func(c *Config) *int64) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return fmt.Errorf("must be a user id, got %q", v)
+		}
+		*f(c) = n
+		return nil
+	}
+}
+
 func integer[T int | uint32](f func(c *Config) *T) func(*Config, string) error {
 	return func(c *Config, v string) error {
 		n, err := strconv.ParseUint(v, 10, 31)
@@ -488,6 +500,19 @@ var envVars = []envVar{
 	{"KUMA_RUNTIME_KUBERNETES_ADMISSION_SERVER_ADDRESS", str(func(c *Config) *string { return &c.Runtime.Kubernetes.AdmissionServer.Address })},
 	{"KUMA_RUNTIME_KUBERNETES_ADMISSION_SERVER_PORT", port(func(c *Config) *uint32 { return &c.Runtime.Kubernetes.AdmissionServer.Port })},
 	{"KUMA_RUNTIME_KUBERNETES_ADMISSION_SERVER_CERT_DIR", str(func(c *Config) *string { return &c.Runtime.Kubernetes.AdmissionServer.CertDir })},
+	{"KUMA_RUNTIME_KUBERNETES_INJECTOR_SIDECAR_CONTAINER_IMAGE", str(func(c *Config) *string { return &c.Runtime.Kubernetes.Injector.SidecarContainer.Image })},
+	{"KUMA_RUNTIME_KUBERNETES_INJECTOR_SIDECAR_CONTAINER_UID", userID(func(c *Config) *int64 { return &c.Runtime.Kubernetes.Injector.SidecarContainer.UID })},
+	{"KUMA_RUNTIME_KUBERNETES_INJECTOR_SIDECAR_CONTAINER_RESOURCES_REQUESTS_CPU", str(func(c *Config) *string { return &c.Runtime.Kubernetes.Injector.SidecarContainer.Resources.Requests.CPU })},
+	{"KUMA_RUNTIME_KUBERNETES_INJECTOR_SIDECAR_CONTAINER_RESOURCES_REQUESTS_MEMORY", str(func(c *Config) *string {
+		return &c.Runtime.Kubernetes.Injector.SidecarContainer.Resources.Requests.Memory
+	})},
+	{"KUMA_RUNTIME_KUBERNETES_INJECTOR_SIDECAR_CONTAINER_RESOURCES_LIMITS_CPU", str(func(c *Config) *string { return &c.Runtime.Kubernetes.Injector.SidecarContainer.Resources.Limits.CPU })},
+	{"KUMA_RUNTIME_KUBERNETES_INJECTOR_SIDECAR_CONTAINER_RESOURCES_LIMITS_MEMORY", str(func(c *Config) *string {
+		return &c.Runtime.Kubernetes.Injector.SidecarContainer.Resources.Limits.Memory
+	})},
+	{"KUMA_RUNTIME_KUBERNETES_INJECTOR_INIT_CONTAINER_IMAGE", str(func(c *Config) *string { return &c.Runtime.Kubernetes.Injector.InitContainer.Image })},
+	{"KUMA_RUNTIME_KUBERNETES_INJECTOR_CONTROL_PLANE_ADDRESS", str(func(c *Config) *string { return &c.Runtime.Kubernetes.Injector.ControlPlaneAddress })},
+	{"KUMA_RUNTIME_KUBERNETES_INJECTOR_CA_CERT_FILE", str(func(c *Config) *string { return &c.Runtime.Kubernetes.Injector.CACertFile })},
 	{"KUMA_RUNTIME_KUBERNETES_CLIENT_CONFIG_QPS", integer(func(c *Config) *int { return &c.Runtime.Kubernetes.ClientConfig.QPS })},
 	{"KUMA_RUNTIME_KUBERNETES_CLIENT_CONFIG_BURST_QPS", integer(func(c *Config) *int { return &c.Runtime.Kubernetes.ClientConfig.BurstQPS })},
 }
@@ -676,6 +701,7 @@ func (c Config) Validate() error {
 			"set apiServer.https.enabled (KUMA_API_SERVER_HTTPS_ENABLED) to true")
 	}
 	errs = append(errs, c.MonitoringAssignmentServer.validate()...)
+	errs = append(errs, c.validateInjector()...)
 	switch t := c.DPServer.Authn.DPProxy.Type; {
 	case t == DPProxyAuthnServiceAccountToken && c.Environment != EnvironmentKubernetes:
 		errs = append(errs, fmt.Sprintf("dpServer.authn.dpProxy.type (KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE) %s needs environment (KUMA_ENVIRONMENT) %s, got %q",

@@ -216,7 +216,7 @@ func TestInstallControlPlane(t *testing.T) {
 	require.NotEqual(t, res.stdout, again.stdout)
 	secretData := regexp.MustCompile(`(?m)^ +(tls\.crt|tls\.key|ca\.crt|checksum/tls|caBundle): .*$`)
 	mask := func(s string) string { return secretData.ReplaceAllString(s, "MASKED") }
-	require.Equal(t, 5, len(secretData.FindAllString(res.stdout, -1)))
+	require.Equal(t, 7, len(secretData.FindAllString(res.stdout, -1)), "the Secret, the checksum, and the caBundle of three webhooks")
 	require.Equal(t, mask(res.stdout), mask(again.stdout), "only the TLS material differs")
 }
 
