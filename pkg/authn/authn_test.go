@@ -511,3 +511,58 @@ func TestInspectDataplaneToken(t *testing.T) {
 		require.ErrorIs(t, err, authn.ErrInvalid, "%q", bad)
 	}
 }
+
+func TestServiceAccountUser(t *testing.T) {
+	for _, tc := range []struct {
+		user, ns, name string
+		ok             bool
+	}{
+		{"system:serviceaccount:kuma-example:default", "kuma-example", "default", true},
+		{"system:serviceaccount:ns:sa-1", "ns", "sa-1", true},
+		{"system:serviceaccount:ns", "", "", false},
+		{"system:serviceaccount::sa", "", "", false},
+		{"system:serviceaccount:ns:", "", "", false},
+		{"system:serviceaccount:ns:a:b", "", "", false},
+		{"system:serviceaccounts:ns", "", "", false},
+		{"admin", "", "", false},
+	} {
+		ns, name, ok := authn.ServiceAccountUser(tc.user)
+		require.Equal(t, tc.ok, ok, tc.user)
+		require.Equal(t, tc.ns, ns, tc.user)
+		require.Equal(t, tc.name, name, tc.user)
+	}
+}
+
+// TestInspectServiceAccountToken reads the claims of a projected token as
+// the kubelet gets it (RS256, kubernetes.io claims), without its key.
+func TestInspectServiceAccountToken(t *testing.T) {
+	projected := forge(`{"alg":"RS256","kid":"k1"}`, `{"aud":["https://kubernetes.default.svc"],"exp":1796731200,"iat":1796727600,`+
+		`"iss":"https://kubernetes.default.svc","jti":"x","kubernetes.io":{"namespace":"kuma-example","node":{"name":"n1","uid":"u"},`+
+		`"pod":{"name":"web-5c89f4d995-85znn","uid":"p"},"serviceaccount":{"name":"web","uid":"s"}},"nbf":1796727600,`+
+		`"sub":"system:serviceaccount:kuma-example:web"}`, nil, "c2ln")
+	sa, err := authn.InspectServiceAccountToken(projected)
+	require.NoError(t, err)
+	require.Equal(t, authn.ServiceAccountToken{Namespace: "kuma-example", ServiceAccount: "web", Pod: "web-5c89f4d995-85znn",
+		ExpiresAt: time.Unix(1796731200, 0).UTC()}, sa)
+
+	// A token of the TokenRequest API bound to no Pod, without expiry.
+	unbound := forge(`{"alg":"RS256"}`, `{"sub":"system:serviceaccount:ns:default"}`, nil, "c2ln")
+	sa, err = authn.InspectServiceAccountToken(unbound)
+	require.NoError(t, err)
+	require.Equal(t, authn.ServiceAccountToken{Namespace: "ns", ServiceAccount: "default"}, sa)
+
+	iss, _ := newIssuer(t)
+	dp, err := iss.IssueDataplane("default", "web-1", map[string][]string{"kuma.io/service": {"web"}}, 0)
+	require.NoError(t, err)
+	for bad, msg := range map[string]string{
+		"":                          "not a compact JWT",
+		"a.b":                       "not a compact JWT",
+		"x.%.z":                     "payload is not base64url",
+		forge(`{}`, `[1]`, nil, ""): "payload is not a JSON object",
+		dp:                          "is not a Kubernetes ServiceAccount",
+	} {
+		_, err := authn.InspectServiceAccountToken(bad)
+		require.ErrorIs(t, err, authn.ErrInvalid, "%q", bad)
+		require.ErrorContains(t, err, msg, "%q", bad)
+	}
+}

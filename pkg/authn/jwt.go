@@ -153,12 +153,21 @@ func parse(token string) (signed string, sig []byte, err error) {
 	return token[:last], sig, nil
 }
 
-// decodeClaims decodes the payload of a signed part (header.payload).
-func decodeClaims(signed string) (claims, error) {
-	var c claims
+// decodePayload decodes the payload of a signed part (header.payload).
+func decodePayload(signed string) ([]byte, error) {
 	payload, err := b64.DecodeString(signed[strings.IndexByte(signed, '.')+1:])
 	if err != nil {
-		return c, invalid("payload is not base64url")
+		return nil, invalid("payload is not base64url")
+	}
+	return payload, nil
+}
+
+// decodeClaims decodes the claims of a signed part (header.payload).
+func decodeClaims(signed string) (claims, error) {
+	var c claims
+	payload, err := decodePayload(signed)
+	if err != nil {
+		return c, err
 	}
 	if err := json.Unmarshal(payload, &c); err != nil {
 		return claims{}, invalid("payload is not a JSON object of the expected claims")

@@ -267,23 +267,33 @@ func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (cp *Contro
 	if err != nil {
 		return nil, err
 	}
-	var dpTokens dpserver.TokenVerifier
-	untagged := cfg.DPServer.Authn.DPProxy.DPToken.AllowUntaggedTokens
-	switch {
-	case cfg.DPServer.Authn.DPProxy.Type != cpconfig.DPProxyAuthnDPToken:
-		log.Warn("the dataplane server does not authenticate proxies (dpServer.authn.dpProxy.type: none)")
-	case untagged:
-		dpTokens = tokens
-		log.Warn("dataplane tokens without kuma.io/service are accepted for any service (dpServer.authn.dpProxy.dpToken.allowUntaggedTokens)")
-	default:
-		dpTokens = tokens
-	}
-	dps, err := dpserver.New(dpserver.Options{
+	dpOpts := dpserver.Options{
 		Views: mir, Reader: st, Writer: mgr, Insights: insights, InstanceID: cp.instanceID, Certificate: cert,
-		Tokens: dpTokens, AllowUntaggedTokens: untagged, XDSMetrics: xdsMetrics, Registerer: reg,
+		XDSMetrics: xdsMetrics, Registerer: reg,
 		GRPCOptions: grpcMetrics.ServerOptions(), Log: log.With("component", "dp-server"),
 		GRPCLimits: cfg.ServerLimits.GRPC.Limits(), AcceptErrors: cp.acceptErrors.WithLabelValues("dp-server"),
-	})
+	}
+	if k8s != nil {
+		// The pod controller makes the Dataplanes: a proxy names its own
+		// and the dataplane server never writes one.
+		dpOpts.Dataplanes, dpOpts.Writer = dpserver.FromStore, nil
+	}
+	untagged := cfg.DPServer.Authn.DPProxy.DPToken.AllowUntaggedTokens
+	switch {
+	case cfg.DPServer.Authn.DPProxy.Type == cpconfig.DPProxyAuthnNone:
+		log.Warn("the dataplane server does not authenticate proxies (dpServer.authn.dpProxy.type: none)")
+	case cfg.DPServer.Authn.DPProxy.Type == cpconfig.DPProxyAuthnServiceAccountToken:
+		// Validation allows it in Kubernetes mode only: k8s is set.
+		if dpOpts.Authenticator, err = k8s.dataplaneAuthenticator(); err != nil {
+			return nil, err
+		}
+	case untagged:
+		dpOpts.Authenticator = dpserver.DataplaneTokens{Verifier: tokens, AllowUntagged: true}
+		log.Warn("dataplane tokens without kuma.io/service are accepted for any service (dpServer.authn.dpProxy.dpToken.allowUntaggedTokens)")
+	default:
+		dpOpts.Authenticator = dpserver.DataplaneTokens{Verifier: tokens}
+	}
+	dps, err := dpserver.New(dpOpts)
 	if err != nil {
 		return nil, err
 	}

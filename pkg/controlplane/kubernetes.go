@@ -9,7 +9,9 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/kumametrics/mesh/pkg/cpconfig"
+	"github.com/kumametrics/mesh/pkg/dpserver"
 	"github.com/kumametrics/mesh/pkg/k8s/api/v1alpha1"
+	"github.com/kumametrics/mesh/pkg/k8s/dpauth"
 	"github.com/kumametrics/mesh/pkg/manager"
 	"github.com/kumametrics/mesh/pkg/resource"
 	"github.com/kumametrics/mesh/pkg/store/kubernetes"
@@ -74,4 +76,14 @@ func kubectlKinds() []resource.Kind {
 // startKubernetesAdmission.)
 func (cp *ControlPlane) addKubernetesParts(k *kubernetesMode, mgr *manager.Manager) error {
 	return cp.addPodController(k)
+}
+
+// dataplaneAuthenticator authenticates proxies by their Pod's
+// ServiceAccount token (dpServer.authn.dpProxy.type: serviceAccountToken).
+func (k *kubernetesMode) dataplaneAuthenticator() (dpserver.Authenticator, error) {
+	a, err := dpauth.NewForConfig(k.config, k.store.Names())
+	if err != nil {
+		return nil, err
+	}
+	return a, nil
 }

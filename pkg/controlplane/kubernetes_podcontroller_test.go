@@ -24,9 +24,10 @@ import (
 )
 
 // startKubernetesMode runs a control plane in Kubernetes mode on the
-// harness's API server, outside the cluster on its kubeconfig, until the
-// test ends; it returns the addresses of its servers.
-func startKubernetesMode(t *testing.T, env *k8stest.Env) map[string]string {
+// harness's API server, outside the cluster on its kubeconfig, every
+// listener on 127.0.0.1, until the test ends. Proxies are not
+// authenticated unless configure (may be nil) says otherwise.
+func startKubernetesMode(t *testing.T, env *k8stest.Env, configure func(*cpconfig.Config)) *controlplane.ControlPlane {
 	t.Helper()
 	env.EnsureNamespace(t, "kuma-system")
 	t.Setenv("KUBECONFIG", env.KubeconfigPath)
@@ -41,6 +42,9 @@ func startKubernetesMode(t *testing.T, env *k8stest.Env) map[string]string {
 	cfg.General.WorkDir = t.TempDir()
 	cfg.ListenOn("127.0.0.1")
 	cfg.DPServer.Authn.DPProxy.Type = cpconfig.DPProxyAuthnNone
+	if configure != nil {
+		configure(&cfg)
+	}
 
 	cp, err := controlplane.New(t.Context(), cfg, nil)
 	require.NoError(t, err)
@@ -51,7 +55,7 @@ func startKubernetesMode(t *testing.T, env *k8stest.Env) map[string]string {
 		cancel()
 		require.NoError(t, <-done)
 	})
-	return cp.Addrs()
+	return cp
 }
 
 // TestKubernetesModePodController: in Kubernetes mode the control plane
@@ -62,7 +66,7 @@ func TestKubernetesModePodController(t *testing.T) {
 	env := k8stest.Get(t)
 	c := env.Client(t)
 	ctx := t.Context()
-	addrs := startKubernetesMode(t, env)
+	addrs := startKubernetesMode(t, env, nil).Addrs()
 
 	// A mesh with metrics on, the Pod's (kuma.io/mesh).
 	mesh := &v1alpha1.Mesh{ObjectMeta: metav1.ObjectMeta{GenerateName: "podctl-"},

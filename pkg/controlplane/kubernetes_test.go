@@ -34,7 +34,7 @@ func TestKubernetesMode(t *testing.T) {
 	env := k8stest.Get(t)
 	c := env.Client(t)
 	ctx := t.Context()
-	addrs := startKubernetesMode(t, env)
+	addrs := startKubernetesMode(t, env, nil).Addrs()
 
 	// The default mesh and its allow-all permission are custom resources.
 	var mesh v1alpha1.Mesh

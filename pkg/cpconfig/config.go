@@ -198,7 +198,9 @@ type DPServerAuthn struct {
 
 // DPProxyAuthn selects how a proxy proves which dataplane it is.
 type DPProxyAuthn struct {
-	// Type is DPProxyAuthnDPToken or DPProxyAuthnNone.
+	// Type is DPProxyAuthnDPToken (Universal's default),
+	// DPProxyAuthnServiceAccountToken (Kubernetes' default) or
+	// DPProxyAuthnNone.
 	Type    string       `json:"type"`
 	DPToken DPTokenAuthn `json:"dpToken"`
 }
@@ -217,6 +219,11 @@ const (
 	// DPProxyAuthnDPToken: a proxy presents a dataplane token issued for its
 	// own Dataplane and mesh.
 	DPProxyAuthnDPToken = "dpToken"
+	// DPProxyAuthnServiceAccountToken (Kubernetes mode only): a proxy
+	// presents its Pod's ServiceAccount token; the API server reviews it and
+	// it must be of the ServiceAccount of the Pod that controls the
+	// Dataplane (docs/2026-12-06-kubernetes-dataplane-authentication.md).
+	DPProxyAuthnServiceAccountToken = "serviceAccountToken"
 	// DPProxyAuthnNone: proxies are not authenticated.
 	DPProxyAuthnNone = "none"
 )
@@ -493,7 +500,10 @@ func EnvNames() []string {
 // not empty) and the environment (lookup is os.LookupEnv in production).
 func Load(path string, lookup func(string) (string, bool)) (Config, error) {
 	c := Default()
-	c.Store.Type = "" // unless set, it follows the environment
+	// Unless set, these follow the environment (an explicitly empty
+	// dpServer.authn.dpProxy.type is an error, not the default).
+	c.Store.Type = ""
+	c.DPServer.Authn.DPProxy.Type = unset
 	if path != "" {
 		data, err := os.ReadFile(path)
 		if err != nil {
@@ -522,8 +532,17 @@ func Load(path string, lookup func(string) (string, bool)) (Config, error) {
 			c.Store.Type = StoreKubernetes
 		}
 	}
+	if c.DPServer.Authn.DPProxy.Type == unset {
+		c.DPServer.Authn.DPProxy.Type = DPProxyAuthnDPToken
+		if c.Environment == EnvironmentKubernetes {
+			c.DPServer.Authn.DPProxy.Type = DPProxyAuthnServiceAccountToken
+		}
+	}
 	return c, c.Validate()
 }
+
+// unset marks a setting that neither the file nor the environment set.
+const unset = "\x00unset"
 
 // Kubernetes tells whether the control plane runs in Kubernetes mode.
 func (c Config) Kubernetes() bool { return c.Environment == EnvironmentKubernetes }
@@ -641,11 +660,13 @@ func (c Config) Validate() error {
 			"set apiServer.https.enabled (KUMA_API_SERVER_HTTPS_ENABLED) to true")
 	}
 	errs = append(errs, c.MonitoringAssignmentServer.validate()...)
-	switch c.DPServer.Authn.DPProxy.Type {
-	case DPProxyAuthnDPToken, DPProxyAuthnNone:
-	default:
-		errs = append(errs, fmt.Sprintf("dpServer.authn.dpProxy.type (KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE): must be %s or %s, got %q",
-			DPProxyAuthnDPToken, DPProxyAuthnNone, c.DPServer.Authn.DPProxy.Type))
+	switch t := c.DPServer.Authn.DPProxy.Type; {
+	case t == DPProxyAuthnServiceAccountToken && c.Environment != EnvironmentKubernetes:
+		errs = append(errs, fmt.Sprintf("dpServer.authn.dpProxy.type (KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE) %s needs environment (KUMA_ENVIRONMENT) %s, got %q",
+			DPProxyAuthnServiceAccountToken, EnvironmentKubernetes, c.Environment))
+	case t != DPProxyAuthnDPToken && t != DPProxyAuthnServiceAccountToken && t != DPProxyAuthnNone:
+		errs = append(errs, fmt.Sprintf("dpServer.authn.dpProxy.type (KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE): must be %s, %s or %s, got %q",
+			DPProxyAuthnDPToken, DPProxyAuthnServiceAccountToken, DPProxyAuthnNone, t))
 	}
 	if c.General.WorkDir == "" {
 		errs = append(errs, "general.workDir (KUMA_GENERAL_WORK_DIR): must not be empty")

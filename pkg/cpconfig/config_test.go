@@ -209,6 +209,28 @@ func TestKubernetesEnvironment(t *testing.T) {
 	}
 }
 
+// TestDataplaneProxyAuthnFollowsTheEnvironment: proxies authenticate with
+// their Pod's ServiceAccount token on Kubernetes, with dataplane tokens in
+// Universal, unless set.
+func TestDataplaneProxyAuthnFollowsTheEnvironment(t *testing.T) {
+	c, err := Load("", env(nil))
+	require.NoError(t, err)
+	require.Equal(t, DPProxyAuthnDPToken, c.DPServer.Authn.DPProxy.Type)
+	c, err = Load("", env(map[string]string{"KUMA_ENVIRONMENT": "kubernetes"}))
+	require.NoError(t, err)
+	require.Equal(t, DPProxyAuthnServiceAccountToken, c.DPServer.Authn.DPProxy.Type)
+	for _, typ := range []string{DPProxyAuthnDPToken, DPProxyAuthnNone} {
+		c, err = Load("", env(map[string]string{"KUMA_ENVIRONMENT": "kubernetes", "KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE": typ}))
+		require.NoError(t, err)
+		require.Equal(t, typ, c.DPServer.Authn.DPProxy.Type)
+	}
+	f := filepath.Join(t.TempDir(), "cp.yaml")
+	require.NoError(t, os.WriteFile(f, []byte("environment: kubernetes\ndpServer:\n  authn:\n    dpProxy:\n      type: none\n"), 0o600))
+	c, err = Load(f, env(nil))
+	require.NoError(t, err)
+	require.Equal(t, DPProxyAuthnNone, c.DPServer.Authn.DPProxy.Type, "set in the file")
+}
+
 func TestFileThenEnvironment(t *testing.T) {
 	f := filepath.Join(t.TempDir(), "cp.yaml")
 	require.NoError(t, os.WriteFile(f, []byte("apiServer:\n  http:\n    port: 7000\nstore:\n  type: memory\ngeneral:\n  workDir: /tmp/w\n"), 0o600))
@@ -252,10 +274,12 @@ func TestBadSettingsNameTheSetting(t *testing.T) {
 			want: `KUMA_API_SERVER_AUTHN_LOCALHOST_IS_ADMIN: must be true or false, got "sometimes"`},
 		{name: "localhost is admin not a boolean in the file", file: "apiServer:\n  authn:\n    localhostIsAdmin: yes please\n",
 			want: "apiServer.authn.localhostIsAdmin: must be a boolean"},
-		{name: "unknown dp proxy authn", env: map[string]string{"KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE": "serviceAccountToken"},
-			want: `dpServer.authn.dpProxy.type (KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE): must be dpToken or none, got "serviceAccountToken"`},
+		{name: "unknown dp proxy authn", env: map[string]string{"KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE": "token"},
+			want: `dpServer.authn.dpProxy.type (KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE): must be dpToken, serviceAccountToken or none, got "token"`},
 		{name: "empty dp proxy authn in the file", file: "dpServer:\n  authn:\n    dpProxy:\n      type: \"\"\n",
-			want: `dpServer.authn.dpProxy.type (KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE): must be dpToken or none, got ""`},
+			want: `dpServer.authn.dpProxy.type (KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE): must be dpToken, serviceAccountToken or none, got ""`},
+		{name: "ServiceAccount tokens in Universal mode", env: map[string]string{"KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE": "serviceAccountToken"},
+			want: `dpServer.authn.dpProxy.type (KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE) serviceAccountToken needs environment (KUMA_ENVIRONMENT) kubernetes, got "universal"`},
 		{name: "allow untagged tokens not a boolean", env: map[string]string{"KUMA_DP_SERVER_AUTHN_DP_PROXY_DP_TOKEN_ALLOW_UNTAGGED_TOKENS": "maybe"},
 			want: `KUMA_DP_SERVER_AUTHN_DP_PROXY_DP_TOKEN_ALLOW_UNTAGGED_TOKENS: must be true or false, got "maybe"`},
 		{name: "allow untagged tokens not a boolean in the file", file: "dpServer:\n  authn:\n    dpProxy:\n      dpToken:\n        allowUntaggedTokens: 1\n",

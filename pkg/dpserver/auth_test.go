@@ -1,4 +1,4 @@
-package dpserver
+package dpserver_test
 
 import (
 	"context"
@@ -19,6 +19,7 @@ import (
 	meshv1 "github.com/kumametrics/mesh/api/mesh/v1"
 	"github.com/kumametrics/mesh/pkg/authn"
 	"github.com/kumametrics/mesh/pkg/ca"
+	"github.com/kumametrics/mesh/pkg/dpserver"
 	"github.com/kumametrics/mesh/pkg/pki"
 	"github.com/kumametrics/mesh/pkg/resource"
 	"github.com/kumametrics/mesh/pkg/store"
@@ -45,25 +46,6 @@ func dpToken(t *testing.T, iss *authn.Issuer, name string, tags map[string][]str
 
 func services(s ...string) map[string][]string { return map[string][]string{resource.ServiceTag: s} }
 
-// refused reads dp_server_dataplane_refused_total{reason}.
-func (h *harness) refused(t *testing.T, reason string) float64 {
-	t.Helper()
-	mfs, err := h.reg.Gather()
-	require.NoError(t, err)
-	for _, mf := range mfs {
-		if mf.GetName() != "dp_server_dataplane_refused_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			if m.GetLabel()[0].GetValue() == reason {
-				return m.GetCounter().GetValue()
-			}
-		}
-	}
-	t.Fatalf("no dp_server_dataplane_refused_total{reason=%q}", reason)
-	return 0
-}
-
 // refusedOnOpen connects with dpJSON and returns the error of the stream.
 func (h *harness) refusedOnOpen(t *testing.T, ctx context.Context, dpJSON string) error {
 	t.Helper()
@@ -74,7 +56,7 @@ func (h *harness) refusedOnOpen(t *testing.T, ctx context.Context, dpJSON string
 
 func TestDataplaneTokens(t *testing.T) {
 	iss := tokenIssuer(t, nil)
-	h := start(t, func(o *Options) { o.Tokens = iss })
+	h := start(t, func(o *dpserver.Options) { o.Authenticator = dpserver.DataplaneTokens{Verifier: iss} })
 	web := dpToken(t, iss, "web", services("web"))
 	other := dpToken(t, iss, "other", services("web"))
 	user, err := iss.IssueUser("admin", []string{authn.AdminGroup}, 0)
@@ -89,15 +71,15 @@ func TestDataplaneTokens(t *testing.T) {
 		reason string
 		msg    string
 	}{
-		{"no token", t.Context(), codes.Unauthenticated, ReasonNoToken, "a dataplane token is required"},
-		{"token of another dataplane", withToken(t.Context(), other), codes.PermissionDenied, ReasonWrongDataplane,
+		{"no token", t.Context(), codes.Unauthenticated, dpserver.ReasonNoToken, "a dataplane token is required"},
+		{"token of another dataplane", withToken(t.Context(), other), codes.PermissionDenied, dpserver.ReasonWrongDataplane,
 			`the dataplane token is for another dataplane: it names dataplane "other" in mesh "default", not "web" in mesh "default"`},
-		{"a user token", withToken(t.Context(), user), codes.Unauthenticated, ReasonInvalidToken, "signature does not match"},
-		{"garbage", withToken(t.Context(), "x.y.z"), codes.Unauthenticated, ReasonInvalidToken, "header is not base64url"},
-		{"expired", withToken(t.Context(), expired), codes.Unauthenticated, ReasonExpiredToken, "token expired at"},
+		{"a user token", withToken(t.Context(), user), codes.Unauthenticated, dpserver.ReasonInvalidToken, "signature does not match"},
+		{"garbage", withToken(t.Context(), "x.y.z"), codes.Unauthenticated, dpserver.ReasonInvalidToken, "header is not base64url"},
+		{"expired", withToken(t.Context(), expired), codes.Unauthenticated, dpserver.ReasonExpiredToken, "token expired at"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			before := h.refused(t, tc.reason)
+			before := h.Refused(t, tc.reason)
 			err := h.refusedOnOpen(t, tc.ctx, dataplaneJSON("web", "127.0.0.2", false))
 			require.Equal(t, tc.code, status.Code(err), "%v", err)
 			require.ErrorContains(t, err, "dataplane default/web: ")
@@ -106,7 +88,7 @@ func TestDataplaneTokens(t *testing.T) {
 			require.Equal(t, tc.code, status.Code(err))
 			_, err = h.client.SignWorkloadCertificate(tc.ctx, &meshv1.SignRequest{Mesh: "default", Name: "web"})
 			require.Equal(t, tc.code, status.Code(err))
-			require.Equal(t, before+3, h.refused(t, tc.reason), "each refused call is counted")
+			require.Equal(t, before+3, h.Refused(t, tc.reason), "each refused call is counted")
 		})
 	}
 	s := h.connectCtx(t, withToken(t.Context(), web), dataplaneJSON("web", "127.0.0.2", false))
@@ -118,7 +100,7 @@ func TestDataplaneTokens(t *testing.T) {
 // of frontend-1 registers as kuma.io/service: payments.
 func TestTokenBindsServices(t *testing.T) {
 	iss := tokenIssuer(t, nil)
-	h := start(t, func(o *Options) { o.Tokens = iss })
+	h := start(t, func(o *dpserver.Options) { o.Authenticator = dpserver.DataplaneTokens{Verifier: iss} })
 	ctx := withToken(t.Context(), dpToken(t, iss, "frontend-1", services("frontend")))
 	payments := `{"type":"Dataplane","mesh":"default","name":"frontend-1","networking":{"address":"127.0.0.2","inbound":[` +
 		`{"port":8080,"tags":{"kuma.io/service":"frontend"}},{"port":8081,"tags":{"kuma.io/service":"payments"}}]}}`
@@ -127,8 +109,8 @@ func TestTokenBindsServices(t *testing.T) {
 	require.Equal(t, `dataplane default/frontend-1: networking.inbound[1] has kuma.io/service "payments", but the dataplane token allows only "frontend"; `+
 		`a proxy may present only what its token allows: fix the Dataplane, or have an admin issue a token that allows it `+
 		`(kumactl generate dataplane-token --mesh default --name frontend-1 --tag KEY=VALUE)`, status.Convert(err).Message())
-	require.Equal(t, 1.0, h.refused(t, ReasonServiceNotAllowed))
-	_, err = h.st.Get(t.Context(), resource.KindDataplane, resource.Key{Mesh: "default", Name: "frontend-1"})
+	require.Equal(t, 1.0, h.Refused(t, dpserver.ReasonServiceNotAllowed))
+	_, err = h.Store.Get(t.Context(), resource.KindDataplane, resource.Key{Mesh: "default", Name: "frontend-1"})
 	require.ErrorIs(t, err, store.ErrNotFound, "nothing stored")
 
 	// Other tags the token names bind too.
@@ -137,7 +119,7 @@ func TestTokenBindsServices(t *testing.T) {
 		`{"port":8080,"tags":{"kuma.io/service":"frontend","version":"v2"}}]}}`)
 	require.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
 	require.ErrorContains(t, err, `networking.inbound[0] has version "v2", but the dataplane token allows only "v1"`)
-	require.Equal(t, 1.0, h.refused(t, ReasonTagNotAllowed))
+	require.Equal(t, 1.0, h.Refused(t, dpserver.ReasonTagNotAllowed))
 
 	// What the token allows is served.
 	s := h.connectCtx(t, ctx, `{"type":"Dataplane","mesh":"default","name":"frontend-1","networking":{"address":"127.0.0.2","inbound":[`+
@@ -150,10 +132,10 @@ func TestTokenBindsServices(t *testing.T) {
 // stored Dataplane of its name neither replaces nor deregisters it.
 func TestStoredDataplaneIsNotReplaced(t *testing.T) {
 	iss := tokenIssuer(t, nil)
-	h := start(t, func(o *Options) { o.Tokens = iss })
+	h := start(t, func(o *dpserver.Options) { o.Authenticator = dpserver.DataplaneTokens{Verifier: iss} })
 	key := resource.Key{Mesh: "default", Name: "web"}
 	adminDP := mustDecode(t, `{"type":"Dataplane","mesh":"default","name":"web","networking":{"address":"127.0.0.9","inbound":[{"port":8080,"tags":{"kuma.io/service":"payments"}}]}}`)
-	_, err := h.mgr.Apply(t.Context(), adminDP, 0)
+	_, err := h.Manager.Apply(t.Context(), adminDP, 0)
 	require.NoError(t, err)
 
 	ctx := withToken(t.Context(), dpToken(t, iss, "web", services("web")))
@@ -165,8 +147,8 @@ func TestStoredDataplaneIsNotReplaced(t *testing.T) {
 		status.Convert(err).Message())
 	_, err = h.client.Deregister(ctx, &meshv1.DeregisterRequest{Mesh: "default", Name: "web"})
 	require.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
-	require.Equal(t, 2.0, h.refused(t, ReasonStoredDataplaneDiffers))
-	have, err := h.st.Get(t.Context(), resource.KindDataplane, key)
+	require.Equal(t, 2.0, h.Refused(t, dpserver.ReasonStoredDataplaneDiffers))
+	have, err := h.Store.Get(t.Context(), resource.KindDataplane, key)
 	require.NoError(t, err)
 	require.Equal(t, []string{"payments"}, have.Dataplane().Services(), "the stored Dataplane is untouched")
 
@@ -175,18 +157,18 @@ func TestStoredDataplaneIsNotReplaced(t *testing.T) {
 	any := withToken(t.Context(), dpToken(t, iss, "web", services("*")))
 	s := h.connectCtx(t, any, dataplaneJSON("web", "127.0.0.2", false))
 	s.next()
-	have, err = h.st.Get(t.Context(), resource.KindDataplane, key)
+	have, err = h.Store.Get(t.Context(), resource.KindDataplane, key)
 	require.NoError(t, err)
 	require.Equal(t, []string{"web"}, have.Dataplane().Services())
 	s.cancel()
 	s = h.connectCtx(t, ctx, dataplaneJSON("web", "127.0.0.3", false))
 	s.next()
-	have, err = h.st.Get(t.Context(), resource.KindDataplane, key)
+	have, err = h.Store.Get(t.Context(), resource.KindDataplane, key)
 	require.NoError(t, err)
 	require.Equal(t, "127.0.0.3", have.Dataplane().Networking.Address)
 	_, err = h.client.Deregister(ctx, &meshv1.DeregisterRequest{Mesh: "default", Name: "web"})
 	require.NoError(t, err)
-	_, err = h.st.Get(t.Context(), resource.KindDataplane, key)
+	_, err = h.Store.Get(t.Context(), resource.KindDataplane, key)
 	require.ErrorIs(t, err, store.ErrNotFound)
 }
 
@@ -197,7 +179,7 @@ func TestUntaggedTokens(t *testing.T) {
 	untagged := dpToken(t, iss, "web", nil)
 	versionOnly := dpToken(t, iss, "web", map[string][]string{"version": {"v1"}})
 
-	h := start(t, func(o *Options) { o.Tokens = iss })
+	h := start(t, func(o *dpserver.Options) { o.Authenticator = dpserver.DataplaneTokens{Verifier: iss} })
 	err := h.refusedOnOpen(t, withToken(t.Context(), untagged), dataplaneJSON("web", "127.0.0.2", false))
 	require.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
 	require.Equal(t, `dataplane default/web: the dataplane token does not name the services the proxy may serve (no kuma.io/service tag), `+
@@ -206,9 +188,11 @@ func TestUntaggedTokens(t *testing.T) {
 		status.Convert(err).Message())
 	err = h.refusedOnOpen(t, withToken(t.Context(), versionOnly), dataplaneJSON("web", "127.0.0.2", false))
 	require.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
-	require.Equal(t, 2.0, h.refused(t, ReasonUntaggedToken))
+	require.Equal(t, 2.0, h.Refused(t, dpserver.ReasonUntaggedToken))
 
-	open := start(t, func(o *Options) { o.Tokens = iss; o.AllowUntaggedTokens = true })
+	open := start(t, func(o *dpserver.Options) {
+		o.Authenticator = dpserver.DataplaneTokens{Verifier: iss, AllowUntagged: true}
+	})
 	s := open.connectCtx(t, withToken(t.Context(), untagged), dataplaneJSON("web", "127.0.0.2", false))
 	cfg, _ := s.next()
 	require.Equal(t, "web", cfg.GetName(), "any service with the opt-out")
@@ -231,7 +215,7 @@ func enableMTLS(t *testing.T, h *harness) *pki.KeyPair {
 	m := resource.New("", "default", &resource.MeshSpec{MTLS: &resource.MTLS{EnabledBackend: "ca-1", Backends: []resource.CertificateAuthorityBackend{
 		{Name: "ca-1", Type: "builtin", DpCert: &resource.DpCert{Rotation: &resource.DpCertRotation{Expiration: "2h"}}},
 	}}})
-	_, err := h.mgr.Apply(t.Context(), m, 0)
+	_, err := h.Manager.Apply(t.Context(), m, 0)
 	require.NoError(t, err)
 	pair, err := ca.NewCA("default", m.Mesh().MTLS.Backends[0], time.Now())
 	require.NoError(t, err)
@@ -239,7 +223,7 @@ func enableMTLS(t *testing.T, h *harness) *pki.KeyPair {
 		resource.NewSecret("default", ca.KeySecretName("default", "ca-1"), pair.KeyPEM),
 		resource.NewSecret("default", ca.CertSecretName("default", "ca-1"), pair.CertPEM),
 	} {
-		_, err = h.mgr.Apply(t.Context(), sec, 0)
+		_, err = h.Manager.Apply(t.Context(), sec, 0)
 		require.NoError(t, err)
 	}
 	return pair
@@ -302,7 +286,7 @@ func certificateFor(t *testing.T, h *harness, ctx context.Context, name string) 
 // allows every inbound tag of it.
 func TestSignNeverCertifiesWhatTheTokenDoesNotAllow(t *testing.T) {
 	iss := tokenIssuer(t, nil)
-	h := start(t, func(o *Options) { o.Tokens = iss })
+	h := start(t, func(o *dpserver.Options) { o.Authenticator = dpserver.DataplaneTokens{Verifier: iss} })
 	enableMTLS(t, h)
 	ctx := withToken(t.Context(), dpToken(t, iss, "web", services("web")))
 	s := h.connectCtx(t, ctx, dataplaneJSON("web", "127.0.0.2", false))
@@ -318,7 +302,7 @@ func TestSignNeverCertifiesWhatTheTokenDoesNotAllow(t *testing.T) {
 
 	// An admin makes the stored Dataplane web serve payments: the token of
 	// web gets no certificate for it.
-	_, err = h.mgr.Apply(t.Context(), mustDecode(t, `{"type":"Dataplane","mesh":"default","name":"web","networking":{"address":"127.0.0.2","inbound":[`+
+	_, err = h.Manager.Apply(t.Context(), mustDecode(t, `{"type":"Dataplane","mesh":"default","name":"web","networking":{"address":"127.0.0.2","inbound":[`+
 		`{"port":8080,"tags":{"kuma.io/service":"web"}},{"port":8081,"tags":{"kuma.io/service":"payments"}}]}}`), 0)
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
@@ -327,11 +311,11 @@ func TestSignNeverCertifiesWhatTheTokenDoesNotAllow(t *testing.T) {
 	}, waitTimeout, 5*time.Millisecond, "%v", err)
 	require.Equal(t, `dataplane default/web: no certificate: in the stored Dataplane, networking.inbound[1] has kuma.io/service "payments", `+
 		`but the dataplane token allows only "web"`, status.Convert(err).Message())
-	require.GreaterOrEqual(t, h.refused(t, ReasonServiceNotAllowed), 1.0)
+	require.GreaterOrEqual(t, h.Refused(t, dpserver.ReasonServiceNotAllowed), 1.0)
 
 	// An untagged token gets none either; with the opt-out it does.
 	untagged := withToken(t.Context(), dpToken(t, iss, "web", nil))
 	_, err = h.client.SignWorkloadCertificate(untagged, &meshv1.SignRequest{Mesh: "default", Name: "web", Csr: csrPEM(t)})
 	require.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
-	require.Equal(t, 1.0, h.refused(t, ReasonUntaggedToken))
+	require.Equal(t, 1.0, h.Refused(t, dpserver.ReasonUntaggedToken))
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
@@ -18,7 +17,7 @@ import (
 // Reasons of dp_server_dataplane_refused_total: why a call of a proxy was
 // refused.
 const (
-	// ReasonNoToken: the call carried no dataplane token (Unauthenticated).
+	// ReasonNoToken: the call carried no token (Unauthenticated).
 	ReasonNoToken = "no_token"
 	// ReasonInvalidToken: the token does not verify (Unauthenticated).
 	ReasonInvalidToken = "invalid_token"
@@ -41,11 +40,21 @@ const (
 	// inbounds the token does not allow, so the proxy may neither replace
 	// nor deregister it (PermissionDenied).
 	ReasonStoredDataplaneDiffers = "stored_dataplane_differs"
+	// ReasonDataplaneNotFound: the proxy asks for a Dataplane of the store
+	// (FromStore) that is not there, or whose owner is gone (NotFound; the
+	// proxy retries: on Kubernetes the pod controller makes it soon).
+	ReasonDataplaneNotFound = "dataplane_not_found"
+	// ReasonWrongServiceAccount: a Kubernetes token that does not stand for
+	// the Dataplane: of another ServiceAccount than the one of the Pod that
+	// owns it, bound to another Pod, of a user rather than a ServiceAccount,
+	// or for a Dataplane no Pod controls (PermissionDenied).
+	ReasonWrongServiceAccount = "wrong_service_account"
 )
 
 var reasons = []string{
 	ReasonNoToken, ReasonInvalidToken, ReasonExpiredToken, ReasonWrongDataplane,
 	ReasonServiceNotAllowed, ReasonTagNotAllowed, ReasonUntaggedToken, ReasonStoredDataplaneDiffers,
+	ReasonDataplaneNotFound, ReasonWrongServiceAccount,
 }
 
 // newRefusedCounter registers dp_server_dataplane_refused_total{reason} on
@@ -73,102 +82,48 @@ func (s *Server) refuse(rpc string, key resource.Key, code codes.Code, reason, m
 	return status.Error(code, msg)
 }
 
-// authorize checks that the caller may act as the dataplane key: its
-// dataplane token must verify and be one for key. It returns the token's
-// identity, nil when the server authenticates no proxy.
-func (s *Server) authorize(ctx context.Context, rpc string, key resource.Key) (*authn.DataplaneIdentity, error) {
+// authorize checks that the caller may act as the dataplane key: the
+// server's Authenticator must accept the bearer token of the call for it.
+// It returns what the caller may be (admitAll when the server
+// authenticates no proxy).
+func (s *Server) authorize(ctx context.Context, rpc string, key resource.Key) (Admit, error) {
 	if key.Mesh == "" || key.Name == "" {
 		return nil, status.Error(codes.InvalidArgument, "mesh and name are required")
 	}
-	if s.opts.Tokens == nil {
-		return nil, nil
+	if s.opts.Authenticator == nil {
+		return admitAll, nil
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	var token string
 	if vs := md.Get("authorization"); len(vs) == 1 {
 		token, _ = authn.BearerToken(vs[0])
 	}
-	if token == "" {
-		return nil, s.refuse(rpc, key, codes.Unauthenticated, ReasonNoToken,
-			fmt.Sprintf("dataplane %s: a dataplane token is required (kuma-dp --dataplane-token-file; kumactl generate dataplane-token)", key))
+	admit, err := s.opts.Authenticator.Authenticate(ctx, token, key)
+	if err != nil {
+		return nil, s.refusal(rpc, key, err)
 	}
-	id, err := s.opts.Tokens.VerifyDataplaneFor(token, key.Mesh, key.Name)
-	switch {
-	case err == nil:
-		return &id, nil
-	case errors.Is(err, authn.ErrWrongDataplane):
-		return nil, s.refuse(rpc, key, codes.PermissionDenied, ReasonWrongDataplane,
-			fmt.Sprintf("dataplane %s: %v; present the token issued for this dataplane (kumactl generate dataplane-token --mesh %s --name %s)",
-				key, err, key.Mesh, key.Name))
-	case errors.Is(err, authn.ErrExpired):
-		return nil, s.refuse(rpc, key, codes.Unauthenticated, ReasonExpiredToken,
-			fmt.Sprintf("dataplane %s: the dataplane token was refused: %v; issue a new one (kumactl generate dataplane-token --mesh %s --name %s) "+
-				"and write it to the proxy's token file (kuma-dp re-reads it)", key, err, key.Mesh, key.Name))
-	default:
-		return nil, s.refuse(rpc, key, codes.Unauthenticated, ReasonInvalidToken,
-			fmt.Sprintf("dataplane %s: the dataplane token was refused: %v; issue a new one (kumactl generate dataplane-token --mesh %s --name %s)",
-				key, err, key.Mesh, key.Name))
-	}
+	return admit, nil
 }
 
-// What a Dataplane checked against a token is.
-type checked int
+// admit checks that the authorized caller may use dp as use says.
+func (s *Server) admit(rpc string, key resource.Key, admit Admit, dp *resource.Object, use Use) error {
+	if err := admit(dp, use); err != nil {
+		return s.refusal(rpc, key, err)
+	}
+	return nil
+}
 
-const (
-	// presented: the Dataplane the proxy presents.
-	presented checked = iota
-	// stored: the Dataplane of that name in the store, which the proxy
-	// would replace or delete.
-	stored
-	// certified: the stored Dataplane whose identities a certificate gets.
-	certified
-)
-
-// admit checks that the token id allows the inbounds of dp (see
-// authn.DataplaneIdentity.CheckInbounds); nil when id is nil.
-func (s *Server) admit(rpc string, key resource.Key, id *authn.DataplaneIdentity, dp *resource.Object, what checked) error {
-	if id == nil {
-		return nil
+// refusal turns an error of the Authenticator into the call's gRPC error: a
+// *Refusal is counted and logged; a failure to decide is Unavailable (the
+// proxy retries).
+func (s *Server) refusal(rpc string, key resource.Key, err error) error {
+	var r *Refusal
+	switch {
+	case errors.As(err, &r):
+		return s.refuse(rpc, key, r.Code, r.Reason, r.Msg)
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
 	}
-	spec := dp.Dataplane()
-	var inbounds []map[string]string
-	if spec != nil && spec.Networking != nil {
-		for _, in := range spec.Networking.Inbound {
-			inbounds = append(inbounds, in.Tags)
-		}
-	}
-	err := id.CheckInbounds(inbounds, s.opts.AllowUntaggedTokens)
-	if err == nil {
-		return nil
-	}
-	if errors.Is(err, authn.ErrUntagged) {
-		services := "SERVICE"
-		if spec != nil && len(spec.Services()) > 0 {
-			services = strings.Join(spec.Services(), ",")
-		}
-		return s.refuse(rpc, key, codes.PermissionDenied, ReasonUntaggedToken, fmt.Sprintf(
-			"dataplane %s: %v, and this control plane refuses such tokens; issue one that does: "+
-				"kumactl generate dataplane-token --mesh %s --name %s --tag %s=%s (--tag %s='*' allows any service; "+
-				"the control plane setting dpServer.authn.dpProxy.dpToken.allowUntaggedTokens accepts untagged tokens for any service)",
-			key, err, key.Mesh, key.Name, authn.ServiceTag, services, authn.ServiceTag))
-	}
-	reason := ReasonServiceNotAllowed
-	var te *authn.TagError
-	if errors.As(err, &te) && te.Key != authn.ServiceTag {
-		reason = ReasonTagNotAllowed
-	}
-	switch what {
-	case stored:
-		return s.refuse(rpc, key, codes.PermissionDenied, ReasonStoredDataplaneDiffers, fmt.Sprintf(
-			"dataplane %s: a Dataplane of that name is stored that this proxy's token does not cover (its %v), and a proxy never "+
-				"replaces or removes such a Dataplane; if this proxy should take the name, an admin deletes it first (kumactl delete dataplane %s --mesh %s)",
-			key, err, key.Name, key.Mesh))
-	case certified:
-		return s.refuse(rpc, key, codes.PermissionDenied, reason, fmt.Sprintf(
-			"dataplane %s: no certificate: in the stored Dataplane, %v", key, err))
-	default:
-		return s.refuse(rpc, key, codes.PermissionDenied, reason, fmt.Sprintf(
-			"dataplane %s: %v; a proxy may present only what its token allows: fix the Dataplane, or have an admin issue a token "+
-				"that allows it (kumactl generate dataplane-token --mesh %s --name %s --tag KEY=VALUE)", key, err, key.Mesh, key.Name))
-	}
+	s.log.Warn("could not authenticate a proxy", "rpc", rpc, "dataplane", key.String(), "err", err)
+	return status.Errorf(codes.Unavailable, "dataplane %s: the control plane could not authenticate the proxy: %v; the proxy retries", key, err)
 }

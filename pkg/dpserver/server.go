@@ -1,9 +1,12 @@
 // Package dpserver is the control plane's dataplane server: data plane
-// proxies connect to it over TLS, present their Dataplane, and receive their
-// proxy config as a stream (xDS state of the world with ACK/NACK), kept
-// current as the store changes. It records each proxy's subscription for the
-// insights, and removes a proxy's Dataplane when it deregisters on a clean
-// shutdown.
+// proxies connect to it over TLS, authenticated by an Authenticator, and
+// receive their proxy config as a stream (xDS state of the world with
+// ACK/NACK), kept current as the store changes. Where a proxy's Dataplane
+// comes from is the server's DataplaneSource: in Universal the proxy
+// presents it, the server stores it and removes it when the proxy
+// deregisters on a clean shutdown; on Kubernetes the pod controller owns the
+// Dataplanes and the server only serves them. It records each proxy's
+// subscription for the insights.
 package dpserver
 
 import (
@@ -15,6 +18,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,7 +31,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	meshv1 "github.com/kumametrics/mesh/api/mesh/v1"
-	"github.com/kumametrics/mesh/pkg/authn"
 	"github.com/kumametrics/mesh/pkg/ca"
 	"github.com/kumametrics/mesh/pkg/dpconfig"
 	"github.com/kumametrics/mesh/pkg/latest"
@@ -67,25 +70,35 @@ type Insights interface {
 	Forget(key resource.Key)
 }
 
-// TokenVerifier checks that a dataplane token is one for mesh/name
-// (errors: authn.ErrWrongDataplane, authn.ErrExpired, authn.ErrInvalid).
-type TokenVerifier interface {
-	VerifyDataplaneFor(token, mesh, name string) (authn.DataplaneIdentity, error)
-}
+// DataplaneSource says where the Dataplane of a connecting proxy comes from.
+type DataplaneSource int
+
+const (
+	// FromProxy (Universal): the proxy presents its Dataplane in the node
+	// metadata (MetadataDataplane) of its first request; the server
+	// validates and stores it, and deletes it when the proxy deregisters.
+	FromProxy DataplaneSource = iota
+	// FromStore (Kubernetes): the Dataplanes are made by another owner (the
+	// pod controller); a proxy names its dataplane in node.id
+	// ("<mesh>/<name>") and presents none; the server serves the stored
+	// Dataplane and never writes or deletes one: deregistering closes the
+	// proxy's stream only.
+	FromStore
+)
 
 // Options configure a Server.
 type Options struct {
-	// Tokens authenticates proxies by their dataplane token (the
-	// "authorization: Bearer" metadata of every call); nil admits any proxy.
-	// A proxy's Dataplane (presented, stored, or certified) must have the
-	// inbound tags its token allows (docs/2026-12-06-dataplane-token-tags.md).
-	Tokens TokenVerifier
-	// AllowUntaggedTokens accepts tokens that do not constrain
-	// kuma.io/service, for any service (dpServer.authn.dpProxy.dpToken.allowUntaggedTokens).
-	AllowUntaggedTokens bool
+	// Authenticator decides which dataplane the caller of every call (its
+	// "authorization: Bearer" metadata) may act as; nil admits any proxy.
+	Authenticator Authenticator
+	// Dataplanes is where proxies' Dataplanes come from (FromProxy by
+	// default).
+	Dataplanes DataplaneSource
 
-	Views      Views
-	Reader     Reader
+	Views  Views
+	Reader Reader
+	// Writer stores presented Dataplanes (FromProxy only: unused and may be
+	// nil with FromStore).
 	Writer     Writer
 	Insights   Insights
 	InstanceID string
@@ -159,8 +172,9 @@ func (t *transitions) observe(view *mirror.View, now time.Time) map[string]time.
 // proxy is one connected proxy.
 type proxy struct {
 	snap latest.Value[*xds.Snapshot]
-	// stop ends its stream (a newer connection of the same dataplane replaces it).
-	stop  context.CancelFunc
+	// stop ends its stream with a gRPC status error saying why (a newer
+	// connection of the same dataplane replaced it, it deregistered).
+	stop  context.CancelCauseFunc
 	subID string
 	// memo of the last generation.
 	memo memo
@@ -168,8 +182,17 @@ type proxy struct {
 
 // New builds a server; Serve runs it and Reconcile keeps configs current.
 func New(opts Options) (*Server, error) {
-	if opts.Views == nil || opts.Reader == nil || opts.Writer == nil || opts.Insights == nil {
-		return nil, errors.New("dpserver: Views, Reader, Writer and Insights are required")
+	if opts.Views == nil || opts.Reader == nil || opts.Insights == nil {
+		return nil, errors.New("dpserver: Views, Reader and Insights are required")
+	}
+	switch opts.Dataplanes {
+	case FromProxy:
+		if opts.Writer == nil {
+			return nil, errors.New("dpserver: a Writer is required to store the Dataplanes proxies present")
+		}
+	case FromStore:
+	default:
+		return nil, fmt.Errorf("dpserver: unknown DataplaneSource %d", opts.Dataplanes)
 	}
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
@@ -218,8 +241,8 @@ type service struct {
 
 func (svc *service) StreamProxyConfig(stream grpc.BidiStreamingServer[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse]) error {
 	s := svc.s
-	ctx, cancel := context.WithCancel(stream.Context())
-	defer cancel()
+	ctx, cancel := context.WithCancelCause(stream.Context())
+	defer cancel(nil)
 	var (
 		key resource.Key
 		p   *proxy
@@ -250,7 +273,9 @@ func (svc *service) StreamProxyConfig(stream grpc.BidiStreamingServer[discoveryv
 	}
 	err := s.xds.StreamSotW(&ctxStream{stream, ctx}, cb)
 	if status.Code(err) == codes.Canceled && stream.Context().Err() == nil {
-		return status.Error(codes.Aborted, "a newer connection of this dataplane replaced this one")
+		if cause := context.Cause(ctx); status.Code(cause) != codes.Unknown {
+			return cause
+		}
 	}
 	return err
 }
@@ -278,43 +303,24 @@ func (s *Server) Watch(ctx context.Context, node *corev3.Node) (*xds.Snapshot, <
 // nodeKey is where register files a proxy: node.id is set to "<mesh>/<name>"
 // once the dataplane is known.
 func nodeKey(node *corev3.Node) resource.Key {
-	for i := 0; i < len(node.GetId()); i++ {
-		if node.GetId()[i] == '/' {
-			return resource.Key{Mesh: node.GetId()[:i], Name: node.GetId()[i+1:]}
-		}
-	}
-	return resource.Key{}
+	mesh, name, _ := strings.Cut(node.GetId(), "/")
+	return resource.Key{Mesh: mesh, Name: name}
 }
 
-// register validates and stores the proxy's Dataplane and records its subscription.
-func (s *Server) register(ctx context.Context, node *corev3.Node, stop context.CancelFunc) (resource.Key, *proxy, error) {
-	raw := node.GetMetadata().GetFields()[MetadataDataplane].GetStringValue()
-	if raw == "" {
-		return resource.Key{}, nil, status.Errorf(codes.InvalidArgument, "the first request's node.metadata must carry %q: the proxy's Dataplane as JSON", MetadataDataplane)
+// register admits the proxy's Dataplane (as its DataplaneSource says) and
+// records its subscription.
+func (s *Server) register(ctx context.Context, node *corev3.Node, stop context.CancelCauseFunc) (resource.Key, *proxy, error) {
+	var (
+		key resource.Key
+		err error
+	)
+	switch s.opts.Dataplanes {
+	case FromStore:
+		key, err = s.registerStored(ctx, node)
+	default:
+		key, err = s.registerPresented(ctx, node)
 	}
-	obj, err := resource.DecodeJSON([]byte(raw))
 	if err != nil {
-		return resource.Key{}, nil, status.Errorf(codes.InvalidArgument, "invalid Dataplane: %v", err)
-	}
-	if obj.Meta.Kind != resource.KindDataplane {
-		return resource.Key{}, nil, status.Errorf(codes.InvalidArgument, "node.metadata %q holds a %s, not a Dataplane", MetadataDataplane, obj.Meta.Kind)
-	}
-	if obj.Meta.Mesh == "" {
-		obj.Meta.Mesh = resource.DefaultMesh
-	}
-	key := obj.Meta.Key()
-	id, err := s.authorize(ctx, "stream", key)
-	if err != nil {
-		return key, nil, err
-	}
-	if err := resource.Validate(obj); err != nil {
-		return key, nil, status.Errorf(codes.InvalidArgument, "invalid Dataplane: %v", err)
-	}
-	resource.ApplyDefaults(obj)
-	if err := s.admit("stream", key, id, obj, presented); err != nil {
-		return key, nil, err
-	}
-	if err := s.store(ctx, id, obj); err != nil {
 		return key, nil, err
 	}
 	node.Id = key.String()
@@ -326,7 +332,7 @@ func (s *Server) register(ctx context.Context, node *corev3.Node, stop context.C
 	s.mu.Unlock()
 	if old != nil {
 		s.log.Warn("a dataplane connected again; the older connection is closed", "dataplane", key.String())
-		old.stop()
+		old.stop(status.Error(codes.Aborted, "a newer connection of this dataplane replaced this one"))
 	}
 	s.opts.Insights.Connect(key, resource.Subscription{ID: p.subID, ControlPlaneInstanceID: s.opts.InstanceID, ConnectTime: s.opts.Now()})
 	s.log.Info("proxy connected", "dataplane", key.String())
@@ -337,10 +343,84 @@ func (s *Server) register(ctx context.Context, node *corev3.Node, stop context.C
 	return key, p, nil
 }
 
+// registerPresented validates and stores the Dataplane the proxy presents
+// (FromProxy).
+func (s *Server) registerPresented(ctx context.Context, node *corev3.Node) (resource.Key, error) {
+	raw := node.GetMetadata().GetFields()[MetadataDataplane].GetStringValue()
+	if raw == "" {
+		return resource.Key{}, status.Errorf(codes.InvalidArgument, "the first request's node.metadata must carry %q: the proxy's Dataplane as JSON "+
+			"(this control plane stores the Dataplanes its proxies present: kuma-dp --dataplane-file)", MetadataDataplane)
+	}
+	obj, err := resource.DecodeJSON([]byte(raw))
+	if err != nil {
+		return resource.Key{}, status.Errorf(codes.InvalidArgument, "invalid Dataplane: %v", err)
+	}
+	if obj.Meta.Kind != resource.KindDataplane {
+		return resource.Key{}, status.Errorf(codes.InvalidArgument, "node.metadata %q holds a %s, not a Dataplane", MetadataDataplane, obj.Meta.Kind)
+	}
+	if obj.Meta.Mesh == "" {
+		obj.Meta.Mesh = resource.DefaultMesh
+	}
+	key := obj.Meta.Key()
+	admit, err := s.authorize(ctx, "stream", key)
+	if err != nil {
+		return key, err
+	}
+	if err := resource.Validate(obj); err != nil {
+		return key, status.Errorf(codes.InvalidArgument, "invalid Dataplane: %v", err)
+	}
+	resource.ApplyDefaults(obj)
+	if err := s.admit("stream", key, admit, obj, Present); err != nil {
+		return key, err
+	}
+	return key, s.store(ctx, admit, obj)
+}
+
+// registerStored admits the proxy to the stored Dataplane its node.id
+// names (FromStore); nothing is written.
+func (s *Server) registerStored(ctx context.Context, node *corev3.Node) (resource.Key, error) {
+	if _, presented := node.GetMetadata().GetFields()[MetadataDataplane]; presented {
+		return resource.Key{}, status.Errorf(codes.InvalidArgument, "node.metadata carries %q, but this control plane serves the Dataplanes of its store "+
+			"(on Kubernetes the pod controller makes them from the Pods) and takes none from a proxy: run kuma-dp with --name and --mesh "+
+			"instead of --dataplane-file or --dataplane", MetadataDataplane)
+	}
+	key, err := parseNodeID(node.GetId())
+	if err != nil {
+		return resource.Key{}, status.Error(codes.InvalidArgument, err.Error())
+	}
+	admit, err := s.authorize(ctx, "stream", key)
+	if err != nil {
+		return key, err
+	}
+	have, err := s.opts.Reader.Get(ctx, resource.KindDataplane, key)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return key, s.refuse("stream", key, codes.NotFound, ReasonDataplaneNotFound, fmt.Sprintf(
+			"dataplane %s: no such Dataplane is stored, and this control plane serves only the Dataplanes of its store "+
+				"(on Kubernetes the pod controller makes one for each Pod with sidecar injection once it has an IP); the proxy retries", key))
+	case err != nil:
+		return key, status.Errorf(codes.Unavailable, "reading the stored Dataplane: %v", err)
+	}
+	return key, s.admit("stream", key, admit, have, Serve)
+}
+
+// parseNodeID reads the dataplane a proxy names in node.id: "<mesh>/<name>".
+func parseNodeID(id string) (resource.Key, error) {
+	mesh, name, ok := strings.Cut(id, "/")
+	key := resource.Key{Mesh: mesh, Name: name}
+	if !ok {
+		return key, fmt.Errorf("node.id %q: must name the proxy's dataplane as <mesh>/<name> (kuma-dp --mesh and --name)", id)
+	}
+	if err := resource.ValidateKey(resource.KindDataplane, key); err != nil {
+		return key, fmt.Errorf("node.id %q: %w", id, err)
+	}
+	return key, nil
+}
+
 // store writes the presented Dataplane unless the store already has it. A
-// stored Dataplane of that name is replaced only when the token id covers
+// stored Dataplane of that name is replaced only when the proxy may replace
 // it too, and only the version that was checked.
-func (s *Server) store(ctx context.Context, id *authn.DataplaneIdentity, obj *resource.Object) error {
+func (s *Server) store(ctx context.Context, admit Admit, obj *resource.Object) error {
 	key := obj.Meta.Key()
 	ifVersion := manager.CreateOnly
 	have, err := s.opts.Reader.Get(ctx, resource.KindDataplane, key)
@@ -349,7 +429,7 @@ func (s *Server) store(ctx context.Context, id *authn.DataplaneIdentity, obj *re
 		if sameSpec(have.Spec, obj.Spec) {
 			return nil
 		}
-		if err := s.admit("stream", key, id, have, stored); err != nil {
+		if err := s.admit("stream", key, admit, have, Replace); err != nil {
 			return err
 		}
 		ifVersion = have.Meta.Version
@@ -391,22 +471,40 @@ func (s *Server) unregister(key resource.Key, p *proxy) {
 func (svc *service) Deregister(ctx context.Context, req *meshv1.DeregisterRequest) (*meshv1.DeregisterResponse, error) {
 	s := svc.s
 	key := resource.Key{Mesh: req.GetMesh(), Name: req.GetName()}
-	id, err := s.authorize(ctx, "deregister", key)
+	admit, err := s.authorize(ctx, "deregister", key)
 	if err != nil {
 		return nil, err
+	}
+	use := Replace
+	if s.opts.Dataplanes == FromStore {
+		use = Serve
 	}
 	have, err := s.opts.Reader.Get(ctx, resource.KindDataplane, key)
 	switch {
 	case err == nil:
-		if err := s.admit("deregister", key, id, have, stored); err != nil {
+		if err := s.admit("deregister", key, admit, have, use); err != nil {
 			return nil, err
 		}
+	case !errors.Is(err, store.ErrNotFound):
+		return nil, status.Errorf(codes.Unavailable, "reading the stored Dataplane: %v", err)
+	}
+	if s.opts.Dataplanes == FromStore {
+		// The Dataplane is its owner's: only the proxy's stream ends, and
+		// its subscription with it.
+		s.mu.Lock()
+		p := s.proxies[key]
+		s.mu.Unlock()
+		if p != nil {
+			p.stop(status.Error(codes.Canceled, "the proxy deregistered"))
+		}
+		s.log.Info("proxy deregistered; its Dataplane stays with its owner", "dataplane", key.String())
+		return &meshv1.DeregisterResponse{}, nil
+	}
+	if have != nil {
 		err = s.opts.Writer.Delete(ctx, resource.KindDataplane, key, have.Meta.Version)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			return nil, status.Errorf(codes.Unavailable, "deleting the Dataplane: %v", err)
 		}
-	case !errors.Is(err, store.ErrNotFound):
-		return nil, status.Errorf(codes.Unavailable, "reading the stored Dataplane: %v", err)
 	}
 	s.opts.Insights.Forget(key)
 	s.log.Info("proxy deregistered", "dataplane", key.String())

@@ -1,4 +1,4 @@
-package dpserver
+package dpserver_test
 
 import (
 	"context"
@@ -8,13 +8,11 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
@@ -26,35 +24,28 @@ import (
 
 	meshv1 "github.com/kumametrics/mesh/api/mesh/v1"
 	"github.com/kumametrics/mesh/pkg/dpconfig"
-	"github.com/kumametrics/mesh/pkg/insight/record"
-	"github.com/kumametrics/mesh/pkg/manager"
-	"github.com/kumametrics/mesh/pkg/mirror"
+	"github.com/kumametrics/mesh/pkg/dpserver"
+	"github.com/kumametrics/mesh/pkg/dpserver/dpservertest"
 	"github.com/kumametrics/mesh/pkg/resource"
 	"github.com/kumametrics/mesh/pkg/store"
-	"github.com/kumametrics/mesh/pkg/store/memory"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 const waitTimeout = 10 * time.Second
 
+// harness is a real dataplane server and a client of it.
 type harness struct {
-	st       *memory.Store
-	reg      *prometheus.Registry
-	mgr      *manager.Manager
-	store    *memory.Store
-	insights *record.Recorder
-	client   meshv1.DataplaneConfigServiceClient
-	workDir  string
-	// addr and tls reach the server.
-	addr string
-	tls  *tls.Config
+	*dpservertest.Server
+	client meshv1.DataplaneConfigServiceClient
+	// tls reaches the server (at Addr).
+	tls *tls.Config
 }
 
 // insight reads a dataplane's insight from the store (empty when none).
 func (h *harness) insight(t *testing.T, key resource.Key) *resource.DataplaneInsightSpec {
 	t.Helper()
-	o, err := h.store.Get(t.Context(), resource.KindDataplaneInsight, key)
+	o, err := h.Store.Get(t.Context(), resource.KindDataplaneInsight, key)
 	if errors.Is(err, store.ErrNotFound) {
 		return &resource.DataplaneInsightSpec{}
 	}
@@ -68,43 +59,22 @@ func online(in *resource.DataplaneInsightSpec) bool {
 	return l != nil && l.DisconnectTime == nil
 }
 
-func start(t *testing.T, configure ...func(*Options)) *harness {
+func start(t *testing.T, configure ...func(*dpserver.Options)) *harness {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	st := memory.New()
-	rec, err := record.New(record.Options{Store: st, InstanceID: "cp-1", FlushInterval: 5 * time.Millisecond})
-	require.NoError(t, err)
-	h := &harness{st: st, reg: prometheus.NewRegistry(), mgr: manager.New(st, nil), store: st, insights: rec, workDir: t.TempDir()}
-	require.NoError(t, h.mgr.EnsureDefaultMesh(ctx))
-	require.NoError(t, rec.Register(ctx))
-	mir := mirror.New(st, nil, resource.KindMesh, resource.KindDataplane, resource.KindSecret)
-	cert, err := ServerCertificate(h.workDir, "", "", time.Now())
-	require.NoError(t, err)
-	opts := Options{Views: mir, Reader: st, Writer: h.mgr, Insights: h.insights, InstanceID: "cp-1", Certificate: cert, Debounce: 5 * time.Millisecond, Registerer: h.reg}
-	for _, c := range configure {
-		c(&opts)
-	}
-	srv, err := New(opts)
-	require.NoError(t, err)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	var wg sync.WaitGroup
-	wg.Add(4)
-	go func() { defer wg.Done(); _ = rec.Run(ctx) }()
-	go func() { defer wg.Done(); _ = mir.Run(ctx) }()
-	go func() { defer wg.Done(); srv.Reconcile(ctx) }()
-	go func() { defer wg.Done(); _ = srv.Serve(ctx, ln) }()
-
-	ca, err := os.ReadFile(filepath.Join(h.workDir, CAFile))
+	srv := dpservertest.Start(t, nil, func(o *dpserver.Options) {
+		for _, c := range configure {
+			c(o)
+		}
+	})
+	ca, err := os.ReadFile(srv.CAFile)
 	require.NoError(t, err)
 	pool := x509.NewCertPool()
 	require.True(t, pool.AppendCertsFromPEM(ca))
-	h.addr, h.tls = ln.Addr().String(), &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}
-	conn, err := grpc.NewClient(h.addr, grpc.WithTransportCredentials(credentials.NewTLS(h.tls)))
+	tlsCfg := &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}
+	conn, err := grpc.NewClient(srv.Addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
 	require.NoError(t, err)
-	h.client = meshv1.NewDataplaneConfigServiceClient(conn)
-	t.Cleanup(func() { conn.Close(); cancel(); wg.Wait() })
-	return h
+	t.Cleanup(func() { conn.Close() })
+	return &harness{Server: srv, client: meshv1.NewDataplaneConfigServiceClient(conn), tls: tlsCfg}
 }
 
 func dataplaneJSON(name, addr string, outbound bool) string {
@@ -132,7 +102,7 @@ func (h *harness) connectCtx(t *testing.T, parent context.Context, dpJSON string
 	ctx, cancel := context.WithCancel(parent)
 	s, err := h.client.StreamProxyConfig(ctx)
 	require.NoError(t, err)
-	md, err := structpb.NewStruct(map[string]any{MetadataDataplane: dpJSON})
+	md, err := structpb.NewStruct(map[string]any{dpserver.MetadataDataplane: dpJSON})
 	require.NoError(t, err)
 	require.NoError(t, s.Send(&discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: "x", Metadata: md}, TypeUrl: dpconfig.TypeURL}))
 	t.Cleanup(cancel)
@@ -169,11 +139,11 @@ func TestRegistrationErrors(t *testing.T) {
 		code     codes.Code
 		msg      string
 	}{
-		{"no dataplane", map[string]any{}, codes.InvalidArgument, MetadataDataplane},
-		{"not JSON", map[string]any{MetadataDataplane: "{"}, codes.InvalidArgument, "invalid Dataplane"},
-		{"not a dataplane", map[string]any{MetadataDataplane: `{"type":"Mesh","name":"x"}`}, codes.InvalidArgument, "not a Dataplane"},
-		{"invalid field", map[string]any{MetadataDataplane: `{"type":"Dataplane","mesh":"default","name":"a","networking":{"address":"127.0.0.1","inbound":[{"port":70000,"tags":{"kuma.io/service":"a"}}]}}`}, codes.InvalidArgument, "networking.inbound[0].port"},
-		{"unknown mesh", map[string]any{MetadataDataplane: `{"type":"Dataplane","mesh":"nope","name":"a","networking":{"address":"127.0.0.1","inbound":[{"port":8080,"tags":{"kuma.io/service":"a"}}]}}`}, codes.InvalidArgument, `mesh "nope" does not exist`},
+		{"no dataplane", map[string]any{}, codes.InvalidArgument, dpserver.MetadataDataplane},
+		{"not JSON", map[string]any{dpserver.MetadataDataplane: "{"}, codes.InvalidArgument, "invalid Dataplane"},
+		{"not a dataplane", map[string]any{dpserver.MetadataDataplane: `{"type":"Mesh","name":"x"}`}, codes.InvalidArgument, "not a Dataplane"},
+		{"invalid field", map[string]any{dpserver.MetadataDataplane: `{"type":"Dataplane","mesh":"default","name":"a","networking":{"address":"127.0.0.1","inbound":[{"port":70000,"tags":{"kuma.io/service":"a"}}]}}`}, codes.InvalidArgument, "networking.inbound[0].port"},
+		{"unknown mesh", map[string]any{dpserver.MetadataDataplane: `{"type":"Dataplane","mesh":"nope","name":"a","networking":{"address":"127.0.0.1","inbound":[{"port":8080,"tags":{"kuma.io/service":"a"}}]}}`}, codes.InvalidArgument, `mesh "nope" does not exist`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -200,7 +170,7 @@ func TestProxyLifecycle(t *testing.T) {
 	require.Eventually(t, func() bool {
 		in := h.insight(t, key)
 		l := in.Latest()
-		return online(in) && l.ConfigVersion == resp.GetVersionInfo() && l.Status.Total.ResponsesAcknowledged == 1 && l.ControlPlaneInstanceID == "cp-1"
+		return online(in) && l.ConfigVersion == resp.GetVersionInfo() && l.Status.Total.ResponsesAcknowledged == 1 && l.ControlPlaneInstanceID == dpservertest.InstanceID
 	}, waitTimeout, time.Millisecond, "online, with the acknowledged version")
 
 	// A backend registers: the frontend gets its endpoint.
@@ -213,13 +183,13 @@ func TestProxyLifecycle(t *testing.T) {
 	// next push it gets is the one about its backend.
 	other := h.connect(t, dataplaneJSON("other", "127.0.0.9", false))
 	other.next()
-	_, err := h.mgr.Apply(t.Context(), mustDecode(t, `{"type":"Dataplane","mesh":"default","name":"backend-b","networking":{"address":"127.0.0.5","inbound":[{"port":8080,"tags":{"kuma.io/service":"backend"}}]}}`), 0)
+	_, err := h.Manager.Apply(t.Context(), mustDecode(t, `{"type":"Dataplane","mesh":"default","name":"backend-b","networking":{"address":"127.0.0.5","inbound":[{"port":8080,"tags":{"kuma.io/service":"backend"}}]}}`), 0)
 	require.NoError(t, err)
 	cfg, _ = front.next()
 	require.Equal(t, []string{"127.0.0.3", "127.0.0.5"}, endpoints(cfg))
 
 	// A NACK is counted.
-	_, err = h.mgr.Apply(t.Context(), mustDecode(t, `{"type":"Dataplane","mesh":"default","name":"backend-c","networking":{"address":"127.0.0.6","inbound":[{"port":8080,"tags":{"kuma.io/service":"backend"}}]}}`), 0)
+	_, err = h.Manager.Apply(t.Context(), mustDecode(t, `{"type":"Dataplane","mesh":"default","name":"backend-c","networking":{"address":"127.0.0.6","inbound":[{"port":8080,"tags":{"kuma.io/service":"backend"}}]}}`), 0)
 	require.NoError(t, err)
 	resp, err = front.Recv()
 	require.NoError(t, err)
@@ -260,13 +230,13 @@ func mustDecode(t *testing.T, js string) *resource.Object {
 func TestServerCertificateIsKeptAcrossRestarts(t *testing.T) {
 	dir := t.TempDir()
 	now := time.Now()
-	c1, err := ServerCertificate(dir, "", "", now)
+	c1, err := dpserver.ServerCertificate(dir, "", "", now)
 	require.NoError(t, err)
-	ca1, err := os.ReadFile(filepath.Join(dir, CAFile))
+	ca1, err := os.ReadFile(filepath.Join(dir, dpserver.CAFile))
 	require.NoError(t, err)
-	c2, err := ServerCertificate(dir, "", "", now.Add(time.Hour))
+	c2, err := dpserver.ServerCertificate(dir, "", "", now.Add(time.Hour))
 	require.NoError(t, err)
-	ca2, err := os.ReadFile(filepath.Join(dir, CAFile))
+	ca2, err := os.ReadFile(filepath.Join(dir, dpserver.CAFile))
 	require.NoError(t, err)
 	require.Equal(t, ca1, ca2, "proxies keep trusting the control plane")
 	require.Equal(t, c1.Certificate[0], c2.Certificate[0])
@@ -275,10 +245,10 @@ func TestServerCertificateIsKeptAcrossRestarts(t *testing.T) {
 	require.Equal(t, os.FileMode(0o600), info.Mode().Perm())
 
 	// Close to expiry: a new leaf from the same CA.
-	c3, err := ServerCertificate(dir, "", "", now.Add(360*24*time.Hour))
+	c3, err := dpserver.ServerCertificate(dir, "", "", now.Add(360*24*time.Hour))
 	require.NoError(t, err)
 	require.NotEqual(t, c1.Certificate[0], c3.Certificate[0])
-	ca3, _ := os.ReadFile(filepath.Join(dir, CAFile))
+	ca3, _ := os.ReadFile(filepath.Join(dir, dpserver.CAFile))
 	require.Equal(t, ca1, ca3)
 
 	// The server listens on another loopback address: the certificate is
@@ -290,18 +260,18 @@ func TestServerCertificateIsKeptAcrossRestarts(t *testing.T) {
 		return x
 	}
 	require.Error(t, leaf(c3).VerifyHostname(other.String()))
-	c4, err := ServerCertificate(dir, "", "", now.Add(time.Hour), other, net.IPv4zero)
+	c4, err := dpserver.ServerCertificate(dir, "", "", now.Add(time.Hour), other, net.IPv4zero)
 	require.NoError(t, err)
 	require.NoError(t, leaf(c4).VerifyHostname(other.String()))
 	require.NoError(t, leaf(c4).VerifyHostname("127.0.0.1"))
-	ca4, _ := os.ReadFile(filepath.Join(dir, CAFile))
+	ca4, _ := os.ReadFile(filepath.Join(dir, dpserver.CAFile))
 	require.Equal(t, ca1, ca4)
-	c5, err := ServerCertificate(dir, "", "", now.Add(2*time.Hour), other)
+	c5, err := dpserver.ServerCertificate(dir, "", "", now.Add(2*time.Hour), other)
 	require.NoError(t, err)
 	require.Equal(t, c4.Certificate[0], c5.Certificate[0], "kept while it names every address")
 
-	_, err = ServerCertificate(dir, "only-cert.pem", "", now)
+	_, err = dpserver.ServerCertificate(dir, "only-cert.pem", "", now)
 	require.ErrorContains(t, err, "both")
-	_, err = ServerCertificate(dir, "/missing.pem", "/missing.key", now)
+	_, err = dpserver.ServerCertificate(dir, "/missing.pem", "/missing.key", now)
 	require.ErrorContains(t, err, "/missing.pem")
 }

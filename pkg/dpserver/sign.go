@@ -16,11 +16,12 @@ import (
 
 // SignWorkloadCertificate certifies a proxy's key with its mesh's enabled
 // CA. The identities come from the stored Dataplane, never from the request,
-// and only when the proxy's token allows every inbound tag of it.
+// and only when the Authenticator admits the proxy to it (Certify: with
+// dataplane tokens, when the token allows every inbound tag of it).
 func (svc *service) SignWorkloadCertificate(ctx context.Context, req *meshv1.SignRequest) (*meshv1.SignResponse, error) {
 	s := svc.s
 	key := resource.Key{Mesh: req.GetMesh(), Name: req.GetName()}
-	id, err := s.authorize(ctx, "sign", key)
+	admit, err := s.authorize(ctx, "sign", key)
 	if err != nil {
 		return nil, err
 	}
@@ -44,7 +45,7 @@ func (svc *service) SignWorkloadCertificate(ctx context.Context, req *meshv1.Sig
 	if dp == nil || mesh == nil {
 		return nil, status.Errorf(codes.NotFound, "dataplane %s is not registered", key)
 	}
-	if err := s.admit("sign", key, id, dp, certified); err != nil {
+	if err := s.admit("sign", key, admit, dp, Certify); err != nil {
 		return nil, err
 	}
 	backend := ca.Enabled(mesh.Mesh())

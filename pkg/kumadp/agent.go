@@ -1,8 +1,9 @@
 // Package kumadp runs a data plane proxy: it connects to the control plane's
-// dataplane server, presents its Dataplane, applies the proxy config the
-// control plane streams (keeping the last one while the control plane is
-// away), serves the metrics endpoint and the admin API, and on shutdown
-// deregisters and drains.
+// dataplane server, presents its Dataplane (Universal) or names the one the
+// control plane stores (Kubernetes), applies the proxy config the control
+// plane streams (keeping the last one while the control plane is away),
+// serves the metrics endpoint and the admin API, and on shutdown deregisters
+// and drains.
 package kumadp
 
 import (
@@ -47,10 +48,17 @@ type Config struct {
 	// explicitly to connect without it.
 	CACertFile         string
 	InsecureSkipVerify bool
-	// Dataplane is the proxy's resource.
+	// Dataplane is the proxy's resource, which it presents to the control
+	// plane (Universal). Nil when the control plane stores it (Kubernetes:
+	// the pod controller made it): the proxy then names it by Name and Mesh
+	// and gets everything from the config stream.
 	Dataplane *resource.Object
-	// Token is the dataplane token sent with every call to the control
-	// plane (the first one, when TokenFile is set).
+	// Name and Mesh name the Dataplane; required without Dataplane (Mesh
+	// defaults to "default"), and when set with one they must be its own.
+	Name, Mesh string
+	// Token is the token sent with every call to the control plane (the
+	// first one, when TokenFile is set): a dataplane token, or on Kubernetes
+	// the Pod's ServiceAccount token.
 	Token string
 	// TokenFile, when set, is re-read every TokenPollInterval (default
 	// DefaultTokenPollInterval): a changed token is used from the next call.
@@ -76,7 +84,9 @@ const (
 
 // Agent is a running data plane proxy.
 type Agent struct {
-	cfg     Config
+	cfg Config
+	// key is the dataplane's mesh and name.
+	key     resource.Key
 	log     *slog.Logger
 	target  string
 	creds   credentials.TransportCredentials
@@ -117,21 +127,21 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.BackoffMax < cfg.BackoffMin {
 		cfg.BackoffMax = 30 * time.Second
 	}
-	if cfg.Dataplane == nil || cfg.Dataplane.Meta.Kind != resource.KindDataplane {
-		return nil, errors.New("a Dataplane resource is required")
+	key, err := cfg.dataplaneKey()
+	if err != nil {
+		return nil, err
 	}
 	target, creds, err := dialSettings(cfg)
 	if err != nil {
 		return nil, err
 	}
 	st := stats.NewStore()
-	a := &Agent{cfg: cfg, log: cfg.Log, target: target, creds: creds, stats: st}
+	a := &Agent{cfg: cfg, key: key, log: cfg.Log, target: target, creds: creds, stats: st}
 	a.server = stats.NewServerStats(st, time.Now())
-	a.tokens = newTokenSource(cfg.Token, cfg.TokenFile, cfg.TokenPollInterval, cfg.Dataplane, st, cfg.Log.With("component", "token"))
+	a.tokens = newTokenSource(cfg.Token, cfg.TokenFile, cfg.TokenPollInterval, key, cfg.Dataplane, st, cfg.Log.With("component", "token"))
 	a.sec = proxy.NewSecurity()
 	a.proxy = proxy.New(st, proxy.Options{Log: cfg.Log.With("component", "proxy"), Security: a.sec})
-	dpKey := cfg.Dataplane.Meta.Key()
-	if a.certs, err = newCertManager(a.sec, a.server, dpKey.Mesh, dpKey.Name, cfg.Log.With("component", "certs")); err != nil {
+	if a.certs, err = newCertManager(a.sec, a.server, key.Mesh, key.Name, cfg.Log.With("component", "certs")); err != nil {
 		return nil, err
 	}
 	var provided *tls.Certificate
@@ -148,6 +158,32 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a.admin = newAdminServer(a)
 	return a, nil
+}
+
+// dataplaneKey is the mesh and name of the proxy's Dataplane: the presented
+// one's, or Name and Mesh.
+func (cfg Config) dataplaneKey() (resource.Key, error) {
+	if dp := cfg.Dataplane; dp != nil {
+		if dp.Meta.Kind != resource.KindDataplane {
+			return resource.Key{}, fmt.Errorf("the presented resource is a %s, not a Dataplane", dp.Meta.Kind)
+		}
+		key := dp.Meta.Key()
+		if (cfg.Name != "" && cfg.Name != key.Name) || (cfg.Mesh != "" && cfg.Mesh != key.Mesh) {
+			return resource.Key{}, fmt.Errorf("the Dataplane is %s, not %s/%s", key, cfg.Mesh, cfg.Name)
+		}
+		return key, nil
+	}
+	key := resource.Key{Mesh: cfg.Mesh, Name: cfg.Name}
+	if key.Mesh == "" {
+		key.Mesh = resource.DefaultMesh
+	}
+	if key.Name == "" {
+		return key, errors.New("a Dataplane resource, or the name of the one the control plane stores, is required")
+	}
+	if err := resource.ValidateKey(resource.KindDataplane, key); err != nil {
+		return key, fmt.Errorf("dataplane %s: %w", key, err)
+	}
+	return key, nil
 }
 
 // dialSettings turns the control plane address and trust settings into a
@@ -194,7 +230,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	a.server.SetLive(true)
-	a.log.Info("kuma-dp started", "control_plane", a.cfg.CPAddress, "admin", a.admin.addr())
+	a.log.Info("kuma-dp started", "control_plane", a.cfg.CPAddress, "admin", a.admin.addr(),
+		"presents_dataplane", a.cfg.Dataplane != nil)
 
 	conn, err := grpc.NewClient(a.target,
 		grpc.WithTransportCredentials(a.creds),
@@ -224,7 +261,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.log.Info("shutting down: deregistering and draining", "drain_timeout", a.cfg.DrainTimeout)
 	a.draining.Store(true)
 	dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	if _, err := client.Deregister(dctx, &meshv1.DeregisterRequest{Mesh: a.cfg.Dataplane.Meta.Mesh, Name: a.cfg.Dataplane.Meta.Name}); err != nil {
+	if _, err := client.Deregister(dctx, &meshv1.DeregisterRequest{Mesh: a.key.Mesh, Name: a.key.Name}); err != nil {
 		a.log.Warn("deregistering failed", "err", err)
 	}
 	cancel()
@@ -273,8 +310,9 @@ func (a *Agent) follow(ctx context.Context, client meshv1.DataplaneConfigService
 
 // reportStreamEnd logs why a config stream ended. A refusal of the control
 // plane (Unauthenticated, PermissionDenied) is an error said once, with
-// what to do, until it changes; other ends are warnings, and "the last
-// config stays applied" only when one was applied.
+// what to do, until it changes; a Dataplane the control plane does not
+// have yet (NotFound) is a warning said once; other ends are warnings, and
+// "the last config stays applied" only when one was applied.
 func (a *Agent) reportStreamEnd(err error, lastRefusal *string, wait time.Duration) {
 	retry := wait.Round(time.Millisecond)
 	if code := status.Code(err); code == codes.Unauthenticated || code == codes.PermissionDenied {
@@ -288,6 +326,18 @@ func (a *Agent) reportStreamEnd(err error, lastRefusal *string, wait time.Durati
 		a.log.Error("the control plane refused this proxy", "code", code.String(), "reason", msg, "fix", a.tokens.fix(), "retry_in", retry)
 		return
 	}
+	if status.Code(err) == codes.NotFound {
+		// The control plane has no Dataplane of this name yet (on
+		// Kubernetes the pod controller makes it): said once, retried.
+		msg := status.Convert(err).Message()
+		if msg == *lastRefusal {
+			a.log.Debug("the control plane still has no Dataplane for this proxy", "retry_in", retry)
+			return
+		}
+		*lastRefusal = msg
+		a.log.Warn("the control plane has no Dataplane for this proxy yet; retrying", "reason", msg, "retry_in", retry)
+		return
+	}
 	*lastRefusal = ""
 	if cfg, _ := a.Current(); cfg != nil {
 		a.log.Warn("control plane stream ended; the last config stays applied", "err", err, "retry_in", retry)
@@ -296,9 +346,27 @@ func (a *Agent) reportStreamEnd(err error, lastRefusal *string, wait time.Durati
 	a.log.Warn("control plane stream ended before any config was received", "err", err, "retry_in", retry)
 }
 
+// node is how the proxy introduces itself: node.id names its dataplane
+// ("<mesh>/<name>"), and the metadata carries the Dataplane it presents, if
+// any.
+func (a *Agent) node() (*corev3.Node, error) {
+	node := &corev3.Node{Id: a.key.String()}
+	if a.cfg.Dataplane == nil {
+		return node, nil
+	}
+	js, err := a.cfg.Dataplane.MarshalJSON()
+	if err != nil {
+		return nil, err
+	}
+	if node.Metadata, err = structpb.NewStruct(map[string]any{dpserver.MetadataDataplane: string(js)}); err != nil {
+		return nil, err
+	}
+	return node, nil
+}
+
 // stream runs one config stream; it reports whether a response was received.
 func (a *Agent) stream(ctx context.Context, client meshv1.DataplaneConfigServiceClient) (bool, error) {
-	js, err := a.cfg.Dataplane.MarshalJSON()
+	node, err := a.node()
 	if err != nil {
 		return false, err
 	}
@@ -306,17 +374,10 @@ func (a *Agent) stream(ctx context.Context, client meshv1.DataplaneConfigService
 	if err != nil {
 		return false, err
 	}
-	md, err := structpb.NewStruct(map[string]any{dpserver.MetadataDataplane: string(js)})
-	if err != nil {
-		return false, err
-	}
 	// No version_info: the control plane answers at once, even with the
 	// config already applied (re-applying it changes nothing), which tells
 	// the proxy the stream is up.
-	if err := s.Send(&discoveryv3.DiscoveryRequest{
-		Node:    &corev3.Node{Id: a.cfg.Dataplane.Meta.Key().String(), Metadata: md},
-		TypeUrl: dpconfig.TypeURL,
-	}); err != nil {
+	if err := s.Send(&discoveryv3.DiscoveryRequest{Node: node, TypeUrl: dpconfig.TypeURL}); err != nil {
 		return false, err
 	}
 	got := false

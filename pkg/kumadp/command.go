@@ -24,6 +24,8 @@ const (
 	EnvCACertFile    = "KUMA_CONTROL_PLANE_CA_CERT_FILE"
 	EnvDataplane     = "KUMA_DATAPLANE_RESOURCE"
 	EnvDataplaneFile = "KUMA_DATAPLANE_RUNTIME_RESOURCE_PATH"
+	EnvName          = "KUMA_DATAPLANE_NAME"
+	EnvMesh          = "KUMA_DATAPLANE_MESH"
 	EnvAdminPort     = "KUMA_DATAPLANE_ADMIN_PORT"
 	EnvAdminAddress  = "KUMA_DATAPLANE_ADMIN_ADDRESS"
 	EnvDrainTime     = "KUMA_DATAPLANE_DRAIN_TIME"
@@ -50,6 +52,7 @@ func NewRootCommand(lookupEnv func(string) (string, bool), stderr io.Writer, run
 	}
 	var (
 		cpAddress, caFile, dpFile, dpInline, logLevel string
+		name, mesh                                    string
 		adminHost                                     string
 		// envErr is a malformed environment value: an error when run starts,
 		// never silently replaced by the default.
@@ -63,7 +66,8 @@ func NewRootCommand(lookupEnv func(string) (string, bool), stderr io.Writer, run
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Run the proxy beside a workload",
-		Long: "Connect to the control plane, present the Dataplane, and proxy the workload's traffic " +
+		Long: "Connect to the control plane, present the Dataplane (Universal: --dataplane-file or --dataplane) or name the one " +
+			"the control plane stores (Kubernetes: --name and --mesh), and proxy the workload's traffic " +
 			"with the config the control plane streams. SIGTERM or SIGINT deregisters and drains.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -71,7 +75,7 @@ func NewRootCommand(lookupEnv func(string) (string, bool), stderr io.Writer, run
 			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
 				return fmt.Errorf("--log-level: %w", err)
 			}
-			dp, err := loadDataplane(dpFile, dpInline)
+			dp, key, err := dataplaneIdentity(dpFile, dpInline, name, mesh)
 			if err != nil {
 				return err
 			}
@@ -86,9 +90,10 @@ func NewRootCommand(lookupEnv func(string) (string, bool), stderr io.Writer, run
 			}
 			cfg := Config{
 				CPAddress: cpAddress, CACertFile: caFile, InsecureSkipVerify: insecure,
-				Dataplane: dp, AdminAddress: net.JoinHostPort(adminHost, strconv.FormatUint(uint64(adminPort), 10)),
+				Dataplane: dp, Name: key.Name, Mesh: key.Mesh,
+				AdminAddress: net.JoinHostPort(adminHost, strconv.FormatUint(uint64(adminPort), 10)),
 				DrainTimeout: drain, MetricsCertFile: metricsCert, MetricsKeyFile: metricsKey,
-				Log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})).With("dataplane", dp.Meta.Key().String()),
+				Log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})).With("dataplane", key.String()),
 			}
 			if cfg.Token, err = loadToken(tokenFile, token); err != nil {
 				return err
@@ -106,6 +111,9 @@ func NewRootCommand(lookupEnv func(string) (string, bool), stderr io.Writer, run
 	f.BoolVar(&insecure, "insecure-skip-verify", false, "connect without verifying the control plane's certificate")
 	f.StringVar(&dpFile, "dataplane-file", env(EnvDataplaneFile, ""), "file with the Dataplane resource, YAML (env "+EnvDataplaneFile+")")
 	f.StringVar(&dpInline, "dataplane", env(EnvDataplane, ""), "the Dataplane resource inline, YAML (env "+EnvDataplane+")")
+	f.StringVar(&name, "name", env(EnvName, ""), "the Dataplane's name: without --dataplane-file or --dataplane, the control plane's stored Dataplane of that name "+
+		"is served (Kubernetes: <pod>.<namespace>) (env "+EnvName+")")
+	f.StringVar(&mesh, "mesh", env(EnvMesh, ""), "the Dataplane's mesh, with --name (default "+resource.DefaultMesh+") (env "+EnvMesh+")")
 	defAdmin := uint64(9901)
 	if v, ok := lookupEnv(EnvAdminPort); ok && v != "" {
 		p, err := strconv.ParseUint(v, 10, 32)
@@ -125,7 +133,8 @@ func NewRootCommand(lookupEnv func(string) (string, bool), stderr io.Writer, run
 		defDrain = d
 	}
 	f.DurationVar(&drain, "drain-time", defDrain, "how long in-flight requests may take to finish at shutdown (env "+EnvDrainTime+")")
-	f.StringVar(&tokenFile, "dataplane-token-file", env(EnvTokenFile, ""), "file with the dataplane token (kumactl generate dataplane-token); re-read when it changes (env "+EnvTokenFile+")")
+	f.StringVar(&tokenFile, "dataplane-token-file", env(EnvTokenFile, ""), "file with the dataplane token (kumactl generate dataplane-token), "+
+		"or on Kubernetes the Pod's ServiceAccount token ("+ServiceAccountTokenFile+"); re-read when it changes (env "+EnvTokenFile+")")
 	f.StringVar(&token, "dataplane-token", env(EnvToken, ""), "the dataplane token inline (env "+EnvToken+")")
 	f.StringVar(&metricsCert, "metrics-cert-path", env(EnvMetricsCert, ""), "certificate the metrics endpoint serves in the providedTLS mode (env "+EnvMetricsCert+")")
 	f.StringVar(&metricsKey, "metrics-key-path", env(EnvMetricsKey, ""), "its key (env "+EnvMetricsKey+")")
@@ -156,6 +165,52 @@ func loadToken(file, inline string) (string, error) {
 		return t, nil
 	}
 	return strings.TrimSpace(inline), nil
+}
+
+// ServiceAccountTokenFile is where Kubernetes mounts a Pod's ServiceAccount
+// token (kept current by the kubelet): the token kuma-dp presents on
+// Kubernetes (--dataplane-token-file).
+const ServiceAccountTokenFile = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
+// dataplaneIdentity reads the Dataplane the proxy presents (dp, from a file
+// or inline YAML) or, without one, the key of the Dataplane the control
+// plane stores (--name and --mesh); name and mesh given with a Dataplane
+// must be its own.
+func dataplaneIdentity(file, inline, name, mesh string) (*resource.Object, resource.Key, error) {
+	if file == "" && inline == "" {
+		if name == "" {
+			return nil, resource.Key{}, errors.New("the Dataplane is required: --dataplane-file FILE or --dataplane YAML presents it (Universal), " +
+				"or --name NAME [--mesh MESH] names the one the control plane stores (Kubernetes)")
+		}
+		key := resource.Key{Mesh: mesh, Name: name}
+		if key.Mesh == "" {
+			key.Mesh = resource.DefaultMesh
+		}
+		if err := resource.ValidateKey(resource.KindDataplane, key); err != nil {
+			var ve *resource.ValidationError
+			if errors.As(err, &ve) {
+				msgs := make([]string, len(ve.Causes))
+				for i, c := range ve.Causes {
+					msgs[i] = "--" + c.Field + ": " + c.Message
+				}
+				return nil, key, errors.New(strings.Join(msgs, "; "))
+			}
+			return nil, key, err
+		}
+		return nil, key, nil
+	}
+	dp, err := loadDataplane(file, inline)
+	if err != nil {
+		return nil, resource.Key{}, err
+	}
+	key := dp.Meta.Key()
+	if name != "" && name != key.Name {
+		return nil, key, fmt.Errorf("--name %q: the Dataplane is named %q", name, key.Name)
+	}
+	if mesh != "" && mesh != key.Mesh {
+		return nil, key, fmt.Errorf("--mesh %q: the Dataplane is in mesh %q", mesh, key.Mesh)
+	}
+	return dp, key, nil
 }
 
 // loadDataplane reads the Dataplane from a file or inline YAML.

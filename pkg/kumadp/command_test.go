@@ -75,7 +75,40 @@ func TestRunFlags(t *testing.T) {
 		{name: "plain http refused", args: []string{"--dataplane-file", dpFile, "--ca-cert-file", caFile, "--cp-address", "http://cp:5678"}, wantErr: "TLS only"},
 		{name: "missing CA file", args: []string{"--dataplane-file", dpFile, "--ca-cert-file", filepath.Join(dir, "nope.pem")}, wantErr: "--ca-cert-file"},
 		{name: "CA file without PEM", args: []string{"--dataplane-file", dpFile, "--ca-cert-file", dpFile}, wantErr: "no PEM certificate"},
-		{name: "no dataplane", args: []string{"--ca-cert-file", caFile}, wantErr: "the Dataplane is required"},
+		{name: "no dataplane", args: []string{"--ca-cert-file", caFile}, wantErr: "the Dataplane is required: --dataplane-file FILE or --dataplane YAML presents it (Universal), " +
+			"or --name NAME [--mesh MESH] names the one the control plane stores (Kubernetes)"},
+		{name: "name and mesh: the stored Dataplane", args: []string{"--name", "web-5c89f4d995-85znn.kuma-example", "--mesh", "demo", "--ca-cert-file", caFile,
+			"--cp-address", "https://kuma-control-plane.kuma-system:5678", "--dataplane-token-file", tokenFile},
+			check: func(t *testing.T, c Config) {
+				require.Nil(t, c.Dataplane, "nothing to present")
+				require.Equal(t, "web-5c89f4d995-85znn.kuma-example", c.Name)
+				require.Equal(t, "demo", c.Mesh)
+				require.Equal(t, "https://kuma-control-plane.kuma-system:5678", c.CPAddress)
+				require.Equal(t, tokenFile, c.TokenFile)
+			}},
+		{name: "name and mesh from the environment", args: []string{"--ca-cert-file", caFile},
+			env: map[string]string{EnvName: "web-1.kuma-example", EnvMesh: "demo"},
+			check: func(t *testing.T, c Config) {
+				require.Nil(t, c.Dataplane)
+				require.Equal(t, "web-1.kuma-example", c.Name)
+				require.Equal(t, "demo", c.Mesh)
+			}},
+		{name: "mesh defaults to default", args: []string{"--name", "web-1.kuma-example", "--ca-cert-file", caFile},
+			check: func(t *testing.T, c Config) { require.Equal(t, "default", c.Mesh) }},
+		{name: "mesh alone is not enough", args: []string{"--mesh", "demo", "--ca-cert-file", caFile}, wantErr: "the Dataplane is required"},
+		{name: "invalid name", args: []string{"--name", "web/1", "--ca-cert-file", caFile},
+			wantErr: "--name: must be at most 253 letters, digits, '-', '.' and '_', starting and ending with a letter or digit"},
+		{name: "invalid mesh", args: []string{"--name", "web-1", "--mesh", "Demo", "--ca-cert-file", caFile},
+			wantErr: "--mesh: must be at most 63 lower-case letters, digits and '-'"},
+		{name: "name of the Dataplane file", args: []string{"--dataplane-file", dpFile, "--name", "web-1", "--mesh", "default", "--ca-cert-file", caFile},
+			check: func(t *testing.T, c Config) {
+				require.Equal(t, "web-1", c.Dataplane.Meta.Name)
+				require.Equal(t, "web-1", c.Name)
+			}},
+		{name: "name differs from the Dataplane file", args: []string{"--dataplane-file", dpFile, "--name", "web-2", "--ca-cert-file", caFile},
+			wantErr: `--name "web-2": the Dataplane is named "web-1"`},
+		{name: "mesh differs from the Dataplane", args: []string{"--dataplane", validDataplane, "--ca-cert-file", caFile},
+			env: map[string]string{EnvMesh: "demo"}, wantErr: `--mesh "demo": the Dataplane is in mesh "default"`},
 		{name: "both dataplane forms", args: []string{"--dataplane-file", dpFile, "--dataplane", validDataplane}, wantErr: "not both"},
 		{name: "YAML error has its line", args: []string{"--dataplane-file", badYAML, "--ca-cert-file", caFile}, wantErr: "line"},
 		{name: "not a dataplane", args: []string{"--dataplane-file", mesh, "--ca-cert-file", caFile}, wantErr: "not a Dataplane"},

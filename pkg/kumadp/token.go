@@ -18,7 +18,8 @@ import (
 // DefaultTokenPollInterval is how often kuma-dp re-reads its token file.
 const DefaultTokenPollInterval = 5 * time.Second
 
-// tokenSource holds the proxy's dataplane token. It is the per-RPC
+// tokenSource holds the proxy's token: a dataplane token, or on Kubernetes
+// the Pod's ServiceAccount token. It is the per-RPC
 // credentials of every call to the control plane, which read the current
 // token; when the token comes from a file, run re-reads the file every poll
 // interval and the next call uses a changed token (rotation without a
@@ -27,11 +28,17 @@ const DefaultTokenPollInterval = 5 * time.Second
 type tokenSource struct {
 	file string
 	poll time.Duration
-	dp   *resource.Object
-	log  *slog.Logger
-	now  func() time.Time
+	key  resource.Key
+	// dp is the Dataplane the proxy presents; nil when the control plane
+	// stores it.
+	dp  *resource.Object
+	log *slog.Logger
+	now func() time.Time
 
 	token atomic.Pointer[string]
+	// serviceAccount is whether the current token is a Kubernetes
+	// ServiceAccount token (used by run and fix).
+	serviceAccount atomic.Bool
 	// expires is the token's exp in unix seconds; 0 when it never expires
 	// or cannot be read.
 	expires atomic.Int64
@@ -44,16 +51,17 @@ type tokenSource struct {
 	readErr       string
 }
 
-// newTokenSource starts with token (may be empty: no credentials) and
-// registers the dataplane_token.* statistics in st.
-func newTokenSource(token, file string, poll time.Duration, dp *resource.Object, st *stats.Store, log *slog.Logger) *tokenSource {
+// newTokenSource starts with token (may be empty: no credentials) for the
+// dataplane key, presenting dp (nil: none), and registers the
+// dataplane_token.* statistics in st.
+func newTokenSource(token, file string, poll time.Duration, key resource.Key, dp *resource.Object, st *stats.Store, log *slog.Logger) *tokenSource {
 	if poll <= 0 {
 		poll = DefaultTokenPollInterval
 	}
-	t := &tokenSource{file: file, poll: poll, dp: dp, log: log, now: time.Now, changed: make(chan struct{}, 1)}
+	t := &tokenSource{file: file, poll: poll, key: key, dp: dp, log: log, now: time.Now, changed: make(chan struct{}, 1)}
 	sc := st.NewScope()
 	sc.GaugeFunc(stats.Opts{Name: "dataplane_token.expiration_timestamp_seconds", Family: "kuma_dp_dataplane_token_expiration_timestamp_seconds",
-		Help: "When the dataplane token expires, in seconds since the epoch (its exp claim); 0 when it never expires or cannot be read."},
+		Help: "When the dataplane token (or ServiceAccount token) expires, in seconds since the epoch (its exp claim); 0 when it never expires or cannot be read."},
 		t.expires.Load)
 	sc.GaugeFunc(stats.Opts{Name: "dataplane_token.expired", Family: "kuma_dp_dataplane_token_expired",
 		Help: "1 when the dataplane token is past its expiry: the control plane refuses it from the next connection on."},
@@ -77,38 +85,76 @@ func (t *tokenSource) current() string {
 func (t *tokenSource) set(token string) {
 	t.token.Store(&token)
 	t.expires.Store(0)
+	t.serviceAccount.Store(false)
 	t.expiredLogged = false
 	if token == "" {
 		return
 	}
 	id, err := authn.InspectDataplaneToken(token)
 	if err != nil {
-		t.log.Warn("the dataplane token cannot be read; the control plane will refuse it", "err", err)
+		sa, saErr := authn.InspectServiceAccountToken(token)
+		if saErr != nil {
+			t.log.Warn("the dataplane token cannot be read (nor as a Kubernetes ServiceAccount token); the control plane will refuse it",
+				"err", err, "as_service_account_token", saErr)
+			return
+		}
+		t.setServiceAccount(sa)
 		return
 	}
-	if !id.ExpiresAt.IsZero() {
-		t.expires.Store(max(id.ExpiresAt.Unix(), 1))
-	}
+	t.setExpiry(id.ExpiresAt)
 	t.log.Info("dataplane token loaded", "expires", expiry(id.ExpiresAt), "tags", id.Tags)
-	key := t.dp.Meta.Key()
 	var inbounds []map[string]string
-	if n := t.dp.Dataplane().Networking; n != nil {
-		for _, in := range n.Inbound {
-			inbounds = append(inbounds, in.Tags)
+	if t.dp != nil {
+		if n := t.dp.Dataplane().Networking; n != nil {
+			for _, in := range n.Inbound {
+				inbounds = append(inbounds, in.Tags)
+			}
 		}
 	}
-	switch err := id.CheckInbounds(inbounds, false); {
-	case id.Mesh != key.Mesh || id.Name != key.Name:
+	err = id.CheckInbounds(inbounds, false)
+	switch {
+	case id.Mesh != t.key.Mesh || id.Name != t.key.Name:
 		t.log.Warn("the dataplane token is for another dataplane: the control plane will refuse it",
-			"token_mesh", id.Mesh, "token_name", id.Name, "fix", "use the token issued for this dataplane: kumactl generate dataplane-token --mesh "+key.Mesh+" --name "+key.Name)
+			"token_mesh", id.Mesh, "token_name", id.Name, "fix", "use the token issued for this dataplane: kumactl generate dataplane-token --mesh "+t.key.Mesh+" --name "+t.key.Name)
 	case errors.Is(err, authn.ErrUntagged):
+		services := "SERVICE"
+		if t.dp != nil {
+			services = strings.Join(t.dp.Dataplane().Services(), ",")
+		}
 		t.log.Warn("the dataplane token does not name the services this proxy may serve: control planes refuse it "+
 			"unless they accept untagged tokens (dpServer.authn.dpProxy.dpToken.allowUntaggedTokens)",
-			"fix", "kumactl generate dataplane-token --mesh "+key.Mesh+" --name "+key.Name+" --tag "+authn.ServiceTag+"="+strings.Join(t.dp.Dataplane().Services(), ","))
+			"fix", "kumactl generate dataplane-token --mesh "+t.key.Mesh+" --name "+t.key.Name+" --tag "+authn.ServiceTag+"="+services)
 	case err != nil:
 		t.log.Warn("the dataplane token does not allow this Dataplane: the control plane will refuse it", "err", err)
 	}
 	t.checkExpiry()
+}
+
+// setServiceAccount takes a Kubernetes ServiceAccount token. The control
+// plane accepts it for the Dataplane <pod>.<namespace> when the Pod that
+// owns it runs as that ServiceAccount; what can be seen here is said.
+func (t *tokenSource) setServiceAccount(sa authn.ServiceAccountToken) {
+	t.serviceAccount.Store(true)
+	t.setExpiry(sa.ExpiresAt)
+	t.log.Info("Kubernetes ServiceAccount token loaded", "namespace", sa.Namespace, "service_account", sa.ServiceAccount,
+		"pod", sa.Pod, "expires", expiry(sa.ExpiresAt))
+	switch {
+	// A name without a dot is in the control plane's namespace, which the
+	// proxy does not know.
+	case strings.Contains(t.key.Name, ".") && !strings.HasSuffix(t.key.Name, "."+sa.Namespace):
+		t.log.Warn("the ServiceAccount token is of another namespace than the dataplane <pod>.<namespace>: the control plane will refuse it",
+			"token_namespace", sa.Namespace, "dataplane", t.key.Name)
+	case sa.Pod != "" && t.key.Name != sa.Pod+"."+sa.Namespace:
+		t.log.Warn("the ServiceAccount token is bound to another Pod than the dataplane's: the control plane will refuse it",
+			"token_pod", sa.Pod, "dataplane", t.key.Name)
+	}
+	t.checkExpiry()
+}
+
+func (t *tokenSource) setExpiry(at time.Time) {
+	if !at.IsZero() {
+		t.expires.Store(max(at.Unix(), 1))
+	}
 }
 
 // expiry renders an exp for logs.
@@ -139,8 +185,11 @@ func (t *tokenSource) checkExpiry() {
 
 // fix says how to give the proxy another token.
 func (t *tokenSource) fix() string {
-	key := t.dp.Meta.Key()
-	issue := "kumactl generate dataplane-token --mesh " + key.Mesh + " --name " + key.Name
+	if t.serviceAccount.Load() {
+		return "the control plane accepts the token of the ServiceAccount of the Pod that owns the Dataplane " + t.key.Name +
+			" (its spec.serviceAccountName); the kubelet keeps the projected token file current"
+	}
+	issue := "kumactl generate dataplane-token --mesh " + t.key.Mesh + " --name " + t.key.Name
 	if t.file != "" {
 		return fmt.Sprintf("write a token the control plane accepts (%s) to %s: kuma-dp re-reads it within %s, no restart needed", issue, t.file, t.poll)
 	}

@@ -3,6 +3,7 @@ package kumadp
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"fmt"
 	"log/slog"
 	"net"
@@ -286,6 +287,14 @@ func TestStreamEndMessages(t *testing.T) {
 	require.Equal(t, 1, strings.Count(log.String(), "the control plane refused this proxy"), "said once")
 	a.reportStreamEnd(status.Error(codes.PermissionDenied, "dataplane default/web-1: another reason"), &lastRefusal, time.Second)
 	require.Equal(t, 2, strings.Count(log.String(), "the control plane refused this proxy"), "a new reason is said")
+
+	// No Dataplane yet (Kubernetes: the pod controller makes it): said once.
+	notFound := status.Error(codes.NotFound, "dataplane default/web-1: no such Dataplane is stored")
+	for range 3 {
+		a.reportStreamEnd(notFound, &lastRefusal, time.Second)
+	}
+	require.Equal(t, 1, strings.Count(log.String(), `msg="the control plane has no Dataplane for this proxy yet; retrying" reason="dataplane default/web-1: no such Dataplane is stored"`))
+	require.Equal(t, 2, strings.Count(log.String(), "the control plane refused this proxy"), "not a refusal")
 }
 
 func TestTokenFileThatCannotBeReadKeepsTheToken(t *testing.T) {
@@ -293,7 +302,7 @@ func TestTokenFileThatCannotBeReadKeepsTheToken(t *testing.T) {
 	require.NoError(t, err)
 	file := filepath.Join(t.TempDir(), "token")
 	log := &syncbuffer.Buffer{}
-	src := newTokenSource("first", file, time.Hour, dp, stats.NewStore(), slog.New(slog.NewTextHandler(log, nil)))
+	src := newTokenSource("first", file, time.Hour, dp.Meta.Key(), dp, stats.NewStore(), slog.New(slog.NewTextHandler(log, nil)))
 	require.Contains(t, log.String(), "the dataplane token cannot be read")
 	src.reload()
 	src.reload()
@@ -314,8 +323,70 @@ func TestTokenFileThatCannotBeReadKeepsTheToken(t *testing.T) {
 	md, err := src.GetRequestMetadata(t.Context())
 	require.NoError(t, err)
 	require.Equal(t, map[string]string{"authorization": "Bearer second"}, md)
-	none := newTokenSource("", "", 0, dp, stats.NewStore(), slog.New(slog.DiscardHandler))
+	none := newTokenSource("", "", 0, dp.Meta.Key(), dp, stats.NewStore(), slog.New(slog.DiscardHandler))
 	md, err = none.GetRequestMetadata(t.Context())
 	require.NoError(t, err)
 	require.Empty(t, md, "no token, no header")
+}
+
+// serviceAccountToken is a token as Kubernetes projects it into a Pod
+// (RS256; kuma-dp reads it without the key).
+func serviceAccountToken(ns, sa, pod string, exp time.Time) string {
+	enc := base64.RawURLEncoding.EncodeToString
+	return enc([]byte(`{"alg":"RS256","kid":"k"}`)) + "." +
+		enc([]byte(fmt.Sprintf(`{"aud":["https://kubernetes.default.svc"],"exp":%d,"kubernetes.io":{"namespace":%q,"pod":{"name":%q,"uid":"u"},`+
+			`"serviceaccount":{"name":%q,"uid":"s"}},"sub":"system:serviceaccount:%s:%s"}`, exp.Unix(), ns, pod, sa, ns, sa))) + ".c2ln"
+}
+
+// TestServiceAccountTokenIsShown: on Kubernetes kuma-dp presents its Pod's
+// ServiceAccount token; it says which one it holds, publishes its expiry and
+// warns when it cannot stand for the dataplane, instead of calling it an
+// unreadable dataplane token.
+func TestServiceAccountTokenIsShown(t *testing.T) {
+	key := resource.Key{Mesh: "default", Name: "web-5c89f4d995-85znn.kuma-example"}
+	exp := time.Now().Add(time.Hour).Truncate(time.Second)
+	file := filepath.Join(t.TempDir(), "token")
+	for _, tc := range []struct {
+		name, token string
+		warn        string
+	}{
+		{"the Pod's", serviceAccountToken("kuma-example", "web", "web-5c89f4d995-85znn", exp), ""},
+		{"bound to no Pod", serviceAccountToken("kuma-example", "web", "", exp), ""},
+		{"of another namespace", serviceAccountToken("other", "web", "web-5c89f4d995-85znn", exp),
+			`msg="the ServiceAccount token is of another namespace than the dataplane <pod>.<namespace>: the control plane will refuse it" token_namespace=other`},
+		{"bound to another Pod", serviceAccountToken("kuma-example", "web", "web-1", exp),
+			`msg="the ServiceAccount token is bound to another Pod than the dataplane's: the control plane will refuse it" token_pod=web-1`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			log := &syncbuffer.Buffer{}
+			st := stats.NewStore()
+			src := newTokenSource(tc.token, file, time.Hour, key, nil, st, slog.New(slog.NewTextHandler(log, nil)))
+			logs := log.String()
+			require.Contains(t, logs, `msg="Kubernetes ServiceAccount token loaded" namespace=`)
+			require.NotContains(t, logs, "cannot be read")
+			require.NotContains(t, logs, "dataplane token does not name the services")
+			if tc.warn == "" {
+				require.NotContains(t, logs, "level=WARN")
+			} else {
+				require.Contains(t, logs, tc.warn)
+			}
+			var b bytes.Buffer
+			require.NoError(t, st.WritePrometheus(&b, stats.RenderOptions{}))
+			require.Equal(t, fmt.Sprint(exp.Unix()), metricValue(b.String(), "kuma_dp_dataplane_token_expiration_timestamp_seconds"))
+			require.Equal(t, "0", metricValue(b.String(), "kuma_dp_dataplane_token_expired"))
+			require.Contains(t, src.fix(), "the token of the ServiceAccount of the Pod that owns the Dataplane "+key.Name)
+		})
+	}
+
+	// A name without a namespace is in the control plane's namespace: not
+	// said to be another one.
+	log := &syncbuffer.Buffer{}
+	newTokenSource(serviceAccountToken("kuma-system", "gateway", "", exp), "", time.Hour, resource.Key{Mesh: "default", Name: "gateway-1"}, nil,
+		stats.NewStore(), slog.New(slog.NewTextHandler(log, nil)))
+	require.NotContains(t, log.String(), "level=WARN")
+
+	// A dataplane token after a ServiceAccount token: the fix is kumactl's again.
+	src := newTokenSource(serviceAccountToken("kuma-example", "web", "", exp), "", time.Hour, key, nil, stats.NewStore(), slog.New(slog.DiscardHandler))
+	src.set("a.b.c")
+	require.Contains(t, src.fix(), "kumactl generate dataplane-token --mesh default --name "+key.Name)
 }

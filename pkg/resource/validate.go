@@ -98,12 +98,33 @@ func Validate(o *Object) error {
 	return v.err()
 }
 
+// ValidateKey checks the identity of a resource of kind without its spec:
+// the name, and for mesh-scoped kinds the mesh, which must be a valid mesh
+// name. It returns a *ValidationError naming the failing fields, or nil.
+func ValidateKey(kind Kind, key Key) error {
+	v := &verr{}
+	d, err := Describe(kind)
+	if err != nil {
+		v.add("type", "%s", err.Error())
+		return v.err()
+	}
+	validateName(v, d, Meta{Kind: kind, Mesh: key.Mesh, Name: key.Name})
+	if d.Scoped && key.Mesh != "" && !validMeshName(key.Mesh) {
+		v.add("mesh", meshNameMessage)
+	}
+	return v.err()
+}
+
+const meshNameMessage = "must be at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit"
+
+func validMeshName(name string) bool { return len(name) <= 63 && meshNameRe.MatchString(name) }
+
 func validateName(v *verr, d Descriptor, m Meta) {
 	switch {
 	case m.Name == "":
 		v.add("name", "must not be empty")
-	case d.Kind == KindMesh && (len(m.Name) > 63 || !meshNameRe.MatchString(m.Name)):
-		v.add("name", "must be at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit")
+	case d.Kind == KindMesh && !validMeshName(m.Name):
+		v.add("name", meshNameMessage)
 	case len(m.Name) > 253 || !nameRe.MatchString(m.Name):
 		v.add("name", "must be at most 253 letters, digits, '-', '.' and '_', starting and ending with a letter or digit")
 	}

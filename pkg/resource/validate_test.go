@@ -126,3 +126,31 @@ func TestDefaults(t *testing.T) {
 	require.Equal(t, map[string]string{"team": "a"}, sc.Tags, "tags are only defaulted when empty")
 	require.NoError(t, Validate(skip), "defaults never make a valid resource invalid")
 }
+
+func TestValidateKey(t *testing.T) {
+	for _, tc := range []struct {
+		kind  Kind
+		key   Key
+		cause []Cause
+	}{
+		{KindDataplane, Key{Mesh: "default", Name: "backend-5c89f4d995-85znn.my-namespace"}, nil},
+		{KindMesh, Key{Name: "default"}, nil},
+		{KindDataplane, Key{Mesh: "default"}, []Cause{{Field: "name", Message: "must not be empty"}}},
+		{KindDataplane, Key{Name: "web"}, []Cause{{Field: "mesh", Message: "must not be empty"}}},
+		{KindDataplane, Key{Mesh: "Default", Name: "web/1"}, []Cause{
+			{Field: "name", Message: "must be at most 253 letters, digits, '-', '.' and '_', starting and ending with a letter or digit"},
+			{Field: "mesh", Message: meshNameMessage},
+		}},
+		{KindMesh, Key{Name: "My_Mesh"}, []Cause{{Field: "name", Message: meshNameMessage}}},
+	} {
+		err := ValidateKey(tc.kind, tc.key)
+		if tc.cause == nil {
+			require.NoError(t, err, "%s %s", tc.kind, tc.key)
+			continue
+		}
+		var ve *ValidationError
+		require.ErrorAs(t, err, &ve, "%s %s", tc.kind, tc.key)
+		require.Equal(t, tc.cause, ve.Causes)
+	}
+	require.ErrorContains(t, ValidateKey("Nope", Key{Name: "x"}), `unknown resource type "Nope"`)
+}
