@@ -30,7 +30,9 @@ func TestInstallTransparentProxyDryRun(t *testing.T) {
 	}{
 		{"defaults", nil, want(func(*transparentproxy.Config) {})},
 		{"ports and user", []string{"--redirect-inbound-port", "16006", "--redirect-outbound-port", "16001", "--kuma-dp-user", "root"},
-			want(func(c *transparentproxy.Config) { c.RedirectInboundPort, c.RedirectOutboundPort, c.KumaDPUID = 16006, 16001, 0 })},
+			want(func(c *transparentproxy.Config) {
+				c.RedirectInboundPort, c.RedirectOutboundPort, c.KumaDPUID = 16006, 16001, 0
+			})},
 		{"uid", []string{"--kuma-dp-uid", "1234"}, want(func(c *transparentproxy.Config) { c.KumaDPUID = 1234 })},
 		{"user as a uid", []string{"--kuma-dp-user", "1234"}, want(func(c *transparentproxy.Config) { c.KumaDPUID = 1234 })},
 		{"exclusions", []string{"--exclude-inbound-ports", "22,8443", "--exclude-outbound-ports", "53", "--exclude-outbound-ips", "10.0.0.0/8,192.0.2.7",
