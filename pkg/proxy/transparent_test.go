@@ -36,7 +36,7 @@ type tpod struct {
 	st    *stats.Store
 }
 
-func newTransparentPod(t *testing.T) *tpod {
+func newTransparentPod(t testing.TB) *tpod {
 	t.Helper()
 	netnstest.Require(t)
 	for _, p := range []string{"iptables-save", "iptables-restore"} {
@@ -53,12 +53,14 @@ func newTransparentPod(t *testing.T) *tpod {
 		return transparentproxy.Install(context.Background(), transparentproxy.Exec{}, transparentproxy.DefaultConfig(proxyUID))
 	}))
 	st := stats.NewStore()
+	level := slog.LevelDebug
+	if _, bench := t.(*testing.B); bench {
+		level = slog.LevelWarn
+	}
 	p := New(st, Options{
-		Log:    slog.New(slog.NewTextHandler(tlogWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Log:    slog.New(slog.NewTextHandler(tlogWriter{t}, &slog.HandlerOptions{Level: level})),
 		Listen: pod.Listen,
-		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			return pod.DialAs(ctx, proxyUID, netip.Addr{}, network, addr)
-		},
+		Dial:   pod.Dialer(t, proxyUID),
 		DialFrom: func(ctx context.Context, local netip.Addr, network, addr string) (net.Conn, error) {
 			return pod.DialAs(ctx, proxyUID, local, network, addr)
 		},
@@ -68,7 +70,7 @@ func newTransparentPod(t *testing.T) *tpod {
 }
 
 // lineAppIn runs a line application inside the pod on addr.
-func (tp *tpod) lineAppIn(t *testing.T, addr, name string) {
+func (tp *tpod) lineAppIn(t testing.TB, addr, name string) {
 	t.Helper()
 	ln, err := tp.Listen("tcp", addr)
 	require.NoError(t, err)
@@ -96,7 +98,7 @@ func say(t *testing.T, dial func(ctx context.Context, network, addr string) (net
 	return s, err
 }
 
-type tlogWriter struct{ t *testing.T }
+type tlogWriter struct{ t testing.TB }
 
 func (w tlogWriter) Write(b []byte) (int, error) { w.t.Log(string(b)); return len(b), nil }
 
