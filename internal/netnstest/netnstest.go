@@ -29,6 +29,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -102,6 +103,35 @@ func Require(t testing.TB) {
 			t.Fatalf("netnstest: %v", err)
 		}
 		t.Skipf("netnstest: %v", err)
+	}
+}
+
+// RequireIPTables is Require, and also skips (fails with CI=true) the test
+// when iptables, iptables-save or iptables-restore is missing.
+func RequireIPTables(t testing.TB) {
+	t.Helper()
+	Require(t)
+	for _, p := range []string{"iptables", "iptables-save", "iptables-restore"} {
+		if _, err := exec.LookPath(p); err != nil {
+			if CI() {
+				t.Fatalf("netnstest: %s is missing (Debian: apt-get install iptables; scripts/test-deps.sh does)", p)
+			}
+			t.Skipf("netnstest: %s is missing (Debian: apt-get install iptables; scripts/test-deps.sh does)", p)
+		}
+	}
+}
+
+// ServeEcho echoes back what every connection of ln sends, until ln closes.
+func ServeEcho(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			_, _ = io.Copy(c, c)
+		}()
 	}
 }
 

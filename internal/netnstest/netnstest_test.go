@@ -27,7 +27,7 @@ func TestPodsReachEachOtherAndTheHost(t *testing.T) {
 	ln, err := b.Listen("tcp", net.JoinHostPort(b.IP.String(), "8080"))
 	require.NoError(t, err)
 	defer ln.Close()
-	go serveEcho(ln)
+	go ServeEcho(ln)
 	require.Equal(t, "from a", echo(t, a.DialContext, net.JoinHostPort(b.IP.String(), "8080"), "from a"))
 	var d net.Dialer
 	require.Equal(t, "from the host", echo(t, d.DialContext, net.JoinHostPort(b.IP.String(), "8080"), "from the host"))
@@ -36,7 +36,7 @@ func TestPodsReachEachOtherAndTheHost(t *testing.T) {
 	lo, err := b.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	defer lo.Close()
-	go serveEcho(lo)
+	go ServeEcho(lo)
 	require.Equal(t, "lo", echo(t, b.DialContext, lo.Addr().String(), "lo"))
 	_, err = d.DialContext(context.Background(), "tcp", lo.Addr().String())
 	require.Error(t, err, "the pod's loopback listener is not on the host")
@@ -45,7 +45,7 @@ func TestPodsReachEachOtherAndTheHost(t *testing.T) {
 	hostLn, err := net.Listen("tcp", net.JoinHostPort(n.Gateway.String(), "0"))
 	require.NoError(t, err)
 	defer hostLn.Close()
-	go serveEcho(hostLn)
+	go ServeEcho(hostLn)
 	require.Equal(t, "to the host", echo(t, a.DialContext, hostLn.Addr().String(), "to the host"))
 }
 
@@ -192,19 +192,6 @@ func (r *recorder) Failed() bool     { return r.failed }
 func (r *recorder) runCleanups() {
 	for i := len(r.cleanups) - 1; i >= 0; i-- {
 		r.cleanups[i]()
-	}
-}
-
-func serveEcho(ln net.Listener) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			defer c.Close()
-			_, _ = io.Copy(c, c)
-		}()
 	}
 }
 

@@ -3,7 +3,6 @@ package kumactl_test
 import (
 	"context"
 	"net/netip"
-	"os/exec"
 	"strings"
 	"testing"
 
@@ -86,15 +85,7 @@ func TestInstallTransparentProxyRefusesBadFlags(t *testing.T) {
 // rules are there once (also after a second run), the metrics port is
 // excluded, and uninstall removes every rule of ours but no other.
 func TestInstallTransparentProxyInANamespace(t *testing.T) {
-	netnstest.Require(t)
-	for _, p := range []string{"iptables-save", "iptables-restore", "iptables"} {
-		if _, err := exec.LookPath(p); err != nil {
-			if netnstest.CI() {
-				t.Fatalf("%s is missing (Debian: apt-get install iptables)", p)
-			}
-			t.Skipf("%s is missing (Debian: apt-get install iptables)", p)
-		}
-	}
+	netnstest.RequireIPTables(t)
 	pod := netnstest.New(t).AddPod("pod")
 	ctx := context.Background()
 	_, err := pod.Run(ctx, "iptables", "-t", "nat", "-A", "OUTPUT", "-p", "udp", "--dport", "9", "-j", "RETURN")

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	meshv1 "github.com/kumametrics/mesh/api/mesh/v1"
+	"github.com/kumametrics/mesh/internal/netnstest"
 )
 
 // BenchmarkTransparentHop compares, side by side in one run, a workload's
@@ -35,7 +36,7 @@ func BenchmarkTransparentHop(b *testing.B) {
 	tp := newTransparentPod(b)
 	echoLn, err := tp.Listen("tcp", "127.0.0.1:9000")
 	require.NoError(b, err)
-	go echoServe(echoLn)
+	go netnstest.ServeEcho(echoLn)
 	b.Cleanup(func() { _ = echoLn.Close() })
 	vip := tp.n.ServiceIP(40)
 	cfg := tp.transparentConfig(vip, "127.0.0.1:9000", false)
@@ -125,20 +126,6 @@ func roundTrip(b *testing.B, c net.Conn, msg, buf []byte) {
 	}
 	if _, err := io.ReadFull(c, buf); err != nil {
 		b.Fatal(err)
-	}
-}
-
-// echoServe echoes every connection of ln until ln closes.
-func echoServe(ln net.Listener) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			defer c.Close()
-			_, _ = io.Copy(c, c)
-		}()
 	}
 }
 

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os/exec"
 	"strconv"
 	"testing"
 	"time"
@@ -38,15 +37,7 @@ type tpod struct {
 
 func newTransparentPod(t testing.TB) *tpod {
 	t.Helper()
-	netnstest.Require(t)
-	for _, p := range []string{"iptables-save", "iptables-restore"} {
-		if _, err := exec.LookPath(p); err != nil {
-			if netnstest.CI() {
-				t.Fatalf("%s is missing (Debian: apt-get install iptables)", p)
-			}
-			t.Skipf("%s is missing (Debian: apt-get install iptables)", p)
-		}
-	}
+	netnstest.RequireIPTables(t)
 	n := netnstest.New(t)
 	pod := n.AddPod("pod")
 	require.NoError(t, pod.Do(func() error {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"net"
 	"net/netip"
-	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,20 +13,6 @@ import (
 
 	"github.com/kumametrics/mesh/internal/netnstest"
 )
-
-// requireIPTables skips without iptables, or fails with CI=true.
-func requireIPTables(t *testing.T) {
-	t.Helper()
-	netnstest.Require(t)
-	for _, p := range []string{"iptables-save", "iptables-restore", "iptables"} {
-		if _, err := exec.LookPath(p); err != nil {
-			if netnstest.CI() {
-				t.Fatalf("%s is missing (Debian: apt-get install iptables)", p)
-			}
-			t.Skipf("%s is missing (Debian: apt-get install iptables)", p)
-		}
-	}
-}
 
 const dpUID = 4242
 
@@ -92,7 +77,7 @@ func lands(t *testing.T, dial func(ctx context.Context, network, addr string) (n
 // port unless its port is excluded. A second install replaces the first;
 // uninstall removes them and keeps the rules of others.
 func TestInstallRedirectsInsideANamespace(t *testing.T) {
-	requireIPTables(t)
+	netnstest.RequireIPTables(t)
 	n := netnstest.New(t)
 	pod := n.AddPod("pod")
 	ctx := context.Background()

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -21,21 +20,6 @@ import (
 
 // kumaDPUID is the UID the pods' kuma-dp run as, excluded by their rules.
 const kumaDPUID = 5678
-
-// requireTransparentProxying skips (fails with CI=true) without network
-// namespaces or iptables.
-func requireTransparentProxying(t *testing.T) {
-	t.Helper()
-	netnstest.Require(t)
-	for _, p := range []string{"iptables", "iptables-save", "iptables-restore"} {
-		if _, err := exec.LookPath(p); err != nil {
-			if netnstest.CI() {
-				t.Fatalf("%s is missing (scripts/test-deps.sh installs iptables)", p)
-			}
-			t.Skipf("%s is missing (scripts/test-deps.sh installs iptables)", p)
-		}
-	}
-}
 
 // meshPod is a network namespace with the transparent proxy's rules, a
 // workload and kuma-dp running as kumaDPUID.
@@ -154,7 +138,7 @@ destinations:
 // is captured by its proxy (and refused: it is no mesh peer); a
 // destination no service has passes through, counted.
 func TestTransparentProxyBetweenPods(t *testing.T) {
-	requireTransparentProxying(t)
+	netnstest.RequireIPTables(t)
 	// The pods' kuma-dp (another UID) run the binaries and read their files.
 	require.NoError(t, os.Chmod(binDir, 0o755))
 	n := netnstest.New(t)
