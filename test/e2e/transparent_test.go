@@ -136,7 +136,8 @@ destinations:
 // counted on both sides as through an explicit outbound; TrafficPermission
 // decides it; a plain connection from outside to the echo workload's port
 // is captured by its proxy (and refused: it is no mesh peer); a
-// destination no service has passes through, counted.
+// destination no service has passes through, counted, until the mesh turns
+// passthrough off (then it is refused, counted).
 func TestTransparentProxyBetweenPods(t *testing.T) {
 	netnstest.RequireIPTables(t)
 	// The pods' kuma-dp (another UID) run the binaries and read their files.
@@ -228,4 +229,17 @@ func TestTransparentProxyBetweenPods(t *testing.T) {
 		}
 		return nil
 	})
+
+	// The mesh turns passthrough off: such connections are refused, counted.
+	_, errOut, err = k.run(fmt.Sprintf(mtlsMesh, "true")+"networking:\n  outbound:\n    passthrough: false\n", "apply", "-f", "-")
+	require.NoError(t, err, errOut)
+	eventually(t, 30*time.Second, func() error {
+		if _, err := client.get("http://" + outside + "/"); err == nil {
+			return fmt.Errorf("still passed through")
+		}
+		return nil
+	})
+	require.Positive(t, client.stat(t, "listener.0.0.0.0_15001.no_filter_chain_match", ""))
+	_, err = client.get("http://" + vip + "/")
+	require.NoError(t, err, "the mesh's services are still reached")
 }
