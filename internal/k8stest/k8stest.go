@@ -6,7 +6,7 @@
 // the kubectl of the same folder. No kubelet, scheduler or controller
 // manager runs: a test sets what they would (a Pod's status, its token).
 //
-// A package using it calls Main from its TestMain; each test calls Get.
+// A package using it calls Main (or Run) from its TestMain; each test calls Get.
 // When the binaries are missing a test is skipped, or fails with CI=true.
 // etcd and kube-apiserver are started with Pdeathsig: they never outlive
 // the test binary, also when it panics or times out.
@@ -360,10 +360,17 @@ var (
 	sharedErr error
 )
 
-// Main runs the tests of a binary (call it from TestMain) and stops the API
-// server afterwards if a test started one; then it runs checks (e.g. a
-// goroutine leak check), each failing the binary with its error.
+// Main runs the tests of a binary (call it from TestMain) and exits with
+// their status; see Run.
 func Main(m *testing.M, checks ...func() error) {
+	os.Exit(Run(m, checks...))
+}
+
+// Run runs the tests of a binary and stops the API server afterwards if a
+// test started one; then it runs checks (e.g. a goroutine leak check), each
+// failing the binary with its error. It returns the exit status, for a
+// TestMain that has more to clean up (Main exits at once).
+func Run(m *testing.M, checks ...func() error) int {
 	code := m.Run()
 	sharedMu.Lock()
 	shared.Stop()
@@ -377,7 +384,7 @@ func Main(m *testing.M, checks ...func() error) {
 			}
 		}
 	}
-	os.Exit(code)
+	return code
 }
 
 // Get returns the binary's API server, starting it on first use (see Main).

@@ -360,8 +360,11 @@ func Default() Config {
 		Environment: EnvironmentUniversal,
 		Store:       Store{Type: StoreSQLite, SQLite: SQLiteStore{Synchronous: "FULL"}, Kubernetes: KubernetesStore{SystemNamespace: "kuma-system"}},
 		Runtime: Runtime{
-			Universal:  UniversalRuntime{DataplaneCleanupAge: Duration(72 * time.Hour)},
-			Kubernetes: KubernetesRuntime{AdmissionServer: AdmissionServer{Address: "0.0.0.0", Port: 5443}},
+			Universal: UniversalRuntime{DataplaneCleanupAge: Duration(72 * time.Hour)},
+			Kubernetes: KubernetesRuntime{
+				AdmissionServer: AdmissionServer{Address: "0.0.0.0", Port: 5443},
+				ClientConfig:    KubernetesClientConfig{QPS: 100, BurstQPS: 100},
+			},
 		},
 		ServerLimits: ServerLimits{
 			HTTP: HTTPLimits{
@@ -485,6 +488,8 @@ var envVars = []envVar{
 	{"KUMA_RUNTIME_KUBERNETES_ADMISSION_SERVER_ADDRESS", str(func(c *Config) *string { return &c.Runtime.Kubernetes.AdmissionServer.Address })},
 	{"KUMA_RUNTIME_KUBERNETES_ADMISSION_SERVER_PORT", port(func(c *Config) *uint32 { return &c.Runtime.Kubernetes.AdmissionServer.Port })},
 	{"KUMA_RUNTIME_KUBERNETES_ADMISSION_SERVER_CERT_DIR", str(func(c *Config) *string { return &c.Runtime.Kubernetes.AdmissionServer.CertDir })},
+	{"KUMA_RUNTIME_KUBERNETES_CLIENT_CONFIG_QPS", integer(func(c *Config) *int { return &c.Runtime.Kubernetes.ClientConfig.QPS })},
+	{"KUMA_RUNTIME_KUBERNETES_CLIENT_CONFIG_BURST_QPS", integer(func(c *Config) *int { return &c.Runtime.Kubernetes.ClientConfig.BurstQPS })},
 }
 
 // EnvNames lists every environment variable the configuration reads.
@@ -645,6 +650,17 @@ func (c Config) Validate() error {
 	}
 	if mt := time.Duration(c.ServerLimits.GRPC.KeepaliveMinTime); mt > dpKeepaliveInterval {
 		errs = append(errs, fmt.Sprintf("serverLimits.grpc.keepaliveMinTime (KUMA_SERVER_LIMITS_GRPC_KEEPALIVE_MIN_TIME): must be at most %s, as often as kuma-dp pings, got %s", dpKeepaliveInterval, mt))
+	}
+	for _, r := range []struct {
+		name string
+		v    int
+	}{
+		{"runtime.kubernetes.clientConfig.qps (KUMA_RUNTIME_KUBERNETES_CLIENT_CONFIG_QPS)", c.Runtime.Kubernetes.ClientConfig.QPS},
+		{"runtime.kubernetes.clientConfig.burstQps (KUMA_RUNTIME_KUBERNETES_CLIENT_CONFIG_BURST_QPS)", c.Runtime.Kubernetes.ClientConfig.BurstQPS},
+	} {
+		if r.v < 0 {
+			errs = append(errs, fmt.Sprintf("%s: must not be negative (0 is client-go's default), got %d", r.name, r.v))
+		}
 	}
 	if c.Runtime.Universal.DataplaneCleanupAge < 0 {
 		errs = append(errs, "runtime.universal.dataplaneCleanupAge (KUMA_RUNTIME_UNIVERSAL_DATAPLANE_CLEANUP_AGE): must not be negative (0 turns the cleanup off)")
