@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Installs, from Debian's packages, the programs the tests run for real
-# (Prometheus 2.42 for the end-to-end discovery and scrape tests). Does
+# (Prometheus 2.42 for the end-to-end discovery and scrape tests; iptables
+# and iproute2 for the transparent proxy's tests in network namespaces). Does
 # nothing when they are present.
 set -euo pipefail
 need=()
 command -v prometheus >/dev/null || need+=(prometheus)
 command -v promtool >/dev/null || need+=(prometheus)
+# The transparent proxy's tests: iptables in network namespaces.
+command -v iptables-restore >/dev/null || need+=(iptables)
+command -v ip >/dev/null || need+=(iproute2)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing test dependencies: ${need[*]}"
   if [ "$(id -u)" != 0 ]; then

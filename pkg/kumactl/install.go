@@ -20,8 +20,8 @@ import (
 
 func newInstallCmd(rc *RootContext) *cobra.Command {
 	cmd := newGroupCmd("install", "Install the control plane and its companions",
-		"Render what to install: the control plane on Kubernetes, its CRDs, and the metrics stack.")
-	cmd.AddCommand(newInstallControlPlaneCmd(rc), newInstallCRDsCmd(rc), newInstallWebhooksCmd(rc), newInstallMetricsCmd(rc))
+		"Render what to install: the control plane on Kubernetes, its CRDs, its webhooks, the metrics stack; set up a transparent proxy.")
+	cmd.AddCommand(newInstallControlPlaneCmd(rc), newInstallCRDsCmd(rc), newInstallWebhooksCmd(rc), newInstallMetricsCmd(rc), newInstallTransparentProxyCmd(rc))
 	return cmd
 }
 

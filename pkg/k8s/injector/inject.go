@@ -32,11 +32,11 @@ const (
 	SidecarInjected = podcontroller.SidecarInjected
 	// TransparentProxying is "enabled" on an injected Pod: its traffic is
 	// captured by iptables rules and reaches the proxy at the redirect ports.
-	TransparentProxying = "kuma.io/transparent-proxying"
+	TransparentProxying = podcontroller.TransparentProxying
 	// TransparentProxyingInboundPort and TransparentProxyingOutboundPort are
 	// the redirect ports the rules send traffic to.
-	TransparentProxyingInboundPort  = "kuma.io/transparent-proxying-inbound-port"
-	TransparentProxyingOutboundPort = "kuma.io/transparent-proxying-outbound-port"
+	TransparentProxyingInboundPort  = podcontroller.TransparentProxyingInboundPort
+	TransparentProxyingOutboundPort = podcontroller.TransparentProxyingOutboundPort
 	// ExcludeInboundPorts and ExcludeOutboundPorts (comma-separated port
 	// numbers) are left out of the capture, besides the metrics port.
 	ExcludeInboundPorts  = "traffic.kuma.io/exclude-inbound-ports"
@@ -63,8 +63,8 @@ const (
 	TokenExpirationSeconds = 3600
 	// RedirectInboundPort and RedirectOutboundPort are the transparent
 	// proxy's ports (the reference system's).
-	RedirectInboundPort  = 15006
-	RedirectOutboundPort = 15001
+	RedirectInboundPort  = resource.DefaultRedirectPortInbound
+	RedirectOutboundPort = resource.DefaultRedirectPortOutbound
 	// DefaultServiceAccount is the ServiceAccount of a Pod that names none.
 	DefaultServiceAccount = "default"
 	// TransparentProxyCommand is the init container's command.
@@ -196,8 +196,8 @@ func injectedAnnotations(s Settings) map[string]string {
 	return map[string]string{
 		SidecarInjected:                 "true",
 		TransparentProxying:             "enabled",
-		TransparentProxyingInboundPort:  strconv.Itoa(RedirectInboundPort),
-		TransparentProxyingOutboundPort: strconv.Itoa(RedirectOutboundPort),
+		TransparentProxyingInboundPort:  strconv.Itoa(int(RedirectInboundPort)),
+		TransparentProxyingOutboundPort: strconv.Itoa(int(RedirectOutboundPort)),
 		ControlPlaneCACert:              string(s.CACert),
 	}
 }
@@ -247,8 +247,8 @@ func sidecarContainer(s Settings, pod, namespace, mesh string) corev1.Container 
 
 func initContainer(s Settings, excludeIn, excludeOut []uint32) corev1.Container {
 	args := []string{"install", "transparent-proxy",
-		"--redirect-inbound-port", strconv.Itoa(RedirectInboundPort),
-		"--redirect-outbound-port", strconv.Itoa(RedirectOutboundPort),
+		"--redirect-inbound-port", strconv.Itoa(int(RedirectInboundPort)),
+		"--redirect-outbound-port", strconv.Itoa(int(RedirectOutboundPort)),
 		"--kuma-dp-uid", strconv.FormatInt(s.UID, 10),
 		"--exclude-inbound-ports", joinPorts(excludeIn),
 	}
