@@ -7,7 +7,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/kumametrics/mesh/pkg/version.Version=$(VERSION)
 GOTEST_FLAGS ?=
 
-.PHONY: build test lint test-deps k8s-bin bench fuzz demo generate clean
+.PHONY: build test test-k8s lint test-deps k8s-bin prometheus-bin bench fuzz demo generate clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
@@ -26,6 +26,12 @@ test-deps:
 # etcd; the last line printed is their folder (envtest's KUBEBUILDER_ASSETS).
 k8s-bin:
 	@./scripts/k8s-tools.sh
+
+# Prometheus built from its Go module (v3.16.0, with kuma_sd_configs) for the
+# Kubernetes cluster test's Prometheus Pod (once per machine, cached outside
+# git, built niced); the last line printed is the binary's path.
+prometheus-bin:
+	@./scripts/prometheus-tool.sh
 
 # Every test: lint, unit and integration tests (with the race detector),
 # Prometheus' own Kuma discovery against our control plane (test/interop, its
