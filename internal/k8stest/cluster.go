@@ -160,7 +160,7 @@ func (c *Cluster) renewNode(ctx context.Context, cs kubernetes.Interface) error 
 	case apierrors.IsNotFound(err):
 		_, err = leases.Create(ctx, &coordinationv1.Lease{
 			ObjectMeta: metav1.ObjectMeta{Name: c.NodeName},
-			Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To(c.NodeName), LeaseDurationSeconds: ptr.To(int32(40)), RenewTime: &now},
+			Spec:       coordinationv1.LeaseSpec{HolderIdentity: ptr.To(c.NodeName), LeaseDurationSeconds: ptr.To(int32(40)), RenewTime: &now},
 		}, metav1.CreateOptions{})
 	case err == nil:
 		lease.Spec.RenewTime = &now
