@@ -574,3 +574,15 @@ func (p *Pod) Start(t testing.TB, name string, opts Proc, path string, args ...s
 	})
 	return proc
 }
+
+// PodByIP is the Network's pod with address ip (nil: none).
+func (n *Network) PodByIP(ip netip.Addr) *Pod {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, p := range n.pods {
+		if p.IP == ip {
+			return p
+		}
+	}
+	return nil
+}
