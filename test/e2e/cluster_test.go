@@ -103,6 +103,18 @@ spec:
         image: kumahq/kuma-tcp-echo:0.1.0
         ports:
         - containerPort: 8000
+---
+apiVersion: v1
+kind: Service
+metadata:
+  namespace: kuma-example
+  name: echo-client
+spec:
+  selector:
+    app: echo-client
+  ports:
+  - port: 80
+    targetPort: 8000
 `
 
 // prometheusVolume is where the Prometheus Pod's PersistentVolumeClaim
