@@ -8,6 +8,7 @@ import (
 	"github.com/cespare/xxhash/v2"
 
 	meshv1 "github.com/kumametrics/mesh/api/mesh/v1"
+	"github.com/kumametrics/mesh/pkg/ca"
 	"github.com/kumametrics/mesh/pkg/resource"
 )
 
@@ -22,10 +23,60 @@ type vip struct {
 }
 
 // vipTable is every virtual address of a mesh (the vips of its
-// dataplanes' inbounds), sorted by address, and its fingerprint.
+// dataplanes' inbounds), sorted by address, its metrics endpoints served
+// over mTLS, and their fingerprint.
 type vipTable struct {
 	entries []vip
+	scrapes []scrapeTarget
 	version string
+}
+
+// scrapeTarget is the metrics endpoint of a dataplane of a mesh with mTLS
+// on, served over mTLS (tls.mode activeMTLSBackend): a transparently
+// proxied scraper (the Prometheus that `kumactl install metrics` puts in
+// the mesh) connects to it in plain text, and its own proxy carries the
+// connection over mTLS with the scraper's identity, which the endpoint's
+// TrafficPermissions judge.
+type scrapeTarget struct {
+	addr netip.AddrPort
+	// dataplane is the target's key (mesh/name).
+	dataplane string
+	// service is the identity its certificate proves (its first
+	// inbound's service).
+	service string
+}
+
+// ScrapeClusterName names the cluster through which a transparently
+// proxied scraper reaches a dataplane's metrics endpoint over mTLS.
+func ScrapeClusterName(dataplane string) string { return "metrics_" + ClusterName(dataplane) }
+
+// indexScrapeTargets collects, per mesh with mTLS on, the metrics endpoints
+// served over mTLS, sorted by address.
+func indexScrapeTargets(meshes map[string]*resource.MeshSpec, dataplanes []*resource.Object) map[string][]scrapeTarget {
+	out := map[string][]scrapeTarget{}
+	for _, dp := range dataplanes {
+		mesh := meshes[dp.Meta.Mesh]
+		spec := dp.Dataplane()
+		if mesh == nil || ca.Enabled(mesh) == nil || spec == nil || spec.Networking == nil || len(spec.Networking.Inbound) == 0 {
+			continue
+		}
+		eff := resource.EffectiveMetricsConfig(mesh, spec)
+		if eff == nil || eff.TLSMode != resource.TLSModeActiveMTLSBackend {
+			continue
+		}
+		addr, err := netip.ParseAddr(spec.Networking.Address)
+		svc := spec.Networking.Inbound[0].Tags[resource.ServiceTag]
+		if err != nil || svc == "" {
+			continue
+		}
+		out[dp.Meta.Mesh] = append(out[dp.Meta.Mesh], scrapeTarget{
+			addr: netip.AddrPortFrom(addr, uint16(eff.Port)), dataplane: dp.Meta.Key().String(), service: svc,
+		})
+	}
+	for _, list := range out {
+		slices.SortFunc(list, func(a, b scrapeTarget) int { return a.addr.Compare(b.addr) })
+	}
+	return out
 }
 
 // indexVIPs collects the virtual addresses of each mesh's inbounds. An
@@ -82,6 +133,15 @@ func (ix *Index) vipVersion(mesh string, list []vip) string {
 		b = append(b, ';')
 		_, _ = h.Write(b)
 	}
+	for _, t := range ix.vips[mesh].scrapes {
+		b = t.addr.AppendTo(b[:0])
+		b = append(b, '>')
+		b = append(b, t.dataplane...)
+		b = append(b, '@')
+		b = append(b, t.service...)
+		b = append(b, ';')
+		_, _ = h.Write(b)
+	}
 	return strconv.FormatUint(h.Sum64(), 16)
 }
 
@@ -108,11 +168,13 @@ func isLoopback(addr string) bool {
 	return err == nil && a.IsLoopback()
 }
 
-// vipOutbounds are the outbounds a transparently proxied dataplane gets
-// from its mesh's virtual addresses, except those its own outbounds have.
-func (ix *Index) vipOutbounds(mesh string, own []*meshv1.Outbound) []*meshv1.Outbound {
+// vipOutbounds are the outbounds a transparently proxied dataplane (self,
+// mesh/name) gets from its mesh's virtual addresses, except those its own
+// outbounds have, and from the other dataplanes' metrics endpoints served
+// over mTLS (one cluster each, to that endpoint alone).
+func (ix *Index) vipOutbounds(mesh, self string, own []*meshv1.Outbound) []*meshv1.Outbound {
 	table := ix.vips[mesh]
-	if len(table.entries) == 0 {
+	if len(table.entries) == 0 && len(table.scrapes) == 0 {
 		return nil
 	}
 	taken := make(map[string]bool, len(own))
@@ -126,6 +188,19 @@ func (ix *Index) vipOutbounds(mesh string, own []*meshv1.Outbound) []*meshv1.Out
 			continue
 		}
 		out = append(out, ix.outbound(mesh, v.service, addr, port, true))
+	}
+	for _, t := range table.scrapes {
+		addr, port := t.addr.Addr().String(), uint32(t.addr.Port())
+		if t.dataplane == self || taken[listenerName("outbound", addr, port)] {
+			continue
+		}
+		out = append(out, &meshv1.Outbound{
+			Address: addr, Port: port, Service: t.service, Protocol: ProtocolTCP,
+			ClusterName: ScrapeClusterName(t.dataplane),
+			Endpoints:   []*meshv1.Endpoint{{Address: addr, Port: port, Dataplane: t.dataplane}},
+			Name:        listenerName("outbound", addr, port),
+			Transparent: true,
+		})
 	}
 	return out
 }

@@ -112,3 +112,63 @@ func TestServiceVersionsFollowVirtualAddresses(t *testing.T) {
 	require.NotEqual(t, w0, w3, "a new virtual address")
 	require.Equal(t, p0, p3)
 }
+
+// TestGenerateTransparentScrapeTargets: in a mesh with mTLS and metrics, a
+// transparently proxied dataplane gets one outbound per other dataplane's
+// metrics endpoint served over mTLS (its address and metrics port, a
+// cluster to that endpoint alone, verified as the target's service), so
+// that a scraper beside it reaches the endpoint over mTLS with its own
+// identity; not for its own endpoint, not for an endpoint that skips mTLS,
+// not in a mesh without mTLS, not for a dataplane without transparent
+// proxying. A new target changes the scraper's fingerprint.
+func TestGenerateTransparentScrapeTargets(t *testing.T) {
+	withMTLS := func(on bool) *resource.Object {
+		spec := &resource.MeshSpec{Metrics: &resource.Metrics{EnabledBackend: "p", Backends: []resource.MetricsBackend{{Name: "p", Type: "prometheus"}}}}
+		if on {
+			spec.MTLS = &resource.MTLS{EnabledBackend: "ca-1", Backends: []resource.CertificateAuthorityBackend{{Name: "ca-1", Type: "builtin"}}}
+		}
+		m := resource.New("", "default", spec)
+		resource.ApplyDefaults(m)
+		return m
+	}
+	metricsPort := uint32(1234)
+	tproxy := &resource.TransparentProxying{RedirectPortInbound: 15006, RedirectPortOutbound: 15001}
+	prom := dp("default", "prometheus-1", resource.Networking{Address: "10.0.0.2", TransparentProxying: tproxy,
+		Inbound: []resource.Inbound{{Port: 9090, Tags: tags(resource.ServiceTag, "prometheus-server")}}})
+	echo := dp("default", "echo-1", resource.Networking{Address: "10.0.0.6",
+		Inbound: []resource.Inbound{{Port: 8000, Tags: tags(resource.ServiceTag, "echo")}}})
+	echo.Dataplane().Metrics = &resource.MetricsBackend{Type: "prometheus", Conf: &resource.PrometheusConf{Port: &metricsPort}}
+	skip := true
+	plain := dp("default", "plain-1", resource.Networking{Address: "10.0.0.7",
+		Inbound: []resource.Inbound{{Port: 8000, Tags: tags(resource.ServiceTag, "plain")}}})
+	plain.Dataplane().Metrics = &resource.MetricsBackend{Type: "prometheus", Conf: &resource.PrometheusConf{SkipMTLS: &skip}}
+	secrets := []*resource.Object{
+		resource.NewSecret("default", "default.ca-builtin-cert-ca-1", []byte("-----CA1-----\n")),
+		resource.NewSecret("default", "default.ca-builtin-key-ca-1", []byte("key1")),
+	}
+
+	ix := NewIndex(Inputs{Meshes: []*resource.Object{withMTLS(true)}, Dataplanes: []*resource.Object{prom, echo, plain}, Secrets: secrets})
+	got, err := Generate(ix, prom)
+	require.NoError(t, err)
+	want := &meshv1.Outbound{Address: "10.0.0.6", Port: 1234, Service: "echo", Protocol: "tcp", ClusterName: "metrics_default_echo-1",
+		Name: "outbound:10.0.0.6:1234", Endpoints: []*meshv1.Endpoint{{Address: "10.0.0.6", Port: 1234, Dataplane: "default/echo-1"}}, Transparent: true}
+	require.Len(t, got.Outbounds, 1, "%v", got.Outbounds)
+	require.True(t, proto.Equal(want, got.Outbounds[0]), "want %v\ngot  %v", want, got.Outbounds[0])
+	e, err := Generate(ix, echo)
+	require.NoError(t, err)
+	require.Empty(t, e.Outbounds, "a dataplane without transparent proxying gets none")
+
+	// A new target changes the scraper's fingerprint.
+	echo2 := dp("default", "echo-2", resource.Networking{Address: "10.0.0.8", Inbound: []resource.Inbound{{Port: 8000, Tags: tags(resource.ServiceTag, "echo")}}})
+	ix2 := NewIndex(Inputs{Meshes: []*resource.Object{withMTLS(true)}, Dataplanes: []*resource.Object{prom, echo, plain, echo2}, Secrets: secrets})
+	require.NotEqual(t, ix.ServiceVersions(prom), ix2.ServiceVersions(prom))
+	got2, err := Generate(ix2, prom)
+	require.NoError(t, err)
+	require.Len(t, got2.Outbounds, 2)
+	require.Equal(t, "outbound:10.0.0.8:5670", got2.Outbounds[1].Name)
+
+	// Without mTLS the scraper's plain connection passes through.
+	noMTLS, err := Generate(NewIndex(Inputs{Meshes: []*resource.Object{withMTLS(false)}, Dataplanes: []*resource.Object{prom, echo, plain}}), prom)
+	require.NoError(t, err)
+	require.Empty(t, noMTLS.Outbounds)
+}
