@@ -46,12 +46,26 @@ ALLOC_TESTS := Alloc|TestLargeBodiesStreamed
 
 test: lint test-deps
 	@assets=$$(./scripts/k8s-tools.sh | tail -n 1) && test -d "$$assets" && \
-	  echo "KUBEBUILDER_ASSETS=$$assets" && export KUBEBUILDER_ASSETS="$$assets" && \
+	  prom=$$(./scripts/prometheus-tool.sh | tail -n 1) && test -x "$$prom" && \
+	  echo "KUBEBUILDER_ASSETS=$$assets KUMA_TEST_PROMETHEUS=$$prom" && \
+	  export KUBEBUILDER_ASSETS="$$assets" KUMA_TEST_PROMETHEUS="$$prom" && \
 	  set -x && \
 	  $(GO) test -race -count=1 $(GOTEST_FLAGS) $$($(GO) list ./... | grep -v /test/e2e) && \
 	  $(GO) test -count=1 -run '$(ALLOC_TESTS)' $(GOTEST_FLAGS) ./pkg/... && \
 	  (cd test/interop && $(GO) test -count=1 $(GOTEST_FLAGS) ./...) && \
 	  CI=$${CI:-true} $(GO) test -count=1 -timeout 20m $(GOTEST_FLAGS) ./test/e2e/...
+
+# The Kubernetes cluster test alone (also part of make test): kube-apiserver,
+# kube-controller-manager, kube-scheduler, the test node agent running the
+# Pods as processes in network namespaces (root, iptables), kuma-cp on the
+# host, and the guide end to end with Prometheus built from its module.
+test-k8s: test-deps
+	@assets=$$(./scripts/k8s-tools.sh | tail -n 1) && test -d "$$assets" && \
+	  prom=$$(./scripts/prometheus-tool.sh | tail -n 1) && test -x "$$prom" && \
+	  export KUBEBUILDER_ASSETS="$$assets" KUMA_TEST_PROMETHEUS="$$prom" && \
+	  set -x && \
+	  $(GO) test -race -count=1 -run 'TestCluster$$' $(GOTEST_FLAGS) ./internal/k8stest/ && \
+	  CI=$${CI:-true} $(GO) test -count=1 -timeout 20m -run '^TestKubernetesCluster$$' -v $(GOTEST_FLAGS) ./test/e2e/
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./pkg/...

@@ -25,6 +25,7 @@ import (
 	"github.com/kumametrics/mesh/internal/k8stest"
 	"github.com/kumametrics/mesh/internal/netnstest"
 	"github.com/kumametrics/mesh/internal/nodeagent"
+	"github.com/kumametrics/mesh/pkg/dpconfig"
 )
 
 // prometheusModuleBinary is Prometheus built from its Go module by
@@ -267,10 +268,15 @@ func TestKubernetesCluster(t *testing.T) {
 	kubectl(t, env, string(metrics), "apply", "-f", "-")
 	promPod := runningPod(t, cs, agent, "kuma-metrics", "app.kubernetes.io/name=prometheus-server")
 	require.Equal(t, "true", promPod.Annotations["kuma.io/sidecar-injected"])
-	promURL := "http://" + hostPort(promPod.Status.PodIP, 9090)
+	// Prometheus' API from inside its Pod (loopback is never captured;
+	// from outside, its proxy would want a mesh peer once mTLS is on).
+	promNS := podNetns(t, n, promPod)
+	prom := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: promNS.DialContext, DisableKeepAlives: true}}
+	const promURL = "http://127.0.0.1:9090"
 	echoDataplane := echoPod.Name + ".kuma-example"
+	echoTarget := hostPort(echoPod.Status.PodIP, 1234)
 	eventually(t, 120*time.Second, func() error {
-		return targetUp(promURL, "kuma-dataplanes", echoDataplane, hostPort(echoPod.Status.PodIP, 1234))
+		return targetUp(prom, promURL, "kuma-dataplanes", echoDataplane, echoTarget, time.Time{})
 	})
 	// Images the agent cannot run stay Pending, said so.
 	for _, sel := range []string{"app.kubernetes.io/name=grafana", "app.kubernetes.io/name=prometheus-kube-state-metrics"} {
@@ -289,6 +295,50 @@ func TestKubernetesCluster(t *testing.T) {
 			return fmt.Errorf("pod %s not reported as not runnable: %+v", p.Name, p.Status)
 		})
 	}
+
+	// 4. The guide's mTLS Mesh and its two TrafficPermissions, allow-all
+	// removed: Prometheus keeps scraping, over mTLS through its own proxy,
+	// with its identity (prometheus-server_kuma-metrics_svc_80), which
+	// metrics-permissions allows.
+	echoNS := &meshPod{Pod: podNetns(t, n, echoPod), client: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DialContext: podNetns(t, n, echoPod).DialContext, DisableKeepAlives: true}}}
+	promMesh := &meshPod{Pod: promNS, client: prom}
+	scrapeCluster := "cluster." + dpconfig.ScrapeClusterName("default/"+echoPod.Name+".kuma-example")
+	kubectl(t, env, "", "apply", "-f", filepath.Join(guideDir, "mesh-kubernetes-mtls.yaml"))
+	kubectl(t, env, "", "apply", "-f", filepath.Join(guideDir, "trafficpermissions-kubernetes.yaml"))
+	kubectl(t, env, "", "delete", "trafficpermission", "allow-all-default")
+	mtlsSince := time.Now()
+	eventually(t, 120*time.Second, func() error {
+		if err := targetUp(prom, promURL, "kuma-dataplanes", echoDataplane, echoTarget, mtlsSince); err != nil {
+			return err
+		}
+		if hs := promMesh.stat(t, scrapeCluster+".ssl.handshake", ""); hs == 0 {
+			return fmt.Errorf("Prometheus' proxy made no mTLS handshake through %s yet", scrapeCluster)
+		}
+		return nil
+	})
+	allowed := echoNS.stat(t, "rbac.", ".allowed")
+	require.Positive(t, allowed, "the echo proxy's metrics endpoint judged the scrapes")
+
+	// Without metrics-permissions the scrapes are refused, counted; back
+	// when it is applied again.
+	deniedBefore := echoNS.stat(t, "rbac.", ".denied")
+	kubectl(t, env, "", "delete", "trafficpermission", "metrics-permissions")
+	eventually(t, 120*time.Second, func() error {
+		if err := targetUp(prom, promURL, "kuma-dataplanes", echoDataplane, echoTarget, time.Now().Add(-6*time.Second)); err == nil {
+			return fmt.Errorf("still scraped")
+		}
+		if d := echoNS.stat(t, "rbac.", ".denied"); d <= deniedBefore {
+			return fmt.Errorf("denied %d, want more than %d", d, deniedBefore)
+		}
+		return nil
+	})
+	t.Logf("echo's envoy_rbac_denied on its metrics endpoint: %d", echoNS.stat(t, "rbac.", ".denied"))
+	kubectl(t, env, "", "apply", "-f", filepath.Join(guideDir, "trafficpermissions-kubernetes.yaml"))
+	backSince := time.Now()
+	eventually(t, 120*time.Second, func() error {
+		return targetUp(prom, promURL, "kuma-dataplanes", echoDataplane, echoTarget, backSince)
+	})
 
 	// 5. Teardown: the Deployments' Pods go, their processes with them.
 	kubectl(t, env, "", "delete", "namespace", "kuma-example", "--wait=false")
@@ -355,10 +405,10 @@ func echoOnce(ctx context.Context, p *netnstest.Pod, addr string) error {
 	return nil
 }
 
-// targetUp tells whether Prometheus scraped the job's target of dataplane
-// at address successfully.
-func targetUp(promURL, job, dataplane, address string) error {
-	res, err := http.Get(promURL + "/api/v1/targets?state=active")
+// targetUp tells whether Prometheus' last scrape of the job's target of
+// dataplane at address, after since, succeeded.
+func targetUp(c *http.Client, promURL, job, dataplane, address string, since time.Time) error {
+	res, err := c.Get(promURL + "/api/v1/targets?state=active")
 	if err != nil {
 		return err
 	}
@@ -371,6 +421,7 @@ func targetUp(promURL, job, dataplane, address string) error {
 				Health     string            `json:"health"`
 				LastError  string            `json:"lastError"`
 				ScrapePool string            `json:"scrapePool"`
+				LastScrape time.Time         `json:"lastScrape"`
 			} `json:"activeTargets"`
 		} `json:"data"`
 	}
@@ -381,6 +432,9 @@ func targetUp(promURL, job, dataplane, address string) error {
 		if tg.ScrapePool == job && tg.Labels["dataplane"] == dataplane {
 			if !strings.Contains(tg.ScrapeURL, address) {
 				return fmt.Errorf("target of %s scrapes %s, want %s", dataplane, tg.ScrapeURL, address)
+			}
+			if !tg.LastScrape.After(since) {
+				return fmt.Errorf("target of %s: last scraped at %s, before %s", dataplane, tg.LastScrape, since)
 			}
 			if tg.Health != "up" {
 				return fmt.Errorf("target of %s: %s %s", dataplane, tg.Health, tg.LastError)
