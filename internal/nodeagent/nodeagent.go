@@ -70,6 +70,10 @@ type Config struct {
 	Images map[string]Image
 	// Dir holds the Pods' roots and the containers' logs.
 	Dir string
+	// APIServerHost and APIServerPort, when set, are every container's
+	// KUBERNETES_SERVICE_HOST and _PORT: the API server's own address
+	// (no kube-proxy makes the kubernetes Service's ClusterIP reach it).
+	APIServerHost, APIServerPort string
 	Log *slog.Logger
 }
 
@@ -391,8 +395,21 @@ func (a *Agent) start(pod *corev1.Pod, c *corev1.Container, ip string, r *podRun
 	}
 	sort.Strings(envList)
 	envList = append(envList, "PATH="+os.Getenv("PATH"), "HOME="+r.root)
+	if a.cfg.APIServerHost != "" {
+		envList = append(envList, "KUBERNETES_SERVICE_HOST="+a.cfg.APIServerHost, "KUBERNETES_SERVICE_PORT="+a.cfg.APIServerPort)
+	}
 	uid, gid := user(pod, c)
 	cmd := r.netns.Command(netnstest.Proc{UID: uid, GID: gid, Env: envList, Dir: r.root}, path, args...)
+	if src, ok := mounts[serviceAccountDir]; ok {
+		// Clients read the in-cluster credentials from this fixed path
+		// (no flag names it): a mount namespace of the container's own
+		// shows the volume there, over an empty /run (which /var/run is).
+		script := `mount -t tmpfs kmt-run /run && mkdir -p "$1" && mount --bind "$2" "$1" && ` +
+			`u=$3 g=$4 && shift 4 && exec setpriv --reuid "$u" --regid "$g" --clear-groups --pdeathsig KILL -- "$@"`
+		cmd = r.netns.Command(netnstest.Proc{Env: envList, Dir: r.root}, "unshare", append([]string{
+			"--mount", "--propagation", "private", "--", "/bin/sh", "-c", script, "sh",
+			serviceAccountDir, src, strconv.Itoa(uid), strconv.Itoa(gid), path}, args...)...)
+	}
 	proc, err := testproc.Start(pod.Name+"/"+c.Name, filepath.Join(r.root, c.Name+".log"), cmd)
 	if err != nil {
 		return nil, err
@@ -401,6 +418,9 @@ func (a *Agent) start(pod *corev1.Pod, c *corev1.Container, ip string, r *podRun
 	a.cfg.Log.Info("nodeagent: container started", "pod", pod.Namespace+"/"+pod.Name, "container", c.Name, "program", path, "args", args, "uid", uid)
 	return proc, nil
 }
+
+// serviceAccountDir is where clients look for the in-cluster credentials.
+const serviceAccountDir = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 // user is the UID and GID a container runs as (root unless its or the
 // Pod's securityContext says otherwise).

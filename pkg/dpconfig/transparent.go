@@ -31,19 +31,30 @@ type vipTable struct {
 	version string
 }
 
-// scrapeTarget is the metrics endpoint of a dataplane of a mesh with mTLS
-// on, served over mTLS (tls.mode activeMTLSBackend): a transparently
-// proxied scraper (the Prometheus that `kumactl install metrics` puts in
-// the mesh) connects to it in plain text, and its own proxy carries the
-// connection over mTLS with the scraper's identity, which the endpoint's
-// TrafficPermissions judge.
+// scrapeTarget is an address of a dataplane of a mesh with mTLS on that a
+// peer reaches directly, not through a service: its metrics endpoint
+// served over mTLS (tls.mode activeMTLSBackend), or an inbound at the
+// dataplane's own address. A transparently proxied client (the Prometheus
+// that `kumactl install metrics` puts in the mesh, scraping proxies and
+// prometheus.io/scrape workloads) connects to it in plain text, and its
+// own proxy carries the connection over mTLS with the client's identity,
+// which the target's TrafficPermissions judge.
 type scrapeTarget struct {
 	addr netip.AddrPort
 	// dataplane is the target's key (mesh/name).
 	dataplane string
 	// service is the identity its certificate proves (its first
-	// inbound's service).
+	// inbound's service; for an inbound, the inbound's).
 	service string
+	// cluster reaches this address alone.
+	cluster string
+}
+
+// DirectClusterName names the cluster through which a transparently
+// proxied dataplane of an mTLS mesh reaches another one's inbound at its
+// own address (port), over mTLS.
+func DirectClusterName(dataplane string, port uint32) string {
+	return "direct_" + ClusterName(dataplane) + "_" + strconv.FormatUint(uint64(port), 10)
 }
 
 // ScrapeClusterName names the cluster through which a transparently
@@ -51,7 +62,8 @@ type scrapeTarget struct {
 func ScrapeClusterName(dataplane string) string { return "metrics_" + ClusterName(dataplane) }
 
 // indexScrapeTargets collects, per mesh with mTLS on, the metrics endpoints
-// served over mTLS, sorted by address.
+// served over mTLS and the inbounds at their dataplanes' own addresses,
+// sorted by address.
 func indexScrapeTargets(meshes map[string]*resource.MeshSpec, dataplanes []*resource.Object) map[string][]scrapeTarget {
 	out := map[string][]scrapeTarget{}
 	for _, dp := range dataplanes {
@@ -60,18 +72,31 @@ func indexScrapeTargets(meshes map[string]*resource.MeshSpec, dataplanes []*reso
 		if mesh == nil || ca.Enabled(mesh) == nil || spec == nil || spec.Networking == nil || len(spec.Networking.Inbound) == 0 {
 			continue
 		}
-		eff := resource.EffectiveMetricsConfig(mesh, spec)
-		if eff == nil || eff.TLSMode != resource.TLSModeActiveMTLSBackend {
-			continue
-		}
 		addr, err := netip.ParseAddr(spec.Networking.Address)
-		svc := spec.Networking.Inbound[0].Tags[resource.ServiceTag]
-		if err != nil || svc == "" {
+		if err != nil {
 			continue
 		}
-		out[dp.Meta.Mesh] = append(out[dp.Meta.Mesh], scrapeTarget{
-			addr: netip.AddrPortFrom(addr, uint16(eff.Port)), dataplane: dp.Meta.Key().String(), service: svc,
-		})
+		key := dp.Meta.Key().String()
+		add := func(ap netip.AddrPort, svc, cluster string) {
+			if svc != "" && ap.Port() != 0 {
+				out[dp.Meta.Mesh] = append(out[dp.Meta.Mesh], scrapeTarget{addr: ap, dataplane: key, service: svc, cluster: cluster})
+			}
+		}
+		// Its metrics endpoint, when served over mTLS, proving its first
+		// inbound's service.
+		if eff := resource.EffectiveMetricsConfig(mesh, spec); eff != nil && eff.TLSMode == resource.TLSModeActiveMTLSBackend {
+			add(netip.AddrPortFrom(addr, uint16(eff.Port)), spec.Networking.Inbound[0].Tags[resource.ServiceTag], ScrapeClusterName(key))
+		}
+		// Its inbounds at their own address: a scrape of the workload
+		// (prometheus.io/scrape) reaches the inbound over mTLS, judged by
+		// the permissions of the inbound's service.
+		for _, in := range spec.Networking.Inbound {
+			inAddr := addr
+			if a, err := netip.ParseAddr(in.Address); err == nil {
+				inAddr = a
+			}
+			add(netip.AddrPortFrom(inAddr, uint16(in.Port)), in.Tags[resource.ServiceTag], DirectClusterName(key, in.Port))
+		}
 	}
 	for _, list := range out {
 		slices.SortFunc(list, func(a, b scrapeTarget) int { return a.addr.Compare(b.addr) })
@@ -139,6 +164,8 @@ func (ix *Index) vipVersion(mesh string, list []vip) string {
 		b = append(b, t.dataplane...)
 		b = append(b, '@')
 		b = append(b, t.service...)
+		b = append(b, '/')
+		b = append(b, t.cluster...)
 		b = append(b, ';')
 		_, _ = h.Write(b)
 	}
@@ -196,7 +223,7 @@ func (ix *Index) vipOutbounds(mesh, self string, own []*meshv1.Outbound) []*mesh
 		}
 		out = append(out, &meshv1.Outbound{
 			Address: addr, Port: port, Service: t.service, Protocol: ProtocolTCP,
-			ClusterName: ScrapeClusterName(t.dataplane),
+			ClusterName: t.cluster,
 			Endpoints:   []*meshv1.Endpoint{{Address: addr, Port: port, Dataplane: t.dataplane}},
 			Name:        listenerName("outbound", addr, port),
 			Transparent: true,

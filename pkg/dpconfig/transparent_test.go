@@ -1,6 +1,7 @@
 package dpconfig
 
 import (
+	"strconv"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -115,12 +116,12 @@ func TestServiceVersionsFollowVirtualAddresses(t *testing.T) {
 
 // TestGenerateTransparentScrapeTargets: in a mesh with mTLS and metrics, a
 // transparently proxied dataplane gets one outbound per other dataplane's
-// metrics endpoint served over mTLS (its address and metrics port, a
-// cluster to that endpoint alone, verified as the target's service), so
-// that a scraper beside it reaches the endpoint over mTLS with its own
-// identity; not for its own endpoint, not for an endpoint that skips mTLS,
-// not in a mesh without mTLS, not for a dataplane without transparent
-// proxying. A new target changes the scraper's fingerprint.
+// metrics endpoint served over mTLS and per other dataplane's inbound at
+// its own address (a cluster to that address alone, verified as the
+// target's service), so that a scraper beside it reaches them over mTLS
+// with its own identity; not for its own, not for a metrics endpoint that
+// skips mTLS, not in a mesh without mTLS, not for a dataplane without
+// transparent proxying. A new target changes the scraper's fingerprint.
 func TestGenerateTransparentScrapeTargets(t *testing.T) {
 	withMTLS := func(on bool) *resource.Object {
 		spec := &resource.MeshSpec{Metrics: &resource.Metrics{EnabledBackend: "p", Backends: []resource.MetricsBackend{{Name: "p", Type: "prometheus"}}}}
@@ -150,10 +151,22 @@ func TestGenerateTransparentScrapeTargets(t *testing.T) {
 	ix := NewIndex(Inputs{Meshes: []*resource.Object{withMTLS(true)}, Dataplanes: []*resource.Object{prom, echo, plain}, Secrets: secrets})
 	got, err := Generate(ix, prom)
 	require.NoError(t, err)
-	want := &meshv1.Outbound{Address: "10.0.0.6", Port: 1234, Service: "echo", Protocol: "tcp", ClusterName: "metrics_default_echo-1",
-		Name: "outbound:10.0.0.6:1234", Endpoints: []*meshv1.Endpoint{{Address: "10.0.0.6", Port: 1234, Dataplane: "default/echo-1"}}, Transparent: true}
-	require.Len(t, got.Outbounds, 1, "%v", got.Outbounds)
-	require.True(t, proto.Equal(want, got.Outbounds[0]), "want %v\ngot  %v", want, got.Outbounds[0])
+	direct := func(addr string, port uint32, svc, cluster, dp string) *meshv1.Outbound {
+		return &meshv1.Outbound{Address: addr, Port: port, Service: svc, Protocol: "tcp", ClusterName: cluster,
+			Name: "outbound:" + addr + ":" + strconv.Itoa(int(port)), Endpoints: []*meshv1.Endpoint{{Address: addr, Port: port, Dataplane: dp}}, Transparent: true}
+	}
+	want := []*meshv1.Outbound{
+		// echo's metrics endpoint, served over mTLS, verified as echo.
+		direct("10.0.0.6", 1234, "echo", "metrics_default_echo-1", "default/echo-1"),
+		// The inbounds at their own addresses (a scrape of the workload).
+		direct("10.0.0.6", 8000, "echo", "direct_default_echo-1_8000", "default/echo-1"),
+		// plain's metrics skip mTLS: a plain passthrough reaches them.
+		direct("10.0.0.7", 8000, "plain", "direct_default_plain-1_8000", "default/plain-1"),
+	}
+	require.Len(t, got.Outbounds, len(want), "%v", got.Outbounds)
+	for i := range want {
+		require.True(t, proto.Equal(want[i], got.Outbounds[i]), "want %v\ngot  %v", want[i], got.Outbounds[i])
+	}
 	e, err := Generate(ix, echo)
 	require.NoError(t, err)
 	require.Empty(t, e.Outbounds, "a dataplane without transparent proxying gets none")
@@ -164,8 +177,9 @@ func TestGenerateTransparentScrapeTargets(t *testing.T) {
 	require.NotEqual(t, ix.ServiceVersions(prom), ix2.ServiceVersions(prom))
 	got2, err := Generate(ix2, prom)
 	require.NoError(t, err)
-	require.Len(t, got2.Outbounds, 2)
-	require.Equal(t, "outbound:10.0.0.8:5670", got2.Outbounds[1].Name)
+	require.Len(t, got2.Outbounds, 5)
+	require.Equal(t, "outbound:10.0.0.8:5670", got2.Outbounds[3].Name)
+	require.Equal(t, "metrics_default_echo-2", got2.Outbounds[3].ClusterName)
 
 	// Without mTLS the scraper's plain connection passes through.
 	noMTLS, err := Generate(NewIndex(Inputs{Meshes: []*resource.Object{withMTLS(false)}, Dataplanes: []*resource.Object{prom, echo, plain}}), prom)
