@@ -118,6 +118,63 @@ spec:
     targetPort: 8000
 `
 
+// metricsAppManifest is a workload exposing its own metrics with the
+// guide's prometheus.io annotations ("Expose metrics from applications").
+const metricsAppManifest = `apiVersion: apps/v1
+kind: Deployment
+metadata:
+  namespace: kuma-example
+  name: metrics-app
+spec:
+  replicas: 1
+  selector:
+    matchLabels:
+      app: metrics-app
+  template:
+    metadata:
+      labels:
+        app: metrics-app
+      annotations:
+        prometheus.io/scrape: "true"
+        prometheus.io/port: "8080"
+        prometheus.io/path: "/metrics"
+    spec:
+      containers:
+      - name: metrics-app
+        image: kumahq/kuma-demo-app:0.1.0
+        ports:
+        - containerPort: 8080
+---
+apiVersion: v1
+kind: Service
+metadata:
+  namespace: kuma-example
+  name: metrics-app
+spec:
+  selector:
+    app: metrics-app
+  ports:
+  - port: 80
+    targetPort: 8080
+`
+
+// prometheusToApps lets Prometheus consume the application's metrics
+// under mTLS (the guide: "you need Traffic Permission that lets Prometheus
+// consume applications").
+const prometheusToApps = `apiVersion: kuma.io/v1alpha1
+kind: TrafficPermission
+mesh: default
+metadata:
+  name: prometheus-to-apps
+spec:
+  sources:
+  - match:
+      kuma.io/service: prometheus-server_kuma-metrics_svc_80
+  destinations:
+  - match:
+      kuma.io/service: metrics-app_kuma-example_svc_80
+`
+
 // prometheusVolume is where the Prometheus Pod's PersistentVolumeClaim
 // binds (no provisioner runs): the node agent gives the Pod a directory of
 // its own for it.
@@ -162,8 +219,10 @@ func TestKubernetesCluster(t *testing.T) {
 	n := netnstest.New(t)
 	ctx := t.Context()
 
-	// The cluster: its Service range is the network's blackholed one.
-	cluster, err := k8stest.StartCluster(ctx, k8stest.ClusterOptions{Options: k8stest.Options{ServiceCIDR: n.Services.String()}})
+	// The cluster, its API server on the bridge's host address (the Pods'
+	// in-cluster clients reach it there), its Service range the network's
+	// blackholed one.
+	cluster, err := k8stest.StartCluster(ctx, k8stest.ClusterOptions{Options: k8stest.Options{Host: n.Gateway.String(), ServiceCIDR: n.Services.String()}})
 	require.NoError(t, err)
 	t.Cleanup(cluster.Stop)
 	env := cluster.Env
@@ -198,11 +257,13 @@ func TestKubernetesCluster(t *testing.T) {
 	// The node agent.
 	agent, err := nodeagent.Start(nodeagent.Config{
 		Client: cs, NodeName: cluster.NodeName, Network: n, Dir: filepath.Join(dir, "pods"),
+		APIServerHost: cluster.Host, APIServerPort: "6443",
 		Log: slog.New(slog.NewTextHandler(testWriter{t}, nil)),
 		Images: map[string]nodeagent.Image{
 			"kumahq/kuma-dp":       {Path: filepath.Join(binDir, "kuma-dp"), Commands: map[string]string{"kumactl": filepath.Join(binDir, "kumactl")}},
 			"kumahq/kuma-tcp-echo": {Path: filepath.Join(binDir, "demo-app"), Args: []string{"tcp-echo", "--listen", "0.0.0.0:$(PORT)"}},
 			"prom/prometheus":      {Path: promBin},
+			"kumahq/kuma-demo-app": {Path: filepath.Join(binDir, "demo-app"), Args: []string{"backend", "--name", "metrics-app", "--listen", "0.0.0.0:$(PORT)", "--error-rate", "0", "--latency", "0"}},
 		},
 	})
 	require.NoError(t, err)
@@ -222,8 +283,9 @@ func TestKubernetesCluster(t *testing.T) {
 		}
 		return nil
 	})
-	kubectl(t, env, clusterEchoManifest, "apply", "-f", "-")
+	kubectl(t, env, clusterEchoManifest+"---\n"+metricsAppManifest, "apply", "-f", "-")
 	echoPod := runningPod(t, cs, agent, "kuma-example", "app=kuma-tcp-echo")
+	appPod := runningPod(t, cs, agent, "kuma-example", "app=metrics-app")
 	clientPod := runningPod(t, cs, agent, "kuma-example", "app=echo-client")
 	require.Equal(t, "true", echoPod.Annotations["kuma.io/sidecar-injected"])
 	require.Len(t, echoPod.Spec.InitContainers, 1)
@@ -275,8 +337,14 @@ func TestKubernetesCluster(t *testing.T) {
 	const promURL = "http://127.0.0.1:9090"
 	echoDataplane := echoPod.Name + ".kuma-example"
 	echoTarget := hostPort(echoPod.Status.PodIP, 1234)
+	appTarget := hostPort(appPod.Status.PodIP, 8080)
 	eventually(t, 120*time.Second, func() error {
-		return targetUp(prom, promURL, "kuma-dataplanes", echoDataplane, echoTarget, time.Time{})
+		if err := targetUp(prom, promURL, "kuma-dataplanes", "dataplane", echoDataplane, echoTarget, time.Time{}); err != nil {
+			return err
+		}
+		// The workload annotated prometheus.io/scrape, found through the
+		// API (kubernetes_sd_configs, in-cluster credentials).
+		return targetUp(prom, promURL, "kubernetes-pods", "pod", appPod.Name, appTarget, time.Time{})
 	})
 	// Images the agent cannot run stay Pending, said so.
 	for _, sel := range []string{"app.kubernetes.io/name=grafana", "app.kubernetes.io/name=prometheus-kube-state-metrics"} {
@@ -306,14 +374,21 @@ func TestKubernetesCluster(t *testing.T) {
 	scrapeCluster := "cluster." + dpconfig.ScrapeClusterName("default/"+echoPod.Name+".kuma-example")
 	kubectl(t, env, "", "apply", "-f", filepath.Join(guideDir, "mesh-kubernetes-mtls.yaml"))
 	kubectl(t, env, "", "apply", "-f", filepath.Join(guideDir, "trafficpermissions-kubernetes.yaml"))
+	kubectl(t, env, prometheusToApps, "apply", "-f", "-")
 	kubectl(t, env, "", "delete", "trafficpermission", "allow-all-default")
+	appCluster := "cluster." + dpconfig.DirectClusterName("default/"+appPod.Name+".kuma-example", 8080)
 	mtlsSince := time.Now()
 	eventually(t, 120*time.Second, func() error {
-		if err := targetUp(prom, promURL, "kuma-dataplanes", echoDataplane, echoTarget, mtlsSince); err != nil {
+		if err := targetUp(prom, promURL, "kuma-dataplanes", "dataplane", echoDataplane, echoTarget, mtlsSince); err != nil {
 			return err
 		}
-		if hs := promMesh.stat(t, scrapeCluster+".ssl.handshake", ""); hs == 0 {
-			return fmt.Errorf("Prometheus' proxy made no mTLS handshake through %s yet", scrapeCluster)
+		if err := targetUp(prom, promURL, "kubernetes-pods", "pod", appPod.Name, appTarget, mtlsSince); err != nil {
+			return err
+		}
+		for _, c := range []string{scrapeCluster, appCluster} {
+			if hs := promMesh.stat(t, c+".ssl.handshake", ""); hs == 0 {
+				return fmt.Errorf("Prometheus' proxy made no mTLS handshake through %s yet", c)
+			}
 		}
 		return nil
 	})
@@ -325,7 +400,7 @@ func TestKubernetesCluster(t *testing.T) {
 	deniedBefore := echoNS.stat(t, "rbac.", ".denied")
 	kubectl(t, env, "", "delete", "trafficpermission", "metrics-permissions")
 	eventually(t, 120*time.Second, func() error {
-		if err := targetUp(prom, promURL, "kuma-dataplanes", echoDataplane, echoTarget, time.Now().Add(-6*time.Second)); err == nil {
+		if err := targetUp(prom, promURL, "kuma-dataplanes", "dataplane", echoDataplane, echoTarget, time.Now().Add(-6*time.Second)); err == nil {
 			return fmt.Errorf("still scraped")
 		}
 		if d := echoNS.stat(t, "rbac.", ".denied"); d <= deniedBefore {
@@ -337,7 +412,7 @@ func TestKubernetesCluster(t *testing.T) {
 	kubectl(t, env, "", "apply", "-f", filepath.Join(guideDir, "trafficpermissions-kubernetes.yaml"))
 	backSince := time.Now()
 	eventually(t, 120*time.Second, func() error {
-		return targetUp(prom, promURL, "kuma-dataplanes", echoDataplane, echoTarget, backSince)
+		return targetUp(prom, promURL, "kuma-dataplanes", "dataplane", echoDataplane, echoTarget, backSince)
 	})
 
 	// 5. Teardown: the Deployments' Pods go, their processes with them.
@@ -405,9 +480,9 @@ func echoOnce(ctx context.Context, p *netnstest.Pod, addr string) error {
 	return nil
 }
 
-// targetUp tells whether Prometheus' last scrape of the job's target of
-// dataplane at address, after since, succeeded.
-func targetUp(c *http.Client, promURL, job, dataplane, address string, since time.Time) error {
+// targetUp tells whether Prometheus' last scrape of the job's target
+// labelled label=value at address, after since, succeeded.
+func targetUp(c *http.Client, promURL, job, label, value, address string, since time.Time) error {
 	res, err := c.Get(promURL + "/api/v1/targets?state=active")
 	if err != nil {
 		return err
@@ -429,20 +504,20 @@ func targetUp(c *http.Client, promURL, job, dataplane, address string, since tim
 		return err
 	}
 	for _, tg := range body.Data.ActiveTargets {
-		if tg.ScrapePool == job && tg.Labels["dataplane"] == dataplane {
+		if tg.ScrapePool == job && tg.Labels[label] == value {
 			if !strings.Contains(tg.ScrapeURL, address) {
-				return fmt.Errorf("target of %s scrapes %s, want %s", dataplane, tg.ScrapeURL, address)
+				return fmt.Errorf("%s target %s scrapes %s, want %s", job, value, tg.ScrapeURL, address)
 			}
 			if !tg.LastScrape.After(since) {
-				return fmt.Errorf("target of %s: last scraped at %s, before %s", dataplane, tg.LastScrape, since)
+				return fmt.Errorf("%s target %s: last scraped at %s, before %s", job, value, tg.LastScrape, since)
 			}
 			if tg.Health != "up" {
-				return fmt.Errorf("target of %s: %s %s", dataplane, tg.Health, tg.LastError)
+				return fmt.Errorf("%s target %s: %s %s", job, value, tg.Health, tg.LastError)
 			}
 			return nil
 		}
 	}
-	return fmt.Errorf("no %s target of %s among %d", job, dataplane, len(body.Data.ActiveTargets))
+	return fmt.Errorf("no %s target %s=%s among %d", job, label, value, len(body.Data.ActiveTargets))
 }
 
 type testWriter struct{ t *testing.T }
