@@ -387,7 +387,14 @@ func TestKubernetesCluster(t *testing.T) {
 		}
 		for _, c := range []string{scrapeCluster, appCluster} {
 			if hs := promMesh.stat(t, c+".ssl.handshake", ""); hs == 0 {
-				return fmt.Errorf("Prometheus' proxy made no mTLS handshake through %s yet", c)
+				body, _ := promMesh.get("http://127.0.0.1:9901/stats")
+				var lines []string
+				for _, l := range strings.Split(body, "\n") {
+					if strings.Contains(l, "metrics_") || strings.Contains(l, "direct_") || strings.Contains(l, "pass_through") || strings.Contains(l, "15001") {
+						lines = append(lines, l)
+					}
+				}
+				return fmt.Errorf("Prometheus' proxy made no mTLS handshake through %s yet; its statistics:\n%s", c, strings.Join(lines, "\n"))
 			}
 		}
 		return nil
