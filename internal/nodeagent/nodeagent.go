@@ -9,7 +9,9 @@
 // volumes (ConfigMaps, Secrets, projected ServiceAccount tokens bound to the
 // Pod, downward API files, emptyDirs, PersistentVolumeClaims) as files
 // under a per-Pod root: every argument and environment value naming a
-// mount path is rewritten to the file's place there. The Pod's status gets
+// mount path is rewritten to the file's place there (the ServiceAccount
+// volume, read at a fixed path by in-cluster clients, is bound at that path
+// in a mount namespace of the container's own, over an empty /run). The Pod's status gets
 // its IP, Running and Ready once every container runs (probes are not run),
 // and a container that exits is reported terminated, not restarted. A Pod
 // with an image the agent cannot run is left Pending, its containers
@@ -19,7 +21,8 @@
 //
 // It supports what the tests' manifests use, no more: no probes, no
 // restarts, no resource limits, no ports mapping (the Pod's network is the
-// namespace), no image pulling, no Pod updates after the start.
+// namespace), no image pulling, no Pod updates after the start, no DNS
+// (docs/2026-12-06-test-cluster.md lists the rest).
 package nodeagent
 
 import (
