@@ -77,7 +77,7 @@ type Config struct {
 	// KUBERNETES_SERVICE_HOST and _PORT: the API server's own address
 	// (no kube-proxy makes the kubernetes Service's ClusterIP reach it).
 	APIServerHost, APIServerPort string
-	Log *slog.Logger
+	Log                          *slog.Logger
 }
 
 // Agent runs the Pods bound to its Node.

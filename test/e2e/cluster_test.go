@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -46,117 +48,66 @@ func prometheusModuleBinary(t *testing.T) string {
 	return path
 }
 
-// The guide's kuma-tcp-echo Deployment with its two metrics annotations,
-// and its Service.
-const clusterEchoManifest = `apiVersion: apps/v1
+// workloadManifest is a Deployment of one Pod in kuma-example, labelled
+// app: name, its container of image listening on port, its template
+// annotated with annotations (keys sorted), and a Service selecting it
+// (port 80 to port).
+func workloadManifest(name, image string, port int, annotations map[string]string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, `apiVersion: apps/v1
 kind: Deployment
 metadata:
   namespace: kuma-example
-  name: kuma-tcp-echo
+  name: %[1]s
 spec:
   replicas: 1
   selector:
     matchLabels:
-      app: kuma-tcp-echo
+      app: %[1]s
   template:
     metadata:
       labels:
-        app: kuma-tcp-echo
-      annotations:
-        prometheus.metrics.kuma.io/port: "1234"
-        prometheus.metrics.kuma.io/path: "/non-standard-path"
-    spec:
+        app: %[1]s
+`, name)
+	if len(annotations) > 0 {
+		b.WriteString("      annotations:\n")
+		for _, k := range slices.Sorted(maps.Keys(annotations)) {
+			fmt.Fprintf(&b, "        %s: %q\n", k, annotations[k])
+		}
+	}
+	fmt.Fprintf(&b, `    spec:
       containers:
-      - name: kuma-tcp-echo
-        image: kumahq/kuma-tcp-echo:0.1.0
+      - name: %[1]s
+        image: %[2]s
         ports:
-        - containerPort: 8000
+        - containerPort: %[3]d
 ---
 apiVersion: v1
 kind: Service
 metadata:
   namespace: kuma-example
-  name: kuma-tcp-echo
+  name: %[1]s
 spec:
   selector:
-    app: kuma-tcp-echo
+    app: %[1]s
   ports:
   - port: 80
-    targetPort: 8000
----
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  namespace: kuma-example
-  name: echo-client
-spec:
-  replicas: 1
-  selector:
-    matchLabels:
-      app: echo-client
-  template:
-    metadata:
-      labels:
-        app: echo-client
-    spec:
-      containers:
-      - name: echo-client
-        image: kumahq/kuma-tcp-echo:0.1.0
-        ports:
-        - containerPort: 8000
----
-apiVersion: v1
-kind: Service
-metadata:
-  namespace: kuma-example
-  name: echo-client
-spec:
-  selector:
-    app: echo-client
-  ports:
-  - port: 80
-    targetPort: 8000
-`
+    targetPort: %[3]d
+`, name, image, port)
+	return b.String()
+}
 
-// metricsAppManifest is a workload exposing its own metrics with the
-// guide's prometheus.io annotations ("Expose metrics from applications").
-const metricsAppManifest = `apiVersion: apps/v1
-kind: Deployment
-metadata:
-  namespace: kuma-example
-  name: metrics-app
-spec:
-  replicas: 1
-  selector:
-    matchLabels:
-      app: metrics-app
-  template:
-    metadata:
-      labels:
-        app: metrics-app
-      annotations:
-        prometheus.io/scrape: "true"
-        prometheus.io/port: "8080"
-        prometheus.io/path: "/metrics"
-    spec:
-      containers:
-      - name: metrics-app
-        image: kumahq/kuma-demo-app:0.1.0
-        ports:
-        - containerPort: 8080
----
-apiVersion: v1
-kind: Service
-metadata:
-  namespace: kuma-example
-  name: metrics-app
-spec:
-  selector:
-    app: metrics-app
-  ports:
-  - port: 80
-    targetPort: 8080
-`
+// clusterWorkloads are the guide's kuma-tcp-echo Deployment with its two
+// metrics annotations, another meshed workload that calls it, and a
+// workload exposing its own metrics with the guide's prometheus.io
+// annotations ("Expose metrics from applications"), each with its Service.
+var clusterWorkloads = strings.Join([]string{
+	workloadManifest("kuma-tcp-echo", "kumahq/kuma-tcp-echo:0.1.0", 8000, guideMetricsAnnotations),
+	workloadManifest("echo-client", "kumahq/kuma-tcp-echo:0.1.0", 8000, nil),
+	workloadManifest("metrics-app", "kumahq/kuma-demo-app:0.1.0", 8080, map[string]string{
+		"prometheus.io/scrape": "true", "prometheus.io/port": "8080", "prometheus.io/path": "/metrics",
+	}),
+}, "---\n")
 
 // prometheusToApps lets Prometheus consume the application's metrics
 // under mTLS (the guide: "you need Traffic Permission that lets Prometheus
@@ -207,6 +158,8 @@ spec:
 // reported not runnable here and stay Pending.
 func TestKubernetesCluster(t *testing.T) {
 	began := time.Now()
+	// Registered first, so it runs last: the whole test, teardown included.
+	t.Cleanup(func() { t.Logf("the cluster test took %s, teardown included", time.Since(began).Round(time.Second)) })
 	netnstest.RequireIPTables(t)
 	if err := k8stest.CheckClusterAssets(); err != nil {
 		if os.Getenv("CI") == "true" {
@@ -283,7 +236,7 @@ func TestKubernetesCluster(t *testing.T) {
 		}
 		return nil
 	})
-	kubectl(t, env, clusterEchoManifest+"---\n"+metricsAppManifest, "apply", "-f", "-")
+	kubectl(t, env, clusterWorkloads, "apply", "-f", "-")
 	echoPod := runningPod(t, cs, agent, "kuma-example", "app=kuma-tcp-echo")
 	appPod := runningPod(t, cs, agent, "kuma-example", "app=metrics-app")
 	clientPod := runningPod(t, cs, agent, "kuma-example", "app=echo-client")
@@ -431,7 +384,6 @@ func TestKubernetesCluster(t *testing.T) {
 		}
 		return nil
 	})
-	t.Logf("the cluster test took %s", time.Since(began).Round(time.Second))
 }
 
 // runningPod waits until the one Pod of ns matching selector runs, ready.
