@@ -216,11 +216,18 @@ func (ix *Index) vipOutbounds(mesh, self string, own []*meshv1.Outbound) []*mesh
 		}
 		out = append(out, ix.outbound(mesh, v.service, addr, port, true))
 	}
+	for _, o := range out {
+		taken[o.GetName()] = true
+	}
 	for _, t := range table.scrapes {
 		addr, port := t.addr.Addr().String(), uint32(t.addr.Port())
-		if t.dataplane == self || taken[listenerName("outbound", addr, port)] {
+		name := listenerName("outbound", addr, port)
+		// Loopback is never captured; an address two dataplanes claim
+		// (hand-written ones) goes to the first by address order only.
+		if t.dataplane == self || taken[name] || t.addr.Addr().IsLoopback() {
 			continue
 		}
+		taken[name] = true
 		out = append(out, &meshv1.Outbound{
 			Address: addr, Port: port, Service: t.service, Protocol: ProtocolTCP,
 			ClusterName: t.cluster,
