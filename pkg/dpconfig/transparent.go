@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/cespare/xxhash/v2"
 
@@ -99,7 +100,12 @@ func indexScrapeTargets(meshes map[string]*resource.MeshSpec, dataplanes []*reso
 		}
 	}
 	for _, list := range out {
-		slices.SortFunc(list, func(a, b scrapeTarget) int { return a.addr.Compare(b.addr) })
+		slices.SortFunc(list, func(a, b scrapeTarget) int {
+			if c := a.addr.Compare(b.addr); c != 0 {
+				return c
+			}
+			return strings.Compare(a.dataplane, b.dataplane)
+		})
 	}
 	return out
 }
@@ -223,7 +229,7 @@ func (ix *Index) vipOutbounds(mesh, self string, own []*meshv1.Outbound) []*mesh
 		addr, port := t.addr.Addr().String(), uint32(t.addr.Port())
 		name := listenerName("outbound", addr, port)
 		// Loopback is never captured; an address two dataplanes claim
-		// (hand-written ones) goes to the first by address order only.
+		// (hand-written ones) goes to the first by name.
 		if t.dataplane == self || taken[name] || t.addr.Addr().IsLoopback() {
 			continue
 		}

@@ -181,12 +181,17 @@ func TestGenerateTransparentScrapeTargets(t *testing.T) {
 	require.Equal(t, "outbound:10.0.0.8:5670", got2.Outbounds[3].Name)
 	require.Equal(t, "metrics_default_echo-2", got2.Outbounds[3].ClusterName)
 
-	// An address two dataplanes claim is one outbound; loopback ones none.
+	// An address two dataplanes claim is one outbound, the first's by name
+	// (echo-1's 10.0.0.6:8000, not twin's); loopback ones none.
 	twin := dp("default", "twin", resource.Networking{Address: "10.0.0.6", Inbound: []resource.Inbound{{Port: 8000, Tags: tags(resource.ServiceTag, "twin")}}})
 	local := dp("default", "local", resource.Networking{Address: "127.0.0.9", Inbound: []resource.Inbound{{Port: 8000, Tags: tags(resource.ServiceTag, "local")}}})
 	got3, err := Generate(NewIndex(Inputs{Meshes: []*resource.Object{withMTLS(true)}, Dataplanes: []*resource.Object{prom, echo, plain, twin, local}, Secrets: secrets}), prom)
 	require.NoError(t, err)
-	require.Len(t, got3.Outbounds, len(want), "%v", got3.Outbounds)
+	want3 := []*meshv1.Outbound{want[0], direct("10.0.0.6", 5670, "twin", "metrics_default_twin", "default/twin"), want[1], want[2]}
+	require.Len(t, got3.Outbounds, len(want3), "%v", got3.Outbounds)
+	for i := range want3 {
+		require.True(t, proto.Equal(want3[i], got3.Outbounds[i]), "want %v\ngot  %v", want3[i], got3.Outbounds[i])
+	}
 
 	// Without mTLS the scraper's plain connection passes through.
 	noMTLS, err := Generate(NewIndex(Inputs{Meshes: []*resource.Object{withMTLS(false)}, Dataplanes: []*resource.Object{prom, echo, plain}}), prom)
