@@ -265,8 +265,12 @@ func TestCluster(t *testing.T) {
 		}
 	}
 	require.NotNil(t, projected, "the ServiceAccount admission plugin adds the token volume: %+v", pod.Spec.Volumes)
-	_, err = cs.CoreV1().ConfigMaps("default").Get(ctx, "kube-root-ca.crt", metav1.GetOptions{})
-	require.NoError(t, err, "the root CA ConfigMap the token volume names")
+	// The root CA ConfigMap the token volume names is published by the
+	// controller manager, maybe after the Pod was bound.
+	require.Eventually(t, func() bool {
+		_, err := cs.CoreV1().ConfigMaps("default").Get(ctx, "kube-root-ca.crt", metav1.GetOptions{})
+		return err == nil
+	}, time.Minute, 100*time.Millisecond, "no kube-root-ca.crt ConfigMap")
 
 	// The Node stays Ready past the node lifecycle controller's grace
 	// period (40 s), untainted.

@@ -85,10 +85,27 @@ type Agent struct {
 	cfg    Config
 	cancel context.CancelFunc
 	done   chan struct{}
+	// retry receives the Pods to start again (a volume was not ready).
+	retry chan podKey
 
 	mu   sync.Mutex
 	pods map[types.UID]*podRun
 }
+
+// podKey names a Pod to start again.
+type podKey struct {
+	Namespace, Name string
+	UID             types.UID
+}
+
+// volumeRetry is how long a Pod whose volume's object is missing waits.
+const volumeRetry = 500 * time.Millisecond
+
+// volumeNotReady is a volume whose ConfigMap or Secret does not exist yet.
+type volumeNotReady struct{ err error }
+
+func (e *volumeNotReady) Error() string { return e.err.Error() }
+func (e *volumeNotReady) Unwrap() error { return e.err }
 
 // podRun is a Pod the agent started.
 type podRun struct {
@@ -107,7 +124,7 @@ func Start(cfg Config) (*Agent, error) {
 		return nil, fmt.Errorf("nodeagent: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	a := &Agent{cfg: cfg, cancel: cancel, done: make(chan struct{}), pods: map[types.UID]*podRun{}}
+	a := &Agent{cfg: cfg, cancel: cancel, done: make(chan struct{}), retry: make(chan podKey), pods: map[types.UID]*podRun{}}
 	go a.loop(ctx)
 	return a, nil
 }
@@ -147,16 +164,31 @@ func (a *Agent) loop(ctx context.Context) {
 			a.pause(ctx, "watch pods", err)
 			continue
 		}
-		for ev := range w.ResultChan() {
-			pod, ok := ev.Object.(*corev1.Pod)
-			if !ok {
-				continue
+	events:
+		for {
+			select {
+			case <-ctx.Done():
+				break events
+			case key := <-a.retry:
+				// The Pod as it is now (gone or replaced: nothing to do).
+				pod, err := a.cfg.Client.CoreV1().Pods(key.Namespace).Get(ctx, key.Name, metav1.GetOptions{})
+				if err == nil && pod.UID == key.UID {
+					a.handle(ctx, pod)
+				}
+			case ev, ok := <-w.ResultChan():
+				if !ok {
+					break events
+				}
+				pod, ok := ev.Object.(*corev1.Pod)
+				if !ok {
+					continue
+				}
+				if ev.Type == watch.Deleted {
+					a.forget(pod.UID)
+					continue
+				}
+				a.handle(ctx, pod)
 			}
-			if ev.Type == watch.Deleted {
-				a.forget(pod.UID)
-				continue
-			}
-			a.handle(ctx, pod)
 		}
 		w.Stop()
 	}
@@ -228,7 +260,21 @@ func (a *Agent) handle(ctx context.Context, pod *corev1.Pod) {
 		return
 	}
 	r, err := a.run(ctx, pod)
-	if err != nil {
+	var notYet *volumeNotReady
+	switch {
+	case errors.As(err, &notYet):
+		// As a kubelet, wait for what the volume needs (the root CA
+		// ConfigMap appears shortly after its namespace).
+		a.cfg.Log.Info("nodeagent: volume not ready, retrying", "pod", pod.Namespace+"/"+pod.Name, "error", err)
+		key := podKey{Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID}
+		time.AfterFunc(volumeRetry, func() {
+			select {
+			case a.retry <- key:
+			case <-ctx.Done():
+			}
+		})
+		return
+	case err != nil:
 		a.cfg.Log.Error("nodeagent: run pod", "pod", pod.Namespace+"/"+pod.Name, "error", err)
 		a.reportFailed(ctx, pod, err)
 		return
@@ -328,6 +374,9 @@ func (a *Agent) updateStatus(ctx context.Context, p *corev1.Pod) {
 
 // run starts pod: namespace, volumes, init containers, containers, status.
 func (a *Agent) run(ctx context.Context, pod *corev1.Pod) (r *podRun, err error) {
+	if err := a.volumesReady(ctx, pod); err != nil {
+		return nil, err
+	}
 	name := pod.Namespace + "-" + pod.Name
 	netns, err := a.cfg.Network.NewPod(name)
 	if err != nil {
@@ -345,7 +394,7 @@ func (a *Agent) run(ctx context.Context, pod *corev1.Pod) (r *podRun, err error)
 	}
 	volumes, err := a.writeVolumes(ctx, pod, ip, r.root)
 	if err != nil {
-		return nil, err
+		return nil, err // stop removes the namespace; a retry makes another
 	}
 	for i := range pod.Spec.InitContainers {
 		c := &pod.Spec.InitContainers[i]
@@ -568,6 +617,9 @@ func (a *Agent) writeVolumes(ctx context.Context, pod *corev1.Pod, ip, root stri
 		default:
 			err = fmt.Errorf("this kind of volume is not supported here")
 		}
+		if apierrors.IsNotFound(err) {
+			return nil, &volumeNotReady{fmt.Errorf("volume %s of pod %s/%s: %w", v.Name, pod.Namespace, pod.Name, err)}
+		}
 		if err != nil {
 			return nil, fmt.Errorf("volume %s of pod %s/%s: %w", v.Name, pod.Namespace, pod.Name, err)
 		}
@@ -585,6 +637,53 @@ func (a *Agent) writeVolumes(ctx context.Context, pod *corev1.Pod, ip, root stri
 		dirs[v.Name] = dir
 	}
 	return dirs, nil
+}
+
+// volumesReady checks that the ConfigMaps and Secrets the Pod's volumes
+// need exist (volumeNotReady when one does not yet), before the Pod gets a
+// network namespace.
+func (a *Agent) volumesReady(ctx context.Context, pod *corev1.Pod) error {
+	check := func(kind, name string, optional *bool) error {
+		var err error
+		switch kind {
+		case "ConfigMap":
+			_, err = a.cfg.Client.CoreV1().ConfigMaps(pod.Namespace).Get(ctx, name, metav1.GetOptions{})
+		default:
+			_, err = a.cfg.Client.CoreV1().Secrets(pod.Namespace).Get(ctx, name, metav1.GetOptions{})
+		}
+		switch {
+		case apierrors.IsNotFound(err) && !ptr.Deref(optional, false):
+			return &volumeNotReady{fmt.Errorf("%s %s of pod %s/%s: %w", kind, name, pod.Namespace, pod.Name, err)}
+		case apierrors.IsNotFound(err):
+			return nil
+		}
+		return err
+	}
+	for _, v := range pod.Spec.Volumes {
+		var err error
+		switch {
+		case v.ConfigMap != nil:
+			err = check("ConfigMap", v.ConfigMap.Name, v.ConfigMap.Optional)
+		case v.Secret != nil:
+			err = check("Secret", v.Secret.SecretName, v.Secret.Optional)
+		case v.Projected != nil:
+			for _, src := range v.Projected.Sources {
+				switch {
+				case src.ConfigMap != nil:
+					err = check("ConfigMap", src.ConfigMap.Name, src.ConfigMap.Optional)
+				case src.Secret != nil:
+					err = check("Secret", src.Secret.Name, src.Secret.Optional)
+				}
+				if err != nil {
+					break
+				}
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func selectItems(data map[string][]byte, items []corev1.KeyToPath, files map[string][]byte) error {
