@@ -27,8 +27,8 @@ type schema struct {
 }
 
 type fieldSchema struct {
-	Name   string           `json:"name"`
-	Type   string           `json:"type"`
+	Name   string            `json:"name"`
+	Type   string            `json:"type"`
 	Config *data.FieldConfig `json:"config,omitempty"`
 }
 
