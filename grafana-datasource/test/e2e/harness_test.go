@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -70,6 +71,35 @@ func run(m *testing.M) int {
 	}
 	binDir = dir
 	return m.Run()
+}
+
+// findBuiltPlugin returns the plugin's folder built by `make plugin`
+// (grafana-datasource/dist, or KUMA_PLUGIN_DIST), with the frontend and this
+// machine's backend binary, or why it is not there.
+func findBuiltPlugin() (string, error) {
+	dist := os.Getenv("KUMA_PLUGIN_DIST")
+	if dist == "" {
+		dist = filepath.Join(repoRoot, "grafana-datasource", "dist")
+	}
+	for _, f := range []string{"plugin.json", "module.js", pluginBinary + "_linux_" + runtime.GOARCH} {
+		if _, err := os.Stat(filepath.Join(dist, f)); err != nil {
+			return "", fmt.Errorf("the plugin is not built (make plugin): %w", err)
+		}
+	}
+	return dist, nil
+}
+
+// requireBuilt fails the test under CI=true, and skips it otherwise, when
+// err (of findBuiltPlugin) says the plugin is not built.
+func requireBuilt(t *testing.T, err error) {
+	t.Helper()
+	if err == nil {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("the built plugin is required in CI (make test-plugin builds it first): %v", err)
+	}
+	t.Skip(err)
 }
 
 // loopbackNet returns the first three octets of a /24 of loopback addresses
@@ -136,7 +166,13 @@ type pluginProcess struct {
 // and dispenses the SDK's diagnostics, data and resource clients.
 func startPlugin(t *testing.T) *pluginProcess {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(binDir, pluginBinary))
+	return startPluginBinary(t, filepath.Join(binDir, pluginBinary))
+}
+
+// startPluginBinary starts the backend binary at path as startPlugin does.
+func startPluginBinary(t *testing.T, path string) *pluginProcess {
+	t.Helper()
+	cmd := exec.Command(path)
 	// What Grafana hands every backend plugin.
 	cmd.Env = append(os.Environ(), "GF_VERSION=11.3.0", "GF_EDITION=oss", "GF_PLUGIN_VERSION=dev")
 	logs := &lockedBuffer{}
@@ -285,8 +321,9 @@ type demo struct {
 }
 
 // startDemo runs the demo script and waits until it says it runs; the
-// cleanup kills its whole process group.
-func startDemo(t *testing.T) *demo {
+// cleanup kills its whole process group. With grafanaPlugin (a built
+// plugin's folder), the demo's kumactl install metrics installs it.
+func startDemo(t *testing.T, grafanaPlugin string) *demo {
 	t.Helper()
 	requireProgram(t, "prometheus")
 	requireProgram(t, "curl")
@@ -294,7 +331,7 @@ func startDemo(t *testing.T) *demo {
 	d.cmd = exec.Command("bash", filepath.Join(repoRoot, "scripts", "demo.sh"))
 	d.cmd.Env = append(os.Environ(),
 		"DEMO_DIR="+d.dir, "DEMO_BIN="+binDir, "DEMO_NET="+d.net,
-		"DEMO_ADMIN_HOST="+d.net+".1", "DEMO_PROMETHEUS="+d.net+".1:9090")
+		"DEMO_ADMIN_HOST="+d.net+".1", "DEMO_PROMETHEUS="+d.net+".1:9090", "DEMO_GRAFANA_PLUGIN="+grafanaPlugin)
 	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	require.NoError(t, d.cmd.Start())

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"sort"
 	"strings"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/grafana/grafana-plugin-sdk-go/data"
 	"github.com/grafana/grafana-plugin-sdk-go/genproto/pluginv2"
 	"github.com/stretchr/testify/require"
+	"go.yaml.in/yaml/v3"
 )
 
 // What the demo runs: the traffic generator sends 20 requests/s to the
@@ -96,7 +98,8 @@ func within(name string, got, want, tolerance float64) error {
 // every query type, the resources and the health check through the
 // plugin's gRPC interface, against kumactl and the traffic the demo sends.
 func TestAgainstTheDemo(t *testing.T) {
-	d := startDemo(t)
+	dist, distErr := findBuiltPlugin()
+	d := startDemo(t, dist)
 	p := startPlugin(t)
 	cp := "http://" + d.net + ".1:5681"
 	prom := "http://" + d.net + ".1:9090"
@@ -318,6 +321,63 @@ func TestAgainstTheDemo(t *testing.T) {
 		require.Contains(t, p.queryData(t, bad, query{refID: "M", json: `{"queryType":"meshes"}`})["M"].err, "settings are wrong")
 
 		require.False(t, p.client.Exited(), "the plugin is still running")
+	})
+
+	t.Run("installed and provisioned by kumactl install metrics", func(t *testing.T) {
+		// The demo ran kumactl install metrics --universal --grafana-plugin
+		// with make plugin's dist/: Grafana, started with grafana.ini, would
+		// load the plugin from its plugins folder, unsigned, and provision
+		// the Kuma datasource. Run what it would: the installed binary,
+		// with the provisioned settings.
+		requireBuilt(t, distErr)
+		grafana := filepath.Join(d.dir, "metrics", "grafana")
+		ini, err := os.ReadFile(filepath.Join(grafana, "grafana.ini"))
+		require.NoError(t, err)
+		require.Contains(t, string(ini), "\nplugins = "+filepath.Join(grafana, "plugins")+"\n")
+		require.Contains(t, string(ini), "\nallow_loading_unsigned_plugins = kumahq-kuma-datasource\n")
+		folder := filepath.Join(grafana, "plugins", "kumahq-kuma-datasource")
+		var manifest struct{ ID, Executable string }
+		raw, err := os.ReadFile(filepath.Join(folder, "plugin.json"))
+		require.NoError(t, err)
+		require.NoError(t, json.Unmarshal(raw, &manifest))
+		require.Equal(t, "kumahq-kuma-datasource", manifest.ID)
+		for _, f := range []string{"module.js", "img/logo.svg", "README.md", "LICENSE", manifest.Executable + "_linux_amd64", manifest.Executable + "_linux_arm64"} {
+			fi, err := os.Stat(filepath.Join(folder, f))
+			require.NoError(t, err)
+			require.NotZero(t, fi.Size(), f)
+		}
+
+		var provisioning struct {
+			Datasources []struct {
+				UID, Type, URL string
+				JSONData       map[string]any `yaml:"jsonData"`
+			}
+		}
+		raw, err = os.ReadFile(filepath.Join(grafana, "provisioning", "datasources", "kuma.yaml"))
+		require.NoError(t, err)
+		require.NoError(t, yaml.Unmarshal(raw, &provisioning))
+		var kuma datasource
+		for _, ds := range provisioning.Datasources {
+			if ds.UID == "kuma" {
+				require.Equal(t, "kumahq-kuma-datasource", ds.Type)
+				jsonData, err := json.Marshal(ds.JSONData)
+				require.NoError(t, err)
+				kuma = datasource{uid: ds.UID, url: ds.URL, jsonData: string(jsonData)}
+			}
+		}
+		require.Equal(t, "kuma", kuma.uid, "a datasource with uid kuma is provisioned")
+		require.Equal(t, cp, kuma.url)
+		require.JSONEq(t, `{"prometheusUrl":"http://127.0.0.1:9090"}`, kuma.jsonData,
+			"Prometheus' default address: the demo's runs elsewhere")
+		kuma.jsonData = `{"prometheusUrl":"` + prom + `"}`
+
+		installed := startPluginBinary(t, filepath.Join(folder, manifest.Executable+"_linux_"+runtime.GOARCH))
+		res := installed.checkHealth(t, kuma)
+		require.Equal(t, pluginv2.CheckHealthResponse_OK, res.Status, res.Message)
+		g, err := installed.meshGraph(t, kuma, "default")
+		require.NoError(t, err)
+		require.Contains(t, g.nodes, "backend")
+		require.Contains(t, g.edges, "frontend->backend")
 	})
 
 	t.Run("mTLS", func(t *testing.T) {
