@@ -70,7 +70,7 @@ plugin-image: plugin
 # (scripts/plugin.sh test; without node, skipped unless CI=true), the
 # backend's Go tests with the race detector, then its end-to-end test: the
 # built backend launched as Grafana launches it, against the demo (and the
-# demo's kumactl install metrics with the plugin of dist/).
+# demo's kumactl install metrics with the zip just built).
 test-plugin:
 	CI=$${CI:-true} GO=$(GO) ./scripts/plugin.sh test
 	cd $(PLUGIN) && $(GO) test -race -count=1 $(GOTEST_FLAGS) ./pkg/...

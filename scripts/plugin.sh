@@ -59,6 +59,11 @@ if ! node_ok; then
   exit 1
 fi
 
+if ! command -v zip >/dev/null; then
+  echo "FAIL: zip is not installed (make test-deps installs it)" >&2
+  exit 1
+fi
+
 cd "$P"
 
 # deps installs node_modules with npm ci when the lock file or node changed.
@@ -74,7 +79,7 @@ deps() {
 }
 
 build() {
-  local version executable id stage zip a
+  local version executable id zip a
   version=${PLUGIN_VERSION:-$(node -p "require('./package.json').version")}
   id=$(node -p "require('./src/plugin.json').id")
   executable=$(node -p "require('./src/plugin.json').executable")

@@ -6,6 +6,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,7 +15,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -73,20 +73,26 @@ func run(m *testing.M) int {
 	return m.Run()
 }
 
-// findBuiltPlugin returns the plugin's folder built by `make plugin`
-// (grafana-datasource/dist, or KUMA_PLUGIN_DIST), with the frontend and this
-// machine's backend binary, or why it is not there.
+// findBuiltPlugin returns the zip `make plugin` built
+// (bin/kumahq-kuma-datasource-<version>.zip of the repository, the version
+// of dist/plugin.json; or KUMA_PLUGIN_ZIP), or why it is not there.
 func findBuiltPlugin() (string, error) {
-	dist := os.Getenv("KUMA_PLUGIN_DIST")
-	if dist == "" {
-		dist = filepath.Join(repoRoot, "grafana-datasource", "dist")
+	if zip := os.Getenv("KUMA_PLUGIN_ZIP"); zip != "" {
+		return zip, nil
 	}
-	for _, f := range []string{"plugin.json", "module.js", pluginBinary + "_linux_" + runtime.GOARCH} {
-		if _, err := os.Stat(filepath.Join(dist, f)); err != nil {
-			return "", fmt.Errorf("the plugin is not built (make plugin): %w", err)
-		}
+	raw, err := os.ReadFile(filepath.Join(repoRoot, "grafana-datasource", "dist", "plugin.json"))
+	if err != nil {
+		return "", fmt.Errorf("the plugin is not built (make plugin): %w", err)
 	}
-	return dist, nil
+	var manifest struct{ Info struct{ Version string } }
+	if err := json.Unmarshal(raw, &manifest); err != nil {
+		return "", fmt.Errorf("dist/plugin.json: %w", err)
+	}
+	zip := filepath.Join(repoRoot, "bin", "kumahq-kuma-datasource-"+manifest.Info.Version+".zip")
+	if _, err := os.Stat(zip); err != nil {
+		return "", fmt.Errorf("the plugin is not built (make plugin): %w", err)
+	}
+	return zip, nil
 }
 
 // requireBuilt fails the test under CI=true, and skips it otherwise, when
@@ -321,8 +327,8 @@ type demo struct {
 }
 
 // startDemo runs the demo script and waits until it says it runs; the
-// cleanup kills its whole process group. With grafanaPlugin (a built
-// plugin's folder), the demo's kumactl install metrics installs it.
+// cleanup kills its whole process group. With grafanaPlugin (the zip of
+// make plugin), the demo's kumactl install metrics installs it.
 func startDemo(t *testing.T, grafanaPlugin string) *demo {
 	t.Helper()
 	requireProgram(t, "prometheus")

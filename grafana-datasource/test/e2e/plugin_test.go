@@ -98,8 +98,8 @@ func within(name string, got, want, tolerance float64) error {
 // every query type, the resources and the health check through the
 // plugin's gRPC interface, against kumactl and the traffic the demo sends.
 func TestAgainstTheDemo(t *testing.T) {
-	dist, distErr := findBuiltPlugin()
-	d := startDemo(t, dist)
+	pluginZip, zipErr := findBuiltPlugin()
+	d := startDemo(t, pluginZip)
 	p := startPlugin(t)
 	cp := "http://" + d.net + ".1:5681"
 	prom := "http://" + d.net + ".1:9090"
@@ -325,11 +325,11 @@ func TestAgainstTheDemo(t *testing.T) {
 
 	t.Run("installed and provisioned by kumactl install metrics", func(t *testing.T) {
 		// The demo ran kumactl install metrics --universal --grafana-plugin
-		// with make plugin's dist/: Grafana, started with grafana.ini, would
+		// with make plugin's zip: Grafana, started with grafana.ini, would
 		// load the plugin from its plugins folder, unsigned, and provision
 		// the Kuma datasource. Run what it would: the installed binary,
 		// with the provisioned settings.
-		requireBuilt(t, distErr)
+		requireBuilt(t, zipErr)
 		grafana := filepath.Join(d.dir, "metrics", "grafana")
 		ini, err := os.ReadFile(filepath.Join(grafana, "grafana.ini"))
 		require.NoError(t, err)
