@@ -12,7 +12,9 @@
 # install: the stamp node_modules/.kuma-metrics-stamp holds their hashes.
 # Downloads come from npm's own cache (~/.npm) when it has them.
 #
-# node >= 20.19 and npm are needed (Debian: apt-get install nodejs npm).
+# node >= 20.19 and npm are needed: Vite 8, rspack 2 and jsdom 27 require it
+# (engines). The machine image has node 20.20.2 and npm 11.19; Debian bookworm's
+# own nodejs is 18.20, too old.
 # Missing, `test` fails when CI=true and says so and does nothing otherwise;
 # `build` always fails.
 #
@@ -39,7 +41,7 @@ esac
 # prints why.
 node_ok() {
   if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-    echo "node and npm are not installed (node >= $MIN_NODE; Debian: apt-get install nodejs npm)" >&2
+    echo "node and npm are not installed (node >= $MIN_NODE is needed; Debian bookworm's nodejs 18 is too old)" >&2
     return 1
   fi
   local v
@@ -86,7 +88,7 @@ build() {
   # The frontend first: its build empties dist/ but for the backend's files.
   PLUGIN_VERSION=$version nice -n 10 node build.mjs
   for a in "${ARCHES[@]}"; do
-    CGO_ENABLED=0 GOOS=linux GOARCH=$a nice -n 10 "$GO" build -trimpath -ldflags "-s -w" \
+    CGO_ENABLED=0 GOOS=linux GOARCH=$a nice -n 10 "$GO" build -ldflags "-s -w" \
       -o "dist/${executable}_linux_$a" ./pkg
   done
   for f in module.js plugin.json img/logo.svg README.md LICENSE "${executable}_linux_amd64" "${executable}_linux_arm64"; do

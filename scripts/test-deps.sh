@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs, from Debian's packages, the programs the tests run for real
 # (Prometheus 2.42 for the end-to-end discovery and scrape tests; zip for
-# make plugin). Does
+# the Grafana plugin's build). Does
 # nothing when they are present.
 set -euo pipefail
 need=()
 command -v prometheus >/dev/null || need+=(prometheus)
 command -v promtool >/dev/null || need+=(prometheus)
-command -v zip >/dev/null || need+=(zip)   # make plugin's zip
+# make plugin's zip. Not node: Debian bookworm's nodejs (18.20) is older
+# than the plugin's frontend needs (>= 20.19); the machine image has 20.20.
+command -v zip >/dev/null || need+=(zip)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing test dependencies: ${need[*]}"
   if [ "$(id -u)" != 0 ]; then
