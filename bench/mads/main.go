@@ -8,16 +8,11 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
+	"context"
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
-	"slices"
-	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/kumametrics/mesh/bench/internal/cpproc"
@@ -43,41 +38,19 @@ func run(kumaCP string, n, rounds, workers int) error {
 	defer cp.Stop()
 	api := cp.API
 	madsURL := cp.MADS + "/v3/discovery:monitoringassignments"
-	diag := cp.Diag
 	idle := cpproc.RSS(cp.Cmd.Process.Pid)
 
 	if err := cpproc.Put(api+"/meshes/default", `{"type":"Mesh","name":"default","metrics":{"enabledBackend":"p","backends":[{"name":"p","type":"prometheus"}]}}`); err != nil {
 		return err
 	}
 	began := time.Now()
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	errc := make(chan error, workers)
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n {
-					return
-				}
-				if err := putDataplane(api, i, 0); err != nil {
-					errc <- err
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errc)
-	if err := <-errc; err != nil {
+	if err := cpproc.Parallel(n, workers, func(i int) error { return putDataplane(api, i, 0) }); err != nil {
 		return err
 	}
 	load := time.Since(began)
 	var version string
 	if err := cpproc.WaitFor(60*time.Second, func() bool {
-		v, count, err := fetch(madsURL, "", 0)
+		v, count, err := cp.FetchMADS("", 0)
 		version = v
 		return err == nil && count == n
 	}); err != nil {
@@ -85,37 +58,11 @@ func run(kumaCP string, n, rounds, workers int) error {
 	}
 	_, _, size := fetchSize(madsURL)
 
-	var lat []time.Duration
-	for r := range rounds {
-		type answer struct {
-			v   string
-			err error
-			at  time.Time
-		}
-		got := make(chan answer, 1)
-		go func() {
-			v, _, err := fetch(madsURL, version, 60*time.Second)
-			got <- answer{v, err, time.Now()}
-		}()
-		if err := cpproc.WaitFor(10*time.Second, func() bool { return held(diag) >= 1 }); err != nil {
-			return fmt.Errorf("long poll not held: %w", err)
-		}
-		start := time.Now()
-		if err := putDataplane(api, r%n, r+1); err != nil {
-			return err
-		}
-		a := <-got
-		if a.err != nil {
-			return a.err
-		}
-		if a.v == version {
-			return fmt.Errorf("round %d: answered without a new version", r)
-		}
-		version = a.v
-		lat = append(lat, a.at.Sub(start))
+	lat, _, err := cp.ChangeToLongPoll(context.Background(), version, rounds, func(r int) error { return putDataplane(api, r%n, r+1) })
+	if err != nil {
+		return err
 	}
 	loaded := cpproc.RSS(cp.Cmd.Process.Pid)
-	slices.Sort(lat)
 	fmt.Printf("dataplanes                       %d\n", n)
 	fmt.Printf("load through the REST API        %s (%.0f/s, %d writers)\n", load.Round(time.Millisecond), float64(n)/load.Seconds(), workers)
 	fmt.Printf("long-poll answer                 %.1f MB\n", float64(size)/1e6)
@@ -132,30 +79,6 @@ func putDataplane(api string, i, gen int) error {
 	return cpproc.Put(api+"/meshes/default/dataplanes/"+name, body)
 }
 
-// fetch long-polls MADS as Prometheus does; it returns the version and the number of resources.
-func fetch(url, version string, timeout time.Duration) (string, int, error) {
-	body := `{"node":{"id":"bench"},"type_url":"type.googleapis.com/kuma.observability.v1.MonitoringAssignment"}`
-	if version != "" {
-		body = fmt.Sprintf(`{"version_info":%q,"node":{"id":"bench"}}`, version)
-	}
-	res, err := cpproc.Client.Post(fmt.Sprintf("%s?fetch-timeout=%s", url, timeout), "application/json", bytes.NewBufferString(body))
-	if err != nil {
-		return "", 0, err
-	}
-	defer res.Body.Close()
-	if res.StatusCode == http.StatusNotModified {
-		return version, -1, nil
-	}
-	var out struct {
-		Version   string            `json:"version_info"`
-		Resources []json.RawMessage `json:"resources"`
-	}
-	if err := json.NewDecoder(res.Body).Decode(&out); err != nil {
-		return "", 0, err
-	}
-	return out.Version, len(out.Resources), nil
-}
-
 func fetchSize(url string) (string, int, int) {
 	res, err := cpproc.Client.Post(url+"?fetch-timeout=0s", "application/json", bytes.NewBufferString(`{}`))
 	if err != nil {
@@ -164,23 +87,4 @@ func fetchSize(url string) (string, int, int) {
 	defer res.Body.Close()
 	b, _ := io.ReadAll(res.Body)
 	return "", 0, len(b)
-}
-
-// held reads mads_server_long_polls_held from the control plane's metrics.
-func held(diag string) int {
-	res, err := cpproc.Client.Get(diag + "/metrics")
-	if err != nil {
-		return 0
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "mads_server_long_polls_held") {
-			var v float64
-			fields := strings.Fields(line)
-			_, _ = fmt.Sscanf(fields[len(fields)-1], "%g", &v)
-			return int(v)
-		}
-	}
-	return 0
 }

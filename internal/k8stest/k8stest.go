@@ -6,7 +6,7 @@
 // the kubectl of the same folder. No kubelet, scheduler or controller
 // manager runs: a test sets what they would (a Pod's status, its token).
 //
-// A package using it calls Main from its TestMain; each test calls Get.
+// A package using it calls Main (or Run) from its TestMain; each test calls Get.
 // When the binaries are missing a test is skipped, or fails with CI=true.
 // etcd and kube-apiserver are started with Pdeathsig: they never outlive
 // the test binary, also when it panics or times out.
@@ -37,6 +37,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/kumametrics/mesh/internal/loopback"
+	"github.com/kumametrics/mesh/internal/testproc"
 	"github.com/kumametrics/mesh/pkg/pki"
 )
 
@@ -64,8 +65,8 @@ type Env struct {
 	StartDuration time.Duration
 
 	config  *rest.Config
-	etcd    *process
-	apiSrv  *process
+	etcd    *testproc.Process
+	apiSrv  *testproc.Process
 	stopped bool
 }
 
@@ -252,19 +253,19 @@ func (e *Env) Stop() {
 	}
 	e.stopped = true
 	if e.apiSrv != nil {
-		e.apiSrv.stop(15 * time.Second)
+		e.apiSrv.Stop(15 * time.Second)
 	}
 	if e.etcd != nil {
-		e.etcd.stop(10 * time.Second)
+		e.etcd.Stop(10 * time.Second)
 	}
 	_ = os.RemoveAll(e.Dir)
 }
 
 // waitHTTP polls url until it answers 200, the process exits or ctx ends.
-func waitHTTP(ctx context.Context, p *process, c *http.Client, url string) error {
+func waitHTTP(ctx context.Context, p *testproc.Process, c *http.Client, url string) error {
 	var last error
 	for {
-		if err := p.exitError(); err != nil {
+		if err := p.ExitError(); err != nil {
 			return err
 		}
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -279,8 +280,8 @@ func waitHTTP(ctx context.Context, p *process, c *http.Client, url string) error
 		last = err
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%s not ready (%v): %v; its last output (%s):\n%s", p.name, ctx.Err(), last, p.logPath, p.logTail())
-		case <-p.exited:
+			return fmt.Errorf("%s not ready (%v): %v; its last output (%s):\n%s", p.Name, ctx.Err(), last, p.LogPath, p.LogTail())
+		case <-p.Exited():
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
@@ -359,15 +360,22 @@ var (
 	sharedErr error
 )
 
-// Main runs the tests of a binary (call it from TestMain) and stops the API
-// server afterwards if a test started one; then it runs checks (e.g. a
-// goroutine leak check), each failing the binary with its error.
+// Main runs the tests of a binary (call it from TestMain) and exits with
+// their status; see Run.
 func Main(m *testing.M, checks ...func() error) {
+	os.Exit(Run(m, checks...))
+}
+
+// Run runs the tests of a binary and stops the API server afterwards if a
+// test started one; then it runs checks (e.g. a goroutine leak check), each
+// failing the binary with its error. It returns the exit status, for a
+// TestMain that has more to clean up (Main exits at once).
+func Run(m *testing.M, checks ...func() error) int {
 	code := m.Run()
 	sharedMu.Lock()
 	shared.Stop()
 	sharedMu.Unlock()
-	stopSpawner()
+	testproc.StopSpawner()
 	if code == 0 {
 		for _, check := range checks {
 			if err := check(); err != nil {
@@ -376,7 +384,7 @@ func Main(m *testing.M, checks ...func() error) {
 			}
 		}
 	}
-	os.Exit(code)
+	return code
 }
 
 // Get returns the binary's API server, starting it on first use (see Main).
@@ -404,7 +412,7 @@ func Get(t testing.TB) *Env {
 }
 
 // EtcdPID is etcd's process id.
-func (e *Env) EtcdPID() int { return e.etcd.cmd.Process.Pid }
+func (e *Env) EtcdPID() int { return e.etcd.Pid() }
 
 // APIServerPID is kube-apiserver's process id.
-func (e *Env) APIServerPID() int { return e.apiSrv.cmd.Process.Pid }
+func (e *Env) APIServerPID() int { return e.apiSrv.Pid() }

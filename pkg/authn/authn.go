@@ -16,6 +16,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/kumametrics/mesh/internal/atomicfile"
 )
 
 // Files the control plane keeps in its work directory (mode 0600).
@@ -212,33 +214,12 @@ func writeKey(dir, name string, key []byte) error {
 	return writeFile(dir, name, []byte(base64.StdEncoding.EncodeToString(key)+"\n"))
 }
 
-// writeFile writes dir/name atomically (a temporary file renamed over it)
-// with mode 0600.
-func writeFile(dir, name string, data []byte) (err error) {
-	f, err := os.CreateTemp(dir, "."+name+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("authn: write %s: %w", name, err)
+// writeFile writes dir/name atomically with mode 0600.
+func writeFile(dir, name string, data []byte) error {
+	if err := atomicfile.Write(filepath.Join(dir, name), data, 0o600); err != nil {
+		return fmt.Errorf("authn: %w", err)
 	}
-	defer func() {
-		if err != nil {
-			_ = f.Close()
-			_ = os.Remove(f.Name())
-			err = fmt.Errorf("authn: write %s: %w", filepath.Join(dir, name), err)
-		}
-	}()
-	if err := f.Chmod(0o600); err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), filepath.Join(dir, name))
+	return nil
 }
 
 // IssueUser returns a user token for name in groups (AdminGroup makes an

@@ -31,19 +31,21 @@ type kubernetesMode struct {
 
 // KubeConfig returns the configuration of the API server kuma-cp works on:
 // the current context of KUBECONFIG (or ~/.kube/config), or, without one,
-// the cluster's own when kuma-cp runs in a Pod.
-func KubeConfig() (*rest.Config, error) {
+// the cluster's own when kuma-cp runs in a Pod; its requests limited as
+// client says.
+func KubeConfig(client cpconfig.KubernetesClientConfig) (*rest.Config, error) {
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
 	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
 	if err != nil {
 		return nil, fmt.Errorf("Kubernetes API server: no usable kubeconfig (KUBECONFIG, ~/.kube/config) and not running in a Pod: %w", err)
 	}
+	cfg.QPS, cfg.Burst = float32(client.QPS), client.BurstQPS
 	return cfg, nil
 }
 
 // openKubernetes connects the Kubernetes store.
 func openKubernetes(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (*kubernetesMode, error) {
-	rc, err := KubeConfig()
+	rc, err := KubeConfig(cfg.Runtime.Kubernetes.ClientConfig)
 	if err != nil {
 		return nil, err
 	}
@@ -53,7 +55,8 @@ func openKubernetes(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) 
 	if err != nil {
 		return nil, fmt.Errorf("open the Kubernetes store on %s: %w", rc.Host, err)
 	}
-	log.Info("using the Kubernetes store", "server", rc.Host, "system_namespace", cfg.Store.Kubernetes.SystemNamespace)
+	log.Info("using the Kubernetes store", "server", rc.Host, "system_namespace", cfg.Store.Kubernetes.SystemNamespace,
+		"client_qps", cfg.Runtime.Kubernetes.ClientConfig.QPS, "client_burst_qps", cfg.Runtime.Kubernetes.ClientConfig.BurstQPS)
 	return &kubernetesMode{config: rc, store: s}, nil
 }
 

@@ -9,7 +9,12 @@ import (
 	"net/http"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	k8sresource "k8s.io/apimachinery/pkg/api/resource"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kumametrics/mesh/pkg/cpconfig"
+	"github.com/kumametrics/mesh/pkg/k8s/injector"
 
 	"github.com/kumametrics/mesh/pkg/k8s/api/v1alpha1"
 	"github.com/kumametrics/mesh/pkg/k8s/webhook"
@@ -43,11 +48,55 @@ func (cp *ControlPlane) startKubernetesAdmission(k *kubernetesMode) error {
 	if err != nil {
 		return fmt.Errorf("admission server: client for %s: %w", k.config.Host, err)
 	}
-	return cp.startAdmissionServer(webhook.APIMeshes{Reader: c}, cp.cfg.Store.Kubernetes.SystemNamespace)
+	meshes := webhook.APIMeshes{Reader: c}
+	settings, err := injectorSettings(cp.cfg)
+	if err != nil {
+		return err
+	}
+	inj := &injector.Injector{Settings: settings, CACertFile: cp.cfg.InjectorCACertFile(), Namespaces: c, Meshes: meshes}
+	return cp.startAdmissionServer(meshes, cp.cfg.Store.Kubernetes.SystemNamespace, inj)
 }
 
-// startAdmissionServer binds the validating admission webhook's HTTPS
-// server (runtime.kubernetes.admissionServer) and serves it at once, not
+// injectorSettings are the sidecar injector's settings of cfg (but the CA,
+// which the injector reads from its file).
+func injectorSettings(cfg cpconfig.Config) (injector.Settings, error) {
+	c := cfg.Runtime.Kubernetes.Injector
+	s := injector.Settings{
+		SidecarImage: c.SidecarContainer.Image, InitImage: c.InitImage(),
+		ControlPlaneAddress: cfg.InjectorControlPlaneAddress(),
+		UID:                 c.SidecarContainer.UID,
+	}
+	list := func(l cpconfig.ResourceList) (corev1.ResourceList, error) {
+		out := corev1.ResourceList{}
+		for name, v := range map[corev1.ResourceName]string{corev1.ResourceCPU: l.CPU, corev1.ResourceMemory: l.Memory} {
+			if v == "" {
+				continue
+			}
+			q, err := k8sresource.ParseQuantity(v)
+			if err != nil {
+				return nil, fmt.Errorf("runtime.kubernetes.injector.sidecarContainer.resources: %s %q: %w", name, v, err)
+			}
+			out[name] = q
+		}
+		if len(out) == 0 {
+			return nil, nil
+		}
+		return out, nil
+	}
+	var err error
+	if s.Resources.Requests, err = list(c.SidecarContainer.Resources.Requests); err != nil {
+		return s, err
+	}
+	if s.Resources.Limits, err = list(c.SidecarContainer.Resources.Limits); err != nil {
+		return s, err
+	}
+	return s, nil
+}
+
+// startAdmissionServer binds the admission webhooks' HTTPS server
+// (runtime.kubernetes.admissionServer): the validating webhook at
+// webhook.Path and, when inj is not nil, the sidecar injector at
+// injector.Path. It serves at once, not
 // from Run: in Kubernetes mode the API server calls it for writes of kuma.io
 // resources, and the control plane's own first writes (the default mesh)
 // may be among them. Its listener is "admission-server" in Addrs; it stops
@@ -55,7 +104,7 @@ func (cp *ControlPlane) startKubernetesAdmission(k *kubernetesMode) error {
 // listener). meshes is where the mesh of a new resource is looked up
 // (webhook.APIMeshes over a client that reads the API server, not a
 // cache); systemNamespace is the control plane's namespace.
-func (cp *ControlPlane) startAdmissionServer(meshes webhook.MeshReader, systemNamespace string) error {
+func (cp *ControlPlane) startAdmissionServer(meshes webhook.MeshReader, systemNamespace string, inj *injector.Injector) error {
 	cfg := cp.cfg.Runtime.Kubernetes.AdmissionServer
 	var tlsConfig *tls.Config
 	if cfg.CertDir != "" {
@@ -77,7 +126,12 @@ func (cp *ControlPlane) startAdmissionServer(meshes webhook.MeshReader, systemNa
 	cp.listeners["admission-server"] = ln
 	log := cp.log.With("component", "admission-server")
 	v := &webhook.Validator{Names: v1alpha1.Names{SystemNamespace: systemNamespace}, Meshes: meshes}
-	srv := netserve.HTTPServer(webhook.Handler(v, log), cp.cfg.ServerLimits.HTTP.Limits(), log)
+	mux := http.NewServeMux()
+	mux.Handle(webhook.Path, webhook.Serve(v, log))
+	if inj != nil {
+		mux.Handle(injector.Path, webhook.Serve(inj, log))
+	}
+	srv := netserve.HTTPServer(mux, cp.cfg.ServerLimits.HTTP.Limits(), log)
 	srv.TLSConfig = tlsConfig
 	accepting := netserve.Listen(ln, netserve.AcceptOptions{Name: "admission-server", Log: log, Errors: cp.acceptErrors.WithLabelValues("admission-server")})
 	served := make(chan error, 1)

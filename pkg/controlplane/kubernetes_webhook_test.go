@@ -35,7 +35,7 @@ func admissionControlPlane(t *testing.T, cfg func(*ControlPlane)) *ControlPlane 
 	if cfg != nil {
 		cfg(cp)
 	}
-	require.NoError(t, cp.startAdmissionServer(st, "kuma-system"))
+	require.NoError(t, cp.startAdmissionServer(st, "kuma-system", nil))
 	return cp
 }
 
@@ -147,7 +147,7 @@ func bareControlPlane(t *testing.T) *ControlPlane {
 func TestAdmissionServerRefusesABadCertificateDirectory(t *testing.T) {
 	cp := bareControlPlane(t)
 	cp.cfg.Runtime.Kubernetes.AdmissionServer.CertDir = t.TempDir()
-	err := cp.startAdmissionServer(memory.New(), "kuma-system")
+	err := cp.startAdmissionServer(memory.New(), "kuma-system", nil)
 	require.ErrorContains(t, err, "KUMA_RUNTIME_KUBERNETES_ADMISSION_SERVER_CERT_DIR")
 	require.ErrorContains(t, err, "tls.crt")
 	require.Empty(t, cp.listeners)

@@ -33,3 +33,27 @@ func TestAdmissionServer(t *testing.T) {
 	c.ListenOn("127.0.0.9")
 	require.Equal(t, "127.0.0.9:0", c.Runtime.Kubernetes.AdmissionServer.ListenAddress())
 }
+
+// TestKubernetesClientConfig: the control plane's requests to the API server
+// are limited as the reference system's are by default (100 per second,
+// bursts of 100), not by client-go's 5 and 10; 0 is client-go's default.
+func TestKubernetesClientConfig(t *testing.T) {
+	c, err := Load("", env(nil))
+	require.NoError(t, err)
+	require.Equal(t, KubernetesClientConfig{QPS: 100, BurstQPS: 100}, c.Runtime.Kubernetes.ClientConfig)
+
+	f := filepath.Join(t.TempDir(), "cp.yaml")
+	require.NoError(t, os.WriteFile(f, []byte("runtime:\n  kubernetes:\n    clientConfig:\n      qps: 50\n      burstQps: 0\n"), 0o600))
+	c, err = Load(f, env(nil))
+	require.NoError(t, err)
+	require.Equal(t, KubernetesClientConfig{QPS: 50, BurstQPS: 0}, c.Runtime.Kubernetes.ClientConfig)
+	c, err = Load(f, env(map[string]string{"KUMA_RUNTIME_KUBERNETES_CLIENT_CONFIG_QPS": "200", "KUMA_RUNTIME_KUBERNETES_CLIENT_CONFIG_BURST_QPS": "300"}))
+	require.NoError(t, err)
+	require.Equal(t, KubernetesClientConfig{QPS: 200, BurstQPS: 300}, c.Runtime.Kubernetes.ClientConfig)
+
+	_, err = Load("", env(map[string]string{"KUMA_RUNTIME_KUBERNETES_CLIENT_CONFIG_QPS": "fast"}))
+	require.ErrorContains(t, err, `KUMA_RUNTIME_KUBERNETES_CLIENT_CONFIG_QPS: must be a positive integer, got "fast"`)
+	require.NoError(t, os.WriteFile(f, []byte("runtime:\n  kubernetes:\n    clientConfig:\n      burstQps: -1\n"), 0o600))
+	_, err = Load(f, env(nil))
+	require.ErrorContains(t, err, "runtime.kubernetes.clientConfig.burstQps (KUMA_RUNTIME_KUBERNETES_CLIENT_CONFIG_BURST_QPS): must not be negative (0 is client-go's default), got -1")
+}

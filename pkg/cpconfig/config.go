@@ -360,8 +360,12 @@ func Default() Config {
 		Environment: EnvironmentUniversal,
 		Store:       Store{Type: StoreSQLite, SQLite: SQLiteStore{Synchronous: "FULL"}, Kubernetes: KubernetesStore{SystemNamespace: "kuma-system"}},
 		Runtime: Runtime{
-			Universal:  UniversalRuntime{DataplaneCleanupAge: Duration(72 * time.Hour)},
-			Kubernetes: KubernetesRuntime{AdmissionServer: AdmissionServer{Address: "0.0.0.0", Port: 5443}},
+			Universal: UniversalRuntime{DataplaneCleanupAge: Duration(72 * time.Hour)},
+			Kubernetes: KubernetesRuntime{
+				AdmissionServer: AdmissionServer{Address: "0.0.0.0", Port: 5443},
+				ClientConfig:    KubernetesClientConfig{QPS: 100, BurstQPS: 100},
+				Injector:        DefaultInjector(),
+			},
 		},
 		ServerLimits: ServerLimits{
 			HTTP: HTTPLimits{
@@ -427,6 +431,17 @@ func port(f func(c *Config) *uint32) func(*Config, string) error {
 	}
 }
 
+func userID(f func(c *Config) *int64) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return fmt.Errorf("must be a user id, got %q", v)
+		}
+		*f(c) = n
+		return nil
+	}
+}
+
 func integer[T int | uint32](f func(c *Config) *T) func(*Config, string) error {
 	return func(c *Config, v string) error {
 		n, err := strconv.ParseUint(v, 10, 31)
@@ -485,6 +500,21 @@ var envVars = []envVar{
 	{"KUMA_RUNTIME_KUBERNETES_ADMISSION_SERVER_ADDRESS", str(func(c *Config) *string { return &c.Runtime.Kubernetes.AdmissionServer.Address })},
 	{"KUMA_RUNTIME_KUBERNETES_ADMISSION_SERVER_PORT", port(func(c *Config) *uint32 { return &c.Runtime.Kubernetes.AdmissionServer.Port })},
 	{"KUMA_RUNTIME_KUBERNETES_ADMISSION_SERVER_CERT_DIR", str(func(c *Config) *string { return &c.Runtime.Kubernetes.AdmissionServer.CertDir })},
+	{"KUMA_RUNTIME_KUBERNETES_INJECTOR_SIDECAR_CONTAINER_IMAGE", str(func(c *Config) *string { return &c.Runtime.Kubernetes.Injector.SidecarContainer.Image })},
+	{"KUMA_RUNTIME_KUBERNETES_INJECTOR_SIDECAR_CONTAINER_UID", userID(func(c *Config) *int64 { return &c.Runtime.Kubernetes.Injector.SidecarContainer.UID })},
+	{"KUMA_RUNTIME_KUBERNETES_INJECTOR_SIDECAR_CONTAINER_RESOURCES_REQUESTS_CPU", str(func(c *Config) *string { return &c.Runtime.Kubernetes.Injector.SidecarContainer.Resources.Requests.CPU })},
+	{"KUMA_RUNTIME_KUBERNETES_INJECTOR_SIDECAR_CONTAINER_RESOURCES_REQUESTS_MEMORY", str(func(c *Config) *string {
+		return &c.Runtime.Kubernetes.Injector.SidecarContainer.Resources.Requests.Memory
+	})},
+	{"KUMA_RUNTIME_KUBERNETES_INJECTOR_SIDECAR_CONTAINER_RESOURCES_LIMITS_CPU", str(func(c *Config) *string { return &c.Runtime.Kubernetes.Injector.SidecarContainer.Resources.Limits.CPU })},
+	{"KUMA_RUNTIME_KUBERNETES_INJECTOR_SIDECAR_CONTAINER_RESOURCES_LIMITS_MEMORY", str(func(c *Config) *string {
+		return &c.Runtime.Kubernetes.Injector.SidecarContainer.Resources.Limits.Memory
+	})},
+	{"KUMA_RUNTIME_KUBERNETES_INJECTOR_INIT_CONTAINER_IMAGE", str(func(c *Config) *string { return &c.Runtime.Kubernetes.Injector.InitContainer.Image })},
+	{"KUMA_RUNTIME_KUBERNETES_INJECTOR_CONTROL_PLANE_ADDRESS", str(func(c *Config) *string { return &c.Runtime.Kubernetes.Injector.ControlPlaneAddress })},
+	{"KUMA_RUNTIME_KUBERNETES_INJECTOR_CA_CERT_FILE", str(func(c *Config) *string { return &c.Runtime.Kubernetes.Injector.CACertFile })},
+	{"KUMA_RUNTIME_KUBERNETES_CLIENT_CONFIG_QPS", integer(func(c *Config) *int { return &c.Runtime.Kubernetes.ClientConfig.QPS })},
+	{"KUMA_RUNTIME_KUBERNETES_CLIENT_CONFIG_BURST_QPS", integer(func(c *Config) *int { return &c.Runtime.Kubernetes.ClientConfig.BurstQPS })},
 }
 
 // EnvNames lists every environment variable the configuration reads.
@@ -646,6 +676,17 @@ func (c Config) Validate() error {
 	if mt := time.Duration(c.ServerLimits.GRPC.KeepaliveMinTime); mt > dpKeepaliveInterval {
 		errs = append(errs, fmt.Sprintf("serverLimits.grpc.keepaliveMinTime (KUMA_SERVER_LIMITS_GRPC_KEEPALIVE_MIN_TIME): must be at most %s, as often as kuma-dp pings, got %s", dpKeepaliveInterval, mt))
 	}
+	for _, r := range []struct {
+		name string
+		v    int
+	}{
+		{"runtime.kubernetes.clientConfig.qps (KUMA_RUNTIME_KUBERNETES_CLIENT_CONFIG_QPS)", c.Runtime.Kubernetes.ClientConfig.QPS},
+		{"runtime.kubernetes.clientConfig.burstQps (KUMA_RUNTIME_KUBERNETES_CLIENT_CONFIG_BURST_QPS)", c.Runtime.Kubernetes.ClientConfig.BurstQPS},
+	} {
+		if r.v < 0 {
+			errs = append(errs, fmt.Sprintf("%s: must not be negative (0 is client-go's default), got %d", r.name, r.v))
+		}
+	}
 	if c.Runtime.Universal.DataplaneCleanupAge < 0 {
 		errs = append(errs, "runtime.universal.dataplaneCleanupAge (KUMA_RUNTIME_UNIVERSAL_DATAPLANE_CLEANUP_AGE): must not be negative (0 turns the cleanup off)")
 	}
@@ -660,6 +701,7 @@ func (c Config) Validate() error {
 			"set apiServer.https.enabled (KUMA_API_SERVER_HTTPS_ENABLED) to true")
 	}
 	errs = append(errs, c.MonitoringAssignmentServer.validate()...)
+	errs = append(errs, c.validateInjector()...)
 	switch t := c.DPServer.Authn.DPProxy.Type; {
 	case t == DPProxyAuthnServiceAccountToken && c.Environment != EnvironmentKubernetes:
 		errs = append(errs, fmt.Sprintf("dpServer.authn.dpProxy.type (KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE) %s needs environment (KUMA_ENVIRONMENT) %s, got %q",

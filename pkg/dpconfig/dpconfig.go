@@ -1,6 +1,8 @@
 // Package dpconfig computes the configuration of one data plane proxy from
 // the store's content: its inbounds, its outbounds with the current endpoints
-// of each destination service, and its effective metrics endpoint. It is a
+// of each destination service, its effective metrics endpoint and, for a
+// transparently proxied dataplane, its redirect listeners and the mesh's
+// virtual addresses (the vips of inbounds) as outbounds. It is a
 // pure function of a store view.
 package dpconfig
 
@@ -69,6 +71,8 @@ type Index struct {
 	protocols map[string]map[string]string
 	// versions by mesh, then service: a hash of its endpoints and protocol.
 	versions map[string]map[string]uint64
+	// vips by mesh: the virtual addresses of its services (inbound vips).
+	vips map[string]vipTable
 }
 
 // NewIndex indexes the inputs.
@@ -157,6 +161,10 @@ func NewIndex(in Inputs) *Index {
 			ix.versions[mesh][svc] = h.Sum64()
 		}
 	}
+	ix.vips = map[string]vipTable{}
+	for mesh, list := range indexVIPs(in.Dataplanes) {
+		ix.vips[mesh] = vipTable{entries: list, version: ix.vipVersion(mesh, list)}
+	}
 	return ix
 }
 
@@ -189,8 +197,9 @@ func mtlsOf(mesh string, spec *resource.MeshSpec, secrets ca.Secrets, transition
 }
 
 // ServiceVersions fingerprints what dp's config takes from other dataplanes:
-// the endpoints and protocol of each service it calls. Equal fingerprints
-// (and the same dataplane and mesh) mean an equal config.
+// the endpoints and protocol of each service it calls, and for a
+// transparently proxied dataplane the mesh's virtual addresses. Equal
+// fingerprints (and the same dataplane and mesh) mean an equal config.
 func (ix *Index) ServiceVersions(dp *resource.Object) string {
 	spec := dp.Dataplane()
 	if spec == nil || spec.Networking == nil {
@@ -200,6 +209,10 @@ func (ix *Index) ServiceVersions(dp *resource.Object) string {
 	for _, out := range spec.Networking.Outbound {
 		b = strconv.AppendUint(b, ix.versions[dp.Meta.Mesh][out.Tags[resource.ServiceTag]], 16)
 		b = append(b, ',')
+	}
+	if spec.Networking.TransparentProxying != nil {
+		b = append(b, "vips:"...)
+		b = append(b, ix.vips[dp.Meta.Mesh].version...)
 	}
 	return string(b)
 }
@@ -237,6 +250,24 @@ func listenerName(direction, address string, port uint32) string {
 	return direction + ":" + net.JoinHostPort(address, strconv.FormatUint(uint64(port), 10))
 }
 
+// outbound is the outbound of a dataplane of mesh to svc at addr:port.
+func (ix *Index) outbound(mesh, svc, addr string, port uint32, transparent bool) *meshv1.Outbound {
+	protocol := ix.protocols[mesh][svc]
+	if protocol == "" {
+		protocol = ProtocolTCP
+	}
+	return &meshv1.Outbound{
+		Address:     addr,
+		Port:        port,
+		Service:     svc,
+		Protocol:    protocol,
+		ClusterName: ClusterName(svc),
+		Endpoints:   ix.endpoints[mesh][svc],
+		Name:        listenerName("outbound", addr, port),
+		Transparent: transparent,
+	}
+}
+
 // Generate computes the config of a dataplane (mesh and name from dp). It
 // returns an error when the dataplane's mesh is unknown.
 func Generate(ix *Index, dp *resource.Object) (*meshv1.ProxyConfig, error) {
@@ -267,25 +298,20 @@ func Generate(ix *Index, dp *resource.Object) (*meshv1.ProxyConfig, error) {
 			AllowedSources: AllowedSources(ix.permissions[dp.Meta.Mesh], in.Tags),
 		})
 	}
+	transparent := nw.TransparentProxying != nil
 	for _, out := range nw.Outbound {
-		svc := out.Tags[resource.ServiceTag]
 		addr := out.Address
 		if addr == "" {
 			addr = DefaultOutboundAddress
 		}
-		protocol := ix.protocols[dp.Meta.Mesh][svc]
-		if protocol == "" {
-			protocol = ProtocolTCP
+		cfg.Outbounds = append(cfg.Outbounds, ix.outbound(dp.Meta.Mesh, out.Tags[resource.ServiceTag], addr, out.Port, transparent && !isLoopback(addr)))
+	}
+	if transparent {
+		cfg.TransparentProxy = transparentProxy(mesh, nw)
+		for _, in := range cfg.Inbounds {
+			in.Transparent = true
 		}
-		cfg.Outbounds = append(cfg.Outbounds, &meshv1.Outbound{
-			Address:     addr,
-			Port:        out.Port,
-			Service:     svc,
-			Protocol:    protocol,
-			ClusterName: ClusterName(svc),
-			Endpoints:   ix.endpoints[dp.Meta.Mesh][svc],
-			Name:        listenerName("outbound", addr, out.Port),
-		})
+		cfg.Outbounds = append(cfg.Outbounds, ix.vipOutbounds(dp.Meta.Mesh, cfg.Outbounds)...)
 	}
 	if eff := resource.EffectiveMetricsConfig(mesh, spec); eff != nil {
 		m := &meshv1.Metrics{

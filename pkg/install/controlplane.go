@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"text/template"
 	"time"
@@ -35,6 +36,15 @@ const (
 	// WebhookPath is where the admission server serves the webhook
 	// (webhook.Path; kumactl does not link the webhook).
 	WebhookPath = "/validate-kuma-io-v1alpha1"
+	// InjectorConfigurationName names the sidecar injector's
+	// MutatingWebhookConfiguration (the reference system's name), and
+	// InjectorPath is where the admission server serves it (injector.Path).
+	InjectorConfigurationName = "kuma-admission-mutating-webhook-configuration"
+	InjectorPath              = "/inject-sidecar"
+	// InjectorWebhookName handles the Pods of namespaces labelled for
+	// injection, InjectorOptInWebhookName the Pods elsewhere that opt in.
+	InjectorWebhookName      = "kuma-injector.kuma.io"
+	InjectorOptInWebhookName = "pods.kuma-injector.kuma.io"
 	// ControlPlaneCertDir is where the TLS Secret is mounted, and
 	// ControlPlaneWorkDir the control plane's work directory (an emptyDir:
 	// the container's file system is read-only).
@@ -149,6 +159,25 @@ type controlPlaneData struct {
 	Ports                             []port
 	Env                               []envVar
 	Webhook                           webhookData
+	Injector                          injectorData
+}
+
+// injectorData renders the MutatingWebhookConfiguration.
+type injectorData struct {
+	Configuration, Path, URL string
+	// Switch is the label and annotation kuma.io/sidecar-injection, with
+	// its Enabled and Disabled values.
+	Switch string
+	// Enabled and Disabled are the values, as a YAML flow list's items
+	// (quoted: a bare yes or true would be a boolean).
+	Enabled, Disabled string
+	Webhooks          []injectorWebhook
+}
+
+type injectorWebhook struct {
+	Name, NamespaceOperator  string
+	ObjectSelector           bool
+	ConditionName, Condition string
 }
 
 type webhookData struct {
@@ -185,12 +214,12 @@ var controlPlaneTemplates = template.Must(template.New("").Option("missingkey=er
 }).ParseFS(templateFS, "templates/control-plane/*"))
 
 // controlPlaneTemplateFiles render the manifests, in no particular order.
-var controlPlaneTemplateFiles = []string{"namespace.yaml", "rbac.yaml", "control-plane.yaml", "webhook.yaml"}
+var controlPlaneTemplateFiles = []string{"namespace.yaml", "rbac.yaml", "control-plane.yaml", "webhook.yaml", "injector.yaml"}
 
 // RenderControlPlane renders everything a cluster needs to run the control
 // plane: its namespace, the CRDs, the ServiceAccount and its RBAC, the TLS
-// Secret, the Service, the Deployment and the validating webhook
-// configuration, sorted as RenderKubernetes sorts. The output is a pure
+// Secret, the Service, the Deployment, the validating webhook configuration
+// and the sidecar injector's mutating webhook configuration, sorted as RenderKubernetes sorts. The output is a pure
 // function of opts.
 func RenderControlPlane(opts ControlPlaneOptions) ([]byte, error) {
 	if err := validateControlPlane(opts); err != nil {
@@ -206,6 +235,7 @@ func RenderControlPlane(opts ControlPlaneOptions) ([]byte, error) {
 	d.TLS.CA = base64.StdEncoding.EncodeToString(opts.TLS.CA)
 	d.TLSChecksum = checksum(string(opts.TLS.Cert), string(opts.TLS.Key), string(opts.TLS.CA))
 	d.Webhook.Path, d.Webhook.Port = WebhookPath, AdmissionPort
+	d.Injector.Path = InjectorPath
 	d.Webhook.CABundle = d.TLS.CA
 	d.Webhook.ControlPlaneUser = ControlPlaneUser(opts.Namespace)
 	ms, err := crdManifests()
@@ -232,28 +262,98 @@ func RenderCRDs() ([]byte, error) {
 // of a control plane that the API server reaches at opts.URL, with the same
 // rules as RenderControlPlane's.
 func RenderWebhookConfiguration(opts WebhookOptions) ([]byte, error) {
-	u, err := url.Parse(opts.URL)
-	if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || u.Fragment != "" || u.RawQuery != "" {
-		return nil, fmt.Errorf("webhook URL %q: must be an https:// URL without credentials, query or fragment", opts.URL)
-	}
-	if _, err := pki.ParseCertificates(opts.CABundle); err != nil {
-		return nil, fmt.Errorf("webhook CA bundle: %w", err)
-	}
 	if err := validateUser(opts.ControlPlaneUser); err != nil {
 		return nil, err
+	}
+	return renderByURL(opts, "webhook", "webhook.yaml", func(d *controlPlaneData) {
+		d.Webhook.URL = opts.URL
+		d.Webhook.ControlPlaneUser = opts.ControlPlaneUser
+	})
+}
+
+// RenderInjectorConfiguration renders the sidecar injector's mutating
+// webhook configuration of a control plane that the API server reaches at
+// opts.URL (https://host:port/inject-sidecar), with the same rules as
+// RenderControlPlane's. opts.ControlPlaneUser is not used: the injector
+// sees Pods only.
+func RenderInjectorConfiguration(opts WebhookOptions) ([]byte, error) {
+	return renderByURL(opts, "injector", "injector.yaml", func(d *controlPlaneData) { d.Injector.URL = opts.URL })
+}
+
+// renderByURL renders one webhook configuration template for a control
+// plane registered by URL; what names the webhook in errors, set puts the
+// URL in place.
+func renderByURL(opts WebhookOptions, what, file string, set func(*controlPlaneData)) ([]byte, error) {
+	u, err := url.Parse(opts.URL)
+	if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || u.Fragment != "" || u.RawQuery != "" {
+		return nil, fmt.Errorf("%s URL %q: must be an https:// URL without credentials, query or fragment", what, opts.URL)
+	}
+	if _, err := pki.ParseCertificates(opts.CABundle); err != nil {
+		return nil, fmt.Errorf("%s CA bundle: %w", what, err)
 	}
 	d, err := newControlPlaneData("")
 	if err != nil {
 		return nil, err
 	}
-	d.Webhook.URL = opts.URL
 	d.Webhook.CABundle = base64.StdEncoding.EncodeToString(opts.CABundle)
-	d.Webhook.ControlPlaneUser = opts.ControlPlaneUser
-	ms, err := renderManifests(controlPlaneTemplates, []string{"webhook.yaml"}, d)
+	set(d)
+	ms, err := renderManifests(controlPlaneTemplates, []string{file}, d)
 	if err != nil {
 		return nil, err
 	}
 	return joinManifests(ms), nil
+}
+
+// Values of the injection switch (podcontroller's).
+var (
+	injectionEnabled  = []string{"enabled", "true", "yes"}
+	injectionDisabled = []string{"disabled", "false", "no"}
+)
+
+// quotedList renders values as the items of a YAML flow list of strings.
+func quotedList(values []string) string {
+	q := make([]string, len(values))
+	for i, v := range values {
+		q[i] = strconv.Quote(v) // plain letters: a JSON string, valid YAML
+	}
+	return strings.Join(q, ", ")
+}
+
+// celList renders values as a CEL list of strings.
+func celList(values []string) string {
+	q := make([]string, len(values))
+	for i, v := range values {
+		q[i] = "'" + v + "'"
+	}
+	return "[" + strings.Join(q, ", ") + "]"
+}
+
+// celSwitch is a CEL condition on the Pod's label or annotation
+// kuma.io/sidecar-injection having one of values.
+func celSwitch(field string, values []string) string {
+	const key = "'kuma.io/sidecar-injection'"
+	return fmt.Sprintf("has(object.metadata.%[1]s) && %[2]s in object.metadata.%[1]s && object.metadata.%[1]s[%[2]s] in %[3]s", field, key, celList(values))
+}
+
+func newInjectorData() injectorData {
+	return injectorData{
+		Configuration: InjectorConfigurationName, Path: InjectorPath,
+		Switch: "kuma.io/sidecar-injection", Enabled: quotedList(injectionEnabled), Disabled: quotedList(injectionDisabled),
+		Webhooks: []injectorWebhook{
+			{
+				// Namespaces labelled for injection: every Pod but those that
+				// opt out (the label by objectSelector, the annotation by
+				// matchConditions).
+				Name: InjectorWebhookName, NamespaceOperator: "In", ObjectSelector: true,
+				ConditionName: "not-opted-out", Condition: "!(" + celSwitch("annotations", injectionDisabled) + ")",
+			},
+			{
+				// Elsewhere: only the Pods that opt in themselves.
+				Name: InjectorOptInWebhookName, NamespaceOperator: "NotIn",
+				ConditionName: "opted-in", Condition: "(" + celSwitch("labels", injectionEnabled) + ") || (" + celSwitch("annotations", injectionEnabled) + ")",
+			},
+		},
+	}
 }
 
 func newControlPlaneData(namespace string) (*controlPlaneData, error) {
@@ -262,7 +362,8 @@ func newControlPlaneData(namespace string) (*controlPlaneData, error) {
 		CertDir: ControlPlaneCertDir, WorkDir: ControlPlaneWorkDir,
 		WebhookConfiguration: WebhookConfigurationName, WebhookName: WebhookName,
 		DiagnosticsPort: 5680, Ports: controlPlanePorts,
-		Webhook: webhookData{Resources: WebhookResources},
+		Webhook:  webhookData{Resources: WebhookResources},
+		Injector: newInjectorData(),
 	}
 	plurals, err := crdPlurals()
 	if err != nil {
@@ -281,6 +382,8 @@ func newControlPlaneData(namespace string) (*controlPlaneData, error) {
 		{Name: "KUMA_DP_SERVER_TLS_KEY_FILE", Value: tlsFile("tls.key")},
 		{Name: "KUMA_API_SERVER_HTTPS_TLS_CERT_FILE", Value: tlsFile("tls.crt")},
 		{Name: "KUMA_API_SERVER_HTTPS_TLS_KEY_FILE", Value: tlsFile("tls.key")},
+		// Injected proxies verify the dataplane server with the Secret's CA.
+		{Name: "KUMA_RUNTIME_KUBERNETES_INJECTOR_CA_CERT_FILE", Value: tlsFile("ca.crt")},
 	}
 	return d, nil
 }

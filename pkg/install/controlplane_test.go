@@ -15,12 +15,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/kumametrics/mesh/pkg/cpconfig"
 	"github.com/kumametrics/mesh/pkg/install"
 	"github.com/kumametrics/mesh/pkg/k8s/api/v1alpha1"
 	"github.com/kumametrics/mesh/pkg/k8s/crds"
+	"github.com/kumametrics/mesh/pkg/k8s/injector"
 	"github.com/kumametrics/mesh/pkg/k8s/webhook"
 	"github.com/kumametrics/mesh/pkg/pki"
 )
@@ -70,6 +72,7 @@ type controlPlaneObjects struct {
 	service        corev1.Service
 	deployment     appsv1.Deployment
 	webhook        admissionregistrationv1.ValidatingWebhookConfiguration
+	injector       admissionregistrationv1.MutatingWebhookConfiguration
 }
 
 // decodeControlPlane decodes every document strictly into its k8s.io/api
@@ -95,6 +98,7 @@ func decodeControlPlane(t *testing.T, out []byte) controlPlaneObjects {
 			"ClusterRole": "rbac.authorization.k8s.io/v1", "ClusterRoleBinding": "rbac.authorization.k8s.io/v1",
 			"Role": "rbac.authorization.k8s.io/v1", "RoleBinding": "rbac.authorization.k8s.io/v1",
 			"ValidatingWebhookConfiguration": "admissionregistration.k8s.io/v1",
+			"MutatingWebhookConfiguration":   "admissionregistration.k8s.io/v1",
 		}[head.Kind]
 		require.Equal(t, want, head.APIVersion, "document %d (%s)", i, head.Kind)
 		switch head.Kind {
@@ -121,6 +125,8 @@ func decodeControlPlane(t *testing.T, out []byte) controlPlaneObjects {
 			target = &o.deployment
 		case "ValidatingWebhookConfiguration":
 			target = &o.webhook
+		case "MutatingWebhookConfiguration":
+			target = &o.injector
 		}
 		require.NoError(t, yaml.UnmarshalStrict([]byte(doc), target), "document %d (%s) does not decode strictly:\n%s", i, head.Kind, doc)
 	}
@@ -133,7 +139,7 @@ func TestControlPlaneObjects(t *testing.T) {
 	const ns, name = "kuma-system", "kuma-control-plane"
 
 	// In the order they apply: the namespace and the CRDs first, the
-	// webhook configuration last.
+	// webhook configurations last.
 	require.Equal(t, []string{
 		"Namespace/kuma-system",
 		"CustomResourceDefinition/controlplaneinstances.kuma.io",
@@ -150,6 +156,7 @@ func TestControlPlaneObjects(t *testing.T) {
 		"Service/" + name,
 		"Deployment/" + name,
 		"ValidatingWebhookConfiguration/kuma-validating-webhook-configuration",
+		"MutatingWebhookConfiguration/kuma-admission-mutating-webhook-configuration",
 	}, o.order)
 	require.Equal(t, "restricted", o.namespace.Labels["pod-security.kubernetes.io/enforce"])
 
@@ -245,6 +252,7 @@ func TestControlPlaneObjects(t *testing.T) {
 			t.Fatalf("unexpected volume %s", v.Name)
 		}
 	}
+	require.Equal(t, certDir+"/ca.crt", env["KUMA_RUNTIME_KUBERNETES_INJECTOR_CA_CERT_FILE"].Value, "injected proxies trust the Secret's CA")
 	for _, f := range []string{"KUMA_DP_SERVER_TLS_CERT_FILE", "KUMA_API_SERVER_HTTPS_TLS_CERT_FILE"} {
 		require.Equal(t, certDir+"/tls.crt", env[f].Value, f)
 	}
@@ -288,6 +296,47 @@ func TestControlPlaneObjects(t *testing.T) {
 	require.Nil(t, w.ObjectSelector)
 	require.Equal(t, []admissionregistrationv1.MatchCondition{{Name: "not-the-control-plane",
 		Expression: "request.userInfo.username != 'system:serviceaccount:kuma-system:kuma-control-plane'"}}, w.MatchConditions)
+
+	checkInjectorConfiguration(t, o.injector, &admissionregistrationv1.WebhookClientConfig{
+		Service:  &admissionregistrationv1.ServiceReference{Name: o.service.Name, Namespace: ns, Path: ptr(injector.Path), Port: ptr(int32(5443))},
+		CABundle: opts.TLS.CA,
+	})
+}
+
+// checkInjectorConfiguration: Pod creations only; in namespaces labelled
+// for injection every Pod but those opted out (label by objectSelector,
+// annotation by matchConditions), elsewhere only the Pods that opt in; never
+// the control plane's namespace; failing closed.
+func checkInjectorConfiguration(t *testing.T, got admissionregistrationv1.MutatingWebhookConfiguration, client *admissionregistrationv1.WebhookClientConfig) {
+	t.Helper()
+	require.Equal(t, "kuma-admission-mutating-webhook-configuration", got.Name)
+	require.Len(t, got.Webhooks, 2)
+	system := metav1.LabelSelectorRequirement{Key: "kuma.io/system-namespace", Operator: metav1.LabelSelectorOpNotIn, Values: []string{"true"}}
+	enabled := []string{"enabled", "true", "yes"}
+	for i, w := range got.Webhooks {
+		require.Equal(t, admissionregistrationv1.Fail, *w.FailurePolicy, w.Name)
+		require.Equal(t, admissionregistrationv1.SideEffectClassNone, *w.SideEffects)
+		require.Equal(t, admissionregistrationv1.NeverReinvocationPolicy, *w.ReinvocationPolicy)
+		require.Equal(t, []string{"v1"}, w.AdmissionReviewVersions)
+		require.Equal(t, *client, w.ClientConfig)
+		require.Equal(t, []admissionregistrationv1.RuleWithOperations{{
+			Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
+			Rule: admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"},
+				Scope: ptr(admissionregistrationv1.NamespacedScope)},
+		}}, w.Rules, "Pods only: a Deployment's template is not injected")
+		op := metav1.LabelSelectorOpIn
+		if i == 1 {
+			op = metav1.LabelSelectorOpNotIn
+		}
+		require.Equal(t, &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{system,
+			{Key: "kuma.io/sidecar-injection", Operator: op, Values: enabled}}}, w.NamespaceSelector, w.Name)
+		require.Len(t, w.MatchConditions, 1)
+	}
+	require.Equal(t, "kuma-injector.kuma.io", got.Webhooks[0].Name)
+	require.Equal(t, &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+		{Key: "kuma.io/sidecar-injection", Operator: metav1.LabelSelectorOpNotIn, Values: []string{"disabled", "false", "no"}}}}, got.Webhooks[0].ObjectSelector)
+	require.Equal(t, "pods.kuma-injector.kuma.io", got.Webhooks[1].Name)
+	require.Nil(t, got.Webhooks[1].ObjectSelector)
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -295,6 +344,7 @@ func ptr[T any](v T) *T { return &v }
 func TestTheWebhookConstantsAreTheWebhooks(t *testing.T) {
 	// kumactl does not link the webhook; its copies must agree.
 	require.Equal(t, webhook.Path, install.WebhookPath)
+	require.Equal(t, injector.Path, install.InjectorPath)
 	require.Equal(t, webhook.Resources(), install.WebhookResources)
 }
 
@@ -379,9 +429,7 @@ func TestRenderWebhookConfiguration(t *testing.T) {
 	var got admissionregistrationv1.ValidatingWebhookConfiguration
 	require.NoError(t, yaml.UnmarshalStrict(out, &got))
 	// The same webhook as the installation's, called by URL.
-	var want admissionregistrationv1.ValidatingWebhookConfiguration
-	full := string(renderControlPlane(t, controlPlaneOptions(t)))
-	require.NoError(t, yaml.UnmarshalStrict([]byte(full[strings.LastIndex(full, "\n---\n")+5:]), &want))
+	want := decodeControlPlane(t, renderControlPlane(t, controlPlaneOptions(t))).webhook
 	want.Webhooks[0].ClientConfig = admissionregistrationv1.WebhookClientConfig{URL: ptr("https://127.0.0.1:40443" + webhook.Path), CABundle: ca}
 	want.Webhooks[0].MatchConditions[0].Expression = "request.userInfo.username != 'kuma-cp'"
 	require.Equal(t, want, got)
@@ -400,6 +448,25 @@ func TestRenderWebhookConfiguration(t *testing.T) {
 		{install.WebhookOptions{URL: "https://127.0.0.1:5443/x", CABundle: ca, ControlPlaneUser: "o'brien"}, "must not hold quotes"},
 	} {
 		_, err := install.RenderWebhookConfiguration(tc.opts)
+		require.ErrorContains(t, err, tc.want)
+	}
+}
+
+func TestRenderInjectorConfiguration(t *testing.T) {
+	ca := testTLS(t).CA
+	out, err := install.RenderInjectorConfiguration(install.WebhookOptions{URL: "https://127.0.0.1:40443" + injector.Path, CABundle: ca})
+	require.NoError(t, err)
+	var got admissionregistrationv1.MutatingWebhookConfiguration
+	require.NoError(t, yaml.UnmarshalStrict(out, &got))
+	checkInjectorConfiguration(t, got, &admissionregistrationv1.WebhookClientConfig{URL: ptr("https://127.0.0.1:40443" + injector.Path), CABundle: ca})
+	for _, tc := range []struct {
+		opts install.WebhookOptions
+		want string
+	}{
+		{install.WebhookOptions{URL: "http://127.0.0.1:5443/inject-sidecar", CABundle: ca}, "must be an https:// URL"},
+		{install.WebhookOptions{URL: "https://127.0.0.1:5443/x", CABundle: []byte("x")}, "injector CA bundle: no PEM certificate found"},
+	} {
+		_, err := install.RenderInjectorConfiguration(tc.opts)
 		require.ErrorContains(t, err, tc.want)
 	}
 }

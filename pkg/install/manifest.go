@@ -23,6 +23,7 @@ var kindOrder = map[string]int{
 	"Service":                        10,
 	"Deployment":                     11,
 	"ValidatingWebhookConfiguration": 12,
+	"MutatingWebhookConfiguration":   13,
 }
 
 // manifest is one rendered object.

@@ -80,6 +80,10 @@ func TestInstallOutputsApplyToARealAPIServer(t *testing.T) {
 			// enforces the restricted standard now).
 			require.Empty(t, warnings(stderr), stderr)
 			require.Equal(t, strings.Count(res.stdout, "\nkind: "), strings.Count(out, "(server dry run)"), out)
+			if tc.args[1] == "control-plane" {
+				// The sidecar injector's configuration, CEL conditions and selectors included.
+				require.Contains(t, out, "mutatingwebhookconfiguration.admissionregistration.k8s.io/kuma-admission-mutating-webhook-configuration created (server dry run)")
+			}
 			t.Logf("kumactl %s | kubectl apply --dry-run=server -f -:\n%s", strings.Join(tc.args, " "), out)
 		})
 	}
@@ -104,6 +108,22 @@ func TestInstalledControlPlaneOnARealAPIServer(t *testing.T) {
 	t.Cleanup(func() { env.DeleteValidatingWebhook(t, install.WebhookConfigurationName) })
 	require.Contains(t, out, "deployment.apps/kuma-control-plane created")
 	require.Contains(t, out, "validatingwebhookconfiguration.admissionregistration.k8s.io/kuma-validating-webhook-configuration created")
+	require.Contains(t, out, "mutatingwebhookconfiguration.admissionregistration.k8s.io/kuma-admission-mutating-webhook-configuration created")
+	// Nor Pod creations on the injector.
+	meshNS, otherNS := freshName("kuma-example"), freshName("plain")
+	_, stderr, err = env.Kubectl(ctx, nil, "create", "namespace", meshNS)
+	require.NoError(t, err, stderr)
+	_, stderr, err = env.Kubectl(ctx, nil, "label", "namespace", meshNS, "kuma.io/sidecar-injection=enabled")
+	require.NoError(t, err, stderr)
+	_, stderr, err = env.Kubectl(ctx, nil, "create", "namespace", otherNS)
+	require.NoError(t, err, stderr)
+	pod := func(ns, name, meta string) string {
+		return "apiVersion: v1\nkind: Pod\nmetadata:\n  name: " + name + "\n  namespace: " + ns + "\n" + meta + "spec:\n  containers:\n  - {name: app, image: app}\n"
+	}
+	const injectorDown = `failed calling webhook "kuma-injector.kuma.io"`
+	t.Cleanup(func() {
+		env.DeleteMutatingWebhook(t, install.InjectorConfigurationName, pod(meshNS, "probe", ""), injectorDown)
+	})
 	// Applying the same output again changes nothing.
 	out, stderr, err = kubectlApply(t, env, res.stdout)
 	require.NoError(t, err, stderr)
@@ -188,4 +208,34 @@ func TestInstalledControlPlaneOnARealAPIServer(t *testing.T) {
 	require.Contains(t, out, "mesh.kuma.io/unchecked created")
 	_, _, err = env.Kubectl(ctx, nil, "delete", "mesh", "unchecked", "--as", sa)
 	require.NoError(t, err)
+
+	// The injector is registered (failurePolicy Fail): with no control
+	// plane behind it, a Pod of a namespace labelled for injection is
+	// refused, never started without its proxy; Pods elsewhere, and Pods
+	// that opt out (by label: objectSelector; by annotation: the CEL
+	// condition), never reach it and are created.
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		_, stderr, err = kubectlApply(t, env, pod(meshNS, "probe", ""), "--dry-run=server")
+		if err != nil && strings.Contains(stderr, injectorDown) {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "the injector never took effect: %v %s", err, stderr)
+		time.Sleep(100 * time.Millisecond)
+	}
+	_, stderr, err = kubectlApply(t, env, pod(meshNS, "meshed", ""))
+	require.Error(t, err)
+	require.Contains(t, stderr, injectorDown)
+	_, stderr, err = kubectlApply(t, env, pod(otherNS, "opts-in", "  annotations:\n    kuma.io/sidecar-injection: enabled\n"))
+	require.Error(t, err, "a Pod that opts in elsewhere reaches the injector too")
+	require.Contains(t, stderr, `failed calling webhook "pods.kuma-injector.kuma.io"`)
+	for _, p := range []string{
+		pod(otherNS, "elsewhere", ""),
+		pod(meshNS, "opted-out", "  annotations:\n    kuma.io/sidecar-injection: disabled\n"),
+		pod(meshNS, "opted-out-by-label", "  labels:\n    kuma.io/sidecar-injection: \"no\"\n"),
+	} {
+		out, stderr, err := kubectlApply(t, env, p)
+		require.NoError(t, err, stderr)
+		require.Contains(t, out, "created")
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	neturl "net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -19,8 +20,8 @@ import (
 
 func newInstallCmd(rc *RootContext) *cobra.Command {
 	cmd := newGroupCmd("install", "Install the control plane and its companions",
-		"Render what to install: the control plane on Kubernetes, its CRDs, and the metrics stack.")
-	cmd.AddCommand(newInstallControlPlaneCmd(rc), newInstallCRDsCmd(rc), newInstallMetricsCmd(rc))
+		"Render what to install: the control plane on Kubernetes, its CRDs, its webhooks, the metrics stack; set up a transparent proxy.")
+	cmd.AddCommand(newInstallControlPlaneCmd(rc), newInstallCRDsCmd(rc), newInstallWebhooksCmd(rc), newInstallMetricsCmd(rc), newInstallTransparentProxyCmd(rc))
 	return cmd
 }
 
@@ -97,6 +98,60 @@ func controlPlaneTLS(namespace, certFile, keyFile, caFile string) (install.Contr
 		*f.out = b
 	}
 	return t, nil
+}
+
+const installWebhooksLong = `Write the admission webhook configuration of a control plane that runs outside
+the cluster (KUMA_ENVIRONMENT=kubernetes kuma-cp run on a kubeconfig) to
+stdout, registered by URL instead of by Service:
+
+  kumactl install webhooks --url https://<kuma-cp host>:5443 \
+    --ca-cert-file <kuma-cp work dir>/admission-server-ca.pem | kubectl apply -f -
+
+--url is where the API server reaches kuma-cp's admission server
+(KUMA_RUNTIME_KUBERNETES_ADMISSION_SERVER_ADDRESS and _PORT); --ca-cert-file is
+the CA that verifies its certificate (the webhook's caBundle). With
+--control-plane-user, that user's own writes skip the webhook; leave it unset
+unless kuma-cp's kubeconfig is a user of its own. "install control-plane"
+includes the webhook configuration of a control plane inside the cluster.`
+
+func newInstallWebhooksCmd(rc *RootContext) *cobra.Command {
+	var url, caCertFile, user string
+	cmd := &cobra.Command{
+		Use:   "webhooks",
+		Short: "Install the admission webhooks of a control plane outside the cluster",
+		Long:  installWebhooksLong,
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if url == "" {
+				return fmt.Errorf("--url is required: the https:// address of kuma-cp's admission server, e.g. https://192.0.2.10:5443")
+			}
+			if caCertFile == "" {
+				return fmt.Errorf("--ca-cert-file is required: kuma-cp's <work dir>/admission-server-ca.pem, or the CA of its KUMA_RUNTIME_KUBERNETES_ADMISSION_SERVER_CERT_DIR certificate")
+			}
+			u, err := neturl.Parse(url)
+			if err != nil || (u.Path != "" && u.Path != "/") {
+				return fmt.Errorf("--url %q: give the admission server's address without a path, e.g. https://192.0.2.10:5443", url)
+			}
+			u.Path = install.WebhookPath
+			ca, err := os.ReadFile(caCertFile)
+			if err != nil {
+				return fmt.Errorf("--ca-cert-file: %w", err)
+			}
+			out, err := install.RenderWebhookConfiguration(install.WebhookOptions{
+				URL: u.String(), CABundle: ca, ControlPlaneUser: user,
+			})
+			if err != nil {
+				return err
+			}
+			_, err = rc.Stdout.Write(out)
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&url, "url", "", "https:// address (scheme, host, port) at which the API server reaches kuma-cp's admission server")
+	f.StringVar(&caCertFile, "ca-cert-file", "", "PEM file of the CA that verifies the admission server's certificate")
+	f.StringVar(&user, "control-plane-user", "", "Kubernetes user of kuma-cp whose own writes skip the webhook")
+	return cmd
 }
 
 func newInstallCRDsCmd(rc *RootContext) *cobra.Command {

@@ -235,7 +235,7 @@ func TestInstallControlPlane(t *testing.T) {
 	require.NotEqual(t, res.stdout, again.stdout)
 	secretData := regexp.MustCompile(`(?m)^ +(tls\.crt|tls\.key|ca\.crt|checksum/tls|caBundle): .*$`)
 	mask := func(s string) string { return secretData.ReplaceAllString(s, "MASKED") }
-	require.Equal(t, 5, len(secretData.FindAllString(res.stdout, -1)))
+	require.Equal(t, 7, len(secretData.FindAllString(res.stdout, -1)), "the Secret, the checksum, and the caBundle of three webhooks")
 	require.Equal(t, mask(res.stdout), mask(again.stdout), "only the TLS material differs")
 }
 
@@ -245,6 +245,25 @@ func TestInstallCRDs(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, result{stdout: string(want)}, res)
 	require.Equal(t, strings.Count(string(want), "kind: CustomResourceDefinition\n"), len(crds.Manifests()))
+}
+
+// TestInstallWebhooks: the registration by URL of a control plane outside
+// the cluster is the install package's, at the admission server's path, with
+// the CA file as caBundle and the user's own writes exempted when named.
+func TestInstallWebhooks(t *testing.T) {
+	ca, err := os.ReadFile(testdataTLS[5])
+	require.NoError(t, err)
+	for _, user := range []string{"", "kuma-cp"} {
+		args := []string{"install", "webhooks", "--url", "https://192.0.2.10:5443/", "--ca-cert-file", testdataTLS[5]}
+		if user != "" {
+			args = append(args, "--control-plane-user", user)
+		}
+		res := runInstall(nil, args...)
+		want, err := install.RenderWebhookConfiguration(install.WebhookOptions{URL: "https://192.0.2.10:5443" + install.WebhookPath, CABundle: ca, ControlPlaneUser: user})
+		require.NoError(t, err)
+		require.Equal(t, result{stdout: string(want)}, res)
+		require.Equal(t, user != "", strings.Contains(res.stdout, "request.userInfo.username != 'kuma-cp'"))
+	}
 }
 
 func TestInstallControlPlaneGolden(t *testing.T) {
@@ -263,6 +282,13 @@ func TestInstallControlPlaneGolden(t *testing.T) {
 		{"control-plane certificate of another namespace", append([]string{"install", "control-plane", "--namespace", "payments"}, testdataTLS...)},
 		{"control-plane an argument", []string{"install", "control-plane", "extra"}},
 		{"crds", []string{"install", "crds"}},
+		{"webhooks", []string{"install", "webhooks", "--url", "https://192.0.2.10:5443", "--ca-cert-file", testdataTLS[5]}},
+		{"webhooks without the URL", []string{"install", "webhooks", "--ca-cert-file", testdataTLS[5]}},
+		{"webhooks without the CA", []string{"install", "webhooks", "--url", "https://192.0.2.10:5443"}},
+		{"webhooks over http", []string{"install", "webhooks", "--url", "http://192.0.2.10:5443", "--ca-cert-file", testdataTLS[5]}},
+		{"webhooks URL with a path", []string{"install", "webhooks", "--url", "https://192.0.2.10:5443/validate", "--ca-cert-file", testdataTLS[5]}},
+		{"webhooks CA not PEM", []string{"install", "webhooks", "--url", "https://192.0.2.10:5443", "--ca-cert-file", empty}},
+		{"webhooks bad user", []string{"install", "webhooks", "--url", "https://192.0.2.10:5443", "--ca-cert-file", testdataTLS[5], "--control-plane-user", "it's me"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			golden(t, "install/"+tc.name, runInstall(nil, tc.args...).String(), dir, "{{DIR}}")

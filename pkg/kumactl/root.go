@@ -141,6 +141,7 @@ func NewRootCmd(rc *RootContext) *cobra.Command {
 		newInspectCmd(rc),
 		newGenerateCmd(rc),
 		newInstallCmd(rc),
+		newUninstallCmd(rc),
 		newVersionCmd(rc),
 	)
 	return cmd

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"slices"
 	"time"
+
+	"github.com/kumametrics/mesh/internal/atomicfile"
 )
 
 // ServingFiles describes the serving certificate of one of the control
@@ -161,26 +163,8 @@ func writeFiles(dir string, files map[string][]byte) error {
 		if filepath.Ext(name) == ".key" {
 			mode = 0o600
 		}
-		tmp, err := os.CreateTemp(dir, "."+name+".*")
-		if err != nil {
-			return fmt.Errorf("write %s: %w", name, err)
-		}
-		_, err = tmp.Write(data)
-		if err == nil {
-			err = tmp.Chmod(mode)
-		}
-		if err == nil {
-			err = tmp.Sync()
-		}
-		if cerr := tmp.Close(); err == nil {
-			err = cerr
-		}
-		if err == nil {
-			err = os.Rename(tmp.Name(), filepath.Join(dir, name))
-		}
-		if err != nil {
-			_ = os.Remove(tmp.Name())
-			return fmt.Errorf("write %s: %w", name, err)
+		if err := atomicfile.Write(filepath.Join(dir, name), data, mode); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -497,7 +497,7 @@ func TestClient(t *testing.T) {
 		require.NoError(t, os.MkdirAll(filepath.Join(cfg.OutputFile, "blocker"), 0o755))
 		logs := startClient(t, cfg)
 		waitFor(t, "two failed attempts", func() bool {
-			return len(logs.lines("cannot apply an update", "replacing")) >= 2
+			return len(logs.lines("cannot apply an update", "rename")) >= 2
 		})
 		require.Nil(t, mads.replyTo("v1"))
 

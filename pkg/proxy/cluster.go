@@ -296,6 +296,9 @@ func (c *cluster) counted(conn net.Conn) net.Conn {
 	return &countingConn{Conn: ct.Conn, c: c, opened: ct.opened}
 }
 
+// dialFunc connects to an address.
+type dialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
+
 // timedConn carries how long a connection took to open.
 type timedConn struct {
 	net.Conn
@@ -306,15 +309,8 @@ type timedConn struct {
 // connectRaw connects to one endpoint, keeping its health: connect
 // failures are counted and a repeatedly failing endpoint is ejected.
 func (c *cluster) connectRaw(ctx context.Context, e *endpoint) (net.Conn, error) {
-	dctx, cancel := context.WithTimeout(ctx, connectTimeout)
-	defer cancel()
-	began := time.Now()
-	conn, err := c.dialNet(dctx, "tcp", e.addr)
+	conn, err := c.open(ctx, c.dialNet, e.addr)
 	if err != nil {
-		c.stats.UpstreamCxConnectFail.Inc()
-		if errors.Is(dctx.Err(), context.DeadlineExceeded) {
-			c.stats.UpstreamCxConnectTimeout.Inc()
-		}
 		if e.failures.Add(1) >= ejectAfter {
 			n := e.ejections.Add(1)
 			d := min(ejectBase*time.Duration(n), ejectMax)
@@ -330,7 +326,35 @@ func (c *cluster) connectRaw(ctx context.Context, e *endpoint) (net.Conn, error)
 		e.ejectedUntil.Store(0)
 		c.updateHealthy()
 	}
+	return conn, nil
+}
+
+// open connects to addr within the connect timeout, counting a failure
+// (and a timeout) into the cluster; the connection knows how long it took.
+func (c *cluster) open(ctx context.Context, dial dialFunc, addr string) (net.Conn, error) {
+	dctx, cancel := context.WithTimeout(ctx, connectTimeout)
+	defer cancel()
+	began := time.Now()
+	conn, err := dial(dctx, "tcp", addr)
+	if err != nil {
+		c.stats.UpstreamCxConnectFail.Inc()
+		if errors.Is(dctx.Err(), context.DeadlineExceeded) {
+			c.stats.UpstreamCxConnectTimeout.Inc()
+		}
+		return nil, err
+	}
 	return &timedConn{Conn: conn, opened: began, took: time.Since(began)}, nil
+}
+
+// dialTo connects to addr, which is no endpoint of the cluster (a
+// passthrough's original destination), recording the connection into the
+// cluster's statistics as Dial does.
+func (c *cluster) dialTo(ctx context.Context, dial dialFunc, addr string) (net.Conn, error) {
+	conn, err := c.open(ctx, dial, addr)
+	if err != nil {
+		return nil, err
+	}
+	return c.counted(conn), nil
 }
 
 // countingConn counts an upstream connection's bytes and closes it into the

@@ -28,14 +28,20 @@ type routed struct {
 }
 
 // listener accepts connections on one address and hands them to the
-// handler of its current route.
+// handler of its current route. A virtual listener (ln nil) has no socket:
+// a redirect listener hands it the connections meant for its address.
 type listener struct {
 	name    string
 	address string
 	port    uint32
 	ln      net.Listener
-	log     *slog.Logger
-	stats   *stats.ListenerStats
+	// accept takes each accepted connection (acceptRouted, or a redirect
+	// listener's dispatch).
+	accept func(net.Conn)
+	// redirect is set on a transparent proxy's redirect listeners.
+	redirect *redirect
+	log      *slog.Logger
+	stats    *stats.ListenerStats
 	// panics recovers a panic of a connection's goroutines: logged, counted,
 	// only that connection ends.
 	panics *netserve.Panics
@@ -55,11 +61,13 @@ type listener struct {
 
 func newListener(p *Proxy, name, address string, port uint32, ln net.Listener) *listener {
 	st := stats.NewListenerStats(p.stats, name)
-	return &listener{
+	l := &listener{
 		name: name, address: address, port: port, ln: ln, log: p.log, stats: st,
 		panics: &netserve.Panics{Name: name, Log: p.log, Count: st.ConnectionPanics},
 		conns:  map[net.Conn]struct{}{},
 	}
+	l.accept = l.acceptRouted
+	return l
 }
 
 // setRoute switches the listener to rt. Connections already accepted stay
@@ -96,14 +104,7 @@ func (l *listener) setRoute(p *Proxy, rt route) {
 // not ready).
 func (l *listener) serve() {
 	go func() {
-		err := netserve.Serve(l.ln, netserve.AcceptOptions{Name: l.name, Log: l.log, Errors: l.stats.AcceptErrors}, func(conn net.Conn) {
-			rt := l.route.Load()
-			if rt == nil || !l.track(conn) {
-				_ = conn.Close()
-				return
-			}
-			go l.serveConn(rt, conn)
-		})
+		err := netserve.Serve(l.ln, netserve.AcceptOptions{Name: l.name, Log: l.log, Errors: l.stats.AcceptErrors}, l.accept)
 		if err == nil {
 			return
 		}
@@ -117,8 +118,32 @@ func (l *listener) serve() {
 	}()
 }
 
-// serveConn serves one accepted connection on its own goroutine.
-func (l *listener) serveConn(rt *routed, conn net.Conn) {
+// acceptRouted hands an accepted connection to the listener's route, on a
+// goroutine of its own.
+func (l *listener) acceptRouted(conn net.Conn) {
+	rt := l.route.Load()
+	if rt == nil || !l.track(conn) {
+		_ = conn.Close()
+		return
+	}
+	go l.serveConn(rt, conn, external(conn))
+}
+
+// take serves a connection another listener accepted (a redirect listener
+// handing over the connections meant for this one), on the caller's
+// goroutine, as if this listener had accepted it.
+func (l *listener) take(conn net.Conn, external bool) {
+	rt := l.route.Load()
+	if rt == nil || !l.track(conn) {
+		_ = conn.Close()
+		return
+	}
+	l.serveConn(rt, conn, external)
+}
+
+// serveConn serves one accepted connection until it is done; external
+// says whether it came from outside the proxy's host.
+func (l *listener) serveConn(rt *routed, conn net.Conn, external bool) {
 	defer l.untrack(conn)
 	defer l.panics.Recover(conn)
 	served := net.Conn(conn)
@@ -131,7 +156,7 @@ func (l *listener) serveConn(rt *routed, conn net.Conn) {
 		l.peers.add(conn, id)
 		defer l.peers.remove(conn)
 	}
-	rt.handler.ServeConn(served, external(conn))
+	rt.handler.ServeConn(served, external)
 }
 
 // notAccepting is the error that stopped the listener, nil while it accepts.
@@ -174,7 +199,9 @@ func (l *listener) stopAccepting() {
 	l.mu.Lock()
 	l.stopped = true
 	l.mu.Unlock()
-	_ = l.ln.Close()
+	if l.ln != nil {
+		_ = l.ln.Close()
+	}
 }
 
 // drain lets the handlers finish in-flight work and waits for the

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"sync"
@@ -30,7 +31,9 @@ type Proxy struct {
 	stats *stats.Store
 	log   *slog.Logger
 	dial  func(ctx context.Context, network, addr string) (net.Conn, error)
-	sec   *Security
+	// dialFrom connects from a given local address (inbound passthrough).
+	dialFrom func(ctx context.Context, local netip.Addr, network, addr string) (net.Conn, error)
+	sec      *Security
 	// listen binds a listener.
 	listen func(network, address string) (net.Listener, error)
 
@@ -52,6 +55,10 @@ type Options struct {
 	Security *Security
 	// Listen binds the listeners (net.Listen by default).
 	Listen func(network, address string) (net.Listener, error)
+	// DialFrom connects from a given local address: a transparent proxy's
+	// inbound passthrough, which connects to the workload from 127.0.0.6
+	// (a net.Dialer with that LocalAddr by default).
+	DialFrom func(ctx context.Context, local netip.Addr, network, addr string) (net.Conn, error)
 }
 
 // New returns a proxy recording into st.
@@ -68,7 +75,14 @@ func New(st *stats.Store, opts Options) *Proxy {
 	if opts.Listen == nil {
 		opts.Listen = net.Listen
 	}
-	return &Proxy{stats: st, log: opts.Log, dial: opts.Dial, sec: opts.Security, listen: opts.Listen, listeners: map[string]*listener{}, clusters: map[string]*cluster{}, rbac: map[string]*stats.RBACStats{}}
+	if opts.DialFrom == nil {
+		opts.DialFrom = func(ctx context.Context, local netip.Addr, network, addr string) (net.Conn, error) {
+			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: local.AsSlice()}}
+			return d.DialContext(ctx, network, addr)
+		}
+	}
+	return &Proxy{stats: st, log: opts.Log, dial: opts.Dial, dialFrom: opts.DialFrom, sec: opts.Security, listen: opts.Listen,
+		listeners: map[string]*listener{}, clusters: map[string]*cluster{}, rbac: map[string]*stats.RBACStats{}}
 }
 
 // route is what a listener does with a connection.
@@ -82,6 +96,8 @@ type route struct {
 	// panics reports the panics of the listener's connections (set by the
 	// listener).
 	panics *netserve.Panics
+	// side of a redirect listener's passthrough route.
+	side redirectSide
 }
 
 // want is one listener of a config, with what it routes to.
@@ -94,6 +110,11 @@ type want struct {
 	// service of an outbound's endpoints (verified under mTLS).
 	service string
 	inbound *meshv1.Inbound
+	// virtual: no socket of its own; a redirect listener hands it the
+	// connections meant for its address.
+	virtual bool
+	// side is set on a transparent proxy's redirect listeners.
+	side redirectSide
 }
 
 // Change is a config of the proxy prepared to be applied: everything that
@@ -149,6 +170,9 @@ func (p *Proxy) prepareLocked(cfg *meshv1.ProxyConfig) (*Change, error) {
 	// 0 is a new port each time: it matches by name only).
 	byAddr := make(map[string]*listener, 2*len(p.listeners))
 	for _, l := range p.listeners {
+		if l.ln == nil {
+			continue // virtual: no socket to keep
+		}
 		byAddr[l.ln.Addr().String()] = l
 		if l.port != 0 {
 			byAddr[joinHostPort(l.address, l.port)] = l
@@ -156,6 +180,14 @@ func (p *Proxy) prepareLocked(cfg *meshv1.ProxyConfig) (*Change, error) {
 	}
 	claimed := make(map[*listener]bool, len(wants))
 	for _, w := range wants {
+		if w.virtual {
+			// Kept when it was virtual before: its connections and statistics stay.
+			if l := p.listeners[w.name]; l != nil && l.ln == nil {
+				claimed[l] = true
+				ch.reuse[w.name] = l
+			}
+			continue
+		}
 		l := p.listeners[w.name]
 		if l == nil || l.address != w.address || l.port != w.port || claimed[l] {
 			l = nil
@@ -163,7 +195,9 @@ func (p *Proxy) prepareLocked(cfg *meshv1.ProxyConfig) (*Change, error) {
 				l = byAddr[joinHostPort(w.address, w.port)]
 			}
 		}
-		if l != nil && !claimed[l] {
+		// A socket stays with its kind: a redirect listener's is never an
+		// ordinary one's (its accept loop dispatches), nor the reverse.
+		if l != nil && !claimed[l] && (l.redirect != nil) == (w.side != sideNone) {
 			claimed[l] = true
 			ch.reuse[w.name] = l
 			continue
@@ -189,6 +223,7 @@ func wantsOf(cfg *meshv1.ProxyConfig) ([]want, error) {
 			endpoints:   []string{joinHostPort(in.GetServiceAddress(), in.GetServicePort())},
 			clusterName: in.GetClusterName(),
 			inbound:     in,
+			virtual:     in.GetTransparent(),
 		})
 	}
 	for _, out := range cfg.GetOutbounds() {
@@ -202,8 +237,10 @@ func wantsOf(cfg *meshv1.ProxyConfig) ([]want, error) {
 			endpoints:   eps,
 			clusterName: out.GetClusterName(),
 			service:     out.GetService(),
+			virtual:     out.GetTransparent(),
 		})
 	}
+	wants = append(wants, redirectWants(cfg.GetTransparentProxy())...)
 	names := make(map[string]bool, len(wants))
 	addrs := make(map[string]string, len(wants))
 	for _, w := range wants {
@@ -212,9 +249,14 @@ func wantsOf(cfg *meshv1.ProxyConfig) ([]want, error) {
 		}
 		names[w.name] = true
 		switch w.rt.protocol {
-		case "", dpconfig.ProtocolTCP, dpconfig.ProtocolHTTP, dpconfig.ProtocolHTTP2, dpconfig.ProtocolGRPC:
+		case "", dpconfig.ProtocolTCP, dpconfig.ProtocolHTTP, dpconfig.ProtocolHTTP2, dpconfig.ProtocolGRPC, protocolPassthrough:
 		default:
 			return nil, fmt.Errorf("listener %s: protocol %q is not supported (tcp, http, http2, grpc)", w.name, w.rt.protocol)
+		}
+		if w.virtual {
+			if _, err := netip.ParseAddr(w.address); err != nil || w.port == 0 || w.port > 65535 {
+				return nil, fmt.Errorf("listener %s: %s:%d is not an IP address and port a redirect can reach", w.name, w.address, w.port)
+			}
 		}
 		if w.port == 0 {
 			continue
@@ -245,29 +287,38 @@ func (ch *Change) Commit() {
 		next := make(map[string]*listener, len(ch.wants))
 		kept := make(map[*listener]bool, len(ch.wants))
 		for _, w := range ch.wants {
-			c := p.clusters[w.clusterName]
-			if c == nil {
-				c = newCluster(w.clusterName, stats.NewClusterStats(p.stats, w.clusterName), p.dial)
-				p.clusters[w.clusterName] = c
+			if w.clusterName != "" {
+				c := p.clusters[w.clusterName]
+				if c == nil {
+					c = newCluster(w.clusterName, stats.NewClusterStats(p.stats, w.clusterName), p.dial)
+					p.clusters[w.clusterName] = c
+				}
+				if c.setEndpoints(w.endpoints) {
+					changes = append(changes, c.endpointsChanged)
+				}
+				switch {
+				case w.inbound != nil:
+					w.rt.guard = p.guardFor(w.inbound, c)
+				case w.side == sideNone:
+					c.secureAs(p.sec, w.service, alpnFor(w.rt.protocol))
+				}
+				w.rt.cluster = c
 			}
-			if c.setEndpoints(w.endpoints) {
-				changes = append(changes, c.endpointsChanged)
-			}
-			if w.inbound == nil {
-				c.secureAs(p.sec, w.service, alpnFor(w.rt.protocol))
-			} else {
-				w.rt.guard = p.guardFor(w.inbound, c)
-			}
-			w.rt.cluster = c
 			l := ch.reuse[w.name]
 			if l == nil {
 				l = newListener(p, w.name, w.address, w.port, ch.bound[w.name])
-				changes = append(changes, l.serve)
+				if w.side != sideNone {
+					p.makeRedirect(l, w.side)
+				}
+				if !w.virtual {
+					changes = append(changes, l.serve)
+				}
 			}
 			kept[l] = true
 			next[w.name] = l
 			l.setRoute(p, w.rt)
 		}
+		routeRedirects(ch.wants, next)
 		for _, l := range p.listeners {
 			if !kept[l] {
 				p.removeListener(l)
@@ -318,6 +369,9 @@ func (p *Proxy) removeListener(l *listener) {
 	l.stopAccepting()
 	l.setRoute(p, route{})
 	l.stats.Release()
+	if l.redirect != nil {
+		l.redirect.stats.Release()
+	}
 }
 
 // NotAccepting tells which listeners stopped accepting connections for good
@@ -365,11 +419,12 @@ func (p *Proxy) Listeners() []string {
 }
 
 // Addr is the address listener name is bound to, or nil when there is no
-// such listener.
+// such listener or it has no socket of its own (a transparent proxy's
+// inbounds and virtual outbounds).
 func (p *Proxy) Addr(name string) net.Addr {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if l := p.listeners[name]; l != nil {
+	if l := p.listeners[name]; l != nil && l.ln != nil {
 		return l.ln.Addr()
 	}
 	return nil

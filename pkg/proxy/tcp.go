@@ -16,24 +16,33 @@ func (p *Proxy) newHandler(rt route) connHandler {
 		return p.newHTTP1(rt)
 	case "http2", "grpc":
 		return newHTTP2(p, rt)
+	case protocolPassthrough:
+		return p.newPassthrough(rt)
 	}
-	return &tcpProxy{c: rt.cluster, log: p.log, panics: rt.panics}
+	c := rt.cluster
+	return &tcpProxy{c: c, log: p.log, panics: rt.panics, upstream: func(ctx context.Context, _ net.Conn) (net.Conn, error) {
+		conn, _, err := c.Dial(ctx)
+		return conn, err
+	}}
 }
 
 // tcpProxy copies bytes between a downstream connection and an upstream
-// endpoint of its cluster.
+// connection of its cluster.
 type tcpProxy struct {
 	c   *cluster
 	log interface {
 		Debug(msg string, args ...any)
 	}
 	panics *netserve.Panics
+	// upstream connects for a downstream connection: to an endpoint of the
+	// cluster, or to a passthrough's original destination.
+	upstream func(ctx context.Context, down net.Conn) (net.Conn, error)
 }
 
 var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 func (t *tcpProxy) ServeConn(down net.Conn, external bool) {
-	up, _, err := t.c.Dial(context.Background())
+	up, err := t.upstream(context.Background(), down)
 	if err != nil {
 		t.log.Debug("tcp: no upstream", "cluster", t.c.name, "err", err)
 		return

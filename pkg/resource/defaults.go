@@ -21,6 +21,10 @@ func ApplyDefaults(o *Object) {
 		if s.Metrics != nil && s.Metrics.Conf != nil {
 			defaultAggregate(s.Metrics.Conf.Aggregate)
 		}
+		if s.Networking != nil && s.Networking.TransparentProxying != nil {
+			tp := s.Networking.TransparentProxying
+			tp.RedirectPortInbound, tp.RedirectPortOutbound = tp.InboundPort(), tp.OutboundPort()
+		}
 	}
 }
 

@@ -4,8 +4,9 @@ import "encoding/base64"
 
 // MeshSpec is the body of a Mesh.
 type MeshSpec struct {
-	MTLS    *MTLS    `json:"mtls,omitempty"`
-	Metrics *Metrics `json:"metrics,omitempty"`
+	MTLS       *MTLS           `json:"mtls,omitempty"`
+	Metrics    *Metrics        `json:"metrics,omitempty"`
+	Networking *MeshNetworking `json:"networking,omitempty"`
 }
 
 // Kind implements Spec.
@@ -44,6 +45,28 @@ type BuiltinCAConf struct {
 type BuiltinCACert struct {
 	RSAbits    uint32 `json:"RSAbits,omitempty"`
 	Expiration string `json:"expiration,omitempty"`
+}
+
+// MeshNetworking is how the mesh's transparent proxies treat traffic.
+type MeshNetworking struct {
+	Outbound *MeshOutbound `json:"outbound,omitempty"`
+}
+
+// MeshOutbound configures the outbound side of transparent proxies.
+type MeshOutbound struct {
+	// Passthrough lets a transparent proxy forward a connection whose
+	// original destination is no outbound straight to that destination
+	// (unset: true, as the reference system's default); false refuses it.
+	Passthrough *bool `json:"passthrough,omitempty"`
+}
+
+// OutboundPassthrough tells whether the mesh's transparent proxies pass
+// connections to unknown destinations through (the default) or refuse them.
+func (m *MeshSpec) OutboundPassthrough() bool {
+	if m == nil || m.Networking == nil || m.Networking.Outbound == nil || m.Networking.Outbound.Passthrough == nil {
+		return true
+	}
+	return *m.Networking.Outbound.Passthrough
 }
 
 // Metrics is a mesh's metrics configuration.
@@ -114,6 +137,42 @@ type Networking struct {
 	AdvertisedAddress string     `json:"advertisedAddress,omitempty"`
 	Inbound           []Inbound  `json:"inbound,omitempty"`
 	Outbound          []Outbound `json:"outbound,omitempty"`
+	// TransparentProxying is set when iptables rules (kumactl install
+	// transparent-proxy) redirect the workload's traffic to the proxy.
+	TransparentProxying *TransparentProxying `json:"transparentProxying,omitempty"`
+}
+
+// TransparentProxying says where the workload's redirected traffic arrives:
+// the proxy listens on both ports on every address and routes each
+// connection by its original destination. The reference system's
+// redirectPortInboundV6, directAccessServices, reachableServices and
+// ipFamilyMode are not supported (IPv4 only; every service of the mesh is
+// reachable).
+type TransparentProxying struct {
+	RedirectPortInbound  uint32 `json:"redirectPortInbound,omitempty"`
+	RedirectPortOutbound uint32 `json:"redirectPortOutbound,omitempty"`
+}
+
+// Default redirect ports of transparent proxying (the reference system's).
+const (
+	DefaultRedirectPortInbound  uint32 = 15006
+	DefaultRedirectPortOutbound uint32 = 15001
+)
+
+// InboundPort is the port redirected inbound traffic arrives at.
+func (t *TransparentProxying) InboundPort() uint32 {
+	if t.RedirectPortInbound != 0 {
+		return t.RedirectPortInbound
+	}
+	return DefaultRedirectPortInbound
+}
+
+// OutboundPort is the port redirected outbound traffic arrives at.
+func (t *TransparentProxying) OutboundPort() uint32 {
+	if t.RedirectPortOutbound != 0 {
+		return t.RedirectPortOutbound
+	}
+	return DefaultRedirectPortOutbound
 }
 
 // Inbound is a port where the dataplane accepts traffic for its workload.
@@ -123,9 +182,18 @@ type Inbound struct {
 	ServiceAddress string            `json:"serviceAddress,omitempty"`
 	Address        string            `json:"address,omitempty"`
 	Tags           map[string]string `json:"tags,omitempty"`
+	// VIPs are the virtual addresses (ip:port) at which clients reach the
+	// service of this inbound, on Kubernetes its Service's ClusterIP and
+	// port (set by the pod controller): the transparent proxies of the
+	// mesh route a connection to one of them to this service.
+	VIPs []string `json:"vips,omitempty"`
 }
 
-// Outbound is a local port through which the workload reaches a service.
+// Outbound is an address through which the workload reaches a service: a
+// local port the proxy listens on, or, for a transparently proxied
+// dataplane, any address that is not a loopback one (e.g. a virtual IP the
+// workload connects to), reached through the outbound redirect port by
+// original destination.
 type Outbound struct {
 	Port    uint32            `json:"port,omitempty"`
 	Address string            `json:"address,omitempty"`

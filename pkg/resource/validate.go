@@ -3,6 +3,7 @@ package resource
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"regexp"
 	"sort"
 	"strings"
@@ -369,6 +370,14 @@ func validateDataplane(v *verr, s *DataplaneSpec) {
 			if proto, ok := in.Tags[ProtocolTag]; ok && !contains(protocols, proto) {
 				v.add(fmt.Sprintf("%s.tags[%q]", p, ProtocolTag), "unknown protocol %q; available protocols: %s", proto, strings.Join(protocols, ", "))
 			}
+			for j, vip := range in.VIPs {
+				if _, err := ParseVIP(vip); err != nil {
+					v.add(fmt.Sprintf("%s.vips[%d]", p, j), "%s", err.Error())
+				}
+			}
+		}
+		if tp := n.TransparentProxying; tp != nil {
+			validateTransparentProxying(v, n, tp)
 		}
 		seenOut := map[string]int{}
 		for i, out := range n.Outbound {
@@ -394,6 +403,37 @@ func validateDataplane(v *verr, s *DataplaneSpec) {
 		validateMetricsBackendType(v, "metrics.type", s.Metrics.Type)
 		if s.Metrics.Conf != nil {
 			validatePrometheusConf(v, "metrics.conf", s.Metrics.Conf)
+		}
+	}
+}
+
+// ParseVIP reads a virtual address, an IP address and a port ("10.96.0.10:80").
+func ParseVIP(s string) (netip.AddrPort, error) {
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil || ap.Addr().Zone() != "" {
+		return netip.AddrPort{}, fmt.Errorf("%q must be an IP address and a port, such as 10.96.0.10:80", s)
+	}
+	if ap.Port() == 0 {
+		return netip.AddrPort{}, fmt.Errorf("%q: port %s", s, portRange)
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+}
+
+func validateTransparentProxying(v *verr, n *Networking, tp *TransparentProxying) {
+	const p = "networking.transparentProxying"
+	if tp.RedirectPortInbound > 65535 {
+		v.add(p+".redirectPortInbound", portRange)
+	}
+	if tp.RedirectPortOutbound > 65535 {
+		v.add(p+".redirectPortOutbound", portRange)
+	}
+	in, out := tp.InboundPort(), tp.OutboundPort()
+	if in == out {
+		v.add(p+".redirectPortOutbound", "must differ from redirectPortInbound (%d)", in)
+	}
+	for i, ib := range n.Inbound {
+		if ib.Port == in || ib.Port == out {
+			v.add(fmt.Sprintf("networking.inbound[%d].port", i), "port %d is a redirect port of transparentProxying", ib.Port)
 		}
 	}
 }

@@ -11,6 +11,7 @@ const (
 	LabelResponseCodeClass     = "envoy_response_code_class"
 	LabelHTTPConnManagerPrefix = "envoy_http_conn_manager_prefix"
 	LabelListener              = "listener"
+	LabelListenerAddress       = "envoy_listener_address"
 )
 
 // classIndex maps an HTTP status to its response code class index (0 for

@@ -138,3 +138,33 @@ func NewListenerStats(s *Store, listener string) *ListenerStats {
 
 // Release removes the statistics from the store.
 func (l *ListenerStats) Release() { l.scope.Release() }
+
+// RedirectStats count what a transparent proxy's redirect listener could
+// not route: connections whose original destination matched no inbound or
+// outbound while passthrough was off, or that were not redirected at all
+// (their original destination is the listener itself), which are closed
+// (listener.<address>.no_filter_chain_match /
+// envoy_listener_no_filter_chain_match{envoy_listener_address}, as Envoy
+// counts a connection that no filter chain matched; the address is
+// Envoy's form, 0.0.0.0_15001).
+type RedirectStats struct {
+	scope              *Scope
+	NoFilterChainMatch *Counter
+}
+
+// NewRedirectStats registers and publishes the statistics of the redirect
+// listener bound to address (host_port).
+func NewRedirectStats(s *Store, address string) *RedirectStats {
+	sc := s.NewScope()
+	r := &RedirectStats{
+		scope: sc,
+		NoFilterChainMatch: sc.Counter(Opts{Name: "listener." + address + ".no_filter_chain_match", Family: "envoy_listener_no_filter_chain_match",
+			Labels: []Label{{Name: LabelListenerAddress, Value: address}},
+			Help:   "Connections of a transparent proxy's redirect listener that matched no inbound or outbound and were not passed through."}),
+	}
+	sc.Publish()
+	return r
+}
+
+// Release removes the statistics from the store.
+func (r *RedirectStats) Release() { r.scope.Release() }

@@ -1,5 +1,6 @@
 // Package e2e runs the built binaries (kuma-cp, kumactl) as a user would,
-// against each other on loopback addresses. Every process a test starts gets
+// against each other on loopback addresses, and in Kubernetes mode against
+// a real kube-apiserver (internal/k8stest). Every process a test starts gets
 // a loopback address of its own (internal/loopback) and binds its
 // well-known ports there: nothing picks "free" ports, and a process the test
 // restarts finds its address again.
@@ -24,6 +25,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
+	"github.com/kumametrics/mesh/internal/k8stest"
 	"github.com/kumametrics/mesh/internal/loopback"
 	"github.com/kumametrics/mesh/internal/syncbuffer"
 )
@@ -48,7 +50,9 @@ func run(m *testing.M) int {
 		return 1
 	}
 	binDir = dir
-	return m.Run()
+	// The Kubernetes tests share one API server per test binary
+	// (internal/k8stest), started by the first of them and stopped here.
+	return k8stest.Run(m)
 }
 
 // controlPlane is a kuma-cp process.

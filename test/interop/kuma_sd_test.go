@@ -27,7 +27,12 @@ import (
 
 const waitTimeout = 30 * time.Second
 
-var kumaCP string
+var (
+	kumaCP string
+	// apiServer runs the main module's Kubernetes test harness (see
+	// kubernetes_test.go).
+	apiServer string
+)
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "interop-bin-")
@@ -35,14 +40,15 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	build := exec.Command("go", "build", "-o", dir, "./cmd/kuma-cp")
+	build := exec.Command("go", "build", "-o", dir, "./cmd/kuma-cp", "./internal/k8stest/cmd/apiserver")
 	build.Dir = "../.."
 	build.Stdout, build.Stderr = os.Stdout, os.Stderr
 	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building kuma-cp:", err)
+		fmt.Fprintln(os.Stderr, "building kuma-cp and the API server harness:", err)
 		os.Exit(1)
 	}
 	kumaCP = filepath.Join(dir, "kuma-cp")
+	apiServer = filepath.Join(dir, "apiserver")
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)

@@ -35,9 +35,12 @@ type ProxyConfig struct {
 	// Metrics is the effective metrics endpoint; unset when metrics are off.
 	Metrics *Metrics `protobuf:"bytes,5,opt,name=metrics,proto3" json:"metrics,omitempty"`
 	// MTLS is the mesh's mutual TLS; unset when the mesh never had it.
-	Mtls          *MTLS `protobuf:"bytes,6,opt,name=mtls,proto3" json:"mtls,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Mtls *MTLS `protobuf:"bytes,6,opt,name=mtls,proto3" json:"mtls,omitempty"`
+	// TransparentProxy is set when iptables rules redirect the workload's
+	// traffic to the proxy (the Dataplane's networking.transparentProxying).
+	TransparentProxy *TransparentProxy `protobuf:"bytes,7,opt,name=transparent_proxy,json=transparentProxy,proto3" json:"transparent_proxy,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *ProxyConfig) Reset() {
@@ -112,6 +115,90 @@ func (x *ProxyConfig) GetMtls() *MTLS {
 	return nil
 }
 
+func (x *ProxyConfig) GetTransparentProxy() *TransparentProxy {
+	if x != nil {
+		return x.TransparentProxy
+	}
+	return nil
+}
+
+// TransparentProxy configures the two redirect listeners. Each reads the
+// original destination of every connection (SO_ORIGINAL_DST) and hands it
+// to the inbound of that port, or the outbound of that address and port
+// (those marked transparent have no socket of their own); what matches none
+// passes through to the original destination (cluster pass_through
+// outbound, inbound_passthrough inbound) or, outbound without passthrough,
+// is refused.
+type TransparentProxy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Address both listeners bind: 0.0.0.0, every address of the workload.
+	Address              string `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	RedirectPortInbound  uint32 `protobuf:"varint,2,opt,name=redirect_port_inbound,json=redirectPortInbound,proto3" json:"redirect_port_inbound,omitempty"`
+	RedirectPortOutbound uint32 `protobuf:"varint,3,opt,name=redirect_port_outbound,json=redirectPortOutbound,proto3" json:"redirect_port_outbound,omitempty"`
+	// OutboundPassthrough: the mesh's networking.outbound.passthrough.
+	OutboundPassthrough bool `protobuf:"varint,4,opt,name=outbound_passthrough,json=outboundPassthrough,proto3" json:"outbound_passthrough,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *TransparentProxy) Reset() {
+	*x = TransparentProxy{}
+	mi := &file_mesh_v1_proxy_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransparentProxy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransparentProxy) ProtoMessage() {}
+
+func (x *TransparentProxy) ProtoReflect() protoreflect.Message {
+	mi := &file_mesh_v1_proxy_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransparentProxy.ProtoReflect.Descriptor instead.
+func (*TransparentProxy) Descriptor() ([]byte, []int) {
+	return file_mesh_v1_proxy_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *TransparentProxy) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *TransparentProxy) GetRedirectPortInbound() uint32 {
+	if x != nil {
+		return x.RedirectPortInbound
+	}
+	return 0
+}
+
+func (x *TransparentProxy) GetRedirectPortOutbound() uint32 {
+	if x != nil {
+		return x.RedirectPortOutbound
+	}
+	return 0
+}
+
+func (x *TransparentProxy) GetOutboundPassthrough() bool {
+	if x != nil {
+		return x.OutboundPassthrough
+	}
+	return false
+}
+
 // MTLS says how the proxy secures traffic. Switching mTLS on or off is
 // hitless: outbounds change mode for new connections at switch_at, and
 // until permissive_until inbounds accept both TLS and plain text.
@@ -134,7 +221,7 @@ type MTLS struct {
 
 func (x *MTLS) Reset() {
 	*x = MTLS{}
-	mi := &file_mesh_v1_proxy_proto_msgTypes[1]
+	mi := &file_mesh_v1_proxy_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -146,7 +233,7 @@ func (x *MTLS) String() string {
 func (*MTLS) ProtoMessage() {}
 
 func (x *MTLS) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_v1_proxy_proto_msgTypes[1]
+	mi := &file_mesh_v1_proxy_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -159,7 +246,7 @@ func (x *MTLS) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MTLS.ProtoReflect.Descriptor instead.
 func (*MTLS) Descriptor() ([]byte, []int) {
-	return file_mesh_v1_proxy_proto_rawDescGZIP(), []int{1}
+	return file_mesh_v1_proxy_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *MTLS) GetEnabled() bool {
@@ -214,7 +301,7 @@ type Selector struct {
 
 func (x *Selector) Reset() {
 	*x = Selector{}
-	mi := &file_mesh_v1_proxy_proto_msgTypes[2]
+	mi := &file_mesh_v1_proxy_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -226,7 +313,7 @@ func (x *Selector) String() string {
 func (*Selector) ProtoMessage() {}
 
 func (x *Selector) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_v1_proxy_proto_msgTypes[2]
+	mi := &file_mesh_v1_proxy_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -239,7 +326,7 @@ func (x *Selector) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Selector.ProtoReflect.Descriptor instead.
 func (*Selector) Descriptor() ([]byte, []int) {
-	return file_mesh_v1_proxy_proto_rawDescGZIP(), []int{2}
+	return file_mesh_v1_proxy_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Selector) GetMatch() map[string]string {
@@ -267,13 +354,16 @@ type Inbound struct {
 	// AllowedSources are the sources of the TrafficPermission that governs
 	// this inbound (enforced under mTLS); empty: nobody is allowed.
 	AllowedSources []*Selector `protobuf:"bytes,9,rep,name=allowed_sources,json=allowedSources,proto3" json:"allowed_sources,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Transparent: the inbound has no socket of its own; the inbound
+	// redirect listener hands it the connections to its port.
+	Transparent   bool `protobuf:"varint,10,opt,name=transparent,proto3" json:"transparent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Inbound) Reset() {
 	*x = Inbound{}
-	mi := &file_mesh_v1_proxy_proto_msgTypes[3]
+	mi := &file_mesh_v1_proxy_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -285,7 +375,7 @@ func (x *Inbound) String() string {
 func (*Inbound) ProtoMessage() {}
 
 func (x *Inbound) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_v1_proxy_proto_msgTypes[3]
+	mi := &file_mesh_v1_proxy_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -298,7 +388,7 @@ func (x *Inbound) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Inbound.ProtoReflect.Descriptor instead.
 func (*Inbound) Descriptor() ([]byte, []int) {
-	return file_mesh_v1_proxy_proto_rawDescGZIP(), []int{3}
+	return file_mesh_v1_proxy_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Inbound) GetAddress() string {
@@ -364,6 +454,13 @@ func (x *Inbound) GetAllowedSources() []*Selector {
 	return nil
 }
 
+func (x *Inbound) GetTransparent() bool {
+	if x != nil {
+		return x.Transparent
+	}
+	return false
+}
+
 // Outbound accepts the workload's connections to a service on address:port
 // and forwards them to the service's endpoints.
 type Outbound struct {
@@ -377,14 +474,18 @@ type Outbound struct {
 	ClusterName string      `protobuf:"bytes,5,opt,name=cluster_name,json=clusterName,proto3" json:"cluster_name,omitempty"`
 	Endpoints   []*Endpoint `protobuf:"bytes,6,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
 	// Name of the listener, outbound:<address>:<port>.
-	Name          string `protobuf:"bytes,7,opt,name=name,proto3" json:"name,omitempty"`
+	Name string `protobuf:"bytes,7,opt,name=name,proto3" json:"name,omitempty"`
+	// Transparent: the outbound has no socket of its own (address:port is a
+	// virtual address); the outbound redirect listener hands it the
+	// connections whose original destination is address:port.
+	Transparent   bool `protobuf:"varint,8,opt,name=transparent,proto3" json:"transparent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Outbound) Reset() {
 	*x = Outbound{}
-	mi := &file_mesh_v1_proxy_proto_msgTypes[4]
+	mi := &file_mesh_v1_proxy_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -396,7 +497,7 @@ func (x *Outbound) String() string {
 func (*Outbound) ProtoMessage() {}
 
 func (x *Outbound) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_v1_proxy_proto_msgTypes[4]
+	mi := &file_mesh_v1_proxy_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -409,7 +510,7 @@ func (x *Outbound) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Outbound.ProtoReflect.Descriptor instead.
 func (*Outbound) Descriptor() ([]byte, []int) {
-	return file_mesh_v1_proxy_proto_rawDescGZIP(), []int{4}
+	return file_mesh_v1_proxy_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Outbound) GetAddress() string {
@@ -461,6 +562,13 @@ func (x *Outbound) GetName() string {
 	return ""
 }
 
+func (x *Outbound) GetTransparent() bool {
+	if x != nil {
+		return x.Transparent
+	}
+	return false
+}
+
 // Endpoint is one inbound of a dataplane of the destination service.
 type Endpoint struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -474,7 +582,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_mesh_v1_proxy_proto_msgTypes[5]
+	mi := &file_mesh_v1_proxy_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -486,7 +594,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_v1_proxy_proto_msgTypes[5]
+	mi := &file_mesh_v1_proxy_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -499,7 +607,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_mesh_v1_proxy_proto_rawDescGZIP(), []int{5}
+	return file_mesh_v1_proxy_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Endpoint) GetAddress() string {
@@ -545,7 +653,7 @@ type Metrics struct {
 
 func (x *Metrics) Reset() {
 	*x = Metrics{}
-	mi := &file_mesh_v1_proxy_proto_msgTypes[6]
+	mi := &file_mesh_v1_proxy_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -557,7 +665,7 @@ func (x *Metrics) String() string {
 func (*Metrics) ProtoMessage() {}
 
 func (x *Metrics) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_v1_proxy_proto_msgTypes[6]
+	mi := &file_mesh_v1_proxy_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -570,7 +678,7 @@ func (x *Metrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Metrics.ProtoReflect.Descriptor instead.
 func (*Metrics) Descriptor() ([]byte, []int) {
-	return file_mesh_v1_proxy_proto_rawDescGZIP(), []int{6}
+	return file_mesh_v1_proxy_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Metrics) GetAddress() string {
@@ -656,7 +764,7 @@ type SignRequest struct {
 
 func (x *SignRequest) Reset() {
 	*x = SignRequest{}
-	mi := &file_mesh_v1_proxy_proto_msgTypes[7]
+	mi := &file_mesh_v1_proxy_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -668,7 +776,7 @@ func (x *SignRequest) String() string {
 func (*SignRequest) ProtoMessage() {}
 
 func (x *SignRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_v1_proxy_proto_msgTypes[7]
+	mi := &file_mesh_v1_proxy_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -681,7 +789,7 @@ func (x *SignRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignRequest.ProtoReflect.Descriptor instead.
 func (*SignRequest) Descriptor() ([]byte, []int) {
-	return file_mesh_v1_proxy_proto_rawDescGZIP(), []int{7}
+	return file_mesh_v1_proxy_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SignRequest) GetMesh() string {
@@ -717,7 +825,7 @@ type SignResponse struct {
 
 func (x *SignResponse) Reset() {
 	*x = SignResponse{}
-	mi := &file_mesh_v1_proxy_proto_msgTypes[8]
+	mi := &file_mesh_v1_proxy_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -729,7 +837,7 @@ func (x *SignResponse) String() string {
 func (*SignResponse) ProtoMessage() {}
 
 func (x *SignResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_v1_proxy_proto_msgTypes[8]
+	mi := &file_mesh_v1_proxy_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -742,7 +850,7 @@ func (x *SignResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignResponse.ProtoReflect.Descriptor instead.
 func (*SignResponse) Descriptor() ([]byte, []int) {
-	return file_mesh_v1_proxy_proto_rawDescGZIP(), []int{8}
+	return file_mesh_v1_proxy_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SignResponse) GetCertChain() []byte {
@@ -776,7 +884,7 @@ type DeregisterRequest struct {
 
 func (x *DeregisterRequest) Reset() {
 	*x = DeregisterRequest{}
-	mi := &file_mesh_v1_proxy_proto_msgTypes[9]
+	mi := &file_mesh_v1_proxy_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -788,7 +896,7 @@ func (x *DeregisterRequest) String() string {
 func (*DeregisterRequest) ProtoMessage() {}
 
 func (x *DeregisterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_v1_proxy_proto_msgTypes[9]
+	mi := &file_mesh_v1_proxy_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -801,7 +909,7 @@ func (x *DeregisterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeregisterRequest.ProtoReflect.Descriptor instead.
 func (*DeregisterRequest) Descriptor() ([]byte, []int) {
-	return file_mesh_v1_proxy_proto_rawDescGZIP(), []int{9}
+	return file_mesh_v1_proxy_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DeregisterRequest) GetMesh() string {
@@ -826,7 +934,7 @@ type DeregisterResponse struct {
 
 func (x *DeregisterResponse) Reset() {
 	*x = DeregisterResponse{}
-	mi := &file_mesh_v1_proxy_proto_msgTypes[10]
+	mi := &file_mesh_v1_proxy_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -838,7 +946,7 @@ func (x *DeregisterResponse) String() string {
 func (*DeregisterResponse) ProtoMessage() {}
 
 func (x *DeregisterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_v1_proxy_proto_msgTypes[10]
+	mi := &file_mesh_v1_proxy_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -851,7 +959,7 @@ func (x *DeregisterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeregisterResponse.ProtoReflect.Descriptor instead.
 func (*DeregisterResponse) Descriptor() ([]byte, []int) {
-	return file_mesh_v1_proxy_proto_rawDescGZIP(), []int{10}
+	return file_mesh_v1_proxy_proto_rawDescGZIP(), []int{11}
 }
 
 // Aggregate is an application metrics endpoint merged into the proxy's.
@@ -867,7 +975,7 @@ type Metrics_Aggregate struct {
 
 func (x *Metrics_Aggregate) Reset() {
 	*x = Metrics_Aggregate{}
-	mi := &file_mesh_v1_proxy_proto_msgTypes[14]
+	mi := &file_mesh_v1_proxy_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -879,7 +987,7 @@ func (x *Metrics_Aggregate) String() string {
 func (*Metrics_Aggregate) ProtoMessage() {}
 
 func (x *Metrics_Aggregate) ProtoReflect() protoreflect.Message {
-	mi := &file_mesh_v1_proxy_proto_msgTypes[14]
+	mi := &file_mesh_v1_proxy_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -892,7 +1000,7 @@ func (x *Metrics_Aggregate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Metrics_Aggregate.ProtoReflect.Descriptor instead.
 func (*Metrics_Aggregate) Descriptor() ([]byte, []int) {
-	return file_mesh_v1_proxy_proto_rawDescGZIP(), []int{6, 1}
+	return file_mesh_v1_proxy_proto_rawDescGZIP(), []int{7, 1}
 }
 
 func (x *Metrics_Aggregate) GetName() string {
@@ -927,14 +1035,20 @@ var File_mesh_v1_proxy_proto protoreflect.FileDescriptor
 
 const file_mesh_v1_proxy_proto_rawDesc = "" +
 	"\n" +
-	"\x13mesh/v1/proxy.proto\x12\fkuma.mesh.v1\x1a*envoy/service/discovery/v3/discovery.proto\"\xf7\x01\n" +
+	"\x13mesh/v1/proxy.proto\x12\fkuma.mesh.v1\x1a*envoy/service/discovery/v3/discovery.proto\"\xc4\x02\n" +
 	"\vProxyConfig\x12\x12\n" +
 	"\x04mesh\x18\x01 \x01(\tR\x04mesh\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x121\n" +
 	"\binbounds\x18\x03 \x03(\v2\x15.kuma.mesh.v1.InboundR\binbounds\x124\n" +
 	"\toutbounds\x18\x04 \x03(\v2\x16.kuma.mesh.v1.OutboundR\toutbounds\x12/\n" +
 	"\ametrics\x18\x05 \x01(\v2\x15.kuma.mesh.v1.MetricsR\ametrics\x12&\n" +
-	"\x04mtls\x18\x06 \x01(\v2\x12.kuma.mesh.v1.MTLSR\x04mtls\"\xde\x01\n" +
+	"\x04mtls\x18\x06 \x01(\v2\x12.kuma.mesh.v1.MTLSR\x04mtls\x12K\n" +
+	"\x11transparent_proxy\x18\a \x01(\v2\x1e.kuma.mesh.v1.TransparentProxyR\x10transparentProxy\"\xc9\x01\n" +
+	"\x10TransparentProxy\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\x122\n" +
+	"\x15redirect_port_inbound\x18\x02 \x01(\rR\x13redirectPortInbound\x124\n" +
+	"\x16redirect_port_outbound\x18\x03 \x01(\rR\x14redirectPortOutbound\x121\n" +
+	"\x14outbound_passthrough\x18\x04 \x01(\bR\x13outboundPassthrough\"\xde\x01\n" +
 	"\x04MTLS\x12\x18\n" +
 	"\aenabled\x18\x01 \x01(\bR\aenabled\x12!\n" +
 	"\ftrust_bundle\x18\x02 \x01(\fR\vtrustBundle\x12\x1d\n" +
@@ -948,7 +1062,7 @@ const file_mesh_v1_proxy_proto_rawDesc = "" +
 	"\n" +
 	"MatchEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x85\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa7\x03\n" +
 	"\aInbound\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x12\n" +
 	"\x04port\x18\x02 \x01(\rR\x04port\x12'\n" +
@@ -958,10 +1072,12 @@ const file_mesh_v1_proxy_proto_rawDesc = "" +
 	"\bprotocol\x18\x06 \x01(\tR\bprotocol\x12!\n" +
 	"\fcluster_name\x18\a \x01(\tR\vclusterName\x12\x12\n" +
 	"\x04name\x18\b \x01(\tR\x04name\x12?\n" +
-	"\x0fallowed_sources\x18\t \x03(\v2\x16.kuma.mesh.v1.SelectorR\x0eallowedSources\x1a7\n" +
+	"\x0fallowed_sources\x18\t \x03(\v2\x16.kuma.mesh.v1.SelectorR\x0eallowedSources\x12 \n" +
+	"\vtransparent\x18\n" +
+	" \x01(\bR\vtransparent\x1a7\n" +
 	"\tTagsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xdb\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xfd\x01\n" +
 	"\bOutbound\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x12\n" +
 	"\x04port\x18\x02 \x01(\rR\x04port\x12\x18\n" +
@@ -969,7 +1085,8 @@ const file_mesh_v1_proxy_proto_rawDesc = "" +
 	"\bprotocol\x18\x04 \x01(\tR\bprotocol\x12!\n" +
 	"\fcluster_name\x18\x05 \x01(\tR\vclusterName\x124\n" +
 	"\tendpoints\x18\x06 \x03(\v2\x16.kuma.mesh.v1.EndpointR\tendpoints\x12\x12\n" +
-	"\x04name\x18\a \x01(\tR\x04name\"V\n" +
+	"\x04name\x18\a \x01(\tR\x04name\x12 \n" +
+	"\vtransparent\x18\b \x01(\bR\vtransparent\"V\n" +
 	"\bEndpoint\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x12\n" +
 	"\x04port\x18\x02 \x01(\rR\x04port\x12\x1c\n" +
@@ -1026,49 +1143,51 @@ func file_mesh_v1_proxy_proto_rawDescGZIP() []byte {
 	return file_mesh_v1_proxy_proto_rawDescData
 }
 
-var file_mesh_v1_proxy_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_mesh_v1_proxy_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_mesh_v1_proxy_proto_goTypes = []any{
 	(*ProxyConfig)(nil),          // 0: kuma.mesh.v1.ProxyConfig
-	(*MTLS)(nil),                 // 1: kuma.mesh.v1.MTLS
-	(*Selector)(nil),             // 2: kuma.mesh.v1.Selector
-	(*Inbound)(nil),              // 3: kuma.mesh.v1.Inbound
-	(*Outbound)(nil),             // 4: kuma.mesh.v1.Outbound
-	(*Endpoint)(nil),             // 5: kuma.mesh.v1.Endpoint
-	(*Metrics)(nil),              // 6: kuma.mesh.v1.Metrics
-	(*SignRequest)(nil),          // 7: kuma.mesh.v1.SignRequest
-	(*SignResponse)(nil),         // 8: kuma.mesh.v1.SignResponse
-	(*DeregisterRequest)(nil),    // 9: kuma.mesh.v1.DeregisterRequest
-	(*DeregisterResponse)(nil),   // 10: kuma.mesh.v1.DeregisterResponse
-	nil,                          // 11: kuma.mesh.v1.Selector.MatchEntry
-	nil,                          // 12: kuma.mesh.v1.Inbound.TagsEntry
-	nil,                          // 13: kuma.mesh.v1.Metrics.TagsEntry
-	(*Metrics_Aggregate)(nil),    // 14: kuma.mesh.v1.Metrics.Aggregate
-	(*v3.DiscoveryRequest)(nil),  // 15: envoy.service.discovery.v3.DiscoveryRequest
-	(*v3.DiscoveryResponse)(nil), // 16: envoy.service.discovery.v3.DiscoveryResponse
+	(*TransparentProxy)(nil),     // 1: kuma.mesh.v1.TransparentProxy
+	(*MTLS)(nil),                 // 2: kuma.mesh.v1.MTLS
+	(*Selector)(nil),             // 3: kuma.mesh.v1.Selector
+	(*Inbound)(nil),              // 4: kuma.mesh.v1.Inbound
+	(*Outbound)(nil),             // 5: kuma.mesh.v1.Outbound
+	(*Endpoint)(nil),             // 6: kuma.mesh.v1.Endpoint
+	(*Metrics)(nil),              // 7: kuma.mesh.v1.Metrics
+	(*SignRequest)(nil),          // 8: kuma.mesh.v1.SignRequest
+	(*SignResponse)(nil),         // 9: kuma.mesh.v1.SignResponse
+	(*DeregisterRequest)(nil),    // 10: kuma.mesh.v1.DeregisterRequest
+	(*DeregisterResponse)(nil),   // 11: kuma.mesh.v1.DeregisterResponse
+	nil,                          // 12: kuma.mesh.v1.Selector.MatchEntry
+	nil,                          // 13: kuma.mesh.v1.Inbound.TagsEntry
+	nil,                          // 14: kuma.mesh.v1.Metrics.TagsEntry
+	(*Metrics_Aggregate)(nil),    // 15: kuma.mesh.v1.Metrics.Aggregate
+	(*v3.DiscoveryRequest)(nil),  // 16: envoy.service.discovery.v3.DiscoveryRequest
+	(*v3.DiscoveryResponse)(nil), // 17: envoy.service.discovery.v3.DiscoveryResponse
 }
 var file_mesh_v1_proxy_proto_depIdxs = []int32{
-	3,  // 0: kuma.mesh.v1.ProxyConfig.inbounds:type_name -> kuma.mesh.v1.Inbound
-	4,  // 1: kuma.mesh.v1.ProxyConfig.outbounds:type_name -> kuma.mesh.v1.Outbound
-	6,  // 2: kuma.mesh.v1.ProxyConfig.metrics:type_name -> kuma.mesh.v1.Metrics
-	1,  // 3: kuma.mesh.v1.ProxyConfig.mtls:type_name -> kuma.mesh.v1.MTLS
-	11, // 4: kuma.mesh.v1.Selector.match:type_name -> kuma.mesh.v1.Selector.MatchEntry
-	12, // 5: kuma.mesh.v1.Inbound.tags:type_name -> kuma.mesh.v1.Inbound.TagsEntry
-	2,  // 6: kuma.mesh.v1.Inbound.allowed_sources:type_name -> kuma.mesh.v1.Selector
-	5,  // 7: kuma.mesh.v1.Outbound.endpoints:type_name -> kuma.mesh.v1.Endpoint
-	13, // 8: kuma.mesh.v1.Metrics.tags:type_name -> kuma.mesh.v1.Metrics.TagsEntry
-	14, // 9: kuma.mesh.v1.Metrics.aggregate:type_name -> kuma.mesh.v1.Metrics.Aggregate
-	2,  // 10: kuma.mesh.v1.Metrics.allowed_sources:type_name -> kuma.mesh.v1.Selector
-	15, // 11: kuma.mesh.v1.DataplaneConfigService.StreamProxyConfig:input_type -> envoy.service.discovery.v3.DiscoveryRequest
-	7,  // 12: kuma.mesh.v1.DataplaneConfigService.SignWorkloadCertificate:input_type -> kuma.mesh.v1.SignRequest
-	9,  // 13: kuma.mesh.v1.DataplaneConfigService.Deregister:input_type -> kuma.mesh.v1.DeregisterRequest
-	16, // 14: kuma.mesh.v1.DataplaneConfigService.StreamProxyConfig:output_type -> envoy.service.discovery.v3.DiscoveryResponse
-	8,  // 15: kuma.mesh.v1.DataplaneConfigService.SignWorkloadCertificate:output_type -> kuma.mesh.v1.SignResponse
-	10, // 16: kuma.mesh.v1.DataplaneConfigService.Deregister:output_type -> kuma.mesh.v1.DeregisterResponse
-	14, // [14:17] is the sub-list for method output_type
-	11, // [11:14] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	4,  // 0: kuma.mesh.v1.ProxyConfig.inbounds:type_name -> kuma.mesh.v1.Inbound
+	5,  // 1: kuma.mesh.v1.ProxyConfig.outbounds:type_name -> kuma.mesh.v1.Outbound
+	7,  // 2: kuma.mesh.v1.ProxyConfig.metrics:type_name -> kuma.mesh.v1.Metrics
+	2,  // 3: kuma.mesh.v1.ProxyConfig.mtls:type_name -> kuma.mesh.v1.MTLS
+	1,  // 4: kuma.mesh.v1.ProxyConfig.transparent_proxy:type_name -> kuma.mesh.v1.TransparentProxy
+	12, // 5: kuma.mesh.v1.Selector.match:type_name -> kuma.mesh.v1.Selector.MatchEntry
+	13, // 6: kuma.mesh.v1.Inbound.tags:type_name -> kuma.mesh.v1.Inbound.TagsEntry
+	3,  // 7: kuma.mesh.v1.Inbound.allowed_sources:type_name -> kuma.mesh.v1.Selector
+	6,  // 8: kuma.mesh.v1.Outbound.endpoints:type_name -> kuma.mesh.v1.Endpoint
+	14, // 9: kuma.mesh.v1.Metrics.tags:type_name -> kuma.mesh.v1.Metrics.TagsEntry
+	15, // 10: kuma.mesh.v1.Metrics.aggregate:type_name -> kuma.mesh.v1.Metrics.Aggregate
+	3,  // 11: kuma.mesh.v1.Metrics.allowed_sources:type_name -> kuma.mesh.v1.Selector
+	16, // 12: kuma.mesh.v1.DataplaneConfigService.StreamProxyConfig:input_type -> envoy.service.discovery.v3.DiscoveryRequest
+	8,  // 13: kuma.mesh.v1.DataplaneConfigService.SignWorkloadCertificate:input_type -> kuma.mesh.v1.SignRequest
+	10, // 14: kuma.mesh.v1.DataplaneConfigService.Deregister:input_type -> kuma.mesh.v1.DeregisterRequest
+	17, // 15: kuma.mesh.v1.DataplaneConfigService.StreamProxyConfig:output_type -> envoy.service.discovery.v3.DiscoveryResponse
+	9,  // 16: kuma.mesh.v1.DataplaneConfigService.SignWorkloadCertificate:output_type -> kuma.mesh.v1.SignResponse
+	11, // 17: kuma.mesh.v1.DataplaneConfigService.Deregister:output_type -> kuma.mesh.v1.DeregisterResponse
+	15, // [15:18] is the sub-list for method output_type
+	12, // [12:15] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_mesh_v1_proxy_proto_init() }
@@ -1082,7 +1201,7 @@ func file_mesh_v1_proxy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mesh_v1_proxy_proto_rawDesc), len(file_mesh_v1_proxy_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

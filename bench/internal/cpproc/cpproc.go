@@ -1,9 +1,12 @@
 // Package cpproc runs a kuma-cp process for the whole-process benchmarks
 // and talks to it: a loopback address of its own with the default ports,
-// REST writes, readiness, and the memory of a process.
+// REST writes, readiness, MADS long polls as Prometheus makes them, and the
+// memory of a process.
 package cpproc
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -11,7 +14,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kumametrics/mesh/internal/loopback"
@@ -48,6 +54,8 @@ func Start(binary, workDir string, env ...string) (*ControlPlane, error) {
 		"KUMA_DP_SERVER_INTERFACE="+host, "KUMA_DP_SERVER_PORT=5678",
 		"KUMA_MONITORING_ASSIGNMENT_SERVER_INTERFACE="+host, "KUMA_MONITORING_ASSIGNMENT_SERVER_PORT=5676",
 		"KUMA_DIAGNOSTICS_SERVER_INTERFACE="+host, "KUMA_DIAGNOSTICS_SERVER_PORT=5680",
+		// The admission webhook's server, started in Kubernetes mode only.
+		"KUMA_RUNTIME_KUBERNETES_ADMISSION_SERVER_ADDRESS="+host, "KUMA_RUNTIME_KUBERNETES_ADMISSION_SERVER_PORT=5443",
 		"KUMA_API_SERVER_HTTPS_ENABLED=false",
 	), env...)
 	cmd.Stderr = os.Stderr
@@ -141,15 +149,142 @@ func WaitFor(d time.Duration, ok func() bool) error {
 }
 
 // RSS is a process's resident set size, as /proc reports it.
-func RSS(pid int) string {
+func RSS(pid int) string { return procStatus(pid, "VmRSS:") }
+
+// PeakRSS is the largest resident set size the process had, as /proc reports it.
+func PeakRSS(pid int) string { return procStatus(pid, "VmHWM:") }
+
+func procStatus(pid int, key string) string {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return "?"
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "VmRSS:") {
-			return strings.TrimSpace(strings.TrimPrefix(line, "VmRSS:"))
+		if v, ok := strings.CutPrefix(line, key); ok {
+			return strings.TrimSpace(v)
 		}
 	}
 	return "?"
+}
+
+// FetchMADS long-polls the monitoring assignment server as Prometheus'
+// kuma_sd does: a POST naming the version it has (none on the first
+// request) with a fetch-timeout. It returns the answer's version and its
+// number of assignments (-1 when unchanged within the timeout: 304).
+func (cp *ControlPlane) FetchMADS(version string, timeout time.Duration) (string, int, error) {
+	body := `{"node":{"id":"bench"},"type_url":"type.googleapis.com/kuma.observability.v1.MonitoringAssignment"}`
+	if version != "" {
+		body = fmt.Sprintf(`{"version_info":%q,"node":{"id":"bench"},"type_url":"type.googleapis.com/kuma.observability.v1.MonitoringAssignment"}`, version)
+	}
+	res, err := Client.Post(fmt.Sprintf("%s/v3/discovery:monitoringassignments?fetch-timeout=%s", cp.MADS, timeout), "application/json", strings.NewReader(body))
+	if err != nil {
+		return "", 0, err
+	}
+	defer res.Body.Close()
+	if res.StatusCode == http.StatusNotModified {
+		return version, -1, nil
+	}
+	if res.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(res.Body)
+		return "", 0, fmt.Errorf("MADS: %d %s", res.StatusCode, b)
+	}
+	var out struct {
+		Version   string            `json:"version_info"`
+		Resources []json.RawMessage `json:"resources"`
+	}
+	if err := json.NewDecoder(res.Body).Decode(&out); err != nil {
+		return "", 0, fmt.Errorf("MADS answer: %w", err)
+	}
+	return out.Version, len(out.Resources), nil
+}
+
+// HeldLongPolls is mads_server_long_polls_held of the control plane's
+// metrics: how many long polls it holds now (0 when unknown).
+func (cp *ControlPlane) HeldLongPolls() int {
+	res, err := Client.Get(cp.Diag + "/metrics")
+	if err != nil {
+		return 0
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "mads_server_long_polls_held") {
+			var v float64
+			fields := strings.Fields(line)
+			_, _ = fmt.Sscanf(fields[len(fields)-1], "%g", &v)
+			return int(v)
+		}
+	}
+	return 0
+}
+
+// Parallel runs job(0) … job(n-1) on workers goroutines and returns the
+// first error (the others' workers stop taking jobs after their own error).
+func Parallel(n, workers int, job func(i int) error) error {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				if err := job(i); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
+// ChangeToLongPoll measures, round by round, how long a change takes to
+// reach a MADS long poll held on the current version, as Prometheus holds
+// it: a long poll on version, held (mads_server_long_polls_held ≥ 1), then
+// change(r); the time from the change's start to the answer. It returns the
+// latencies, sorted, and the last version.
+func (cp *ControlPlane) ChangeToLongPoll(ctx context.Context, version string, rounds int, change func(r int) error) ([]time.Duration, string, error) {
+	type answer struct {
+		version string
+		err     error
+		at      time.Time
+	}
+	var lat []time.Duration
+	for r := range rounds {
+		got := make(chan answer, 1)
+		go func() {
+			v, _, err := cp.FetchMADS(version, time.Minute)
+			got <- answer{v, err, time.Now()}
+		}()
+		if err := WaitFor(30*time.Second, func() bool { return cp.HeldLongPolls() >= 1 }); err != nil {
+			return nil, "", fmt.Errorf("round %d: long poll not held: %w", r, err)
+		}
+		start := time.Now()
+		if err := change(r); err != nil {
+			return nil, "", fmt.Errorf("round %d: %w", r, err)
+		}
+		var a answer
+		select {
+		case a = <-got:
+		case <-ctx.Done():
+			return nil, "", ctx.Err()
+		}
+		if a.err != nil {
+			return nil, "", fmt.Errorf("round %d: %w", r, a.err)
+		}
+		if a.version == version {
+			return nil, "", fmt.Errorf("round %d: answered without a new version", r)
+		}
+		version = a.version
+		lat = append(lat, a.at.Sub(start))
+	}
+	slices.Sort(lat)
+	return lat, version, nil
 }

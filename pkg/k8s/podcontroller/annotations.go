@@ -37,6 +37,17 @@ const (
 	// merged into the proxy's: aggregate-<name>-port|path|enabled|address.
 	AggregatePrefix = MetricsPrefix + "aggregate-"
 
+	// TransparentProxying (enabled/true/yes; set by the injector) says the
+	// Pod's traffic is redirected to its proxy: its Dataplane gets
+	// networking.transparentProxying and its inbounds the ClusterIP:port of
+	// their Service as vips, so that the mesh's transparent proxies route a
+	// connection to that address to the Pod's service.
+	TransparentProxying = "kuma.io/transparent-proxying"
+	// TransparentProxyingInboundPort and TransparentProxyingOutboundPort
+	// are the redirect ports (default 15006 and 15001).
+	TransparentProxyingInboundPort  = "kuma.io/transparent-proxying-inbound-port"
+	TransparentProxyingOutboundPort = "kuma.io/transparent-proxying-outbound-port"
+
 	// ServiceProtocolSuffix, after a Service port number, names the
 	// annotation of a Service that sets the protocol of that port
 	// (`80.service.kuma.io/protocol: http`) when appProtocol does not.
@@ -131,6 +142,39 @@ func parsePort(v string) (uint32, bool) {
 		return 0, false
 	}
 	return uint32(n), true
+}
+
+// transparentFromAnnotations reads the Pod's transparent proxying
+// annotations: nil when it is not transparently proxied.
+func transparentFromAnnotations(annotations map[string]string, problems *[]Problem) *resource.TransparentProxying {
+	bad := func(key, format string, args ...any) {
+		*problems = append(*problems, Problem{Reason: ReasonInvalidAnnotation, Key: key, Message: fmt.Sprintf(format, args...)})
+	}
+	port := func(key string) uint32 {
+		v, ok := annotations[key]
+		if !ok {
+			return 0
+		}
+		p, ok := parsePort(v)
+		if !ok {
+			bad(key, "%q is not a port number (1-65535)", v)
+		}
+		return p
+	}
+	in, out := port(TransparentProxyingInboundPort), port(TransparentProxyingOutboundPort)
+	v, set := annotations[TransparentProxying]
+	if !set {
+		return nil
+	}
+	on, ok := parseEnabled(v)
+	if !ok {
+		bad(TransparentProxying, "%q is not one of %s", v, enabledValues)
+		return nil
+	}
+	if !on {
+		return nil
+	}
+	return &resource.TransparentProxying{RedirectPortInbound: in, RedirectPortOutbound: out}
 }
 
 // aggregateFields are the annotations of one aggregate entry.

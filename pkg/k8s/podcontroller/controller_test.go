@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -478,4 +480,56 @@ func TestDataplaneKeptInStep(t *testing.T) {
 	f.awaitNoDataplane(t, a)
 	f.awaitDataplane(t, b, func(*resource.Object) error { return nil })
 	require.Eventually(t, func() bool { return hasEvent(t, f.c, a, "NoService", "no Service selects this Pod") }, wait, tick)
+}
+
+// TestTransparentPodGetsVIPs: a Pod annotated kuma.io/transparent-proxying
+// (as the injector does) gets a Dataplane custom resource with
+// networking.transparentProxying and, as its inbound's vip, the ClusterIP
+// the API server gave its Service, with the Service's port (defaults
+// applied, as to any stored Dataplane): the fields
+// survive the CRD's schema and the round trip through the API server.
+func TestTransparentPodGetsVIPs(t *testing.T) {
+	f := startController(t)
+	ctx := t.Context()
+	const ns = "tproxy-example"
+	f.ensureNamespace(t, ns, map[string]string{podcontroller.SidecarInjection: "enabled"})
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, GenerateName: "echo-"},
+		Spec: corev1.ServiceSpec{
+			Selector: map[string]string{"app": "echo"},
+			Ports:    []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromString("http")}},
+		},
+	}
+	require.NoError(t, f.c.Create(ctx, svc))
+	t.Cleanup(func() { _ = f.c.Delete(context.Background(), svc) })
+	require.NotEmpty(t, svc.Spec.ClusterIP, "the API server allocates a ClusterIP")
+	vip := net.JoinHostPort(svc.Spec.ClusterIP, "80")
+
+	pod := f.newPod(t, ns, "echo", map[string]string{"app": "echo"}, map[string]string{
+		podcontroller.TransparentProxying: "enabled", podcontroller.TransparentProxyingOutboundPort: "15002",
+	})
+	f.setRunning(t, pod)
+	f.awaitDataplane(t, pod, func(obj *resource.Object) error {
+		nw := obj.Dataplane().Networking
+		if nw.TransparentProxying == nil {
+			return errors.New("no transparentProxying")
+		}
+		if got := *nw.TransparentProxying; got != (resource.TransparentProxying{RedirectPortInbound: 15006, RedirectPortOutbound: 15002}) {
+			return fmt.Errorf("transparentProxying %+v", got)
+		}
+		if len(nw.Inbound) != 1 || !slices.Equal(nw.Inbound[0].VIPs, []string{vip}) {
+			return fmt.Errorf("inbounds %+v, want one with vips [%s]", nw.Inbound, vip)
+		}
+		return nil
+	})
+
+	// Without the annotation the Dataplane loses both.
+	update(t, f.c, pod, func(p *corev1.Pod) { delete(p.Annotations, podcontroller.TransparentProxying) })
+	f.awaitDataplane(t, pod, func(obj *resource.Object) error {
+		nw := obj.Dataplane().Networking
+		if nw.TransparentProxying != nil || len(nw.Inbound[0].VIPs) > 0 {
+			return fmt.Errorf("still transparent: %+v, vips %v", nw.TransparentProxying, nw.Inbound[0].VIPs)
+		}
+		return nil
+	})
 }

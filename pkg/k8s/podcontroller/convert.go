@@ -8,6 +8,7 @@ package podcontroller
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"sort"
 	"strconv"
 	"strings"
@@ -84,7 +85,8 @@ func Convert(pod *corev1.Pod, services []corev1.Service, ns *corev1.Namespace) R
 
 	mesh := meshOf(pod, ns, &r.Problems)
 	metrics := metricsFromAnnotations(pod.Annotations, &r.Problems)
-	inbounds := inboundsFor(pod, services, &r)
+	transparent := transparentFromAnnotations(pod.Annotations, &r.Problems)
+	inbounds := inboundsFor(pod, services, transparent != nil, &r)
 	if len(r.Problems) > 0 {
 		return r
 	}
@@ -95,7 +97,7 @@ func Convert(pod *corev1.Pod, services []corev1.Service, ns *corev1.Namespace) R
 		return r
 	}
 	spec := &resource.DataplaneSpec{
-		Networking: &resource.Networking{Address: pod.Status.PodIP, Inbound: inbounds},
+		Networking: &resource.Networking{Address: pod.Status.PodIP, Inbound: inbounds, TransparentProxying: transparent},
 		Metrics:    metrics,
 	}
 	obj := resource.New(mesh, DataplaneName(pod.Name, pod.Namespace), spec)
@@ -186,8 +188,9 @@ func meshOf(pod *corev1.Pod, ns *corev1.Namespace, problems *[]Problem) string {
 	return DefaultMesh
 }
 
-// inboundsFor makes one inbound per TCP port of every Service selecting the Pod.
-func inboundsFor(pod *corev1.Pod, services []corev1.Service, r *Result) []resource.Inbound {
+// inboundsFor makes one inbound per TCP port of every Service selecting the
+// Pod; with vips, each gets its Service's ClusterIP(s) and port as vips.
+func inboundsFor(pod *corev1.Pod, services []corev1.Service, vips bool, r *Result) []resource.Inbound {
 	order := make([]int, 0, len(services))
 	for i := range services {
 		if selects(&services[i], pod, r) {
@@ -224,10 +227,32 @@ func inboundsFor(pod *corev1.Pod, services []corev1.Service, r *Result) []resour
 				continue
 			}
 			taken[port] = servicePort{svc, pi}
-			inbounds = append(inbounds, resource.Inbound{Port: port, Tags: inboundTags(pod, svc, sp.Port, protocol)})
+			in := resource.Inbound{Port: port, Tags: inboundTags(pod, svc, sp.Port, protocol)}
+			if vips {
+				in.VIPs = clusterVIPs(svc, sp.Port)
+			}
+			inbounds = append(inbounds, in)
 		}
 	}
 	return inbounds
+}
+
+// clusterVIPs are the addresses clients reach a Service port at: each of
+// its ClusterIPs with the port (none for a headless Service).
+func clusterVIPs(svc *corev1.Service, port int32) []string {
+	ips := svc.Spec.ClusterIPs
+	if len(ips) == 0 && svc.Spec.ClusterIP != "" {
+		ips = []string{svc.Spec.ClusterIP}
+	}
+	var out []string
+	for _, ip := range ips {
+		a, err := netip.ParseAddr(ip)
+		if err != nil {
+			continue // None (headless), or not an address
+		}
+		out = append(out, netip.AddrPortFrom(a.Unmap(), uint16(port)).String())
+	}
+	return out
 }
 
 // selects tells whether a Service takes part in the Pod's inbounds.

@@ -539,3 +539,71 @@ func TestConvertProxyConfig(t *testing.T) {
 	assert.Equal(t, uint32(1234), cfg.Metrics.Port)
 	assert.Equal(t, "/non-standard-path", cfg.Metrics.Path)
 }
+
+// TestConvertTransparentProxying: a Pod annotated
+// kuma.io/transparent-proxying: enabled (as the injector does) gets
+// networking.transparentProxying, with the redirect ports of its
+// annotations, and each inbound its Service's ClusterIP(s) and port as vips
+// (none for a headless Service); without the annotation neither.
+func TestConvertTransparentProxying(t *testing.T) {
+	withClusterIP := func(ips ...string) func(*corev1.Service) {
+		return func(s *corev1.Service) { s.Spec.ClusterIP, s.Spec.ClusterIPs = ips[0], ips }
+	}
+	spec := func(t *testing.T, pod *corev1.Pod, services ...corev1.Service) *resource.DataplaneSpec {
+		t.Helper()
+		r := Convert(pod, services, enabledNS())
+		require.Empty(t, r.Problems)
+		require.NotNil(t, r.Dataplane)
+		return r.Dataplane.Dataplane()
+	}
+
+	plain := spec(t, testPod(), testService("echo", withClusterIP("10.96.0.10")))
+	assert.Nil(t, plain.Networking.TransparentProxying)
+	assert.Empty(t, plain.Networking.Inbound[0].VIPs)
+
+	tp := spec(t, testPod(withAnnotations(TransparentProxying, "enabled")),
+		testService("echo", withClusterIP("10.96.0.10")),
+		testService("echo-dual", withClusterIP("10.96.0.11", "fd00::11"), func(s *corev1.Service) {
+			s.Spec.Ports = []corev1.ServicePort{{Port: 9000, TargetPort: intstr.FromInt32(9000)}}
+		}),
+		testService("echo-headless", withClusterIP(corev1.ClusterIPNone), func(s *corev1.Service) {
+			s.Spec.Ports = []corev1.ServicePort{{Port: 7000, TargetPort: intstr.FromInt32(7000)}}
+		}))
+	require.NotNil(t, tp.Networking.TransparentProxying)
+	assert.Equal(t, uint32(15006), tp.Networking.TransparentProxying.InboundPort())
+	assert.Equal(t, uint32(15001), tp.Networking.TransparentProxying.OutboundPort())
+	vips := map[uint32][]string{}
+	for _, in := range tp.Networking.Inbound {
+		vips[in.Port] = in.VIPs
+	}
+	assert.Equal(t, map[uint32][]string{8080: {"10.96.0.10:80"}, 9000: {"10.96.0.11:9000", "[fd00::11]:9000"}, 7000: nil}, vips)
+
+	ports := spec(t, testPod(withAnnotations(TransparentProxying, "true", TransparentProxyingInboundPort, "16006", TransparentProxyingOutboundPort, "16001")),
+		testService("echo", withClusterIP("10.96.0.10")))
+	assert.Equal(t, &resource.TransparentProxying{RedirectPortInbound: 16006, RedirectPortOutbound: 16001}, ports.Networking.TransparentProxying)
+
+	off := spec(t, testPod(withAnnotations(TransparentProxying, "disabled")), testService("echo", withClusterIP("10.96.0.10")))
+	assert.Nil(t, off.Networking.TransparentProxying)
+
+	for _, tc := range []struct {
+		pod  *corev1.Pod
+		want string
+	}{
+		{testPod(withAnnotations(TransparentProxying, "on")),
+			`annotation "kuma.io/transparent-proxying": "on" is not one of enabled, true, yes, disabled, false or no`},
+		{testPod(withAnnotations(TransparentProxying, "enabled", TransparentProxyingInboundPort, "0")),
+			`annotation "kuma.io/transparent-proxying-inbound-port": "0" is not a port number (1-65535)`},
+		{testPod(withAnnotations(TransparentProxying, "enabled", TransparentProxyingOutboundPort, "x")),
+			`annotation "kuma.io/transparent-proxying-outbound-port": "x" is not a port number (1-65535)`},
+	} {
+		r := Convert(tc.pod, []corev1.Service{testService("echo")}, enabledNS())
+		require.Nil(t, r.Dataplane)
+		require.Len(t, r.Problems, 1)
+		assert.Equal(t, tc.want, r.Problems[0].Error())
+	}
+	// An inbound on a redirect port is refused with the reason.
+	r := Convert(testPod(withAnnotations(TransparentProxying, "enabled", TransparentProxyingInboundPort, "8080")), []corev1.Service{testService("echo")}, enabledNS())
+	require.Nil(t, r.Dataplane)
+	require.Len(t, r.Problems, 1)
+	assert.Contains(t, r.Problems[0].Error(), "port 8080 is a redirect port of transparentProxying")
+}

@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,37 +20,54 @@ const MaxRequestBytes = 4 << 20
 // reviewKind is the apiVersion and kind of an admission.k8s.io/v1 review.
 var reviewKind = admissionv1.SchemeGroupVersion.WithKind("AdmissionReview")
 
-// Handler serves the webhook at Path: it decodes an admission.k8s.io/v1
-// AdmissionReview, lets v review its request and answers the review. A
-// body that is no such review answers 400 (a method other than POST 405, a
-// content type other than JSON 415) with a plain-text reason: the API
-// server then reports the webhook as failing, and the write is refused.
+// Reviewer decides admission requests: the Validator, or the sidecar
+// injector (pkg/k8s/injector), which answers with a patch.
+type Reviewer interface {
+	Review(ctx context.Context, req *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse
+}
+
+// Handler serves the validating webhook at Path (Serve of v).
 func Handler(v *Validator, log *slog.Logger) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle(Path, Serve(v, log))
+	return mux
+}
+
+// Serve speaks the admission protocol for r, at whatever path it is
+// mounted: it decodes an admission.k8s.io/v1 AdmissionReview, lets r review
+// its request and answers the review. A body that is no such review answers
+// 400 (a method other than POST 405, a content type other than JSON 415)
+// with a plain-text reason: the API server then reports the webhook as
+// failing, and the write is refused.
+func Serve(r Reviewer, log *slog.Logger) http.Handler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	mux := http.NewServeMux()
-	mux.HandleFunc(Path, func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost {
+	return http.HandlerFunc(func(w http.ResponseWriter, hr *http.Request) {
+		if hr.Method != http.MethodPost {
 			w.Header().Set("Allow", http.MethodPost)
 			http.Error(w, "the admission webhook takes POST requests", http.StatusMethodNotAllowed)
 			return
 		}
-		if ct, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || ct != "application/json" {
-			http.Error(w, fmt.Sprintf("the admission webhook takes application/json, got %q", r.Header.Get("Content-Type")), http.StatusUnsupportedMediaType)
+		if ct, _, err := mime.ParseMediaType(hr.Header.Get("Content-Type")); err != nil || ct != "application/json" {
+			http.Error(w, fmt.Sprintf("the admission webhook takes application/json, got %q", hr.Header.Get("Content-Type")), http.StatusUnsupportedMediaType)
 			return
 		}
-		review, err := readReview(http.MaxBytesReader(w, r.Body, MaxRequestBytes))
+		review, err := readReview(http.MaxBytesReader(w, hr.Body, MaxRequestBytes))
 		if err != nil {
-			log.Warn("bad admission review", "remote", r.RemoteAddr, "err", err)
+			log.Warn("bad admission review", "remote", hr.RemoteAddr, "path", hr.URL.Path, "err", err)
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
 		req := review.Request
-		resp := v.Review(r.Context(), req)
+		resp := r.Review(hr.Context(), req)
 		if !resp.Allowed {
-			log.Info("admission refused", "kind", req.Kind.Kind, "name", req.Name, "namespace", req.Namespace,
-				"operation", req.Operation, "user", req.UserInfo.Username, "reason", resp.Result.Message)
+			msg := ""
+			if resp.Result != nil {
+				msg = resp.Result.Message
+			}
+			log.Info("admission refused", "path", hr.URL.Path, "kind", req.Kind.Kind, "name", req.Name, "namespace", req.Namespace,
+				"operation", req.Operation, "user", req.UserInfo.Username, "reason", msg)
 		}
 		out, err := json.Marshal(admissionv1.AdmissionReview{TypeMeta: review.TypeMeta, Response: resp})
 		if err != nil {
@@ -60,7 +78,6 @@ func Handler(v *Validator, log *slog.Logger) http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(out)
 	})
-	return mux
 }
 
 // readReview decodes an admission.k8s.io/v1 AdmissionReview that carries a

@@ -4,9 +4,11 @@
 // AdmissionReview over HTTPS), and it refuses what the REST API would refuse,
 // with the same messages at the same fields (in the Kubernetes form: `spec.`
 // before a spec field, `metadata.name` for the name), so that nothing invalid
-// is stored whoever writes it. Review is the decision, Handler speaks the
-// protocol, CertDirTLS serves a mounted Secret's certificate; the control
-// plane runs the HTTPS server (its admission server).
+// is stored whoever writes it. Review is the decision; Serve speaks the
+// admission protocol for any Reviewer (the Validator, the sidecar injector
+// of pkg/k8s/injector) and Handler mounts the Validator at Path;
+// CertDirTLS serves a mounted Secret's certificate; the control plane runs
+// the HTTPS server (its admission server).
 package webhook
 
 import (

@@ -48,6 +48,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/kumametrics/mesh/internal/atomicfile"
 	"github.com/kumametrics/mesh/internal/loopback"
 	"github.com/kumametrics/mesh/pkg/pki"
 	"github.com/kumametrics/mesh/pkg/resource"
@@ -306,7 +307,7 @@ func (c *Config) Validate() error {
 
 // Save writes the configuration file atomically with mode 0600, creating
 // its directory (mode 0700) if needed. A symbolic link at path is followed.
-func Save(path string, cfg *Config) (err error) {
+func Save(path string, cfg *Config) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -332,30 +333,7 @@ func Save(path string, cfg *Config) (err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create the kumactl config directory: %w", err)
 	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write the kumactl config: %w", err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			_ = f.Close()
-			_ = os.Remove(tmp)
-		}
-	}()
-	if err := f.Chmod(0o600); err != nil {
-		return fmt.Errorf("write the kumactl config: %w", err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("write the kumactl config: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("write the kumactl config: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write the kumactl config: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := atomicfile.Write(path, data, 0o600); err != nil {
 		return fmt.Errorf("write the kumactl config: %w", err)
 	}
 	return nil

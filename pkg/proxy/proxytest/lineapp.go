@@ -19,6 +19,12 @@ func LineApp(t testing.TB, name string) (addr string, stop func()) {
 	if err != nil {
 		t.Fatalf("line application: %v", err)
 	}
+	return LineAppOn(t, ln, name)
+}
+
+// LineAppOn is LineApp serving ln (e.g. bound inside a network namespace).
+func LineAppOn(t testing.TB, ln net.Listener, name string) (addr string, stop func()) {
+	t.Helper()
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	conns := map[net.Conn]bool{}
