@@ -6,8 +6,12 @@ BIN     := $(CURDIR)/bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/kumametrics/mesh/pkg/version.Version=$(VERSION)
 GOTEST_FLAGS ?=
+# The Grafana datasource plugin: its own Go module (npm's node_modules inside
+# it holds a stray Go package, hence the patterns rather than ./...).
+PLUGIN      := grafana-datasource
+PLUGIN_PKGS := ./pkg/... ./test/...
 
-.PHONY: build test test-k8s lint test-deps k8s-bin prometheus-bin bench fuzz demo generate clean
+.PHONY: build test test-k8s lint test-deps k8s-bin prometheus-bin bench fuzz demo generate clean plugin plugin-image test-plugin
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
@@ -17,6 +21,7 @@ lint:
 	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	cd test/interop && $(GO) vet ./...
+	cd $(PLUGIN) && $(GO) vet $(PLUGIN_PKGS)
 
 test-deps:
 	./scripts/test-deps.sh
@@ -44,7 +49,7 @@ prometheus-bin:
 # they run once more without it.
 ALLOC_TESTS := Alloc|TestLargeBodiesStreamed
 
-test: lint test-deps
+test: lint test-deps test-plugin
 	@assets=$$(./scripts/k8s-tools.sh | tail -n 1) && test -d "$$assets" && \
 	  prom=$$(./scripts/prometheus-tool.sh | tail -n 1) && test -x "$$prom" && \
 	  echo "KUBEBUILDER_ASSETS=$$assets KUMA_TEST_PROMETHEUS=$$prom" && \
@@ -66,6 +71,30 @@ test-k8s: test-deps
 	  set -x && \
 	  $(GO) test -race -count=1 -run 'TestCluster$$' $(GOTEST_FLAGS) ./internal/k8stest/ && \
 	  CI=$${CI:-true} $(GO) test -count=1 -timeout 20m -run '^TestKubernetesCluster$$' -v $(GOTEST_FLAGS) ./test/e2e/
+
+# The Kuma datasource plugin for Grafana (grafana-datasource/): dist/ (the
+# frontend, plugin.json, img, README.md, LICENSE, the backend
+# gpx_kuma_linux_amd64 and _arm64) and bin/kumahq-kuma-datasource-<version>.zip,
+# the zip Grafana installs. Needs node >= 20.19 and npm; npm ci runs only when
+# package-lock.json changed.
+plugin:
+	GO=$(GO) ./scripts/plugin.sh build
+
+# The image kumactl install metrics' init container copies the plugin from
+# (PLUGIN_IMAGE, default the one kumactl of this VERSION names).
+PLUGIN_IMAGE ?= docker.io/kumametrics/kuma-grafana-datasource:$(VERSION)
+plugin-image: plugin
+	docker build -t $(PLUGIN_IMAGE) $(PLUGIN)
+
+# The plugin's tests: the frontend's type check and unit tests and the build
+# (scripts/plugin.sh test; without node, skipped unless CI=true), the
+# backend's Go tests with the race detector, then its end-to-end test: the
+# built backend launched as Grafana launches it, against the demo (and the
+# demo's kumactl install metrics with the zip just built).
+test-plugin:
+	CI=$${CI:-true} GO=$(GO) ./scripts/plugin.sh test
+	cd $(PLUGIN) && $(GO) test -race -count=1 $(GOTEST_FLAGS) ./pkg/...
+	cd $(PLUGIN) && CI=$${CI:-true} $(GO) test -count=1 -timeout 20m $(GOTEST_FLAGS) ./test/...
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./pkg/...

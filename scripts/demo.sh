@@ -12,6 +12,8 @@
 #
 # The tests run it elsewhere than the defaults (DEMO_DIR, DEMO_BIN, DEMO_NET:
 # the first three octets of the addresses, DEMO_ADMIN_HOST, DEMO_PROMETHEUS).
+# DEMO_GRAFANA_PLUGIN (the zip or folder of `make plugin`) adds Grafana's files
+# and the Kuma datasource plugin to .demo/metrics; without it they are left out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${DEMO_BIN:-$PWD/bin}
@@ -211,7 +213,9 @@ others+=("$last_pid")
 # kuma_sd_configs) and the guide's relabel rules, and scrapes kuma-cp too.
 PROM=${DEMO_PROMETHEUS:-127.0.0.1:9090}
 if [ -z "${DEMO_PROMETHEUS:-}" ] && curl -s -o /dev/null "http://$PROM/" 2>/dev/null; then PROM=127.0.0.1:19090; fi
-$KUMACTL install metrics --universal --output-dir "$DEMO/metrics" --overwrite \
+grafana=(--without-grafana)
+if [ -n "${DEMO_GRAFANA_PLUGIN:-}" ]; then grafana=(--grafana-plugin "$DEMO_GRAFANA_PLUGIN"); fi
+$KUMACTL install metrics --universal --output-dir "$DEMO/metrics" --overwrite "${grafana[@]}" \
   --kuma-cp-address "http://$CP:5676" --kuma-cp-api-address "http://$CP:5681" >"$DEMO/install-metrics.log"
 start prometheus prometheus --config.file="$DEMO/metrics/prometheus.yml" \
   --web.listen-address="$PROM" --storage.tsdb.path="$DEMO/prometheus-data" \

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs, from Debian's packages, the programs the tests run for real
 # (Prometheus 2.42 for the end-to-end discovery and scrape tests; iptables
-# and iproute2 for the transparent proxy's tests in network namespaces). Does
+# and iproute2 for the transparent proxy's tests in network namespaces; zip
+# for the Grafana plugin's build). Does
 # nothing when they are present.
 set -euo pipefail
 need=()
@@ -10,6 +11,9 @@ command -v promtool >/dev/null || need+=(prometheus)
 # The transparent proxy's tests: iptables in network namespaces.
 command -v iptables-restore >/dev/null || need+=(iptables)
 command -v ip >/dev/null || need+=(iproute2)
+# make plugin's zip. Not node: Debian bookworm's nodejs (18.20) is older
+# than the plugin's frontend needs (>= 20.19); the machine image has 20.20.
+command -v zip >/dev/null || need+=(zip)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing test dependencies: ${need[*]}"
   if [ "$(id -u)" != 0 ]; then

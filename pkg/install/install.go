@@ -28,6 +28,7 @@ import (
 
 	"github.com/kumametrics/mesh/internal/loopback"
 	"github.com/kumametrics/mesh/pkg/resource"
+	"github.com/kumametrics/mesh/pkg/version"
 )
 
 // Defaults of the options (and of the kumactl flags).
@@ -52,10 +53,15 @@ const (
 	GrafanaImage          = "grafana/grafana:11.3.0"
 
 	// KumaDatasourceType is the Kuma datasource plugin's id, the type of
-	// the provisioned Kuma datasource.
+	// the provisioned Kuma datasource (grafana-datasource/ of this
+	// repository).
 	KumaDatasourceType = "kumahq-kuma-datasource"
-	// KumaDatasourcePluginURL is the plugin's release archive.
-	KumaDatasourcePluginURL = "https://github.com/kumahq/kuma-grafana-datasource/releases/download/v0.1.1/kumahq-kuma-datasource-0.1.1.zip"
+	// DefaultGrafanaPluginImage is the image (without tag) holding the
+	// plugin's folder at /kumahq-kuma-datasource (grafana-datasource/Dockerfile):
+	// on Kubernetes an init container copies it into Grafana's plugins.
+	DefaultGrafanaPluginImage = "docker.io/kumametrics/kuma-grafana-datasource"
+	// grafanaPluginsDir is Grafana's plugins folder in its image.
+	grafanaPluginsDir = "/var/lib/grafana/plugins"
 )
 
 // Fixed facts of the rendered setup.
@@ -84,6 +90,13 @@ const (
 	UniversalDatasourcesFile = "grafana/provisioning/datasources/kuma.yaml"
 	UniversalProvidersFile   = "grafana/provisioning/dashboards/kuma.yaml"
 	UniversalDashboardsDir   = "grafana/dashboards"
+	// UniversalGrafanaConfigFile is Grafana's configuration (its --config):
+	// the provisioning and plugins folders of the setup, and the Kuma
+	// datasource allowed unsigned.
+	UniversalGrafanaConfigFile = "grafana/grafana.ini"
+	// UniversalPluginsDir is Grafana's plugins folder (GF_PATHS_PLUGINS);
+	// the Kuma datasource goes to its subfolder kumahq-kuma-datasource.
+	UniversalPluginsDir = "grafana/plugins"
 )
 
 // Options are the choices of an installation. Errors about them name the
@@ -113,6 +126,10 @@ type Options struct {
 	WithoutPrometheus bool
 	// WithoutGrafana leaves out Grafana.
 	WithoutGrafana bool
+	// GrafanaPluginImage (Kubernetes only, with Grafana) is the image whose
+	// /kumahq-kuma-datasource folder an init container copies into
+	// Grafana's plugins: nothing is downloaded when Grafana starts.
+	GrafanaPluginImage string
 	// Dashboards holds the Grafana dashboards: every *.json file in it,
 	// provisioned as is. Required unless WithoutGrafana.
 	Dashboards fs.FS
@@ -130,6 +147,8 @@ func KubernetesDefaults(dashboards fs.FS) Options {
 		KumaCPAddress:    DefaultKubernetesCPAddress,
 		KumaCPAPIAddress: DefaultKubernetesCPAPIAddress,
 		Dashboards:       dashboards,
+		// The plugin of this kumactl's version.
+		GrafanaPluginImage: DefaultGrafanaPluginImage + ":" + version.Version,
 	}
 }
 
@@ -169,7 +188,7 @@ var kubernetesTemplates = []string{"namespace.yaml", "prometheus.yaml", "kube-st
 
 // images are the pinned images, for the templates.
 type images struct {
-	Prometheus, KubeStateMetrics, Grafana string
+	Prometheus, KubeStateMetrics, Grafana, GrafanaPlugin string
 }
 
 // data is what the templates see.
@@ -194,7 +213,9 @@ type data struct {
 	PrometheusChecksum string
 
 	KumaDatasourceType        string
-	KumaDatasourceInstall     string
+	GrafanaPluginsDir         string
+	ProvisioningDir           string
+	GrafanaConfigFile         string
 	GrafanaDatasources        string
 	GrafanaDashboardProviders string
 	DashboardsDir             string
@@ -219,8 +240,8 @@ func RenderKubernetes(opts Options) ([]byte, error) {
 	d.Mesh = opts.Mesh
 	d.PrometheusURL = "http://prometheus-server." + opts.Namespace
 	d.DashboardsDir = kubernetesDashboardsDir
-	d.KumaDatasourceInstall = KumaDatasourcePluginURL + ";" + KumaDatasourceType
-	d.Images = images{Prometheus: PrometheusImage, KubeStateMetrics: KubeStateMetricsImage, Grafana: GrafanaImage}
+	d.GrafanaPluginsDir = grafanaPluginsDir
+	d.Images = images{Prometheus: PrometheusImage, KubeStateMetrics: KubeStateMetricsImage, Grafana: GrafanaImage, GrafanaPlugin: opts.GrafanaPluginImage}
 	if err := d.renderConfigs(); err != nil {
 		return nil, err
 	}
@@ -245,6 +266,9 @@ func RenderUniversal(opts Options) (map[string][]byte, error) {
 	}
 	d.PrometheusURL = UniversalPrometheusURL
 	d.DashboardsDir = filepath.Join(opts.OutputDir, filepath.FromSlash(UniversalDashboardsDir))
+	d.ProvisioningDir = filepath.Join(opts.OutputDir, "grafana", "provisioning")
+	d.GrafanaConfigFile = filepath.Join(opts.OutputDir, filepath.FromSlash(UniversalGrafanaConfigFile))
+	d.GrafanaPluginsDir = filepath.Join(opts.OutputDir, filepath.FromSlash(UniversalPluginsDir))
 	if err := d.renderConfigs(); err != nil {
 		return nil, err
 	}
@@ -253,6 +277,11 @@ func RenderUniversal(opts Options) (map[string][]byte, error) {
 		files[UniversalPrometheusFile] = []byte(d.PrometheusConfig)
 	}
 	if d.Grafana {
+		ini, err := execute("grafana.ini", d)
+		if err != nil {
+			return nil, err
+		}
+		files[UniversalGrafanaConfigFile] = ini
 		files[UniversalDatasourcesFile] = []byte(d.GrafanaDatasources)
 		files[UniversalProvidersFile] = []byte(d.GrafanaDashboardProviders)
 		for _, db := range d.Dashboards {
@@ -386,12 +415,23 @@ func validate(opts Options, universal bool) error {
 	if !opts.WithoutGrafana && opts.Dashboards == nil {
 		errs = append(errs, errors.New("install: no dashboards given (Options.Dashboards is nil)"))
 	}
+	switch {
+	case universal && opts.GrafanaPluginImage != "":
+		errs = append(errs, errors.New("--grafana-plugin-image applies only to Kubernetes, not with --universal (use --grafana-plugin)"))
+	case !universal && !opts.WithoutGrafana && opts.GrafanaPluginImage == "":
+		errs = append(errs, errors.New("--grafana-plugin-image must not be empty: Grafana gets the Kuma datasource plugin from it"))
+	case !universal && strings.ContainsAny(opts.GrafanaPluginImage, " \t\n\"'"):
+		errs = append(errs, fmt.Errorf("--grafana-plugin-image %q is not an image reference", opts.GrafanaPluginImage))
+	}
 	if universal {
 		switch {
 		case opts.OutputDir == "":
 			errs = append(errs, errors.New("--output-dir is required with --universal"))
 		case !filepath.IsAbs(opts.OutputDir) || filepath.Clean(opts.OutputDir) != opts.OutputDir:
 			errs = append(errs, fmt.Errorf("--output-dir %q must be an absolute, clean path", opts.OutputDir))
+		case strings.ContainsAny(opts.OutputDir, "\n\r;#\""):
+			// Grafana's ini file holds it unquoted.
+			errs = append(errs, fmt.Errorf("--output-dir %q: a line break, ';', '#' or '\"' cannot stand in Grafana's configuration", opts.OutputDir))
 		}
 		if opts.WithoutPrometheus && opts.WithoutGrafana {
 			errs = append(errs, errors.New("--without-prometheus and --without-grafana together leave nothing to write"))

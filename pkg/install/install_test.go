@@ -107,6 +107,7 @@ func TestRenderUniversalGolden(t *testing.T) {
 	require.ElementsMatch(t, onDisk, keys(files))
 	require.ElementsMatch(t, []string{
 		"prometheus.yml",
+		"grafana/grafana.ini",
 		"grafana/provisioning/datasources/kuma.yaml",
 		"grafana/provisioning/dashboards/kuma.yaml",
 		"grafana/dashboards/kuma-mesh.json",
@@ -497,6 +498,7 @@ func TestWithoutPrometheusKeepsTheDatasource(t *testing.T) {
 func TestUniversalFlags(t *testing.T) {
 	def := renderUniversal(t, universalOptions())
 	grafanaFiles := []string{
+		"grafana/grafana.ini",
 		"grafana/provisioning/datasources/kuma.yaml",
 		"grafana/provisioning/dashboards/kuma.yaml",
 		"grafana/dashboards/kuma-mesh.json",
@@ -532,7 +534,7 @@ func TestUniversalFlags(t *testing.T) {
 			opts:   func(o *install.Options) { o.OutputDir = "/srv/metrics" },
 			back:   []string{"/srv/metrics", "/opt/kuma-metrics"},
 			marker: "/srv/metrics",
-			in:     []string{"grafana/provisioning/dashboards/kuma.yaml"},
+			in:     []string{"grafana/grafana.ini", "grafana/provisioning/dashboards/kuma.yaml"},
 		},
 		{
 			name:    "without-prometheus",

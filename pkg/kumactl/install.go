@@ -220,8 +220,12 @@ mTLS. Their services are then prometheus-server_<namespace>_svc_80,
 grafana_<namespace>_svc_80 and prometheus-kube-state-metrics_<namespace>_svc_80
 and _81 in TrafficPermissions. Grafana's datasources are Prometheus (uid
 prometheus, the default; the dashboards' ${DS_PROMETHEUS} resolves to it) and
-Kuma (uid kuma, type kumahq-kuma-datasource, at --kuma-cp-api-address). Log in
-to Grafana as admin/admin and change the password.
+Kuma (uid kuma, type kumahq-kuma-datasource, at --kuma-cp-api-address, querying
+Prometheus itself). The Kuma datasource plugin comes from --grafana-plugin-image:
+an init container copies its folder into Grafana's plugins before Grafana
+starts, so nothing is downloaded at start-up (point the flag at your registry's
+copy in a cluster without internet). Log in to Grafana as admin/admin and
+change the password.
 
 --without-prometheus leaves out Prometheus and kube-state-metrics; Grafana's
 Prometheus datasource still points at http://prometheus-server.<namespace>, so
@@ -232,8 +236,12 @@ namespace is written, ready for your own Prometheus and Grafana in the mesh.
 With --universal it writes files to --output-dir instead: prometheus.yml, which
 discovers the proxies with http_sd_configs (any Prometheus since 2.28; a
 commented kuma_sd_configs alternative is in it), Grafana's provisioning files
-(grafana/provisioning) and the dashboards (grafana/dashboards). It prints the
-command that runs Prometheus. There the control plane's addresses default to
+(grafana/provisioning), the dashboards (grafana/dashboards), Grafana's settings
+(grafana/grafana.ini: those folders, and the Kuma datasource allowed unsigned)
+and the Kuma datasource plugin in grafana/plugins, copied from --grafana-plugin
+(the zip of make plugin or of a release, or the plugin's folder; required
+unless --without-grafana). It prints the commands that run Prometheus and
+Grafana. There the control plane's addresses default to
 http://127.0.0.1:5676 and http://127.0.0.1:5681, and existing files are kept
 unless --overwrite. When the control plane secures discovery
 (monitoringAssignmentServer.tlsCertFile, .authn.type: token), give Prometheus
@@ -244,6 +252,7 @@ tls_config and authorization.`
 func newInstallMetricsCmd(rc *RootContext) *cobra.Command {
 	var (
 		namespace, mesh, cpAddress, cpAPIAddress, outputDir     string
+		pluginImage, pluginSource                               string
 		cpCACertFile, cpTokenFile                               string
 		withoutPrometheus, withoutGrafana, universal, overwrite bool
 	)
@@ -255,19 +264,20 @@ func newInstallMetricsCmd(rc *RootContext) *cobra.Command {
 		RunE: func(c *cobra.Command, _ []string) error {
 			flags := c.Flags()
 			if !universal {
-				for _, f := range []string{"output-dir", "overwrite", "kuma-cp-ca-cert-file", "kuma-cp-token-file"} {
+				for _, f := range []string{"output-dir", "overwrite", "kuma-cp-ca-cert-file", "kuma-cp-token-file", "grafana-plugin"} {
 					if flags.Changed(f) {
 						return fmt.Errorf("--%s applies only with --universal", f)
 					}
 				}
 				out, err := install.RenderKubernetes(install.Options{
-					Namespace:         namespace,
-					Mesh:              mesh,
-					KumaCPAddress:     cpAddress,
-					KumaCPAPIAddress:  cpAPIAddress,
-					WithoutPrometheus: withoutPrometheus,
-					WithoutGrafana:    withoutGrafana,
-					Dashboards:        rc.Dashboards,
+					Namespace:          namespace,
+					Mesh:               mesh,
+					KumaCPAddress:      cpAddress,
+					KumaCPAPIAddress:   cpAPIAddress,
+					WithoutPrometheus:  withoutPrometheus,
+					WithoutGrafana:     withoutGrafana,
+					Dashboards:         rc.Dashboards,
+					GrafanaPluginImage: pluginImage,
 				})
 				if err != nil {
 					return err
@@ -276,7 +286,7 @@ func newInstallMetricsCmd(rc *RootContext) *cobra.Command {
 				return err
 			}
 
-			for _, f := range []string{"namespace", "mesh"} {
+			for _, f := range []string{"namespace", "mesh", "grafana-plugin-image"} {
 				if flags.Changed(f) {
 					return fmt.Errorf("--%s applies only to Kubernetes, not with --universal", f)
 				}
@@ -318,9 +328,34 @@ func newInstallMetricsCmd(rc *RootContext) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// The plugin before writing: a wrong one stops before anything is written.
+			var plugin *install.Plugin
+			switch {
+			case withoutGrafana && pluginSource != "":
+				return errors.New("--grafana-plugin applies only with Grafana, not with --without-grafana")
+			case !withoutGrafana && pluginSource == "":
+				return errors.New("--grafana-plugin is required with --universal (unless --without-grafana): " +
+					"the Kuma datasource plugin's zip (make plugin writes bin/" + install.KumaDatasourceType + "-<version>.zip) or its folder, copied into " +
+					install.UniversalPluginsDir)
+			case !withoutGrafana:
+				if plugin, err = install.OpenPlugin(pluginSource); err != nil {
+					return err
+				}
+				defer plugin.Close()
+				if err := plugin.CheckTarget(dir, overwrite); err != nil {
+					return err
+				}
+			}
 			names, err := writeFiles(dir, files, overwrite)
 			if err != nil {
 				return err
+			}
+			if plugin != nil {
+				written, err := plugin.WriteTo(dir, overwrite)
+				if err != nil {
+					return err
+				}
+				names = append(names, fmt.Sprintf("%s/ (the Kuma datasource plugin, %d files)", install.PluginFolder, len(written)))
 			}
 			return printUniversalHowTo(rc, dir, cpAddress, names, !withoutPrometheus, !withoutGrafana)
 		},
@@ -339,6 +374,10 @@ func newInstallMetricsCmd(rc *RootContext) *cobra.Command {
 	f.BoolVar(&universal, "universal", false, "write the files of a Universal setup to --output-dir instead of Kubernetes manifests")
 	f.StringVar(&outputDir, "output-dir", "", "directory for the Universal files (with --universal)")
 	f.BoolVar(&overwrite, "overwrite", false, "replace existing files in --output-dir (with --universal)")
+	f.StringVar(&pluginImage, "grafana-plugin-image", install.DefaultGrafanaPluginImage+":"+version.Version,
+		"image holding the Kuma datasource plugin at /"+install.KumaDatasourceType+", copied into Grafana's plugins by an init container (Kubernetes)")
+	f.StringVar(&pluginSource, "grafana-plugin", "",
+		"the Kuma datasource plugin: its zip (make plugin) or folder, copied into "+install.UniversalPluginsDir+" (with --universal; required unless --without-grafana)")
 	return cmd
 }
 
@@ -391,13 +430,10 @@ func printUniversalHowTo(rc *RootContext, dir, cpAddress string, names []string,
 			cpAddress, shellQuote(filepath.Join(dir, install.UniversalPrometheusFile)))
 	}
 	if grafana {
-		fmt.Fprintf(&b, "\nGrafana: install the Kuma datasource plugin (let it load unsigned if your Grafana asks), then start\n"+
-			"Grafana with this provisioning directory (or copy its files into your Grafana's); its Prometheus\n"+
-			"datasource is %s:\n\n"+
-			"  grafana cli --pluginUrl %s plugins install %s\n"+
-			"  export GF_PATHS_PROVISIONING=%s GF_PLUGINS_ALLOW_LOADING_UNSIGNED_PLUGINS=%s\n",
-			install.UniversalPrometheusURL, install.KumaDatasourcePluginURL, install.KumaDatasourceType,
-			shellQuote(filepath.Join(dir, "grafana", "provisioning")), install.KumaDatasourceType)
+		fmt.Fprintf(&b, "\nRun Grafana with these settings (provisioning, the Kuma datasource plugin, allowed unsigned);\n"+
+			"its Prometheus datasource is %s:\n\n"+
+			"  grafana server --homepath /usr/share/grafana --config %s\n",
+			install.UniversalPrometheusURL, shellQuote(filepath.Join(dir, filepath.FromSlash(install.UniversalGrafanaConfigFile))))
 	}
 	_, err := fmt.Fprint(rc.Stdout, b.String())
 	return err

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kumametrics/mesh/pkg/install"
+	"github.com/kumametrics/mesh/pkg/install/installtest"
 	"github.com/kumametrics/mesh/pkg/k8s/crds"
 	"github.com/kumametrics/mesh/pkg/kumactl"
 	"github.com/kumametrics/mesh/pkg/version"
@@ -84,6 +85,12 @@ func TestInstallMetricsGolden(t *testing.T) {
 		{"universal token in clear to a remote control plane", []string{"install", "metrics", "--universal", "--output-dir", "out",
 			"--kuma-cp-address", "http://cp.internal:5676", "--kuma-cp-token-file", "/etc/prometheus/token"}},
 		{"universal CA file for http", []string{"install", "metrics", "--universal", "--output-dir", "out", "--kuma-cp-ca-cert-file", "/etc/prometheus/ca.pem"}},
+		{"universal without the plugin", []string{"install", "metrics", "--universal", "--output-dir", "out"}},
+		{"universal with a missing plugin", []string{"install", "metrics", "--universal", "--output-dir", "out", "--grafana-plugin", "nope.zip"}},
+		{"universal plugin without grafana", []string{"install", "metrics", "--universal", "--output-dir", "out", "--without-grafana", "--grafana-plugin", "nope.zip"}},
+		{"universal with the plugin image", []string{"install", "metrics", "--universal", "--output-dir", "out", "--grafana-plugin-image", "x:1"}},
+		{"plugin without universal", []string{"install", "metrics", "--grafana-plugin", "nope.zip"}},
+		{"empty plugin image", []string{"install", "metrics", "--grafana-plugin-image", ""}},
 		{"an argument", []string{"install", "metrics", "extra"}},
 		{"unknown install", []string{"install", "tracing"}},
 	} {
@@ -119,12 +126,24 @@ func TestInstallMetricsUniversal(t *testing.T) {
 	}
 	placeholders := []string{dir, "{{DIR}}"}
 
-	res := run()
+	plugin := installtest.PluginFiles(t)
+	res := run("--grafana-plugin", installtest.Zip(t, install.KumaDatasourceType+"/", plugin))
 	golden(t, "install/universal", res.String(), placeholders...)
 	want, err := install.RenderUniversal(install.UniversalDefaults(dir, testDashboards()))
 	require.NoError(t, err)
+	for name, b := range plugin {
+		want[install.PluginFolder+"/"+name] = b
+	}
 	require.Equal(t, want, readTree(t, dir))
-	fi, err := os.Stat(filepath.Join(dir, "prometheus.yml"))
+	fi, err := os.Stat(filepath.Join(dir, install.PluginFolder, "gpx_kuma_linux_arm64"))
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o755), fi.Mode().Perm())
+
+	// The plugin is there: a second run with Grafana refuses to replace it.
+	res = run("--without-prometheus", "--grafana-plugin", installtest.Dir(t, plugin))
+	require.Equal(t, 1, res.code)
+	require.Contains(t, res.stderr, "already has grafana/")
+	fi, err = os.Stat(filepath.Join(dir, "prometheus.yml"))
 	require.NoError(t, err)
 	require.Equal(t, os.FileMode(0o644), fi.Mode().Perm())
 
@@ -148,7 +167,7 @@ func TestInstallMetricsUniversal(t *testing.T) {
 	// A relative --output-dir is made absolute.
 	base := t.TempDir()
 	t.Chdir(base)
-	res = runInstall(testDashboards(), "install", "metrics", "--universal", "--output-dir", "rel", "--without-prometheus")
+	res = runInstall(testDashboards(), "install", "metrics", "--universal", "--output-dir", "rel", "--without-prometheus", "--grafana-plugin", installtest.Dir(t, plugin))
 	require.Equal(t, 0, res.code, res.stderr)
 	require.Contains(t, string(readTree(t, filepath.Join(base, "rel"))["grafana/provisioning/dashboards/kuma.yaml"]),
 		`path: "`+filepath.Join(base, "rel", "grafana", "dashboards")+`"`)
@@ -169,7 +188,7 @@ func TestInstallMetricsUniversal(t *testing.T) {
 func TestInstallMetricsUniversalRefusesADirectoryInTheWay(t *testing.T) {
 	dir := t.TempDir()
 	require.NoError(t, os.MkdirAll(filepath.Join(dir, "prometheus.yml"), 0o755))
-	res := runInstall(testDashboards(), "install", "metrics", "--universal", "--output-dir", dir, "--overwrite")
+	res := runInstall(testDashboards(), "install", "metrics", "--universal", "--output-dir", dir, "--overwrite", "--without-grafana")
 	require.Equal(t, 1, res.code)
 	require.Contains(t, res.stderr, "prometheus.yml exists and is not a regular file")
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/kumametrics/mesh/internal/loopback"
 	"github.com/kumametrics/mesh/pkg/install/dashboards"
+	"github.com/kumametrics/mesh/pkg/install/installtest"
 )
 
 // TestInstallMetricsUniversal: the Universal files of kumactl install metrics
@@ -46,12 +47,14 @@ metrics:
 
 	dir := filepath.Join(t.TempDir(), "kuma-metrics")
 	out := k.must("install", "metrics", "--universal", "--output-dir", dir,
-		"--kuma-cp-address", "http://"+cp.madsAddr, "--kuma-cp-api-address", cp.apiURL)
+		"--kuma-cp-address", "http://"+cp.madsAddr, "--kuma-cp-api-address", cp.apiURL,
+		"--grafana-plugin", installtest.Dir(t, installtest.PluginFiles(t)))
 	require.Contains(t, out, "prometheus --config.file="+filepath.Join(dir, "prometheus.yml"))
 	check, err := exec.Command(promtool, "check", "config", filepath.Join(dir, "prometheus.yml")).CombinedOutput()
 	require.NoError(t, err, "promtool check config:\n%s", check)
 	require.Contains(t, string(check), "SUCCESS")
-	for _, f := range []string{"grafana/provisioning/datasources/kuma.yaml", "grafana/provisioning/dashboards/kuma.yaml", "grafana/dashboards/kuma-mesh.json"} {
+	for _, f := range []string{"grafana/provisioning/datasources/kuma.yaml", "grafana/provisioning/dashboards/kuma.yaml", "grafana/dashboards/kuma-mesh.json",
+		"grafana/grafana.ini", "grafana/plugins/kumahq-kuma-datasource/plugin.json"} {
 		_, err := os.Stat(filepath.Join(dir, f))
 		require.NoError(t, err)
 	}

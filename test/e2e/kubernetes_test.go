@@ -179,7 +179,7 @@ func TestKubernetesGuide(t *testing.T) {
 	// --universal`, pointed at this control plane (http_sd with the guide's
 	// relabel rules).
 	dir := filepath.Join(t.TempDir(), "kuma-metrics")
-	newKumactl(t, cp).must("install", "metrics", "--universal", "--output-dir", dir, "--kuma-cp-address", "http://"+cp.madsAddr, "--kuma-cp-api-address", cp.apiURL)
+	newKumactl(t, cp).must("install", "metrics", "--universal", "--output-dir", dir, "--without-grafana", "--kuma-cp-address", "http://"+cp.madsAddr, "--kuma-cp-api-address", cp.apiURL)
 	cfg, err := os.ReadFile(filepath.Join(dir, "prometheus.yml"))
 	require.NoError(t, err)
 	prom := startPrometheus(t, string(cfg))

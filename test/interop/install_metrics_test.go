@@ -81,8 +81,12 @@ func runKumactl() error {
 			return err
 		}
 	}
+	plugin, err := pluginFolder(dir)
+	if err != nil {
+		return err
+	}
 	universalDir = filepath.Join(dir, "universal")
-	if _, err := run("--universal", "--output-dir", universalDir); err != nil {
+	if _, err := run("--universal", "--output-dir", universalDir, "--grafana-plugin", plugin); err != nil {
 		return err
 	}
 	universalFiles = map[string][]byte{}
@@ -95,6 +99,28 @@ func runKumactl() error {
 		universalFiles[filepath.ToSlash(rel)] = b
 		return err
 	})
+}
+
+// pluginFiles are the files of a built Kuma datasource plugin as --grafana-plugin
+// takes it: the repository's plugin.json, a frontend and a backend binary.
+var pluginFiles = []string{"plugin.json", "module.js", "gpx_kuma_linux_amd64"}
+
+// pluginFolder lays out a plugin folder under dir and returns it.
+func pluginFolder(dir string) (string, error) {
+	manifest, err := os.ReadFile("../../grafana-datasource/src/plugin.json")
+	if err != nil {
+		return "", err
+	}
+	folder := filepath.Join(dir, "plugin")
+	if err := os.MkdirAll(folder, 0o755); err != nil {
+		return "", err
+	}
+	for name, b := range map[string][]byte{pluginFiles[0]: manifest, pluginFiles[1]: []byte("define([], function () { return {}; });\n"), pluginFiles[2]: []byte("\x7fELF")} {
+		if err := os.WriteFile(filepath.Join(folder, name), b, 0o644); err != nil {
+			return "", err
+		}
+	}
+	return folder, nil
 }
 
 // manifest is one decoded document.
@@ -403,7 +429,7 @@ func checkDatasources(t *testing.T, file, prometheusURL, apiURL string) {
 	require.Equal(t, "kumahq-kuma-datasource", kuma.Type)
 	require.Equal(t, "kuma", kuma.UID)
 	require.Equal(t, apiURL, kuma.URL)
-	require.Equal(t, "uid/prometheus", kuma.JSONData["prometheusDataSourceId"])
+	require.Equal(t, map[string]any{"prometheusUrl": prometheusURL}, kuma.JSONData)
 }
 
 // dsVariable matches the uid references of datasource variables.
@@ -560,8 +586,13 @@ func TestInstallMetricsKubernetesSemantics(t *testing.T) {
 	for _, e := range grafana.Containers[0].Env {
 		env = append(env, e.Name+"="+e.Value)
 	}
-	require.Contains(t, strings.Join(env, "\n"), "GF_INSTALL_PLUGINS=")
-	require.Contains(t, strings.Join(env, "\n"), ";kumahq-kuma-datasource")
+	require.Equal(t, []string{"GF_PLUGINS_ALLOW_LOADING_UNSIGNED_PLUGINS=kumahq-kuma-datasource"}, env)
+	// The plugin comes from an init container of its image, into Grafana's
+	// plugins folder on the storage volume: nothing is downloaded.
+	require.Len(t, grafana.InitContainers, 1)
+	require.True(t, strings.HasPrefix(grafana.InitContainers[0].Image, "docker.io/kumametrics/kuma-grafana-datasource:"), grafana.InitContainers[0].Image)
+	require.Contains(t, strings.Join(grafana.InitContainers[0].Command, " "), "/var/lib/grafana/plugins")
+	require.Equal(t, "/var/lib/grafana", grafana.InitContainers[0].VolumeMounts[0].MountPath)
 
 	var dashboards []string
 	for _, v := range grafana.Volumes {
@@ -679,5 +710,10 @@ func TestInstallMetricsUniversal(t *testing.T) {
 		}
 	}
 	require.Contains(t, dashboards, "kuma-mesh.json")
-	require.Len(t, universalFiles, 3+len(dashboards))
+	// Grafana's settings and the plugin.
+	require.Contains(t, string(universalFiles["grafana/grafana.ini"]), "plugins = "+filepath.Join(universalDir, "grafana", "plugins")+"\n")
+	for _, f := range pluginFiles {
+		require.Contains(t, universalFiles, "grafana/plugins/kumahq-kuma-datasource/"+f)
+	}
+	require.Len(t, universalFiles, 4+len(dashboards)+len(pluginFiles))
 }
