@@ -11,7 +11,7 @@ GOTEST_FLAGS ?=
 PLUGIN      := grafana-datasource
 PLUGIN_PKGS := ./pkg/... ./test/...
 
-.PHONY: build test lint test-deps k8s-bin bench fuzz demo generate clean plugin plugin-image test-plugin
+.PHONY: build test test-k8s lint test-deps k8s-bin prometheus-bin bench fuzz demo generate clean plugin plugin-image test-plugin
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
@@ -32,6 +32,12 @@ test-deps:
 k8s-bin:
 	@./scripts/k8s-tools.sh
 
+# Prometheus built from its Go module (v3.16.0, with kuma_sd_configs) for the
+# Kubernetes cluster test's Prometheus Pod (once per machine, cached outside
+# git, built niced); the last line printed is the binary's path.
+prometheus-bin:
+	@./scripts/prometheus-tool.sh
+
 # Every test: lint, unit and integration tests (with the race detector),
 # Prometheus' own Kuma discovery against our control plane (test/interop, its
 # own module), then the end-to-end tests that run the built binaries and
@@ -45,12 +51,26 @@ ALLOC_TESTS := Alloc|TestLargeBodiesStreamed
 
 test: lint test-deps test-plugin
 	@assets=$$(./scripts/k8s-tools.sh | tail -n 1) && test -d "$$assets" && \
-	  echo "KUBEBUILDER_ASSETS=$$assets" && export KUBEBUILDER_ASSETS="$$assets" && \
+	  prom=$$(./scripts/prometheus-tool.sh | tail -n 1) && test -x "$$prom" && \
+	  echo "KUBEBUILDER_ASSETS=$$assets KUMA_TEST_PROMETHEUS=$$prom" && \
+	  export KUBEBUILDER_ASSETS="$$assets" KUMA_TEST_PROMETHEUS="$$prom" && \
 	  set -x && \
 	  $(GO) test -race -count=1 $(GOTEST_FLAGS) $$($(GO) list ./... | grep -v /test/e2e) && \
 	  $(GO) test -count=1 -run '$(ALLOC_TESTS)' $(GOTEST_FLAGS) ./pkg/... && \
 	  (cd test/interop && $(GO) test -count=1 $(GOTEST_FLAGS) ./...) && \
 	  CI=$${CI:-true} $(GO) test -count=1 -timeout 20m $(GOTEST_FLAGS) ./test/e2e/...
+
+# The Kubernetes cluster test alone (also part of make test): kube-apiserver,
+# kube-controller-manager, kube-scheduler, the test node agent running the
+# Pods as processes in network namespaces (root, iptables), kuma-cp on the
+# host, and the guide end to end with Prometheus built from its module.
+test-k8s: test-deps
+	@assets=$$(./scripts/k8s-tools.sh | tail -n 1) && test -d "$$assets" && \
+	  prom=$$(./scripts/prometheus-tool.sh | tail -n 1) && test -x "$$prom" && \
+	  export KUBEBUILDER_ASSETS="$$assets" KUMA_TEST_PROMETHEUS="$$prom" && \
+	  set -x && \
+	  $(GO) test -race -count=1 -run 'TestCluster$$' $(GOTEST_FLAGS) ./internal/k8stest/ && \
+	  CI=$${CI:-true} $(GO) test -count=1 -timeout 20m -run '^TestKubernetesCluster$$' -v $(GOTEST_FLAGS) ./test/e2e/
 
 # The Kuma datasource plugin for Grafana (grafana-datasource/): dist/ (the
 # frontend, plugin.json, img, README.md, LICENSE, the backend

@@ -66,7 +66,16 @@ func main() {
 	traffic.Flags().IntVar(&topts.Requests, "requests", 0, "stop after this many requests (0: no limit)")
 	traffic.Flags().DurationVar(&topts.Duration, "duration", time.Hour, "stop after this long (0: no limit)")
 
-	root.AddCommand(backend, frontend, traffic)
+	var eListen string
+	tcpEcho := &cobra.Command{
+		Use: "tcp-echo", Short: "Send back what every TCP connection sends (the guide's kuma-tcp-echo)", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return demoapp.ServeTCPEcho(cmd.Context(), eListen, log.With("app", "tcp-echo"))
+		},
+	}
+	tcpEcho.Flags().StringVar(&eListen, "listen", "127.0.0.1:8000", "address to serve on")
+
+	root.AddCommand(backend, frontend, traffic, tcpEcho)
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "Error:", err)
 		os.Exit(1)

@@ -65,6 +65,7 @@ type Env struct {
 	StartDuration time.Duration
 
 	config  *rest.Config
+	creds   *credentials
 	etcd    *testproc.Process
 	apiSrv  *testproc.Process
 	stopped bool
@@ -94,10 +95,13 @@ func AssetsDir() string {
 	return filepath.Join(cache, "kubernetes-v"+KubernetesVersion)
 }
 
-// checkAssets reports which binaries are missing.
-func checkAssets(dir string) error {
+// checkAssets reports which binaries the API server needs are missing.
+func checkAssets(dir string) error { return checkAssetsOf(dir, "kube-apiserver", "etcd", "kubectl") }
+
+// checkAssetsOf reports which of programs are missing in dir.
+func checkAssetsOf(dir string, programs ...string) error {
 	var missing []string
-	for _, p := range []string{"kube-apiserver", "etcd", "kubectl"} {
+	for _, p := range programs {
 		if st, err := os.Stat(filepath.Join(dir, p)); err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
 			missing = append(missing, p)
 		}
@@ -115,9 +119,27 @@ const (
 	etcdPeerPort  = "2380"
 )
 
+// Options change how Start runs kube-apiserver; the zero value is the
+// shared API server's.
+type Options struct {
+	// Host is the address etcd and kube-apiserver listen on: a fresh
+	// loopback address when empty (a cluster's pods need one they reach,
+	// such as their bridge's host address).
+	Host string
+	// ServiceCIDR is the Service ClusterIP range (10.0.0.0/24 when empty).
+	ServiceCIDR string
+	// ServiceAccounts turns the ServiceAccount admission plugin on: Pods
+	// get the token volume a kubelet mounts, and are refused while their
+	// ServiceAccount does not exist (a controller manager makes them).
+	ServiceAccounts bool
+}
+
 // Start starts etcd and kube-apiserver and installs the CRDs. Most tests
 // use Get instead, which shares one Env per test binary.
-func Start(ctx context.Context) (env *Env, err error) {
+func Start(ctx context.Context) (*Env, error) { return StartWith(ctx, Options{}) }
+
+// StartWith is Start with opts.
+func StartWith(ctx context.Context, opts Options) (env *Env, err error) {
 	began := time.Now()
 	// controller-runtime complains on stderr, with a stack, when nothing
 	// set its process-wide logger within 30 s; a test that wants its logs
@@ -139,7 +161,14 @@ func Start(ctx context.Context) (env *Env, err error) {
 	if err := os.WriteFile(filepath.Join(dir, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o600); err != nil {
 		return nil, fmt.Errorf("k8stest: %w", err)
 	}
-	host := loopback.Host()
+	host := opts.Host
+	if host == "" {
+		host = loopback.Host()
+	}
+	serviceCIDR := opts.ServiceCIDR
+	if serviceCIDR == "" {
+		serviceCIDR = "10.0.0.0/24"
+	}
 	env = &Env{
 		Dir: dir, AssetsDir: assets, Host: host, URL: "https://" + net.JoinHostPort(host, apiServerPort),
 		KubeconfigPath: filepath.Join(dir, "kubeconfig"), KubectlPath: filepath.Join(assets, "kubectl"),
@@ -152,7 +181,8 @@ func Start(ctx context.Context) (env *Env, err error) {
 	ctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
 
-	creds, err := writeCredentials(dir, host)
+	env.creds, err = writeCredentials(dir, host)
+	creds := env.creds
 	if err != nil {
 		return nil, err
 	}
@@ -171,25 +201,28 @@ func Start(ctx context.Context) (env *Env, err error) {
 	if err := waitHTTP(ctx, env.etcd, http.DefaultClient, etcdURL+"/health"); err != nil {
 		return nil, err
 	}
-	env.apiSrv, err = start("kube-apiserver", filepath.Join(dir, "kube-apiserver.log"), filepath.Join(assets, "kube-apiserver"),
-		"--bind-address="+host, "--advertise-address="+host, "--secure-port="+apiServerPort,
+	args := []string{
+		"--bind-address=" + host, "--advertise-address=" + host, "--secure-port=" + apiServerPort,
 		// Nothing reaches the API server through the `kubernetes` Service,
 		// whose endpoints may not be a loopback address.
 		"--endpoint-reconciler-type=none",
-		"--etcd-servers="+etcdURL,
-		"--tls-cert-file="+creds.servingCert, "--tls-private-key-file="+creds.servingKey,
-		"--client-ca-file="+creds.clientCA,
+		"--etcd-servers=" + etcdURL,
+		"--tls-cert-file=" + creds.servingCert, "--tls-private-key-file=" + creds.servingKey,
+		"--client-ca-file=" + creds.clientCA,
 		"--authorization-mode=RBAC",
-		"--service-cluster-ip-range=10.0.0.0/24",
+		"--service-cluster-ip-range=" + serviceCIDR,
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-		"--service-account-key-file="+creds.saPublic, "--service-account-signing-key-file="+creds.saPrivate,
-		// The ServiceAccount admission plugin refuses Pods whose
-		// ServiceAccount the (absent) token controller has not made
-		// ready; tests request tokens themselves (TokenRequest).
-		"--disable-admission-plugins=ServiceAccount",
+		"--service-account-key-file=" + creds.saPublic, "--service-account-signing-key-file=" + creds.saPrivate,
 		"--allow-privileged=true",
 		"--v=1",
-	)
+	}
+	if !opts.ServiceAccounts {
+		// The ServiceAccount admission plugin refuses Pods whose
+		// ServiceAccount the (absent) controller manager has not made;
+		// tests request tokens themselves (TokenRequest).
+		args = append(args, "--disable-admission-plugins=ServiceAccount")
+	}
+	env.apiSrv, err = start("kube-apiserver", filepath.Join(dir, "kube-apiserver.log"), filepath.Join(assets, "kube-apiserver"), args...)
 	if err != nil {
 		return nil, err
 	}

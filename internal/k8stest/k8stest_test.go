@@ -219,3 +219,72 @@ func BenchmarkStart(b *testing.B) {
 		env.Stop()
 	}
 }
+
+// TestCluster: a Deployment of a cluster becomes a ReplicaSet and a Pod
+// (controller manager), the Pod gets its ServiceAccount's token volume
+// (admission plugin; the ServiceAccount made by the controller manager) and
+// is bound to the one Node (scheduler), which stays Ready while its Lease is
+// renewed; Stop leaves no process behind.
+func TestCluster(t *testing.T) {
+	if err := k8stest.CheckClusterAssets(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+	c, err := k8stest.StartCluster(t.Context(), k8stest.ClusterOptions{Options: k8stest.Options{ServiceCIDR: "10.96.0.0/24"}})
+	require.NoError(t, err)
+	pids := []int{c.EtcdPID(), c.APIServerPID(), c.ControllerManagerPID(), c.SchedulerPID()}
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			c.Stop()
+		}
+	})
+	ctx := t.Context()
+	out, stderr, err := c.Kubectl(ctx, nil, "create", "deployment", "web", "--image=example/web:1", "--namespace", "default")
+	require.NoError(t, err, stderr)
+	t.Log(strings.TrimSpace(out))
+	cs, err := kubernetes.NewForConfig(c.Config())
+	require.NoError(t, err)
+	var pod corev1.Pod
+	require.Eventually(t, func() bool {
+		pods, err := cs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
+		if err != nil || len(pods.Items) != 1 || pods.Items[0].Spec.NodeName == "" {
+			return false
+		}
+		pod = pods.Items[0]
+		return true
+	}, 2*time.Minute, 200*time.Millisecond, "no Pod of the Deployment bound to a node")
+	require.Equal(t, c.NodeName, pod.Spec.NodeName)
+	require.Equal(t, "default", pod.Spec.ServiceAccountName)
+	var projected *corev1.ProjectedVolumeSource
+	for _, v := range pod.Spec.Volumes {
+		if strings.HasPrefix(v.Name, "kube-api-access-") {
+			projected = v.Projected
+		}
+	}
+	require.NotNil(t, projected, "the ServiceAccount admission plugin adds the token volume: %+v", pod.Spec.Volumes)
+	// The root CA ConfigMap the token volume names is published by the
+	// controller manager, maybe after the Pod was bound.
+	require.Eventually(t, func() bool {
+		_, err := cs.CoreV1().ConfigMaps("default").Get(ctx, "kube-root-ca.crt", metav1.GetOptions{})
+		return err == nil
+	}, time.Minute, 100*time.Millisecond, "no kube-root-ca.crt ConfigMap")
+
+	// The Node stays Ready past the node lifecycle controller's grace
+	// period (40 s), untainted.
+	deadline := time.Now().Add(50 * time.Second)
+	for time.Now().Before(deadline) {
+		node, err := cs.CoreV1().Nodes().Get(ctx, c.NodeName, metav1.GetOptions{})
+		require.NoError(t, err)
+		require.Empty(t, node.Spec.Taints, "the node was taken for down")
+		time.Sleep(2 * time.Second)
+	}
+
+	c.Stop()
+	stopped = true
+	for _, pid := range pids {
+		require.ErrorIs(t, syscall.Kill(pid, 0), syscall.ESRCH, "process %d outlived Stop", pid)
+	}
+}

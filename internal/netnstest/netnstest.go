@@ -242,6 +242,17 @@ type Pod struct {
 // the subnet, loopback up and a route to the ClusterIP range via the host.
 func (n *Network) AddPod(name string) *Pod {
 	n.t.Helper()
+	p, err := n.NewPod(name)
+	if err != nil {
+		n.t.Fatalf("%v", err)
+	}
+	return p
+}
+
+// NewPod is AddPod for callers outside the test's goroutine (such as a
+// node agent): it returns an error instead of failing the test. The pod is
+// removed with the Network, or earlier by Remove.
+func (n *Network) NewPod(name string) (*Pod, error) {
 	id := seq.Add(1)
 	n.mu.Lock()
 	b := n.Subnet.Addr().As4()
@@ -252,14 +263,27 @@ func (n *Network) AddPod(name string) *Pod {
 	}
 	n.pods = append(n.pods, p)
 	n.mu.Unlock()
-	n.must("ip", "netns", "add", p.NS)
-	n.must("ip", "link", "add", p.veth, "type", "veth", "peer", "name", "eth0", "netns", p.NS)
-	n.must("ip", "link", "set", p.veth, "master", n.bridge, "up")
-	n.must("ip", "-n", p.NS, "addr", "add", p.IP.String()+"/24", "dev", "eth0")
-	n.must("ip", "-n", p.NS, "link", "set", "eth0", "up")
-	n.must("ip", "-n", p.NS, "link", "set", "lo", "up")
-	n.must("ip", "-n", p.NS, "route", "add", n.Services.String(), "via", n.Gateway.String())
-	return p
+	for _, args := range [][]string{
+		{"ip", "netns", "add", p.NS},
+		{"ip", "link", "add", p.veth, "type", "veth", "peer", "name", "eth0", "netns", p.NS},
+		{"ip", "link", "set", p.veth, "master", n.bridge, "up"},
+		{"ip", "-n", p.NS, "addr", "add", p.IP.String() + "/24", "dev", "eth0"},
+		{"ip", "-n", p.NS, "link", "set", "eth0", "up"},
+		{"ip", "-n", p.NS, "link", "set", "lo", "up"},
+		{"ip", "-n", p.NS, "route", "add", n.Services.String(), "via", n.Gateway.String()},
+	} {
+		if out, err := run(args...); err != nil {
+			return nil, fmt.Errorf("netnstest: pod %s: %s: %w\n%s", name, strings.Join(args, " "), err, out)
+		}
+	}
+	return p, nil
+}
+
+// Remove kills what runs in the pod and deletes its namespace and veth
+// before the Network goes (its address is not given out again).
+func (p *Pod) Remove() {
+	removeNamespace(p.NS)
+	_, _ = run("ip", "link", "del", p.veth)
 }
 
 func (n *Network) must(args ...string) {
@@ -509,19 +533,9 @@ func (p *Pod) Run(ctx context.Context, path string, args ...string) ([]byte, err
 	return out.Bytes(), nil
 }
 
-// Proc configures a process started in a pod.
-type Proc struct {
-	// UID and GID the process runs as (0: root).
-	UID, GID int
-	// Env is its environment (nil: the test's).
-	Env []string
-}
-
-// Start runs a program inside the pod, as opts.UID, with its output in a
-// log file of the test's temporary directory; it is stopped (SIGTERM, then
-// SIGKILL) at the test's cleanup and never outlives the test binary.
-func (p *Pod) Start(t testing.TB, name string, opts Proc, path string, args ...string) *testproc.Process {
-	t.Helper()
+// Command is the command that runs a program inside the pod as opts say,
+// for testproc.Start (Start does both).
+func (p *Pod) Command(opts Proc, path string, args ...string) *exec.Cmd {
 	argv := []string{"--net=" + filepath.Join(netnsDir, p.NS), "--"}
 	if opts.UID != 0 || opts.GID != 0 {
 		argv = append(argv, "setpriv", "--reuid", strconv.Itoa(opts.UID), "--regid", strconv.Itoa(opts.GID),
@@ -529,7 +543,26 @@ func (p *Pod) Start(t testing.TB, name string, opts Proc, path string, args ...s
 	}
 	cmd := exec.Command("nsenter", append(append(argv, path), args...)...)
 	cmd.Env = opts.Env
-	proc, err := testproc.Start(name, filepath.Join(t.TempDir(), name+".log"), cmd)
+	cmd.Dir = opts.Dir
+	return cmd
+}
+
+// Proc configures a process started in a pod.
+type Proc struct {
+	// UID and GID the process runs as (0: root).
+	UID, GID int
+	// Env is its environment (nil: the test's).
+	Env []string
+	// Dir is its working directory (empty: the test's).
+	Dir string
+}
+
+// Start runs a program inside the pod, as opts.UID, with its output in a
+// log file of the test's temporary directory; it is stopped (SIGTERM, then
+// SIGKILL) at the test's cleanup and never outlives the test binary.
+func (p *Pod) Start(t testing.TB, name string, opts Proc, path string, args ...string) *testproc.Process {
+	t.Helper()
+	proc, err := testproc.Start(name, filepath.Join(t.TempDir(), name+".log"), p.Command(opts, path, args...))
 	if err != nil {
 		t.Fatalf("netnstest: pod %s: %v", p.Name, err)
 	}
@@ -540,4 +573,16 @@ func (p *Pod) Start(t testing.TB, name string, opts Proc, path string, args ...s
 		}
 	})
 	return proc
+}
+
+// PodByIP is the Network's pod with address ip (nil: none).
+func (n *Network) PodByIP(ip netip.Addr) *Pod {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, p := range n.pods {
+		if p.IP == ip {
+			return p
+		}
+	}
+	return nil
 }

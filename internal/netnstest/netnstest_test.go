@@ -210,3 +210,34 @@ func echo(t *testing.T, dial func(ctx context.Context, network, addr string) (ne
 	require.NoError(t, err)
 	return string(b)
 }
+
+// TestNewPodAndRemove: a pod made outside the test's goroutine (as a node
+// agent does) is found by its address, runs a process started with
+// Command, and Remove ends that process and deletes its namespace before
+// the Network goes.
+func TestNewPodAndRemove(t *testing.T) {
+	n := New(t)
+	type made struct {
+		p   *Pod
+		err error
+	}
+	ch := make(chan made, 1)
+	go func() { p, err := n.NewPod("agent's"); ch <- made{p, err} }()
+	m := <-ch
+	require.NoError(t, m.err)
+	require.Same(t, m.p, n.PodByIP(m.p.IP))
+	require.Nil(t, n.PodByIP(n.Gateway))
+
+	cmd := m.p.Command(Proc{UID: 65534, GID: 65534}, "sleep", "600")
+	require.NoError(t, cmd.Start())
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	m.p.Remove()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the pod's process outlived Remove")
+	}
+	_, err := os.Stat(filepath.Join(netnsDir, m.p.NS))
+	require.ErrorIs(t, err, os.ErrNotExist, "the namespace is gone")
+}

@@ -231,3 +231,31 @@ func Traffic(ctx context.Context, o TrafficOptions, log *slog.Logger) (Result, e
 		}
 	}
 }
+
+// ServeTCPEcho listens on addr and sends back what every connection sends
+// (the guide's kuma-tcp-echo workload) until ctx ends.
+func ServeTCPEcho(ctx context.Context, addr string, log *slog.Logger) error {
+	raw, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	ln := netserve.Listen(raw, netserve.AcceptOptions{Name: addr, Log: log})
+	go func() {
+		<-ctx.Done()
+		_ = ln.Close()
+	}()
+	log.Info("listening", "address", raw.Addr().String())
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("accept on %s: %w", addr, err)
+		}
+		go func() {
+			defer c.Close()
+			_, _ = io.Copy(c, c)
+		}()
+	}
+}

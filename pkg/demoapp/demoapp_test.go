@@ -4,12 +4,16 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/kumametrics/mesh/internal/loopback"
 )
 
 func get(t *testing.T, url string) (int, string) {
@@ -76,4 +80,28 @@ func TestTrafficIsBounded(t *testing.T) {
 	require.Equal(t, Result{Sent: 50, OK: 50}, res)
 	_, err = Traffic(context.Background(), TrafficOptions{Target: srv.URL, Rate: 0}, nil)
 	require.ErrorContains(t, err, "--rate")
+}
+
+// TestServeTCPEcho: what a connection sends comes back, on every
+// connection, until the context ends.
+func TestServeTCPEcho(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	host := loopback.Host()
+	go func() { done <- ServeTCPEcho(ctx, net.JoinHostPort(host, "8000"), slog.New(slog.DiscardHandler)) }()
+	var c net.Conn
+	require.Eventually(t, func() bool {
+		var err error
+		c, err = net.Dial("tcp", net.JoinHostPort(host, "8000"))
+		return err == nil
+	}, 10*time.Second, 10*time.Millisecond)
+	defer c.Close()
+	_, err := c.Write([]byte("ping\n"))
+	require.NoError(t, err)
+	got := make([]byte, 5)
+	_, err = io.ReadFull(c, got)
+	require.NoError(t, err)
+	require.Equal(t, "ping\n", string(got))
+	cancel()
+	require.NoError(t, <-done)
 }

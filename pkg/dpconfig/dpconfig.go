@@ -163,7 +163,16 @@ func NewIndex(in Inputs) *Index {
 	}
 	ix.vips = map[string]vipTable{}
 	for mesh, list := range indexVIPs(in.Dataplanes) {
-		ix.vips[mesh] = vipTable{entries: list, version: ix.vipVersion(mesh, list)}
+		ix.vips[mesh] = vipTable{entries: list}
+	}
+	for mesh, list := range indexScrapeTargets(ix.meshes, in.Dataplanes) {
+		table := ix.vips[mesh]
+		table.scrapes = list
+		ix.vips[mesh] = table
+	}
+	for mesh, table := range ix.vips {
+		table.version = ix.vipVersion(mesh, table.entries)
+		ix.vips[mesh] = table
 	}
 	return ix
 }
@@ -311,7 +320,7 @@ func Generate(ix *Index, dp *resource.Object) (*meshv1.ProxyConfig, error) {
 		for _, in := range cfg.Inbounds {
 			in.Transparent = true
 		}
-		cfg.Outbounds = append(cfg.Outbounds, ix.vipOutbounds(dp.Meta.Mesh, cfg.Outbounds)...)
+		cfg.Outbounds = append(cfg.Outbounds, ix.vipOutbounds(dp.Meta.Mesh, dp.Meta.Key().String(), cfg.Outbounds)...)
 	}
 	if eff := resource.EffectiveMetricsConfig(mesh, spec); eff != nil {
 		m := &meshv1.Metrics{

@@ -1,6 +1,7 @@
 package dpconfig
 
 import (
+	"strconv"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -111,4 +112,89 @@ func TestServiceVersionsFollowVirtualAddresses(t *testing.T) {
 	w3, p3 := versions(moved...)
 	require.NotEqual(t, w0, w3, "a new virtual address")
 	require.Equal(t, p0, p3)
+}
+
+// TestGenerateTransparentScrapeTargets: in a mesh with mTLS and metrics, a
+// transparently proxied dataplane gets one outbound per other dataplane's
+// metrics endpoint served over mTLS and per other dataplane's inbound at
+// its own address (a cluster to that address alone, verified as the
+// target's service), so that a scraper beside it reaches them over mTLS
+// with its own identity; not for its own, not for a metrics endpoint that
+// skips mTLS, not in a mesh without mTLS, not for a dataplane without
+// transparent proxying. A new target changes the scraper's fingerprint.
+func TestGenerateTransparentScrapeTargets(t *testing.T) {
+	withMTLS := func(on bool) *resource.Object {
+		spec := &resource.MeshSpec{Metrics: &resource.Metrics{EnabledBackend: "p", Backends: []resource.MetricsBackend{{Name: "p", Type: "prometheus"}}}}
+		if on {
+			spec.MTLS = &resource.MTLS{EnabledBackend: "ca-1", Backends: []resource.CertificateAuthorityBackend{{Name: "ca-1", Type: "builtin"}}}
+		}
+		m := resource.New("", "default", spec)
+		resource.ApplyDefaults(m)
+		return m
+	}
+	metricsPort := uint32(1234)
+	tproxy := &resource.TransparentProxying{RedirectPortInbound: 15006, RedirectPortOutbound: 15001}
+	prom := dp("default", "prometheus-1", resource.Networking{Address: "10.0.0.2", TransparentProxying: tproxy,
+		Inbound: []resource.Inbound{{Port: 9090, Tags: tags(resource.ServiceTag, "prometheus-server")}}})
+	echo := dp("default", "echo-1", resource.Networking{Address: "10.0.0.6",
+		Inbound: []resource.Inbound{{Port: 8000, Tags: tags(resource.ServiceTag, "echo")}}})
+	echo.Dataplane().Metrics = &resource.MetricsBackend{Type: "prometheus", Conf: &resource.PrometheusConf{Port: &metricsPort}}
+	skip := true
+	plain := dp("default", "plain-1", resource.Networking{Address: "10.0.0.7",
+		Inbound: []resource.Inbound{{Port: 8000, Tags: tags(resource.ServiceTag, "plain")}}})
+	plain.Dataplane().Metrics = &resource.MetricsBackend{Type: "prometheus", Conf: &resource.PrometheusConf{SkipMTLS: &skip}}
+	secrets := []*resource.Object{
+		resource.NewSecret("default", "default.ca-builtin-cert-ca-1", []byte("-----CA1-----\n")),
+		resource.NewSecret("default", "default.ca-builtin-key-ca-1", []byte("key1")),
+	}
+
+	ix := NewIndex(Inputs{Meshes: []*resource.Object{withMTLS(true)}, Dataplanes: []*resource.Object{prom, echo, plain}, Secrets: secrets})
+	got, err := Generate(ix, prom)
+	require.NoError(t, err)
+	direct := func(addr string, port uint32, svc, cluster, dp string) *meshv1.Outbound {
+		return &meshv1.Outbound{Address: addr, Port: port, Service: svc, Protocol: "tcp", ClusterName: cluster,
+			Name: "outbound:" + addr + ":" + strconv.Itoa(int(port)), Endpoints: []*meshv1.Endpoint{{Address: addr, Port: port, Dataplane: dp}}, Transparent: true}
+	}
+	want := []*meshv1.Outbound{
+		// echo's metrics endpoint, served over mTLS, verified as echo.
+		direct("10.0.0.6", 1234, "echo", "metrics_default_echo-1", "default/echo-1"),
+		// The inbounds at their own addresses (a scrape of the workload).
+		direct("10.0.0.6", 8000, "echo", "direct_default_echo-1_8000", "default/echo-1"),
+		// plain's metrics skip mTLS: a plain passthrough reaches them.
+		direct("10.0.0.7", 8000, "plain", "direct_default_plain-1_8000", "default/plain-1"),
+	}
+	require.Len(t, got.Outbounds, len(want), "%v", got.Outbounds)
+	for i := range want {
+		require.True(t, proto.Equal(want[i], got.Outbounds[i]), "want %v\ngot  %v", want[i], got.Outbounds[i])
+	}
+	e, err := Generate(ix, echo)
+	require.NoError(t, err)
+	require.Empty(t, e.Outbounds, "a dataplane without transparent proxying gets none")
+
+	// A new target changes the scraper's fingerprint.
+	echo2 := dp("default", "echo-2", resource.Networking{Address: "10.0.0.8", Inbound: []resource.Inbound{{Port: 8000, Tags: tags(resource.ServiceTag, "echo")}}})
+	ix2 := NewIndex(Inputs{Meshes: []*resource.Object{withMTLS(true)}, Dataplanes: []*resource.Object{prom, echo, plain, echo2}, Secrets: secrets})
+	require.NotEqual(t, ix.ServiceVersions(prom), ix2.ServiceVersions(prom))
+	got2, err := Generate(ix2, prom)
+	require.NoError(t, err)
+	require.Len(t, got2.Outbounds, 5)
+	require.Equal(t, "outbound:10.0.0.8:5670", got2.Outbounds[3].Name)
+	require.Equal(t, "metrics_default_echo-2", got2.Outbounds[3].ClusterName)
+
+	// An address two dataplanes claim is one outbound, the first's by name
+	// (echo-1's 10.0.0.6:8000, not twin's); loopback ones none.
+	twin := dp("default", "twin", resource.Networking{Address: "10.0.0.6", Inbound: []resource.Inbound{{Port: 8000, Tags: tags(resource.ServiceTag, "twin")}}})
+	local := dp("default", "local", resource.Networking{Address: "127.0.0.9", Inbound: []resource.Inbound{{Port: 8000, Tags: tags(resource.ServiceTag, "local")}}})
+	got3, err := Generate(NewIndex(Inputs{Meshes: []*resource.Object{withMTLS(true)}, Dataplanes: []*resource.Object{prom, echo, plain, twin, local}, Secrets: secrets}), prom)
+	require.NoError(t, err)
+	want3 := []*meshv1.Outbound{want[0], direct("10.0.0.6", 5670, "twin", "metrics_default_twin", "default/twin"), want[1], want[2]}
+	require.Len(t, got3.Outbounds, len(want3), "%v", got3.Outbounds)
+	for i := range want3 {
+		require.True(t, proto.Equal(want3[i], got3.Outbounds[i]), "want %v\ngot  %v", want3[i], got3.Outbounds[i])
+	}
+
+	// Without mTLS the scraper's plain connection passes through.
+	noMTLS, err := Generate(NewIndex(Inputs{Meshes: []*resource.Object{withMTLS(false)}, Dataplanes: []*resource.Object{prom, echo, plain}}), prom)
+	require.NoError(t, err)
+	require.Empty(t, noMTLS.Outbounds)
 }

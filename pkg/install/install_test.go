@@ -323,6 +323,12 @@ func TestGuideJob(t *testing.T) {
 
 	t.Run("kubernetes: kuma_sd_configs", func(t *testing.T) {
 		job := scrapeJobs(t, prometheusYML(t, renderKubernetes(t, kubernetesOptions())))["kuma-dataplanes"]
+		// The guide's rules, then plain text: Prometheus is in the mesh
+		// and its proxy brings mTLS where the endpoint serves it.
+		rules := job["relabel_configs"].([]any)
+		require.Equal(t, map[any]any{"target_label": "__scheme__", "replacement": "http"}, rules[len(rules)-1])
+		job = without(job)
+		job["relabel_configs"] = rules[:len(rules)-1]
 		require.Equal(t, want, without(job, "kuma_sd_configs"))
 		require.Equal(t, []any{map[any]any{"server": "http://kuma-control-plane.kuma-system:5676"}}, job["kuma_sd_configs"])
 	})

@@ -111,11 +111,23 @@ stdout, registered by URL instead of by Service:
 (KUMA_RUNTIME_KUBERNETES_ADMISSION_SERVER_ADDRESS and _PORT); --ca-cert-file is
 the CA that verifies its certificate (the webhook's caBundle). With
 --control-plane-user, that user's own writes skip the webhook; leave it unset
-unless kuma-cp's kubeconfig is a user of its own. "install control-plane"
-includes the webhook configuration of a control plane inside the cluster.`
+unless kuma-cp's kubeconfig is a user of its own. --webhooks chooses what is
+printed: "validating" (the kuma.io resources' validation), "injector" (the
+sidecar injector's mutating webhook, at /inject-sidecar of the same server;
+set KUMA_RUNTIME_KUBERNETES_INJECTOR_CONTROL_PLANE_ADDRESS so that the
+injected proxies reach a control plane outside the cluster), or both (the
+default). "install control-plane" includes both for a control plane inside
+the cluster.`
+
+// The webhook configurations install webhooks prints (--webhooks).
+const (
+	webhookValidating = "validating"
+	webhookInjector   = "injector"
+)
 
 func newInstallWebhooksCmd(rc *RootContext) *cobra.Command {
 	var url, caCertFile, user string
+	var webhooks []string
 	cmd := &cobra.Command{
 		Use:   "webhooks",
 		Short: "Install the admission webhooks of a control plane outside the cluster",
@@ -132,22 +144,43 @@ func newInstallWebhooksCmd(rc *RootContext) *cobra.Command {
 			if err != nil || (u.Path != "" && u.Path != "/") {
 				return fmt.Errorf("--url %q: give the admission server's address without a path, e.g. https://192.0.2.10:5443", url)
 			}
-			u.Path = install.WebhookPath
+			if len(webhooks) == 0 {
+				return fmt.Errorf("--webhooks: name at least one of %s, %s", webhookValidating, webhookInjector)
+			}
 			ca, err := os.ReadFile(caCertFile)
 			if err != nil {
 				return fmt.Errorf("--ca-cert-file: %w", err)
 			}
-			out, err := install.RenderWebhookConfiguration(install.WebhookOptions{
-				URL: u.String(), CABundle: ca, ControlPlaneUser: user,
-			})
-			if err != nil {
-				return err
+			var out []byte
+			for i, w := range webhooks {
+				var doc []byte
+				switch w {
+				case webhookValidating:
+					u.Path = install.WebhookPath
+					doc, err = install.RenderWebhookConfiguration(install.WebhookOptions{
+						URL: u.String(), CABundle: ca, ControlPlaneUser: user,
+					})
+				case webhookInjector:
+					u.Path = install.InjectorPath
+					doc, err = install.RenderInjectorConfiguration(install.WebhookOptions{URL: u.String(), CABundle: ca})
+				default:
+					return fmt.Errorf("--webhooks %q: unknown webhook %q; known: %s, %s", strings.Join(webhooks, ","), w, webhookValidating, webhookInjector)
+				}
+				if err != nil {
+					return err
+				}
+				if i > 0 {
+					out = append(out, "---\n"...)
+				}
+				out = append(out, doc...)
 			}
 			_, err = rc.Stdout.Write(out)
 			return err
 		},
 	}
 	f := cmd.Flags()
+	f.StringSliceVar(&webhooks, "webhooks", []string{webhookValidating, webhookInjector},
+		"webhook configurations to print: "+webhookValidating+" (kuma.io resources), "+webhookInjector+" (the sidecar injector), comma-separated")
 	f.StringVar(&url, "url", "", "https:// address (scheme, host, port) at which the API server reaches kuma-cp's admission server")
 	f.StringVar(&caCertFile, "ca-cert-file", "", "PEM file of the CA that verifies the admission server's certificate")
 	f.StringVar(&user, "control-plane-user", "", "Kubernetes user of kuma-cp whose own writes skip the webhook")

@@ -248,21 +248,27 @@ func TestInstallCRDs(t *testing.T) {
 }
 
 // TestInstallWebhooks: the registration by URL of a control plane outside
-// the cluster is the install package's, at the admission server's path, with
-// the CA file as caBundle and the user's own writes exempted when named.
+// the cluster is the install package's, at the admission server's paths,
+// with the CA file as caBundle and the user's own writes exempted when
+// named: the validating webhook and the sidecar injector by default, either
+// one alone with --webhooks.
 func TestInstallWebhooks(t *testing.T) {
 	ca, err := os.ReadFile(testdataTLS[5])
+	require.NoError(t, err)
+	injector, err := install.RenderInjectorConfiguration(install.WebhookOptions{URL: "https://192.0.2.10:5443" + install.InjectorPath, CABundle: ca})
 	require.NoError(t, err)
 	for _, user := range []string{"", "kuma-cp"} {
 		args := []string{"install", "webhooks", "--url", "https://192.0.2.10:5443/", "--ca-cert-file", testdataTLS[5]}
 		if user != "" {
 			args = append(args, "--control-plane-user", user)
 		}
-		res := runInstall(nil, args...)
-		want, err := install.RenderWebhookConfiguration(install.WebhookOptions{URL: "https://192.0.2.10:5443" + install.WebhookPath, CABundle: ca, ControlPlaneUser: user})
+		validating, err := install.RenderWebhookConfiguration(install.WebhookOptions{URL: "https://192.0.2.10:5443" + install.WebhookPath, CABundle: ca, ControlPlaneUser: user})
 		require.NoError(t, err)
-		require.Equal(t, result{stdout: string(want)}, res)
+		res := runInstall(nil, args...)
+		require.Equal(t, result{stdout: string(validating) + "---\n" + string(injector)}, res)
 		require.Equal(t, user != "", strings.Contains(res.stdout, "request.userInfo.username != 'kuma-cp'"))
+		require.Equal(t, result{stdout: string(validating)}, runInstall(nil, append(args, "--webhooks", "validating")...))
+		require.Equal(t, result{stdout: string(injector)}, runInstall(nil, append(args, "--webhooks", "injector")...))
 	}
 }
 
@@ -288,6 +294,8 @@ func TestInstallControlPlaneGolden(t *testing.T) {
 		{"webhooks over http", []string{"install", "webhooks", "--url", "http://192.0.2.10:5443", "--ca-cert-file", testdataTLS[5]}},
 		{"webhooks URL with a path", []string{"install", "webhooks", "--url", "https://192.0.2.10:5443/validate", "--ca-cert-file", testdataTLS[5]}},
 		{"webhooks CA not PEM", []string{"install", "webhooks", "--url", "https://192.0.2.10:5443", "--ca-cert-file", empty}},
+		{"webhooks unknown webhook", []string{"install", "webhooks", "--url", "https://192.0.2.10:5443", "--ca-cert-file", testdataTLS[5], "--webhooks", "validating,mutating"}},
+		{"webhooks none", []string{"install", "webhooks", "--url", "https://192.0.2.10:5443", "--ca-cert-file", testdataTLS[5], "--webhooks", ""}},
 		{"webhooks bad user", []string{"install", "webhooks", "--url", "https://192.0.2.10:5443", "--ca-cert-file", testdataTLS[5], "--control-plane-user", "it's me"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -95,9 +95,8 @@ func (m *metricsServer) policy(cfg *meshv1.Metrics, mtls *meshv1.MTLS) (*proxy.E
 		}
 		return &proxy.EndpointPolicy{Provided: m.provided, Own: own}, nil
 	case resource.TLSModeActiveMTLSBackend:
-		if mtls == nil {
-			return nil, nil
-		}
+		// Also while the mesh has no mTLS (plain text for everyone then):
+		// the connections admitted so end when mTLS is switched on.
 		return &proxy.EndpointPolicy{Security: m.sec, Allowed: cfg.GetAllowedSources(), Own: own}, nil
 	default:
 		return nil, nil

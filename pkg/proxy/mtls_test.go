@@ -208,3 +208,30 @@ func TestMTLSForHTTPAndGRPC(t *testing.T) {
 	require.Equal(t, healthpb.HealthCheckResponse_SERVING, resp.GetStatus())
 	require.Equal(t, "1", counter(t, pg.serverSt, "rbac.inbound_server.allowed"))
 }
+
+// TestMTLSSwitchOnEndsPlainConnections: a plain-text connection an inbound
+// admitted while the mesh had no mTLS ends when mTLS is switched on, at the
+// end of the permissive window (a client keeping it open, such as a
+// scraper's keep-alive, would otherwise go on in plain text past it).
+func TestMTLSSwitchOnEndsPlainConnections(t *testing.T) {
+	m := newMeshCA(t)
+	echo, _ := echoServer(t, "app")
+	t0 := time.Now()
+	clk := newClock(t0)
+	p := newPair(t, m, "tcp", echo, clk)
+	p.apply(t, nil, "client")
+	established := dial(t, p.inboundPort)
+	require.Equal(t, "app:plain", established.must("plain"))
+
+	// Switched on with the window ending 200 ms after the proxies' now.
+	clk.set(t0.Add(15*time.Second - 200*time.Millisecond))
+	p.apply(t, &meshv1.MTLS{Enabled: true, SwitchAt: t0.Add(5 * time.Second).UnixMilli(), PermissiveUntil: t0.Add(15 * time.Second).UnixMilli()}, "client")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := established.say("still?"); err != nil {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "the plain connection outlived the switch window")
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"slices"
 	"sync"
@@ -32,6 +33,13 @@ type Security struct {
 	pool      atomic.Pointer[x509.CertPool]
 	state     atomic.Pointer[mtlsState]
 	now       func() time.Time
+
+	// plain holds the plain-text connections inbounds admitted while the
+	// mesh had no mTLS: switching mTLS on ends them with the switch
+	// window, as those admitted during it (the reference's listeners drain
+	// the connections of their old filter chains).
+	plainMu sync.Mutex
+	plain   map[*plainConn]struct{}
 }
 
 type mtlsState struct {
@@ -107,8 +115,73 @@ func (s *Security) SetConfig(mesh string, m *meshv1.MTLS) {
 	if m.GetPermissiveUntil() > 0 {
 		st.permissiveUntil = time.UnixMilli(m.GetPermissiveUntil())
 	}
-	s.state.Store(st)
+	old := s.state.Swap(st)
+	if st.enabled && (old == nil || !old.enabled) {
+		s.endPlain(st.permissiveUntil)
+	}
 }
+
+// trackPlain admits a plain-text connection while the mesh has no mTLS:
+// it ends when mTLS is switched on (endPlain).
+func (s *Security) trackPlain(conn net.Conn) net.Conn {
+	c := &plainConn{Conn: conn, s: s}
+	s.plainMu.Lock()
+	if s.plain == nil {
+		s.plain = map[*plainConn]struct{}{}
+	}
+	s.plain[c] = struct{}{}
+	s.plainMu.Unlock()
+	return c
+}
+
+// endPlain closes the tracked plain-text connections at until (at once
+// when it has passed).
+func (s *Security) endPlain(until time.Time) {
+	s.plainMu.Lock()
+	conns := make([]*plainConn, 0, len(s.plain))
+	for c := range s.plain {
+		conns = append(conns, c)
+	}
+	s.plainMu.Unlock()
+	if len(conns) == 0 {
+		return
+	}
+	time.AfterFunc(max(until.Sub(s.now()), 0), func() {
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	})
+}
+
+// plainConn is a tracked plain-text connection; it leaves the tracking
+// when closed. ReadFrom and WriteTo keep the kernel's splice for the
+// copies of a TCP proxy.
+type plainConn struct {
+	net.Conn
+	s    *Security
+	once sync.Once
+}
+
+func (c *plainConn) Close() error {
+	c.once.Do(func() {
+		c.s.plainMu.Lock()
+		delete(c.s.plain, c)
+		c.s.plainMu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+// CloseWrite half-closes when the connection supports it.
+func (c *plainConn) CloseWrite() error {
+	if hc, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return hc.CloseWrite()
+	}
+	return nil
+}
+
+func (c *plainConn) ReadFrom(r io.Reader) (int64, error) { return io.Copy(c.Conn, r) }
+
+func (c *plainConn) WriteTo(w io.Writer) (int64, error) { return io.Copy(w, c.Conn) }
 
 // outboundTLS tells whether a new outbound connection uses mTLS: when mTLS
 // is on (from its switch time on), or off but not yet at the switch time;
@@ -295,7 +368,14 @@ func (g *guard) admit(conn net.Conn) (net.Conn, *ca.Identity, bool) {
 		mode = inboundPermissive
 	}
 	if mode == inboundPlain {
-		return conn, nil, true
+		if g.plainFrom != nil && g.plainFrom(conn.RemoteAddr()) {
+			return conn, nil, true // the dataplane's own: plain whatever the mode
+		}
+		pc := g.sec.trackPlain(conn)
+		if st := g.sec.state.Load(); st != nil && st.enabled {
+			g.sec.endPlain(st.permissiveUntil) // switched on meanwhile
+		}
+		return pc, nil, true
 	}
 	_ = conn.SetReadDeadline(time.Now().Add(handshakeTimeout))
 	br := bufio.NewReaderSize(conn, 512)

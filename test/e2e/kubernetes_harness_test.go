@@ -44,9 +44,11 @@ func startKubernetesControlPlane(t *testing.T, env *k8stest.Env) *controlPlane {
 	)
 	cp.start()
 	// Registered by URL as the README tells a user of a control plane
-	// outside the cluster: kumactl install webhooks.
+	// outside the cluster: kumactl install webhooks. The validating one
+	// only: no kubelet runs these Pods (the test plays its part, without
+	// the transparent proxy the injector would set up).
 	var stderr strings.Builder
-	cmd := exec.Command(filepath.Join(binDir, "kumactl"), "install", "webhooks",
+	cmd := exec.Command(filepath.Join(binDir, "kumactl"), "install", "webhooks", "--webhooks", "validating",
 		"--url", "https://"+net.JoinHostPort(cp.host, cpAdmissionPort),
 		"--ca-cert-file", filepath.Join(cp.workDir, "admission-server-ca.pem"))
 	cmd.Stderr = &stderr

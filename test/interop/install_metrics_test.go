@@ -345,7 +345,12 @@ func TestInstallMetricsKubernetesManifests(t *testing.T) {
 
 			dp := jobs["kuma-dataplanes"]
 			require.Equal(t, "5s", dp.ScrapeInterval.String())
-			require.Equal(t, guideRules(t), relabelRules(dp.RelabelConfigs))
+			// The guide's rules, then plain text: Prometheus is in the mesh
+			// and its proxy brings mTLS where the endpoint serves it.
+			rules := relabelRules(dp.RelabelConfigs)
+			require.Equal(t, guideRules(t), rules[:len(rules)-1])
+			last := rules[len(rules)-1]
+			require.Equal(t, []string{"__scheme__", "http", "replace"}, []string{last.TargetLabel, last.Replacement, last.Action})
 			require.Equal(t, tc.mads, sdConfig[*xds.KumaSDConfig](t, dp).Server)
 
 			require.Equal(t, []string{tc.cpTarget}, staticTargets(t, jobs["kuma-cp"]))
