@@ -216,7 +216,7 @@ if [ -z "${DEMO_PROMETHEUS:-}" ] && curl -s -o /dev/null "http://$PROM/" 2>/dev/
 grafana=(--without-grafana)
 if [ -n "${DEMO_GRAFANA_PLUGIN:-}" ]; then grafana=(--grafana-plugin "$DEMO_GRAFANA_PLUGIN"); fi
 $KUMACTL install metrics --universal --output-dir "$DEMO/metrics" --overwrite "${grafana[@]}" \
-  --kuma-cp-address "http://$CP:5676" --kuma-cp-api-address "http://$CP:5681" >"$DEMO/install-metrics.log"
+  --kuma-cp-address "http://$CP:5676" --kuma-cp-api-address "http://$CP:5681" --prometheus-address "$PROM" >"$DEMO/install-metrics.log"
 start prometheus prometheus --config.file="$DEMO/metrics/prometheus.yml" \
   --web.listen-address="$PROM" --storage.tsdb.path="$DEMO/prometheus-data" \
   --storage.tsdb.retention.time=1d --log.level=warn

@@ -54,11 +54,14 @@ func TestKumaDatasourceProvisioned(t *testing.T) {
 	m := objectMap(t, renderKubernetes(t, k8s))
 	require.NoError(t, yamlv2.Unmarshal([]byte(m["ConfigMap/grafana-datasources"]), &cm))
 	uni := universalOptions()
+	elsewhere := universalOptions()
+	elsewhere.PrometheusAddress = "127.0.0.7:19090"
 	for name, tc := range map[string]struct {
 		file, prometheusURL, cpURL string
 	}{
-		"kubernetes": {cm.Data["kuma.yaml"], "http://prometheus-server.kuma-metrics", "https://cp.example:5682"},
-		"universal":  {renderUniversal(t, uni)[install.UniversalDatasourcesFile], install.UniversalPrometheusURL, install.DefaultUniversalCPAPIAddress},
+		"kubernetes":                      {cm.Data["kuma.yaml"], "http://prometheus-server.kuma-metrics", "https://cp.example:5682"},
+		"universal":                       {renderUniversal(t, uni)[install.UniversalDatasourcesFile], install.UniversalPrometheusURL, install.DefaultUniversalCPAPIAddress},
+		"universal, Prometheus elsewhere": {renderUniversal(t, elsewhere)[install.UniversalDatasourcesFile], "http://127.0.0.7:19090", install.DefaultUniversalCPAPIAddress},
 	} {
 		t.Run(name, func(t *testing.T) {
 			ds := datasourcesOf(t, tc.file)

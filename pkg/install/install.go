@@ -77,7 +77,10 @@ const (
 	CPDiagnosticsPort = "5680"
 	// UniversalPrometheusURL is where Grafana finds Prometheus in Universal
 	// mode (Prometheus' default listen address).
-	UniversalPrometheusURL = "http://127.0.0.1:9090"
+	UniversalPrometheusURL = "http://" + DefaultUniversalPrometheusAddress
+	// DefaultUniversalPrometheusAddress is where Prometheus listens in
+	// Universal mode unless --prometheus-address says otherwise.
+	DefaultUniversalPrometheusAddress = "127.0.0.1:9090"
 	// kubernetesDashboardsDir is where Grafana's pod mounts the dashboards.
 	kubernetesDashboardsDir = "/etc/grafana/dashboards/kuma"
 	// maxConfigMapData is the most a ConfigMap may hold.
@@ -133,6 +136,10 @@ type Options struct {
 	// Dashboards holds the Grafana dashboards: every *.json file in it,
 	// provisioned as is. Required unless WithoutGrafana.
 	Dashboards fs.FS
+	// PrometheusAddress (Universal only) is the host:port Prometheus listens
+	// on: its own scrape target, and where Grafana's datasources find it;
+	// empty is DefaultUniversalPrometheusAddress.
+	PrometheusAddress string
 	// OutputDir is the absolute directory the Universal files are for;
 	// Grafana's dashboard provider points into it (Universal only).
 	OutputDir string
@@ -205,6 +212,8 @@ type data struct {
 	KumaCPMetricsTarget string
 	HTTPSDURL           string
 	PrometheusURL       string
+	// PrometheusSelf is Prometheus' own scrape target.
+	PrometheusSelf string
 
 	Prometheus bool
 	Grafana    bool
@@ -239,6 +248,7 @@ func RenderKubernetes(opts Options) ([]byte, error) {
 	d.Namespace = opts.Namespace
 	d.Mesh = opts.Mesh
 	d.PrometheusURL = "http://prometheus-server." + opts.Namespace
+	d.PrometheusSelf = "localhost:9090"
 	d.DashboardsDir = kubernetesDashboardsDir
 	d.GrafanaPluginsDir = grafanaPluginsDir
 	d.Images = images{Prometheus: PrometheusImage, KubeStateMetrics: KubeStateMetricsImage, Grafana: GrafanaImage, GrafanaPlugin: opts.GrafanaPluginImage}
@@ -264,7 +274,11 @@ func RenderUniversal(opts Options) (map[string][]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	d.PrometheusURL = UniversalPrometheusURL
+	prom := opts.PrometheusAddress
+	if prom == "" {
+		prom = DefaultUniversalPrometheusAddress
+	}
+	d.PrometheusURL, d.PrometheusSelf = "http://"+prom, prom
 	d.DashboardsDir = filepath.Join(opts.OutputDir, filepath.FromSlash(UniversalDashboardsDir))
 	d.ProvisioningDir = filepath.Join(opts.OutputDir, "grafana", "provisioning")
 	d.GrafanaConfigFile = filepath.Join(opts.OutputDir, filepath.FromSlash(UniversalGrafanaConfigFile))
@@ -423,6 +437,13 @@ func validate(opts Options, universal bool) error {
 	case !universal && strings.ContainsAny(opts.GrafanaPluginImage, " \t\n\"'"):
 		errs = append(errs, fmt.Errorf("--grafana-plugin-image %q is not an image reference", opts.GrafanaPluginImage))
 	}
+	if opts.PrometheusAddress != "" {
+		if !universal {
+			errs = append(errs, errors.New("--prometheus-address applies only with --universal"))
+		} else if host, port, err := net.SplitHostPort(opts.PrometheusAddress); err != nil || host == "" || !validPort(port) || strings.ContainsAny(host, " \t\n\"'/@") {
+			errs = append(errs, fmt.Errorf("--prometheus-address %q must be host:port, such as 127.0.0.1:9090", opts.PrometheusAddress))
+		}
+	}
 	if universal {
 		switch {
 		case opts.OutputDir == "":
@@ -524,4 +545,10 @@ func validateURL(flag, raw, what string) error {
 		}
 	}
 	return nil
+}
+
+// validPort says whether p is a port number, 1-65535.
+func validPort(p string) bool {
+	n, err := strconv.Atoi(p)
+	return err == nil && n >= 1 && n <= 65535
 }

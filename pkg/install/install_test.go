@@ -771,3 +771,26 @@ func TestUniversalSecuredDiscovery(t *testing.T) {
 	local.KumaCPTokenFile = "/etc/prometheus/kuma-cp.token"
 	require.Contains(t, renderUniversal(t, local)["prometheus.yml"], "credentials_file:")
 }
+
+// TestUniversalPrometheusAddress: --prometheus-address is Prometheus' own
+// scrape target and the Grafana datasources' Prometheus URL; a bad one is
+// refused naming the flag, and Kubernetes refuses it.
+func TestUniversalPrometheusAddress(t *testing.T) {
+	opts := install.Options{
+		KumaCPAddress: install.DefaultUniversalCPAddress, KumaCPAPIAddress: install.DefaultUniversalCPAPIAddress,
+		WithoutGrafana: true, OutputDir: "/etc/kuma-metrics", PrometheusAddress: "127.0.0.7:19090",
+	}
+	files, err := install.RenderUniversal(opts)
+	require.NoError(t, err)
+	require.Contains(t, string(files[install.UniversalPrometheusFile]), "- job_name: prometheus\n  static_configs:\n  - targets:\n    - \"127.0.0.7:19090\"\n")
+
+	for _, bad := range []string{"127.0.0.7", ":9090", "127.0.0.7:0", "127.0.0.7:http", "a b:9090"} {
+		opts.PrometheusAddress = bad
+		_, err := install.RenderUniversal(opts)
+		require.ErrorContains(t, err, "--prometheus-address", bad)
+	}
+	k := opts
+	k.PrometheusAddress, k.Namespace, k.Mesh, k.OutputDir = "127.0.0.7:19090", "kuma-metrics", "default", ""
+	_, err = install.RenderKubernetes(k)
+	require.ErrorContains(t, err, "--prometheus-address applies only with --universal")
+}

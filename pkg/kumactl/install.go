@@ -252,7 +252,7 @@ tls_config and authorization.`
 func newInstallMetricsCmd(rc *RootContext) *cobra.Command {
 	var (
 		namespace, mesh, cpAddress, cpAPIAddress, outputDir     string
-		pluginImage, pluginSource                               string
+		pluginImage, pluginSource, prometheusAddress            string
 		cpCACertFile, cpTokenFile                               string
 		withoutPrometheus, withoutGrafana, universal, overwrite bool
 	)
@@ -264,7 +264,7 @@ func newInstallMetricsCmd(rc *RootContext) *cobra.Command {
 		RunE: func(c *cobra.Command, _ []string) error {
 			flags := c.Flags()
 			if !universal {
-				for _, f := range []string{"output-dir", "overwrite", "kuma-cp-ca-cert-file", "kuma-cp-token-file", "grafana-plugin"} {
+				for _, f := range []string{"output-dir", "overwrite", "kuma-cp-ca-cert-file", "kuma-cp-token-file", "grafana-plugin", "prometheus-address"} {
 					if flags.Changed(f) {
 						return fmt.Errorf("--%s applies only with --universal", f)
 					}
@@ -324,6 +324,7 @@ func newInstallMetricsCmd(rc *RootContext) *cobra.Command {
 				WithoutGrafana:    withoutGrafana,
 				Dashboards:        rc.Dashboards,
 				OutputDir:         dir,
+				PrometheusAddress: prometheusAddress,
 			})
 			if err != nil {
 				return err
@@ -373,6 +374,8 @@ func newInstallMetricsCmd(rc *RootContext) *cobra.Command {
 	f.BoolVar(&withoutGrafana, "without-grafana", false, "leave out Grafana")
 	f.BoolVar(&universal, "universal", false, "write the files of a Universal setup to --output-dir instead of Kubernetes manifests")
 	f.StringVar(&outputDir, "output-dir", "", "directory for the Universal files (with --universal)")
+	f.StringVar(&prometheusAddress, "prometheus-address", install.DefaultUniversalPrometheusAddress,
+		"host:port Prometheus listens on (its --web.listen-address; with --universal): its own scrape target and the Grafana datasources' Prometheus URL")
 	f.BoolVar(&overwrite, "overwrite", false, "replace existing files in --output-dir (with --universal)")
 	f.StringVar(&pluginImage, "grafana-plugin-image", install.DefaultGrafanaPluginImage+":"+version.Version,
 		"image holding the Kuma datasource plugin at /"+install.KumaDatasourceType+", copied into Grafana's plugins by an init container (Kubernetes)")
