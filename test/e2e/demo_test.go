@@ -179,6 +179,10 @@ func TestDemo(t *testing.T) {
 				return fmt.Errorf("Prometheus does not scrape %s yet: %v", dp, up)
 			}
 		}
+		// Prometheus scrapes itself where it listens (not localhost:9090).
+		if self := pools["prometheus"]; len(self) != 1 || self[0].Health != "up" {
+			return fmt.Errorf("Prometheus does not scrape itself: %+v", self)
+		}
 		return nil
 	})
 
