@@ -367,9 +367,8 @@ func TestAgainstTheDemo(t *testing.T) {
 		}
 		require.Equal(t, "kuma", kuma.uid, "a datasource with uid kuma is provisioned")
 		require.Equal(t, cp, kuma.url)
-		require.JSONEq(t, `{"prometheusUrl":"http://127.0.0.1:9090"}`, kuma.jsonData,
-			"Prometheus' default address: the demo's runs elsewhere")
-		kuma.jsonData = `{"prometheusUrl":"` + prom + `"}`
+		require.JSONEq(t, `{"prometheusUrl":"`+prom+`"}`, kuma.jsonData,
+			"the demo's Prometheus, where kumactl install metrics --prometheus-address says it listens")
 
 		installed := startPluginBinary(t, filepath.Join(folder, manifest.Executable+"_linux_"+runtime.GOARCH))
 		res := installed.checkHealth(t, kuma)
