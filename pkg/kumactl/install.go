@@ -358,7 +358,7 @@ func newInstallMetricsCmd(rc *RootContext) *cobra.Command {
 				}
 				names = append(names, fmt.Sprintf("%s/ (the Kuma datasource plugin, %d files)", install.PluginFolder, len(written)))
 			}
-			return printUniversalHowTo(rc, dir, cpAddress, names, !withoutPrometheus, !withoutGrafana)
+			return printUniversalHowTo(rc, dir, cpAddress, prometheusAddress, names, !withoutPrometheus, !withoutGrafana)
 		},
 	}
 	f := cmd.Flags()
@@ -422,21 +422,21 @@ func writeFiles(dir string, files map[string][]byte, overwrite bool) ([]string, 
 	return names, nil
 }
 
-func printUniversalHowTo(rc *RootContext, dir, cpAddress string, names []string, prometheus, grafana bool) error {
+func printUniversalHowTo(rc *RootContext, dir, cpAddress, prometheusAddress string, names []string, prometheus, grafana bool) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Wrote to %s:\n", dir)
 	for _, name := range names {
 		fmt.Fprintf(&b, "  %s\n", name)
 	}
 	if prometheus {
-		fmt.Fprintf(&b, "\nRun Prometheus; it discovers the dataplanes from the control plane at %s:\n\n  prometheus --config.file=%s\n",
-			cpAddress, shellQuote(filepath.Join(dir, install.UniversalPrometheusFile)))
+		fmt.Fprintf(&b, "\nRun Prometheus; it discovers the dataplanes from the control plane at %s:\n\n  prometheus --config.file=%s --web.listen-address=%s\n",
+			cpAddress, shellQuote(filepath.Join(dir, install.UniversalPrometheusFile)), shellQuote(prometheusAddress))
 	}
 	if grafana {
 		fmt.Fprintf(&b, "\nRun Grafana with these settings (provisioning, the Kuma datasource plugin, allowed unsigned);\n"+
 			"its Prometheus datasource is %s:\n\n"+
 			"  grafana server --homepath /usr/share/grafana --config %s\n",
-			install.UniversalPrometheusURL, shellQuote(filepath.Join(dir, filepath.FromSlash(install.UniversalGrafanaConfigFile))))
+			"http://"+prometheusAddress, shellQuote(filepath.Join(dir, filepath.FromSlash(install.UniversalGrafanaConfigFile))))
 	}
 	_, err := fmt.Fprint(rc.Stdout, b.String())
 	return err

@@ -91,6 +91,8 @@ func TestInstallMetricsGolden(t *testing.T) {
 		{"universal with the plugin image", []string{"install", "metrics", "--universal", "--output-dir", "out", "--grafana-plugin-image", "x:1"}},
 		{"plugin without universal", []string{"install", "metrics", "--grafana-plugin", "nope.zip"}},
 		{"empty plugin image", []string{"install", "metrics", "--grafana-plugin-image", ""}},
+		{"prometheus address without universal", []string{"install", "metrics", "--prometheus-address", "127.0.0.7:19090"}},
+		{"universal bad prometheus address", []string{"install", "metrics", "--universal", "--output-dir", "out", "--without-grafana", "--prometheus-address", "127.0.0.7"}},
 		{"an argument", []string{"install", "metrics", "extra"}},
 		{"unknown install", []string{"install", "tracing"}},
 	} {
