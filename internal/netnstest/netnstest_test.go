@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -232,6 +233,18 @@ func TestNewPodAndRemove(t *testing.T) {
 	require.NoError(t, cmd.Start())
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
+	// Remove kills what runs in the namespace: wait until nsenter has
+	// entered it (before, the process is still the test's own namespace's).
+	pid := strconv.Itoa(cmd.Process.Pid)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out, _ := exec.Command("ip", "netns", "pids", m.p.NS).Output()
+		if slices.Contains(strings.Fields(string(out)), pid) {
+			break
+		}
+		require.False(t, time.Now().After(deadline), "the process never entered the pod's namespace")
+		time.Sleep(10 * time.Millisecond)
+	}
 	m.p.Remove()
 	select {
 	case <-done:
