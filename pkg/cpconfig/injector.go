@@ -9,6 +9,7 @@ import (
 
 	k8sresource "k8s.io/apimachinery/pkg/api/resource"
 
+	"github.com/kumametrics/mesh/pkg/dpserver"
 	"github.com/kumametrics/mesh/pkg/version"
 )
 
@@ -94,7 +95,7 @@ func (c Config) InjectorCACertFile() string {
 	if f := c.Runtime.Kubernetes.Injector.CACertFile; f != "" {
 		return f
 	}
-	return filepath.Join(c.General.WorkDir, "dp-server-ca.pem")
+	return filepath.Join(c.General.WorkDir, dpserver.CAFile)
 }
 
 // InitImage is the init container's image.
