@@ -9,8 +9,6 @@ import (
 	"net/http"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	k8sresource "k8s.io/apimachinery/pkg/api/resource"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kumametrics/mesh/pkg/cpconfig"
@@ -61,36 +59,16 @@ func (cp *ControlPlane) startKubernetesAdmission(k *kubernetesMode) error {
 // which the injector reads from its file).
 func injectorSettings(cfg cpconfig.Config) (injector.Settings, error) {
 	c := cfg.Runtime.Kubernetes.Injector
-	s := injector.Settings{
+	res, err := c.SidecarContainer.Resources.Requirements()
+	if err != nil {
+		return injector.Settings{}, err
+	}
+	return injector.Settings{
 		SidecarImage: c.SidecarContainer.Image, InitImage: c.InitImage(),
 		ControlPlaneAddress: cfg.InjectorControlPlaneAddress(),
 		UID:                 c.SidecarContainer.UID,
-	}
-	list := func(l cpconfig.ResourceList) (corev1.ResourceList, error) {
-		out := corev1.ResourceList{}
-		for name, v := range map[corev1.ResourceName]string{corev1.ResourceCPU: l.CPU, corev1.ResourceMemory: l.Memory} {
-			if v == "" {
-				continue
-			}
-			q, err := k8sresource.ParseQuantity(v)
-			if err != nil {
-				return nil, fmt.Errorf("runtime.kubernetes.injector.sidecarContainer.resources: %s %q: %w", name, v, err)
-			}
-			out[name] = q
-		}
-		if len(out) == 0 {
-			return nil, nil
-		}
-		return out, nil
-	}
-	var err error
-	if s.Resources.Requests, err = list(c.SidecarContainer.Resources.Requests); err != nil {
-		return s, err
-	}
-	if s.Resources.Limits, err = list(c.SidecarContainer.Resources.Limits); err != nil {
-		return s, err
-	}
-	return s, nil
+		Resources:           res,
+	}, nil
 }
 
 // startAdmissionServer binds the admission webhooks' HTTPS server

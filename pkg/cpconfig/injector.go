@@ -1,14 +1,18 @@
 package cpconfig
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
 	"path/filepath"
 	"strconv"
+	"strings"
 
+	corev1 "k8s.io/api/core/v1"
 	k8sresource "k8s.io/apimachinery/pkg/api/resource"
 
+	"github.com/kumametrics/mesh/pkg/dpserver"
 	"github.com/kumametrics/mesh/pkg/version"
 )
 
@@ -94,7 +98,51 @@ func (c Config) InjectorCACertFile() string {
 	if f := c.Runtime.Kubernetes.Injector.CACertFile; f != "" {
 		return f
 	}
-	return filepath.Join(c.General.WorkDir, "dp-server-ca.pem")
+	return filepath.Join(c.General.WorkDir, dpserver.CAFile)
+}
+
+// Requirements are the sidecar's requests and limits as Kubernetes takes
+// them: a list without a quantity is nil. It fails, naming the setting, on
+// a quantity validation refuses.
+func (r SidecarResources) Requirements() (corev1.ResourceRequirements, error) {
+	res, errs := r.requirements()
+	if len(errs) > 0 {
+		return corev1.ResourceRequirements{}, errors.New(strings.Join(errs, "; "))
+	}
+	return res, nil
+}
+
+// requirements parses the quantities, with an error for each one that is
+// not a non-negative Kubernetes quantity.
+func (r SidecarResources) requirements() (corev1.ResourceRequirements, []string) {
+	var out corev1.ResourceRequirements
+	var errs []string
+	for _, q := range []struct {
+		key, env string
+		list     *corev1.ResourceList
+		name     corev1.ResourceName
+		v        string
+	}{
+		{"requests.cpu", "REQUESTS_CPU", &out.Requests, corev1.ResourceCPU, r.Requests.CPU},
+		{"requests.memory", "REQUESTS_MEMORY", &out.Requests, corev1.ResourceMemory, r.Requests.Memory},
+		{"limits.cpu", "LIMITS_CPU", &out.Limits, corev1.ResourceCPU, r.Limits.CPU},
+		{"limits.memory", "LIMITS_MEMORY", &out.Limits, corev1.ResourceMemory, r.Limits.Memory},
+	} {
+		if q.v == "" {
+			continue // no request or limit of that resource
+		}
+		v, err := k8sresource.ParseQuantity(q.v)
+		if err != nil || v.Sign() < 0 {
+			errs = append(errs, fmt.Sprintf("runtime.kubernetes.injector.sidecarContainer.resources.%s (KUMA_RUNTIME_KUBERNETES_INJECTOR_SIDECAR_CONTAINER_RESOURCES_%s): must be a non-negative Kubernetes quantity such as 50m or 64Mi, got %q",
+				q.key, q.env, q.v))
+			continue
+		}
+		if *q.list == nil {
+			*q.list = corev1.ResourceList{}
+		}
+		(*q.list)[q.name] = v
+	}
+	return out, errs
 }
 
 // InitImage is the init container's image.
@@ -115,28 +163,11 @@ func (c Config) validateInjector() []string {
 	if uid := inj.SidecarContainer.UID; uid < 1 || uid > 2147483647 {
 		errs = append(errs, fmt.Sprintf("runtime.kubernetes.injector.sidecarContainer.uid (KUMA_RUNTIME_KUBERNETES_INJECTOR_SIDECAR_CONTAINER_UID): must be a user id from 1 to 2147483647 (not root: its traffic passes the transparent proxy uncaptured), got %d", uid))
 	}
-	quantities := []struct{ key, env, v string }{
-		{"requests.cpu", "REQUESTS_CPU", inj.SidecarContainer.Resources.Requests.CPU},
-		{"requests.memory", "REQUESTS_MEMORY", inj.SidecarContainer.Resources.Requests.Memory},
-		{"limits.cpu", "LIMITS_CPU", inj.SidecarContainer.Resources.Limits.CPU},
-		{"limits.memory", "LIMITS_MEMORY", inj.SidecarContainer.Resources.Limits.Memory},
-	}
-	parsed := map[string]k8sresource.Quantity{}
-	for _, q := range quantities {
-		if q.v == "" {
-			continue // no request or limit of that resource
-		}
-		v, err := k8sresource.ParseQuantity(q.v)
-		if err != nil || v.Sign() < 0 {
-			errs = append(errs, fmt.Sprintf("runtime.kubernetes.injector.sidecarContainer.resources.%s (KUMA_RUNTIME_KUBERNETES_INJECTOR_SIDECAR_CONTAINER_RESOURCES_%s): must be a non-negative Kubernetes quantity such as 50m or 64Mi, got %q",
-				q.key, q.env, q.v))
-			continue
-		}
-		parsed[q.key] = v
-	}
-	for _, r := range []string{"cpu", "memory"} {
-		req, okR := parsed["requests."+r]
-		lim, okL := parsed["limits."+r]
+	res, resErrs := inj.SidecarContainer.Resources.requirements()
+	errs = append(errs, resErrs...)
+	for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+		req, okR := res.Requests[r]
+		lim, okL := res.Limits[r]
 		if okR && okL && req.Cmp(lim) > 0 {
 			errs = append(errs, fmt.Sprintf("runtime.kubernetes.injector.sidecarContainer.resources.requests.%s: must not exceed limits.%s (%s), got %s", r, r, lim.String(), req.String()))
 		}

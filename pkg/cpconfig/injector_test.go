@@ -105,3 +105,23 @@ func TestInjectorValidation(t *testing.T) {
 	_, err := Load("", env(map[string]string{"KUMA_DP_SERVER_TLS_CERT_FILE": "/c/tls.crt", "KUMA_DP_SERVER_TLS_KEY_FILE": "/c/tls.key"}))
 	require.NoError(t, err)
 }
+
+// TestSidecarRequirements: the configured quantities are the sidecar's
+// Kubernetes requests and limits; an unset list is none, a bad quantity
+// an error naming its setting.
+func TestSidecarRequirements(t *testing.T) {
+	res, err := DefaultInjector().SidecarContainer.Resources.Requirements()
+	require.NoError(t, err)
+	require.Equal(t, "50m", res.Requests.Cpu().String())
+	require.Equal(t, "64Mi", res.Requests.Memory().String())
+	require.Equal(t, "1", res.Limits.Cpu().String())
+	require.Equal(t, "512Mi", res.Limits.Memory().String())
+
+	res, err = SidecarResources{Requests: ResourceList{Memory: "32Mi"}}.Requirements()
+	require.NoError(t, err)
+	require.Len(t, res.Requests, 1)
+	require.Nil(t, res.Limits)
+
+	_, err = SidecarResources{Limits: ResourceList{CPU: "-1"}}.Requirements()
+	require.ErrorContains(t, err, `runtime.kubernetes.injector.sidecarContainer.resources.limits.cpu (KUMA_RUNTIME_KUBERNETES_INJECTOR_SIDECAR_CONTAINER_RESOURCES_LIMITS_CPU): must be a non-negative Kubernetes quantity such as 50m or 64Mi, got "-1"`)
+}

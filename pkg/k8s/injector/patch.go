@@ -92,7 +92,8 @@ func appended[T any](ops []Operation, path string, before, after []T) ([]Operati
 	return ops, nil
 }
 
+// pointerEscaper makes a map key one JSON pointer token (RFC 6901).
+var pointerEscaper = strings.NewReplacer("~", "~0", "/", "~1")
+
 // escape makes a map key one JSON pointer token (RFC 6901).
-func escape(k string) string {
-	return strings.NewReplacer("~", "~0", "/", "~1").Replace(k)
-}
+func escape(k string) string { return pointerEscaper.Replace(k) }
