@@ -16,10 +16,10 @@ type Sample struct {
 }
 
 // Service is a service of the mesh as the control plane's service insights
-// know it.
+// know it: its dataplanes online, offline and in total (a node's status is
+// computed from them, after roll-up).
 type Service struct {
 	Name                   string
-	Status                 string
 	Online, Offline, Total int
 }
 

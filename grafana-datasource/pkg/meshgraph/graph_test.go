@@ -88,9 +88,9 @@ func TestDemo(t *testing.T) {
 	httpEdge(r, "traffic", "frontend", 20, 0.2)
 	httpEdge(r, "frontend", "backend", 20, 0.2)
 	g := Compute(Input{Results: r, Services: []Service{
-		{Name: "backend", Status: StatusOnline, Online: 2, Total: 2},
-		{Name: "frontend", Status: StatusOnline, Online: 1, Total: 1},
-		{Name: "traffic", Status: StatusOnline, Online: 1, Total: 1},
+		{Name: "backend", Online: 2, Total: 2},
+		{Name: "frontend", Online: 1, Total: 1},
+		{Name: "traffic", Online: 1, Total: 1},
 	}})
 	require.Equal(t, []string{"backend", "frontend", "traffic"}, nodeIDs(g))
 	require.Equal(t, []string{"frontend->backend", "traffic->frontend"}, edgeIDs(g))

@@ -110,7 +110,7 @@ func (d *Datasource) meshGraph(ctx context.Context, q query.Query, dq backend.Da
 	in.MeshMTLS = mesh.MTLS != nil && mesh.MTLS.EnabledBackend != ""
 	for _, s := range services {
 		in.Services = append(in.Services, meshgraph.Service{
-			Name: s.Name, Status: s.Status, Online: s.Dataplanes.Online, Offline: s.Dataplanes.Offline, Total: s.Dataplanes.Total,
+			Name: s.Name, Online: s.Dataplanes.Online, Offline: s.Dataplanes.Offline, Total: s.Dataplanes.Total,
 		})
 	}
 	nodes, edges := frames.Graph(meshgraph.Compute(in))
