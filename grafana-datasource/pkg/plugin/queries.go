@@ -81,9 +81,6 @@ func (d *Datasource) meshGraph(ctx context.Context, q query.Query, dq backend.Da
 		switch i {
 		case len(queries):
 			mesh, errs[i] = d.cp.Mesh(ctx, q.Mesh)
-			if kumaapi.IsNotFound(errs[i]) {
-				errs[i] = fmt.Errorf("mesh %q not found: %w", q.Mesh, errs[i])
-			}
 		case len(queries) + 1:
 			services, errs[i] = d.cp.ServiceInsights(ctx, q.Mesh)
 		default:
@@ -143,9 +140,6 @@ func (d *Datasource) services(ctx context.Context, mesh string) ([]kumaapi.Servi
 	errs := make([]error, len(meshes))
 	parallel(len(meshes), func(i int) {
 		lists[i], errs[i] = d.cp.ServiceInsights(ctx, meshes[i])
-		if kumaapi.IsNotFound(errs[i]) {
-			errs[i] = fmt.Errorf("mesh %q not found: %w", meshes[i], errs[i])
-		}
 	})
 	var all []kumaapi.ServiceInsight
 	for i := range meshes {
