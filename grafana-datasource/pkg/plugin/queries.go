@@ -3,6 +3,7 @@ package plugin
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 
 	"github.com/grafana/grafana-plugin-sdk-go/backend"
@@ -96,9 +97,9 @@ func (d *Datasource) meshGraph(ctx context.Context, q query.Query, dq backend.Da
 	})
 	// The control plane's errors first: a missing mesh says more than the
 	// queries about it.
-	for _, i := range append([]int{len(queries), len(queries) + 1}, indexes(len(queries))...) {
-		if errs[i] != nil {
-			return nil, errs[i]
+	for _, err := range slices.Concat(errs[len(queries):], errs[:len(queries)]) {
+		if err != nil {
+			return nil, err
 		}
 	}
 	for i, qr := range queries {
@@ -112,14 +113,6 @@ func (d *Datasource) meshGraph(ctx context.Context, q query.Query, dq backend.Da
 	}
 	nodes, edges := frames.Graph(meshgraph.Compute(in))
 	return data.Frames{nodes, edges}, nil
-}
-
-func indexes(n int) []int {
-	out := make([]int, n)
-	for i := range out {
-		out[i] = i
-	}
-	return out
 }
 
 // services lists the services of a mesh, or of every mesh when mesh is "",
