@@ -14,16 +14,16 @@ import (
 	"github.com/kumametrics/mesh/grafana-datasource/pkg/settings"
 )
 
-// fakePrometheus is a real HTTP server answering buildinfo as Prometheus
+// recordingServer is a real HTTP server answering buildinfo as Prometheus
 // does, recording the path and Authorization header of each call.
-type fakePrometheus struct {
+type recordingServer struct {
 	*httptest.Server
 	mu   sync.Mutex
 	seen []string
 }
 
-func startPrometheus(t *testing.T) *fakePrometheus {
-	p := &fakePrometheus{}
+func startRecordingServer(t *testing.T) *recordingServer {
+	p := &recordingServer{}
 	p.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.mu.Lock()
 		p.seen = append(p.seen, r.URL.Path+" "+r.Header.Get("Authorization"))
@@ -37,7 +37,7 @@ func startPrometheus(t *testing.T) *fakePrometheus {
 
 // call asks Prometheus' version as the datasource would with settings s,
 // and returns what the server saw.
-func (p *fakePrometheus) call(t *testing.T, s settings.Settings) string {
+func (p *recordingServer) call(t *testing.T, s settings.Settings) string {
 	t.Helper()
 	c := promapi.New(s.Prometheus, settings.HTTPClient(s.PrometheusTLS, s.Timeout), s.PrometheusAuthorization)
 	b, err := c.BuildInfo(context.Background())
@@ -52,7 +52,7 @@ func (p *fakePrometheus) call(t *testing.T, s settings.Settings) string {
 // Prometheus is reached with basic auth, a bearer token, or through
 // Grafana's datasource proxy with a service-account token.
 func TestPrometheusAuthorization(t *testing.T) {
-	p := startPrometheus(t)
+	p := startRecordingServer(t)
 	cp := "http://127.0.0.1:5681"
 
 	s, err := settings.Parse(settings.Input{URL: cp,
