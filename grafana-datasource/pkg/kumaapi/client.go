@@ -137,7 +137,7 @@ func (c *Client) Meshes(ctx context.Context) ([]Mesh, error) {
 func (c *Client) Mesh(ctx context.Context, name string) (Mesh, error) {
 	var m Mesh
 	err := c.get(ctx, "/meshes/"+url.PathEscape(name), nil, &m)
-	return m, err
+	return m, meshNotFound(name, err)
 }
 
 // Zones lists the control plane's zones (one for a single-zone one).
@@ -147,7 +147,17 @@ func (c *Client) Zones(ctx context.Context) ([]Zone, error) {
 
 // ServiceInsights lists the services of a mesh with their dataplanes.
 func (c *Client) ServiceInsights(ctx context.Context, mesh string) ([]ServiceInsight, error) {
-	return list[ServiceInsight](ctx, c, "/meshes/"+url.PathEscape(mesh)+"/service-insights")
+	ss, err := list[ServiceInsight](ctx, c, "/meshes/"+url.PathEscape(mesh)+"/service-insights")
+	return ss, meshNotFound(mesh, err)
+}
+
+// meshNotFound names the mesh in the API's 404 for a path under it (still
+// IsNotFound).
+func meshNotFound(mesh string, err error) error {
+	if IsNotFound(err) {
+		return fmt.Errorf("mesh %q not found: %w", mesh, err)
+	}
+	return err
 }
 
 // list reads every page of a list.

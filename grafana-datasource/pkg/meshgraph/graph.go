@@ -16,10 +16,10 @@ type Sample struct {
 }
 
 // Service is a service of the mesh as the control plane's service insights
-// know it.
+// know it: its dataplanes online, offline and in total (a node's status is
+// computed from them, after roll-up).
 type Service struct {
 	Name                   string
-	Status                 string
 	Online, Offline, Total int
 }
 
@@ -212,7 +212,7 @@ func Compute(in Input) Graph {
 	add(Requests, func(t *Traffic, s Sample) { t.RequestsPerSecond += s.Value })
 	add(LatencyBuckets, func(t *Traffic, s Sample) {
 		if le, err := strconv.ParseFloat(s.Labels[LabelLe], 64); err == nil {
-			t.Latency = t.Latency.merge(Histogram{{UpperBound: le, Count: s.Value}})
+			t.Latency = append(t.Latency, Bucket{UpperBound: le, Count: s.Value})
 		}
 	})
 	add(Connections, func(t *Traffic, s Sample) { t.ConnectionsPerSecond += s.Value })
@@ -220,6 +220,11 @@ func Compute(in Input) Graph {
 	add(SentBytes, func(t *Traffic, s Sample) { t.SentBytesPerSecond += s.Value })
 	add(ReceivedBytes, func(t *Traffic, s Sample) { t.ReceivedBytesPerSecond += s.Value })
 	add(Handshakes, func(t *Traffic, s Sample) { t.Handshakes += s.Value })
+	// The buckets came as the answer listed them: sort them by upper bound,
+	// summing those of callers rolled into one, once per edge.
+	for _, t := range traffic {
+		t.Latency = Histogram(nil).merge(t.Latency)
+	}
 
 	nodes := map[string]*Node{}
 	node := func(id string) *Node {

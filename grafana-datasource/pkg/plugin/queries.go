@@ -3,6 +3,7 @@ package plugin
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 
 	"github.com/grafana/grafana-plugin-sdk-go/backend"
@@ -81,9 +82,6 @@ func (d *Datasource) meshGraph(ctx context.Context, q query.Query, dq backend.Da
 		switch i {
 		case len(queries):
 			mesh, errs[i] = d.cp.Mesh(ctx, q.Mesh)
-			if kumaapi.IsNotFound(errs[i]) {
-				errs[i] = fmt.Errorf("mesh %q not found: %w", q.Mesh, errs[i])
-			}
 		case len(queries) + 1:
 			services, errs[i] = d.cp.ServiceInsights(ctx, q.Mesh)
 		default:
@@ -99,9 +97,9 @@ func (d *Datasource) meshGraph(ctx context.Context, q query.Query, dq backend.Da
 	})
 	// The control plane's errors first: a missing mesh says more than the
 	// queries about it.
-	for _, i := range append([]int{len(queries), len(queries) + 1}, indexes(len(queries))...) {
-		if errs[i] != nil {
-			return nil, errs[i]
+	for _, err := range slices.Concat(errs[len(queries):], errs[:len(queries)]) {
+		if err != nil {
+			return nil, err
 		}
 	}
 	for i, qr := range queries {
@@ -110,19 +108,11 @@ func (d *Datasource) meshGraph(ctx context.Context, q query.Query, dq backend.Da
 	in.MeshMTLS = mesh.MTLS != nil && mesh.MTLS.EnabledBackend != ""
 	for _, s := range services {
 		in.Services = append(in.Services, meshgraph.Service{
-			Name: s.Name, Status: s.Status, Online: s.Dataplanes.Online, Offline: s.Dataplanes.Offline, Total: s.Dataplanes.Total,
+			Name: s.Name, Online: s.Dataplanes.Online, Offline: s.Dataplanes.Offline, Total: s.Dataplanes.Total,
 		})
 	}
 	nodes, edges := frames.Graph(meshgraph.Compute(in))
 	return data.Frames{nodes, edges}, nil
-}
-
-func indexes(n int) []int {
-	out := make([]int, n)
-	for i := range out {
-		out[i] = i
-	}
-	return out
 }
 
 // services lists the services of a mesh, or of every mesh when mesh is "",
@@ -143,9 +133,6 @@ func (d *Datasource) services(ctx context.Context, mesh string) ([]kumaapi.Servi
 	errs := make([]error, len(meshes))
 	parallel(len(meshes), func(i int) {
 		lists[i], errs[i] = d.cp.ServiceInsights(ctx, meshes[i])
-		if kumaapi.IsNotFound(errs[i]) {
-			errs[i] = fmt.Errorf("mesh %q not found: %w", meshes[i], errs[i])
-		}
 	})
 	var all []kumaapi.ServiceInsight
 	for i := range meshes {

@@ -145,7 +145,8 @@ func Parse(in Input) (Settings, error) {
 			errs = append(errs, err)
 			break
 		}
-		g.Path = strings.TrimRight(g.Path, "/") + "/api/datasources/proxy/uid/" + url.PathEscape(uid)
+		// Path is the unescaped form: the URL escapes it once when sent.
+		g.Path = strings.TrimRight(g.Path, "/") + "/api/datasources/proxy/uid/" + uid
 		s.Prometheus = g
 		token := strings.TrimSpace(secure["grafanaToken"])
 		if token == "" {

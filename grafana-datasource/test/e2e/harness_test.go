@@ -374,12 +374,7 @@ func startDemo(t *testing.T, grafanaPlugin string) *demo {
 // kumactl runs the demo's kumactl.
 func (d *demo) kumactl(t *testing.T, args ...string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, filepath.Join(binDir, "kumactl"),
-		append([]string{"--config-file", filepath.Join(d.dir, "kumactl.yaml")}, args...)...).CombinedOutput()
-	require.NoError(t, err, "kumactl %s: %s", strings.Join(args, " "), out)
-	return string(out)
+	return d.kumactlStdin(t, "", args...)
 }
 
 // kumactlStdin runs the demo's kumactl with stdin.
