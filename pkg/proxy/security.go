@@ -172,12 +172,7 @@ func (c *plainConn) Close() error {
 }
 
 // CloseWrite half-closes when the connection supports it.
-func (c *plainConn) CloseWrite() error {
-	if hc, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return hc.CloseWrite()
-	}
-	return nil
-}
+func (c *plainConn) CloseWrite() error { return closeWrite(c.Conn) }
 
 func (c *plainConn) ReadFrom(r io.Reader) (int64, error) { return io.Copy(c.Conn, r) }
 
@@ -491,9 +486,4 @@ type peekedConn struct {
 func (c *peekedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 
 // CloseWrite half-closes when the connection supports it.
-func (c *peekedConn) CloseWrite() error {
-	if hc, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return hc.CloseWrite()
-	}
-	return nil
-}
+func (c *peekedConn) CloseWrite() error { return closeWrite(c.Conn) }
