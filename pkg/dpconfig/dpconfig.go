@@ -171,7 +171,7 @@ func NewIndex(in Inputs) *Index {
 		ix.vips[mesh] = table
 	}
 	for mesh, table := range ix.vips {
-		table.version = ix.vipVersion(mesh, table.entries)
+		table.version = ix.vipVersion(mesh, table)
 		ix.vips[mesh] = table
 	}
 	return ix

@@ -151,11 +151,11 @@ func indexVIPs(dataplanes []*resource.Object) map[string][]vip {
 }
 
 // vipVersion fingerprints a mesh's virtual addresses with the endpoints and
-// protocol of the services behind them.
-func (ix *Index) vipVersion(mesh string, list []vip) string {
+// protocol of the services behind them, and its scrape targets.
+func (ix *Index) vipVersion(mesh string, table vipTable) string {
 	h := xxhash.New()
 	var b []byte
-	for _, v := range list {
+	for _, v := range table.entries {
 		b = v.addr.AppendTo(b[:0])
 		b = append(b, '=')
 		b = append(b, v.service...)
@@ -164,7 +164,7 @@ func (ix *Index) vipVersion(mesh string, list []vip) string {
 		b = append(b, ';')
 		_, _ = h.Write(b)
 	}
-	for _, t := range ix.vips[mesh].scrapes {
+	for _, t := range table.scrapes {
 		b = t.addr.AppendTo(b[:0])
 		b = append(b, '>')
 		b = append(b, t.dataplane...)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/kumametrics/mesh/pkg/resource"
 	"github.com/kumametrics/mesh/pkg/transparentproxy"
 )
 
@@ -21,7 +22,7 @@ import (
 const DefaultKumaDPUID = 5678
 
 // DefaultMetricsPort is the proxy metrics port the rules never redirect.
-const DefaultMetricsPort = 5670
+const DefaultMetricsPort = uint16(resource.DefaultMetricsPort)
 
 const installTransparentProxyLong = `Install the iptables rules of a transparent proxy in the current network
 namespace (as root): the workload's inbound TCP goes to the proxy's inbound

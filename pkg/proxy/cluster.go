@@ -388,9 +388,4 @@ func (cc *countingConn) Close() error {
 }
 
 // CloseWrite half-closes the upstream connection when it supports it.
-func (cc *countingConn) CloseWrite() error {
-	if hc, ok := cc.Conn.(interface{ CloseWrite() error }); ok {
-		return hc.CloseWrite()
-	}
-	return nil
-}
+func (cc *countingConn) CloseWrite() error { return closeWrite(cc.Conn) }

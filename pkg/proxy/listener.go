@@ -152,6 +152,10 @@ func (l *listener) serveConn(rt *routed, conn net.Conn, external bool) {
 		if !ok {
 			return
 		}
+		// What admit wrapped around conn ends with it too (a tracked
+		// plain-text connection leaves the tracking); a handler need not
+		// close what it serves (the TCP proxy does not).
+		defer s.Close()
 		served = s
 		l.peers.add(conn, id)
 		defer l.peers.remove(conn)

@@ -235,3 +235,26 @@ func TestMTLSSwitchOnEndsPlainConnections(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestPlainConnectionsLeaveTrackingWhenClosed: the plain-text connections an
+// inbound admits while the mesh has no mTLS are tracked (for the switch)
+// only while they are open: a mesh without mTLS serving many short TCP
+// connections does not accumulate them.
+func TestPlainConnectionsLeaveTrackingWhenClosed(t *testing.T) {
+	m := newMeshCA(t)
+	echo, _ := echoServer(t, "app")
+	p := newPair(t, m, "tcp", echo, newClock(time.Now()))
+	p.apply(t, nil, "client")
+	for i := range 5 {
+		c := dial(t, p.inboundPort)
+		require.Equal(t, fmt.Sprintf("app:%d", i), c.must(fmt.Sprint(i)))
+		require.NoError(t, c.c.Close())
+	}
+	tracked := func() int {
+		p.serverSec.plainMu.Lock()
+		defer p.serverSec.plainMu.Unlock()
+		return len(p.serverSec.plain)
+	}
+	require.Eventually(t, func() bool { return tracked() == 0 }, waitTimeout, time.Millisecond,
+		"closed plain connections still tracked: %d", tracked())
+}

@@ -21,6 +21,10 @@ type destinedConn struct {
 	dst netip.AddrPort
 }
 
+// CloseWrite half-closes the connection: the TCP proxy passes the
+// destination's FIN on instead of closing both ways.
+func (c *destinedConn) CloseWrite() error { return closeWrite(c.Conn) }
+
 // newPassthrough returns the handler that carries a redirect listener's
 // unmatched connections to their original destinations, counted in its
 // cluster. The inbound one connects from 127.0.0.6, which the redirect

@@ -8,6 +8,7 @@ import (
 
 	meshv1 "github.com/kumametrics/mesh/api/mesh/v1"
 	"github.com/kumametrics/mesh/pkg/stats"
+	"github.com/kumametrics/mesh/pkg/transparentproxy"
 )
 
 // redirectSide tells which traffic a redirect listener receives.
@@ -32,10 +33,10 @@ const (
 )
 
 // inboundPassthroughSource is the source address of the connections an
-// inbound passthrough makes to the workload: the redirect rules let
-// 127.0.0.6 on the loopback interface through, so such a connection is not
+// inbound passthrough makes to the workload: the redirect rules let it
+// through on the loopback interface, so such a connection is not
 // redirected to the proxy again (as the reference system's).
-var inboundPassthroughSource = netip.MustParseAddr("127.0.0.6")
+var inboundPassthroughSource = netip.MustParseAddr(transparentproxy.InboundPassthroughSource)
 
 // redirectWants are the redirect listeners of a transparent proxy: each
 // binds its port on every address; their route passes through what matches

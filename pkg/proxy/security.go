@@ -122,7 +122,9 @@ func (s *Security) SetConfig(mesh string, m *meshv1.MTLS) {
 }
 
 // trackPlain admits a plain-text connection while the mesh has no mTLS:
-// it ends when mTLS is switched on (endPlain).
+// it ends when mTLS is switched on (endPlain). When mTLS was switched on
+// meanwhile, the switch may have missed it: it ends with the window then,
+// as the connections the switch found.
 func (s *Security) trackPlain(conn net.Conn) net.Conn {
 	c := &plainConn{Conn: conn, s: s}
 	s.plainMu.Lock()
@@ -131,11 +133,13 @@ func (s *Security) trackPlain(conn net.Conn) net.Conn {
 	}
 	s.plain[c] = struct{}{}
 	s.plainMu.Unlock()
+	if st := s.state.Load(); st != nil && st.enabled {
+		s.closeAt(st.permissiveUntil, []*plainConn{c})
+	}
 	return c
 }
 
-// endPlain closes the tracked plain-text connections at until (at once
-// when it has passed).
+// endPlain closes the tracked plain-text connections at until.
 func (s *Security) endPlain(until time.Time) {
 	s.plainMu.Lock()
 	conns := make([]*plainConn, 0, len(s.plain))
@@ -143,6 +147,11 @@ func (s *Security) endPlain(until time.Time) {
 		conns = append(conns, c)
 	}
 	s.plainMu.Unlock()
+	s.closeAt(until, conns)
+}
+
+// closeAt closes conns at until (at once when it has passed).
+func (s *Security) closeAt(until time.Time, conns []*plainConn) {
 	if len(conns) == 0 {
 		return
 	}
@@ -154,8 +163,9 @@ func (s *Security) endPlain(until time.Time) {
 }
 
 // plainConn is a tracked plain-text connection; it leaves the tracking
-// when closed. ReadFrom and WriteTo keep the kernel's splice for the
-// copies of a TCP proxy.
+// when closed. ReadFrom and WriteTo keep those of the connection for the
+// copies of an HTTP/1.1 upgrade tunnel (the TCP proxy hides them to count
+// every byte).
 type plainConn struct {
 	net.Conn
 	s    *Security
@@ -172,12 +182,7 @@ func (c *plainConn) Close() error {
 }
 
 // CloseWrite half-closes when the connection supports it.
-func (c *plainConn) CloseWrite() error {
-	if hc, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return hc.CloseWrite()
-	}
-	return nil
-}
+func (c *plainConn) CloseWrite() error { return closeWrite(c.Conn) }
 
 func (c *plainConn) ReadFrom(r io.Reader) (int64, error) { return io.Copy(c.Conn, r) }
 
@@ -371,11 +376,7 @@ func (g *guard) admit(conn net.Conn) (net.Conn, *ca.Identity, bool) {
 		if g.plainFrom != nil && g.plainFrom(conn.RemoteAddr()) {
 			return conn, nil, true // the dataplane's own: plain whatever the mode
 		}
-		pc := g.sec.trackPlain(conn)
-		if st := g.sec.state.Load(); st != nil && st.enabled {
-			g.sec.endPlain(st.permissiveUntil) // switched on meanwhile
-		}
-		return pc, nil, true
+		return g.sec.trackPlain(conn), nil, true
 	}
 	_ = conn.SetReadDeadline(time.Now().Add(handshakeTimeout))
 	br := bufio.NewReaderSize(conn, 512)
@@ -491,9 +492,4 @@ type peekedConn struct {
 func (c *peekedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 
 // CloseWrite half-closes when the connection supports it.
-func (c *peekedConn) CloseWrite() error {
-	if hc, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return hc.CloseWrite()
-	}
-	return nil
-}
+func (c *peekedConn) CloseWrite() error { return closeWrite(c.Conn) }

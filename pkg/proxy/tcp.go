@@ -80,6 +80,15 @@ func pipe(dst, src net.Conn) {
 	}
 }
 
+// closeWrite half-closes c when it supports it (a TCP connection): the
+// CloseWrite of the connection wrappers that pipe half-closes.
+func closeWrite(c net.Conn) error {
+	if hc, ok := c.(interface{ CloseWrite() error }); ok {
+		return hc.CloseWrite()
+	}
+	return nil
+}
+
 // onlyReader and onlyWriter hide ReadFrom/WriteTo so that io.CopyBuffer
 // uses the buffer and the counting wrappers see every byte.
 type onlyReader struct{ io.Reader }

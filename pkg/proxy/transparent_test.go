@@ -239,3 +239,52 @@ func TestTransparentProxyingSwitchesOff(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "echo:back", got)
 }
+
+// TestTransparentPassthroughHalfCloses: a connection passed through to its
+// original destination keeps TCP's half-close both ways, as through an
+// explicit listener: the destination ending its side (a response followed
+// by FIN) leaves the workload's side open for what it still sends.
+func TestTransparentPassthroughHalfCloses(t *testing.T) {
+	tp := newTransparentPod(t)
+	tp.lineAppIn(t, "127.0.0.1:9000", "echo")
+	hostLn, err := net.Listen("tcp", join(tp.n.Gateway, 0))
+	require.NoError(t, err)
+	defer hostLn.Close()
+	rest := make(chan string, 1)
+	go func() {
+		c, err := hostLn.Accept()
+		if err != nil {
+			rest <- err.Error()
+			return
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(waitTimeout))
+		r := bufio.NewReader(c)
+		_, _ = r.ReadString('\n')
+		_, _ = io.WriteString(c, "ack\n")
+		_ = c.(*net.TCPConn).CloseWrite()
+		b, err := io.ReadAll(r)
+		if err != nil {
+			rest <- err.Error()
+			return
+		}
+		rest <- string(b)
+	}()
+	require.NoError(t, tp.proxy.Apply(tp.transparentConfig(tp.n.ServiceIP(50), "127.0.0.1:9000", true)))
+
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	c, err := tp.DialContext(ctx, "tcp", hostLn.Addr().String())
+	require.NoError(t, err)
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(waitTimeout))
+	_, err = io.WriteString(c, "request\n")
+	require.NoError(t, err)
+	got, err := io.ReadAll(c)
+	require.NoError(t, err, "the destination's FIN arrives as the end of the stream")
+	require.Equal(t, "ack\n", string(got))
+	_, err = io.WriteString(c, "more\n")
+	require.NoError(t, err)
+	require.NoError(t, c.(interface{ CloseWrite() error }).CloseWrite())
+	require.Equal(t, "more\n", <-rest, "what the workload sent after the destination's FIN reached it")
+}

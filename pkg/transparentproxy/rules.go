@@ -18,6 +18,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/kumametrics/mesh/pkg/resource"
 )
 
 // The chains the rules make in the nat table.
@@ -30,10 +32,11 @@ const (
 	chainPrefix = "KUMA_MESH_"
 )
 
-// Defaults (the reference system's).
+// Defaults: the redirect ports a Dataplane's transparentProxying defaults
+// to (the reference system's 15006 and 15001).
 const (
-	DefaultRedirectInboundPort  uint16 = 15006
-	DefaultRedirectOutboundPort uint16 = 15001
+	DefaultRedirectInboundPort  = uint16(resource.DefaultRedirectPortInbound)
+	DefaultRedirectOutboundPort = uint16(resource.DefaultRedirectPortOutbound)
 )
 
 // InboundPassthroughSource is the address the proxy connects from when it
