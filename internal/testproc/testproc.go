@@ -1,6 +1,8 @@
 // Package testproc starts the programs a test runs (etcd, kube-apiserver,
 // the processes of a network-namespace pod) so that they never outlive the
-// test binary, writes their output to a log file, and stops them.
+// test binary, writes their output to a log file, and stops them; and it
+// tells whether a process (such as the owner of what an earlier, killed
+// test binary left behind) still runs.
 //
 // Every child is started with Pdeathsig=SIGKILL. The kernel sends that
 // signal when the *thread* that started the child ends, and the Go runtime
@@ -16,6 +18,8 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -152,4 +156,33 @@ func (p *Process) ExitError() error {
 	default:
 		return nil
 	}
+}
+
+// Alive tells whether the process pid runs: it exists and is not a zombie
+// (one that ended, not yet reaped). A process of another user counts as
+// running.
+func Alive(pid int) bool {
+	if pid <= 0 || errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) {
+		return false
+	}
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return !errors.Is(err, os.ErrNotExist)
+	}
+	// The state follows the command name in parentheses.
+	s := string(stat)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
+}
+
+// OwnerGone tells whether the file at path names (in decimal) a process
+// that no longer runs: what that process left behind may be removed. A
+// missing or unreadable file, or one naming no process id, is not gone.
+func OwnerGone(path string) bool {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	return err == nil && pid > 0 && !Alive(pid)
 }
