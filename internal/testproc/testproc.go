@@ -36,8 +36,10 @@ type spawnReq struct {
 	done chan error
 }
 
-// startCmd starts cmd from the spawner's thread with Pdeathsig=SIGKILL.
-func startCmd(cmd *exec.Cmd) error {
+// StartCmd starts cmd (as cmd.Start does) as a child that dies with the
+// test binary: from the spawner's thread, with Pdeathsig=SIGKILL. For a
+// caller that handles the output and the waiting itself; Start does both.
+func StartCmd(cmd *exec.Cmd) error {
 	if cmd.SysProcAttr == nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
@@ -90,7 +92,7 @@ func Start(name, logPath string, cmd *exec.Cmd) (*Process, error) {
 		return nil, fmt.Errorf("%s: log file: %w", name, err)
 	}
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := startCmd(cmd); err != nil {
+	if err := StartCmd(cmd); err != nil {
 		_ = logFile.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}

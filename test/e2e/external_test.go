@@ -14,6 +14,7 @@ import (
 
 	"github.com/kumametrics/mesh/internal/loopback"
 	"github.com/kumametrics/mesh/internal/syncbuffer"
+	"github.com/kumametrics/mesh/internal/testproc"
 )
 
 // requireProgram returns the path of an external program the test needs. It
@@ -32,7 +33,8 @@ func requireProgram(t *testing.T, name string) string {
 	return ""
 }
 
-// process is a program the test started; it is killed at cleanup.
+// process is a program the test started; it is killed at cleanup, and
+// dies with the test binary (testproc.StartCmd) should that end first.
 type process struct {
 	cmd  *exec.Cmd
 	log  *syncbuffer.Buffer
@@ -44,7 +46,7 @@ func startProcess(t *testing.T, name string, env []string, args ...string) *proc
 	p := &process{cmd: exec.Command(name, args...), log: &syncbuffer.Buffer{}, done: make(chan error, 1)}
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
-	require.NoError(t, p.cmd.Start())
+	require.NoError(t, testproc.StartCmd(p.cmd))
 	go func() { p.done <- p.cmd.Wait() }()
 	t.Cleanup(func() {
 		_ = p.cmd.Process.Kill()
