@@ -427,8 +427,8 @@ func Get(t testing.TB) *Env {
 	switch {
 	case sharedErr == nil:
 		return shared
-	case errors.Is(sharedErr, ErrNoBinaries) && os.Getenv("CI") != "true":
-		t.Skipf("k8stest: %v", sharedErr)
+	case errors.Is(sharedErr, ErrNoBinaries):
+		testproc.SkipOrFail(t, "k8stest: %v", sharedErr)
 	default:
 		t.Fatalf("k8stest: %v", sharedErr)
 	}

@@ -90,19 +90,12 @@ func Available() error {
 	return nil
 }
 
-// CI tells whether the tests run in CI (CI=true), where a missing program
-// fails a test instead of skipping it.
-func CI() bool { return os.Getenv("CI") == "true" }
-
 // Require skips the test when network namespaces cannot be made here, or
 // fails it when CI=true.
 func Require(t testing.TB) {
 	t.Helper()
 	if err := Available(); err != nil {
-		if CI() {
-			t.Fatalf("netnstest: %v", err)
-		}
-		t.Skipf("netnstest: %v", err)
+		testproc.SkipOrFail(t, "netnstest: %v", err)
 	}
 }
 
@@ -113,10 +106,7 @@ func RequireIPTables(t testing.TB) {
 	Require(t)
 	for _, p := range []string{"iptables", "iptables-save", "iptables-restore"} {
 		if _, err := exec.LookPath(p); err != nil {
-			if CI() {
-				t.Fatalf("netnstest: %s is missing (Debian: apt-get install iptables; scripts/test-deps.sh does)", p)
-			}
-			t.Skipf("netnstest: %s is missing (Debian: apt-get install iptables; scripts/test-deps.sh does)", p)
+			testproc.SkipOrFail(t, "netnstest: %s is missing (Debian: apt-get install iptables; scripts/test-deps.sh does)", p)
 		}
 	}
 }

@@ -1,8 +1,9 @@
 // Package testproc starts the programs a test runs (etcd, kube-apiserver,
 // the processes of a network-namespace pod) so that they never outlive the
-// test binary, writes their output to a log file, and stops them; and it
-// tells whether a process (such as the owner of what an earlier, killed
-// test binary left behind) still runs.
+// test binary, writes their output to a log file, and stops them; it tells
+// whether a process (such as the owner of what an earlier, killed test
+// binary left behind) still runs; and SkipOrFail says what a test does when
+// a program it needs is missing.
 //
 // Every child is started with Pdeathsig=SIGKILL. The kernel sends that
 // signal when the *thread* that started the child ends, and the Go runtime
@@ -22,6 +23,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"testing"
 	"time"
 )
 
@@ -187,4 +189,15 @@ func OwnerGone(path string) bool {
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
 	return err == nil && pid > 0 && !Alive(pid)
+}
+
+// SkipOrFail ends a test that cannot run here because a program (or a
+// privilege) it needs is missing: it skips t, or fails it when CI=true, where
+// everything must be there (make test installs it).
+func SkipOrFail(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf(format, args...)
+	}
+	t.Skipf(format, args...)
 }
