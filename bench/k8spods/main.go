@@ -16,9 +16,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -99,7 +97,7 @@ func run(ctx context.Context, kumaCP string, n, rounds, writers int) error {
 	defer cp.Stop()
 	pid := cp.Cmd.Process.Pid
 	idle := cpproc.RSS(pid)
-	if err := kubectlApply(ctx, env, guideMesh); err != nil {
+	if _, _, err := env.Kubectl(ctx, []byte(guideMesh), "apply", "-f", "-"); err != nil {
 		return err
 	}
 	if err := c.Create(ctx, &corev1.Service{
@@ -184,16 +182,6 @@ func createPod(ctx context.Context, c client.Client, name, ip string) error {
 	p.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}}}
 	if err := c.Status().Update(ctx, p); err != nil {
 		return fmt.Errorf("Pod %s status: %w", name, err)
-	}
-	return nil
-}
-
-// kubectlApply applies manifests with the harness's kubectl.
-func kubectlApply(ctx context.Context, env *k8stest.Env, manifests string) error {
-	cmd := exec.CommandContext(ctx, env.KubectlPath, "--kubeconfig", env.KubeconfigPath, "apply", "-f", "-")
-	cmd.Stdin = strings.NewReader(manifests)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("kubectl apply: %w: %s", err, out)
 	}
 	return nil
 }

@@ -26,7 +26,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -265,15 +264,7 @@ func sweep(base string) {
 	}
 	dirs, _ := filepath.Glob(filepath.Join(base, dirPrefix+"*"))
 	for _, dir := range dirs {
-		data, err := os.ReadFile(filepath.Join(dir, ownerFile))
-		if err != nil {
-			continue
-		}
-		pid, err := strconv.Atoi(string(data))
-		if err != nil || pid <= 0 || pid == os.Getpid() {
-			continue
-		}
-		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+		if testproc.OwnerGone(filepath.Join(dir, ownerFile)) {
 			_ = os.RemoveAll(dir)
 		}
 	}
@@ -436,8 +427,8 @@ func Get(t testing.TB) *Env {
 	switch {
 	case sharedErr == nil:
 		return shared
-	case errors.Is(sharedErr, ErrNoBinaries) && os.Getenv("CI") != "true":
-		t.Skipf("k8stest: %v", sharedErr)
+	case errors.Is(sharedErr, ErrNoBinaries):
+		testproc.SkipOrFail(t, "k8stest: %v", sharedErr)
 	default:
 		t.Fatalf("k8stest: %v", sharedErr)
 	}

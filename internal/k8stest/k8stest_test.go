@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -20,6 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kumametrics/mesh/internal/k8stest"
+	"github.com/kumametrics/mesh/internal/testproc"
 )
 
 func TestMain(m *testing.M) { k8stest.Main(m) }
@@ -164,28 +164,13 @@ func TestProgramsDieWithTheTestBinary(t *testing.T) {
 	require.NoError(t, scanErr, "child said: %s", out)
 	require.DirExists(t, dir)
 	for _, pid := range pids {
-		require.Eventually(t, func() bool { return !alive(pid) }, 30*time.Second, 50*time.Millisecond, "pid %d outlived its test binary", pid)
+		require.Eventually(t, func() bool { return !testproc.Alive(pid) }, 30*time.Second, 50*time.Millisecond, "pid %d outlived its test binary", pid)
 	}
 	// The next start removes the folder the dead binary left.
 	env, err := k8stest.Start(t.Context())
 	require.NoError(t, err)
 	env.Stop()
 	require.NoDirExists(t, dir)
-}
-
-// alive tells whether pid runs (a zombie does not).
-func alive(pid int) bool {
-	if err := syscall.Kill(pid, 0); err != nil {
-		return false
-	}
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	// The state follows the command name in parentheses.
-	s := string(stat)
-	i := strings.LastIndexByte(s, ')')
-	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
 }
 
 // TestMissingBinaries: without the binaries a test that needs the API
@@ -227,10 +212,7 @@ func BenchmarkStart(b *testing.B) {
 // renewed; Stop leaves no process behind.
 func TestCluster(t *testing.T) {
 	if err := k8stest.CheckClusterAssets(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal(err)
-		}
-		t.Skip(err)
+		testproc.SkipOrFail(t, "%v", err)
 	}
 	c, err := k8stest.StartCluster(t.Context(), k8stest.ClusterOptions{Options: k8stest.Options{ServiceCIDR: "10.96.0.0/24"}})
 	require.NoError(t, err)

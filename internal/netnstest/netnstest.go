@@ -90,19 +90,12 @@ func Available() error {
 	return nil
 }
 
-// CI tells whether the tests run in CI (CI=true), where a missing program
-// fails a test instead of skipping it.
-func CI() bool { return os.Getenv("CI") == "true" }
-
 // Require skips the test when network namespaces cannot be made here, or
 // fails it when CI=true.
 func Require(t testing.TB) {
 	t.Helper()
 	if err := Available(); err != nil {
-		if CI() {
-			t.Fatalf("netnstest: %v", err)
-		}
-		t.Skipf("netnstest: %v", err)
+		testproc.SkipOrFail(t, "netnstest: %v", err)
 	}
 }
 
@@ -113,10 +106,7 @@ func RequireIPTables(t testing.TB) {
 	Require(t)
 	for _, p := range []string{"iptables", "iptables-save", "iptables-restore"} {
 		if _, err := exec.LookPath(p); err != nil {
-			if CI() {
-				t.Fatalf("netnstest: %s is missing (Debian: apt-get install iptables; scripts/test-deps.sh does)", p)
-			}
-			t.Skipf("netnstest: %s is missing (Debian: apt-get install iptables; scripts/test-deps.sh does)", p)
+			testproc.SkipOrFail(t, "netnstest: %s is missing (Debian: apt-get install iptables; scripts/test-deps.sh does)", p)
 		}
 	}
 }
@@ -188,7 +178,7 @@ func claimSubnet() (byte, string, error) {
 		path := filepath.Join(lockDir, strconv.Itoa(int(third)))
 		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 		if errors.Is(err, os.ErrExist) {
-			if ownerGone(path) {
+			if testproc.OwnerGone(path) {
 				_ = os.Remove(path) // a dead run's: free again after the sweep
 			}
 			continue
@@ -204,20 +194,6 @@ func claimSubnet() (byte, string, error) {
 		return third, path, nil
 	}
 	return 0, "", errors.New("no free /24 in " + PodRange.String())
-}
-
-// ownerGone tells whether the process named in a lock file is dead.
-func ownerGone(path string) bool {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return false
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
-	return err == nil && !alive(pid)
-}
-
-func alive(pid int) bool {
-	return pid > 0 && !errors.Is(syscall.Kill(pid, 0), syscall.ESRCH)
 }
 
 // ServiceIP is the i-th address of the network's ClusterIP range (1–254).
@@ -344,7 +320,7 @@ func Sweep() {
 		}
 		pidStr, _, ok := strings.Cut(rest, "-")
 		pid, err := strconv.Atoi(pidStr)
-		return pid, ok && err == nil && pid != os.Getpid() && !alive(pid)
+		return pid, ok && err == nil && pid != os.Getpid() && !testproc.Alive(pid)
 	}
 	if entries, err := os.ReadDir(netnsDir); err == nil {
 		for _, e := range entries {
@@ -372,14 +348,14 @@ func Sweep() {
 			}
 			dst, err := netip.ParsePrefix(f[1])
 			pid, perr := strconv.Atoi(f[3])
-			if err == nil && perr == nil && ServiceRange.Contains(dst.Addr()) && pid != os.Getpid() && !alive(pid) {
+			if err == nil && perr == nil && ServiceRange.Contains(dst.Addr()) && pid != os.Getpid() && !testproc.Alive(pid) {
 				_, _ = run("ip", "route", "del", "blackhole", f[1], "metric", f[3])
 			}
 		}
 	}
 	if entries, err := os.ReadDir(lockDir); err == nil {
 		for _, e := range entries {
-			if path := filepath.Join(lockDir, e.Name()); ownerGone(path) {
+			if path := filepath.Join(lockDir, e.Name()); testproc.OwnerGone(path) {
 				_ = os.Remove(path)
 			}
 		}

@@ -1,6 +1,9 @@
 // Package testproc starts the programs a test runs (etcd, kube-apiserver,
 // the processes of a network-namespace pod) so that they never outlive the
-// test binary, writes their output to a log file, and stops them.
+// test binary, writes their output to a log file, and stops them; it tells
+// whether a process (such as the owner of what an earlier, killed test
+// binary left behind) still runs; and SkipOrFail says what a test does when
+// a program it needs is missing.
 //
 // Every child is started with Pdeathsig=SIGKILL. The kernel sends that
 // signal when the *thread* that started the child ends, and the Go runtime
@@ -16,8 +19,11 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
+	"testing"
 	"time"
 )
 
@@ -32,8 +38,10 @@ type spawnReq struct {
 	done chan error
 }
 
-// startCmd starts cmd from the spawner's thread with Pdeathsig=SIGKILL.
-func startCmd(cmd *exec.Cmd) error {
+// StartCmd starts cmd (as cmd.Start does) as a child that dies with the
+// test binary: from the spawner's thread, with Pdeathsig=SIGKILL. For a
+// caller that handles the output and the waiting itself; Start does both.
+func StartCmd(cmd *exec.Cmd) error {
 	if cmd.SysProcAttr == nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
@@ -86,7 +94,7 @@ func Start(name, logPath string, cmd *exec.Cmd) (*Process, error) {
 		return nil, fmt.Errorf("%s: log file: %w", name, err)
 	}
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := startCmd(cmd); err != nil {
+	if err := StartCmd(cmd); err != nil {
 		_ = logFile.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
@@ -152,4 +160,44 @@ func (p *Process) ExitError() error {
 	default:
 		return nil
 	}
+}
+
+// Alive tells whether the process pid runs: it exists and is not a zombie
+// (one that ended, not yet reaped). A process of another user counts as
+// running.
+func Alive(pid int) bool {
+	if pid <= 0 || errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) {
+		return false
+	}
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return !errors.Is(err, os.ErrNotExist)
+	}
+	// The state follows the command name in parentheses.
+	s := string(stat)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
+}
+
+// OwnerGone tells whether the file at path names (in decimal) a process
+// that no longer runs: what that process left behind may be removed. A
+// missing or unreadable file, or one naming no process id, is not gone.
+func OwnerGone(path string) bool {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	return err == nil && pid > 0 && !Alive(pid)
+}
+
+// SkipOrFail ends a test that cannot run here because a program (or a
+// privilege) it needs is missing: it skips t, or fails it when CI=true, where
+// everything must be there (make test installs it).
+func SkipOrFail(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf(format, args...)
+	}
+	t.Skipf(format, args...)
 }

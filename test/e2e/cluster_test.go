@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -27,6 +28,7 @@ import (
 	"github.com/kumametrics/mesh/internal/k8stest"
 	"github.com/kumametrics/mesh/internal/netnstest"
 	"github.com/kumametrics/mesh/internal/nodeagent"
+	"github.com/kumametrics/mesh/internal/testproc"
 	"github.com/kumametrics/mesh/pkg/dpconfig"
 )
 
@@ -39,11 +41,7 @@ func prometheusModuleBinary(t *testing.T) string {
 		path = filepath.Join(filepath.Dir(k8stest.AssetsDir()), "prometheus-v3.16.0", "prometheus")
 	}
 	if _, err := os.Stat(path); err != nil {
-		msg := fmt.Sprintf("Prometheus built from its Go module missing at %s: run `make prometheus-bin` (or set KUMA_TEST_PROMETHEUS)", path)
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
+		testproc.SkipOrFail(t, "Prometheus built from its Go module missing at %s: run `make prometheus-bin` (or set KUMA_TEST_PROMETHEUS)", path)
 	}
 	return path
 }
@@ -162,10 +160,7 @@ func TestKubernetesCluster(t *testing.T) {
 	t.Cleanup(func() { t.Logf("the cluster test took %s, teardown included", time.Since(began).Round(time.Second)) })
 	netnstest.RequireIPTables(t)
 	if err := k8stest.CheckClusterAssets(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal(err)
-		}
-		t.Skip(err)
+		testproc.SkipOrFail(t, "%v", err)
 	}
 	promBin := prometheusModuleBinary(t)
 	require.NoError(t, os.Chmod(binDir, 0o755))
@@ -375,12 +370,38 @@ func TestKubernetesCluster(t *testing.T) {
 		return targetUp(prom, promURL, "kuma-dataplanes", "dataplane", echoDataplane, echoTarget, backSince)
 	})
 
-	// 5. Teardown: the Deployments' Pods go, their processes with them.
+	// 5. Teardown: the Deployments' Pods go, their processes and network
+	// namespaces with them.
+	podProcs := map[string][]int{} // by network namespace
+	for _, pod := range []corev1.Pod{echoPod, appPod, clientPod} {
+		ns := podNetns(t, n, pod).NS
+		out, err := exec.Command("ip", "netns", "pids", ns).Output()
+		require.NoError(t, err, "ip netns pids %s", ns)
+		for _, f := range strings.Fields(string(out)) {
+			pid, err := strconv.Atoi(f)
+			require.NoError(t, err, f)
+			podProcs[ns] = append(podProcs[ns], pid)
+		}
+		require.NotEmpty(t, podProcs[ns], "no process runs in the namespace of %s", pod.Name)
+	}
 	kubectl(t, env, "", "delete", "namespace", "kuma-example", "--wait=false")
 	eventually(t, 120*time.Second, func() error {
 		pods, err := cs.CoreV1().Pods("kuma-example").List(ctx, metav1.ListOptions{})
 		if err != nil || len(pods.Items) > 0 {
 			return fmt.Errorf("pods of kuma-example left: %d (%v)", len(pods.Items), err)
+		}
+		return nil
+	})
+	eventually(t, 30*time.Second, func() error {
+		for ns, pids := range podProcs {
+			for _, pid := range pids {
+				if testproc.Alive(pid) {
+					return fmt.Errorf("process %d of network namespace %s still runs after its Pod went", pid, ns)
+				}
+			}
+			if _, err := os.Stat(filepath.Join("/run/netns", ns)); !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("network namespace %s left after its Pod went (%v)", ns, err)
+			}
 		}
 		return nil
 	})

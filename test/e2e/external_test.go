@@ -14,6 +14,7 @@ import (
 
 	"github.com/kumametrics/mesh/internal/loopback"
 	"github.com/kumametrics/mesh/internal/syncbuffer"
+	"github.com/kumametrics/mesh/internal/testproc"
 )
 
 // requireProgram returns the path of an external program the test needs. It
@@ -22,17 +23,14 @@ import (
 func requireProgram(t *testing.T, name string) string {
 	t.Helper()
 	path, err := exec.LookPath(name)
-	if err == nil {
-		return path
+	if err != nil {
+		testproc.SkipOrFail(t, "%s is not installed (make test installs it): %v", name, err)
 	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s is required in CI and is not installed (make test installs it): %v", name, err)
-	}
-	t.Skipf("%s is not installed (make test installs it)", name)
-	return ""
+	return path
 }
 
-// process is a program the test started; it is killed at cleanup.
+// process is a program the test started; it is killed at cleanup, and
+// dies with the test binary (testproc.StartCmd) should that end first.
 type process struct {
 	cmd  *exec.Cmd
 	log  *syncbuffer.Buffer
@@ -44,7 +42,7 @@ func startProcess(t *testing.T, name string, env []string, args ...string) *proc
 	p := &process{cmd: exec.Command(name, args...), log: &syncbuffer.Buffer{}, done: make(chan error, 1)}
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
-	require.NoError(t, p.cmd.Start())
+	require.NoError(t, testproc.StartCmd(p.cmd))
 	go func() { p.done <- p.cmd.Wait() }()
 	t.Cleanup(func() {
 		_ = p.cmd.Process.Kill()

@@ -28,6 +28,7 @@ import (
 	"github.com/kumametrics/mesh/internal/k8stest"
 	"github.com/kumametrics/mesh/internal/loopback"
 	"github.com/kumametrics/mesh/internal/syncbuffer"
+	"github.com/kumametrics/mesh/internal/testproc"
 )
 
 var binDir string
@@ -114,7 +115,8 @@ func newControlPlane(t *testing.T, workDir string, extraEnv ...string) *controlP
 	return cp
 }
 
-// start runs kuma-cp and waits until it is ready.
+// start runs kuma-cp (dying with the test binary, as every process a test
+// starts) and waits until it is ready.
 func (cp *controlPlane) start() {
 	t := cp.t
 	t.Helper()
@@ -122,7 +124,7 @@ func (cp *controlPlane) start() {
 	cp.cmd = exec.Command(filepath.Join(binDir, "kuma-cp"), "run")
 	cp.cmd.Env = cp.env
 	cp.cmd.Stdout, cp.cmd.Stderr = cp.log, cp.log
-	require.NoError(t, cp.cmd.Start())
+	require.NoError(t, testproc.StartCmd(cp.cmd))
 	if cp.nofile > 0 {
 		lim := unix.Rlimit{Cur: cp.nofile, Max: cp.nofile}
 		require.NoError(t, unix.Prlimit(cp.cmd.Process.Pid, unix.RLIMIT_NOFILE, &lim, nil))
