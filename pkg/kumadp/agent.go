@@ -18,6 +18,7 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,6 +30,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -88,7 +92,7 @@ type Agent struct {
 	// key is the dataplane's mesh and name.
 	key     resource.Key
 	log     *slog.Logger
-	target  string
+	target  dialTarget
 	creds   credentials.TransportCredentials
 	stats   *stats.Store
 	server  *stats.ServerStats
@@ -186,39 +190,70 @@ func (cfg Config) dataplaneKey() (resource.Key, error) {
 	return key, nil
 }
 
-// dialSettings turns the control plane address and trust settings into a
-// gRPC target and credentials.
-func dialSettings(cfg Config) (string, credentials.TransportCredentials, error) {
-	u, err := url.Parse(cfg.CPAddress)
-	if err != nil || u.Host == "" {
-		return "", nil, fmt.Errorf("--cp-address %q: must be https://host:port", cfg.CPAddress)
+// dialTarget is where the agent's gRPC client connects: one control plane's
+// host:port, or, for several, the addresses a resolver of its own hands to
+// gRPC's pick_first policy, which connects to the first that answers and,
+// when that connection breaks, tries them again in order.
+type dialTarget struct {
+	target   string
+	resolver resolver.Builder
+}
+
+// dialSettings turns the control plane addresses (comma-separated) and
+// trust settings into a gRPC target and credentials.
+func dialSettings(cfg Config) (dialTarget, credentials.TransportCredentials, error) {
+	var addrs []resolver.Address
+	for _, raw := range strings.Split(cfg.CPAddress, ",") {
+		a, err := controlPlaneAddress(strings.TrimSpace(raw))
+		if err != nil {
+			return dialTarget{}, nil, err
+		}
+		addrs = append(addrs, a)
 	}
-	if u.Scheme != "https" && u.Scheme != "grpcs" {
-		return "", nil, fmt.Errorf("--cp-address %q: the dataplane server speaks TLS only: use https://host:port", cfg.CPAddress)
-	}
-	host, port := u.Hostname(), u.Port()
-	if port == "" {
-		port = "5678"
-	}
-	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host}
+	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	switch {
 	case cfg.CACertFile != "":
 		pem, err := os.ReadFile(cfg.CACertFile)
 		if err != nil {
-			return "", nil, fmt.Errorf("--ca-cert-file: %w", err)
+			return dialTarget{}, nil, fmt.Errorf("--ca-cert-file: %w", err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return "", nil, fmt.Errorf("--ca-cert-file %s: no PEM certificate in it", cfg.CACertFile)
+			return dialTarget{}, nil, fmt.Errorf("--ca-cert-file %s: no PEM certificate in it", cfg.CACertFile)
 		}
 		tlsCfg.RootCAs = pool
 	case cfg.InsecureSkipVerify:
 		tlsCfg.InsecureSkipVerify = true //nolint:gosec // asked for explicitly.
 	default:
-		return "", nil, errors.New("--ca-cert-file is required to verify the control plane " +
+		return dialTarget{}, nil, errors.New("--ca-cert-file is required to verify the control plane " +
 			"(kuma-cp writes its CA to <work dir>/" + dpserver.CAFile + "); pass --insecure-skip-verify to connect without verifying it")
 	}
-	return net.JoinHostPort(host, port), credentials.NewTLS(tlsCfg), nil
+	if len(addrs) == 1 {
+		// The certificate must name the host of the target.
+		tlsCfg.ServerName = addrs[0].ServerName
+		return dialTarget{target: addrs[0].Addr}, credentials.NewTLS(tlsCfg), nil
+	}
+	// Each address's certificate must name its own host (ServerName of
+	// the address; a ServerName in tlsCfg would override them all).
+	r := manual.NewBuilderWithScheme("kuma-cp")
+	r.InitialState(resolver.State{Addresses: addrs})
+	return dialTarget{target: r.Scheme() + ":///control-planes", resolver: r}, credentials.NewTLS(tlsCfg), nil
+}
+
+// controlPlaneAddress parses one address of --cp-address.
+func controlPlaneAddress(raw string) (resolver.Address, error) {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return resolver.Address{}, fmt.Errorf("--cp-address %q: must be https://host:port (several separated by commas)", raw)
+	}
+	if u.Scheme != "https" && u.Scheme != "grpcs" {
+		return resolver.Address{}, fmt.Errorf("--cp-address %q: the dataplane server speaks TLS only: use https://host:port", raw)
+	}
+	host, port := u.Hostname(), u.Port()
+	if port == "" {
+		port = "5678"
+	}
+	return resolver.Address{Addr: net.JoinHostPort(host, port), ServerName: host}, nil
 }
 
 // Stats is the proxy's statistics store.
@@ -233,11 +268,15 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.log.Info("kuma-dp started", "control_plane", a.cfg.CPAddress, "admin", a.admin.addr(),
 		"presents_dataplane", a.cfg.Dataplane != nil)
 
-	conn, err := grpc.NewClient(a.target,
+	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(a.creds),
 		grpc.WithPerRPCCredentials(a.tokens),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
-	)
+	}
+	if a.target.resolver != nil {
+		opts = append(opts, grpc.WithResolvers(a.target.resolver))
+	}
+	conn, err := grpc.NewClient(a.target.target, opts...)
 	if err != nil {
 		return fmt.Errorf("control plane client: %w", err)
 	}
@@ -390,7 +429,7 @@ func (a *Agent) stream(ctx context.Context, client meshv1.DataplaneConfigService
 			got = true
 			a.tokens.setRefused(false)
 			a.server.SetControlPlaneConnected(true)
-			a.log.Info("connected to the control plane")
+			a.log.Info("connected to the control plane", "address", peerAddr(s.Context()))
 		}
 		req := &discoveryv3.DiscoveryRequest{TypeUrl: dpconfig.TypeURL, ResponseNonce: resp.GetNonce()}
 		if err := a.apply(resp); err != nil {
@@ -477,3 +516,11 @@ func (a *Agent) Current() (*meshv1.ProxyConfig, string) {
 }
 
 func portString(p uint32) string { return strconv.FormatUint(uint64(p), 10) }
+
+// peerAddr is the address of the control plane a stream is connected to.
+func peerAddr(ctx context.Context) string {
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		return p.Addr.String()
+	}
+	return ""
+}

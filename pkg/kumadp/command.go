@@ -106,7 +106,7 @@ func NewRootCommand(lookupEnv func(string) (string, bool), stderr io.Writer, run
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cpAddress, "cp-address", env(EnvCPAddress, "https://localhost:5678"), "the control plane's dataplane server, https://host:port (env "+EnvCPAddress+")")
+	f.StringVar(&cpAddress, "cp-address", env(EnvCPAddress, "https://localhost:5678"), "the control plane's dataplane server, https://host:port; several replicas separated by commas, tried in order (env "+EnvCPAddress+")")
 	f.StringVar(&caFile, "ca-cert-file", env(EnvCACertFile, ""), "PEM CA certificate verifying the control plane: its <work dir>/dp-server-ca.pem (env "+EnvCACertFile+")")
 	f.BoolVar(&insecure, "insecure-skip-verify", false, "connect without verifying the control plane's certificate")
 	f.StringVar(&dpFile, "dataplane-file", env(EnvDataplaneFile, ""), "file with the Dataplane resource, YAML (env "+EnvDataplaneFile+")")

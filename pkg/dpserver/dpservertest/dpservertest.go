@@ -40,6 +40,9 @@ type Server struct {
 	Manager *manager.Manager
 	// Registry has the server's metrics (dp_server_dataplane_refused_total).
 	Registry *prometheus.Registry
+	// Stop stops the server at once (streams cut, as when the process
+	// dies), before the test ends; the test's cleanup does it otherwise.
+	Stop func()
 }
 
 // Start runs a dataplane server until the test ends. st is its store (nil:
@@ -52,7 +55,8 @@ func Start(t testing.TB, st store.Store, configure func(*dpserver.Options)) *Ser
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	t.Cleanup(func() { cancel(); wg.Wait() })
+	stop := func() { cancel(); wg.Wait() }
+	t.Cleanup(stop)
 	fail := func(what string, err error) {
 		t.Helper()
 		if err != nil {
@@ -83,7 +87,7 @@ func Start(t testing.TB, st store.Store, configure func(*dpserver.Options)) *Ser
 	go func() { defer wg.Done(); _ = mir.Run(ctx) }()
 	go func() { defer wg.Done(); srv.Reconcile(ctx) }()
 	go func() { defer wg.Done(); _ = srv.Serve(ctx, ln) }()
-	return &Server{Addr: ln.Addr().String(), CAFile: filepath.Join(dir, dpserver.CAFile), Store: st, Manager: mgr, Registry: reg}
+	return &Server{Addr: ln.Addr().String(), CAFile: filepath.Join(dir, dpserver.CAFile), Store: st, Manager: mgr, Registry: reg, Stop: stop}
 }
 
 // Refused reads dp_server_dataplane_refused_total{reason}.
