@@ -39,12 +39,12 @@ func ConnectionOf(pc cpconfig.PostgresStore) Connection {
 	}
 }
 
-// TLS modes (the reference system's store.postgres.tls.mode).
+// TLS modes (the reference system's store.postgres.tls.mode, as cpconfig names them).
 const (
-	TLSDisable    = "disable"
-	TLSVerifyNone = "verifyNone"
-	TLSVerifyCA   = "verifyCa"
-	TLSVerifyFull = "verifyFull"
+	TLSDisable    = cpconfig.PostgresTLSDisable
+	TLSVerifyNone = cpconfig.PostgresTLSVerifyNone
+	TLSVerifyCA   = cpconfig.PostgresTLSVerifyCA
+	TLSVerifyFull = cpconfig.PostgresTLSVerifyFull
 )
 
 // Connection says where and how to connect.

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,10 +20,17 @@ type elector struct {
 	lost    chan struct{} // one per lost term
 	stop    context.CancelFunc
 	done    chan struct{}
+	// linger, closed by the test, holds a lost term's lead function (and
+	// so the next campaign: Run waits for lead to return) until then.
+	linger      chan struct{}
+	releaseOnce sync.Once
 }
 
+// release lets lost terms end (and their elector campaign again).
+func (e *elector) release() { e.releaseOnce.Do(func() { close(e.linger) }) }
+
 func runElector(t *testing.T, cfg *pgx.ConnConfig) *elector {
-	e := &elector{lost: make(chan struct{}, 16), done: make(chan struct{})}
+	e := &elector{lost: make(chan struct{}, 16), done: make(chan struct{}), linger: make(chan struct{})}
 	ctx, stop := context.WithCancel(context.Background())
 	e.stop = stop
 	el := NewElector(cfg, LeaderLockKey)
@@ -35,9 +43,14 @@ func runElector(t *testing.T, cfg *pgx.ConnConfig) *elector {
 			<-lctx.Done()
 			e.leading.Store(false)
 			e.lost <- struct{}{}
+			select {
+			case <-e.linger:
+			case <-ctx.Done():
+			}
 		})
 	}()
 	t.Cleanup(func() { stop(); <-e.done })
+	t.Cleanup(e.release)
 	return e
 }
 
@@ -82,8 +95,11 @@ func TestElectorHandsOver(t *testing.T) {
 	case <-time.After(waitTimeout):
 		t.Fatal("the old leader's term was not cancelled")
 	}
+	// The old leader does not campaign until its lead function returns
+	// (it lingers here), so the other must take over.
 	eventually(t, "the other takes over", other.leading.Load)
 	require.Equal(t, int32(1), other.terms.Load())
+	require.False(t, leader.leading.Load())
 }
 
 // Stopping PostgreSQL cancels the leader's term.
@@ -99,6 +115,7 @@ func TestElectorLosesLeadershipWithTheDatabase(t *testing.T) {
 		t.Fatal("the term outlived the database")
 	}
 	require.False(t, e.leading.Load())
+	e.release()
 	require.NoError(t, srv.Restart())
 	eventually(t, "leading again after the restart", e.leading.Load)
 }
