@@ -196,7 +196,7 @@ func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger, opts ...Opt
 	// at start is a predecessor, and its proxies are offline at once. On a
 	// shared store, every replica closes the subscriptions of a replica
 	// whose heartbeat is older than insight.HeartbeatTimeout.
-	insights, err := record.New(record.Options{Store: st, InstanceID: cp.instanceID, Exclusive: !b.shared, Now: o.now, Log: log.With("component", "insights")})
+	insights, err := record.New(record.Options{Store: st, InstanceID: cp.instanceID, Exclusive: !b.shared, Now: o.now, HeartbeatInterval: o.heartbeat, Log: log.With("component", "insights")})
 	if err != nil {
 		return nil, err
 	}
@@ -212,12 +212,19 @@ func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger, opts ...Opt
 		}
 		cp.leadership.tasks = append(cp.leadership.tasks, task{"dataplane-cleanup", cleaner.Run})
 	}
-	tokens, err := authn.Load(cfg.General.WorkDir, nil)
+	// The signing keys live in the store, shared by every replica.
+	tokens, loaded, err := authn.LoadStored(ctx, st, cfg.General.WorkDir, nil)
 	if err != nil {
 		return nil, fmt.Errorf("tokens: %w", err)
 	}
-	if tokens.AdminTokenWritten() {
-		log.Info("created the admin user token", "file", authn.AdminTokenPath(cfg.General.WorkDir))
+	if len(loaded.Migrated) > 0 {
+		log.Info("moved the token signing keys of the work directory into the store", "files", loaded.Migrated)
+	}
+	if loaded.AdminTokenIssued {
+		log.Info("created the admin user token", "global_secret", authn.AdminTokenSecret)
+	}
+	if loaded.AdminTokenWritten {
+		log.Info("wrote the admin user token", "file", authn.AdminTokenPath(cfg.General.WorkDir))
 	}
 	var adminCerts []*x509.Certificate
 	if dir := cfg.APIServer.Auth.ClientCertsDir; dir != "" {
@@ -240,7 +247,7 @@ func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger, opts ...Opt
 		return nil, err
 	}
 	if https := cfg.APIServer.HTTPS; https.Enabled {
-		cert, err := pki.ServingCertificate(cfg.General.WorkDir, APIServingFiles, https.TLSCertFile, https.TLSKeyFile, time.Now(),
+		cert, err := pki.SharedServingCertificate(ctx, st, APIServerCASecret, cfg.General.WorkDir, APIServingFiles, https.TLSCertFile, https.TLSKeyFile, time.Now(),
 			net.ParseIP(https.Interface))
 		if err != nil {
 			return nil, err
@@ -293,7 +300,7 @@ func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger, opts ...Opt
 		task{"mads", func(ctx context.Context) error { return madsServer.Serve(ctx, madsLn) }},
 	)
 
-	cert, err := dpserver.ServerCertificate(cfg.General.WorkDir, cfg.DPServer.TLSCertFile, cfg.DPServer.TLSKeyFile, time.Now(),
+	cert, err := dpserver.SharedServerCertificate(ctx, st, cfg.General.WorkDir, cfg.DPServer.TLSCertFile, cfg.DPServer.TLSKeyFile, time.Now(),
 		net.ParseIP(cfg.DPServer.Interface))
 	if err != nil {
 		return nil, err
@@ -388,6 +395,10 @@ func (cp *ControlPlane) listen(name, addr string, h http.Handler, tlsConfig *tls
 	})
 	return nil
 }
+
+// APIServerCASecret is the GlobalSecret holding the API server's generated
+// HTTPS CA, shared by the control planes of one store.
+const APIServerCASecret = "api-server-ca"
 
 // APIServingFiles are the files of the API server's generated HTTPS
 // certificate in the work directory: its own CA (api-server-ca.pem, what

@@ -39,9 +39,15 @@ type backend struct {
 type Option func(*options)
 
 type options struct {
-	backend *backend
-	now     func() time.Time
+	backend   *backend
+	now       func() time.Time
+	heartbeat time.Duration
 }
+
+// WithHeartbeatInterval sets how often the instance renews its heartbeat
+// and closes the subscriptions of dead instances (insight.HeartbeatInterval
+// by default): for tests.
+func WithHeartbeatInterval(d time.Duration) Option { return func(o *options) { o.heartbeat = d } }
 
 // WithClock sets the clock of the heartbeats and of the online status the
 // API shows (time.Now by default): for tests.

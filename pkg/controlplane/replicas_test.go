@@ -2,22 +2,37 @@ package controlplane_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	meshv1 "github.com/kumametrics/mesh/api/mesh/v1"
+	"github.com/kumametrics/mesh/pkg/apiclient"
 
 	"github.com/kumametrics/mesh/pkg/ca"
 	"github.com/kumametrics/mesh/pkg/controlplane"
 	"github.com/kumametrics/mesh/pkg/cpconfig"
+	"github.com/kumametrics/mesh/pkg/dpconfig"
+	"github.com/kumametrics/mesh/pkg/dpserver"
 	"github.com/kumametrics/mesh/pkg/resource"
 	"github.com/kumametrics/mesh/pkg/store"
 	"github.com/kumametrics/mesh/pkg/store/memory"
@@ -292,4 +307,98 @@ func TestAControlPlaneAloneLeadsAtOnce(t *testing.T) {
 	}
 	cancel()
 	require.NoError(t, <-done)
+}
+
+// dataplaneToken asks r's API for a token of web-1 (service web).
+func (r *running) dataplaneToken(t *testing.T) string {
+	t.Helper()
+	res, err := http.Post("http://"+r.cp.Addrs()["api"]+"/tokens/dataplane", "application/json",
+		strings.NewReader(`{"mesh":"default","name":"web-1","tags":{"kuma.io/service":["web"]}}`))
+	require.NoError(t, err)
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, res.StatusCode, string(b))
+	return strings.TrimSpace(string(b))
+}
+
+// connectProxy opens web-1's config stream to r's dataplane server, trusting
+// the CA file caFile and presenting token, and takes its first config.
+func connectProxy(t *testing.T, r *running, caFile, token string) (disconnect func()) {
+	t.Helper()
+	caPEM, err := os.ReadFile(caFile)
+	require.NoError(t, err)
+	pool := x509.NewCertPool()
+	require.True(t, pool.AppendCertsFromPEM(caPEM))
+	conn, err := grpc.NewClient(r.cp.Addrs()["dp-server"], grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})))
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(t.Context(), "authorization", "Bearer "+token))
+	stream, err := meshv1.NewDataplaneConfigServiceClient(conn).StreamProxyConfig(ctx)
+	require.NoError(t, err)
+	md, err := structpb.NewStruct(map[string]any{dpserver.MetadataDataplane: `{"type":"Dataplane","mesh":"default","name":"web-1",` +
+		`"networking":{"address":"127.0.0.2","inbound":[{"port":8080,"tags":{"kuma.io/service":"web"}}]}}`})
+	require.NoError(t, err)
+	require.NoError(t, stream.Send(&discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: "web-1", Metadata: md}, TypeUrl: dpconfig.TypeURL}))
+	resp, err := stream.Recv()
+	require.NoError(t, err, "the proxy is served")
+	require.NoError(t, stream.Send(&discoveryv3.DiscoveryRequest{VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp.GetNonce(), TypeUrl: dpconfig.TypeURL}))
+	stop := func() { cancel(); _ = conn.Close() }
+	t.Cleanup(stop)
+	return stop
+}
+
+func requireStatus(t *testing.T, r *running, want string) apiclient.DataplaneOverview {
+	t.Helper()
+	var ov apiclient.DataplaneOverview
+	eventually(t, "web-1 "+want, func() error {
+		if ov = r.overview(t); ov.Status != want {
+			return fmt.Errorf("status %s", ov.Status)
+		}
+		return nil
+	})
+	return ov
+}
+
+// A proxy fails over from replica A to replica B: A's dataplane token
+// verifies on B, B's certificate verifies with A's dp-server-ca.pem, B shows
+// the proxy online while it is connected to A, offline once A is dead for
+// insight.HeartbeatTimeout (an injected clock), and online again, on B,
+// after the reconnect.
+func TestAProxyFailsOverToAnotherReplica(t *testing.T) {
+	st := memory.New()
+	t.Cleanup(func() { _ = st.Close() })
+	clock := newTestClock()
+	dirA, dirB := t.TempDir(), t.TempDir()
+	toA := &dyingStore{Store: st}
+	a := startReplica(t, replicaConfig(t, dirA), controlplane.WithStore(toA, nil, true),
+		controlplane.WithClock(clock.now), controlplane.WithHeartbeatInterval(20*time.Millisecond))
+	b := startReplica(t, replicaConfig(t, dirB), controlplane.WithStore(st, newHandElector(), true),
+		controlplane.WithClock(clock.now), controlplane.WithHeartbeatInterval(20*time.Millisecond))
+	token := a.dataplaneToken(t)
+	caOfA := filepath.Join(dirA, dpserver.CAFile)
+
+	disconnect := connectProxy(t, a, caOfA, token)
+	requireStatus(t, a, apiclient.StatusOnline)
+	ov := requireStatus(t, b, apiclient.StatusOnline)
+	idA := a.instanceID(t)
+	require.Equal(t, idA, ov.DataplaneInsight.Subscriptions[0].ControlPlaneInstanceID, "connected to A, online on B")
+
+	// A dies: it writes nothing more, its connections drop.
+	toA.dead.Store(true)
+	disconnect()
+	require.Equal(t, apiclient.StatusOnline, b.overview(t).Status, "within the timeout A's proxies count as connected")
+	clock.advance(30*time.Second + time.Second) // insight.HeartbeatTimeout, and a second
+	ov = requireStatus(t, b, apiclient.StatusOffline)
+	eventually(t, "B closes A's subscription", func() error {
+		if sub := b.overview(t).DataplaneInsight.Subscriptions[0]; sub.DisconnectTime == nil {
+			return errors.New("still open")
+		}
+		return nil
+	})
+
+	connectProxy(t, b, caOfA, token)
+	ov = requireStatus(t, b, apiclient.StatusOnline)
+	subs := ov.DataplaneInsight.Subscriptions
+	require.Len(t, subs, 2)
+	require.Equal(t, b.instanceID(t), subs[1].ControlPlaneInstanceID)
 }
