@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -174,4 +175,34 @@ func TestManagerNeverOverwritesAnotherWritersCA(t *testing.T) {
 	again, err := Load(secretsOf(repaired), "default", "ca-1")
 	require.NoError(t, err)
 	require.NotEqual(t, pair.Cert.SerialNumber, again.Cert.SerialNumber)
+}
+
+// Control planes racing to create one mesh's CA from the same view: the
+// store's create-only writes let exactly one win, and the stored pair is
+// that one's, whole (its key signs its certificate).
+func TestManagersRacingCreateOneCA(t *testing.T) {
+	ctx, w := newCAWorld(t)
+	_, err := w.mgr.Apply(ctx, mtlsMesh("default", "ca-1", "ca-1"), 0)
+	require.NoError(t, err)
+	view := w.waitView(t, func(v *mirror.View) bool { return v.Get(resource.KindMesh, resource.Key{Name: "default"}) != nil })
+	const n = 8
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		m := NewManager(w.mir, w.mgr, nil)
+		wg.Go(func() { errs[i] = m.Ensure(ctx, view) })
+	}
+	wg.Wait()
+	won := 0
+	for _, err := range errs {
+		if err == nil {
+			won++
+		} else {
+			require.ErrorIs(t, err, store.ErrAlreadyExists)
+		}
+	}
+	require.Equal(t, 1, won, "one CA is created")
+	created := w.waitView(t, func(v *mirror.View) bool { return v.Len(resource.KindSecret) == 2 })
+	_, err = Load(secretsOf(created), "default", "ca-1")
+	require.NoError(t, err, "its key and certificate are one pair")
 }
