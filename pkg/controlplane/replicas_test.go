@@ -27,6 +27,7 @@ import (
 
 	meshv1 "github.com/kumametrics/mesh/api/mesh/v1"
 	"github.com/kumametrics/mesh/pkg/apiclient"
+	"github.com/kumametrics/mesh/pkg/authn"
 
 	"github.com/kumametrics/mesh/pkg/ca"
 	"github.com/kumametrics/mesh/pkg/controlplane"
@@ -401,4 +402,38 @@ func TestAProxyFailsOverToAnotherReplica(t *testing.T) {
 	subs := ov.DataplaneInsight.Subscriptions
 	require.Len(t, subs, 2)
 	require.Equal(t, b.instanceID(t), subs[1].ControlPlaneInstanceID)
+}
+
+// A control plane upgraded from keeping its signing keys in the work
+// directory moves them into its SQLite store: tokens issued before keep
+// working, and the keys are GlobalSecrets, which only admins read.
+func TestTokensIssuedBeforeTheUpgradeKeepWorking(t *testing.T) {
+	dir := t.TempDir()
+	old, err := authn.Load(dir, nil) // the keys as the previous version kept them
+	require.NoError(t, err)
+	token, err := old.IssueUser("alice", []string{authn.AdminGroup}, 0)
+	require.NoError(t, err)
+	user, err := old.IssueUser("bob", []string{"dev"}, 0)
+	require.NoError(t, err)
+
+	cfg := replicaConfig(t, dir)
+	cfg.Store.Type = cpconfig.StoreSQLite
+	cfg.APIServer.Authn.LocalhostIsAdmin = false
+	r := startReplica(t, cfg)
+	get := func(path, token string) int {
+		req, err := http.NewRequest(http.MethodGet, "http://"+r.cp.Addrs()["api"]+path, nil)
+		require.NoError(t, err)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		res, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		_ = res.Body.Close()
+		return res.StatusCode
+	}
+	require.Equal(t, http.StatusOK, get("/global-secrets/"+authn.UserSigningKeySecret, token), "the old admin token works")
+	require.Equal(t, http.StatusForbidden, get("/global-secrets/"+authn.UserSigningKeySecret, user), "non-admins never read the keys")
+	require.Equal(t, http.StatusUnauthorized, get("/global-secrets", ""))
+	_, err = r.cp.Store().Get(t.Context(), resource.KindGlobalSecret, resource.Key{Name: authn.DataplaneSigningKeySecret})
+	require.NoError(t, err, "the keys are in the store")
 }
