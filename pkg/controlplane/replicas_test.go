@@ -324,7 +324,8 @@ func (r *running) dataplaneToken(t *testing.T) string {
 }
 
 // connectProxy opens web-1's config stream to r's dataplane server, trusting
-// the CA file caFile and presenting token, and takes its first config.
+// the CA file caFile and presenting token (none when empty), and takes its
+// first config.
 func connectProxy(t *testing.T, r *running, caFile, token string) (disconnect func()) {
 	t.Helper()
 	caPEM, err := os.ReadFile(caFile)
@@ -333,7 +334,11 @@ func connectProxy(t *testing.T, r *running, caFile, token string) (disconnect fu
 	require.True(t, pool.AppendCertsFromPEM(caPEM))
 	conn, err := grpc.NewClient(r.cp.Addrs()["dp-server"], grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})))
 	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(t.Context(), "authorization", "Bearer "+token))
+	ctx := t.Context()
+	if token != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token)
+	}
+	ctx, cancel := context.WithCancel(ctx)
 	stream, err := meshv1.NewDataplaneConfigServiceClient(conn).StreamProxyConfig(ctx)
 	require.NoError(t, err)
 	md, err := structpb.NewStruct(map[string]any{dpserver.MetadataDataplane: `{"type":"Dataplane","mesh":"default","name":"web-1",` +
