@@ -376,8 +376,10 @@ func TestAProxyFailsOverToAnotherReplica(t *testing.T) {
 	clock := newTestClock()
 	dirA, dirB := t.TempDir(), t.TempDir()
 	toA := &dyingStore{Store: st}
+	// A beats at its start only (the clock stands still until A dies); B
+	// beats often, so that it is alive at every time the test sets.
 	a := startReplica(t, replicaConfig(t, dirA), controlplane.WithStore(toA, nil, true),
-		controlplane.WithClock(clock.now), controlplane.WithHeartbeatInterval(20*time.Millisecond))
+		controlplane.WithClock(clock.now), controlplane.WithHeartbeatInterval(time.Hour))
 	b := startReplica(t, replicaConfig(t, dirB), controlplane.WithStore(st, newHandElector(), true),
 		controlplane.WithClock(clock.now), controlplane.WithHeartbeatInterval(20*time.Millisecond))
 	token := a.dataplaneToken(t)
