@@ -2,7 +2,7 @@
 # Installs, from Debian's packages, the programs the tests run for real
 # (Prometheus 2.42 for the end-to-end discovery and scrape tests; iptables
 # and iproute2 for the transparent proxy's tests in network namespaces; zip
-# for the Grafana plugin's build). Does
+# for the Grafana plugin's build; PostgreSQL 15 for the PostgreSQL store). Does
 # nothing when they are present.
 set -euo pipefail
 need=()
@@ -14,6 +14,9 @@ command -v ip >/dev/null || need+=(iproute2)
 # make plugin's zip. Not node: Debian bookworm's nodejs (18.20) is older
 # than the plugin's frontend needs (>= 20.19); the machine image has 20.20.
 command -v zip >/dev/null || need+=(zip)
+# The PostgreSQL store's tests start Debian's PostgreSQL 15 themselves
+# (internal/pgtest), as the unprivileged user postgres the package creates.
+[ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing test dependencies: ${need[*]}"
   if [ "$(id -u)" != 0 ]; then

@@ -58,7 +58,7 @@ func newRoot() *cobra.Command {
 	}
 	run.Flags().StringVarP(&configFile, "config-file", "c", "", "YAML configuration file")
 	run.Flags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	root.AddCommand(run, &cobra.Command{
+	root.AddCommand(run, newMigrate(), &cobra.Command{
 		Use:   "version",
 		Short: "Print the version",
 		Args:  cobra.NoArgs,

@@ -168,15 +168,60 @@ func (c *Client) Get(ctx context.Context, kind resource.Kind, mesh, name string)
 // List returns every resource of a kind in a mesh, reading all pages. An
 // empty mesh lists every mesh; mesh is ignored for Meshes.
 func (c *Client) List(ctx context.Context, kind resource.Kind, mesh string) ([]*resource.Object, error) {
-	d, err := resource.Describe(kind)
+	d, segs, err := collectionPath(kind, mesh)
 	if err != nil {
 		return nil, err
+	}
+	return listAll(ctx, c, segs, objectDecoder(d, mesh))
+}
+
+// ListPages reads every resource of a kind in a mesh page by page (pages of
+// the WithPageSize size), handing each page to fn as it arrives, so that a
+// caller streaming a large collection never holds more than one page. An
+// empty mesh lists every mesh; an error from fn stops the listing.
+func (c *Client) ListPages(ctx context.Context, kind resource.Kind, mesh string, fn func(page []*resource.Object) error) error {
+	d, segs, err := collectionPath(kind, mesh)
+	if err != nil {
+		return err
+	}
+	return eachPage(ctx, c, segs, nil, objectDecoder(d, mesh), func(page pageOf[*resource.Object]) error { return fn(page.items) })
+}
+
+// Count returns how many resources of a kind a mesh holds (every mesh when
+// mesh is empty), reading a one-item page and its total.
+func (c *Client) Count(ctx context.Context, kind resource.Kind, mesh string) (int, error) {
+	d, segs, err := collectionPath(kind, mesh)
+	if err != nil {
+		return 0, err
+	}
+	total := 0
+	stop := errors.New("first page read")
+	err = eachPage(ctx, c, segs, url.Values{"size": {"1"}}, objectDecoder(d, mesh), func(page pageOf[*resource.Object]) error {
+		total = page.total
+		return stop
+	})
+	if err != nil && !errors.Is(err, stop) {
+		return 0, err
+	}
+	return total, nil
+}
+
+func collectionPath(kind resource.Kind, mesh string) (resource.Descriptor, []string, error) {
+	d, err := resource.Describe(kind)
+	if err != nil {
+		return d, nil, err
 	}
 	segs := []string{d.Plural}
 	if d.Scoped && mesh != "" {
 		segs = []string{"meshes", mesh, d.Plural}
 	}
-	return listAll(ctx, c, segs, func(raw json.RawMessage) (*resource.Object, error) {
+	return d, segs, nil
+}
+
+// objectDecoder reads a listed resource, placing it in mesh when the answer
+// leaves its mesh out.
+func objectDecoder(d resource.Descriptor, mesh string) func(json.RawMessage) (*resource.Object, error) {
+	return func(raw json.RawMessage) (*resource.Object, error) {
 		var o resource.Object
 		if err := json.Unmarshal(raw, &o); err != nil {
 			return nil, err
@@ -185,7 +230,7 @@ func (c *Client) List(ctx context.Context, kind resource.Kind, mesh string) ([]*
 			o.Meta.Mesh = mesh
 		}
 		return &o, nil
-	})
+	}
 }
 
 // Put creates or replaces a resource (`PUT`) and returns what the control
@@ -313,23 +358,46 @@ func (c *Client) endpoint(query url.Values, segs ...string) string {
 	return b.String()
 }
 
-// listAll reads every page of a collection. It follows the `next` link of
-// each page by sending its query (offset, size) to the collection's path on
-// this client's address, so that a control plane reporting another host name
-// than the one used to reach it (behind a proxy, in a container) still pages
-// correctly.
+// listAll reads every page of a collection into one slice.
 func listAll[T any](ctx context.Context, c *Client, segs []string, decode func(json.RawMessage) (T, error)) ([]T, error) {
-	query := url.Values{}
-	if c.pageSize > 0 {
-		query.Set("size", strconv.Itoa(c.pageSize))
+	out := []T{}
+	err := eachPage(ctx, c, segs, nil, decode, func(page pageOf[T]) error {
+		out = append(out, page.items...)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// pageOf is one decoded page of a collection.
+type pageOf[T any] struct {
+	items []T
+	// total is the collection's size the control plane reported.
+	total int
+}
+
+// eachPage reads a collection page by page, from the first page (query, or
+// the client's page size when nil), handing each decoded page to fn; an
+// error from fn stops the reading and is returned. It follows the `next`
+// link of each page by sending its query (offset, size) to the collection's
+// path on this client's address, so that a control plane reporting another
+// host name than the one used to reach it (behind a proxy, in a container)
+// still pages correctly.
+func eachPage[T any](ctx context.Context, c *Client, segs []string, query url.Values, decode func(json.RawMessage) (T, error), fn func(pageOf[T]) error) error {
+	if query == nil {
+		query = url.Values{}
+		if c.pageSize > 0 {
+			query.Set("size", strconv.Itoa(c.pageSize))
+		}
 	}
 	seen := map[string]bool{query.Encode(): true}
-	out := []T{}
 	for {
 		u := c.endpoint(query, segs...)
 		resp, body, err := c.do(ctx, http.MethodGet, u, nil, nil)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		var page struct {
 			Total int               `json:"total"`
@@ -337,25 +405,29 @@ func listAll[T any](ctx context.Context, c *Client, segs []string, decode func(j
 			Next  *string           `json:"next"`
 		}
 		if err := decodeBody(resp, http.MethodGet, u, body, &page); err != nil {
-			return nil, err
+			return err
 		}
+		decoded := pageOf[T]{items: make([]T, 0, len(page.Items)), total: page.Total}
 		for i, raw := range page.Items {
 			v, err := decode(raw)
 			if err != nil {
-				return nil, fmt.Errorf("GET %s: cannot read item %d of the answer (is the control plane newer than this client?): %w", u, i, err)
+				return fmt.Errorf("GET %s: cannot read item %d of the answer (is the control plane newer than this client?): %w", u, i, err)
 			}
-			out = append(out, v)
+			decoded.items = append(decoded.items, v)
+		}
+		if err := fn(decoded); err != nil {
+			return err
 		}
 		if page.Next == nil || *page.Next == "" {
-			return out, nil
+			return nil
 		}
 		next, err := url.Parse(*page.Next)
 		if err != nil {
-			return nil, fmt.Errorf("GET %s: invalid next page link %q: %w", u, *page.Next, err)
+			return fmt.Errorf("GET %s: invalid next page link %q: %w", u, *page.Next, err)
 		}
 		query = next.Query()
 		if len(page.Items) == 0 || seen[query.Encode()] {
-			return nil, fmt.Errorf("GET %s: the control plane's paging does not advance (next page %q); stopping", u, *page.Next)
+			return fmt.Errorf("GET %s: the control plane's paging does not advance (next page %q); stopping", u, *page.Next)
 		}
 		seen[query.Encode()] = true
 	}

@@ -206,3 +206,48 @@ func TestManagersRacingCreateOneCA(t *testing.T) {
 	_, err = Load(secretsOf(created), "default", "ca-1")
 	require.NoError(t, err, "its key and certificate are one pair")
 }
+
+// A restore writes a CA's key and certificate in turn: in between, the
+// complete pair is of two CAs. The manager keeps it (and reports it) instead
+// of replacing it by a new CA, so the restored pair ends in place.
+func TestManagerKeepsACompletePairItCannotLoad(t *testing.T) {
+	ctx, w := newCAWorld(t)
+	mgr := w.mgr
+	_, err := mgr.Apply(ctx, mtlsMesh("default", "ca-1", "ca-1"), 0)
+	require.NoError(t, err)
+	cam := NewManager(w.mir, mgr, nil)
+	require.NoError(t, cam.Ensure(ctx, w.waitView(t, func(v *mirror.View) bool { return v.Get(resource.KindMesh, resource.Key{Name: "default"}) != nil })))
+	created := w.waitView(t, func(v *mirror.View) bool { return v.Len(resource.KindSecret) == 2 })
+	own, err := Load(secretsOf(created), "default", "ca-1")
+	require.NoError(t, err)
+
+	restored, err := NewCA("default", resource.CertificateAuthorityBackend{Name: "ca-1", Type: resource.CATypeBuiltin}, time.Now())
+	require.NoError(t, err)
+	keyWritten, err := mgr.Apply(ctx, resource.NewSecret("default", KeySecretName("default", "ca-1"), restored.KeyPEM), 0)
+	require.NoError(t, err)
+	halfway := w.waitView(t, func(v *mirror.View) bool {
+		s := v.Get(resource.KindSecret, resource.Key{Mesh: "default", Name: KeySecretName("default", "ca-1")})
+		return s != nil && s.Meta.Version == keyWritten.Object.Meta.Version
+	})
+	err = cam.Ensure(ctx, halfway)
+	require.ErrorContains(t, err, `the CA "ca-1" of mesh "default" is kept as it is although it does not load`)
+	cert, err := w.st.Get(ctx, resource.KindSecret, resource.Key{Mesh: "default", Name: CertSecretName("default", "ca-1")})
+	require.NoError(t, err)
+	pem, err := cert.Secret().Bytes()
+	require.NoError(t, err)
+	require.Equal(t, own.CertPEM, pem, "the certificate is not replaced")
+	key, err := w.st.Get(ctx, resource.KindSecret, resource.Key{Mesh: "default", Name: KeySecretName("default", "ca-1")})
+	require.NoError(t, err)
+	require.Equal(t, keyWritten.Object.Meta.Version, key.Meta.Version, "nor the key")
+
+	certWritten, err := mgr.Apply(ctx, resource.NewSecret("default", CertSecretName("default", "ca-1"), restored.CertPEM), 0)
+	require.NoError(t, err)
+	done := w.waitView(t, func(v *mirror.View) bool {
+		s := v.Get(resource.KindSecret, resource.Key{Mesh: "default", Name: CertSecretName("default", "ca-1")})
+		return s != nil && s.Meta.Version == certWritten.Object.Meta.Version
+	})
+	require.NoError(t, cam.Ensure(ctx, done))
+	now, err := Load(secretsOf(done), "default", "ca-1")
+	require.NoError(t, err)
+	require.Equal(t, restored.Cert.SerialNumber, now.Cert.SerialNumber, "the restored CA is in place")
+}

@@ -64,7 +64,10 @@ func (m *Manager) Reconcile(ctx context.Context) {
 	})
 }
 
-// Ensure creates missing CAs and removes unlisted ones, for the state in view.
+// Ensure creates missing CAs and removes unlisted ones, for the state in
+// view. A CA whose key or certificate is missing (a leftover of a crash
+// between the two writes) is replaced by a new pair; a complete pair is
+// never replaced.
 func (m *Manager) Ensure(ctx context.Context, view *mirror.View) error {
 	secrets := func(mesh, name string) *resource.Object {
 		return view.Get(resource.KindSecret, resource.Key{Mesh: mesh, Name: name})
@@ -77,7 +80,16 @@ func (m *Manager) Ensure(ctx context.Context, view *mirror.View) error {
 			certName, keyName := CertSecretName(mesh, b.Name), KeySecretName(mesh, b.Name)
 			listed[resource.Key{Mesh: mesh, Name: certName}] = true
 			listed[resource.Key{Mesh: mesh, Name: keyName}] = true
-			if _, err := Load(secrets, mesh, b.Name); err == nil {
+			_, err := Load(secrets, mesh, b.Name)
+			if err == nil {
+				continue
+			}
+			if secrets(mesh, certName) != nil && secrets(mesh, keyName) != nil {
+				// A complete pair is never replaced, even one that does not
+				// load: a restore (`kumactl apply` of an export) writes the
+				// key and the certificate in turn, and in between they are
+				// of two CAs. A pair broken for good is the user's to fix.
+				errs = append(errs, fmt.Errorf("the CA %q of mesh %q is kept as it is although it does not load (fix or delete its Secrets %q and %q): %w", b.Name, mesh, keyName, certName, err))
 				continue
 			}
 			if err := m.create(ctx, mesh, b, secrets); err != nil {

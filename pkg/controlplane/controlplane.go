@@ -42,6 +42,7 @@ import (
 	"github.com/kumametrics/mesh/pkg/store"
 	"github.com/kumametrics/mesh/pkg/store/memory"
 	"github.com/kumametrics/mesh/pkg/store/metered"
+	"github.com/kumametrics/mesh/pkg/store/postgres"
 	"github.com/kumametrics/mesh/pkg/store/sqlite"
 	"github.com/kumametrics/mesh/pkg/version"
 	"github.com/kumametrics/mesh/pkg/xds"
@@ -368,6 +369,18 @@ func openStore(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (stor
 	case cpconfig.StoreMemory:
 		log.Info("using the memory store: resources are lost on restart")
 		return memory.New(), nil
+	case cpconfig.StorePostgres:
+		pc := cfg.Store.Postgres
+		opts, err := postgres.OptionsOf(pc, log)
+		if err != nil {
+			return nil, fmt.Errorf("open PostgreSQL store: %w", err)
+		}
+		s, err := postgres.Open(ctx, opts)
+		if err != nil {
+			return nil, fmt.Errorf("open PostgreSQL store: %w", err)
+		}
+		log.Info("using the PostgreSQL store", "host", pc.Host, "port", pc.Port, "db", pc.DBName)
+		return s, nil
 	default:
 		path := cfg.SQLitePath()
 		s, err := sqlite.Open(ctx, path, sqlite.WithSynchronous(cfg.Store.SQLite.Synchronous))

@@ -29,6 +29,7 @@ const (
 	StoreSQLite     = "sqlite"
 	StoreMemory     = "memory"
 	StoreKubernetes = "kubernetes"
+	StorePostgres   = "postgres"
 )
 
 // Environments: where the control plane's resources come from and where
@@ -275,11 +276,55 @@ func (d Diagnostics) Address() string { return joinHostPort(d.Interface, d.Serve
 
 // Store selects and configures the resource store.
 type Store struct {
-	// Type is sqlite or memory (Universal), kubernetes (Kubernetes); it
-	// follows the environment unless set.
+	// Type is sqlite, postgres or memory (Universal), kubernetes
+	// (Kubernetes); it follows the environment unless set.
 	Type       string          `json:"type"`
 	SQLite     SQLiteStore     `json:"sqlite"`
+	Postgres   PostgresStore   `json:"postgres"`
 	Kubernetes KubernetesStore `json:"kubernetes"`
+}
+
+// PostgreSQL TLS modes (store.postgres.tls.mode).
+const (
+	PostgresTLSDisable    = "disable"
+	PostgresTLSVerifyNone = "verifyNone"
+	PostgresTLSVerifyCA   = "verifyCa"
+	PostgresTLSVerifyFull = "verifyFull"
+)
+
+// PostgresStore configures the PostgreSQL store (the reference system's
+// store.postgres keys and defaults).
+type PostgresStore struct {
+	Host     string `json:"host"`
+	Port     uint32 `json:"port"`
+	User     string `json:"user"`
+	Password string `json:"password"`
+	DBName   string `json:"dbName"`
+	// ConnectionTimeout bounds connecting, in seconds.
+	ConnectionTimeout int `json:"connectionTimeout"`
+	// MaxOpenConnections bounds the connection pool (the listen and leader
+	// connections come on top).
+	MaxOpenConnections int `json:"maxOpenConnections"`
+	// MinReconnectInterval and MaxReconnectInterval bound the waits between
+	// attempts to re-make the change feed's lost listen connection (the
+	// first attempt is immediate).
+	MinReconnectInterval Duration    `json:"minReconnectInterval"`
+	MaxReconnectInterval Duration    `json:"maxReconnectInterval"`
+	TLS                  PostgresTLS `json:"tls"`
+}
+
+// PostgresTLS configures TLS to PostgreSQL.
+type PostgresTLS struct {
+	// Mode is disable, verifyNone (encrypted, the server not verified),
+	// verifyCa (its chain verified with CAPath, not its name) or
+	// verifyFull (chain and host name).
+	Mode string `json:"mode"`
+	// CertPath and KeyPath are a client certificate (optional, both or neither).
+	CertPath string `json:"certPath"`
+	KeyPath  string `json:"keyPath"`
+	// CAPath is the CA bundle that verifies the server (verifyCa,
+	// verifyFull; default: the system's roots).
+	CAPath string `json:"caPath"`
 }
 
 // KubernetesStore configures the store on the Kubernetes API. The API
@@ -358,7 +403,11 @@ func Default() Config {
 		},
 		Diagnostics: Diagnostics{Interface: "0.0.0.0", ServerPort: 5680},
 		Environment: EnvironmentUniversal,
-		Store:       Store{Type: StoreSQLite, SQLite: SQLiteStore{Synchronous: "FULL"}, Kubernetes: KubernetesStore{SystemNamespace: "kuma-system"}},
+		Store: Store{Type: StoreSQLite, SQLite: SQLiteStore{Synchronous: "FULL"}, Kubernetes: KubernetesStore{SystemNamespace: "kuma-system"},
+			Postgres: PostgresStore{Host: "127.0.0.1", Port: 15432, User: "kuma", Password: "kuma", DBName: "kuma",
+				ConnectionTimeout: 5, MaxOpenConnections: 50,
+				MinReconnectInterval: Duration(10 * time.Second), MaxReconnectInterval: Duration(60 * time.Second),
+				TLS: PostgresTLS{Mode: PostgresTLSDisable}}},
 		Runtime: Runtime{
 			Universal: UniversalRuntime{DataplaneCleanupAge: Duration(72 * time.Hour)},
 			Kubernetes: KubernetesRuntime{
@@ -486,6 +535,19 @@ var envVars = []envVar{
 	{"KUMA_STORE_TYPE", str(func(c *Config) *string { return &c.Store.Type })},
 	{"KUMA_STORE_SQLITE_PATH", str(func(c *Config) *string { return &c.Store.SQLite.Path })},
 	{"KUMA_STORE_SQLITE_SYNCHRONOUS", str(func(c *Config) *string { return &c.Store.SQLite.Synchronous })},
+	{"KUMA_STORE_POSTGRES_HOST", str(func(c *Config) *string { return &c.Store.Postgres.Host })},
+	{"KUMA_STORE_POSTGRES_PORT", port(func(c *Config) *uint32 { return &c.Store.Postgres.Port })},
+	{"KUMA_STORE_POSTGRES_USER", str(func(c *Config) *string { return &c.Store.Postgres.User })},
+	{"KUMA_STORE_POSTGRES_PASSWORD", str(func(c *Config) *string { return &c.Store.Postgres.Password })},
+	{"KUMA_STORE_POSTGRES_DB_NAME", str(func(c *Config) *string { return &c.Store.Postgres.DBName })},
+	{"KUMA_STORE_POSTGRES_CONNECTION_TIMEOUT", integer(func(c *Config) *int { return &c.Store.Postgres.ConnectionTimeout })},
+	{"KUMA_STORE_POSTGRES_MAX_OPEN_CONNECTIONS", integer(func(c *Config) *int { return &c.Store.Postgres.MaxOpenConnections })},
+	{"KUMA_STORE_POSTGRES_MIN_RECONNECT_INTERVAL", duration(func(c *Config) *Duration { return &c.Store.Postgres.MinReconnectInterval })},
+	{"KUMA_STORE_POSTGRES_MAX_RECONNECT_INTERVAL", duration(func(c *Config) *Duration { return &c.Store.Postgres.MaxReconnectInterval })},
+	{"KUMA_STORE_POSTGRES_TLS_MODE", str(func(c *Config) *string { return &c.Store.Postgres.TLS.Mode })},
+	{"KUMA_STORE_POSTGRES_TLS_CERT_PATH", str(func(c *Config) *string { return &c.Store.Postgres.TLS.CertPath })},
+	{"KUMA_STORE_POSTGRES_TLS_KEY_PATH", str(func(c *Config) *string { return &c.Store.Postgres.TLS.KeyPath })},
+	{"KUMA_STORE_POSTGRES_TLS_CA_PATH", str(func(c *Config) *string { return &c.Store.Postgres.TLS.CAPath })},
 	{"KUMA_STORE_KUBERNETES_SYSTEM_NAMESPACE", str(func(c *Config) *string { return &c.Store.Kubernetes.SystemNamespace })},
 	{"KUMA_DEFAULTS_SKIP_MESH_CREATION", boolean(func(c *Config) *bool { return &c.Defaults.SkipMeshCreation })},
 	{"KUMA_SERVER_LIMITS_HTTP_READ_HEADER_TIMEOUT", duration(func(c *Config) *Duration { return &c.ServerLimits.HTTP.ReadHeaderTimeout })},
@@ -614,8 +676,8 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Sprintf("environment (KUMA_ENVIRONMENT): must be %s or %s, got %q", EnvironmentUniversal, EnvironmentKubernetes, c.Environment))
 	}
 	switch {
-	case c.Store.Type != StoreSQLite && c.Store.Type != StoreMemory && c.Store.Type != StoreKubernetes:
-		errs = append(errs, fmt.Sprintf("store.type (KUMA_STORE_TYPE): must be %s, %s or %s, got %q", StoreSQLite, StoreMemory, StoreKubernetes, c.Store.Type))
+	case c.Store.Type != StoreSQLite && c.Store.Type != StoreMemory && c.Store.Type != StoreKubernetes && c.Store.Type != StorePostgres:
+		errs = append(errs, fmt.Sprintf("store.type (KUMA_STORE_TYPE): must be %s, %s, %s or %s, got %q", StoreSQLite, StorePostgres, StoreMemory, StoreKubernetes, c.Store.Type))
 	case c.Environment == EnvironmentKubernetes && c.Store.Type != StoreKubernetes:
 		errs = append(errs, fmt.Sprintf("store.type (KUMA_STORE_TYPE): must be %s when environment (KUMA_ENVIRONMENT) is %s (resources are custom resources), got %q",
 			StoreKubernetes, EnvironmentKubernetes, c.Store.Type))
@@ -624,6 +686,9 @@ func (c Config) Validate() error {
 	}
 	if ns := c.Store.Kubernetes.SystemNamespace; len(ns) > 63 || !dnsLabel.MatchString(ns) {
 		errs = append(errs, fmt.Sprintf("store.kubernetes.systemNamespace (KUMA_STORE_KUBERNETES_SYSTEM_NAMESPACE): must be a Kubernetes namespace name (at most 63 lower-case letters, digits and '-'), got %q", ns))
+	}
+	if c.Store.Type == StorePostgres {
+		errs = append(errs, c.Store.Postgres.validate()...)
 	}
 	switch strings.ToUpper(c.Store.SQLite.Synchronous) {
 	case "FULL", "NORMAL":
@@ -717,4 +782,47 @@ func (c Config) Validate() error {
 		return errors.New("invalid configuration: " + strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+// validate checks the PostgreSQL settings (when the store is postgres).
+func (p PostgresStore) validate() []string {
+	var errs []string
+	if p.Host == "" {
+		errs = append(errs, "store.postgres.host (KUMA_STORE_POSTGRES_HOST): must not be empty")
+	}
+	if p.Port == 0 || p.Port > 65535 {
+		errs = append(errs, fmt.Sprintf("store.postgres.port (KUMA_STORE_POSTGRES_PORT): must be a port number from 1 to 65535, got %d", p.Port))
+	}
+	if p.User == "" {
+		errs = append(errs, "store.postgres.user (KUMA_STORE_POSTGRES_USER): must not be empty")
+	}
+	if p.DBName == "" {
+		errs = append(errs, "store.postgres.dbName (KUMA_STORE_POSTGRES_DB_NAME): must not be empty")
+	}
+	if p.ConnectionTimeout <= 0 {
+		errs = append(errs, fmt.Sprintf("store.postgres.connectionTimeout (KUMA_STORE_POSTGRES_CONNECTION_TIMEOUT): must be a positive number of seconds, got %d", p.ConnectionTimeout))
+	}
+	if p.MaxOpenConnections <= 0 {
+		errs = append(errs, fmt.Sprintf("store.postgres.maxOpenConnections (KUMA_STORE_POSTGRES_MAX_OPEN_CONNECTIONS): must be positive, got %d", p.MaxOpenConnections))
+	}
+	if p.MinReconnectInterval <= 0 {
+		errs = append(errs, fmt.Sprintf("store.postgres.minReconnectInterval (KUMA_STORE_POSTGRES_MIN_RECONNECT_INTERVAL): must be positive, got %s", time.Duration(p.MinReconnectInterval)))
+	}
+	if p.MaxReconnectInterval < p.MinReconnectInterval {
+		errs = append(errs, fmt.Sprintf("store.postgres.maxReconnectInterval (KUMA_STORE_POSTGRES_MAX_RECONNECT_INTERVAL): must not be less than minReconnectInterval (%s), got %s",
+			time.Duration(p.MinReconnectInterval), time.Duration(p.MaxReconnectInterval)))
+	}
+	switch p.TLS.Mode {
+	case PostgresTLSDisable, PostgresTLSVerifyNone, PostgresTLSVerifyCA, PostgresTLSVerifyFull:
+	default:
+		errs = append(errs, fmt.Sprintf("store.postgres.tls.mode (KUMA_STORE_POSTGRES_TLS_MODE): must be %s, %s, %s or %s, got %q",
+			PostgresTLSDisable, PostgresTLSVerifyNone, PostgresTLSVerifyCA, PostgresTLSVerifyFull, p.TLS.Mode))
+	}
+	if (p.TLS.CertPath == "") != (p.TLS.KeyPath == "") {
+		errs = append(errs, "store.postgres.tls.certPath (KUMA_STORE_POSTGRES_TLS_CERT_PATH) and store.postgres.tls.keyPath (KUMA_STORE_POSTGRES_TLS_KEY_PATH): set both or neither")
+	}
+	if p.TLS.Mode == PostgresTLSVerifyCA && p.TLS.CAPath == "" {
+		errs = append(errs, "store.postgres.tls.caPath (KUMA_STORE_POSTGRES_TLS_CA_PATH): needed by tls.mode verifyCa")
+	}
+	return errs
 }

@@ -249,6 +249,61 @@ func TestFileThenEnvironment(t *testing.T) {
 	require.Equal(t, "/data/x.db", c.SQLitePath())
 }
 
+// The PostgreSQL store's settings: the reference system's defaults, the
+// file's keys, and the environment over them.
+func TestPostgresSettings(t *testing.T) {
+	c, err := Load("", env(map[string]string{"KUMA_STORE_TYPE": "postgres"}))
+	require.NoError(t, err)
+	require.Equal(t, StorePostgres, c.Store.Type)
+	require.Equal(t, PostgresStore{Host: "127.0.0.1", Port: 15432, User: "kuma", Password: "kuma", DBName: "kuma",
+		ConnectionTimeout: 5, MaxOpenConnections: 50,
+		MinReconnectInterval: Duration(10 * time.Second), MaxReconnectInterval: Duration(time.Minute),
+		TLS: PostgresTLS{Mode: PostgresTLSDisable}}, c.Store.Postgres)
+
+	f := filepath.Join(t.TempDir(), "cp.yaml")
+	require.NoError(t, os.WriteFile(f, []byte(`store:
+  type: postgres
+  postgres:
+    host: db.example
+    port: 5432
+    user: cp
+    password: secret
+    dbName: mesh
+    connectionTimeout: 9
+    maxOpenConnections: 20
+    minReconnectInterval: 2s
+    maxReconnectInterval: 30s
+    tls:
+      mode: verifyFull
+      certPath: /c.pem
+      keyPath: /k.pem
+      caPath: /ca.pem
+`), 0o600))
+	c, err = Load(f, env(nil))
+	require.NoError(t, err)
+	require.Equal(t, PostgresStore{Host: "db.example", Port: 5432, User: "cp", Password: "secret", DBName: "mesh",
+		ConnectionTimeout: 9, MaxOpenConnections: 20,
+		MinReconnectInterval: Duration(2 * time.Second), MaxReconnectInterval: Duration(30 * time.Second),
+		TLS: PostgresTLS{Mode: PostgresTLSVerifyFull, CertPath: "/c.pem", KeyPath: "/k.pem", CAPath: "/ca.pem"}}, c.Store.Postgres)
+
+	c, err = Load(f, env(map[string]string{
+		"KUMA_STORE_POSTGRES_HOST": "10.0.0.9", "KUMA_STORE_POSTGRES_PORT": "6543", "KUMA_STORE_POSTGRES_USER": "u",
+		"KUMA_STORE_POSTGRES_PASSWORD": "p", "KUMA_STORE_POSTGRES_DB_NAME": "d", "KUMA_STORE_POSTGRES_CONNECTION_TIMEOUT": "3",
+		"KUMA_STORE_POSTGRES_MAX_OPEN_CONNECTIONS": "7", "KUMA_STORE_POSTGRES_MIN_RECONNECT_INTERVAL": "1s",
+		"KUMA_STORE_POSTGRES_MAX_RECONNECT_INTERVAL": "5s", "KUMA_STORE_POSTGRES_TLS_MODE": "verifyCa",
+		"KUMA_STORE_POSTGRES_TLS_CERT_PATH": "/c2.pem", "KUMA_STORE_POSTGRES_TLS_KEY_PATH": "/k2.pem", "KUMA_STORE_POSTGRES_TLS_CA_PATH": "/ca2.pem",
+	}))
+	require.NoError(t, err)
+	require.Equal(t, PostgresStore{Host: "10.0.0.9", Port: 6543, User: "u", Password: "p", DBName: "d",
+		ConnectionTimeout: 3, MaxOpenConnections: 7,
+		MinReconnectInterval: Duration(time.Second), MaxReconnectInterval: Duration(5 * time.Second),
+		TLS: PostgresTLS{Mode: PostgresTLSVerifyCA, CertPath: "/c2.pem", KeyPath: "/k2.pem", CAPath: "/ca2.pem"}}, c.Store.Postgres)
+
+	// Other stores do not check the PostgreSQL settings.
+	_, err = Load("", env(map[string]string{"KUMA_STORE_POSTGRES_TLS_MODE": "bogus"}))
+	require.NoError(t, err)
+}
+
 func TestBadSettingsNameTheSetting(t *testing.T) {
 	tests := []struct {
 		name string
@@ -258,7 +313,7 @@ func TestBadSettingsNameTheSetting(t *testing.T) {
 	}{
 		{name: "port not a number", env: map[string]string{"KUMA_API_SERVER_HTTP_PORT": "http"}, want: `KUMA_API_SERVER_HTTP_PORT: must be a port number from 0 to 65535, got "http"`},
 		{name: "port too large", env: map[string]string{"KUMA_DP_SERVER_PORT": "70000"}, want: "KUMA_DP_SERVER_PORT"},
-		{name: "unknown store", env: map[string]string{"KUMA_STORE_TYPE": "etcd"}, want: `store.type (KUMA_STORE_TYPE): must be sqlite, memory or kubernetes, got "etcd"`},
+		{name: "unknown store", env: map[string]string{"KUMA_STORE_TYPE": "etcd"}, want: `store.type (KUMA_STORE_TYPE): must be sqlite, postgres, memory or kubernetes, got "etcd"`},
 		{name: "unknown environment", env: map[string]string{"KUMA_ENVIRONMENT": "k8s"}, want: `environment (KUMA_ENVIRONMENT): must be universal or kubernetes, got "k8s"`},
 		{name: "Kubernetes on SQLite", env: map[string]string{"KUMA_ENVIRONMENT": "kubernetes", "KUMA_STORE_TYPE": "sqlite"},
 			want: `store.type (KUMA_STORE_TYPE): must be kubernetes when environment (KUMA_ENVIRONMENT) is kubernetes (resources are custom resources), got "sqlite"`},
@@ -319,6 +374,20 @@ func TestBadSettingsNameTheSetting(t *testing.T) {
 		{name: "MADS client CA without TLS", env: map[string]string{"KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_CLIENT_CA_FILE": "/ca.pem"},
 			want: "monitoringAssignmentServer.tlsClientCAFile (KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_CLIENT_CA_FILE): client certificates need TLS"},
 		{name: "unknown MADS authn field", file: "monitoringAssignmentServer:\n  authn:\n    token: x\n", want: "monitoringAssignmentServer.authn.token: unknown field"},
+		{name: "unknown postgres TLS mode", env: map[string]string{"KUMA_STORE_TYPE": "postgres", "KUMA_STORE_POSTGRES_TLS_MODE": "require"},
+			want: `store.postgres.tls.mode (KUMA_STORE_POSTGRES_TLS_MODE): must be disable, verifyNone, verifyCa or verifyFull, got "require"`},
+		{name: "postgres port not a number", env: map[string]string{"KUMA_STORE_POSTGRES_PORT": "pg"}, want: `KUMA_STORE_POSTGRES_PORT: must be a port number from 0 to 65535, got "pg"`},
+		{name: "postgres port zero in the file", file: "store:\n  type: postgres\n  postgres:\n    port: 0\n",
+			want: "store.postgres.port (KUMA_STORE_POSTGRES_PORT): must be a port number from 1 to 65535, got 0"},
+		{name: "postgres reconnect intervals reversed", env: map[string]string{"KUMA_STORE_TYPE": "postgres", "KUMA_STORE_POSTGRES_MAX_RECONNECT_INTERVAL": "1s"},
+			want: "store.postgres.maxReconnectInterval (KUMA_STORE_POSTGRES_MAX_RECONNECT_INTERVAL): must not be less than minReconnectInterval (10s), got 1s"},
+		{name: "postgres connection timeout not a number", env: map[string]string{"KUMA_STORE_POSTGRES_CONNECTION_TIMEOUT": "5s"},
+			want: `KUMA_STORE_POSTGRES_CONNECTION_TIMEOUT: must be a positive integer, got "5s"`},
+		{name: "postgres verifyCa without a CA", env: map[string]string{"KUMA_STORE_TYPE": "postgres", "KUMA_STORE_POSTGRES_TLS_MODE": "verifyCa"},
+			want: "store.postgres.tls.caPath (KUMA_STORE_POSTGRES_TLS_CA_PATH): needed by tls.mode verifyCa"},
+		{name: "postgres client key without certificate", env: map[string]string{"KUMA_STORE_TYPE": "postgres", "KUMA_STORE_POSTGRES_TLS_KEY_PATH": "k.pem"},
+			want: "store.postgres.tls.certPath (KUMA_STORE_POSTGRES_TLS_CERT_PATH) and store.postgres.tls.keyPath (KUMA_STORE_POSTGRES_TLS_KEY_PATH): set both or neither"},
+		{name: "unknown postgres field", file: "store:\n  postgres:\n    database: kuma\n", want: "store.postgres.database: unknown field"},
 		{name: "MADS TLS cert without key", env: map[string]string{"KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_CERT_FILE": "c.pem"}, want: "KUMA_MONITORING_ASSIGNMENT_SERVER_TLS_CERT_FILE, _KEY_FILE): set both or neither"},
 	}
 	for _, tc := range tests {

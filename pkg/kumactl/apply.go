@@ -24,7 +24,9 @@ func newApplyCmd(rc *RootContext) *cobra.Command {
 		Long: "Create or update the resources of a YAML file (several documents separated by ---, " +
 			"each in the Universal form `type: Mesh` or the Kubernetes form `apiVersion: kuma.io/v1alpha1`). " +
 			"Every document is decoded before anything is sent; documents are then applied in order, " +
-			"stopping at the first the control plane refuses. With --dry-run the resources are validated " +
+			"stopping at the first the control plane refuses. The CA material of a mesh with builtin mTLS " +
+			"(as `kumactl export --include-secrets` writes it) replaces the CA the control plane created for the mesh, " +
+			"so that certificates issued before a move stay valid. With --dry-run the resources are validated " +
 			"locally and printed, and the control plane is not contacted.",
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
@@ -46,7 +48,11 @@ func newApplyCmd(rc *RootContext) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			cas := newCAMaterial(docs)
 			for _, d := range docs {
+				if err := cas.awaitOwnPair(c.Context(), client, d.obj); err != nil {
+					return d.errorf(err, "%s", kindRef(d.obj))
+				}
 				_, created, err := client.Put(c.Context(), d.obj, 0)
 				if err != nil {
 					err = refusedWrite(translateAPIError(d, err), "kubectl apply -f "+shellQuote(file), !d.kubernetes)

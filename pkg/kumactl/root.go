@@ -1,5 +1,5 @@
 // Package kumactl is the command-line client of the control plane: the cobra
-// command tree (config, apply, get, delete, inspect, generate, install,
+// command tree (config, apply, export, get, delete, inspect, generate, install,
 // version) built on a RootContext that holds everything a command touches from
 // outside (standard streams, the config file, the clock, the API client
 // factory and the Grafana dashboards), so that tests can run the commands
@@ -136,6 +136,7 @@ func NewRootCmd(rc *RootContext) *cobra.Command {
 	cmd.AddCommand(
 		newConfigCmd(rc),
 		newApplyCmd(rc),
+		newExportCmd(rc),
 		newGetCmd(rc),
 		newDeleteCmd(rc),
 		newInspectCmd(rc),
@@ -156,8 +157,9 @@ func (rc *RootContext) loadConfig() (*config.Config, error) {
 	return cfg, err
 }
 
-// client returns the API client of the current control plane.
-func (rc *RootContext) client() (*apiclient.Client, error) {
+// client returns the API client of the current control plane, with extra
+// options (such as a page size) after the configured ones.
+func (rc *RootContext) client(extra ...apiclient.Option) (*apiclient.Client, error) {
 	cfg, err := rc.loadConfig()
 	if err != nil {
 		return nil, err
@@ -171,7 +173,7 @@ func (rc *RootContext) client() (*apiclient.Client, error) {
 		return nil, fmt.Errorf("control plane %q: %w", cp.Name, err)
 	}
 	rc.warnTokenInClear(cp.Name, cp.Coordinates.APIServer)
-	c, err := rc.NewClient(cp.Address(), rc.args.apiTimeout, opts...)
+	c, err := rc.NewClient(cp.Address(), rc.args.apiTimeout, append(opts, extra...)...)
 	if err != nil {
 		return nil, fmt.Errorf("control plane %q: %w", cp.Name, err)
 	}
