@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -12,6 +13,7 @@ import (
 	"github.com/kumametrics/mesh/pkg/cpconfig"
 	"github.com/kumametrics/mesh/pkg/leader"
 	"github.com/kumametrics/mesh/pkg/store"
+	"github.com/kumametrics/mesh/pkg/store/postgres"
 )
 
 // Several control planes on one store (docs/2026-12-06-leader-election.md):
@@ -140,10 +142,20 @@ func (l *leadership) lead(ctx context.Context) {
 
 // openBackend opens the store cfg names (Universal mode) with its elector.
 // SQLite and memory serve one control plane: it leads at once and alone.
+// PostgreSQL is shared by the replicas: the leader holds the database's
+// advisory lock.
 func openBackend(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (*backend, error) {
 	st, err := openStore(ctx, cfg, log)
 	if err != nil {
 		return nil, err
 	}
-	return &backend{store: st, elector: leader.Always{}}, nil
+	if cfg.Store.Type != cpconfig.StorePostgres {
+		return &backend{store: st, elector: leader.Always{}}, nil
+	}
+	conn, err := postgres.ConnectionOf(cfg.Store.Postgres).ConnConfig()
+	if err != nil {
+		_ = st.Close()
+		return nil, fmt.Errorf("PostgreSQL leader election: %w", err)
+	}
+	return &backend{store: st, elector: postgres.NewElector(conn, postgres.LeaderLockKey), shared: true}, nil
 }
