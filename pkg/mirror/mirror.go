@@ -245,7 +245,15 @@ func (m *Mirror) apply(ctx context.Context, batch []store.Event) error {
 		key  resource.Key
 		obj  *resource.Object // nil: remove
 	}
+	type kindKey struct {
+		kind resource.Kind
+		key  resource.Key
+	}
 	var changes []change
+	// deleted: keys deleted earlier in the batch; what the mirror holds of
+	// them is gone, whatever its version (a key created again starts its
+	// versions again).
+	deleted := map[kindKey]bool{}
 	for _, ev := range batch {
 		switch {
 		case ev.Type == store.Resync:
@@ -254,12 +262,13 @@ func (m *Mirror) apply(ctx context.Context, batch []store.Event) error {
 			continue
 		case ev.Type == store.Deleted:
 			changes = append(changes, change{kind: ev.Kind, key: ev.Key})
+			deleted[kindKey{ev.Kind, ev.Key}] = true
 			continue
 		}
 		m.mu.Lock()
 		have := m.working[ev.Kind][ev.Key]
 		m.mu.Unlock()
-		if have != nil && have.Meta.Version >= ev.Version {
+		if have != nil && !deleted[kindKey{ev.Kind, ev.Key}] && have.Meta.Version >= ev.Version {
 			continue
 		}
 		obj, err := m.store.Get(ctx, ev.Kind, ev.Key)

@@ -227,3 +227,31 @@ func TestInsightWritesChangeNothing(t *testing.T) {
 	require.Equal(t, v0.Revision()+1, v1.Revision(), "only the Dataplane changed the mirror")
 	require.Zero(t, v1.Len(resource.KindDataplaneInsight))
 }
+
+// A resource deleted and created again within one batch of events is in
+// the mirror afterwards, although its new version is not above the one the
+// mirror held (versions start again at 1).
+func TestDeletedAndCreatedAgainInOneBatch(t *testing.T) {
+	s := memory.New()
+	ctx := t.Context()
+	require.NoError(t, s.Create(ctx, storetest.Mesh("default")))
+	old := resource.NewSecret("default", "s", []byte("old"))
+	require.NoError(t, s.Create(ctx, old))
+	m := New(s, nil, resource.KindMesh, resource.KindSecret)
+	require.NoError(t, m.reload(ctx))
+
+	require.NoError(t, s.Delete(ctx, resource.KindSecret, old.Meta.Key(), 0))
+	again := resource.NewSecret("default", "s", []byte("new"))
+	require.NoError(t, s.Create(ctx, again))
+	require.Equal(t, old.Meta.Version, again.Meta.Version, "the store starts the key's versions again")
+	require.NoError(t, m.apply(ctx, []store.Event{
+		{Type: store.Deleted, Kind: resource.KindSecret, Key: old.Meta.Key()},
+		{Type: store.Created, Kind: resource.KindSecret, Key: again.Meta.Key(), Version: again.Meta.Version},
+	}))
+	v, _ := m.View()
+	got := v.Get(resource.KindSecret, again.Meta.Key())
+	require.NotNil(t, got, "the key created again is mirrored")
+	data, err := got.Secret().Bytes()
+	require.NoError(t, err)
+	require.Equal(t, []byte("new"), data)
+}
