@@ -251,3 +251,66 @@ func TestManagerKeepsACompletePairItCannotLoad(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, restored.Cert.SerialNumber, now.Cert.SerialNumber, "the restored CA is in place")
 }
+
+// pausingWriter holds its writer's caller after the first write, until
+// the test lets it go on.
+type pausingWriter struct {
+	Writer
+	once           sync.Once
+	wrote, goingOn chan struct{}
+}
+
+func newPausingWriter(w Writer) *pausingWriter {
+	return &pausingWriter{Writer: w, wrote: make(chan struct{}), goingOn: make(chan struct{})}
+}
+
+func (p *pausingWriter) pause() {
+	p.once.Do(func() { close(p.wrote); <-p.goingOn })
+}
+
+func (p *pausingWriter) Create(ctx context.Context, objs ...*resource.Object) error {
+	err := p.Writer.Create(ctx, objs...)
+	p.pause()
+	return err
+}
+
+func (p *pausingWriter) Delete(ctx context.Context, kind resource.Kind, key resource.Key, ifVersion int64) error {
+	err := p.Writer.Delete(ctx, kind, key, ifVersion)
+	p.pause()
+	return err
+}
+
+// Two control planes whose writes interleave: X has written part of the CA
+// when Y looks, and Y's writes go between X's. The stored pair is still one
+// CA (writing the key and then the certificate, X's certificate would land
+// beside Y's key, a complete pair of two CAs that is then kept for good).
+func TestInterleavedCAWritesLeaveOneWholePair(t *testing.T) {
+	ctx, w := newCAWorld(t)
+	_, err := w.mgr.Apply(ctx, mtlsMesh("default", "ca-1", "ca-1"), 0)
+	require.NoError(t, err)
+	empty := w.waitView(t, func(v *mirror.View) bool { return v.Get(resource.KindMesh, resource.Key{Name: "default"}) != nil })
+	wx, wy := newPausingWriter(w.mgr), newPausingWriter(w.mgr)
+	x, y := NewManager(w.mir, wx, nil), NewManager(w.mir, wy, nil)
+	xDone, yDone := make(chan error, 1), make(chan error, 1)
+	go func() { xDone <- x.Ensure(ctx, empty) }()
+	<-wx.wrote
+	seen := w.waitView(t, func(v *mirror.View) bool { return v.Len(resource.KindSecret) > 0 })
+	go func() { yDone <- y.Ensure(ctx, seen) }()
+	var yErr error
+	yFinished := false
+	select {
+	case <-wy.wrote: // Y wrote too: X goes on first
+	case yErr = <-yDone:
+		yFinished = true
+	}
+	close(wx.goingOn)
+	xErr := <-xDone
+	close(wy.goingOn)
+	if !yFinished {
+		yErr = <-yDone
+	}
+	t.Log("X:", xErr, "Y:", yErr)
+	final := w.waitView(t, func(v *mirror.View) bool { return v.Len(resource.KindSecret) == 2 })
+	_, err = Load(secretsOf(final), "default", "ca-1")
+	require.NoError(t, err, "the stored key and certificate are one CA")
+}
