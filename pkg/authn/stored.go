@@ -53,8 +53,9 @@ type Loaded struct {
 // same transaction): a fresh key gets a new admin token that never expires,
 // a key from a file takes the admin token file beside it, if any. Last, the
 // admin token is written to AdminTokenFile of workDir when that file is
-// missing, so that every replica's work directory has it. The work
-// directory also keeps a copy of the keys (the store's win over it).
+// missing or holds another token, so that every replica's work directory
+// has the store's. The work directory also keeps a copy of the keys (the
+// store's win over it).
 func LoadStored(ctx context.Context, st SecretStore, workDir string, now func() time.Time) (*Issuer, Loaded, error) {
 	var done Loaded
 	if workDir == "" {
@@ -149,15 +150,15 @@ func storedKey(ctx context.Context, st SecretStore, name, workDir, file string, 
 }
 
 // writeAdminToken writes the stored admin token to the work directory when
-// it is missing there.
+// it is missing there or another one (a restore brought the store another
+// control plane's keys and token).
 func writeAdminToken(ctx context.Context, st SecretStore, workDir string) (bool, error) {
-	path := AdminTokenPath(workDir)
-	if _, err := os.Stat(path); err == nil || !errors.Is(err, fs.ErrNotExist) {
-		return false, nil
-	}
 	token, err := globalsecret.Read(ctx, st, AdminTokenSecret)
 	if err != nil || token == nil {
 		return false, err
+	}
+	if old, err := os.ReadFile(AdminTokenPath(workDir)); err == nil && bytes.Equal(old, token) {
+		return false, nil
 	}
 	if err := writeFile(workDir, AdminTokenFile, token); err != nil {
 		return false, err

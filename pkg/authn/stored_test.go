@@ -78,6 +78,14 @@ func TestStoredKeysAreSharedByTheReplicas(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, loaded.AdminTokenWritten)
 	require.FileExists(t, authn.AdminTokenPath(dirB))
+	// So does the store's after another one (a restore into the store).
+	require.NoError(t, os.WriteFile(authn.AdminTokenPath(dirB), []byte("another\n"), 0o600))
+	_, loaded, err = authn.LoadStored(t.Context(), st, dirB, nil)
+	require.NoError(t, err)
+	require.True(t, loaded.AdminTokenWritten)
+	rewritten, err := os.ReadFile(authn.AdminTokenPath(dirB))
+	require.NoError(t, err)
+	require.Equal(t, tokenA, rewritten)
 }
 
 // Replicas starting at once on an empty store agree on one key of each
