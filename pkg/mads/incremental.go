@@ -37,11 +37,13 @@ type generator struct {
 // dataplane added or removed changes its block only.
 const blockEvery = 512
 
-// generated is a dataplane and its entry; mesh repeats the entry's, so
-// that checking an unchanged dataplane reads this slice only.
+// generated is a dataplane and its entry; mesh and res repeat the
+// entry's, so that taking an unchanged dataplane's resource reads this
+// slice only, in order, not the entries spread over the heap.
 type generated struct {
 	dp, mesh *resource.Object
 	e        *entry
+	res      xds.Resource // Body nil: no assignment
 }
 
 // compareDataplanes orders dataplanes as store views list them: by mesh,
@@ -141,9 +143,9 @@ func (g *generator) generate(meshes, dataplanes []*resource.Object) (*published,
 			// The same dataplane object in the same mesh object: reused.
 			meshOK = was.mesh
 			next = append(next, *was)
-			if was.e.a != nil {
+			if was.res.Body != nil {
 				entries = append(entries, was.e)
-				resources = append(resources, was.e.res)
+				resources = append(resources, was.res)
 			}
 			continue
 		}
@@ -155,7 +157,7 @@ func (g *generator) generate(meshes, dataplanes []*resource.Object) (*published,
 		if err != nil {
 			return nil, err
 		}
-		next = append(next, generated{dp: dp, mesh: mesh, e: e})
+		next = append(next, generated{dp: dp, mesh: mesh, e: e, res: e.res})
 		if e.a != nil {
 			entries = append(entries, e)
 			resources = append(resources, e.res)

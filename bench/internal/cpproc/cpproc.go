@@ -5,6 +5,7 @@
 package cpproc
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -200,7 +201,14 @@ func (cp *ControlPlane) fetchMADS(version string, timeout time.Duration) (madsAn
 		a.Read = a.Headers
 		return a, nil
 	}
-	b, err := io.ReadAll(res.Body)
+	// Read into a buffer of the announced size: the time is the transfer's,
+	// not that of growing a buffer by steps.
+	var buf bytes.Buffer
+	if res.ContentLength > 0 {
+		buf.Grow(int(res.ContentLength))
+	}
+	_, err = buf.ReadFrom(res.Body)
+	b := buf.Bytes()
 	a.Read = time.Now()
 	if err != nil {
 		return madsAnswer{}, fmt.Errorf("MADS answer: %w", err)
