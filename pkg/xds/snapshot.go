@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/cespare/xxhash/v2"
 	"google.golang.org/protobuf/proto"
@@ -51,6 +52,11 @@ type Snapshot struct {
 	typeURL   string
 	version   string
 	resources []Resource
+
+	// index of the resources by name, built at the first Get (delta
+	// streams look every name up; the others never do).
+	indexOnce sync.Once
+	index     map[string]int
 }
 
 // NewSnapshot sorts resources by name and versions the set by its content.
@@ -96,7 +102,13 @@ func (s *Snapshot) Len() int { return len(s.resources) }
 
 // Get returns a resource by name.
 func (s *Snapshot) Get(name string) (Resource, bool) {
-	i, ok := slices.BinarySearchFunc(s.resources, name, func(r Resource, name string) int { return strings.Compare(r.Name, name) })
+	s.indexOnce.Do(func() {
+		s.index = make(map[string]int, len(s.resources))
+		for i, r := range s.resources {
+			s.index[r.Name] = i
+		}
+	})
+	i, ok := s.index[name]
 	if !ok {
 		return Resource{}, false
 	}
