@@ -3,12 +3,12 @@ package mads
 import (
 	"fmt"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 
 	"github.com/cespare/xxhash/v2"
 
+	"github.com/kumametrics/mesh/pkg/mirror"
 	"github.com/kumametrics/mesh/pkg/resource"
 	"github.com/kumametrics/mesh/pkg/xds"
 )
@@ -44,15 +44,6 @@ type generated struct {
 	dp, mesh *resource.Object
 	e        *entry
 	res      xds.Resource // Body nil: no assignment
-}
-
-// compareDataplanes orders dataplanes as store views list them: by mesh,
-// then name.
-func compareDataplanes(a, b *resource.Object) int {
-	if c := strings.Compare(a.Meta.Mesh, b.Meta.Mesh); c != 0 {
-		return c
-	}
-	return strings.Compare(a.Meta.Name, b.Meta.Name)
 }
 
 // entry is one dataplane's generated output.
@@ -131,7 +122,7 @@ func (g *generator) generate(meshes, dataplanes []*resource.Object) (*published,
 			was = &g.prev[j] // the usual case: the same object in the same place
 			j++
 		} else {
-			for j < len(g.prev) && compareDataplanes(g.prev[j].dp, dp) < 0 {
+			for j < len(g.prev) && mirror.Compare(g.prev[j].dp, dp) < 0 {
 				j++ // a dataplane gone since
 			}
 			if j < len(g.prev) && g.prev[j].dp == dp {

@@ -53,25 +53,22 @@ func NewView(objs ...*resource.Object) *View {
 	return v
 }
 
-// compareObjects orders objects by mesh, then name.
-func compareObjects(a, b *resource.Object) int {
-	if c := strings.Compare(a.Meta.Mesh, b.Meta.Mesh); c != 0 {
-		return c
-	}
-	return strings.Compare(a.Meta.Name, b.Meta.Name)
-}
+// Compare orders objects by mesh, then name: the order of List.
+func Compare(a, b *resource.Object) int { return compareKeys(a.Meta.Key(), b.Meta.Key()) }
 
-// compareKey orders an object against a key, as compareObjects.
-func compareKey(o *resource.Object, k resource.Key) int {
-	if c := strings.Compare(o.Meta.Mesh, k.Mesh); c != 0 {
+// compareKey orders an object against a key, as Compare.
+func compareKey(o *resource.Object, k resource.Key) int { return compareKeys(o.Meta.Key(), k) }
+
+func compareKeys(a, b resource.Key) int {
+	if c := strings.Compare(a.Mesh, b.Mesh); c != 0 {
 		return c
 	}
-	return strings.Compare(o.Meta.Name, k.Name)
+	return strings.Compare(a.Name, b.Name)
 }
 
 // sorted sorts objects (of one kind, distinct keys) in place and returns them.
 func sorted(objs []*resource.Object) []*resource.Object {
-	slices.SortFunc(objs, compareObjects)
+	slices.SortFunc(objs, Compare)
 	return objs
 }
 
@@ -112,12 +109,7 @@ func (v *View) List(kind resource.Kind, mesh string) []*resource.Object {
 // change.
 func merge(objs []*resource.Object, changes map[resource.Key]*resource.Object) []*resource.Object {
 	keys := slices.Collect(maps.Keys(changes))
-	slices.SortFunc(keys, func(a, b resource.Key) int {
-		if c := strings.Compare(a.Mesh, b.Mesh); c != 0 {
-			return c
-		}
-		return strings.Compare(a.Name, b.Name)
-	})
+	slices.SortFunc(keys, compareKeys)
 	out := make([]*resource.Object, 0, len(objs)+len(keys))
 	i := 0
 	for _, k := range keys {
