@@ -257,7 +257,7 @@ func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger, opts ...Opt
 			return nil, err
 		}
 	}
-	if err := cp.listen("diagnostics", cfg.Diagnostics.Address(), diagnostics.Handler(st, cp.registry), nil); err != nil {
+	if err := cp.listen("diagnostics", cfg.Diagnostics.Address(), diagnostics.Handler(st, cp.registry, cfg.Diagnostics.DebugEndpoints), nil); err != nil {
 		return nil, err
 	}
 

@@ -3,6 +3,9 @@ package mirror
 import (
 	"context"
 	"fmt"
+	"maps"
+	"math/rand/v2"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -254,4 +257,113 @@ func TestDeletedAndCreatedAgainInOneBatch(t *testing.T) {
 	data, err := got.Secret().Bytes()
 	require.NoError(t, err)
 	require.Equal(t, []byte("new"), data)
+}
+
+// TestMergeEqualsSorting: a view's slice after merging random changes is
+// the one sorting the changed set from scratch gives.
+func TestMergeEqualsSorting(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(1, 2))
+	obj := func(mesh, name string, version int) *resource.Object {
+		return &resource.Object{Meta: resource.Meta{Kind: resource.KindDataplane, Mesh: mesh, Name: name, Version: int64(version)}}
+	}
+	meshes := []string{"a", "a-b", "b", ""}
+	for round := range 300 {
+		model := map[resource.Key]*resource.Object{}
+		for range rnd.IntN(50) {
+			o := obj(meshes[rnd.IntN(len(meshes))], fmt.Sprintf("dp-%d", rnd.IntN(60)), round)
+			model[o.Meta.Key()] = o
+		}
+		base := sorted(slices.Collect(maps.Values(model)))
+		changes := map[resource.Key]*resource.Object{}
+		for range rnd.IntN(20) {
+			k := resource.Key{Mesh: meshes[rnd.IntN(len(meshes))], Name: fmt.Sprintf("dp-%d", rnd.IntN(60))}
+			if rnd.IntN(3) == 0 {
+				changes[k] = nil
+				delete(model, k)
+			} else {
+				o := obj(k.Mesh, k.Name, round+1)
+				changes[k] = o
+				model[k] = o
+			}
+		}
+		before := slices.Clone(base)
+		got := merge(base, changes)
+		require.Equal(t, before, base, "merge must not modify its input")
+		require.Equal(t, sorted(slices.Collect(maps.Values(model))), got, "round %d", round)
+		v := &View{objects: map[resource.Kind][]*resource.Object{resource.KindDataplane: got}}
+		for k, o := range model {
+			require.Same(t, o, v.Get(resource.KindDataplane, k))
+		}
+		for _, m := range meshes {
+			var want []*resource.Object
+			for _, o := range got {
+				if o.Meta.Mesh == m {
+					want = append(want, o)
+				}
+			}
+			if m != "" {
+				require.Equal(t, len(want), len(v.List(resource.KindDataplane, m)), "mesh %q", m)
+				if len(want) > 0 {
+					require.Equal(t, want, v.List(resource.KindDataplane, m))
+				}
+			}
+		}
+	}
+}
+
+// TestRandomChangesMatchTheStore: after random creates, updates and
+// deletes, with views taken in between, the mirror's view is the store's
+// content, and views taken earlier keep what they showed.
+func TestRandomChangesMatchTheStore(t *testing.T) {
+	ctx := t.Context()
+	s := memory.New()
+	for _, mesh := range []string{"m1", "m2"} {
+		require.NoError(t, s.Create(ctx, storetest.Mesh(mesh)))
+	}
+	m := startMirror(t, s)
+	rnd := rand.New(rand.NewPCG(3, 4))
+	type snap struct {
+		v    *View
+		keys []string
+	}
+	keysOf := func(v *View) []string {
+		var out []string
+		for _, o := range v.List(resource.KindDataplane, "") {
+			out = append(out, fmt.Sprintf("%s@%d", o.Meta.Key(), o.Meta.Version))
+		}
+		return out
+	}
+	var snaps []snap
+	for round := range 30 {
+		for range 1 + rnd.IntN(40) {
+			mesh := []string{"m1", "m2"}[rnd.IntN(2)]
+			key := resource.Key{Mesh: mesh, Name: fmt.Sprintf("dp-%03d", rnd.IntN(100))}
+			have, err := s.Get(ctx, resource.KindDataplane, key)
+			switch {
+			case err != nil:
+				require.NoError(t, s.Create(ctx, storetest.Dataplane(mesh, key.Name, rnd.IntN(1000))))
+			case rnd.IntN(2) == 0:
+				require.NoError(t, s.Delete(ctx, resource.KindDataplane, key, 0))
+			default:
+				upd := &resource.Object{Meta: have.Meta, Spec: storetest.Dataplane(mesh, key.Name, rnd.IntN(1000)).Spec}
+				require.NoError(t, s.Update(ctx, upd))
+			}
+		}
+		res, err := s.List(ctx, resource.KindDataplane, store.ListOptions{})
+		require.NoError(t, err)
+		var want []string
+		for _, o := range sorted(slices.Clone(res.Items)) {
+			want = append(want, fmt.Sprintf("%s@%d", o.Meta.Key(), o.Meta.Version))
+		}
+		v := waitFor(t, m, func(v *View) bool { return slices.Equal(keysOf(v), want) })
+		for _, o := range res.Items {
+			got := v.Get(resource.KindDataplane, o.Meta.Key())
+			require.NotNil(t, got, "round %d: %s", round, o.Meta.Key())
+			require.Equal(t, o.Meta.Version, got.Meta.Version)
+		}
+		snaps = append(snaps, snap{v, want})
+	}
+	for i, sn := range snaps {
+		require.Equal(t, sn.keys, keysOf(sn.v), "view %d changed after it was handed out", i)
+	}
 }
