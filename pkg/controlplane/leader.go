@@ -67,6 +67,10 @@ func WithStore(st store.Store, e leader.Elector, shared bool) Option {
 	return func(o *options) { o.backend = &backend{store: st, elector: e, shared: shared, borrowed: true} }
 }
 
+// firstStartRetry is how long a leader waits before retrying failed
+// first-start steps.
+const firstStartRetry = time.Second
+
 // leadership runs the singleton work while this instance leads.
 type leadership struct {
 	elector leader.Elector
@@ -116,16 +120,25 @@ func (l *leadership) lead(ctx context.Context) {
 			l.log.Info("lost leadership")
 		}
 	}()
-	if l.firstStart != nil {
-		if err := l.firstStart(ctx); err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			// The tasks still run; the steps run again at the next leadership.
-			l.log.Error("first-start steps failed", "err", err)
-		}
-	}
 	var wg sync.WaitGroup
+	if l.firstStart != nil {
+		// Retried until they succeed (the store may be away for a while),
+		// beside the tasks.
+		wg.Go(func() {
+			for {
+				err := l.firstStart(ctx)
+				if err == nil || ctx.Err() != nil {
+					return
+				}
+				l.log.Error("first-start steps failed; retrying", "err", err, "in", firstStartRetry)
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(firstStartRetry):
+				}
+			}
+		})
+	}
 	for _, t := range l.tasks {
 		wg.Add(1)
 		go func() {

@@ -444,3 +444,21 @@ func TestTokensIssuedBeforeTheUpgradeKeepWorking(t *testing.T) {
 	_, err = r.cp.Store().Get(t.Context(), resource.KindGlobalSecret, resource.Key{Name: authn.DataplaneSigningKeySecret})
 	require.NoError(t, err, "the keys are in the store")
 }
+
+// A leader whose first-start steps fail (its store is away) retries them
+// until they succeed.
+func TestTheLeaderRetriesTheFirstStartSteps(t *testing.T) {
+	st := memory.New()
+	t.Cleanup(func() { _ = st.Close() })
+	away := &dyingStore{Store: st}
+	e := newHandElector()
+	r := startReplica(t, replicaConfig(t, t.TempDir()), controlplane.WithStore(away, e, true))
+	away.dead.Store(true)
+	e.grant <- struct{}{}
+	requireLeading(t, r, true)
+	away.dead.Store(false)
+	eventually(t, "the default mesh, once the store is back", func() error {
+		_, err := st.Get(t.Context(), resource.KindMesh, resource.Key{Name: resource.DefaultMesh})
+		return err
+	})
+}
