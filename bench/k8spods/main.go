@@ -151,7 +151,7 @@ func run(ctx context.Context, kumaCP string, n, rounds, writers int) error {
 
 	// Round by round: a long poll held on the current version, then one
 	// Pod's label changes; the time from the change's request to the answer.
-	lat, _, err := cp.ChangeToLongPoll(ctx, version, rounds, func(r int) error {
+	lats, _, err := cp.ChangeToLongPoll(ctx, version, rounds, func(r int) error {
 		patch := fmt.Sprintf(`{"metadata":{"labels":{"round":"r%d"}}}`, r)
 		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: podName(r * 7919 % n)}}
 		return c.Patch(ctx, pod, client.RawPatch(types.MergePatchType, []byte(patch)))
@@ -159,6 +159,7 @@ func run(ctx context.Context, kumaCP string, n, rounds, writers int) error {
 	if err != nil {
 		return err
 	}
+	lat := lats.Answer
 
 	fmt.Printf("Pods                                   %d (one Service), created with their IPs by %d writers in %s\n", n, writers, created.Round(time.Millisecond))
 	fmt.Printf("all Dataplanes stored                  %s after the first Pod (%s after the last)\n", stored.Round(time.Millisecond), (stored - created).Round(time.Millisecond))

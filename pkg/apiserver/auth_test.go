@@ -44,6 +44,8 @@ func newAuthEnv(t *testing.T, localhostIsAdmin bool) *authEnv {
 	require.NoError(t, mgr.EnsureDefaultMesh(ctx))
 	_, err := mgr.Apply(ctx, resource.NewSecret("default", "s1", []byte("top secret")), 0)
 	require.NoError(t, err)
+	_, err = mgr.Apply(ctx, resource.NewGlobalSecret("user-token-signing-key-1", []byte("signing key")), 0)
+	require.NoError(t, err)
 
 	dir := t.TempDir()
 	iss, err := authn.Load(dir, nil)
@@ -98,11 +100,14 @@ func TestAuthorization(t *testing.T) {
 		{"write secret", "PUT", "/meshes/default/secrets/s2", secret},
 		{"list secrets of a mesh", "GET", "/meshes/default/secrets", ""},
 		{"list secrets", "GET", "/secrets", ""},
+		{"read global secret", "GET", "/global-secrets/user-token-signing-key-1", ""},
+		{"write global secret", "PUT", "/global-secrets/g2", `{"type":"GlobalSecret","name":"g2","data":"aGVsbG8="}`},
+		{"list global secrets", "GET", "/global-secrets", ""},
 		{"dataplane token", "POST", "/tokens/dataplane", `{"mesh":"default","name":"dp-1","tags":{"kuma.io/service":["*"]}}`},
 		{"user token", "POST", "/tokens/user", `{"name":"bob","groups":["dev"]}`},
 	}
 	// What an admin gets on each route.
-	adminStatus := map[string]int{"write secret": 201, "delete dataplane": 404}
+	adminStatus := map[string]int{"write secret": 201, "write global secret": 201, "delete dataplane": 404}
 	public := map[string]bool{"read mesh": true, "list meshes": true, "index": true, "insights": true}
 
 	type identity struct {

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -176,6 +177,36 @@ func TestManagerNeverOverwritesAnotherWritersCA(t *testing.T) {
 	require.NotEqual(t, pair.Cert.SerialNumber, again.Cert.SerialNumber)
 }
 
+// Control planes racing to create one mesh's CA from the same view: the
+// store's create-only writes let exactly one win, and the stored pair is
+// that one's, whole (its key signs its certificate).
+func TestManagersRacingCreateOneCA(t *testing.T) {
+	ctx, w := newCAWorld(t)
+	_, err := w.mgr.Apply(ctx, mtlsMesh("default", "ca-1", "ca-1"), 0)
+	require.NoError(t, err)
+	view := w.waitView(t, func(v *mirror.View) bool { return v.Get(resource.KindMesh, resource.Key{Name: "default"}) != nil })
+	const n = 8
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		m := NewManager(w.mir, w.mgr, nil)
+		wg.Go(func() { errs[i] = m.Ensure(ctx, view) })
+	}
+	wg.Wait()
+	won := 0
+	for _, err := range errs {
+		if err == nil {
+			won++
+		} else {
+			require.ErrorIs(t, err, store.ErrAlreadyExists)
+		}
+	}
+	require.Equal(t, 1, won, "one CA is created")
+	created := w.waitView(t, func(v *mirror.View) bool { return v.Len(resource.KindSecret) == 2 })
+	_, err = Load(secretsOf(created), "default", "ca-1")
+	require.NoError(t, err, "its key and certificate are one pair")
+}
+
 // A restore writes a CA's key and certificate in turn: in between, the
 // complete pair is of two CAs. The manager keeps it (and reports it) instead
 // of replacing it by a new CA, so the restored pair ends in place.
@@ -219,4 +250,67 @@ func TestManagerKeepsACompletePairItCannotLoad(t *testing.T) {
 	now, err := Load(secretsOf(done), "default", "ca-1")
 	require.NoError(t, err)
 	require.Equal(t, restored.Cert.SerialNumber, now.Cert.SerialNumber, "the restored CA is in place")
+}
+
+// pausingWriter holds its writer's caller after the first write, until
+// the test lets it go on.
+type pausingWriter struct {
+	Writer
+	once           sync.Once
+	wrote, goingOn chan struct{}
+}
+
+func newPausingWriter(w Writer) *pausingWriter {
+	return &pausingWriter{Writer: w, wrote: make(chan struct{}), goingOn: make(chan struct{})}
+}
+
+func (p *pausingWriter) pause() {
+	p.once.Do(func() { close(p.wrote); <-p.goingOn })
+}
+
+func (p *pausingWriter) Create(ctx context.Context, objs ...*resource.Object) error {
+	err := p.Writer.Create(ctx, objs...)
+	p.pause()
+	return err
+}
+
+func (p *pausingWriter) Delete(ctx context.Context, kind resource.Kind, key resource.Key, ifVersion int64) error {
+	err := p.Writer.Delete(ctx, kind, key, ifVersion)
+	p.pause()
+	return err
+}
+
+// Two control planes whose writes interleave: X has written part of the CA
+// when Y looks, and Y's writes go between X's. The stored pair is still one
+// CA (writing the key and then the certificate, X's certificate would land
+// beside Y's key, a complete pair of two CAs that is then kept for good).
+func TestInterleavedCAWritesLeaveOneWholePair(t *testing.T) {
+	ctx, w := newCAWorld(t)
+	_, err := w.mgr.Apply(ctx, mtlsMesh("default", "ca-1", "ca-1"), 0)
+	require.NoError(t, err)
+	empty := w.waitView(t, func(v *mirror.View) bool { return v.Get(resource.KindMesh, resource.Key{Name: "default"}) != nil })
+	wx, wy := newPausingWriter(w.mgr), newPausingWriter(w.mgr)
+	x, y := NewManager(w.mir, wx, nil), NewManager(w.mir, wy, nil)
+	xDone, yDone := make(chan error, 1), make(chan error, 1)
+	go func() { xDone <- x.Ensure(ctx, empty) }()
+	<-wx.wrote
+	seen := w.waitView(t, func(v *mirror.View) bool { return v.Len(resource.KindSecret) > 0 })
+	go func() { yDone <- y.Ensure(ctx, seen) }()
+	var yErr error
+	yFinished := false
+	select {
+	case <-wy.wrote: // Y wrote too: X goes on first
+	case yErr = <-yDone:
+		yFinished = true
+	}
+	close(wx.goingOn)
+	xErr := <-xDone
+	close(wy.goingOn)
+	if !yFinished {
+		yErr = <-yDone
+	}
+	t.Log("X:", xErr, "Y:", yErr)
+	final := w.waitView(t, func(v *mirror.View) bool { return v.Len(resource.KindSecret) == 2 })
+	_, err = Load(secretsOf(final), "default", "ca-1")
+	require.NoError(t, err, "the stored key and certificate are one CA")
 }

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kumametrics/mesh/pkg/manager"
 	"github.com/kumametrics/mesh/pkg/mirror"
 	"github.com/kumametrics/mesh/pkg/resource"
 	"github.com/kumametrics/mesh/pkg/store"
@@ -19,7 +18,8 @@ type Views = mirror.Views
 
 // Writer writes resources (the manager).
 type Writer interface {
-	Apply(ctx context.Context, obj *resource.Object, ifVersion int64) (*manager.Result, error)
+	// Create creates every object in one transaction, or none.
+	Create(ctx context.Context, objs ...*resource.Object) error
 	Delete(ctx context.Context, kind resource.Kind, key resource.Key, ifVersion int64) error
 }
 
@@ -48,7 +48,7 @@ func (m *Manager) Reconcile(ctx context.Context) {
 	retry := make(chan struct{}, 1)
 	mirror.Follow(ctx, m.views, retry, 20*time.Millisecond, func(view *mirror.View) {
 		if err := m.Ensure(ctx, view); err != nil && ctx.Err() == nil {
-			if errors.Is(err, store.ErrAlreadyExists) || errors.Is(err, store.ErrConflict) {
+			if errors.Is(err, store.ErrAlreadyExists) || errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound) {
 				// Another control plane wrote first: its CA is taken.
 				m.log.Info("the mesh CAs changed while being written; following the store", "err", err)
 			} else {
@@ -111,28 +111,29 @@ func (m *Manager) Ensure(ctx context.Context, view *mirror.View) error {
 	return errors.Join(errs...)
 }
 
-// create writes a new CA pair for backend b of mesh. Each write is
-// conditional on the state the view showed (absent, or the version of a
-// broken leftover), so a pair that another control plane wrote meanwhile is
-// never overwritten: the write fails and the next view shows that pair.
+// create writes a new CA pair for backend b of mesh: its key and its
+// certificate in one store transaction, so that no control plane ever sees
+// one without the other and a pair another control plane writes meanwhile
+// makes the write fail whole (store.ErrAlreadyExists), never a pair of two
+// CAs. A leftover half pair (from a crash of an older version, or a deleted
+// Secret) goes first, each delete conditional on the version the view showed.
 func (m *Manager) create(ctx context.Context, mesh string, b resource.CertificateAuthorityBackend, secrets Secrets) error {
 	began := m.now()
 	pair, err := NewCA(mesh, b, began)
 	if err != nil {
 		return err
 	}
-	// The key first: a certificate without its key would be unusable.
-	for _, s := range []*resource.Object{
-		resource.NewSecret(mesh, KeySecretName(mesh, b.Name), pair.KeyPEM),
-		resource.NewSecret(mesh, CertSecretName(mesh, b.Name), pair.CertPEM),
-	} {
-		ifVersion := manager.CreateOnly
+	key := resource.NewSecret(mesh, KeySecretName(mesh, b.Name), pair.KeyPEM)
+	cert := resource.NewSecret(mesh, CertSecretName(mesh, b.Name), pair.CertPEM)
+	for _, s := range []*resource.Object{key, cert} {
 		if seen := secrets(mesh, s.Meta.Name); seen != nil {
-			ifVersion = seen.Meta.Version
+			if err := m.writer.Delete(ctx, resource.KindSecret, seen.Meta.Key(), seen.Meta.Version); err != nil {
+				return fmt.Errorf("replacing the incomplete CA %q of mesh %q: %w", b.Name, mesh, err)
+			}
 		}
-		if _, err := m.writer.Apply(ctx, s, ifVersion); err != nil {
-			return fmt.Errorf("writing the CA %q of mesh %q: %w", b.Name, mesh, err)
-		}
+	}
+	if err := m.writer.Create(ctx, key, cert); err != nil {
+		return fmt.Errorf("writing the CA %q of mesh %q: %w", b.Name, mesh, err)
 	}
 	m.log.Info("created a builtin CA", "mesh", mesh, "backend", b.Name, "took", m.now().Sub(began).Round(time.Millisecond))
 	return nil

@@ -32,6 +32,7 @@ import (
 	"github.com/kumametrics/mesh/pkg/grpcmetrics"
 	"github.com/kumametrics/mesh/pkg/insight/cleanup"
 	"github.com/kumametrics/mesh/pkg/insight/record"
+	"github.com/kumametrics/mesh/pkg/leader"
 	"github.com/kumametrics/mesh/pkg/mads"
 	"github.com/kumametrics/mesh/pkg/manager"
 	"github.com/kumametrics/mesh/pkg/mirror"
@@ -55,9 +56,13 @@ const shutdownTimeout = 10 * time.Second
 
 // ControlPlane is a running kuma-cp.
 type ControlPlane struct {
-	cfg        cpconfig.Config
-	log        *slog.Logger
-	store      store.Store
+	cfg   cpconfig.Config
+	log   *slog.Logger
+	store store.Store
+	// ownsStore: close the store when the control plane stops.
+	ownsStore bool
+	// leadership runs the work that must happen once.
+	leadership *leadership
 	registry   *prometheus.Registry
 	instanceID string
 	servers    []*server
@@ -97,8 +102,18 @@ func (cp *ControlPlane) Addrs() map[string]string {
 // Store is the control plane's store.
 func (cp *ControlPlane) Store() store.Store { return cp.store }
 
-// New opens the store, applies first-start defaults and binds every listener.
-func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (cp *ControlPlane, err error) {
+// Leading tells whether this instance is the leader now.
+func (cp *ControlPlane) Leading() bool { return cp.leadership.leading.Load() }
+
+// New opens the store, applies first-start defaults and binds every
+// listener. On a store that serves one control plane (SQLite, memory) it
+// leads at once: the default mesh exists when New returns. On a shared store
+// the leader creates it.
+func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger, opts ...Option) (cp *ControlPlane, err error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -121,27 +136,35 @@ func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (cp *Contro
 		ConstLabels: prometheus.Labels{"instance_id": cp.instanceID, "version": version.Version, "product": version.Product},
 	})
 	info.Set(1)
-	leader := prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "leader", Help: "1 when this instance is the leader (a single control plane always is).",
-	})
-	leader.Set(1)
 	cp.acceptErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "server_accept_errors_total",
 		Help: "Accepts of a server that failed temporarily (out of file descriptors, a connection aborted) and were retried.",
 	}, []string{"server"})
-	reg.MustRegister(info, leader, cp.acceptErrors)
+	reg.MustRegister(info, cp.acceptErrors)
 
 	var k8s *kubernetesMode
-	var raw store.Store
-	if cfg.Kubernetes() {
+	var b *backend
+	switch {
+	case cfg.Kubernetes():
 		if k8s, err = openKubernetes(ctx, cfg, log); err != nil {
 			return nil, err
 		}
-		raw = k8s.store
-	} else if raw, err = openStore(ctx, cfg, log); err != nil {
-		return nil, err
+		// Replicas share the Kubernetes store; each does the singleton work
+		// (its writes are conditional, so they do not clash).
+		b = &backend{store: k8s.store, elector: leader.Always{}, shared: true}
+	case o.backend != nil:
+		b = o.backend
+	default:
+		if b, err = openBackend(ctx, cfg, log); err != nil {
+			return nil, err
+		}
 	}
-	cp.store = raw
+	raw := b.store
+	cp.store, cp.ownsStore = raw, !b.borrowed
+	cp.leadership = &leadership{elector: b.elector, log: log.With("component", "leader")}
+	if err := cp.leadership.registerMetrics(reg); err != nil {
+		return nil, fmt.Errorf("leader metrics: %w", err)
+	}
 	if k8s != nil {
 		// Before the first write: the API server may send it to the webhook.
 		if err := cp.startKubernetesAdmission(k8s); err != nil {
@@ -154,17 +177,27 @@ func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (cp *Contro
 	}
 	mgr := manager.New(st, log.With("component", "manager"))
 	if !cfg.Defaults.SkipMeshCreation {
-		if err := mgr.EnsureDefaultMesh(ctx); err != nil {
-			return nil, err
+		cp.leadership.firstStart = mgr.EnsureDefaultMesh
+	}
+	if leader.LeadsAtOnce(b.elector) {
+		// It leads from the start: the first-start steps are done before
+		// New returns, as they always were (lead does them again: they are
+		// idempotent), and the metric says so from the first scrape.
+		cp.leadership.leading.Store(true)
+		if cp.leadership.firstStart != nil {
+			if err := cp.leadership.firstStart(ctx); err != nil {
+				return nil, err
+			}
 		}
 	}
 	// The subscriptions of the proxies connected here, and this instance's
 	// heartbeat, are written to the store; the heartbeat goes first, so
 	// that the subscriptions read online from the first connect.
 	// SQLite and memory stores serve one control plane: an instance found
-	// at start is a predecessor, and its proxies are offline at once. On
-	// Kubernetes, replicas share the store.
-	insights, err := record.New(record.Options{Store: st, InstanceID: cp.instanceID, Exclusive: !cfg.Kubernetes(), Log: log.With("component", "insights")})
+	// at start is a predecessor, and its proxies are offline at once. On a
+	// shared store, every replica closes the subscriptions of a replica
+	// whose heartbeat is older than insight.HeartbeatTimeout.
+	insights, err := record.New(record.Options{Store: st, InstanceID: cp.instanceID, Exclusive: !b.shared, Now: o.now, HeartbeatInterval: o.heartbeat, Log: log.With("component", "insights")})
 	if err != nil {
 		return nil, err
 	}
@@ -178,14 +211,21 @@ func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (cp *Contro
 		if err != nil {
 			return nil, err
 		}
-		cp.tasks = append(cp.tasks, task{"dataplane-cleanup", cleaner.Run})
+		cp.leadership.tasks = append(cp.leadership.tasks, task{"dataplane-cleanup", cleaner.Run})
 	}
-	tokens, err := authn.Load(cfg.General.WorkDir, nil)
+	// The signing keys live in the store, shared by every replica.
+	tokens, loaded, err := authn.LoadStored(ctx, st, cfg.General.WorkDir, nil)
 	if err != nil {
 		return nil, fmt.Errorf("tokens: %w", err)
 	}
-	if tokens.AdminTokenWritten() {
-		log.Info("created the admin user token", "file", authn.AdminTokenPath(cfg.General.WorkDir))
+	if len(loaded.Migrated) > 0 {
+		log.Info("moved the token signing keys of the work directory into the store", "files", loaded.Migrated)
+	}
+	if loaded.AdminTokenIssued {
+		log.Info("created the admin user token", "global_secret", authn.AdminTokenSecret)
+	}
+	if loaded.AdminTokenWritten {
+		log.Info("wrote the admin user token", "file", authn.AdminTokenPath(cfg.General.WorkDir))
 	}
 	var adminCerts []*x509.Certificate
 	if dir := cfg.APIServer.Auth.ClientCertsDir; dir != "" {
@@ -199,7 +239,7 @@ func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (cp *Contro
 		Registerer: reg, Version: version.Version, InstanceID: cp.instanceID, Zone: ZoneName,
 		Tokens: tokens, LocalhostIsAdmin: cfg.APIServer.Authn.LocalhostIsAdmin, AdminClientCerts: adminCerts,
 		AllowUntaggedDataplaneTokens: cfg.DPServer.Authn.DPProxy.DPToken.AllowUntaggedTokens, MaxErrorCauses: cfg.APIServer.MaxErrorCauses,
-		KubernetesKinds: kubernetesKinds(cfg),
+		KubernetesKinds: kubernetesKinds(cfg), Now: o.now,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("api server: %w", err)
@@ -208,7 +248,7 @@ func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (cp *Contro
 		return nil, err
 	}
 	if https := cfg.APIServer.HTTPS; https.Enabled {
-		cert, err := pki.ServingCertificate(cfg.General.WorkDir, APIServingFiles, https.TLSCertFile, https.TLSKeyFile, time.Now(),
+		cert, err := pki.SharedServingCertificate(ctx, st, APIServerCASecret, cfg.General.WorkDir, APIServingFiles, https.TLSCertFile, https.TLSKeyFile, time.Now(),
 			net.ParseIP(https.Interface))
 		if err != nil {
 			return nil, err
@@ -217,7 +257,7 @@ func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (cp *Contro
 			return nil, err
 		}
 	}
-	if err := cp.listen("diagnostics", cfg.Diagnostics.Address(), diagnostics.Handler(st, cp.registry), nil); err != nil {
+	if err := cp.listen("diagnostics", cfg.Diagnostics.Address(), diagnostics.Handler(st, cp.registry, cfg.Diagnostics.DebugEndpoints), nil); err != nil {
 		return nil, err
 	}
 
@@ -226,10 +266,8 @@ func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (cp *Contro
 	// regeneration.
 	mir := mirror.New(raw, log.With("component", "mirror"), resource.KindMesh, resource.KindDataplane, resource.KindTrafficPermission, resource.KindSecret)
 	cas := ca.NewManager(mir, mgr, log.With("component", "ca"))
-	cp.tasks = append(cp.tasks,
-		task{"mirror", mir.Run},
-		task{"ca-manager", func(ctx context.Context) error { cas.Reconcile(ctx); return nil }},
-	)
+	cp.tasks = append(cp.tasks, task{"mirror", mir.Run}, task{"leader", cp.leadership.run})
+	cp.leadership.tasks = append(cp.leadership.tasks, task{"ca-manager", func(ctx context.Context) error { cas.Reconcile(ctx); return nil }})
 	xdsMetrics, err := xds.NewMetrics(reg)
 	if err != nil {
 		return nil, err
@@ -263,7 +301,7 @@ func New(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (cp *Contro
 		task{"mads", func(ctx context.Context) error { return madsServer.Serve(ctx, madsLn) }},
 	)
 
-	cert, err := dpserver.ServerCertificate(cfg.General.WorkDir, cfg.DPServer.TLSCertFile, cfg.DPServer.TLSKeyFile, time.Now(),
+	cert, err := dpserver.SharedServerCertificate(ctx, st, cfg.General.WorkDir, cfg.DPServer.TLSCertFile, cfg.DPServer.TLSKeyFile, time.Now(),
 		net.ParseIP(cfg.DPServer.Interface))
 	if err != nil {
 		return nil, err
@@ -371,6 +409,10 @@ func (cp *ControlPlane) listen(name, addr string, h http.Handler, tlsConfig *tls
 	return nil
 }
 
+// APIServerCASecret is the GlobalSecret holding the API server's generated
+// HTTPS CA, shared by the control planes of one store.
+const APIServerCASecret = "api-server-ca"
+
 // APIServingFiles are the files of the API server's generated HTTPS
 // certificate in the work directory: its own CA (api-server-ca.pem, what
 // kumactl --ca-cert-file trusts), apart from the dataplane server's.
@@ -447,7 +489,7 @@ func (cp *ControlPlane) close() {
 	for _, ln := range cp.listeners {
 		_ = ln.Close()
 	}
-	if cp.store != nil {
+	if cp.store != nil && cp.ownsStore {
 		if err := cp.store.Close(); err != nil {
 			cp.log.Warn("closing the store", "err", err)
 		}

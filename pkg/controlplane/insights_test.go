@@ -2,29 +2,19 @@ package controlplane_test
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/stretchr/testify/require"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/protobuf/types/known/structpb"
 
-	meshv1 "github.com/kumametrics/mesh/api/mesh/v1"
 	"github.com/kumametrics/mesh/pkg/apiclient"
 	"github.com/kumametrics/mesh/pkg/controlplane"
 	"github.com/kumametrics/mesh/pkg/cpconfig"
-	"github.com/kumametrics/mesh/pkg/dpconfig"
 	"github.com/kumametrics/mesh/pkg/dpserver"
 )
 
@@ -43,24 +33,7 @@ func start(t *testing.T, workDir string) *running {
 	cfg.General.WorkDir = workDir
 	cfg.ListenOn("127.0.0.1")
 	cfg.DPServer.Authn.DPProxy.Type = cpconfig.DPProxyAuthnNone
-	cp, err := controlplane.New(t.Context(), cfg, nil)
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	var runErr error
-	go func() { defer close(done); runErr = cp.Run(ctx) }()
-	r := &running{cp: cp}
-	r.stop = func() {
-		cancel()
-		select {
-		case <-done:
-			require.NoError(t, runErr)
-		case <-time.After(waitTimeout):
-			t.Fatal("the control plane did not stop")
-		}
-	}
-	t.Cleanup(func() { cancel(); <-done })
-	return r
+	return startReplica(t, cfg)
 }
 
 func (r *running) get(t *testing.T, path string, v any) {
@@ -88,28 +61,10 @@ func (r *running) instanceID(t *testing.T) string {
 	return idx.InstanceID
 }
 
-// connect opens web-1's config stream and takes its first config.
+// connect opens web-1's config stream, without a token, and takes its first config.
 func connect(t *testing.T, r *running, workDir string) context.CancelFunc {
 	t.Helper()
-	ca, err := os.ReadFile(filepath.Join(workDir, dpserver.CAFile))
-	require.NoError(t, err)
-	pool := x509.NewCertPool()
-	require.True(t, pool.AppendCertsFromPEM(ca))
-	conn, err := grpc.NewClient(r.cp.Addrs()["dp-server"], grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})))
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(t.Context())
-	stream, err := meshv1.NewDataplaneConfigServiceClient(conn).StreamProxyConfig(ctx)
-	require.NoError(t, err)
-	md, err := structpb.NewStruct(map[string]any{dpserver.MetadataDataplane: `{"type":"Dataplane","mesh":"default","name":"web-1",` +
-		`"networking":{"address":"127.0.0.2","inbound":[{"port":8080,"tags":{"kuma.io/service":"web"}}]}}`})
-	require.NoError(t, err)
-	require.NoError(t, stream.Send(&discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: "web-1", Metadata: md}, TypeUrl: dpconfig.TypeURL}))
-	resp, err := stream.Recv()
-	require.NoError(t, err)
-	require.NoError(t, stream.Send(&discoveryv3.DiscoveryRequest{VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp.GetNonce(), TypeUrl: dpconfig.TypeURL}))
-	stop := func() { cancel(); _ = conn.Close() }
-	t.Cleanup(stop)
-	return stop
+	return connectProxy(t, r, filepath.Join(workDir, dpserver.CAFile), "")
 }
 
 func eventually(t *testing.T, what string, cond func() error) {

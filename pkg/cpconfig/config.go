@@ -269,6 +269,10 @@ func (m MonitoringAssignmentServer) Address() string { return joinHostPort(m.Int
 type Diagnostics struct {
 	Interface  string `json:"interface"`
 	ServerPort uint32 `json:"serverPort"`
+	// DebugEndpoints serves Go's profiler (/debug/pprof/) on the
+	// diagnostics server. Off by default: profiles show the process's
+	// internals and cost CPU while taken.
+	DebugEndpoints bool `json:"debugEndpoints"`
 }
 
 // Address renders host:port.
@@ -532,6 +536,7 @@ var envVars = []envVar{
 	{"KUMA_MONITORING_ASSIGNMENT_SERVER_AUTHN_TYPE", str(func(c *Config) *string { return &c.MonitoringAssignmentServer.Authn.Type })},
 	{"KUMA_DIAGNOSTICS_SERVER_PORT", port(func(c *Config) *uint32 { return &c.Diagnostics.ServerPort })},
 	{"KUMA_DIAGNOSTICS_SERVER_INTERFACE", str(func(c *Config) *string { return &c.Diagnostics.Interface })},
+	{"KUMA_DIAGNOSTICS_DEBUG_ENDPOINTS", boolean(func(c *Config) *bool { return &c.Diagnostics.DebugEndpoints })},
 	{"KUMA_STORE_TYPE", str(func(c *Config) *string { return &c.Store.Type })},
 	{"KUMA_STORE_SQLITE_PATH", str(func(c *Config) *string { return &c.Store.SQLite.Path })},
 	{"KUMA_STORE_SQLITE_SYNCHRONOUS", str(func(c *Config) *string { return &c.Store.SQLite.Synchronous })},

@@ -187,6 +187,22 @@ func TestAllowUntaggedTokens(t *testing.T) {
 	require.Contains(t, EnvNames(), "KUMA_DP_SERVER_AUTHN_DP_PROXY_DP_TOKEN_ALLOW_UNTAGGED_TOKENS")
 }
 
+func TestDiagnosticsDebugEndpoints(t *testing.T) {
+	c, err := Load("", env(nil))
+	require.NoError(t, err)
+	require.False(t, c.Diagnostics.DebugEndpoints, "the profiler is off by default")
+	f := filepath.Join(t.TempDir(), "cp.yaml")
+	require.NoError(t, os.WriteFile(f, []byte("diagnostics:\n  debugEndpoints: true\n"), 0o600))
+	c, err = Load(f, env(nil))
+	require.NoError(t, err)
+	require.True(t, c.Diagnostics.DebugEndpoints)
+	c, err = Load(f, env(map[string]string{"KUMA_DIAGNOSTICS_DEBUG_ENDPOINTS": "false"}))
+	require.NoError(t, err)
+	require.False(t, c.Diagnostics.DebugEndpoints, "the environment wins over the file")
+	_, err = Load("", env(map[string]string{"KUMA_DIAGNOSTICS_DEBUG_ENDPOINTS": "yes please"}))
+	require.ErrorContains(t, err, "KUMA_DIAGNOSTICS_DEBUG_ENDPOINTS")
+}
+
 func TestKubernetesEnvironment(t *testing.T) {
 	c, err := Load("", env(map[string]string{"KUMA_ENVIRONMENT": "kubernetes"}))
 	require.NoError(t, err)

@@ -1,12 +1,18 @@
 package dpserver
 
 import (
+	"context"
 	"crypto/tls"
 	"net"
 	"time"
 
+	"github.com/kumametrics/mesh/pkg/globalsecret"
 	"github.com/kumametrics/mesh/pkg/pki"
 )
+
+// CASecret is the GlobalSecret holding the dataplane server's generated CA
+// (certificate and key, PEM), shared by the control planes of one store.
+const CASecret = "dp-server-ca"
 
 // CAFile is the dataplane server's CA certificate in the control plane's work
 // directory, for proxies to trust (kuma-dp --ca-cert-file).
@@ -33,4 +39,14 @@ var servingFiles = pki.ServingFiles{
 // proxies keep trusting the control plane.
 func ServerCertificate(workDir, certPath, keyPath string, now time.Time, extra ...net.IP) (tls.Certificate, error) {
 	return pki.ServingCertificate(workDir, servingFiles, certPath, keyPath, now, extra...)
+}
+
+// SharedServerCertificate is ServerCertificate for control planes sharing
+// st: the generated CA is the GlobalSecret CASecret, created once (from the
+// CA of workDir, when a control plane kept one there), so that a proxy
+// trusting one replica's dp-server-ca.pem trusts every replica. Each replica
+// issues its own certificate from it and writes the CA certificate to
+// workDir/dp-server-ca.pem.
+func SharedServerCertificate(ctx context.Context, st globalsecret.Store, workDir, certPath, keyPath string, now time.Time, extra ...net.IP) (tls.Certificate, error) {
+	return pki.SharedServingCertificate(ctx, st, CASecret, workDir, servingFiles, certPath, keyPath, now, extra...)
 }

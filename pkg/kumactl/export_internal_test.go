@@ -14,11 +14,10 @@ import (
 func TestExportKindsOrder(t *testing.T) {
 	kinds, left := exportKinds(resource.Descriptors(), false)
 	require.Equal(t, []resource.Kind{resource.KindMesh, resource.KindDataplane, resource.KindTrafficPermission}, kindsOf(kinds))
-	require.Equal(t, []resource.Kind{resource.KindSecret}, kindsOf(left))
+	require.Equal(t, []resource.Kind{resource.KindSecret, resource.KindGlobalSecret}, kindsOf(left))
 
 	descs := append([]resource.Descriptor{
 		{Kind: "Owned", Plural: "owneds", Scoped: true, Owner: "Policy"},
-		{Kind: "GlobalSecret", Plural: "global-secrets", Sensitive: true},
 		{Kind: "Policy", Plural: "policies", Scoped: true},
 		{Kind: "OwnedSecret", Plural: "owned-secrets", Scoped: true, Sensitive: true, Owner: resource.KindDataplane},
 	}, resource.Descriptors()...)
@@ -29,7 +28,7 @@ func TestExportKindsOrder(t *testing.T) {
 		resource.KindSecret,
 		"Policy", resource.KindDataplane, resource.KindTrafficPermission,
 		"Owned", "OwnedSecret",
-		"GlobalSecret",
+		resource.KindGlobalSecret,
 	}, kindsOf(kinds), "meshes, secrets, the rest with owners first, secrets outside meshes last; no read-only kind")
 }
 

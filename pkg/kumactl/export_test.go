@@ -167,13 +167,15 @@ func TestExportRestoresIntoAFreshControlPlane(t *testing.T) {
 	require.Equal(t, 0, res.code, res.stderr)
 	require.NotContains(t, res.stdout, "type: Secret")
 	require.Contains(t, res.stderr, "left out 3 secrets: use --include-secrets to export them\n")
+	require.Contains(t, res.stderr, "left out 5 global-secrets: use --include-secrets to export them\n",
+		"and the control plane's own: token signing keys, admin token, serving CAs")
 	withoutSecrets := res.stdout
 
 	dir := t.TempDir()
 	exported := filepath.Join(dir, "export.yaml")
 	res = src.run("export", "--include-secrets", "-o", exported)
 	require.Equal(t, 0, res.code, res.stderr)
-	require.Empty(t, strings.TrimSpace(strings.ReplaceAll(res.stderr, "exported 2 meshes, 3 secrets, 2 dataplanes, 3 traffic-permissions", "")), res.stderr)
+	require.Empty(t, strings.TrimSpace(strings.ReplaceAll(res.stderr, "exported 2 meshes, 3 secrets, 2 dataplanes, 3 traffic-permissions, 5 global-secrets", "")), res.stderr)
 	info, err := os.Stat(exported)
 	require.NoError(t, err)
 	require.Equal(t, os.FileMode(0o600), info.Mode().Perm(), "an export with secrets is readable by its owner only")
@@ -187,12 +189,13 @@ func TestExportRestoresIntoAFreshControlPlane(t *testing.T) {
 	require.NotContains(t, first, "ControlPlaneInstance")
 	// Meshes first, then the secrets, then the rest.
 	docs := strings.Split(first, "\n---\n")
-	require.Len(t, docs, 10)
+	require.Len(t, docs, 15)
 	var kinds []string
 	for _, d := range docs {
 		kinds = append(kinds, strings.TrimPrefix(strings.SplitN(d, "\n", 2)[0], "type: "))
 	}
-	require.Equal(t, []string{"Mesh", "Mesh", "Secret", "Secret", "Secret", "Dataplane", "Dataplane", "TrafficPermission", "TrafficPermission", "TrafficPermission"}, kinds)
+	require.Equal(t, []string{"Mesh", "Mesh", "Secret", "Secret", "Secret", "Dataplane", "Dataplane", "TrafficPermission", "TrafficPermission", "TrafficPermission",
+		"GlobalSecret", "GlobalSecret", "GlobalSecret", "GlobalSecret", "GlobalSecret"}, kinds)
 
 	// Into a fresh control plane (memory store), then out again.
 	dstAddr := startControlPlane(t, cpconfig.StoreMemory)
@@ -236,7 +239,7 @@ func TestExportPages(t *testing.T) {
 	require.Equal(t, 0, res.code, res.stderr)
 	require.Equal(t, []string{
 		"GET /meshes?size=1000", "GET /dataplanes?size=1000", "GET /dataplanes?offset=1&size=1000", "GET /traffic-permissions?size=1000",
-		"GET /secrets?size=1",
+		"GET /secrets?size=1", "GET /global-secrets?size=1",
 	}, e.cp.seen())
 	require.Equal(t, 2, strings.Count(res.stdout, "type: Dataplane\n"))
 	require.NotContains(t, res.stdout, "creationTime")

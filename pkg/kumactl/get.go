@@ -150,6 +150,11 @@ func printObjects(w io.Writer, d resource.Descriptor, objs []*resource.Object, n
 		for _, o := range objs {
 			t.row(o.Meta.Name, mtlsOf(o.Mesh()), metricsOf(o.Mesh()), age(now, o.Meta.CreationTime))
 		}
+	case resource.KindGlobalSecret:
+		t = newTable(w, "NAME", "AGE")
+		for _, o := range objs {
+			t.row(o.Meta.Name, age(now, o.Meta.CreationTime))
+		}
 	case resource.KindDataplane:
 		t = newTable(w, "MESH", "NAME", "TAGS", "AGE")
 		for _, o := range objs {

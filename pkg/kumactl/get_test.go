@@ -3,6 +3,7 @@ package kumactl_test
 import (
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -16,6 +17,9 @@ func serveFixtures(f *fakeCP) {
 		resource.KindMesh:              fixtureMeshes(),
 		resource.KindDataplane:         fixtureDataplanes(),
 		resource.KindTrafficPermission: fixtureTrafficPermissions(),
+		resource.KindGlobalSecret: {
+			stored(resource.NewGlobalSecret("user-token-signing-key-1", []byte("key")), now.Add(-2*time.Hour)),
+		},
 	}
 	meshExists := func(mesh string) bool {
 		for _, m := range all[resource.KindMesh] {
@@ -77,6 +81,8 @@ func TestGet(t *testing.T) {
 		{"dataplane not found", []string{"get", "dataplane", "web-1", "-m", "demo"}},
 		{"traffic-permissions table", []string{"get", "traffic-permissions"}},
 		{"traffic-permission yaml", []string{"get", "traffic-permission", "allow-all", "-o", "yaml"}},
+		{"global-secrets table", []string{"get", "global-secrets"}},
+		{"global-secret yaml", []string{"get", "global-secret", "user-token-signing-key-1", "-o", "yaml"}},
 		{"zones table", []string{"get", "zones"}},
 		{"zones json", []string{"get", "zones", "-o", "json"}},
 		{"unknown kind", []string{"get", "services"}},

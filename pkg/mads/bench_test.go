@@ -23,7 +23,7 @@ func benchInput(n int) (meshes, dataplanes []*resource.Object) {
 // one dataplane changed (the usual case; with the long-poll answer rendered).
 // BenchmarkRenderCold is the first HTTP answer after a cold start.
 func BenchmarkGenerate(b *testing.B) {
-	for _, n := range []int{1_000, 10_000} {
+	for _, n := range []int{1_000, 10_000, 100_000} {
 		meshes, dps := benchInput(n)
 		b.Run(fmt.Sprintf("cold/dataplanes=%d", n), func(b *testing.B) {
 			b.ReportAllocs()
@@ -35,14 +35,16 @@ func BenchmarkGenerate(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			b.ReportMetric(float64(len(p.fetchResponse())), "fetch-bytes")
-			b.ReportMetric(float64(len(p.httpSD())), "http_sd-bytes")
+			b.ReportMetric(float64(p.fetchResponse().size), "fetch-bytes")
+			b.ReportMetric(float64(p.httpSD().size), "http_sd-bytes")
 		})
 		b.Run(fmt.Sprintf("one-change/dataplanes=%d", n), func(b *testing.B) {
 			var g generator
-			if _, err := g.generate(meshes, dps); err != nil {
+			p, err := g.generate(meshes, dps)
+			if err != nil {
 				b.Fatal(err)
 			}
+			p.fetchResponse() // every fragment rendered, as in a running server
 			b.ReportAllocs()
 			i := 0
 			for b.Loop() {
@@ -67,7 +69,7 @@ func BenchmarkGenerate(b *testing.B) {
 }
 
 func BenchmarkRenderCold(b *testing.B) {
-	for _, n := range []int{1_000, 10_000} {
+	for _, n := range []int{1_000, 10_000, 100_000} {
 		meshes, dps := benchInput(n)
 		b.Run(fmt.Sprintf("dataplanes=%d", n), func(b *testing.B) {
 			b.ReportAllocs()

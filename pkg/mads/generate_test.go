@@ -195,7 +195,7 @@ func TestGeneratorEqualsThePureFunctions(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, want.Version(), p.snap.Version())
 		resp := &discoveryv3.DiscoveryResponse{}
-		require.NoError(t, protojson.Unmarshal(p.fetchResponse(), resp))
+		require.NoError(t, protojson.Unmarshal(p.fetchResponse().bytes(), resp))
 		require.Equal(t, want.Version(), resp.GetVersionInfo())
 		require.Equal(t, TypeURL, resp.GetTypeUrl())
 		require.Len(t, resp.GetResources(), want.Len())
@@ -203,7 +203,7 @@ func TestGeneratorEqualsThePureFunctions(t *testing.T) {
 			require.True(t, proto.Equal(r.Body, resp.GetResources()[i]), "resource %s", r.Name)
 		}
 		var groups []TargetGroup
-		require.NoError(t, json.Unmarshal(p.httpSD(), &groups))
+		require.NoError(t, json.Unmarshal(p.httpSD().bytes(), &groups))
 		require.Equal(t, HTTPSDGroups(Assignments(meshes, dps)), groups)
 	}
 	check(meshes, dps)

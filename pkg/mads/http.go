@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -180,9 +181,14 @@ func (s *Server) writeFetch(w http.ResponseWriter, p *published) {
 	writeBody(w, p.fetchResponse())
 }
 
-func writeBody(w http.ResponseWriter, body []byte) {
+func writeBody(w http.ResponseWriter, b *body) {
 	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(body)
+	w.Header().Set("Content-Length", strconv.Itoa(b.size))
+	for _, p := range b.parts {
+		if _, err := w.Write(p); err != nil {
+			return // the client left
+		}
+	}
 }
 
 // TargetGroup is one entry of a Prometheus http_sd (and file_sd) document.

@@ -49,19 +49,10 @@ const CreateOnly int64 = -1
 // kind or a missing mesh returns a *resource.ValidationError and stores
 // nothing.
 func (m *Manager) Apply(ctx context.Context, obj *resource.Object, ifVersion int64) (*Result, error) {
-	if err := resource.Validate(obj); err != nil {
+	o, withNew, err := prepare(obj)
+	if err != nil {
 		return nil, err
 	}
-	if d, _ := resource.Describe(obj.Meta.Kind); d.ReadOnly {
-		return nil, &resource.ValidationError{Causes: []resource.Cause{{Field: "type", Message: fmt.Sprintf("%s is written by the control plane only", obj.Meta.Kind)}}}
-	}
-	resource.ApplyDefaults(obj)
-	o := &resource.Object{Meta: resource.Meta{Kind: obj.Meta.Kind, Mesh: obj.Meta.Mesh, Name: obj.Meta.Name}, Spec: obj.Spec}
-	var withNew []*resource.Object
-	if o.Meta.Kind == resource.KindMesh {
-		withNew = append(withNew, allowAll(o.Meta.Name))
-	}
-	var err error
 	var created bool
 	switch {
 	case ifVersion > 0:
@@ -88,6 +79,51 @@ func (m *Manager) Apply(ctx context.Context, obj *resource.Object, ifVersion int
 	}
 	m.log.Info("resource updated", "type", o.Meta.Kind, "mesh", o.Meta.Mesh, "name", o.Meta.Name, "version", o.Meta.Version)
 	return &Result{Object: o}, nil
+}
+
+// prepare validates obj and returns the object to store, with its
+// defaults, and what is created with it (a new Mesh's allow-all
+// TrafficPermission).
+func prepare(obj *resource.Object) (o *resource.Object, withNew []*resource.Object, err error) {
+	if err := resource.Validate(obj); err != nil {
+		return nil, nil, err
+	}
+	if d, _ := resource.Describe(obj.Meta.Kind); d.ReadOnly {
+		return nil, nil, &resource.ValidationError{Causes: []resource.Cause{{Field: "type", Message: fmt.Sprintf("%s is written by the control plane only", obj.Meta.Kind)}}}
+	}
+	resource.ApplyDefaults(obj)
+	o = &resource.Object{Meta: resource.Meta{Kind: obj.Meta.Kind, Mesh: obj.Meta.Mesh, Name: obj.Meta.Name}, Spec: obj.Spec}
+	if o.Meta.Kind == resource.KindMesh {
+		withNew = append(withNew, allowAll(o.Meta.Name))
+	}
+	return o, withNew, nil
+}
+
+// Create validates objs, fills in their defaults and creates them (a new
+// Mesh with its allow-all-<mesh> TrafficPermission) in one store
+// transaction: all of them, or, on any error, none (store.ErrAlreadyExists
+// when one exists). Invalid input, a read-only kind or a missing mesh
+// returns a *resource.ValidationError.
+func (m *Manager) Create(ctx context.Context, objs ...*resource.Object) error {
+	var all []*resource.Object
+	for _, obj := range objs {
+		o, withNew, err := prepare(obj)
+		if err != nil {
+			return err
+		}
+		all = append(append(all, o), withNew...)
+	}
+	err := m.store.Create(ctx, all...)
+	if errors.Is(err, store.ErrMeshNotFound) {
+		return &resource.ValidationError{Causes: []resource.Cause{{Field: "mesh", Message: err.Error()}}}
+	}
+	if err != nil {
+		return err
+	}
+	for _, o := range all {
+		m.log.Info("resource created", "type", o.Meta.Kind, "mesh", o.Meta.Mesh, "name", o.Meta.Name)
+	}
+	return nil
 }
 
 // AllowAllName is the name of the TrafficPermission every new mesh gets.

@@ -229,3 +229,34 @@ func TestCreateOnly(t *testing.T) {
 	require.NoError(t, err)
 	require.EqualValues(t, 80, got.Dataplane().Networking.Inbound[0].Port, "the existing resource is untouched")
 }
+
+// Create writes all of its objects in one transaction, or none of them.
+func TestCreateAllOrNothing(t *testing.T) {
+	st := memory.New()
+	m := manager.New(st, nil)
+	ctx := t.Context()
+	require.NoError(t, m.EnsureDefaultMesh(ctx))
+	a, b := resource.NewSecret("default", "a", []byte("A")), resource.NewSecret("default", "b", []byte("B"))
+	require.NoError(t, m.Create(ctx, a, b))
+	n, err := st.Count(ctx, resource.KindSecret)
+	require.NoError(t, err)
+	require.Equal(t, 2, n)
+
+	// One exists: neither is written.
+	err = m.Create(ctx, resource.NewSecret("default", "c", []byte("C")), resource.NewSecret("default", "a", []byte("A2")))
+	require.ErrorIs(t, err, store.ErrAlreadyExists)
+	_, err = st.Get(ctx, resource.KindSecret, resource.Key{Mesh: "default", Name: "c"})
+	require.ErrorIs(t, err, store.ErrNotFound)
+
+	// Invalid input, a read-only kind, a missing mesh: validation errors, nothing written.
+	var verr *resource.ValidationError
+	require.ErrorAs(t, m.Create(ctx, resource.New("default", "d", &resource.SecretSpec{Data: "%%"})), &verr)
+	require.ErrorAs(t, m.Create(ctx, resource.New("", "cp-1", &resource.ControlPlaneInstanceSpec{})), &verr)
+	require.ErrorAs(t, m.Create(ctx, resource.NewSecret("nope", "e", []byte("E"))), &verr)
+	require.Equal(t, "mesh", verr.Causes[0].Field)
+
+	// A new Mesh comes with its allow-all permission, as through Apply.
+	require.NoError(t, m.Create(ctx, resource.New("", "other", &resource.MeshSpec{})))
+	_, err = st.Get(ctx, resource.KindTrafficPermission, resource.Key{Mesh: "other", Name: manager.AllowAllName("other")})
+	require.NoError(t, err)
+}

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -23,25 +24,57 @@ import (
 
 // View is an immutable picture of the mirrored resources at one revision.
 // Objects in a view must not be modified.
+//
+// Each kind is one slice sorted by mesh, then name: listing is free, a
+// lookup a binary search, and a new view after k changes costs a merge of
+// the k changes into the previous slices (a copy of the pointers, no
+// sorting and no hashing of the n unchanged objects); unchanged kinds share
+// their slice with the previous view.
 type View struct {
 	rev     uint64
-	objects map[resource.Kind]map[resource.Key]*resource.Object
-
-	sortOnce sync.Once
-	sorted   map[resource.Kind][]*resource.Object
+	objects map[resource.Kind][]*resource.Object
 }
 
 // NewView builds a view from objects (for tests and benchmarks of the
-// functions that take views).
+// functions that take views); of two objects with the same kind and key,
+// the last one counts.
 func NewView(objs ...*resource.Object) *View {
-	v := &View{objects: map[resource.Kind]map[resource.Key]*resource.Object{}}
+	byKind := map[resource.Kind]map[resource.Key]*resource.Object{}
 	for _, o := range objs {
-		if v.objects[o.Meta.Kind] == nil {
-			v.objects[o.Meta.Kind] = map[resource.Key]*resource.Object{}
+		if byKind[o.Meta.Kind] == nil {
+			byKind[o.Meta.Kind] = map[resource.Key]*resource.Object{}
 		}
-		v.objects[o.Meta.Kind][o.Meta.Key()] = o
+		byKind[o.Meta.Kind][o.Meta.Key()] = o
+	}
+	v := &View{objects: make(map[resource.Kind][]*resource.Object, len(byKind))}
+	for k, m := range byKind {
+		v.objects[k] = sorted(slices.Collect(maps.Values(m)))
 	}
 	return v
+}
+
+// Compare orders objects by mesh, then name: the order of List.
+func Compare(a, b *resource.Object) int { return compareKeys(a.Meta.Key(), b.Meta.Key()) }
+
+// compareKey orders an object against a key, as Compare.
+func compareKey(o *resource.Object, k resource.Key) int { return compareKeys(o.Meta.Key(), k) }
+
+func compareKeys(a, b resource.Key) int {
+	if c := strings.Compare(a.Mesh, b.Mesh); c != 0 {
+		return c
+	}
+	return strings.Compare(a.Name, b.Name)
+}
+
+// sorted sorts objects (of one kind, distinct keys) in place and returns them.
+func sorted(objs []*resource.Object) []*resource.Object {
+	slices.SortFunc(objs, Compare)
+	return objs
+}
+
+// find returns the index of key in objs (sorted), or where it would go.
+func find(objs []*resource.Object, key resource.Key) (int, bool) {
+	return slices.BinarySearchFunc(objs, key, compareKey)
 }
 
 // Revision increases with every change the mirror applied.
@@ -49,7 +82,11 @@ func (v *View) Revision() uint64 { return v.rev }
 
 // Get returns one object, or nil.
 func (v *View) Get(kind resource.Kind, key resource.Key) *resource.Object {
-	return v.objects[kind][key]
+	objs := v.objects[kind]
+	if i, ok := find(objs, key); ok {
+		return objs[i]
+	}
+	return nil
 }
 
 // Len is the number of objects of a kind.
@@ -58,29 +95,35 @@ func (v *View) Len(kind resource.Kind) int { return len(v.objects[kind]) }
 // List returns the objects of a kind sorted by mesh, then name; with a
 // non-empty mesh only those of that mesh. The slice is shared: do not modify it.
 func (v *View) List(kind resource.Kind, mesh string) []*resource.Object {
-	v.sortOnce.Do(func() {
-		v.sorted = make(map[resource.Kind][]*resource.Object, len(v.objects))
-		for k, m := range v.objects {
-			l := slices.Collect(maps.Values(m))
-			slices.SortFunc(l, func(a, b *resource.Object) int {
-				if c := strings.Compare(a.Meta.Mesh, b.Meta.Mesh); c != 0 {
-					return c
-				}
-				return strings.Compare(a.Meta.Name, b.Meta.Name)
-			})
-			v.sorted[k] = l
-		}
-	})
-	all := v.sorted[kind]
+	all := v.objects[kind]
 	if mesh == "" {
 		return all
 	}
 	lo, _ := slices.BinarySearchFunc(all, mesh, func(o *resource.Object, m string) int { return strings.Compare(o.Meta.Mesh, m) })
-	hi := lo
-	for hi < len(all) && all[hi].Meta.Mesh == mesh {
-		hi++
-	}
+	hi := lo + sort.Search(len(all)-lo, func(i int) bool { return all[lo+i].Meta.Mesh != mesh })
 	return all[lo:hi:hi]
+}
+
+// merge returns objs (sorted, not modified) with changes applied: a nil
+// object removes its key. It costs a copy of objs and a binary search per
+// change.
+func merge(objs []*resource.Object, changes map[resource.Key]*resource.Object) []*resource.Object {
+	keys := slices.Collect(maps.Keys(changes))
+	slices.SortFunc(keys, compareKeys)
+	out := make([]*resource.Object, 0, len(objs)+len(keys))
+	i := 0
+	for _, k := range keys {
+		j, found := find(objs[i:], k)
+		out = append(out, objs[i:i+j]...)
+		if o := changes[k]; o != nil {
+			out = append(out, o)
+		}
+		i += j
+		if found {
+			i++
+		}
+	}
+	return append(out, objs[i:]...)
 }
 
 // Mirror replicates resources of some kinds from a store.
@@ -89,10 +132,13 @@ type Mirror struct {
 	kinds []resource.Kind
 	log   *slog.Logger
 
-	mu      sync.Mutex
-	working map[resource.Kind]map[resource.Key]*resource.Object
+	mu sync.Mutex
+	// base holds each kind's objects, sorted, as of the last view built;
+	// pending the changes applied since (a nil object: removed).
+	base    map[resource.Kind][]*resource.Object
+	pending map[resource.Kind]map[resource.Key]*resource.Object
 	rev     uint64
-	view    *View // nil when working changed since it was built
+	view    *View // nil when changes were applied since it was built
 	loaded  bool
 
 	notify latest.Value[uint64]
@@ -184,13 +230,25 @@ func (m *Mirror) View() (*View, <-chan struct{}) {
 		return nil, ch
 	}
 	if m.view == nil {
-		objs := make(map[resource.Kind]map[resource.Key]*resource.Object, len(m.working))
-		for k, byKey := range m.working {
-			objs[k] = maps.Clone(byKey)
+		for k, changes := range m.pending {
+			m.base[k] = merge(m.base[k], changes)
 		}
-		m.view = &View{rev: m.rev, objects: objs}
+		clear(m.pending)
+		m.view = &View{rev: m.rev, objects: maps.Clone(m.base)}
 	}
 	return m.view, ch
+}
+
+// current is the mirrored object of kind and key, or nil; m.mu held.
+func (m *Mirror) current(kind resource.Kind, key resource.Key) *resource.Object {
+	if o, ok := m.pending[kind][key]; ok {
+		return o
+	}
+	objs := m.base[kind]
+	if i, ok := find(objs, key); ok {
+		return objs[i]
+	}
+	return nil
 }
 
 // Changed returns a channel closed at the mirror's next change, without
@@ -214,20 +272,17 @@ func (m *Mirror) WaitView(ctx context.Context) (*View, error) {
 func (m *Mirror) mirrored(kind resource.Kind) bool { return slices.Contains(m.kinds, kind) }
 
 func (m *Mirror) reload(ctx context.Context) error {
-	fresh := make(map[resource.Kind]map[resource.Key]*resource.Object, len(m.kinds))
+	fresh := make(map[resource.Kind][]*resource.Object, len(m.kinds))
 	for _, kind := range m.kinds {
 		res, err := m.store.List(ctx, kind, store.ListOptions{})
 		if err != nil {
 			return fmt.Errorf("list %s: %w", kind, err)
 		}
-		byKey := make(map[resource.Key]*resource.Object, len(res.Items))
-		for _, o := range res.Items {
-			byKey[o.Meta.Key()] = o
-		}
-		fresh[kind] = byKey
+		fresh[kind] = sorted(slices.Clone(res.Items))
 	}
 	m.mu.Lock()
-	m.working = fresh
+	m.base = fresh
+	m.pending = map[resource.Kind]map[resource.Key]*resource.Object{}
 	m.loaded = true
 	m.rev++
 	m.view = nil
@@ -246,6 +301,13 @@ func (m *Mirror) apply(ctx context.Context, batch []store.Event) error {
 		obj  *resource.Object // nil: remove
 	}
 	var changes []change
+	// inBatch is what the batch's earlier events made of a key: a key
+	// deleted then created again (its version starting over) is fetched.
+	type kindKey struct {
+		kind resource.Kind
+		key  resource.Key
+	}
+	inBatch := map[kindKey]*resource.Object{}
 	for _, ev := range batch {
 		switch {
 		case ev.Type == store.Resync:
@@ -254,11 +316,15 @@ func (m *Mirror) apply(ctx context.Context, batch []store.Event) error {
 			continue
 		case ev.Type == store.Deleted:
 			changes = append(changes, change{kind: ev.Kind, key: ev.Key})
+			inBatch[kindKey{ev.Kind, ev.Key}] = nil
 			continue
 		}
-		m.mu.Lock()
-		have := m.working[ev.Kind][ev.Key]
-		m.mu.Unlock()
+		have, seen := inBatch[kindKey{ev.Kind, ev.Key}]
+		if !seen {
+			m.mu.Lock()
+			have = m.current(ev.Kind, ev.Key)
+			m.mu.Unlock()
+		}
 		if have != nil && have.Meta.Version >= ev.Version {
 			continue
 		}
@@ -267,10 +333,12 @@ func (m *Mirror) apply(ctx context.Context, batch []store.Event) error {
 		case errors.Is(err, store.ErrNotFound):
 			// Deleted since; its Deleted event follows.
 			changes = append(changes, change{kind: ev.Kind, key: ev.Key})
+			inBatch[kindKey{ev.Kind, ev.Key}] = nil
 		case err != nil:
 			return fmt.Errorf("get %s %s: %w", ev.Kind, ev.Key, err)
 		default:
 			changes = append(changes, change{kind: ev.Kind, key: ev.Key, obj: obj})
+			inBatch[kindKey{ev.Kind, ev.Key}] = obj
 		}
 	}
 	if len(changes) == 0 {
@@ -278,16 +346,17 @@ func (m *Mirror) apply(ctx context.Context, batch []store.Event) error {
 	}
 	m.mu.Lock()
 	for _, c := range changes {
-		byKey := m.working[c.kind]
-		if byKey == nil {
-			byKey = map[resource.Key]*resource.Object{}
-			m.working[c.kind] = byKey
+		have := m.current(c.kind, c.key)
+		if c.obj != nil && have != nil && have.Meta.Version >= c.obj.Meta.Version {
+			continue
 		}
-		if c.obj == nil {
-			delete(byKey, c.key)
-		} else if have := byKey[c.key]; have == nil || have.Meta.Version < c.obj.Meta.Version {
-			byKey[c.key] = c.obj
+		if c.obj == nil && have == nil {
+			continue
 		}
+		if m.pending[c.kind] == nil {
+			m.pending[c.kind] = map[resource.Key]*resource.Object{}
+		}
+		m.pending[c.kind][c.key] = c.obj
 	}
 	m.rev++
 	m.view = nil

@@ -3,6 +3,9 @@ package mirror
 import (
 	"context"
 	"fmt"
+	"maps"
+	"math/rand/v2"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -226,4 +229,141 @@ func TestInsightWritesChangeNothing(t *testing.T) {
 	v1 := waitFor(t, m, func(v *View) bool { return v.Len(resource.KindDataplane) == 2 })
 	require.Equal(t, v0.Revision()+1, v1.Revision(), "only the Dataplane changed the mirror")
 	require.Zero(t, v1.Len(resource.KindDataplaneInsight))
+}
+
+// A resource deleted and created again within one batch of events is in
+// the mirror afterwards, although its new version is not above the one the
+// mirror held (versions start again at 1).
+func TestDeletedAndCreatedAgainInOneBatch(t *testing.T) {
+	s := memory.New()
+	ctx := t.Context()
+	require.NoError(t, s.Create(ctx, storetest.Mesh("default")))
+	old := resource.NewSecret("default", "s", []byte("old"))
+	require.NoError(t, s.Create(ctx, old))
+	m := New(s, nil, resource.KindMesh, resource.KindSecret)
+	require.NoError(t, m.reload(ctx))
+
+	require.NoError(t, s.Delete(ctx, resource.KindSecret, old.Meta.Key(), 0))
+	again := resource.NewSecret("default", "s", []byte("new"))
+	require.NoError(t, s.Create(ctx, again))
+	require.Equal(t, old.Meta.Version, again.Meta.Version, "the store starts the key's versions again")
+	require.NoError(t, m.apply(ctx, []store.Event{
+		{Type: store.Deleted, Kind: resource.KindSecret, Key: old.Meta.Key()},
+		{Type: store.Created, Kind: resource.KindSecret, Key: again.Meta.Key(), Version: again.Meta.Version},
+	}))
+	v, _ := m.View()
+	got := v.Get(resource.KindSecret, again.Meta.Key())
+	require.NotNil(t, got, "the key created again is mirrored")
+	data, err := got.Secret().Bytes()
+	require.NoError(t, err)
+	require.Equal(t, []byte("new"), data)
+}
+
+// TestMergeEqualsSorting: a view's slice after merging random changes is
+// the one sorting the changed set from scratch gives.
+func TestMergeEqualsSorting(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(1, 2))
+	obj := func(mesh, name string, version int) *resource.Object {
+		return &resource.Object{Meta: resource.Meta{Kind: resource.KindDataplane, Mesh: mesh, Name: name, Version: int64(version)}}
+	}
+	meshes := []string{"a", "a-b", "b", ""}
+	for round := range 300 {
+		model := map[resource.Key]*resource.Object{}
+		for range rnd.IntN(50) {
+			o := obj(meshes[rnd.IntN(len(meshes))], fmt.Sprintf("dp-%d", rnd.IntN(60)), round)
+			model[o.Meta.Key()] = o
+		}
+		base := sorted(slices.Collect(maps.Values(model)))
+		changes := map[resource.Key]*resource.Object{}
+		for range rnd.IntN(20) {
+			k := resource.Key{Mesh: meshes[rnd.IntN(len(meshes))], Name: fmt.Sprintf("dp-%d", rnd.IntN(60))}
+			if rnd.IntN(3) == 0 {
+				changes[k] = nil
+				delete(model, k)
+			} else {
+				o := obj(k.Mesh, k.Name, round+1)
+				changes[k] = o
+				model[k] = o
+			}
+		}
+		before := slices.Clone(base)
+		got := merge(base, changes)
+		require.Equal(t, before, base, "merge must not modify its input")
+		require.Equal(t, sorted(slices.Collect(maps.Values(model))), got, "round %d", round)
+		v := &View{objects: map[resource.Kind][]*resource.Object{resource.KindDataplane: got}}
+		for k, o := range model {
+			require.Same(t, o, v.Get(resource.KindDataplane, k))
+		}
+		for _, m := range meshes {
+			var want []*resource.Object
+			for _, o := range got {
+				if o.Meta.Mesh == m {
+					want = append(want, o)
+				}
+			}
+			if m != "" {
+				require.Equal(t, len(want), len(v.List(resource.KindDataplane, m)), "mesh %q", m)
+				if len(want) > 0 {
+					require.Equal(t, want, v.List(resource.KindDataplane, m))
+				}
+			}
+		}
+	}
+}
+
+// TestRandomChangesMatchTheStore: after random creates, updates and
+// deletes, with views taken in between, the mirror's view is the store's
+// content, and views taken earlier keep what they showed.
+func TestRandomChangesMatchTheStore(t *testing.T) {
+	ctx := t.Context()
+	s := memory.New()
+	for _, mesh := range []string{"m1", "m2"} {
+		require.NoError(t, s.Create(ctx, storetest.Mesh(mesh)))
+	}
+	m := startMirror(t, s)
+	rnd := rand.New(rand.NewPCG(3, 4))
+	type snap struct {
+		v    *View
+		keys []string
+	}
+	keysOf := func(v *View) []string {
+		var out []string
+		for _, o := range v.List(resource.KindDataplane, "") {
+			out = append(out, fmt.Sprintf("%s@%d", o.Meta.Key(), o.Meta.Version))
+		}
+		return out
+	}
+	var snaps []snap
+	for round := range 30 {
+		for range 1 + rnd.IntN(40) {
+			mesh := []string{"m1", "m2"}[rnd.IntN(2)]
+			key := resource.Key{Mesh: mesh, Name: fmt.Sprintf("dp-%03d", rnd.IntN(100))}
+			have, err := s.Get(ctx, resource.KindDataplane, key)
+			switch {
+			case err != nil:
+				require.NoError(t, s.Create(ctx, storetest.Dataplane(mesh, key.Name, rnd.IntN(1000))))
+			case rnd.IntN(2) == 0:
+				require.NoError(t, s.Delete(ctx, resource.KindDataplane, key, 0))
+			default:
+				upd := &resource.Object{Meta: have.Meta, Spec: storetest.Dataplane(mesh, key.Name, rnd.IntN(1000)).Spec}
+				require.NoError(t, s.Update(ctx, upd))
+			}
+		}
+		res, err := s.List(ctx, resource.KindDataplane, store.ListOptions{})
+		require.NoError(t, err)
+		var want []string
+		for _, o := range sorted(slices.Clone(res.Items)) {
+			want = append(want, fmt.Sprintf("%s@%d", o.Meta.Key(), o.Meta.Version))
+		}
+		v := waitFor(t, m, func(v *View) bool { return slices.Equal(keysOf(v), want) })
+		for _, o := range res.Items {
+			got := v.Get(resource.KindDataplane, o.Meta.Key())
+			require.NotNil(t, got, "round %d: %s", round, o.Meta.Key())
+			require.Equal(t, o.Meta.Version, got.Meta.Version)
+		}
+		snaps = append(snaps, snap{v, want})
+	}
+	for i, sn := range snaps {
+		require.Equal(t, sn.keys, keysOf(sn.v), "view %d changed after it was handed out", i)
+	}
 }

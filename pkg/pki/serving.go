@@ -62,6 +62,13 @@ func ServingCertificate(dir string, files ServingFiles, certPath, keyPath string
 	if err != nil {
 		return tls.Certificate{}, err
 	}
+	return servingFromCA(dir, files, ca, now, extra)
+}
+
+// servingFromCA returns the certificate kept in dir when ca signed it and it
+// is fit (not near expiry, naming every address), else a new one from ca,
+// written to dir.
+func servingFromCA(dir string, files ServingFiles, ca *KeyPair, now time.Time, extra []net.IP) (tls.Certificate, error) {
 	if pair, err := loadPairFiles(filepath.Join(dir, files.Cert), filepath.Join(dir, files.Key)); err == nil &&
 		pair.Cert.CheckSignatureFrom(ca.Cert) == nil && now.Add(servingRenewBefore).Before(pair.Cert.NotAfter) && covers(pair, hostIPs(extra)) {
 		return pair.TLS()

@@ -169,7 +169,7 @@ func decodeUniversal(raw any, defaultMesh string) (*Object, error) {
 		return nil, err
 	}
 	if typ == "" {
-		return nil, invalid("type", "must be set (one of Mesh, Dataplane, TrafficPermission, Secret)")
+		return nil, invalid("type", "must be set (one of Mesh, Dataplane, TrafficPermission, Secret, GlobalSecret)")
 	}
 	d, err := Describe(Kind(typ))
 	if err != nil {

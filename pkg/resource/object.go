@@ -20,6 +20,9 @@ const (
 	KindDataplane         Kind = "Dataplane"
 	KindTrafficPermission Kind = "TrafficPermission"
 	KindSecret            Kind = "Secret"
+	// KindGlobalSecret is a secret of the control plane itself, in no mesh:
+	// its token signing keys, the admin token, its serving CA.
+	KindGlobalSecret Kind = "GlobalSecret"
 	// KindDataplaneInsight is what the control planes know of a Dataplane's
 	// config streams; it has the Dataplane's mesh and name.
 	KindDataplaneInsight Kind = "DataplaneInsight"
@@ -55,6 +58,7 @@ var descriptors = []Descriptor{
 	{Kind: KindDataplane, Plural: "dataplanes", Singular: "dataplane", Scoped: true, NewSpec: func() Spec { return &DataplaneSpec{} }},
 	{Kind: KindTrafficPermission, Plural: "traffic-permissions", Singular: "traffic-permission", Scoped: true, NewSpec: func() Spec { return &TrafficPermissionSpec{} }},
 	{Kind: KindSecret, Plural: "secrets", Singular: "secret", Scoped: true, Sensitive: true, NewSpec: func() Spec { return &SecretSpec{} }},
+	{Kind: KindGlobalSecret, Plural: "global-secrets", Singular: "global-secret", Sensitive: true, NewSpec: func() Spec { return &GlobalSecretSpec{} }},
 	{Kind: KindDataplaneInsight, Plural: "dataplane-insights", Singular: "dataplane-insight", Scoped: true, ReadOnly: true, Owner: KindDataplane, NewSpec: func() Spec { return &DataplaneInsightSpec{} }},
 	{Kind: KindControlPlaneInstance, Plural: "control-plane-instances", Singular: "control-plane-instance", ReadOnly: true, NewSpec: func() Spec { return &ControlPlaneInstanceSpec{} }},
 }
@@ -161,6 +165,9 @@ func (o *Object) Dataplane() *DataplaneSpec { s, _ := o.Spec.(*DataplaneSpec); r
 
 // Secret returns the spec as a SecretSpec, or nil.
 func (o *Object) Secret() *SecretSpec { s, _ := o.Spec.(*SecretSpec); return s }
+
+// GlobalSecret returns the spec as a GlobalSecretSpec, or nil.
+func (o *Object) GlobalSecret() *GlobalSecretSpec { s, _ := o.Spec.(*GlobalSecretSpec); return s }
 
 // DataplaneInsight returns the spec as a DataplaneInsightSpec, or nil.
 func (o *Object) DataplaneInsight() *DataplaneInsightSpec {

@@ -282,3 +282,20 @@ func (s *SecretSpec) Bytes() ([]byte, error) { return base64.StdEncoding.DecodeS
 func NewSecret(mesh, name string, data []byte) *Object {
 	return New(mesh, name, &SecretSpec{Data: base64.StdEncoding.EncodeToString(data)})
 }
+
+// GlobalSecretSpec is the body of a GlobalSecret: opaque bytes, base64 in
+// JSON and YAML (`data: <base64>`), as a Secret's.
+type GlobalSecretSpec struct {
+	Data string `json:"data"`
+}
+
+// Kind implements Spec.
+func (*GlobalSecretSpec) Kind() Kind { return KindGlobalSecret }
+
+// Bytes decodes the data.
+func (s *GlobalSecretSpec) Bytes() ([]byte, error) { return base64.StdEncoding.DecodeString(s.Data) }
+
+// NewGlobalSecret returns a GlobalSecret holding data.
+func NewGlobalSecret(name string, data []byte) *Object {
+	return New("", name, &GlobalSecretSpec{Data: base64.StdEncoding.EncodeToString(data)})
+}

@@ -1,6 +1,7 @@
 package resource
 
 import (
+	"encoding/base64"
 	"fmt"
 	"net"
 	"net/netip"
@@ -89,11 +90,9 @@ func Validate(o *Object) error {
 	case *TrafficPermissionSpec:
 		validateTrafficPermission(v, s)
 	case *SecretSpec:
-		if s.Data == "" {
-			v.add("data", "must not be empty")
-		} else if _, err := s.Bytes(); err != nil {
-			v.add("data", "must be base64: %v", err)
-		}
+		validateSecretData(v, s.Data)
+	case *GlobalSecretSpec:
+		validateSecretData(v, s.Data)
 	}
 	return v.err()
 }
@@ -478,5 +477,15 @@ func validateSelectors(v *verr, p string, sel []Selector) {
 			continue
 		}
 		validateTags(v, sp, s.Match, true)
+	}
+}
+
+// validateSecretData checks the data of a Secret or GlobalSecret: base64 of
+// at least one byte.
+func validateSecretData(v *verr, data string) {
+	if data == "" {
+		v.add("data", "must not be empty")
+	} else if _, err := base64.StdEncoding.DecodeString(data); err != nil {
+		v.add("data", "must be base64: %v", err)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/cespare/xxhash/v2"
 	"google.golang.org/protobuf/proto"
@@ -51,25 +52,32 @@ type Snapshot struct {
 	typeURL   string
 	version   string
 	resources []Resource
+
+	// index of the resources by name, built at the first Get (delta
+	// streams look every name up; the others never do).
+	indexOnce sync.Once
 	index     map[string]int
 }
 
 // NewSnapshot sorts resources by name and versions the set by its content.
-// Names must be unique.
+// Names must be unique. The snapshot takes resources over (it sorts them in
+// place, unless they are in order already): the caller must not use the
+// slice afterwards.
 func NewSnapshot(typeURL string, resources []Resource) (*Snapshot, error) {
-	rs := slices.Clone(resources)
-	slices.SortFunc(rs, func(a, b Resource) int { return strings.Compare(a.Name, b.Name) })
+	rs := resources
+	byName := func(a, b Resource) int { return strings.Compare(a.Name, b.Name) }
+	if !slices.IsSortedFunc(rs, byName) {
+		slices.SortFunc(rs, byName)
+	}
 	h := xxhash.New()
 	_, _ = h.WriteString(typeURL)
-	index := make(map[string]int, len(rs))
 	for i, r := range rs {
-		if _, dup := index[r.Name]; dup {
+		if i > 0 && rs[i-1].Name == r.Name {
 			return nil, fmt.Errorf("snapshot: resource name %q used twice", r.Name)
 		}
 		if r.Body == nil || r.Body.TypeUrl != typeURL {
 			return nil, fmt.Errorf("snapshot: resource %q is not a %s", r.Name, typeURL)
 		}
-		index[r.Name] = i
 		_, _ = h.WriteString(r.Name)
 		_, _ = h.Write([]byte{0})
 		_, _ = h.WriteString(r.Version)
@@ -77,7 +85,7 @@ func NewSnapshot(typeURL string, resources []Resource) (*Snapshot, error) {
 	}
 	var sum [8]byte
 	binary.BigEndian.PutUint64(sum[:], h.Sum64())
-	return &Snapshot{typeURL: typeURL, version: hex.EncodeToString(sum[:]), resources: rs, index: index}, nil
+	return &Snapshot{typeURL: typeURL, version: hex.EncodeToString(sum[:]), resources: rs}, nil
 }
 
 // TypeURL of the snapshot's resources.
@@ -94,6 +102,12 @@ func (s *Snapshot) Len() int { return len(s.resources) }
 
 // Get returns a resource by name.
 func (s *Snapshot) Get(name string) (Resource, bool) {
+	s.indexOnce.Do(func() {
+		s.index = make(map[string]int, len(s.resources))
+		for i, r := range s.resources {
+			s.index[r.Name] = i
+		}
+	})
 	i, ok := s.index[name]
 	if !ok {
 		return Resource{}, false

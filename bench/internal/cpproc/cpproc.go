@@ -5,6 +5,7 @@
 package cpproc
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -172,30 +173,58 @@ func procStatus(pid int, key string) string {
 // request) with a fetch-timeout. It returns the answer's version and its
 // number of assignments (-1 when unchanged within the timeout: 304).
 func (cp *ControlPlane) FetchMADS(version string, timeout time.Duration) (string, int, error) {
+	a, err := cp.fetchMADS(version, timeout)
+	return a.Version, a.Count, err
+}
+
+// madsAnswer is one long poll's answer and when it arrived.
+type madsAnswer struct {
+	Version string
+	Count   int
+	// Headers is when the response's headers arrived, Read when its whole
+	// body had (before it is decoded).
+	Headers, Read time.Time
+}
+
+func (cp *ControlPlane) fetchMADS(version string, timeout time.Duration) (madsAnswer, error) {
 	body := `{"node":{"id":"bench"},"type_url":"type.googleapis.com/kuma.observability.v1.MonitoringAssignment"}`
 	if version != "" {
 		body = fmt.Sprintf(`{"version_info":%q,"node":{"id":"bench"},"type_url":"type.googleapis.com/kuma.observability.v1.MonitoringAssignment"}`, version)
 	}
 	res, err := Client.Post(fmt.Sprintf("%s/v3/discovery:monitoringassignments?fetch-timeout=%s", cp.MADS, timeout), "application/json", strings.NewReader(body))
 	if err != nil {
-		return "", 0, err
+		return madsAnswer{}, err
 	}
 	defer res.Body.Close()
+	a := madsAnswer{Version: version, Count: -1, Headers: time.Now()}
 	if res.StatusCode == http.StatusNotModified {
-		return version, -1, nil
+		a.Read = a.Headers
+		return a, nil
+	}
+	// Read into a buffer of the announced size: the time is the transfer's,
+	// not that of growing a buffer by steps.
+	var buf bytes.Buffer
+	if res.ContentLength > 0 {
+		buf.Grow(int(res.ContentLength))
+	}
+	_, err = buf.ReadFrom(res.Body)
+	b := buf.Bytes()
+	a.Read = time.Now()
+	if err != nil {
+		return madsAnswer{}, fmt.Errorf("MADS answer: %w", err)
 	}
 	if res.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(res.Body)
-		return "", 0, fmt.Errorf("MADS: %d %s", res.StatusCode, b)
+		return madsAnswer{}, fmt.Errorf("MADS: %d %s", res.StatusCode, b)
 	}
 	var out struct {
 		Version   string            `json:"version_info"`
 		Resources []json.RawMessage `json:"resources"`
 	}
-	if err := json.NewDecoder(res.Body).Decode(&out); err != nil {
-		return "", 0, fmt.Errorf("MADS answer: %w", err)
+	if err := json.Unmarshal(b, &out); err != nil {
+		return madsAnswer{}, fmt.Errorf("MADS answer: %w", err)
 	}
-	return out.Version, len(out.Resources), nil
+	a.Version, a.Count = out.Version, len(out.Resources)
+	return a, nil
 }
 
 // HeldLongPolls is mads_server_long_polls_held of the control plane's
@@ -245,46 +274,54 @@ func Parallel(n, workers int, job func(i int) error) error {
 	return <-errs
 }
 
+// Latencies of the rounds of ChangeToLongPoll, each sorted: from a
+// change's start to the answer's headers, and to its whole body (received,
+// not yet decoded).
+type Latencies struct {
+	Headers, Answer []time.Duration
+}
+
 // ChangeToLongPoll measures, round by round, how long a change takes to
 // reach a MADS long poll held on the current version, as Prometheus holds
 // it: a long poll on version, held (mads_server_long_polls_held ≥ 1), then
 // change(r); the time from the change's start to the answer. It returns the
-// latencies, sorted, and the last version.
-func (cp *ControlPlane) ChangeToLongPoll(ctx context.Context, version string, rounds int, change func(r int) error) ([]time.Duration, string, error) {
+// latencies and the last version.
+func (cp *ControlPlane) ChangeToLongPoll(ctx context.Context, version string, rounds int, change func(r int) error) (Latencies, string, error) {
 	type answer struct {
-		version string
-		err     error
-		at      time.Time
+		madsAnswer
+		err error
 	}
-	var lat []time.Duration
+	var lat Latencies
 	for r := range rounds {
 		got := make(chan answer, 1)
 		go func() {
-			v, _, err := cp.FetchMADS(version, time.Minute)
-			got <- answer{v, err, time.Now()}
+			a, err := cp.fetchMADS(version, time.Minute)
+			got <- answer{a, err}
 		}()
 		if err := WaitFor(30*time.Second, func() bool { return cp.HeldLongPolls() >= 1 }); err != nil {
-			return nil, "", fmt.Errorf("round %d: long poll not held: %w", r, err)
+			return Latencies{}, "", fmt.Errorf("round %d: long poll not held: %w", r, err)
 		}
 		start := time.Now()
 		if err := change(r); err != nil {
-			return nil, "", fmt.Errorf("round %d: %w", r, err)
+			return Latencies{}, "", fmt.Errorf("round %d: %w", r, err)
 		}
 		var a answer
 		select {
 		case a = <-got:
 		case <-ctx.Done():
-			return nil, "", ctx.Err()
+			return Latencies{}, "", ctx.Err()
 		}
 		if a.err != nil {
-			return nil, "", fmt.Errorf("round %d: %w", r, a.err)
+			return Latencies{}, "", fmt.Errorf("round %d: %w", r, a.err)
 		}
-		if a.version == version {
-			return nil, "", fmt.Errorf("round %d: answered without a new version", r)
+		if a.Version == version {
+			return Latencies{}, "", fmt.Errorf("round %d: answered without a new version", r)
 		}
-		version = a.version
-		lat = append(lat, a.at.Sub(start))
+		version = a.Version
+		lat.Headers = append(lat.Headers, a.Headers.Sub(start))
+		lat.Answer = append(lat.Answer, a.Read.Sub(start))
 	}
-	slices.Sort(lat)
+	slices.Sort(lat.Headers)
+	slices.Sort(lat.Answer)
 	return lat, version, nil
 }

@@ -2,7 +2,9 @@
 // (KUMA_STORE_TYPE=kubernetes): Meshes, TrafficPermissions, Dataplanes,
 // DataplaneInsights and ControlPlaneInstances are kuma.io/v1alpha1 custom
 // resources, Secrets are Kubernetes Secrets of type system.kuma.io/secret in
-// the control plane's namespace, labelled kuma.io/mesh. Reads come from
+// the control plane's namespace, labelled kuma.io/mesh, and GlobalSecrets
+// Kubernetes Secrets of type system.kuma.io/global-secret there, without a
+// mesh. Reads come from
 // controller-runtime's cache; its informers are the change feed (no
 // polling). A write returns once the store's own informer has seen it, so
 // its event is published (and the cache holds it) before the call returns.
@@ -33,7 +35,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
@@ -139,8 +140,8 @@ func New(ctx context.Context, cfg *rest.Config, opts Options) (*Store, error) {
 		Scheme: scheme,
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.Secret{}: {
+				// Secrets and GlobalSecrets, told apart by their type.
 				Namespaces: map[string]cache.Config{opts.SystemNamespace: {}},
-				Field:      fields.OneTermEqualSelector("type", string(SecretType)),
 			},
 		},
 	})

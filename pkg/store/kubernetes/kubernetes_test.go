@@ -152,6 +152,29 @@ func TestKubernetesObjects(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []byte("PEM"), data)
 
+	// A GlobalSecret is a Secret of the system namespace of its own type,
+	// in no mesh, owned by nothing; it is not a Secret of any mesh.
+	global := resource.NewGlobalSecret("user-token-signing-key-1", []byte("KEY"))
+	require.NoError(t, s.Create(ctx, global))
+	var gsec corev1.Secret
+	require.NoError(t, c.Get(ctx, client.ObjectKey{Namespace: systemNamespace, Name: "user-token-signing-key-1"}, &gsec))
+	require.Equal(t, kubernetes.GlobalSecretType, gsec.Type)
+	require.NotContains(t, gsec.Labels, kubernetes.MeshLabel)
+	require.Empty(t, gsec.OwnerReferences)
+	require.Equal(t, []byte("KEY"), gsec.Data[kubernetes.SecretDataKey])
+	gotGlobal, err := s.Get(ctx, resource.KindGlobalSecret, global.Meta.Key())
+	require.NoError(t, err)
+	gdata, err := gotGlobal.GlobalSecret().Bytes()
+	require.NoError(t, err)
+	require.Equal(t, []byte("KEY"), gdata)
+	globals, err := s.List(ctx, resource.KindGlobalSecret, store.ListOptions{})
+	require.NoError(t, err)
+	require.Len(t, globals.Items, 1, "the mesh's Secret is no GlobalSecret")
+	secrets, err := s.List(ctx, resource.KindSecret, store.ListOptions{})
+	require.NoError(t, err)
+	require.Len(t, secrets.Items, 1, "and the GlobalSecret no Secret of a mesh")
+	require.ErrorIs(t, s.Create(ctx, resource.NewGlobalSecret("user-token-signing-key-1", []byte("OTHER"))), store.ErrAlreadyExists)
+
 	// A TrafficPermission is cluster-scoped with its mesh at the top level.
 	require.NoError(t, s.Create(ctx, storetest.TrafficPermission("default", "allow-all-default")))
 	var tp v1alpha1.TrafficPermission

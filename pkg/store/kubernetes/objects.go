@@ -16,15 +16,23 @@ import (
 // Secrets of the control plane (mesh CAs and others) are Kubernetes
 // Secrets of this type in the system namespace, labelled with their mesh,
 // holding the bytes under this key (the reference system's naming).
+// GlobalSecrets are Kubernetes Secrets of GlobalSecretType in the system
+// namespace, without a mesh label.
 const (
-	SecretType    corev1.SecretType = "system.kuma.io/secret"
-	MeshLabel                       = "kuma.io/mesh"
-	SecretDataKey                   = "value"
+	SecretType       corev1.SecretType = "system.kuma.io/secret"
+	GlobalSecretType corev1.SecretType = "system.kuma.io/global-secret"
+	MeshLabel                          = "kuma.io/mesh"
+	SecretDataKey                      = "value"
 )
+
+// isSecret tells whether a kind is kept as a Kubernetes Secret.
+func isSecret(kind resource.Kind) bool {
+	return kind == resource.KindSecret || kind == resource.KindGlobalSecret
+}
 
 // newObject returns an empty Kubernetes object of a kind.
 func newObject(kind resource.Kind) client.Object {
-	if kind == resource.KindSecret {
+	if isSecret(kind) {
 		return &corev1.Secret{}
 	}
 	k, _ := v1alpha1.KindFor(kind)
@@ -33,7 +41,7 @@ func newObject(kind resource.Kind) client.Object {
 
 // newList returns an empty Kubernetes list of a kind.
 func newList(kind resource.Kind) client.ObjectList {
-	if kind == resource.KindSecret {
+	if isSecret(kind) {
 		return &corev1.SecretList{}
 	}
 	k, _ := v1alpha1.KindFor(kind)
@@ -62,7 +70,7 @@ func items(list client.ObjectList) []client.Object {
 
 // supported tells whether the store keeps a kind.
 func supported(kind resource.Kind) error {
-	if kind == resource.KindSecret {
+	if isSecret(kind) {
 		return nil
 	}
 	if _, ok := v1alpha1.KindFor(kind); ok {
@@ -77,7 +85,7 @@ func (s *Store) objectKey(kind resource.Kind, key resource.Key) (types.Namespace
 	if key.Name == "" {
 		return types.NamespacedName{}, fmt.Errorf("%s: name must not be empty", kind)
 	}
-	if kind == resource.KindSecret {
+	if isSecret(kind) {
 		return types.NamespacedName{Namespace: s.names.SystemNamespace, Name: key.Name}, nil
 	}
 	k, _ := v1alpha1.KindFor(kind)
@@ -97,8 +105,14 @@ func (s *Store) objectKey(kind resource.Kind, key resource.Key) (types.Namespace
 func (s *Store) keyOf(kind resource.Kind, o client.Object) (resource.Key, bool) {
 	switch o := o.(type) {
 	case *corev1.Secret:
+		if o.Namespace != s.names.SystemNamespace {
+			return resource.Key{}, false
+		}
+		if kind == resource.KindGlobalSecret {
+			return resource.Key{Name: o.Name}, o.Type == GlobalSecretType
+		}
 		mesh := o.Labels[MeshLabel]
-		return resource.Key{Mesh: mesh, Name: o.Name}, mesh != "" && o.Type == SecretType
+		return resource.Key{Mesh: mesh, Name: o.Name}, kind == resource.KindSecret && mesh != "" && o.Type == SecretType
 	case v1alpha1.Object:
 		k := v1alpha1.KindOf(o)
 		name := o.GetName()
@@ -123,14 +137,21 @@ func (s *Store) toResource(kind resource.Kind, o client.Object) (*resource.Objec
 	case *corev1.Secret:
 		key, ok := s.keyOf(kind, o)
 		if !ok {
+			if kind == resource.KindGlobalSecret {
+				return nil, fmt.Errorf("Secret %s/%s: not a control-plane global secret (type %s)", o.Namespace, o.Name, GlobalSecretType)
+			}
 			return nil, fmt.Errorf("Secret %s/%s: not a control-plane secret (type %s with label %s)", o.Namespace, o.Name, SecretType, MeshLabel)
 		}
 		meta, err := v1alpha1.Meta(o)
 		if err != nil {
 			return nil, err
 		}
-		meta.Kind, meta.Mesh, meta.Name = resource.KindSecret, key.Mesh, key.Name
-		return &resource.Object{Meta: meta, Spec: &resource.SecretSpec{Data: base64.StdEncoding.EncodeToString(o.Data[SecretDataKey])}}, nil
+		meta.Kind, meta.Mesh, meta.Name = kind, key.Mesh, key.Name
+		data := base64.StdEncoding.EncodeToString(o.Data[SecretDataKey])
+		if kind == resource.KindGlobalSecret {
+			return &resource.Object{Meta: meta, Spec: &resource.GlobalSecretSpec{Data: data}}, nil
+		}
+		return &resource.Object{Meta: meta, Spec: &resource.SecretSpec{Data: data}}, nil
 	case v1alpha1.Object:
 		obj, err := s.names.ToObject(o)
 		if err != nil {
@@ -151,7 +172,8 @@ func displayName(o client.Object) string {
 // fromResource returns the Kubernetes object of a resource: name,
 // namespace, mesh and body (for a Secret: type, mesh label and data).
 func (s *Store) fromResource(obj *resource.Object) (client.Object, error) {
-	if obj.Meta.Kind == resource.KindSecret {
+	switch obj.Meta.Kind {
+	case resource.KindSecret:
 		data, err := obj.Secret().Bytes()
 		if err != nil {
 			return nil, fmt.Errorf("Secret %q: data: %w", obj.Meta.Key(), err)
@@ -159,6 +181,14 @@ func (s *Store) fromResource(obj *resource.Object) (client.Object, error) {
 		sec := &corev1.Secret{Type: SecretType, Data: map[string][]byte{SecretDataKey: data}}
 		sec.Name, sec.Namespace = obj.Meta.Name, s.names.SystemNamespace
 		sec.Labels = map[string]string{MeshLabel: obj.Meta.Mesh}
+		return sec, nil
+	case resource.KindGlobalSecret:
+		data, err := obj.GlobalSecret().Bytes()
+		if err != nil {
+			return nil, fmt.Errorf("GlobalSecret %q: data: %w", obj.Meta.Name, err)
+		}
+		sec := &corev1.Secret{Type: GlobalSecretType, Data: map[string][]byte{SecretDataKey: data}}
+		sec.Name, sec.Namespace = obj.Meta.Name, s.names.SystemNamespace
 		return sec, nil
 	}
 	return s.names.FromObject(obj)
@@ -177,10 +207,12 @@ func (s *Store) withContent(cur client.Object, obj *resource.Object, at time.Tim
 	case *corev1.Secret:
 		w := want.(*corev1.Secret)
 		n.Data = w.Data
-		if n.Labels == nil {
-			n.Labels = map[string]string{}
+		if obj.Meta.Kind == resource.KindSecret {
+			if n.Labels == nil {
+				n.Labels = map[string]string{}
+			}
+			n.Labels[MeshLabel] = obj.Meta.Mesh
 		}
-		n.Labels[MeshLabel] = obj.Meta.Mesh
 	case v1alpha1.Object:
 		w := want.(v1alpha1.Object)
 		n.SetBody(w.Body())
