@@ -22,8 +22,9 @@
 //
 // kuma-cp inherits the bench's own environment, then the store's settings,
 // then the -env settings (which win). -profile DIR saves a CPU profile of
-// kuma-cp (A) taken during the rounds, and a heap profile after them
-// (through its /debug/pprof/).
+// kuma-cp (with -replicas 2 of B, which serves the long poll and the
+// proxy) taken during the rounds, and a heap profile after them (through
+// its /debug/pprof/).
 package main
 
 import (
@@ -164,7 +165,7 @@ func main() {
 	flag.StringVar(&o.store, "store", storeSQLite, "kuma-cp's store: sqlite, postgres (a PostgreSQL server started by the bench) or memory")
 	flag.IntVar(&o.replicas, "replicas", 1, "kuma-cp replicas on the one database (2 needs -store postgres; implies -proxy)")
 	flag.BoolVar(&o.proxy, "proxy", false, "also time each write until a kuma-dp connected to the (last) replica applied it")
-	flag.StringVar(&o.profileDir, "profile", "", "directory for kuma-cp's CPU profile of the rounds (cpu.pprof) and heap profile after them (heap.pprof)")
+	flag.StringVar(&o.profileDir, "profile", "", "directory for kuma-cp's (B's with -replicas 2) CPU profile of the rounds (cpu.pprof) and heap profile after them (heap.pprof)")
 	flag.IntVar(&o.profileSecs, "profile-seconds", 30, "length of the CPU profile (started with the rounds)")
 	var env envFlags
 	flag.Var(&env, "env", "NAME=VALUE for kuma-cp's environment, e.g. KUMA_STORE_SQLITE_SYNCHRONOUS=NORMAL (repeat the flag for more; wins over -store's settings)")
@@ -293,7 +294,7 @@ func run(o options, c *cleanups) error {
 	if o.profileDir != "" {
 		cpuDone = make(chan error, 1)
 		go func() {
-			cpuDone <- save(a.Diag+fmt.Sprintf("/debug/pprof/profile?seconds=%d", o.profileSecs), filepath.Join(o.profileDir, "cpu.pprof"))
+			cpuDone <- save(b.Diag+fmt.Sprintf("/debug/pprof/profile?seconds=%d", o.profileSecs), filepath.Join(o.profileDir, "cpu.pprof"))
 		}()
 	}
 	lat, _, err := b.TimeRounds(context.Background(), version, o.rounds, rr)
@@ -305,7 +306,7 @@ func run(o options, c *cleanups) error {
 		loaded[i] = cpproc.RSS(cp.Cmd.Process.Pid)
 	}
 	if o.profileDir != "" {
-		if err := errors.Join(<-cpuDone, save(a.Diag+"/debug/pprof/heap", filepath.Join(o.profileDir, "heap.pprof"))); err != nil {
+		if err := errors.Join(<-cpuDone, save(b.Diag+"/debug/pprof/heap", filepath.Join(o.profileDir, "heap.pprof"))); err != nil {
 			return err
 		}
 	}
