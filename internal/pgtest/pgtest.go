@@ -14,6 +14,8 @@
 // Shared returns one server per test binary (started on first use; a
 // TestMain calls StopShared), on which CreateDB gives each test a database
 // of its own; Start gives a test a server of its own (to stop or restart).
+// A program that is not a test (a benchmark) starts one with StartServer,
+// makes databases with CreateDatabase and removes it with Close.
 package pgtest
 
 import (
@@ -90,6 +92,24 @@ func Start(t testing.TB, opts ...Option) *Server {
 	t.Cleanup(s.remove)
 	return s
 }
+
+// StartServer starts a server for a program that is not a test (a
+// benchmark): as Start, but the caller removes it with Close, also when it
+// is interrupted (the server itself dies with the calling process, see
+// testproc, but its directory stays unless Close runs).
+func StartServer(opts ...Option) (*Server, error) {
+	if !Available() {
+		return nil, fmt.Errorf("pgtest: PostgreSQL is not installed (%s/postgres; apt-get install postgresql-15)", BinDir)
+	}
+	s, err := start(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("pgtest: %w", err)
+	}
+	return s, nil
+}
+
+// Close stops the server and removes its files (see StartServer).
+func (s *Server) Close() { s.remove() }
 
 func requireInstalled(t testing.TB) {
 	t.Helper()
@@ -303,19 +323,32 @@ func (s *Server) CreateDB(t testing.TB) string {
 	return name
 }
 
+// CreateDatabase creates database name (a plain identifier) on the server.
+func (s *Server) CreateDatabase(name string) error {
+	return s.run("postgres", "CREATE DATABASE "+name)
+}
+
 // Exec runs sql on database db as the superuser.
 func (s *Server) Exec(t testing.TB, db, sql string, args ...any) {
 	t.Helper()
+	if err := s.run(db, sql, args...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// run runs sql on database db as the superuser, on a connection of its own.
+func (s *Server) run(db, sql string, args ...any) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, s.DSN(db))
 	if err != nil {
-		t.Fatalf("pgtest: connect to %s: %v", db, err)
+		return fmt.Errorf("pgtest: connect to %s: %w", db, err)
 	}
 	defer conn.Close(ctx)
 	if _, err := conn.Exec(ctx, sql, args...); err != nil {
-		t.Fatalf("pgtest: %s: %v", sql, err)
+		return fmt.Errorf("pgtest: %s: %w", sql, err)
 	}
+	return nil
 }
 
 func (s *Server) exec(t testing.TB, sql string) { t.Helper(); s.Exec(t, "postgres", sql) }

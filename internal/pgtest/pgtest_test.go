@@ -2,6 +2,7 @@ package pgtest
 
 import (
 	"context"
+	"os"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -45,4 +46,28 @@ func TestSharedAndRestart(t *testing.T) {
 
 	_, err = pgx.Connect(t.Context(), "postgres://postgres:wrong@"+own.Host+":5432/postgres?sslmode=disable")
 	require.Error(t, err, "a wrong password is refused over TCP")
+}
+
+// A program that is not a test starts a server, makes a database and
+// removes the server with its files.
+func TestStartServer(t *testing.T) {
+	requireInstalled(t)
+	s, err := StartServer()
+	require.NoError(t, err)
+	closed := false
+	defer func() {
+		if !closed {
+			s.Close()
+		}
+	}()
+	require.NoError(t, s.CreateDatabase("bench_db"))
+	require.Equal(t, 42, query(t, s.DSN("bench_db")))
+	require.ErrorContains(t, s.CreateDatabase("bench_db"), "CREATE DATABASE bench_db", "a second one of the name is refused, naming the statement")
+	dir := s.Dir()
+	s.Close()
+	closed = true
+	_, err = os.Stat(dir)
+	require.ErrorIs(t, err, os.ErrNotExist, "Close removes the server's directory")
+	_, err = pgx.Connect(t.Context(), s.DSN("bench_db"))
+	require.Error(t, err, "closed")
 }

@@ -276,9 +276,9 @@ func Parallel(n, workers int, job func(i int) error) error {
 
 // Latencies of the rounds of ChangeToLongPoll, each sorted: from a
 // change's start to the answer's headers, and to its whole body (received,
-// not yet decoded).
+// not yet decoded); and to Rounds.Applied's return, when given.
 type Latencies struct {
-	Headers, Answer []time.Duration
+	Headers, Answer, Applied []time.Duration
 }
 
 // ChangeToLongPoll measures, round by round, how long a change takes to
@@ -287,6 +287,28 @@ type Latencies struct {
 // change(r); the time from the change's start to the answer. It returns the
 // latencies and the last version.
 func (cp *ControlPlane) ChangeToLongPoll(ctx context.Context, version string, rounds int, change func(r int) error) (Latencies, string, error) {
+	return cp.TimeRounds(ctx, version, rounds, Rounds{Change: change})
+}
+
+// Rounds says what a round of TimeRounds does and waits for.
+type Rounds struct {
+	// Change makes round r's write (through any control plane).
+	Change func(r int) error
+	// Count, when set, is how many assignments the answer of round r has:
+	// an answer with a new version but another count (a change that is not
+	// the round's own) is followed by a long poll on that version, still
+	// timed from the change's start.
+	Count func(r int) int
+	// Applied, when set, waits until round r's change took effect
+	// elsewhere (e.g. in a proxy's config); it is timed from the change's
+	// start, while the long poll's answer is awaited concurrently.
+	Applied func(r int) error
+}
+
+// TimeRounds is ChangeToLongPoll with what a round waits for given by rr:
+// the long poll is held on this control plane, the change may be written
+// through another one.
+func (cp *ControlPlane) TimeRounds(ctx context.Context, version string, rounds int, rr Rounds) (Latencies, string, error) {
 	type answer struct {
 		madsAnswer
 		err error
@@ -295,15 +317,28 @@ func (cp *ControlPlane) ChangeToLongPoll(ctx context.Context, version string, ro
 	for r := range rounds {
 		got := make(chan answer, 1)
 		go func() {
-			a, err := cp.fetchMADS(version, time.Minute)
-			got <- answer{a, err}
+			v := version
+			for {
+				a, err := cp.fetchMADS(v, time.Minute)
+				if err != nil || a.Version == v || rr.Count == nil || a.Count == rr.Count(r) {
+					got <- answer{a, err}
+					return
+				}
+				v = a.Version
+			}
 		}()
 		if err := WaitFor(30*time.Second, func() bool { return cp.HeldLongPolls() >= 1 }); err != nil {
 			return Latencies{}, "", fmt.Errorf("round %d: long poll not held: %w", r, err)
 		}
 		start := time.Now()
-		if err := change(r); err != nil {
+		if err := rr.Change(r); err != nil {
 			return Latencies{}, "", fmt.Errorf("round %d: %w", r, err)
+		}
+		if rr.Applied != nil {
+			if err := rr.Applied(r); err != nil {
+				return Latencies{}, "", fmt.Errorf("round %d: %w", r, err)
+			}
+			lat.Applied = append(lat.Applied, time.Since(start))
 		}
 		var a answer
 		select {
@@ -323,5 +358,6 @@ func (cp *ControlPlane) ChangeToLongPoll(ctx context.Context, version string, ro
 	}
 	slices.Sort(lat.Headers)
 	slices.Sort(lat.Answer)
+	slices.Sort(lat.Applied)
 	return lat, version, nil
 }
