@@ -69,6 +69,13 @@ func startDataplane(t *testing.T, cp *controlPlane, name, yaml string) *dataplan
 // token file, without waiting for anything.
 func launchDataplane(t *testing.T, cp *controlPlane, name, yaml, token string) *dataplane {
 	t.Helper()
+	return launchDataplaneAt(t, "https://"+cp.dpAddr, filepath.Join(cp.workDir, "dp-server-ca.pem"), name, yaml, token)
+}
+
+// launchDataplaneAt runs kuma-dp against the control planes of cpAddress
+// (kuma-dp's --cp-address) trusting caFile, without waiting for anything.
+func launchDataplaneAt(t *testing.T, cpAddress, caFile, name, yaml, token string) *dataplane {
+	t.Helper()
 	dir := t.TempDir()
 	file := filepath.Join(dir, name+".yaml")
 	require.NoError(t, os.WriteFile(file, []byte(yaml), 0o600))
@@ -77,8 +84,8 @@ func launchDataplane(t *testing.T, cp *controlPlane, name, yaml, token string) *
 	adminHost := loopback.Host()
 	dp := &dataplane{name: name, adminAddr: hostPort(adminHost, adminPort), tokenFile: tokenFile}
 	dp.process = startProcess(t, filepath.Join(binDir, "kuma-dp"), nil, "run",
-		"--cp-address", "https://"+cp.dpAddr,
-		"--ca-cert-file", filepath.Join(cp.workDir, "dp-server-ca.pem"),
+		"--cp-address", cpAddress,
+		"--ca-cert-file", caFile,
 		"--dataplane-token-file", tokenFile,
 		"--dataplane-file", file, "--admin-address", adminHost, "--admin-port", strconv.Itoa(adminPort), "--drain-time", "5s")
 	return dp
