@@ -441,3 +441,66 @@ func allOnline(k *kumactl, names ...string) error {
 	}
 	return nil
 }
+
+// TestMoveFromSQLiteToPostgres follows the README's move from SQLite to
+// PostgreSQL with the built binaries: export from a control plane on
+// SQLite, migrate up, apply into a control plane on PostgreSQL, restart it;
+// it then exports the same stream, and a proxy with a token of the old
+// control plane, trusting the old dp-server-ca.pem, connects to the new one.
+func TestMoveFromSQLiteToPostgres(t *testing.T) {
+	old := newControlPlane(t, t.TempDir())
+	old.start()
+	kOld := newKumactl(t, old)
+	kOld.must("apply", "-f", filepath.Join(guideDir, "mesh-universal-short.yaml"))
+	_, errOut, err := kOld.run(`type: Mesh
+name: secure
+mtls:
+  enabledBackend: ca-1
+  backends:
+  - name: ca-1
+    type: builtin
+---
+type: TrafficPermission
+mesh: secure
+name: web-to-backend
+sources:
+- match:
+    kuma.io/service: web
+destinations:
+- match:
+    kuma.io/service: backend
+`, "apply", "-f", "-")
+	require.NoError(t, err, errOut)
+	backendApp := loopback.Host()
+	backendYAML := backendDataplane("backend-1", loopback.Host(), backendApp)
+	_, errOut, err = kOld.run(backendYAML, "apply", "-f", "-")
+	require.NoError(t, err, errOut)
+	token := old.dataplaneToken(t, "default", "backend-1", servicesOf(t, backendYAML))
+	eventually(t, 30*time.Second, func() error {
+		if out := kOld.must("get", "secrets", "--mesh", "secure"); !strings.Contains(out, "secure.ca-builtin-cert-ca-1") {
+			return fmt.Errorf("no CA for mesh secure yet:\n%s", out)
+		}
+		return nil
+	})
+	exported := kOld.must("export", "--include-secrets")
+	old.stop()
+
+	pg := pgtest.Start(t)
+	neu := newControlPlane(t, t.TempDir(), postgresEnv(pg, pg.CreateDB(t))...)
+	out, err := kumaCP(t, neu.env, "migrate", "up")
+	require.NoError(t, err, out)
+	require.Contains(t, out, "applied migration 1")
+	neu.start()
+	kNew := newKumactl(t, neu)
+	_, errOut, err = kNew.run(exported, "apply", "-f", "-")
+	require.NoError(t, err, errOut)
+	// The restored signing keys and CAs take effect at the next start.
+	neu.stop()
+	neu.start()
+	require.Equal(t, exported, kNew.must("export", "--include-secrets"))
+
+	startApp(t, "backend", "--name", "backend-1", "--listen", hostPort(backendApp, appPort), "--error-rate", "0", "--latency", "1ms")
+	dp := launchDataplaneAt(t, "https://"+neu.dpAddr, filepath.Join(old.workDir, "dp-server-ca.pem"), "backend-1", backendYAML, token)
+	eventually(t, 30*time.Second, func() error { return httpOK(dp.admin("/ready")) })
+	eventually(t, 30*time.Second, func() error { return allOnline(kNew, "backend-1") })
+}
