@@ -13,13 +13,7 @@ import (
 // index of every dataplane's endpoints (here n dataplanes of 100 services).
 func BenchmarkNewIndex(b *testing.B) {
 	for _, n := range []int{10_000, 100_000} {
-		in := Inputs{Meshes: []*resource.Object{mesh("default", true)}}
-		for i := range n {
-			in.Dataplanes = append(in.Dataplanes, dp("default", fmt.Sprintf("dp-%06d", i), resource.Networking{
-				Address: fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255),
-				Inbound: []resource.Inbound{{Port: 8080, Tags: tags(resource.ServiceTag, fmt.Sprintf("svc-%d", i%100))}},
-			}))
-		}
+		in := benchInputs(n)
 		b.Run(fmt.Sprintf("dataplanes=%d", n), func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
@@ -34,13 +28,7 @@ func BenchmarkNewIndex(b *testing.B) {
 // previous view's index.
 func BenchmarkIndexAfterOneChange(b *testing.B) {
 	for _, n := range []int{10_000, 100_000} {
-		in := Inputs{Meshes: []*resource.Object{mesh("default", true)}}
-		for i := range n {
-			in.Dataplanes = append(in.Dataplanes, dp("default", fmt.Sprintf("dp-%06d", i), resource.Networking{
-				Address: fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255),
-				Inbound: []resource.Inbound{{Port: 8080, Tags: tags(resource.ServiceTag, fmt.Sprintf("svc-%d", i%100))}},
-			}))
-		}
+		in := benchInputs(n)
 		// other is in with dataplane n/2 moved to another address.
 		other := in
 		other.Dataplanes = slices.Clone(in.Dataplanes)
@@ -59,4 +47,16 @@ func BenchmarkIndexAfterOneChange(b *testing.B) {
 			}
 		})
 	}
+}
+
+// benchInputs is a mesh of n dataplanes of 100 services, in a view's order.
+func benchInputs(n int) Inputs {
+	in := Inputs{Meshes: []*resource.Object{mesh("default", true)}}
+	for i := range n {
+		in.Dataplanes = append(in.Dataplanes, dp("default", fmt.Sprintf("dp-%06d", i), resource.Networking{
+			Address: fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255),
+			Inbound: []resource.Inbound{{Port: 8080, Tags: tags(resource.ServiceTag, fmt.Sprintf("svc-%d", i%100))}},
+		}))
+	}
+	return in
 }
