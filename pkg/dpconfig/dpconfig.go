@@ -9,12 +9,9 @@ package dpconfig
 import (
 	"fmt"
 	"net"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/cespare/xxhash/v2"
 
 	"google.golang.org/protobuf/proto"
 
@@ -53,129 +50,6 @@ const (
 	SwitchDelay      = 5 * time.Second
 	PermissiveWindow = 15 * time.Second
 )
-
-// Index is what Generate needs to know about a mesh besides the proxy's own
-// dataplane: the endpoints of every service, its permissions and its mTLS
-// material. Build it once per store view.
-type Index struct {
-	meshes map[string]*resource.MeshSpec
-	// mtls by mesh (nil: the mesh never had mTLS).
-	mtls map[string]*meshv1.MTLS
-	// permissions by mesh.
-	permissions map[string][]*resource.Object
-	// meshVersions by mesh: a hash of everything above of the mesh.
-	meshVersions map[string]string
-	// endpoints by mesh, then service, sorted by address and port.
-	endpoints map[string]map[string][]*meshv1.Endpoint
-	// protocols by mesh, then service: the protocol all its inbounds agree on.
-	protocols map[string]map[string]string
-	// versions by mesh, then service: a hash of its endpoints and protocol.
-	versions map[string]map[string]uint64
-	// vips by mesh: the virtual addresses of its services (inbound vips).
-	vips map[string]vipTable
-}
-
-// NewIndex indexes the inputs.
-func NewIndex(in Inputs) *Index {
-	ix := &Index{
-		meshes:       make(map[string]*resource.MeshSpec, len(in.Meshes)),
-		mtls:         map[string]*meshv1.MTLS{},
-		permissions:  map[string][]*resource.Object{},
-		meshVersions: map[string]string{},
-		endpoints:    map[string]map[string][]*meshv1.Endpoint{},
-		protocols:    map[string]map[string]string{},
-	}
-	secrets := map[resource.Key]*resource.Object{}
-	for _, s := range in.Secrets {
-		secrets[s.Meta.Key()] = s
-	}
-	lookup := func(mesh, name string) *resource.Object { return secrets[resource.Key{Mesh: mesh, Name: name}] }
-	for _, tp := range in.TrafficPermissions {
-		ix.permissions[tp.Meta.Mesh] = append(ix.permissions[tp.Meta.Mesh], tp)
-	}
-	for _, m := range in.Meshes {
-		spec := m.Mesh()
-		if spec == nil {
-			continue
-		}
-		name := m.Meta.Name
-		ix.meshes[name] = spec
-		ix.mtls[name] = mtlsOf(name, spec, lookup, in.Transitions)
-		h := xxhash.New()
-		if t := ix.mtls[name]; t != nil {
-			b, _ := marshal.Marshal(t)
-			_, _ = h.Write(b)
-		}
-		for _, tp := range ix.permissions[name] {
-			_, _ = fmt.Fprintf(h, "|%s@%d", tp.Meta.Name, tp.Meta.Version)
-		}
-		ix.meshVersions[name] = strconv.FormatUint(h.Sum64(), 16)
-	}
-	for _, dp := range in.Dataplanes {
-		spec := dp.Dataplane()
-		if spec == nil || spec.Networking == nil {
-			continue
-		}
-		mesh := dp.Meta.Mesh
-		if ix.endpoints[mesh] == nil {
-			ix.endpoints[mesh] = map[string][]*meshv1.Endpoint{}
-			ix.protocols[mesh] = map[string]string{}
-		}
-		for _, in := range spec.Networking.Inbound {
-			svc := in.Tags[resource.ServiceTag]
-			if svc == "" {
-				continue
-			}
-			addr := spec.Networking.Address
-			if in.Address != "" {
-				addr = in.Address
-			}
-			ix.endpoints[mesh][svc] = append(ix.endpoints[mesh][svc], &meshv1.Endpoint{
-				Address: addr, Port: in.Port, Dataplane: dp.Meta.Key().String(),
-			})
-			p := protocolOf(in.Tags)
-			switch have, ok := ix.protocols[mesh][svc]; {
-			case !ok:
-				ix.protocols[mesh][svc] = p
-			case have != p:
-				// Inbounds disagree: only plain TCP is safe for all of them.
-				ix.protocols[mesh][svc] = ProtocolTCP
-			}
-		}
-	}
-	ix.versions = make(map[string]map[string]uint64, len(ix.endpoints))
-	for mesh, bySvc := range ix.endpoints {
-		ix.versions[mesh] = make(map[string]uint64, len(bySvc))
-		for svc, eps := range bySvc {
-			slices.SortFunc(eps, func(a, b *meshv1.Endpoint) int {
-				if c := strings.Compare(a.Address, b.Address); c != 0 {
-					return c
-				}
-				return int(a.Port) - int(b.Port)
-			})
-			h := xxhash.New()
-			_, _ = h.WriteString(ix.protocols[mesh][svc])
-			for _, ep := range eps {
-				_, _ = fmt.Fprintf(h, "|%s|%d|%s", ep.Address, ep.Port, ep.Dataplane)
-			}
-			ix.versions[mesh][svc] = h.Sum64()
-		}
-	}
-	ix.vips = map[string]vipTable{}
-	for mesh, list := range indexVIPs(in.Dataplanes) {
-		ix.vips[mesh] = vipTable{entries: list}
-	}
-	for mesh, list := range indexScrapeTargets(ix.meshes, in.Dataplanes) {
-		table := ix.vips[mesh]
-		table.scrapes = list
-		ix.vips[mesh] = table
-	}
-	for mesh, table := range ix.vips {
-		table.version = ix.vipVersion(mesh, table)
-		ix.vips[mesh] = table
-	}
-	return ix
-}
 
 // MeshVersion fingerprints what configs take from their mesh besides the
 // Mesh resource itself: mTLS material and switches, and permissions.
@@ -216,7 +90,7 @@ func (ix *Index) ServiceVersions(dp *resource.Object) string {
 	}
 	var b []byte
 	for _, out := range spec.Networking.Outbound {
-		b = strconv.AppendUint(b, ix.versions[dp.Meta.Mesh][out.Tags[resource.ServiceTag]], 16)
+		b = strconv.AppendUint(b, ix.service(dp.Meta.Mesh, out.Tags[resource.ServiceTag]).versionOrZero(), 16)
 		b = append(b, ',')
 	}
 	if spec.Networking.TransparentProxying != nil {
@@ -261,9 +135,9 @@ func listenerName(direction, address string, port uint32) string {
 
 // outbound is the outbound of a dataplane of mesh to svc at addr:port.
 func (ix *Index) outbound(mesh, svc, addr string, port uint32, transparent bool) *meshv1.Outbound {
-	protocol := ix.protocols[mesh][svc]
-	if protocol == "" {
-		protocol = ProtocolTCP
+	protocol, endpoints := ProtocolTCP, []*meshv1.Endpoint(nil)
+	if s := ix.service(mesh, svc); s != nil {
+		protocol, endpoints = s.protocol, s.endpoints
 	}
 	return &meshv1.Outbound{
 		Address:     addr,
@@ -271,7 +145,7 @@ func (ix *Index) outbound(mesh, svc, addr string, port uint32, transparent bool)
 		Service:     svc,
 		Protocol:    protocol,
 		ClusterName: ClusterName(svc),
-		Endpoints:   ix.endpoints[mesh][svc],
+		Endpoints:   endpoints,
 		Name:        listenerName("outbound", addr, port),
 		Transparent: transparent,
 	}

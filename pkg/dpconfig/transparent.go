@@ -100,14 +100,24 @@ func indexScrapeTargets(meshes map[string]*resource.MeshSpec, dataplanes []*reso
 		}
 	}
 	for _, list := range out {
-		slices.SortFunc(list, func(a, b scrapeTarget) int {
-			if c := a.addr.Compare(b.addr); c != 0 {
-				return c
-			}
-			return strings.Compare(a.dataplane, b.dataplane)
-		})
+		slices.SortFunc(list, compareScrapes)
 	}
 	return out
+}
+
+// compareScrapes orders scrape targets by address, then dataplane (then
+// the rest, so that the order does not depend on the dataplanes').
+func compareScrapes(a, b scrapeTarget) int {
+	if c := a.addr.Compare(b.addr); c != 0 {
+		return c
+	}
+	if c := strings.Compare(a.dataplane, b.dataplane); c != 0 {
+		return c
+	}
+	if c := strings.Compare(a.cluster, b.cluster); c != 0 {
+		return c
+	}
+	return strings.Compare(a.service, b.service)
 }
 
 // indexVIPs collects the virtual addresses of each mesh's inbounds. An
@@ -160,7 +170,7 @@ func (ix *Index) vipVersion(mesh string, table vipTable) string {
 		b = append(b, '=')
 		b = append(b, v.service...)
 		b = append(b, '@')
-		b = strconv.AppendUint(b, ix.versions[mesh][v.service], 16)
+		b = strconv.AppendUint(b, ix.service(mesh, v.service).versionOrZero(), 16)
 		b = append(b, ';')
 		_, _ = h.Write(b)
 	}

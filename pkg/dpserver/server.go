@@ -135,6 +135,9 @@ type Server struct {
 	kick chan struct{}
 	// transitions is used by the reconciler only.
 	transitions transitions
+	// index is the reconciler's last index (nil while no proxy is
+	// connected); the next follows it (dpconfig.Index.Next).
+	index *dpconfig.Index
 }
 
 // transitions remembers, per mesh, whether mTLS was on at the last
@@ -539,15 +542,17 @@ func (s *Server) generate(view *mirror.View) {
 	}
 	s.mu.Unlock()
 	if len(proxies) == 0 {
+		s.index = nil // nothing to keep up to date
 		return
 	}
-	ix := dpconfig.NewIndex(dpconfig.Inputs{
+	ix := s.index.Next(dpconfig.Inputs{
 		Meshes:             view.List(resource.KindMesh, ""),
 		Dataplanes:         view.List(resource.KindDataplane, ""),
 		TrafficPermissions: view.List(resource.KindTrafficPermission, ""),
 		Secrets:            view.List(resource.KindSecret, ""),
 		Transitions:        s.transitions.observe(view, s.opts.Now()),
 	})
+	s.index = ix
 	var failed error
 	for key, p := range proxies {
 		dp := view.Get(resource.KindDataplane, key)
