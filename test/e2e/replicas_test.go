@@ -327,7 +327,9 @@ func TestReplicasOnPostgres(t *testing.T) {
 // is there, and discovery is unchanged.
 func failoverUnderTraffic(t *testing.T, a, b *controlPlane, kB *kumactl) {
 	ca := filepath.Join(a.workDir, "dp-server-ca.pem")
-	cps := func(first, second *controlPlane) string { return "https://" + first.dpAddr + ",https://" + second.dpAddr }
+	cps := func(first, second *controlPlane) string {
+		return "https://" + first.dpAddr + ",https://" + second.dpAddr
+	}
 	backendApp, frontendApp, frontAddr := loopback.Host(), loopback.Host(), loopback.Host()
 	startApp(t, "backend", "--name", "backend-1", "--listen", hostPort(backendApp, appPort), "--error-rate", "0", "--latency", "1ms")
 	startApp(t, "frontend", "--listen", hostPort(frontendApp, appPort), "--backend", appURL(frontendApp, outboundPort))
