@@ -28,7 +28,11 @@ import (
 
 	"github.com/kumametrics/mesh/pkg/resource"
 	"github.com/kumametrics/mesh/pkg/store"
+	"github.com/kumametrics/mesh/pkg/store/sqlrow"
 )
+
+// backend names this store in its errors.
+const backend = sqlrow.Backend("postgres")
 
 // Channel is the NOTIFY channel of the change feed.
 const Channel = "kuma_changes"
@@ -381,43 +385,6 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// wrap gives a database error its context; the store's sentinel errors
-// already name the resource and are returned as they are.
-func wrap(ctx context.Context, op string, kind resource.Kind, key resource.Key, err error) error {
-	for _, sentinel := range []error{store.ErrNotFound, store.ErrAlreadyExists, store.ErrConflict, store.ErrMeshNotFound} {
-		if errors.Is(err, sentinel) {
-			return err
-		}
-	}
-	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
-		err = fmt.Errorf("%w (%v)", cerr, err)
-	}
-	if key == (resource.Key{}) {
-		return fmt.Errorf("postgres: %s %s: %w", op, kind, err)
-	}
-	return fmt.Errorf("postgres: %s %s %q: %w", op, kind, key.String(), err)
-}
-
-func describe(op string, kind resource.Kind) (resource.Descriptor, error) {
-	d, err := resource.Describe(kind)
-	if err != nil {
-		return d, fmt.Errorf("postgres: %s: %w", op, err)
-	}
-	return d, nil
-}
-
-func marshalSpecs(ctx context.Context, op string, objs []*resource.Object) ([][]byte, error) {
-	specs := make([][]byte, len(objs))
-	for i, o := range objs {
-		b, err := json.Marshal(o.Spec)
-		if err != nil {
-			return nil, wrap(ctx, op, o.Meta.Kind, o.Meta.Key(), err)
-		}
-		specs[i] = b
-	}
-	return specs, nil
-}
-
 const (
 	// qMeshLock checks that a mesh exists and keeps it so until commit: a
 	// concurrent Delete of the mesh waits for this transaction, then
@@ -455,7 +422,7 @@ func (s *Store) Create(ctx context.Context, objs ...*resource.Object) error {
 	if err := store.CheckNew("postgres: create", objs); err != nil {
 		return err
 	}
-	specs, err := marshalSpecs(ctx, "create", objs)
+	specs, err := backend.MarshalSpecs(ctx, "create", objs)
 	if err != nil {
 		return err
 	}
@@ -465,7 +432,7 @@ func (s *Store) Create(ctx context.Context, objs ...*resource.Object) error {
 		return insert(ctx, tx, objs, specs, now)
 	})
 	if err != nil {
-		return wrap(ctx, "create", objs[0].Meta.Kind, objs[0].Meta.Key(), err)
+		return backend.Wrap(ctx, "create", objs[0].Meta.Kind, objs[0].Meta.Key(), err)
 	}
 	for _, o := range objs {
 		o.Meta.Version = 1
@@ -514,7 +481,7 @@ func (s *Store) Update(ctx context.Context, obj *resource.Object) error {
 	kind, key := obj.Meta.Kind, obj.Meta.Key()
 	spec, err := json.Marshal(obj.Spec)
 	if err != nil {
-		return wrap(ctx, "update", kind, key, err)
+		return backend.Wrap(ctx, "update", kind, key, err)
 	}
 	var version, created int64
 	var stamp time.Time
@@ -530,10 +497,10 @@ func (s *Store) Update(ctx context.Context, obj *resource.Object) error {
 		return []store.Event{{Type: store.Updated, Kind: kind, Key: key, Version: version}}, nil
 	})
 	if err != nil {
-		return wrap(ctx, "update", kind, key, err)
+		return backend.Wrap(ctx, "update", kind, key, err)
 	}
 	obj.Meta.Version = version
-	obj.Meta.CreationTime = fromNanos(created)
+	obj.Meta.CreationTime = sqlrow.FromNanos(created)
 	obj.Meta.ModificationTime = stamp
 	return nil
 }
@@ -565,9 +532,9 @@ func (s *Store) Upsert(ctx context.Context, obj *resource.Object, withNew ...*re
 	kind, key := obj.Meta.Kind, obj.Meta.Key()
 	spec, err := json.Marshal(obj.Spec)
 	if err != nil {
-		return false, wrap(ctx, "upsert", kind, key, err)
+		return false, backend.Wrap(ctx, "upsert", kind, key, err)
 	}
-	specs, err := marshalSpecs(ctx, "upsert", withNew)
+	specs, err := backend.MarshalSpecs(ctx, "upsert", withNew)
 	if err != nil {
 		return false, err
 	}
@@ -591,10 +558,10 @@ func (s *Store) Upsert(ctx context.Context, obj *resource.Object, withNew ...*re
 		return append([]store.Event{{Type: store.Created, Kind: kind, Key: key, Version: 1}}, events...), nil
 	})
 	if err != nil {
-		return false, wrap(ctx, "upsert", kind, key, err)
+		return false, backend.Wrap(ctx, "upsert", kind, key, err)
 	}
 	obj.Meta.Version = version
-	obj.Meta.CreationTime = fromNanos(created)
+	obj.Meta.CreationTime = sqlrow.FromNanos(created)
 	obj.Meta.ModificationTime = stamp
 	if version == 1 {
 		for _, o := range withNew {
@@ -610,7 +577,7 @@ func (s *Store) Upsert(ctx context.Context, obj *resource.Object, withNew ...*re
 // first, so that a concurrent write into the mesh either committed before
 // (and its resource is deleted here) or finds no mesh.
 func (s *Store) Delete(ctx context.Context, kind resource.Kind, key resource.Key, version int64) error {
-	if _, err := describe("delete", kind); err != nil {
+	if _, err := backend.Describe("delete", kind); err != nil {
 		return err
 	}
 	err := s.write(ctx, func(tx pgx.Tx, _ time.Time) ([]store.Event, error) {
@@ -650,7 +617,7 @@ func (s *Store) Delete(ctx context.Context, kind resource.Kind, key resource.Key
 		return append(events, store.Event{Type: store.Deleted, Kind: kind, Key: key}), nil
 	})
 	if err != nil {
-		return wrap(ctx, "delete", kind, key, err)
+		return backend.Wrap(ctx, "delete", kind, key, err)
 	}
 	return nil
 }
@@ -680,25 +647,9 @@ func deleteMeshContents(ctx context.Context, tx pgx.Tx, mesh string) ([]store.Ev
 	return events, nil
 }
 
-func fromNanos(n int64) time.Time { return time.Unix(0, n).UTC() }
-
-func decode(d resource.Descriptor, mesh, name string, version int64, spec []byte, created, modified int64) (*resource.Object, error) {
-	obj := &resource.Object{
-		Meta: resource.Meta{
-			Kind: d.Kind, Mesh: mesh, Name: name, Version: version,
-			CreationTime: fromNanos(created), ModificationTime: fromNanos(modified),
-		},
-		Spec: d.NewSpec(),
-	}
-	if err := json.Unmarshal(spec, obj.Spec); err != nil {
-		return nil, fmt.Errorf("decode stored spec of %s %q: %w", d.Kind, obj.Meta.Key().String(), err)
-	}
-	return obj, nil
-}
-
 // Get implements store.Store.
 func (s *Store) Get(ctx context.Context, kind resource.Kind, key resource.Key) (*resource.Object, error) {
-	d, err := describe("get", kind)
+	d, err := backend.Describe("get", kind)
 	if err != nil {
 		return nil, err
 	}
@@ -709,18 +660,18 @@ func (s *Store) Get(ctx context.Context, kind resource.Kind, key resource.Key) (
 		return nil, store.NotFound(kind, key)
 	}
 	if err != nil {
-		return nil, wrap(ctx, "get", kind, key, err)
+		return nil, backend.Wrap(ctx, "get", kind, key, err)
 	}
-	obj, err := decode(d, key.Mesh, key.Name, version, spec, created, modified)
+	obj, err := sqlrow.Decode(d, key.Mesh, key.Name, version, spec, created, modified)
 	if err != nil {
-		return nil, wrap(ctx, "get", kind, key, err)
+		return nil, backend.Wrap(ctx, "get", kind, key, err)
 	}
 	return obj, nil
 }
 
 // List implements store.Store: the total and the page come from one snapshot.
 func (s *Store) List(ctx context.Context, kind resource.Kind, opts store.ListOptions) (*store.ListResult, error) {
-	d, err := describe("list", kind)
+	d, err := backend.Describe("list", kind)
 	if err != nil {
 		return nil, err
 	}
@@ -734,7 +685,7 @@ func (s *Store) List(ctx context.Context, kind resource.Kind, opts store.ListOpt
 		return err
 	})
 	if err != nil {
-		return nil, wrap(ctx, "list", kind, resource.Key{}, err)
+		return nil, backend.Wrap(ctx, "list", kind, resource.Key{}, err)
 	}
 	return res, nil
 }
@@ -779,7 +730,7 @@ func list(ctx context.Context, tx pgx.Tx, d resource.Descriptor, opts store.List
 		spec                       []byte
 	)
 	_, err = pgx.ForEachRow(rows, []any{&mesh, &name, &version, &spec, &created, &modified}, func() error {
-		obj, err := decode(d, mesh, name, version, spec, created, modified)
+		obj, err := sqlrow.Decode(d, mesh, name, version, spec, created, modified)
 		if err != nil {
 			return err
 		}
@@ -794,12 +745,12 @@ func list(ctx context.Context, tx pgx.Tx, d resource.Descriptor, opts store.List
 
 // Count implements store.Store.
 func (s *Store) Count(ctx context.Context, kind resource.Kind) (int, error) {
-	if _, err := describe("count", kind); err != nil {
+	if _, err := backend.Describe("count", kind); err != nil {
 		return 0, err
 	}
 	var n int
 	if err := s.pool.QueryRow(ctx, qCount, string(kind)).Scan(&n); err != nil {
-		return 0, wrap(ctx, "count", kind, resource.Key{}, err)
+		return 0, backend.Wrap(ctx, "count", kind, resource.Key{}, err)
 	}
 	return n, nil
 }

@@ -23,7 +23,11 @@ import (
 
 	"github.com/kumametrics/mesh/pkg/resource"
 	"github.com/kumametrics/mesh/pkg/store"
+	"github.com/kumametrics/mesh/pkg/store/sqlrow"
 )
+
+// backend names this store in its errors.
+const backend = sqlrow.Backend("sqlite")
 
 // busyTimeoutMillis is how long a connection waits for a lock held by
 // another connection (another process, or a checkpoint) before SQLITE_BUSY.
@@ -366,51 +370,12 @@ func (s *Store) write(ctx context.Context, fn func(tx *sql.Tx, now time.Time) ([
 	return nil
 }
 
-// wrap gives a database error its context. The store's sentinel errors
-// already name the resource and are returned as they are; an error caused by
-// a done ctx is made to match ctx.Err() with errors.Is.
-func wrap(ctx context.Context, op string, kind resource.Kind, key resource.Key, err error) error {
-	for _, sentinel := range []error{store.ErrNotFound, store.ErrAlreadyExists, store.ErrConflict, store.ErrMeshNotFound} {
-		if errors.Is(err, sentinel) {
-			return err
-		}
-	}
-	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
-		err = fmt.Errorf("%w (%v)", cerr, err)
-	}
-	if key == (resource.Key{}) {
-		return fmt.Errorf("sqlite: %s %s: %w", op, kind, err)
-	}
-	return fmt.Errorf("sqlite: %s %s %q: %w", op, kind, key.String(), err)
-}
-
 // checkObject validates what Update and Upsert are given.
 func checkObject(op string, obj *resource.Object) error {
 	if err := store.CheckObject(obj); err != nil {
 		return fmt.Errorf("sqlite: %s: %w", op, err)
 	}
 	return nil
-}
-
-func describe(op string, kind resource.Kind) (resource.Descriptor, error) {
-	d, err := resource.Describe(kind)
-	if err != nil {
-		return d, fmt.Errorf("sqlite: %s: %w", op, err)
-	}
-	return d, nil
-}
-
-// marshalSpecs encodes the specs of objs, outside the write lock.
-func marshalSpecs(ctx context.Context, op string, objs []*resource.Object) ([][]byte, error) {
-	specs := make([][]byte, len(objs))
-	for i, o := range objs {
-		b, err := json.Marshal(o.Spec)
-		if err != nil {
-			return nil, wrap(ctx, op, o.Meta.Kind, o.Meta.Key(), err)
-		}
-		specs[i] = b
-	}
-	return specs, nil
 }
 
 // errorKey names the first object in errors that are not about one of them.
@@ -426,7 +391,7 @@ func (s *Store) Create(ctx context.Context, objs ...*resource.Object) error {
 	if err := store.CheckNew("sqlite: create", objs); err != nil {
 		return err
 	}
-	specs, err := marshalSpecs(ctx, "create", objs)
+	specs, err := backend.MarshalSpecs(ctx, "create", objs)
 	if err != nil {
 		return err
 	}
@@ -437,7 +402,7 @@ func (s *Store) Create(ctx context.Context, objs ...*resource.Object) error {
 	})
 	if err != nil {
 		kind, key := errorKey(objs)
-		return wrap(ctx, "create", kind, key, err)
+		return backend.Wrap(ctx, "create", kind, key, err)
 	}
 	for _, o := range objs {
 		o.Meta.Version = 1
@@ -494,7 +459,7 @@ func (s *Store) Update(ctx context.Context, obj *resource.Object) error {
 	kind := obj.Meta.Kind
 	spec, err := json.Marshal(obj.Spec)
 	if err != nil {
-		return wrap(ctx, "update", kind, key, err)
+		return backend.Wrap(ctx, "update", kind, key, err)
 	}
 	var version, created int64
 	var stamp time.Time
@@ -511,10 +476,10 @@ func (s *Store) Update(ctx context.Context, obj *resource.Object) error {
 		return []store.Event{{Type: store.Updated, Kind: kind, Key: key, Version: version}}, nil
 	})
 	if err != nil {
-		return wrap(ctx, "update", kind, key, err)
+		return backend.Wrap(ctx, "update", kind, key, err)
 	}
 	obj.Meta.Version = version
-	obj.Meta.CreationTime = fromNanos(created)
+	obj.Meta.CreationTime = sqlrow.FromNanos(created)
 	obj.Meta.ModificationTime = stamp
 	return nil
 }
@@ -545,9 +510,9 @@ func (s *Store) Upsert(ctx context.Context, obj *resource.Object, withNew ...*re
 	kind, key := obj.Meta.Kind, obj.Meta.Key()
 	spec, err := json.Marshal(obj.Spec)
 	if err != nil {
-		return false, wrap(ctx, "upsert", kind, key, err)
+		return false, backend.Wrap(ctx, "upsert", kind, key, err)
 	}
-	specs, err := marshalSpecs(ctx, "upsert", withNew)
+	specs, err := backend.MarshalSpecs(ctx, "upsert", withNew)
 	if err != nil {
 		return false, err
 	}
@@ -573,10 +538,10 @@ func (s *Store) Upsert(ctx context.Context, obj *resource.Object, withNew ...*re
 		return append([]store.Event{{Type: store.Created, Kind: kind, Key: key, Version: 1}}, events...), nil
 	})
 	if err != nil {
-		return false, wrap(ctx, "upsert", kind, key, err)
+		return false, backend.Wrap(ctx, "upsert", kind, key, err)
 	}
 	obj.Meta.Version = version
-	obj.Meta.CreationTime = fromNanos(created)
+	obj.Meta.CreationTime = sqlrow.FromNanos(created)
 	obj.Meta.ModificationTime = stamp
 	if version == 1 {
 		for _, o := range withNew {
@@ -601,7 +566,7 @@ func withMeta(obj *resource.Object) *resource.Object {
 // kind, then name), then the Mesh's own; deleting an owner deletes what it
 // owns the same way.
 func (s *Store) Delete(ctx context.Context, kind resource.Kind, key resource.Key, version int64) error {
-	if _, err := describe("delete", kind); err != nil {
+	if _, err := backend.Describe("delete", kind); err != nil {
 		return err
 	}
 	err := s.write(ctx, func(tx *sql.Tx, _ time.Time) ([]store.Event, error) {
@@ -640,7 +605,7 @@ func (s *Store) Delete(ctx context.Context, kind resource.Kind, key resource.Key
 		return append(events, store.Event{Type: store.Deleted, Kind: kind, Key: key}), nil
 	})
 	if err != nil {
-		return wrap(ctx, "delete", kind, key, err)
+		return backend.Wrap(ctx, "delete", kind, key, err)
 	}
 	return nil
 }
@@ -669,26 +634,9 @@ func (s *Store) deleteMeshContents(ctx context.Context, tx *sql.Tx, mesh string)
 	return events, nil
 }
 
-func fromNanos(n int64) time.Time { return time.Unix(0, n).UTC() }
-
-// decode builds an object from a row.
-func decode(d resource.Descriptor, mesh, name string, version int64, spec []byte, created, modified int64) (*resource.Object, error) {
-	obj := &resource.Object{
-		Meta: resource.Meta{
-			Kind: d.Kind, Mesh: mesh, Name: name, Version: version,
-			CreationTime: fromNanos(created), ModificationTime: fromNanos(modified),
-		},
-		Spec: d.NewSpec(),
-	}
-	if err := json.Unmarshal(spec, obj.Spec); err != nil {
-		return nil, fmt.Errorf("decode stored spec of %s %q: %w", d.Kind, obj.Meta.Key().String(), err)
-	}
-	return obj, nil
-}
-
 // Get implements store.Store.
 func (s *Store) Get(ctx context.Context, kind resource.Kind, key resource.Key) (*resource.Object, error) {
-	d, err := describe("get", kind)
+	d, err := backend.Describe("get", kind)
 	if err != nil {
 		return nil, err
 	}
@@ -702,11 +650,11 @@ func (s *Store) Get(ctx context.Context, kind resource.Kind, key resource.Key) (
 		return nil, store.NotFound(kind, key)
 	}
 	if err != nil {
-		return nil, wrap(ctx, "get", kind, key, err)
+		return nil, backend.Wrap(ctx, "get", kind, key, err)
 	}
-	obj, err := decode(d, key.Mesh, key.Name, version, spec, created, modified)
+	obj, err := sqlrow.Decode(d, key.Mesh, key.Name, version, spec, created, modified)
 	if err != nil {
-		return nil, wrap(ctx, "get", kind, key, err)
+		return nil, backend.Wrap(ctx, "get", kind, key, err)
 	}
 	return obj, nil
 }
@@ -714,7 +662,7 @@ func (s *Store) Get(ctx context.Context, kind resource.Kind, key resource.Key) (
 // List implements store.Store. The total and the page are read from one
 // snapshot.
 func (s *Store) List(ctx context.Context, kind resource.Kind, opts store.ListOptions) (*store.ListResult, error) {
-	d, err := describe("list", kind)
+	d, err := backend.Describe("list", kind)
 	if err != nil {
 		return nil, err
 	}
@@ -723,7 +671,7 @@ func (s *Store) List(ctx context.Context, kind resource.Kind, opts store.ListOpt
 	}
 	res, err := s.list(ctx, d, opts)
 	if err != nil {
-		return nil, wrap(ctx, "list", kind, resource.Key{}, err)
+		return nil, backend.Wrap(ctx, "list", kind, resource.Key{}, err)
 	}
 	return res, nil
 }
@@ -770,7 +718,7 @@ func (s *Store) list(ctx context.Context, d resource.Descriptor, opts store.List
 		if err := rows.Scan(&mesh, &name, &version, &spec, &created, &modified); err != nil {
 			return nil, err
 		}
-		obj, err := decode(d, mesh, name, version, spec, created, modified)
+		obj, err := sqlrow.Decode(d, mesh, name, version, spec, created, modified)
 		if err != nil {
 			return nil, err
 		}
@@ -784,12 +732,12 @@ func (s *Store) list(ctx context.Context, d resource.Descriptor, opts store.List
 
 // Count implements store.Store.
 func (s *Store) Count(ctx context.Context, kind resource.Kind) (int, error) {
-	if _, err := describe("count", kind); err != nil {
+	if _, err := backend.Describe("count", kind); err != nil {
 		return 0, err
 	}
 	var n int
 	if err := s.stmts[qCount].QueryRowContext(ctx, string(kind)).Scan(&n); err != nil {
-		return 0, wrap(ctx, "count", kind, resource.Key{}, err)
+		return 0, backend.Wrap(ctx, "count", kind, resource.Key{}, err)
 	}
 	return n, nil
 }
