@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -10,6 +11,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -145,4 +148,62 @@ func getStatus(client *http.Client, url string) (int, error) {
 	defer res.Body.Close()
 	_, _ = io.Copy(io.Discard, res.Body)
 	return res.StatusCode, nil
+}
+
+// traffic is a steady stream of requests, one every 10 ms, that counts the
+// ones that failed.
+type traffic struct {
+	sent, failed atomic.Int64
+	firstFailure atomic.Value
+	stop         chan struct{}
+	once         sync.Once
+	done         chan struct{}
+}
+
+// startTraffic GETs url with client every 10 ms until the test ends or stop.
+func startTraffic(t *testing.T, client *http.Client, url string) *traffic {
+	tr := &traffic{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(tr.done)
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-tr.stop:
+				return
+			case <-tick.C:
+			}
+			tr.sent.Add(1)
+			if code, err := getStatus(client, url); err != nil || code != 200 {
+				tr.failed.Add(1)
+				tr.firstFailure.CompareAndSwap(nil, fmt.Sprintf("%d %v", code, err))
+			}
+		}
+	}()
+	t.Cleanup(tr.halt)
+	return tr
+}
+
+// halt stops the requests (once) and waits for the last one.
+func (tr *traffic) halt() {
+	tr.once.Do(func() { close(tr.stop) })
+	<-tr.done
+}
+
+// waitSent waits until n more requests were sent.
+func (tr *traffic) waitSent(t *testing.T, n int64) {
+	t.Helper()
+	before := tr.sent.Load()
+	eventually(t, 30*time.Second, func() error {
+		if got := tr.sent.Load() - before; got < n {
+			return fmt.Errorf("only %d requests sent", got)
+		}
+		return nil
+	})
+}
+
+// requireNoFailure checks that no request failed.
+func (tr *traffic) requireNoFailure(t *testing.T) {
+	t.Helper()
+	require.Zero(t, tr.failed.Load(), "requests failed (of %d); first: %v", tr.sent.Load(), tr.firstFailure.Load())
 }

@@ -5,8 +5,6 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -83,29 +81,7 @@ func TestControlPlaneOutage(t *testing.T) {
 	require.Equal(t, "1", front.stat(t, "control_plane.connected_state"))
 
 	// Steady traffic through frontend-1 → backend for the whole test.
-	var sent, failed atomic.Int64
-	var firstFailure atomic.Value
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		tick := time.NewTicker(10 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-			sent.Add(1)
-			if code, err := getStatus(client, frontURL); err != nil || code != 200 {
-				failed.Add(1)
-				firstFailure.CompareAndSwap(nil, fmt.Sprintf("%d %v", code, err))
-			}
-		}
-	}()
-	defer func() { close(stop); wg.Wait() }()
+	tr := startTraffic(t, client, frontURL)
 
 	cp.kill()
 	eventually(t, 30*time.Second, func() error {
@@ -115,13 +91,7 @@ func TestControlPlaneOutage(t *testing.T) {
 		return nil
 	})
 	// While the control plane is away: traffic flows and metrics are served.
-	before := sent.Load()
-	eventually(t, 30*time.Second, func() error {
-		if sent.Load() < before+100 {
-			return fmt.Errorf("only %d requests since the control plane died", sent.Load()-before)
-		}
-		return nil
-	})
+	tr.waitSent(t, 100)
 	require.Contains(t, httpGet(t, "http://"+hostPort(frontAddr, metricsPort)+"/metrics"), "envoy_control_plane_connected_state 0")
 
 	// Restart: proxies reconnect and converge on a change made after the restart.
@@ -147,5 +117,5 @@ func TestControlPlaneOutage(t *testing.T) {
 		return nil
 	})
 
-	require.Zero(t, failed.Load(), "requests failed during the outage (of %d); first: %v", sent.Load(), firstFailure.Load())
+	tr.requireNoFailure(t)
 }

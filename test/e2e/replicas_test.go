@@ -357,29 +357,7 @@ func failoverUnderTraffic(t *testing.T, a, b *controlPlane, kB *kumactl) {
 	sdBefore, err := madsNames(b.madsAddr)
 	require.NoError(t, err)
 
-	var sent, failed atomic.Int64
-	var firstFailure atomic.Value
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		tick := time.NewTicker(10 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-			sent.Add(1)
-			if code, err := getStatus(client, frontURL); err != nil || code != 200 {
-				failed.Add(1)
-				firstFailure.CompareAndSwap(nil, fmt.Sprintf("%d %v", code, err))
-			}
-		}
-	}()
-	defer func() { close(stop); wg.Wait() }()
+	tr := startTraffic(t, client, frontURL)
 
 	w := startWriter(t, a.apiURL, "tp", func(name string) (string, string) {
 		return "/meshes/default/traffic-permissions/" + name,
@@ -405,14 +383,8 @@ func failoverUnderTraffic(t *testing.T, a, b *controlPlane, kB *kumactl) {
 	// Online on B within the heartbeat bound: A's subscriptions are
 	// closed, backend-1's new one on B is open.
 	eventually(t, 90*time.Second, func() error { return allOnline(kB, "backend-1", "frontend-1") })
-	before := sent.Load()
-	eventually(t, 30*time.Second, func() error {
-		if sent.Load() < before+100 {
-			return fmt.Errorf("only %d requests since", sent.Load()-before)
-		}
-		return nil
-	})
-	require.Zero(t, failed.Load(), "requests failed (of %d); first: %v", sent.Load(), firstFailure.Load())
+	tr.waitSent(t, 100)
+	tr.requireNoFailure(t)
 
 	got := kB.must("get", "traffic-permissions", "--mesh", "default", "-o", "json")
 	for _, n := range acked {
