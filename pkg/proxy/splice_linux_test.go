@@ -1,0 +1,222 @@
+//go:build linux
+
+package proxy
+
+import (
+	"crypto/sha256"
+	"errors"
+	"hash"
+	"io"
+	"math/rand/v2"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	meshv1 "github.com/kumametrics/mesh/api/mesh/v1"
+	"github.com/kumametrics/mesh/pkg/stats"
+)
+
+// sink reads a connection to its end, hashing and counting what came.
+type sink struct {
+	n    atomic.Int64
+	h    hash.Hash
+	done chan error
+}
+
+func drain(c net.Conn) *sink {
+	s := &sink{h: sha256.New(), done: make(chan error, 1)}
+	go func() {
+		buf := make([]byte, 64<<10)
+		for {
+			k, err := c.Read(buf)
+			s.h.Write(buf[:k])
+			s.n.Add(int64(k))
+			if err != nil {
+				if errors.Is(err, io.EOF) {
+					err = nil
+				}
+				s.done <- err
+				return
+			}
+		}
+	}()
+	return s
+}
+
+// wait waits for the end of the stream and returns its hash.
+func (s *sink) wait(t *testing.T) []byte {
+	t.Helper()
+	select {
+	case err := <-s.done:
+		require.NoError(t, err)
+	case <-time.After(time.Minute):
+		t.Fatal("the stream did not end")
+	}
+	return s.h.Sum(nil)
+}
+
+// source writes n random bytes to c, adding them to h.
+func source(t *testing.T, c net.Conn, h hash.Hash, seed uint64, n int64) {
+	t.Helper()
+	var key [32]byte
+	key[0] = byte(seed)
+	_, err := io.CopyN(io.MultiWriter(c, h), rand.NewChaCha8(key), n)
+	require.NoError(t, err)
+}
+
+// rawBackend accepts connections and hands them to the test.
+func rawBackend(t *testing.T) (string, <-chan net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	require.NoError(t, err)
+	conns := make(chan net.Conn, 16)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { _ = c.Close() })
+			conns <- c
+		}
+	}()
+	t.Cleanup(func() { _ = ln.Close(); wg.Wait() })
+	return ln.Addr().String(), conns
+}
+
+func accepted(t *testing.T, conns <-chan net.Conn) net.Conn {
+	t.Helper()
+	select {
+	case c := <-conns:
+		return c
+	case <-time.After(waitTimeout):
+		t.Fatal("the proxy did not connect to the backend")
+		return nil
+	}
+}
+
+func pollCounter(t *testing.T, st *stats.Store, name string, want int64) {
+	t.Helper()
+	w := strconv.FormatInt(want, 10)
+	require.Eventually(t, func() bool { return counter(t, st, name) == w }, waitTimeout, time.Millisecond,
+		"%s: want %s", name, w)
+}
+
+// TestTCPSpliceCountsEveryByteLive: plain TCP through an outbound takes
+// the splice fast path (both directions), the cluster's byte counters
+// equal what was sent while the connection is still open, and half-close
+// passes on (the client's FIN reaches the backend, which still answers).
+func TestTCPSpliceCountsEveryByteLive(t *testing.T) {
+	back, conns := rawBackend(t)
+	p, st := newProxy(t)
+	port := freePort(t)
+	require.NoError(t, p.Apply(outboundConfig(t, port, back)))
+	spliced, copied := pipePaths.spliced.Load(), pipePaths.copied.Load()
+
+	c := dial(t, port).c.(*net.TCPConn)
+	srv := accepted(t, conns)
+	up, down := drain(srv), drain(c)
+	upSent, downSent := sha256.New(), sha256.New()
+
+	var upN, downN int64
+	for i, n := range []int64{1, 300_000, 70_001} {
+		source(t, c, upSent, uint64(i), n)
+		upN += n
+		require.Eventually(t, func() bool { return up.n.Load() == upN }, waitTimeout, time.Millisecond)
+		pollCounter(t, st, "cluster.echo.upstream_cx_tx_bytes_total", upN)
+		source(t, srv, downSent, uint64(10+i), 2*n)
+		downN += 2 * n
+		require.Eventually(t, func() bool { return down.n.Load() == downN }, waitTimeout, time.Millisecond)
+		pollCounter(t, st, "cluster.echo.upstream_cx_rx_bytes_total", downN)
+	}
+	require.Equal(t, spliced+2, pipePaths.spliced.Load(), "both directions spliced")
+	require.Equal(t, copied, pipePaths.copied.Load(), "nothing copied through user space")
+
+	// Half-close: the client is done sending; the backend sees the end and
+	// still answers, then ends too.
+	require.NoError(t, c.CloseWrite())
+	require.Equal(t, upSent.Sum(nil), up.wait(t))
+	source(t, srv, downSent, 99, 12_345)
+	downN += 12_345
+	require.NoError(t, srv.(*net.TCPConn).CloseWrite())
+	require.Equal(t, downSent.Sum(nil), down.wait(t))
+	require.Equal(t, strconv.FormatInt(upN, 10), counter(t, st, "cluster.echo.upstream_cx_tx_bytes_total"))
+	require.Equal(t, strconv.FormatInt(downN, 10), counter(t, st, "cluster.echo.upstream_cx_rx_bytes_total"))
+	pollCounter(t, st, "cluster.echo.upstream_cx_active", 0)
+}
+
+// TestTCPSpliceLargeTransfer: 64 MiB each way at once, checked by hash and
+// counted exactly.
+func TestTCPSpliceLargeTransfer(t *testing.T) {
+	const size = 64 << 20
+	back, conns := rawBackend(t)
+	p, st := newProxy(t)
+	port := freePort(t)
+	require.NoError(t, p.Apply(outboundConfig(t, port, back)))
+
+	c := dial(t, port).c.(*net.TCPConn)
+	srv := accepted(t, conns).(*net.TCPConn)
+	up, down := drain(srv), drain(c)
+	upSent, downSent := sha256.New(), sha256.New()
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		source(t, srv, downSent, 2, size)
+		_ = srv.CloseWrite()
+	}()
+	source(t, c, upSent, 1, size)
+	require.NoError(t, c.CloseWrite())
+	<-sent
+	require.Equal(t, upSent.Sum(nil), up.wait(t))
+	require.Equal(t, downSent.Sum(nil), down.wait(t))
+	require.Equal(t, strconv.Itoa(size), counter(t, st, "cluster.echo.upstream_cx_tx_bytes_total"))
+	require.Equal(t, strconv.Itoa(size), counter(t, st, "cluster.echo.upstream_cx_rx_bytes_total"))
+}
+
+// TestTCPSpliceMeshHop: a mesh hop without mTLS splices on both proxies
+// (the inbound's tracked plain connection), and so does one an inbound
+// admits in a permissive window after peeking at its first bytes, which
+// reach the application first. With mTLS every direction is copied
+// through user space, and the counters still count.
+func TestTCPSpliceMeshHop(t *testing.T) {
+	m := newMeshCA(t)
+	echo, _ := echoServer(t, "app")
+	t0 := time.Now()
+	clk := newClock(t0)
+	p := newPair(t, m, "tcp", echo, clk)
+
+	p.apply(t, nil, "client")
+	spliced, copied := pipePaths.spliced.Load(), pipePaths.copied.Load()
+	c := dial(t, p.outboundPort)
+	require.Equal(t, "app:plain", c.must("plain"))
+	require.Equal(t, spliced+4, pipePaths.spliced.Load(), "two proxies, two directions each")
+	require.Equal(t, copied, pipePaths.copied.Load())
+	require.NoError(t, c.c.Close())
+
+	// Permissive: the inbound peeks, then hands the peeked bytes on.
+	p.apply(t, &meshv1.MTLS{Enabled: true, SwitchAt: t0.Add(5 * time.Second).UnixMilli(), PermissiveUntil: t0.Add(15 * time.Second).UnixMilli()}, "client")
+	spliced = pipePaths.spliced.Load()
+	c = dial(t, p.inboundPort)
+	require.Equal(t, "app:peeked and spliced", c.must("peeked and spliced"))
+	require.Equal(t, "app:again", c.must("again"))
+	require.Equal(t, spliced+2, pipePaths.spliced.Load())
+	require.NoError(t, c.c.Close())
+
+	p.apply(t, mtlsOn, "client")
+	spliced, copied = pipePaths.spliced.Load(), pipePaths.copied.Load()
+	txBefore := counter(t, p.clientSt, "cluster.server.upstream_cx_tx_bytes_total")
+	c = dial(t, p.outboundPort)
+	require.Equal(t, "app:secure", c.must("secure"))
+	require.Equal(t, "1", counter(t, p.clientSt, "cluster.server.ssl.handshake"))
+	require.Equal(t, copied+4, pipePaths.copied.Load(), "mTLS keeps the user-space copy")
+	require.Equal(t, spliced, pipePaths.spliced.Load())
+	require.NotEqual(t, txBefore, counter(t, p.clientSt, "cluster.server.upstream_cx_tx_bytes_total"))
+}
