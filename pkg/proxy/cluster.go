@@ -49,6 +49,8 @@ type cluster struct {
 	// tls says how connections to the endpoints are secured (outbound
 	// clusters; nil for an inbound's local application).
 	tls atomic.Pointer[clusterTLS]
+	// pipes counts which path the TCP proxy took (tests).
+	pipes pipePaths
 
 	// watchers are told when the endpoint set changed (HTTP engines close
 	// pooled connections to endpoints that went away).

@@ -51,7 +51,7 @@ var kernelPipes = sync.Pool{New: func() any {
 // below the proxy's own wrappers, counting each chunk into the wrappers'
 // counters as it moves. It returns false, having moved nothing, when the
 // fast path does not apply; true when src is done (EOF or an error).
-func splicePipe(dst, src net.Conn) bool {
+func splicePipe(dst, src net.Conn, paths *pipePaths) bool {
 	se, ok := unwrapTCP(src, true)
 	if !ok {
 		return false
@@ -64,7 +64,7 @@ func splicePipe(dst, src net.Conn) bool {
 	if p == nil {
 		return false
 	}
-	pipePaths.spliced.Add(1)
+	paths.spliced.Add(1)
 	if se.ahead > 0 {
 		if err := handOn(dst, src, se.ahead); err != nil {
 			kernelPipes.Put(p)
@@ -80,7 +80,7 @@ func splicePipe(dst, src net.Conn) bool {
 	if unsupported {
 		// Nothing is held in the pipe: the copy goes on from where the
 		// kernel stopped.
-		copyPipe(dst, src)
+		copyPipe(dst, src, paths)
 	}
 	return true
 }

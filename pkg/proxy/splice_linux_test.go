@@ -10,7 +10,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	meshv1 "github.com/kumametrics/mesh/api/mesh/v1"
+	"github.com/kumametrics/mesh/pkg/proxy/proxytest"
 	"github.com/kumametrics/mesh/pkg/stats"
 )
 
@@ -75,21 +75,8 @@ func rawBackend(t *testing.T) (string, <-chan net.Conn) {
 	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	require.NoError(t, err)
 	conns := make(chan net.Conn, 16)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { _ = c.Close() })
-			conns <- c
-		}
-	}()
-	t.Cleanup(func() { _ = ln.Close(); wg.Wait() })
-	return ln.Addr().String(), conns
+	addr, _ := proxytest.Serve(t, ln, func(c net.Conn) { conns <- c })
+	return addr, conns
 }
 
 func accepted(t *testing.T, conns <-chan net.Conn) net.Conn {
@@ -102,6 +89,19 @@ func accepted(t *testing.T, conns <-chan net.Conn) net.Conn {
 		return nil
 	}
 }
+
+// pathsOf is the path counts of a proxy's cluster.
+func pathsOf(t *testing.T, p *Proxy, cluster string) *pipePaths {
+	t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	c := p.clusters[cluster]
+	require.NotNil(t, c, "cluster %s", cluster)
+	return &c.pipes
+}
+
+// taken is how many directions took each path so far.
+func (pp *pipePaths) taken() [2]uint64 { return [2]uint64{pp.spliced.Load(), pp.copied.Load()} }
 
 func pollCounter(t *testing.T, st *stats.Store, name string, want int64) {
 	t.Helper()
@@ -119,7 +119,7 @@ func TestTCPSpliceCountsEveryByteLive(t *testing.T) {
 	p, st := newProxy(t)
 	port := freePort(t)
 	require.NoError(t, p.Apply(outboundConfig(t, port, back)))
-	spliced, copied := pipePaths.spliced.Load(), pipePaths.copied.Load()
+	paths := pathsOf(t, p, "echo")
 
 	c := dial(t, port).c.(*net.TCPConn)
 	srv := accepted(t, conns)
@@ -137,8 +137,7 @@ func TestTCPSpliceCountsEveryByteLive(t *testing.T) {
 		require.Eventually(t, func() bool { return down.n.Load() == downN }, waitTimeout, time.Millisecond)
 		pollCounter(t, st, "cluster.echo.upstream_cx_rx_bytes_total", downN)
 	}
-	require.Equal(t, spliced+2, pipePaths.spliced.Load(), "both directions spliced")
-	require.Equal(t, copied, pipePaths.copied.Load(), "nothing copied through user space")
+	require.Equal(t, [2]uint64{2, 0}, paths.taken(), "both directions spliced, none copied")
 
 	// Half-close: the client is done sending; the backend sees the end and
 	// still answers, then ends too.
@@ -194,30 +193,32 @@ func TestTCPSpliceMeshHop(t *testing.T) {
 	p := newPair(t, m, "tcp", echo, clk)
 
 	p.apply(t, nil, "client")
-	spliced, copied := pipePaths.spliced.Load(), pipePaths.copied.Load()
+	client, server := pathsOf(t, p.client, "server"), pathsOf(t, p.server, "localhost")
 	c := dial(t, p.outboundPort)
 	require.Equal(t, "app:plain", c.must("plain"))
-	require.Equal(t, spliced+4, pipePaths.spliced.Load(), "two proxies, two directions each")
-	require.Equal(t, copied, pipePaths.copied.Load())
+	require.Equal(t, [2]uint64{2, 0}, client.taken(), "the outbound splices both directions")
+	require.Equal(t, [2]uint64{2, 0}, server.taken(), "the inbound splices both directions")
 	require.NoError(t, c.c.Close())
 
 	// Permissive: the inbound peeks, then hands the peeked bytes on.
 	p.apply(t, &meshv1.MTLS{Enabled: true, SwitchAt: t0.Add(5 * time.Second).UnixMilli(), PermissiveUntil: t0.Add(15 * time.Second).UnixMilli()}, "client")
-	spliced = pipePaths.spliced.Load()
+	server = pathsOf(t, p.server, "localhost")
+	before := server.taken()
 	c = dial(t, p.inboundPort)
 	require.Equal(t, "app:peeked and spliced", c.must("peeked and spliced"))
 	require.Equal(t, "app:again", c.must("again"))
-	require.Equal(t, spliced+2, pipePaths.spliced.Load())
+	require.Equal(t, [2]uint64{before[0] + 2, before[1]}, server.taken())
 	require.NoError(t, c.c.Close())
 
 	p.apply(t, mtlsOn, "client")
-	spliced, copied = pipePaths.spliced.Load(), pipePaths.copied.Load()
+	client, server = pathsOf(t, p.client, "server"), pathsOf(t, p.server, "localhost")
+	beforeC, beforeS := client.taken(), server.taken()
 	txBefore := counter(t, p.clientSt, "cluster.server.upstream_cx_tx_bytes_total")
 	c = dial(t, p.outboundPort)
 	require.Equal(t, "app:secure", c.must("secure"))
 	require.Equal(t, "1", counter(t, p.clientSt, "cluster.server.ssl.handshake"))
-	require.Equal(t, copied+4, pipePaths.copied.Load(), "mTLS keeps the user-space copy")
-	require.Equal(t, spliced, pipePaths.spliced.Load())
+	require.Equal(t, [2]uint64{beforeC[0], beforeC[1] + 2}, client.taken(), "mTLS keeps the user-space copy")
+	require.Equal(t, [2]uint64{beforeS[0], beforeS[1] + 2}, server.taken(), "mTLS keeps the user-space copy")
 	require.NotEqual(t, txBefore, counter(t, p.clientSt, "cluster.server.upstream_cx_tx_bytes_total"))
 }
 
@@ -226,25 +227,11 @@ func echoBackend(b *testing.B) string {
 	b.Helper()
 	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	require.NoError(b, err)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				_, _ = io.Copy(c, c)
-			}()
-		}
-	}()
-	b.Cleanup(func() { _ = ln.Close(); wg.Wait() })
-	return ln.Addr().String()
+	addr, _ := proxytest.Serve(b, ln, func(c net.Conn) {
+		defer c.Close()
+		_, _ = io.Copy(c, c)
+	})
+	return addr
 }
 
 // BenchmarkTCPProxy measures the TCP path through an outbound, with the

@@ -5,4 +5,4 @@ package proxy
 import "net"
 
 // splicePipe: no splice(2) here; the user-space copy moves every byte.
-func splicePipe(dst, src net.Conn) bool { return false }
+func splicePipe(dst, src net.Conn, paths *pipePaths) bool { return false }

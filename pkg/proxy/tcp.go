@@ -54,9 +54,9 @@ func (t *tcpProxy) ServeConn(down net.Conn, external bool) {
 	go func() {
 		defer func() { done <- struct{}{} }()
 		defer t.panics.Recover(closers{up, down})
-		pipe(up, down)
+		pipe(up, down, &t.c.pipes)
 	}()
-	pipe(down, up)
+	pipe(down, up, &t.c.pipes)
 	<-done
 }
 
@@ -73,9 +73,9 @@ func (cs closers) Close() error {
 // pipe moves src to dst, then half-closes dst (or closes it): through the
 // kernel (splice) when both are plain TCP below the proxy's own wrappers,
 // through a user-space buffer otherwise (mTLS, or splice unsupported).
-func pipe(dst, src net.Conn) {
-	if spliceOff.Load() || !splicePipe(dst, src) {
-		copyPipe(dst, src)
+func pipe(dst, src net.Conn, paths *pipePaths) {
+	if spliceOff.Load() || !splicePipe(dst, src, paths) {
+		copyPipe(dst, src, paths)
 	}
 	if hc, ok := dst.(interface{ CloseWrite() error }); ok {
 		_ = hc.CloseWrite()
@@ -84,17 +84,18 @@ func pipe(dst, src net.Conn) {
 	}
 }
 
-// pipePaths counts the directions each path started to move (a debug
-// counter the tests read to see which path was taken).
-var pipePaths struct{ spliced, copied atomic.Uint64 }
+// pipePaths counts the directions of a cluster's connections each path
+// started to move (a debug counter the tests read to see which path was
+// taken; not exported as a statistic).
+type pipePaths struct{ spliced, copied atomic.Uint64 }
 
 // spliceOff turns the fast path off (for benchmarks comparing the paths).
 var spliceOff atomic.Bool
 
 // copyPipe copies src to dst through a pooled buffer, every byte through
 // the wrappers (which count it).
-func copyPipe(dst, src net.Conn) {
-	pipePaths.copied.Add(1)
+func copyPipe(dst, src net.Conn, paths *pipePaths) {
+	paths.copied.Add(1)
 	bp := copyBuffers.Get().(*[]byte)
 	_, _ = io.CopyBuffer(onlyWriter{dst}, onlyReader{src}, *bp)
 	copyBuffers.Put(bp)
