@@ -90,19 +90,6 @@ func accepted(t *testing.T, conns <-chan net.Conn) net.Conn {
 	}
 }
 
-// pathsOf is the path counts of a proxy's cluster.
-func pathsOf(t *testing.T, p *Proxy, cluster string) *pipePaths {
-	t.Helper()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	c := p.clusters[cluster]
-	require.NotNil(t, c, "cluster %s", cluster)
-	return &c.pipes
-}
-
-// taken is how many directions took each path so far.
-func (pp *pipePaths) taken() [2]uint64 { return [2]uint64{pp.spliced.Load(), pp.copied.Load()} }
-
 func pollCounter(t *testing.T, st *stats.Store, name string, want int64) {
 	t.Helper()
 	w := strconv.FormatInt(want, 10)
