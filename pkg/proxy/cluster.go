@@ -49,6 +49,8 @@ type cluster struct {
 	// tls says how connections to the endpoints are secured (outbound
 	// clusters; nil for an inbound's local application).
 	tls atomic.Pointer[clusterTLS]
+	// pipes counts which path the TCP proxy took (tests).
+	pipes pipePaths
 
 	// watchers are told when the endpoint set changed (HTTP engines close
 	// pooled connections to endpoints that went away).
@@ -389,3 +391,8 @@ func (cc *countingConn) Close() error {
 
 // CloseWrite half-closes the upstream connection when it supports it.
 func (cc *countingConn) CloseWrite() error { return closeWrite(cc.Conn) }
+
+// unwrapTCP gives the splice fast path the connection and the counters.
+func (cc *countingConn) unwrapTCP() (net.Conn, *stats.Counter, *stats.Counter) {
+	return cc.Conn, cc.c.stats.UpstreamCxRxBytesTotal, cc.c.stats.UpstreamCxTxBytesTotal
+}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+
+	"github.com/kumametrics/mesh/pkg/stats"
 )
 
 // protocolPassthrough is the route of a redirect listener: plain TCP to
@@ -24,6 +26,11 @@ type destinedConn struct {
 // CloseWrite half-closes the connection: the TCP proxy passes the
 // destination's FIN on instead of closing both ways.
 func (c *destinedConn) CloseWrite() error { return closeWrite(c.Conn) }
+
+// unwrapTCP gives the splice fast path the redirected connection.
+func (c *destinedConn) unwrapTCP() (net.Conn, *stats.Counter, *stats.Counter) {
+	return c.Conn, nil, nil
+}
 
 // newPassthrough returns the handler that carries a redirect listener's
 // unmatched connections to their original destinations, counted in its

@@ -322,3 +322,16 @@ func TestApplyRefusesBadListeners(t *testing.T) {
 		})
 	}
 }
+
+// pathsOf is the path counts of a proxy's cluster.
+func pathsOf(t *testing.T, p *Proxy, cluster string) *pipePaths {
+	t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	c := p.clusters[cluster]
+	require.NotNil(t, c, "cluster %s", cluster)
+	return &c.pipes
+}
+
+// taken is how many directions took each path so far.
+func (pp *pipePaths) taken() [2]uint64 { return [2]uint64{pp.spliced.Load(), pp.copied.Load()} }

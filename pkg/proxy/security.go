@@ -184,6 +184,12 @@ func (c *plainConn) Close() error {
 // CloseWrite half-closes when the connection supports it.
 func (c *plainConn) CloseWrite() error { return closeWrite(c.Conn) }
 
+// unwrapTCP gives the splice fast path the tracked connection (Close stays
+// the wrapper's).
+func (c *plainConn) unwrapTCP() (net.Conn, *stats.Counter, *stats.Counter) {
+	return c.Conn, nil, nil
+}
+
 func (c *plainConn) ReadFrom(r io.Reader) (int64, error) { return io.Copy(c.Conn, r) }
 
 func (c *plainConn) WriteTo(w io.Writer) (int64, error) { return io.Copy(w, c.Conn) }
@@ -493,3 +499,12 @@ func (c *peekedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 
 // CloseWrite half-closes when the connection supports it.
 func (c *peekedConn) CloseWrite() error { return closeWrite(c.Conn) }
+
+// unwrapTCP gives the splice fast path the connection below; what was
+// peeked is handed on first (readAhead).
+func (c *peekedConn) unwrapTCP() (net.Conn, *stats.Counter, *stats.Counter) {
+	return c.Conn, nil, nil
+}
+
+// readAhead is how many peeked bytes Read still hands out.
+func (c *peekedConn) readAhead() int { return c.r.Buffered() }

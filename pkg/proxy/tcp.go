@@ -5,8 +5,10 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 
 	"github.com/kumametrics/mesh/pkg/netserve"
+	"github.com/kumametrics/mesh/pkg/stats"
 )
 
 // newHandler builds the handler of a route.
@@ -52,9 +54,9 @@ func (t *tcpProxy) ServeConn(down net.Conn, external bool) {
 	go func() {
 		defer func() { done <- struct{}{} }()
 		defer t.panics.Recover(closers{up, down})
-		pipe(up, down)
+		pipe(up, down, &t.c.pipes)
 	}()
-	pipe(down, up)
+	pipe(down, up, &t.c.pipes)
 	<-done
 }
 
@@ -68,16 +70,112 @@ func (cs closers) Close() error {
 	return nil
 }
 
-// pipe copies src to dst, then half-closes dst (or closes it).
-func pipe(dst, src net.Conn) {
-	bp := copyBuffers.Get().(*[]byte)
-	_, _ = io.CopyBuffer(onlyWriter{dst}, onlyReader{src}, *bp)
-	copyBuffers.Put(bp)
+// pipe moves src to dst, then half-closes dst (or closes it): through the
+// kernel (splice) when both are plain TCP below the proxy's own wrappers,
+// through a user-space buffer otherwise (mTLS, or splice unsupported).
+func pipe(dst, src net.Conn, paths *pipePaths) {
+	if spliceOff.Load() || !splicePipe(dst, src, paths) {
+		copyPipe(dst, src, paths)
+	}
 	if hc, ok := dst.(interface{ CloseWrite() error }); ok {
 		_ = hc.CloseWrite()
 	} else {
 		_ = dst.Close()
 	}
+}
+
+// pipePaths counts the directions of a cluster's connections each path
+// started to move (a debug counter the tests read to see which path was
+// taken; not exported as a statistic).
+type pipePaths struct{ spliced, copied atomic.Uint64 }
+
+// spliceOff turns the fast path off (for benchmarks comparing the paths).
+var spliceOff atomic.Bool
+
+// copyPipe copies src to dst through a pooled buffer, every byte through
+// the wrappers (which count it).
+func copyPipe(dst, src net.Conn, paths *pipePaths) {
+	paths.copied.Add(1)
+	bp := copyBuffers.Get().(*[]byte)
+	_, _ = io.CopyBuffer(onlyWriter{dst}, onlyReader{src}, *bp)
+	copyBuffers.Put(bp)
+}
+
+// tcpWrapper is one of the proxy's own wrappers around a connection that
+// adds nothing to its bytes: the splice fast path looks through it to the
+// *net.TCPConn below.
+type tcpWrapper interface {
+	// unwrapTCP returns the wrapped connection and the counters of the
+	// bytes read from (rx) and written to (tx) the wrapper, nil when it
+	// keeps none.
+	unwrapTCP() (inner net.Conn, rx, tx *stats.Counter)
+}
+
+// readAheader is a wrapper that may hold bytes it read ahead from its
+// connection: the fast path hands them on through Read before it splices.
+type readAheader interface{ readAhead() int }
+
+// tcpEnd is one end of a pipe as the fast path sees it: the TCP connection
+// below the wrappers, their counters and the bytes they read ahead.
+type tcpEnd struct {
+	tcp    *net.TCPConn
+	rx, tx *stats.Counter
+	ahead  int
+}
+
+// unwrapTCP looks through the proxy's wrappers of c down to a plain
+// *net.TCPConn; false for anything else (a TLS connection), or for a chain
+// with more than one counting wrapper per direction. Only the reading end
+// (src) asks for bytes read ahead: its reads are its own goroutine's.
+func unwrapTCP(c net.Conn, src bool) (tcpEnd, bool) {
+	var e tcpEnd
+	for {
+		if ra, ok := c.(readAheader); ok && src {
+			e.ahead += ra.readAhead()
+		}
+		switch v := c.(type) {
+		case *net.TCPConn:
+			e.tcp = v
+			return e, true
+		case tcpWrapper:
+			inner, rx, tx := v.unwrapTCP()
+			if rx != nil {
+				if e.rx != nil {
+					return e, false
+				}
+				e.rx = rx
+			}
+			if tx != nil {
+				if e.tx != nil {
+					return e, false
+				}
+				e.tx = tx
+			}
+			c = inner
+		default:
+			return e, false
+		}
+	}
+}
+
+// handOn copies the n bytes src's wrappers read ahead to dst, through the
+// wrappers (which count them).
+func handOn(dst, src net.Conn, n int) error {
+	bp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bp)
+	for n > 0 {
+		k, err := src.Read((*bp)[:min(n, len(*bp))])
+		if k > 0 {
+			if _, werr := dst.Write((*bp)[:k]); werr != nil {
+				return werr
+			}
+			n -= k
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // closeWrite half-closes c when it supports it (a TCP connection): the

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"runtime"
 	"strconv"
 	"testing"
 	"time"
@@ -287,4 +288,7 @@ func TestTransparentPassthroughHalfCloses(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, c.(interface{ CloseWrite() error }).CloseWrite())
 	require.Equal(t, "more\n", <-rest, "what the workload sent after the destination's FIN reached it")
+	if runtime.GOOS == "linux" {
+		require.Equal(t, uint64(2), pathsOf(t, tp.proxy, OutboundPassthrough).spliced.Load(), "the redirected connection is spliced")
+	}
 }

@@ -1,5 +1,5 @@
 // Package proxytest holds what the tests of the proxy and of the agent
-// share: an application to proxy to.
+// share: applications to proxy to.
 package proxytest
 
 import (
@@ -25,6 +25,26 @@ func LineApp(t testing.TB, name string) (addr string, stop func()) {
 // LineAppOn is LineApp serving ln (e.g. bound inside a network namespace).
 func LineAppOn(t testing.TB, ln net.Listener, name string) (addr string, stop func()) {
 	t.Helper()
+	return Serve(t, ln, func(c net.Conn) {
+		defer c.Close()
+		r := bufio.NewReader(c)
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			if _, err := io.WriteString(c, name+":"+line); err != nil {
+				return
+			}
+		}
+	})
+}
+
+// Serve serves ln, each connection on a goroutine of its own with serve,
+// until stop is called or the test ends; stop closes the listener and the
+// connections still open and waits for the goroutines.
+func Serve(t testing.TB, ln net.Listener, serve func(net.Conn)) (addr string, stop func()) {
+	t.Helper()
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	conns := map[net.Conn]bool{}
@@ -42,17 +62,7 @@ func LineAppOn(t testing.TB, ln net.Listener, name string) (addr string, stop fu
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				defer c.Close()
-				r := bufio.NewReader(c)
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil {
-						return
-					}
-					if _, err := io.WriteString(c, name+":"+line); err != nil {
-						return
-					}
-				}
+				serve(c)
 			}()
 		}
 	}()
