@@ -40,10 +40,7 @@ import (
 	"github.com/kumametrics/mesh/pkg/pki"
 	"github.com/kumametrics/mesh/pkg/resource"
 	"github.com/kumametrics/mesh/pkg/store"
-	"github.com/kumametrics/mesh/pkg/store/memory"
 	"github.com/kumametrics/mesh/pkg/store/metered"
-	"github.com/kumametrics/mesh/pkg/store/postgres"
-	"github.com/kumametrics/mesh/pkg/store/sqlite"
 	"github.com/kumametrics/mesh/pkg/version"
 	"github.com/kumametrics/mesh/pkg/xds"
 )
@@ -360,36 +357,6 @@ func kubernetesKinds(cfg cpconfig.Config) []resource.Kind {
 		return nil
 	}
 	return kubectlKinds()
-}
-
-func openStore(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (store.Store, error) {
-	switch cfg.Store.Type {
-	case cpconfig.StoreKubernetes:
-		return nil, fmt.Errorf("store.type %s needs environment %s", cpconfig.StoreKubernetes, cpconfig.EnvironmentKubernetes)
-	case cpconfig.StoreMemory:
-		log.Info("using the memory store: resources are lost on restart")
-		return memory.New(), nil
-	case cpconfig.StorePostgres:
-		pc := cfg.Store.Postgres
-		opts, err := postgres.OptionsOf(pc, log)
-		if err != nil {
-			return nil, fmt.Errorf("open PostgreSQL store: %w", err)
-		}
-		s, err := postgres.Open(ctx, opts)
-		if err != nil {
-			return nil, fmt.Errorf("open PostgreSQL store: %w", err)
-		}
-		log.Info("using the PostgreSQL store", "host", pc.Host, "port", pc.Port, "db", pc.DBName)
-		return s, nil
-	default:
-		path := cfg.SQLitePath()
-		s, err := sqlite.Open(ctx, path, sqlite.WithSynchronous(cfg.Store.SQLite.Synchronous))
-		if err != nil {
-			return nil, fmt.Errorf("open SQLite store %s: %w", path, err)
-		}
-		log.Info("using the SQLite store", "path", path)
-		return s, nil
-	}
 }
 
 // listen binds an HTTP server, HTTPS with tlsConfig.

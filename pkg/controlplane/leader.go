@@ -13,10 +13,12 @@ import (
 	"github.com/kumametrics/mesh/pkg/cpconfig"
 	"github.com/kumametrics/mesh/pkg/leader"
 	"github.com/kumametrics/mesh/pkg/store"
+	"github.com/kumametrics/mesh/pkg/store/memory"
 	"github.com/kumametrics/mesh/pkg/store/postgres"
+	"github.com/kumametrics/mesh/pkg/store/sqlite"
 )
 
-// Several control planes on one store (docs/2026-12-06-leader-election.md):
+// Several control planes on one store (docs/2026-12-06-several-control-planes.md):
 // the work that must happen once runs on the leader only. Everything else
 // (the servers, the mirror, the reconcilers, the insights recorder) runs on
 // every replica.
@@ -140,13 +142,11 @@ func (l *leadership) lead(ctx context.Context) {
 		})
 	}
 	for _, t := range l.tasks {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			if err := t.run(ctx); err != nil && ctx.Err() == nil {
 				l.log.Error("leader task failed", "task", t.name, "err", err)
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	// Leadership lasts until ctx says it is lost, whether or not tasks run.
@@ -158,17 +158,31 @@ func (l *leadership) lead(ctx context.Context) {
 // PostgreSQL is shared by the replicas: the leader holds the database's
 // advisory lock.
 func openBackend(ctx context.Context, cfg cpconfig.Config, log *slog.Logger) (*backend, error) {
-	st, err := openStore(ctx, cfg, log)
-	if err != nil {
-		return nil, err
+	switch cfg.Store.Type {
+	case cpconfig.StoreKubernetes:
+		return nil, fmt.Errorf("store.type %s needs environment %s", cpconfig.StoreKubernetes, cpconfig.EnvironmentKubernetes)
+	case cpconfig.StoreMemory:
+		log.Info("using the memory store: resources are lost on restart")
+		return &backend{store: memory.New(), elector: leader.Always{}}, nil
+	case cpconfig.StorePostgres:
+		pc := cfg.Store.Postgres
+		opts, err := postgres.OptionsOf(pc, log)
+		if err != nil {
+			return nil, fmt.Errorf("open PostgreSQL store: %w", err)
+		}
+		s, err := postgres.Open(ctx, opts)
+		if err != nil {
+			return nil, fmt.Errorf("open PostgreSQL store: %w", err)
+		}
+		log.Info("using the PostgreSQL store", "host", pc.Host, "port", pc.Port, "db", pc.DBName)
+		return &backend{store: s, elector: postgres.NewElector(opts.Conn, postgres.LeaderLockKey), shared: true}, nil
+	default:
+		path := cfg.SQLitePath()
+		s, err := sqlite.Open(ctx, path, sqlite.WithSynchronous(cfg.Store.SQLite.Synchronous))
+		if err != nil {
+			return nil, fmt.Errorf("open SQLite store %s: %w", path, err)
+		}
+		log.Info("using the SQLite store", "path", path)
+		return &backend{store: s, elector: leader.Always{}}, nil
 	}
-	if cfg.Store.Type != cpconfig.StorePostgres {
-		return &backend{store: st, elector: leader.Always{}}, nil
-	}
-	conn, err := postgres.ConnectionOf(cfg.Store.Postgres).ConnConfig()
-	if err != nil {
-		_ = st.Close()
-		return nil, fmt.Errorf("PostgreSQL leader election: %w", err)
-	}
-	return &backend{store: st, elector: postgres.NewElector(conn, postgres.LeaderLockKey), shared: true}, nil
 }
