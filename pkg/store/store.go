@@ -71,6 +71,16 @@ type ListOptions struct {
 	Offset int
 }
 
+// Page returns the bounds [start, end) of the page o selects among total
+// sorted items, and the offset of the next page (-1 on the last page).
+func (o ListOptions) Page(total int) (start, end, next int) {
+	start, end, next = min(o.Offset, total), total, -1
+	if o.Limit > 0 && total-start > o.Limit {
+		end, next = start+o.Limit, o.Offset+o.Limit
+	}
+	return start, end, next
+}
+
 // ListResult is one page of a listing.
 type ListResult struct {
 	Items []*resource.Object

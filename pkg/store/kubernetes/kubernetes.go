@@ -816,12 +816,9 @@ func (s *Store) List(ctx context.Context, kind resource.Kind, opts store.ListOpt
 		}
 		return strings.Compare(a.Meta.Name, b.Meta.Name)
 	})
-	res := &store.ListResult{Total: len(all), NextOffset: -1}
-	page := all[min(opts.Offset, len(all)):]
-	if opts.Limit > 0 && len(page) > opts.Limit {
-		page = page[:opts.Limit]
-		res.NextOffset = opts.Offset + opts.Limit
-	}
+	start, end, next := opts.Page(len(all))
+	res := &store.ListResult{Total: len(all), NextOffset: next}
+	page := all[start:end]
 	res.Items = page
 	return res, nil
 }

@@ -695,7 +695,7 @@ func list(ctx context.Context, tx pgx.Tx, d resource.Descriptor, opts store.List
 	if opts.Mesh != "" {
 		qc, ql = qCountMesh, qListMesh
 	}
-	res := &store.ListResult{NextOffset: -1}
+	res := &store.ListResult{}
 	countArgs := args
 	if opts.Mesh != "" {
 		countArgs = append(countArgs, opts.Mesh)
@@ -703,15 +703,13 @@ func list(ctx context.Context, tx pgx.Tx, d resource.Descriptor, opts store.List
 	if err := tx.QueryRow(ctx, qc, countArgs...).Scan(&res.Total); err != nil {
 		return nil, err
 	}
-	n := max(0, res.Total-opts.Offset)
+	start, end, next := opts.Page(res.Total)
+	res.NextOffset = next
 	var limit *int // NULL: no limit
 	if opts.Limit > 0 {
 		limit = &opts.Limit
-		if n > opts.Limit {
-			n = opts.Limit
-			res.NextOffset = opts.Offset + opts.Limit
-		}
 	}
+	n := end - start
 	res.Items = make([]*resource.Object, 0, n)
 	if n == 0 {
 		return res, nil

@@ -687,19 +687,17 @@ func (s *Store) list(ctx context.Context, d resource.Descriptor, opts store.List
 	if opts.Mesh != "" {
 		qc, ql, args = qCountMesh, qListMesh, append(args, opts.Mesh)
 	}
-	res := &store.ListResult{NextOffset: -1}
+	res := &store.ListResult{}
 	if err := tx.StmtContext(ctx, s.stmts[qc]).QueryRowContext(ctx, args...).Scan(&res.Total); err != nil {
 		return nil, err
 	}
-	n := max(0, res.Total-opts.Offset)
+	start, end, next := opts.Page(res.Total)
+	res.NextOffset = next
 	limit := -1 // SQLite: no limit
 	if opts.Limit > 0 {
 		limit = opts.Limit
-		if n > opts.Limit {
-			n = opts.Limit
-			res.NextOffset = opts.Offset + opts.Limit
-		}
 	}
+	n := end - start
 	res.Items = make([]*resource.Object, 0, n)
 	if n == 0 {
 		return res, nil
