@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/kumametrics/mesh/internal/loopback"
 	"github.com/kumametrics/mesh/internal/pgtest"
+	"github.com/kumametrics/mesh/pkg/pki"
 )
 
 // postgresEnv points a kuma-cp at database db of pg.
@@ -310,10 +312,14 @@ func TestReplicasOnPostgres(t *testing.T) {
 			}
 			return nil
 		})
-		// Exactly one, never replaced: the same on both, at its first version.
-		require.Equal(t, 1, strings.Count(certs, `"secure.ca-builtin-cert-ca-1"`), certs)
-		cert := kA.must("get", "secret", "secure.ca-builtin-cert-ca-1", "--mesh", "secure", "-o", "yaml")
-		require.Equal(t, cert, kB.must("get", "secret", "secure.ca-builtin-cert-ca-1", "--mesh", "secure", "-o", "yaml"))
+		// One CA: its key and certificate are one pair, each written once
+		// (never replaced by the other replica's CA), read alike on both.
+		certPEM, certWritten := storedSecret(t, a, "secure", "secure.ca-builtin-cert-ca-1")
+		keyPEM, keyWritten := storedSecret(t, b, "secure", "secure.ca-builtin-key-ca-1")
+		require.True(t, certWritten, "the CA certificate was written more than once")
+		require.True(t, keyWritten, "the CA key was written more than once")
+		_, err := pki.ParseKeyPair(certPEM, keyPEM)
+		require.NoError(t, err, "the mesh's CA key and certificate are not one pair")
 	})
 
 	t.Run("SIGKILL of a replica under traffic", func(t *testing.T) {
@@ -477,4 +483,20 @@ destinations:
 	dp := launchDataplaneAt(t, "https://"+neu.dpAddr, filepath.Join(old.workDir, "dp-server-ca.pem"), "backend-1", backendYAML, token)
 	eventually(t, 30*time.Second, func() error { return httpOK(dp.admin("/ready")) })
 	eventually(t, 30*time.Second, func() error { return allOnline(kNew, "backend-1") })
+}
+
+// storedSecret reads a Secret through the REST API of cp (as admin, from
+// loopback): its bytes, and whether it was written once (its modification
+// time is its creation time).
+func storedSecret(t *testing.T, cp *controlPlane, mesh, name string) ([]byte, bool) {
+	t.Helper()
+	var s struct {
+		Data             string    `json:"data"`
+		CreationTime     time.Time `json:"creationTime"`
+		ModificationTime time.Time `json:"modificationTime"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(httpGet(t, cp.apiURL+"/meshes/"+mesh+"/secrets/"+name)), &s))
+	b, err := base64.StdEncoding.DecodeString(s.Data)
+	require.NoError(t, err)
+	return b, s.CreationTime.Equal(s.ModificationTime)
 }
