@@ -13,8 +13,10 @@ PLUGIN_PKGS := ./pkg/... ./test/...
 
 .PHONY: build test test-k8s lint test-deps k8s-bin prometheus-bin bench fuzz demo generate clean plugin plugin-image test-plugin
 
+# Static binaries (no cgo): what a proxy image ships, and ~1.3 MB less
+# resident per kuma-dp than linking libc (docs/2026-12-06-kuma-dp-memory.md).
 build:
-	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
+	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \

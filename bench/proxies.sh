@@ -175,8 +175,8 @@ fi
 # Build.
 targets=(./bench/...)
 ((NEED_KUMA)) && targets+=(./cmd/...)
-echo "building: go build -o bench/bin/ ${targets[*]}"
-go build -o "$BIN/" "${targets[@]}"
+echo "building: CGO_ENABLED=0 go build -o bench/bin/ ${targets[*]}"
+CGO_ENABLED=0 go build -o "$BIN/" "${targets[@]}"
 KUMA_DP="" KUMA_CP=""
 if ((NEED_KUMA)); then
 	for c in ${BENCH_KUMA_DP:-} "$BIN/kuma-dp" "$ROOT/bin/kuma-dp"; do [[ -x $c ]] && { KUMA_DP=$c; break; }; done

@@ -6,6 +6,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"flag"
@@ -26,6 +27,8 @@ func main() {
 	bin := flag.String("bin", "bin", "directory with kuma-cp and kuma-dp")
 	clusters := flag.Int("clusters", 1000, "outbounds (one cluster each) of the loaded proxy")
 	logLevel := flag.String("log-level", "warn", "kuma-dp log level")
+	flag.DurationVar(&settle, "settle", 12*time.Second, "how long each proxy runs after applying its config before it is measured (kuma-dp settles 10 s after its last config)")
+	flag.BoolVar(&hold, "hold", false, "after measuring each proxy, print its pid and addresses and wait for a line on stdin (to profile it)")
 	flag.Parse()
 	if err := run(*bin, *clusters, *logLevel); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/dprss:", err)
@@ -69,7 +72,7 @@ func run(bin string, n int, logLevel string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("kuma-dp RSS   idle (1 inbound, no outbound): %s   with %d clusters (outbounds): %s\n", idle, n, loaded)
+	fmt.Printf("kuma-dp RSS idle (1 inbound, no outbound): %s\nkuma-dp RSS with %d clusters (outbounds): %s\n", idle, n, loaded)
 	return nil
 }
 
@@ -104,12 +107,29 @@ func measure(bin string, cp *cpproc.ControlPlane, name string, outbounds []strin
 	}); err != nil {
 		return "", fmt.Errorf("%s proxy never applied its %d outbounds: %w", name, want, err)
 	}
-	// One scrape, as Prometheus would.
-	if err := cpproc.Get("http://" + addr + ":5670/metrics"); err != nil {
+	// A scrape, as Prometheus would, before and after the proxy settled.
+	metrics := "http://" + addr + ":5670/metrics"
+	if err := cpproc.Get(metrics); err != nil {
 		return "", err
 	}
-	return cpproc.RSS(dp.Process.Pid), nil
+	time.Sleep(settle)
+	if err := cpproc.Get(metrics); err != nil {
+		return "", err
+	}
+	pid := dp.Process.Pid
+	if hold {
+		fmt.Printf("%s: kuma-dp pid %d, admin %s, metrics %s; a line on stdin goes on\n", name, pid, admin, metrics)
+		_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
+	}
+	return fmt.Sprintf("%s (anon %s, file %s; peak %s)", cpproc.RSS(pid), cpproc.Status(pid, "RssAnon:"), cpproc.Status(pid, "RssFile:"), cpproc.PeakRSS(pid)), nil
 }
+
+// settle is how long a proxy runs after applying its config before it is
+// measured.
+var settle time.Duration
+
+// hold stops after each measurement (-hold).
+var hold bool
 
 func countOutbounds(admin string) int {
 	res, err := http.Get(admin + "/config_dump")

@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,6 +41,7 @@ import (
 	"github.com/kumametrics/mesh/pkg/dpconfig"
 	"github.com/kumametrics/mesh/pkg/dpserver"
 	"github.com/kumametrics/mesh/pkg/proxy"
+	"github.com/kumametrics/mesh/pkg/residency"
 	"github.com/kumametrics/mesh/pkg/resource"
 	"github.com/kumametrics/mesh/pkg/stats"
 )
@@ -77,13 +79,18 @@ type Config struct {
 	// MetricsCertFile and MetricsKeyFile: the certificate the metrics
 	// endpoint serves in the providedTLS mode.
 	MetricsCertFile, MetricsKeyFile string
-	Log                             *slog.Logger
+	// SettleDelay is how long after the last applied config the proxy
+	// returns what applying cost (see Agent.settle); 0 means
+	// DefaultSettleDelay, negative never.
+	SettleDelay time.Duration
+	Log         *slog.Logger
 }
 
 // Defaults.
 const (
 	DefaultAdminAddress = "127.0.0.1:9901"
 	DefaultDrainTimeout = 30 * time.Second
+	DefaultSettleDelay  = 10 * time.Second
 )
 
 // Agent is a running data plane proxy.
@@ -110,7 +117,11 @@ type Agent struct {
 	current *meshv1.ProxyConfig
 	version string
 
-	ready    atomic.Bool
+	ready atomic.Bool
+	// applied gets a value (without blocking) after every applied config.
+	applied chan struct{}
+	// settled counts the settle passes done (tests wait for it).
+	settled  atomic.Uint64
 	draining atomic.Bool
 }
 
@@ -140,7 +151,7 @@ func New(cfg Config) (*Agent, error) {
 		return nil, err
 	}
 	st := stats.NewStore()
-	a := &Agent{cfg: cfg, key: key, log: cfg.Log, target: target, creds: creds, stats: st}
+	a := &Agent{cfg: cfg, key: key, log: cfg.Log, target: target, creds: creds, stats: st, applied: make(chan struct{}, 1)}
 	a.server = stats.NewServerStats(st, time.Now())
 	a.tokens = newTokenSource(cfg.Token, cfg.TokenFile, cfg.TokenPollInterval, key, cfg.Dataplane, st, cfg.Log.With("component", "token"))
 	a.sec = proxy.NewSecurity()
@@ -288,6 +299,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	go func() { defer close(tokensDone); a.tokens.run(streamCtx) }()
 	streamDone := make(chan struct{})
 	go func() { defer close(streamDone); a.follow(streamCtx, client) }()
+	go a.settle(streamCtx)
 	certsDone := make(chan struct{})
 	go func() {
 		defer close(certsDone)
@@ -487,8 +499,47 @@ func (a *Agent) apply(resp *discoveryv3.DiscoveryResponse) error {
 	a.current, a.version = cfg, resp.GetVersionInfo()
 	a.mu.Unlock()
 	a.ready.Store(true)
+	select {
+	case a.applied <- struct{}{}:
+	default:
+	}
 	a.log.Info("config applied", "version", resp.GetVersionInfo(), "inbounds", len(cfg.GetInbounds()), "outbounds", len(cfg.GetOutbounds()))
 	return nil
+}
+
+// settle gives back, once a config has been applied and SettleDelay has
+// passed without another, what starting and applying cost and the traffic
+// does not need: the heap's garbage goes back to the OS, and the pages of
+// the executable that only start-up and config decoding touched are
+// unmapped (package residency; docs/2026-12-06-kuma-dp-memory.md).
+func (a *Agent) settle(ctx context.Context) {
+	delay := a.cfg.SettleDelay
+	if delay == 0 {
+		delay = DefaultSettleDelay
+	}
+	if delay < 0 {
+		return
+	}
+	timer := time.NewTimer(delay)
+	timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return
+		case <-a.applied:
+			timer.Reset(delay)
+		case <-timer.C:
+			debug.FreeOSMemory()
+			n, err := residency.DropStartupPages()
+			if err != nil {
+				a.log.Warn("could not unmap the start-up pages", "err", err)
+			} else {
+				a.log.Debug("settled: unmapped the executable's start-up pages", "bytes", n)
+			}
+			a.settled.Add(1)
+		}
+	}
 }
 
 // defaultAppAddress is where the workload listens: the first inbound's

@@ -1,6 +1,7 @@
 package kumadp
 
 import (
+	"context"
 	"net"
 	"strings"
 	"syscall"
@@ -91,4 +92,23 @@ func TestAdminAndMetricsHeadLimit(t *testing.T) {
 		a.metrics.mu.Unlock()
 		netservetest.CheckHTTPHeadLimit(t, func() (net.Conn, error) { return net.Dial("tcp", addr) }, "GET", "/metrics", 64<<10)
 	})
+}
+
+// The proxy settles once a config is applied and SettleDelay passed, and
+// again after each new one; never before the first.
+func TestSettlesAfterEachAppliedConfig(t *testing.T) {
+	a := newTestAgent(t)
+	a.cfg.SettleDelay = time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); a.settle(ctx) }()
+	defer func() { cancel(); <-done }()
+	// Nothing applied: the settle loop waits (the first apply below is
+	// what makes it run; a pass before it would show as settled == 2).
+	applyConfig(t, a, &meshv1.ProxyConfig{Mesh: "default", Name: "web-1"})
+	require.Eventually(t, func() bool { return a.settled.Load() == 1 }, 10*time.Second, time.Millisecond)
+	applyConfig(t, a, &meshv1.ProxyConfig{Mesh: "default", Name: "web-1", Outbounds: []*meshv1.Outbound{{
+		Address: "127.0.0.1", Port: 0, Service: "backend", Protocol: "tcp", ClusterName: "backend", Name: "outbound:backend",
+	}}})
+	require.Eventually(t, func() bool { return a.settled.Load() == 2 }, 10*time.Second, time.Millisecond)
 }

@@ -46,6 +46,7 @@ func run(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	build := exec.Command("go", "build", "-o", dir+string(os.PathSeparator), "../../cmd/kuma-cp", "../../cmd/kumactl", "../../cmd/kuma-prometheus-sd", "../../cmd/kuma-dp", "../../cmd/demo-app")
 	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	build.Env = append(os.Environ(), "CGO_ENABLED=0") // as `make build` ships them
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building the binaries:", err)
 		return 1

@@ -150,12 +150,14 @@ func WaitFor(d time.Duration, ok func() bool) error {
 }
 
 // RSS is a process's resident set size, as /proc reports it.
-func RSS(pid int) string { return procStatus(pid, "VmRSS:") }
+func RSS(pid int) string { return Status(pid, "VmRSS:") }
 
 // PeakRSS is the largest resident set size the process had, as /proc reports it.
-func PeakRSS(pid int) string { return procStatus(pid, "VmHWM:") }
+func PeakRSS(pid int) string { return Status(pid, "VmHWM:") }
 
-func procStatus(pid int, key string) string {
+// Status is the value of one line of /proc/PID/status (key with its colon,
+// e.g. "RssAnon:"), "?" when it cannot be read.
+func Status(pid int, key string) string {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return "?"

@@ -63,6 +63,7 @@ func run(m *testing.M) int {
 	} {
 		cmd := exec.Command("go", b.args...)
 		cmd.Dir = b.dir
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // as `make build` ships them
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 		if err := cmd.Run(); err != nil {
 			fmt.Fprintf(os.Stderr, "go %s: %v\n", strings.Join(b.args, " "), err)
