@@ -257,5 +257,6 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	applyMemoryLimit(a.log, os.LookupEnv, os.ReadFile)
 	return a.Run(ctx)
 }
