@@ -188,7 +188,7 @@ func (r *renderer) prometheus(sn *snapshot, fe filters, usedOnly, om bool) {
 				continue
 			}
 			b = appendHeader(b, &cur, st.fam, om)
-			b = append(b, st.series...)
+			b = st.appendSeries(b)
 			b = append(b, ' ')
 			b = strconv.AppendUint(b, v, 10)
 			b = append(b, '\n')
@@ -197,13 +197,13 @@ func (r *renderer) prometheus(sn *snapshot, fe filters, usedOnly, om bool) {
 				continue
 			}
 			b = appendHeader(b, &cur, st.fam, om)
-			b = append(b, st.series...)
+			b = st.appendSeries(b)
 			b = append(b, ' ')
 			b = strconv.AppendInt(b, st.gauge.Value(), 10)
 			b = append(b, '\n')
 		case kindGaugeFunc:
 			b = appendHeader(b, &cur, st.fam, om)
-			b = append(b, st.series...)
+			b = st.appendSeries(b)
 			b = append(b, ' ')
 			b = strconv.AppendInt(b, st.fn(), 10)
 			b = append(b, '\n')
@@ -214,16 +214,16 @@ func (r *renderer) prometheus(sn *snapshot, fe filters, usedOnly, om bool) {
 			}
 			b = appendHeader(b, &cur, st.fam, om)
 			for j := range cum {
-				b = append(b, st.bucketPrefix...)
+				b = append(b, st.hist.bucketPrefix...)
 				b = append(b, leSuffix[j]...)
 				b = strconv.AppendUint(b, cum[j], 10)
 				b = append(b, '\n')
 			}
-			b = append(b, st.sumPrefix...)
+			b = append(b, st.hist.sumPrefix...)
 			b = append(b, ' ')
 			b = appendMicrosAsMs(b, sumUs)
 			b = append(b, '\n')
-			b = append(b, st.countPrefix...)
+			b = append(b, st.hist.countPrefix...)
 			b = append(b, ' ')
 			b = strconv.AppendUint(b, count, 10)
 			b = append(b, '\n')

@@ -68,26 +68,53 @@ type family struct {
 // stat is one registered statistic. Everything but refs, published and pos
 // is immutable after registration, so renderers read it without locking.
 type stat struct {
-	name   string // Envoy dotted name
-	fam    *family
-	labels string // label pairs without braces: a="x",b="y"
-	series string // family{labels}: the Prometheus identity and line prefix
-	kind   kind
+	name string // Envoy dotted name
+	fam  *family
+	// labels are the label pairs without braces, a="x",b="y": with the
+	// family's name, the Prometheus identity. The statistics of a scope
+	// with the same labels share one string.
+	labels string
 
 	counter *Counter
 	gauge   *Gauge
-	hist    *Histogram
+	hist    *histogram
 	fn      func() int64
 
-	// histogram line prefixes
+	kind kind
+	// guarded by Store.mu
+	published bool
+	pos       int32 // index in the name-ordered view being built
+	refs      int32
+}
+
+// histogram is a histogram statistic's values and its rendered line
+// prefixes.
+type histogram struct {
+	Histogram
 	bucketPrefix string // family_bucket{labels,
 	sumPrefix    string // family_sum{labels}
 	countPrefix  string // family_count{labels}
+}
 
-	// guarded by Store.mu
-	refs      int
-	published bool
-	pos       int32 // index in the name-ordered view being built
+// seriesKey is a series' Prometheus identity.
+type seriesKey struct{ family, labels string }
+
+// appendSeries writes the series' identity: family{labels}, or family.
+func (st *stat) appendSeries(b []byte) []byte {
+	b = append(b, st.fam.name...)
+	if st.labels == "" {
+		return b
+	}
+	b = append(b, '{')
+	b = append(b, st.labels...)
+	return append(b, '}')
+}
+
+func seriesString(family, labels string) string {
+	if labels == "" {
+		return family
+	}
+	return family + "{" + labels + "}"
 }
 
 // snapshot is an immutable view of the published statistics.
@@ -104,7 +131,7 @@ type snapshot struct {
 // concurrent use.
 type Store struct {
 	mu       sync.Mutex
-	byKey    map[string]*stat // by Prometheus identity (stat.series)
+	byKey    map[seriesKey]*stat // by Prometheus identity
 	families map[string]*family
 	gen      uint64
 	batch    int     // depth of running Batch calls
@@ -116,7 +143,7 @@ type Store struct {
 // NewStore returns an empty store.
 func NewStore() *Store {
 	s := &Store{
-		byKey:    make(map[string]*stat),
+		byKey:    make(map[seriesKey]*stat),
 		families: make(map[string]*family),
 	}
 	s.snap.Store(&snapshot{})
@@ -163,6 +190,14 @@ type Scope struct {
 	stats       []*stat // guarded by store.mu
 	unpublished []*stat // guarded by store.mu
 	released    bool    // guarded by store.mu
+	// lastLabels is the label set rendered last, shared by the next
+	// statistic with equal labels (a cluster's statistics mostly have one).
+	lastLabels atomic.Pointer[renderedLabels]
+}
+
+type renderedLabels struct {
+	in  []Label
+	out string
 }
 
 // NewScope returns an empty scope.
@@ -195,11 +230,11 @@ func (sc *Scope) GaugeFunc(o Opts, fn func() int64) {
 
 // Histogram registers a histogram; see Counter.
 func (sc *Scope) Histogram(o Opts) *Histogram {
-	return sc.register(o, kindHistogram, nil).hist
+	return &sc.register(o, kindHistogram, nil).hist.Histogram
 }
 
 func (sc *Scope) register(o Opts, k kind, fn func() int64) *stat {
-	st := newStat(o, k, fn) // validates and renders outside the lock
+	st := newStat(o, k, fn, sc.labelsOf) // validates and renders outside the lock
 	s := sc.store
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -208,9 +243,9 @@ func (sc *Scope) register(o Opts, k kind, fn func() int64) *stat {
 		// handle that never renders rather than resurrecting the group.
 		return st
 	}
-	if old, ok := s.byKey[st.series]; ok {
+	if old, ok := s.byKey[seriesKey{o.Family, st.labels}]; ok {
 		if old.kind != k {
-			panic(fmt.Sprintf("stats: %s registered as %s and as %s", st.series, kindName(old.kind), kindName(k)))
+			panic(fmt.Sprintf("stats: %s registered as %s and as %s", seriesString(o.Family, st.labels), kindName(old.kind), kindName(k)))
 		}
 		old.refs++
 		sc.stats = append(sc.stats, old)
@@ -229,7 +264,7 @@ func (sc *Scope) register(o Opts, k kind, fn func() int64) *stat {
 	fam.refs++
 	st.fam = fam
 	st.refs = 1
-	s.byKey[st.series] = st
+	s.byKey[seriesKey{fam.name, st.labels}] = st
 	sc.stats = append(sc.stats, st)
 	sc.unpublished = append(sc.unpublished, st)
 	return st
@@ -286,7 +321,7 @@ func (sc *Scope) Release() {
 		if st.refs > 0 {
 			continue
 		}
-		delete(s.byKey, st.series)
+		delete(s.byKey, seriesKey{st.fam.name, st.labels})
 		st.fam.refs--
 		if st.fam.refs == 0 {
 			delete(s.families, st.fam.name)
@@ -316,7 +351,7 @@ func lessName(a, b *stat) int {
 	if c := cmp.Compare(a.name, b.name); c != 0 {
 		return c
 	}
-	return cmp.Compare(a.series, b.series)
+	return lessSeries(a, b)
 }
 
 // rebuild publishes a new view: the current one minus statistics whose
@@ -360,35 +395,23 @@ func mergeLive(cur, add []*stat, less func(a, b *stat) int) []*stat {
 	return out
 }
 
-func newStat(o Opts, k kind, fn func() int64) *stat {
+func newStat(o Opts, k kind, fn func() int64, render func([]Label) string) *stat {
 	if !validMetricName(o.Family) {
 		panic(fmt.Sprintf("stats: invalid metric family name %q", o.Family))
 	}
 	if o.Name == "" {
 		panic("stats: empty statistic name for " + o.Family)
 	}
-	var lb strings.Builder
-	for i, l := range o.Labels {
+	for _, l := range o.Labels {
 		if !validLabelName(l.Name) || l.Name == "le" && k == kindHistogram {
 			panic(fmt.Sprintf("stats: %s: invalid label name %q", o.Family, l.Name))
 		}
-		if i > 0 {
-			lb.WriteByte(',')
-		}
-		lb.WriteString(l.Name)
-		lb.WriteString(`="`)
-		writeEscapedLabelValue(&lb, l.Value)
-		lb.WriteByte('"')
 	}
-	labels := lb.String()
+	labels := render(o.Labels)
 	st := &stat{
 		name:   sanitizeStatName(o.Name),
 		labels: labels,
-		series: o.Family,
 		kind:   k,
-	}
-	if labels != "" {
-		st.series = o.Family + "{" + labels + "}"
 	}
 	switch k {
 	case kindCounter:
@@ -398,18 +421,48 @@ func newStat(o Opts, k kind, fn func() int64) *stat {
 	case kindGaugeFunc:
 		st.fn = fn
 	case kindHistogram:
-		st.hist = new(Histogram)
+		h := new(histogram)
 		if labels == "" {
-			st.bucketPrefix = o.Family + "_bucket{"
-			st.sumPrefix = o.Family + "_sum"
-			st.countPrefix = o.Family + "_count"
+			h.bucketPrefix = o.Family + "_bucket{"
+			h.sumPrefix = o.Family + "_sum"
+			h.countPrefix = o.Family + "_count"
 		} else {
-			st.bucketPrefix = o.Family + "_bucket{" + labels + ","
-			st.sumPrefix = o.Family + "_sum{" + labels + "}"
-			st.countPrefix = o.Family + "_count{" + labels + "}"
+			h.bucketPrefix = o.Family + "_bucket{" + labels + ","
+			h.sumPrefix = o.Family + "_sum{" + labels + "}"
+			h.countPrefix = o.Family + "_count{" + labels + "}"
 		}
+		st.hist = h
 	}
 	return st
+}
+
+// labelsOf renders label pairs, sharing the string of the scope's last
+// rendering when the labels are equal.
+func (sc *Scope) labelsOf(ls []Label) string {
+	if last := sc.lastLabels.Load(); last != nil && slices.Equal(last.in, ls) {
+		return last.out
+	}
+	out := renderLabels(ls)
+	sc.lastLabels.Store(&renderedLabels{in: slices.Clone(ls), out: out})
+	return out
+}
+
+// renderLabels writes label pairs without braces: a="x",b="y".
+func renderLabels(ls []Label) string {
+	if len(ls) == 0 {
+		return ""
+	}
+	var lb strings.Builder
+	for i, l := range ls {
+		if i > 0 {
+			lb.WriteByte(',')
+		}
+		lb.WriteString(l.Name)
+		lb.WriteString(`="`)
+		writeEscapedLabelValue(&lb, l.Value)
+		lb.WriteByte('"')
+	}
+	return lb.String()
 }
 
 func newFamily(name, typ, help string) *family {
