@@ -17,6 +17,19 @@ type roundTripper interface {
 	close()
 }
 
+// dialSlots opens one connection with slots request slots on it (more than
+// one only in the HTTP/2 modes).
+func dialSlots(c config, deadline time.Time, slots int) ([]roundTripper, error) {
+	if c.mode == "h2c" || c.mode == "grpc" {
+		return dialH2(c, deadline, slots)
+	}
+	rt, err := dial(c, deadline)
+	if err != nil {
+		return nil, err
+	}
+	return []roundTripper{rt}, nil
+}
+
 func dial(c config, deadline time.Time) (roundTripper, error) {
 	conn, err := net.DialTimeout("tcp", c.addr, 5*time.Second)
 	if err != nil {
@@ -175,10 +188,10 @@ func asciiEqualFold(b []byte, lower string) bool {
 }
 
 func probe(c config) error {
-	rt, err := dial(c, time.Now().Add(5*time.Second))
+	rts, err := dialSlots(c, time.Now().Add(5*time.Second), 1)
 	if err != nil {
 		return err
 	}
-	defer rt.close()
-	return rt.roundTrip()
+	defer rts[0].close()
+	return rts[0].roundTrip()
 }
