@@ -30,15 +30,24 @@ func dialSlots(c config, deadline time.Time, slots int) ([]roundTripper, error) 
 	return []roundTripper{rt}, nil
 }
 
-func dial(c config, deadline time.Time) (roundTripper, error) {
+// dialConn connects to c.addr with one deadline for the whole run instead
+// of one per request: a hung path fails the run at the latest at its
+// planned end plus -timeout.
+func dialConn(c config, deadline time.Time) (net.Conn, error) {
 	conn, err := net.DialTimeout("tcp", c.addr, 5*time.Second)
 	if err != nil {
 		return nil, err
 	}
-	// One deadline for the whole run instead of one per request: a hung
-	// path fails the run at the latest at its planned end plus -timeout.
 	if err := conn.SetDeadline(deadline); err != nil {
 		conn.Close()
+		return nil, err
+	}
+	return conn, nil
+}
+
+func dial(c config, deadline time.Time) (roundTripper, error) {
+	conn, err := dialConn(c, deadline)
+	if err != nil {
 		return nil, err
 	}
 	if c.mode == "tcp" {

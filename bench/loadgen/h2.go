@@ -77,12 +77,8 @@ var errH2GoAway = errors.New("server sent GOAWAY")
 
 // dialH2 opens one h2c connection for slots stream slots.
 func dialH2(c config, deadline time.Time, slots int) ([]roundTripper, error) {
-	conn, err := net.DialTimeout("tcp", c.addr, 5*time.Second)
+	conn, err := dialConn(c, deadline)
 	if err != nil {
-		return nil, err
-	}
-	if err := conn.SetDeadline(deadline); err != nil {
-		conn.Close()
 		return nil, err
 	}
 	h := &h2Conn{

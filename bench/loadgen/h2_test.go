@@ -84,11 +84,7 @@ func TestH2CProbe(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			err := probe(config{mode: "h2c", addr: tc.addr, path: "/", host: "bench", size: 1024})
-			if tc.wantErr == "" {
-				require.NoError(t, err)
-				return
-			}
-			require.ErrorContains(t, err, tc.wantErr)
+			requireErr(t, err, tc.wantErr)
 		})
 	}
 }
@@ -111,11 +107,7 @@ func TestGRPCProbe(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			err := probe(config{mode: "grpc", addr: tc.addr, path: tc.path, host: "bench", size: tc.size})
-			if tc.wantErr == "" {
-				require.NoError(t, err)
-				return
-			}
-			require.ErrorContains(t, err, tc.wantErr)
+			requireErr(t, err, tc.wantErr)
 		})
 	}
 }
@@ -132,19 +124,14 @@ func TestH2Runs(t *testing.T) {
 	})
 	base := config{mode: "h2c", addr: addr, conns: 8, streams: 4, path: "/", host: "bench", size: 512, timeout: 10 * time.Second}
 
-	open := base
-	open.rate, open.n, open.warmup = 2000, 200, 10*time.Millisecond
-	r := runOpenLoop(open)
-	require.Zero(t, r.Errors, r.Error)
-	require.Equal(t, 200, r.Requests)
-	require.Equal(t, 220, r.RequestsTotal)
+	requireOpenLoop(t, base)
 	require.Equal(t, int64(220), served.Load())
 	require.Equal(t, int64(2), conns.Load(), "8 streams, 4 per connection")
 
 	closed := base
 	closed.conns, closed.streams = 6, 4 // 4 + 2
 	closed.warmup, closed.duration = 10*time.Millisecond, 100*time.Millisecond
-	r = runClosedLoop(closed)
+	r := runClosedLoop(closed)
 	require.Zero(t, r.Errors, r.Error)
 	require.Positive(t, r.Requests)
 	require.Equal(t, int64(4), conns.Load())
