@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bench/proxies.sh: one proxy hop, side by side in one run: direct (no proxy),
 # haproxy, nginx and kuma-dp (plain, and with its metrics endpoint scraped
-# every second), for HTTP/1.1 and for TCP echo. On request also a mesh hop
+# every second), for HTTP/1.1 and for TCP echo, and on request for HTTP/2
+# (h2c) and gRPC (--proto http2,grpc). On request also a mesh hop
 # through two kuma-dp (client outbound -> server inbound), with mTLS off and on
 # (mesh-plain, mesh-mtls). See bench/README.md.
 #
@@ -9,6 +10,7 @@
 #   bench/proxies.sh --quick                # ~1 min
 #   bench/proxies.sh --only direct,haproxy,nginx --proto http
 #   bench/proxies.sh --mtls                 # direct, mesh-plain, mesh-mtls: ~4 min
+#   bench/proxies.sh --proto http2,grpc     # HTTP/2 (h2c) and gRPC: ~8 min
 #
 # Pinning: backend, load generators and kuma-cp on CPU 0, the proxy under test
 # on CPU 1. Every process started here is stopped on exit, Ctrl-C or failure.
@@ -21,7 +23,7 @@ set -euo pipefail
 
 usage() {
 	cat <<'EOF'
-usage: bench/proxies.sh [--quick] [--only PATHS] [--mtls] [--proto http,tcp] [--rounds N] [--keep]
+usage: bench/proxies.sh [--quick] [--only PATHS] [--mtls] [--proto LIST] [--rounds N] [--keep]
 
   --quick         ~1 minute (default paths): 2 rounds, 1500 requests at 1k req/s, 3 s saturation
   --only PATHS    comma-separated subset of:
@@ -34,7 +36,11 @@ usage: bench/proxies.sh [--quick] [--only PATHS] [--mtls] [--proto http,tcp] [--
                   Both are a mesh hop through TWO kuma-dp (client outbound ->
                   server inbound), mesh-plain in a mesh without mTLS, mesh-mtls in
                   a mesh with builtin-CA mTLS; both kuma-dp run on CPU 1
-  --proto LIST    http, tcp or http,tcp (default)
+  --proto LIST    comma-separated subset of http,tcp,http2,grpc (default http,tcp).
+                  http2: HTTP/2 with prior knowledge (h2c) GET, 1 KiB body;
+                  grpc: a unary gRPC call answered with 1 KiB. Each protocol
+                  adds ~4 min to a default run (~1 min with --quick):
+                  --proto http2,grpc ~8 min, all four ~16 min
   --rounds N      interleaved rounds (default 3)
   --keep          keep the temporary directory (configs, logs) and print its path
 EOF
@@ -48,7 +54,9 @@ PROTOS="http,tcp"
 ROUNDS=3
 REQUESTS=4000    # measured open-loop requests per run
 RATE=1000        # open-loop rate, req/s
-CONNS=16         # open-loop connections
+CONNS=16         # open-loop connections (http2, grpc: streams)
+H2_STREAMS_OPEN=4 # http2, grpc: streams per connection, open loop (4 connections)
+H2_STREAMS_SAT=8  # and at saturation (32 streams: 4 connections)
 WARMUP=500ms     # open-loop warm-up, excluded
 SAT_SECONDS=8    # saturation run length
 KEEP=0
@@ -85,7 +93,7 @@ else
 fi
 IFS=, read -r -a PROTO_LIST <<<"$PROTOS"
 for p in "${PROTO_LIST[@]}"; do
-	[[ $p == http || $p == tcp ]] || { echo "unknown protocol '$p' (http or tcp)" >&2; exit 2; }
+	[[ $p == http || $p == tcp || $p == http2 || $p == grpc ]] || { echo "unknown protocol '$p' (http, tcp, http2, grpc)" >&2; exit 2; }
 done
 has_path() { [[ " ${PATHS[*]} " == *" $1 "* ]]; }
 NEED_KUMA=0
@@ -131,9 +139,20 @@ fi
 
 # Ports (loopback only).
 BASE=${BENCH_PORT_BASE:-18000}
-BACK_HTTP=$((BASE + 1)) BACK_TCP=$((BASE + 2))
-HAP_HTTP=$((BASE + 11)) HAP_TCP=$((BASE + 12))
-NGX_HTTP=$((BASE + 21)) NGX_TCP=$((BASE + 22))
+BACK_HTTP=$((BASE + 1)) BACK_TCP=$((BASE + 2)) BACK_H2C=$((BASE + 3)) BACK_GRPC=$((BASE + 4))
+HAP_HTTP=$((BASE + 11)) HAP_TCP=$((BASE + 12)) HAP_H2C=$((BASE + 13)) HAP_GRPC=$((BASE + 14))
+NGX_HTTP=$((BASE + 21)) NGX_TCP=$((BASE + 22)) NGX_H2C=$((BASE + 23)) NGX_GRPC=$((BASE + 24))
+# PORT_OF PREFIX PROTO: the port of a server for a protocol (BACK, HAP, NGX).
+port_of() {
+	case $2 in
+	http) eval echo "\$${1}_HTTP" ;;
+	tcp) eval echo "\$${1}_TCP" ;;
+	http2) eval echo "\$${1}_H2C" ;;
+	grpc) eval echo "\$${1}_GRPC" ;;
+	esac
+}
+# lg_mode PROTO: loadgen's -mode for a protocol.
+lg_mode() { case $1 in http2) echo h2c ;; *) echo "$1" ;; esac; }
 CP_API=$((BASE + 31)) CP_DP=$((BASE + 32)) CP_MADS=$((BASE + 33)) CP_DIAG=$((BASE + 34))
 DP_ADDR=127.0.0.2 DP_INBOUND=$((BASE + 80)) DP_ADMIN=$((BASE + 81)) DP_METRICS=$((BASE + 90))
 # Mesh paths: in mesh MESH_OF[path], a server dataplane bench-srv (inbound on
@@ -146,7 +165,7 @@ declare -A SRV_ADDR=([mesh-plain]=127.0.0.3 [mesh-mtls]=127.0.0.5)
 declare -A CLI_ADDR=([mesh-plain]=127.0.0.4 [mesh-mtls]=127.0.0.6)
 mesh_port() { echo $((BASE + MESH_OFF[$1] + $2)); } # PATH N
 in_use=()
-for port in $BACK_HTTP $BACK_TCP $HAP_HTTP $HAP_TCP $NGX_HTTP $NGX_TCP $CP_API $CP_DP $CP_MADS $CP_DIAG $DP_ADMIN $DP_METRICS; do
+for port in $BACK_HTTP $BACK_TCP $BACK_H2C $BACK_GRPC $HAP_HTTP $HAP_TCP $HAP_H2C $HAP_GRPC $NGX_HTTP $NGX_TCP $NGX_H2C $NGX_GRPC $CP_API $CP_DP $CP_MADS $CP_DIAG $DP_ADMIN $DP_METRICS; do
 	in_use+=("127.0.0.1:$port")
 done
 in_use+=("$DP_ADDR:$DP_INBOUND")
@@ -167,6 +186,9 @@ per_run=$(awk -v w="$WARMUP" -v n="$REQUESTS" -v r="$RATE" -v s="$SAT_SECONDS" \
 est=$((per_run * ROUNDS * ${#PATHS[@]} * ${#PROTO_LIST[@]}))
 echo "paths: ${PATHS[*]}; protocols: ${PROTO_LIST[*]}; $ROUNDS interleaved rounds"
 echo "each run: open loop $REQUESTS requests at $RATE req/s over $CONNS connections (+$WARMUP warm-up), then ${SAT_SECONDS}s at saturation"
+if [[ " ${PROTO_LIST[*]} " == *" http2 "* || " ${PROTO_LIST[*]} " == *" grpc "* ]]; then
+	echo "http2, grpc: h2c, open loop $CONNS streams over $((CONNS / H2_STREAMS_OPEN)) connections, saturation 32 streams over $((32 / H2_STREAMS_SAT)) (loadgen on CPU 0)"
+fi
 echo "estimated time: ~$((est / 60)) min $((est % 60)) s of measurement, plus build and start-up"
 if has_path mesh-plain || has_path mesh-mtls; then
 	echo "mesh-plain / mesh-mtls: a mesh hop through two kuma-dp (client outbound -> server inbound), mTLS off / on; added latency against direct"
@@ -248,7 +270,7 @@ wait_ready() {
 	local proto=$1 addr=$2 pid=$3 i
 	for ((i = 0; i < $4 * 10; i++)); do
 		alive "$pid" || return 1
-		"$BIN/loadgen" -probe -mode "$proto" -addr "$addr" 2>/dev/null && return 0
+		"$BIN/loadgen" -probe -mode "$(lg_mode "$proto")" -addr "$addr" 2>/dev/null && return 0
 		sleep 0.1
 	done
 	return 1
@@ -293,14 +315,17 @@ cpu1_ticks() { # "busy all" ticks of CPU 1 from /proc/stat (busy = all but idle 
 	awk '$1 == "cpu1" { all = 0; for (i = 2; i <= 9; i++) all += $i; print all - $5 - $6, all }' /proc/stat
 }
 
-# Backend: one process for both protocols, on CPU 0.
-start_bg backend 0 "$BIN/backend" -http "127.0.0.1:$BACK_HTTP" -tcp "127.0.0.1:$BACK_TCP"
+# Backend: one process for every protocol, on CPU 0.
+start_bg backend 0 "$BIN/backend" -http "127.0.0.1:$BACK_HTTP" -tcp "127.0.0.1:$BACK_TCP" \
+	-h2c "127.0.0.1:$BACK_H2C" -grpc "127.0.0.1:$BACK_GRPC"
 BACKEND_PID=$BG_PID
-if ! wait_ready http "127.0.0.1:$BACK_HTTP" "$BACKEND_PID" 10 || ! wait_ready tcp "127.0.0.1:$BACK_TCP" "$BACKEND_PID" 10; then
-	log_tail backend
-	echo "backend did not start" >&2
-	exit 1
-fi
+for p in http tcp http2 grpc; do
+	if ! wait_ready "$p" "127.0.0.1:$(port_of BACK "$p")" "$BACKEND_PID" 10; then
+		log_tail backend
+		echo "backend did not start ($p)" >&2
+		exit 1
+	fi
+done
 
 # Control plane for kuma-dp, on CPU 0.
 CP_WORK=$TMP/kuma-cp
@@ -359,8 +384,10 @@ fail_path() { # PROTO PATH REASON
 }
 
 start_haproxy() { # PROTO
-	local proto=$1 port=$HAP_HTTP back=$BACK_HTTP mode=http
-	[[ $proto == tcp ]] && port=$HAP_TCP back=$BACK_TCP mode=tcp
+	local proto=$1 port back mode=http h2=""
+	port=$(port_of HAP "$proto") back=$(port_of BACK "$proto")
+	[[ $proto == tcp ]] && mode=tcp
+	[[ $proto == http2 || $proto == grpc ]] && h2=" proto h2" # h2c on both sides
 	{
 		echo "global"
 		echo "    nbthread 1"
@@ -372,11 +399,11 @@ start_haproxy() { # PROTO
 		echo "    timeout server 300s"
 		[[ $mode == http ]] && echo "    timeout http-keep-alive 300s"
 		echo "frontend bench"
-		echo "    bind 127.0.0.1:$port"
+		echo "    bind 127.0.0.1:$port$h2"
 		echo "    default_backend upstream"
 		echo "backend upstream"
 		[[ $mode == http ]] && echo "    http-reuse always"
-		echo "    server backend 127.0.0.1:$back"
+		echo "    server backend 127.0.0.1:$back$h2"
 	} >"$TMP/haproxy-$proto.cfg"
 	start_bg "haproxy-$proto" 1 haproxy -db -f "$TMP/haproxy-$proto.cfg"
 	PROXY_PID[haproxy]=$BG_PID
@@ -394,7 +421,18 @@ start_nginx() { # PROTO
 		echo "pid $dir/nginx.pid;"
 		echo "error_log $dir/error.log warn;"
 		echo "events { worker_connections 4096; }"
-		if [[ $proto == http ]]; then
+		if [[ $proto != tcp ]]; then
+			# http2: h2c downstream (prior knowledge: "listen … http2" without
+			# ssl); nginx 1.22 cannot speak HTTP/2 to an upstream, so it
+			# proxies to the backend's HTTP/1.1 port (said under the table).
+			# grpc: h2c on both sides (grpc_pass). keepalive_requests also
+			# bounds the streams of one HTTP/2 connection.
+			local listen="127.0.0.1:$NGX_HTTP" back=$BACK_HTTP
+			local pass="proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";"
+			[[ $proto == http2 ]] && listen="127.0.0.1:$NGX_H2C http2"
+			[[ $proto == grpc ]] && listen="127.0.0.1:$NGX_GRPC http2" back=$BACK_GRPC pass="grpc_pass grpc://backend;"
 			cat <<EOF
 http {
     access_log off;
@@ -406,17 +444,15 @@ http {
     keepalive_requests 1000000;
     keepalive_timeout 300s;
     upstream backend {
-        server 127.0.0.1:$BACK_HTTP;
+        server 127.0.0.1:$back;
         keepalive 64;
         keepalive_requests 1000000;
         keepalive_timeout 300s;
     }
     server {
-        listen 127.0.0.1:$NGX_HTTP;
+        listen $listen;
         location / {
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
+            $pass
         }
     }
 }
@@ -433,8 +469,8 @@ stream {
 EOF
 		fi
 	} >"$dir/nginx.conf"
-	local port=$NGX_HTTP
-	[[ $proto == tcp ]] && port=$NGX_TCP
+	local port
+	port=$(port_of NGX "$proto")
 	start_bg "nginx-$proto" 1 nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log"
 	PROXY_PID[nginx]=$BG_PID
 	wait_ready "$proto" "127.0.0.1:$port" "$BG_PID" 10 || { log_tail "nginx-$proto"; cat "$dir/error.log" >&2 || true; return 1; }
@@ -451,8 +487,8 @@ wait_dp_server_ca() { # the dataplane server's CA, which kuma-cp writes on start
 }
 
 start_kuma_dp() { # PROTO
-	local proto=$1 back=$BACK_HTTP i
-	[[ $proto == tcp ]] && back=$BACK_TCP
+	local proto=$1 back i
+	back=$(port_of BACK "$proto")
 	cat >"$TMP/dataplane-$proto.yaml" <<EOF
 type: Dataplane
 mesh: default
@@ -487,8 +523,8 @@ dp_stat() {
 # server (cluster.<service>.ssl.handshake) and the server's inbound counted
 # (cluster.localhost_<backend port>.ssl.handshake): "CLIENT SERVER".
 tls_counts() {
-	local back=$BACK_HTTP
-	[[ $1 == tcp ]] && back=$BACK_TCP
+	local back
+	back=$(port_of BACK "$1")
 	echo "$(dp_stat "$(mesh_port "$2" 5)" "cluster.bench-srv-${MESH_OF[$2]}.ssl.handshake")" \
 		"$(dp_stat "$(mesh_port "$2" 4)" "cluster.localhost_$back.ssl.handshake")"
 }
@@ -508,9 +544,9 @@ emit_tls() {
 # refuses plain text; mesh-plain must count none. On failure MESH_ERR says why.
 MESH_ERR=""
 start_mesh() {
-	local proto=$1 path=$2 back=$BACK_HTTP i side admin refused=false c=()
+	local proto=$1 path=$2 back i side admin refused=false c=()
 	MESH_ERR=""
-	[[ $proto == tcp ]] && back=$BACK_TCP
+	back=$(port_of BACK "$proto")
 	local mesh=${MESH_OF[$path]} srv=${SRV_ADDR[$path]} cli=${CLI_ADDR[$path]}
 	local out inbound
 	out=127.0.0.1:$(mesh_port "$path" 3)
@@ -582,10 +618,10 @@ EOF
 	# inbound, which must be refused. A mesh born with mTLS has no switch
 	# window, so this normally holds at the first try.
 	for ((i = 0; i < 120; i++)); do
-		"$BIN/loadgen" -probe -mode "$proto" -addr "$out" 2>/dev/null || true
+		"$BIN/loadgen" -probe -mode "$(lg_mode "$proto")" -addr "$out" 2>/dev/null || true
 		read -r -a c <<<"$(tls_counts "$proto" "$path")"
 		refused=false
-		"$BIN/loadgen" -probe -mode "$proto" -addr "$inbound" 2>/dev/null || refused=true
+		"$BIN/loadgen" -probe -mode "$(lg_mode "$proto")" -addr "$inbound" 2>/dev/null || refused=true
 		if ((c[0] > 0 && c[1] > 0)) && [[ $refused == true ]]; then
 			echo "  $path ($proto): mTLS verified after $((i / 2)) s: client ssl.handshake ${c[0]}, server ${c[1]}, plain text refused by the server's inbound"
 			emit_tls "$proto" "$path" before true
@@ -601,12 +637,10 @@ EOF
 }
 
 path_addr() { # PROTO PATH
-	local http=1
-	[[ $1 == tcp ]] && http=0
 	case $2 in
-	direct) ((http)) && echo "127.0.0.1:$BACK_HTTP" || echo "127.0.0.1:$BACK_TCP" ;;
-	haproxy) ((http)) && echo "127.0.0.1:$HAP_HTTP" || echo "127.0.0.1:$HAP_TCP" ;;
-	nginx) ((http)) && echo "127.0.0.1:$NGX_HTTP" || echo "127.0.0.1:$NGX_TCP" ;;
+	direct) echo "127.0.0.1:$(port_of BACK "$1")" ;;
+	haproxy) echo "127.0.0.1:$(port_of HAP "$1")" ;;
+	nginx) echo "127.0.0.1:$(port_of NGX "$1")" ;;
 	kuma-dp*) echo "$DP_ADDR:$DP_INBOUND" ;;
 	mesh-*) echo "127.0.0.1:$(mesh_port "$2" 3)" ;; # the client's outbound
 	esac
@@ -659,8 +693,8 @@ measure() {
 	fi
 
 	rc=0
-	out=$(timeout --foreground -k 5 120 taskset -c 0 "$BIN/loadgen" -mode "$proto" -addr "$addr" -conns "$CONNS" \
-		-rate "$RATE" -n "$REQUESTS" -warmup "$WARMUP" -json 2>>"$TMP/loadgen.err") || rc=$?
+	out=$(timeout --foreground -k 5 120 taskset -c 0 "$BIN/loadgen" -mode "$(lg_mode "$proto")" -addr "$addr" -conns "$CONNS" \
+		-streams "$H2_STREAMS_OPEN" -rate "$RATE" -n "$REQUESTS" -warmup "$WARMUP" -json 2>>"$TMP/loadgen.err") || rc=$?
 	emit "$tag,\"kind\":\"openloop\",\"rc\":$rc,\"result\":$(or_null "$out")}"
 	((rc == 0)) || { FAILURES=$((FAILURES + 1)); echo "  open loop failed: ${out:-exit $rc}" >&2; }
 	local p50 p99
@@ -680,8 +714,9 @@ measure() {
 		((rc == 0)) || cat "$TMP/wrk.out" >&2
 		local tool=wrk
 	else
-		sat=$(timeout --foreground -k 5 $((SAT_SECONDS + 30)) taskset -c 0 "$BIN/loadgen" -mode tcp -addr "$addr" \
-			-rate 0 -conns 32 -warmup 500ms -duration "${SAT_SECONDS}s" -json 2>>"$TMP/loadgen.err") || rc=$?
+		# tcp: 32 connections; http2, grpc: 32 streams, 8 per connection.
+		sat=$(timeout --foreground -k 5 $((SAT_SECONDS + 30)) taskset -c 0 "$BIN/loadgen" -mode "$(lg_mode "$proto")" -addr "$addr" \
+			-rate 0 -conns 32 -streams "$H2_STREAMS_SAT" -warmup 500ms -duration "${SAT_SECONDS}s" -json 2>>"$TMP/loadgen.err") || rc=$?
 		local tool=loadgen
 	fi
 	t1=$(proc_ticks "${pids[@]+"${pids[@]}"}") b1=$(proc_ticks "$BACKEND_PID")
@@ -692,7 +727,7 @@ measure() {
 	((rc == 0)) || { FAILURES=$((FAILURES + 1)); echo "  saturation failed: ${sat:-exit $rc}" >&2; }
 
 	local line
-	line=$(printf '%-4s %d/%d %-15s p50 %7s µs  p99 %7s µs | %8s req/s' "$proto" "$round" "$ROUNDS" "$path" "$p50" "$p99" "$(jfield "$sat" rate_achieved | cut -d. -f1)")
+	line=$(printf '%-5s %d/%d %-15s p50 %7s µs  p99 %7s µs | %8s req/s' "$proto" "$round" "$ROUNDS" "$path" "$p50" "$p99" "$(jfield "$sat" rate_achieved | cut -d. -f1)")
 	if [[ $path != direct ]]; then
 		line+=$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$(jfield "$sat" requests_total)" -v r="$rss" \
 			'BEGIN { if (n + 0 > 0) printf "  %5.1f µs CPU/req", t / hz * 1e6 / n; printf "  RSS %.1f MB", r / 1024 }')

@@ -1,13 +1,15 @@
 // Command backend is the upstream of the proxy benchmarks: an HTTP/1.1
 // server that answers every request with 200 and a fixed body (1 KiB by
-// default), and a TCP echo server.
+// default), a TCP echo server, an HTTP/2 server with prior knowledge (h2c,
+// net/http) with the same answer, and a gRPC server (grpc-go) whose unary
+// call (bench/internal/benchgrpc) answers with a BytesValue of that size.
 //
 // The HTTP side is hand-written (request line, headers, Content-Length
 // bodies; one prebuilt answer written with a single write) so that it costs
 // a few microseconds per request and is never the bottleneck: it shares a
 // CPU with the load generator.
 //
-//	backend -http 127.0.0.1:18001 -tcp 127.0.0.1:18002
+//	backend -http 127.0.0.1:18001 -tcp 127.0.0.1:18002 -h2c 127.0.0.1:18003 -grpc 127.0.0.1:18004
 package main
 
 import (
@@ -18,17 +20,25 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
+	"time"
 
+	"google.golang.org/grpc"
+
+	"github.com/kumametrics/mesh/bench/internal/benchgrpc"
 	"github.com/kumametrics/mesh/pkg/netserve"
 )
 
 func main() {
 	httpAddr := flag.String("http", "127.0.0.1:18001", "HTTP listen address (empty: off)")
 	tcpAddr := flag.String("tcp", "127.0.0.1:18002", "TCP echo listen address (empty: off)")
-	size := flag.Int("body", 1024, "HTTP response body size in bytes")
+	h2cAddr := flag.String("h2c", "", "HTTP/2 (h2c, prior knowledge) listen address (empty: off)")
+	grpcAddr := flag.String("grpc", "", "gRPC (h2c) listen address (empty: off)")
+	size := flag.Int("body", 1024, "HTTP response body size in bytes (also the gRPC answer's BytesValue)")
 	flag.Parse()
 
 	answer := httpAnswer(*size)
@@ -45,6 +55,20 @@ func main() {
 			fatal(err)
 		}
 		go serve(ln, serveEcho)
+	}
+	if *h2cAddr != "" {
+		ln, err := net.Listen("tcp", *h2cAddr)
+		if err != nil {
+			fatal(err)
+		}
+		go func() { fatal(newH2CServer(*size).Serve(ln)) }()
+	}
+	if *grpcAddr != "" {
+		ln, err := net.Listen("tcp", *grpcAddr)
+		if err != nil {
+			fatal(err)
+		}
+		go func() { fatal(newGRPCServer(*size).Serve(ln)) }()
 	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
@@ -168,4 +192,32 @@ func serveEcho(c net.Conn) {
 			return
 		}
 	}
+}
+
+// newH2CServer answers every request, over HTTP/2 with prior knowledge
+// only, with 200 and the same body as the HTTP/1.1 server.
+func newH2CServer(size int) *http.Server {
+	body := httpAnswer(size)
+	body = body[len(body)-size:]
+	length := []string{strconv.Itoa(size)}
+	ctype := []string{"application/octet-stream"}
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	return &http.Server{
+		Protocols:         &p,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       10 * time.Minute,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			h := w.Header()
+			h["Content-Type"], h["Content-Length"] = ctype, length
+			_, _ = w.Write(body)
+		}),
+	}
+}
+
+// newGRPCServer serves the benchmarks' unary call, answering with size bytes.
+func newGRPCServer(size int) *grpc.Server {
+	s := grpc.NewServer()
+	benchgrpc.Register(s, size)
+	return s
 }

@@ -2,10 +2,22 @@ package main
 
 import (
 	"bufio"
+	"io"
+	"net"
+	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/kumametrics/mesh/bench/internal/benchgrpc"
 )
 
 func TestReadRequest(t *testing.T) {
@@ -50,4 +62,55 @@ func TestHTTPAnswer(t *testing.T) {
 	require.True(t, ok)
 	require.Contains(t, head, "Content-Length: 1024")
 	require.Len(t, body, 1024)
+}
+
+// listen serves on 127.0.0.1:0 with serve until the test ends.
+func listen(t *testing.T, serve func(net.Listener) error, stop func()) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go func() { _ = serve(ln) }()
+	t.Cleanup(stop)
+	return ln.Addr().String()
+}
+
+func TestH2CServer(t *testing.T) {
+	t.Parallel()
+	srv := newH2CServer(1024)
+	addr := listen(t, srv.Serve, func() { _ = srv.Close() })
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	client := &http.Client{Transport: &http.Transport{Protocols: &p}, Timeout: 10 * time.Second}
+	for range 3 { // several requests on one connection
+		res, err := client.Get("http://" + addr + "/any/path")
+		require.NoError(t, err)
+		b, err := io.ReadAll(res.Body)
+		res.Body.Close()
+		require.NoError(t, err)
+		require.Equal(t, 200, res.StatusCode)
+		require.Equal(t, 2, res.ProtoMajor)
+		require.Equal(t, "1024", res.Header.Get("Content-Length"))
+		require.Equal(t, string(httpAnswer(1024)[len(httpAnswer(1024))-1024:]), string(b))
+	}
+	// HTTP/1.1 is not spoken: the port is h2c only.
+	res, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + addr + "/")
+	if err == nil {
+		res.Body.Close()
+	}
+	require.Error(t, err)
+}
+
+func TestGRPCServer(t *testing.T) {
+	t.Parallel()
+	srv := newGRPCServer(1024)
+	addr := listen(t, srv.Serve, srv.Stop)
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	defer conn.Close()
+	out := new(wrapperspb.BytesValue)
+	require.NoError(t, conn.Invoke(t.Context(), benchgrpc.Path, wrapperspb.Bytes([]byte("hello")), out))
+	require.Len(t, out.GetValue(), 1024)
+	require.Equal(t, benchgrpc.Encoded(1024), proto.Size(out))
+	err = conn.Invoke(t.Context(), "/"+benchgrpc.Service+"/Other", wrapperspb.Bytes(nil), out)
+	require.Equal(t, codes.Unimplemented, status.Code(err), "%v", err)
 }

@@ -17,15 +17,37 @@ type roundTripper interface {
 	close()
 }
 
-func dial(c config, deadline time.Time) (roundTripper, error) {
+// dialSlots opens one connection with slots request slots on it (more than
+// one only in the HTTP/2 modes).
+func dialSlots(c config, deadline time.Time, slots int) ([]roundTripper, error) {
+	if c.mode == "h2c" || c.mode == "grpc" {
+		return dialH2(c, deadline, slots)
+	}
+	rt, err := dial(c, deadline)
+	if err != nil {
+		return nil, err
+	}
+	return []roundTripper{rt}, nil
+}
+
+// dialConn connects to c.addr with one deadline for the whole run instead
+// of one per request: a hung path fails the run at the latest at its
+// planned end plus -timeout.
+func dialConn(c config, deadline time.Time) (net.Conn, error) {
 	conn, err := net.DialTimeout("tcp", c.addr, 5*time.Second)
 	if err != nil {
 		return nil, err
 	}
-	// One deadline for the whole run instead of one per request: a hung
-	// path fails the run at the latest at its planned end plus -timeout.
 	if err := conn.SetDeadline(deadline); err != nil {
 		conn.Close()
+		return nil, err
+	}
+	return conn, nil
+}
+
+func dial(c config, deadline time.Time) (roundTripper, error) {
+	conn, err := dialConn(c, deadline)
+	if err != nil {
 		return nil, err
 	}
 	if c.mode == "tcp" {
@@ -175,10 +197,10 @@ func asciiEqualFold(b []byte, lower string) bool {
 }
 
 func probe(c config) error {
-	rt, err := dial(c, time.Now().Add(5*time.Second))
+	rts, err := dialSlots(c, time.Now().Add(5*time.Second), 1)
 	if err != nil {
 		return err
 	}
-	defer rt.close()
-	return rt.roundTrip()
+	defer rts[0].close()
+	return rts[0].roundTrip()
 }

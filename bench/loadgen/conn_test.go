@@ -49,11 +49,7 @@ func TestHTTPRoundTrip(t *testing.T) {
 			h := &httpConn{conn: client, br: bufio.NewReaderSize(client, 4096), req: []byte(req)}
 			err := h.roundTrip()
 			require.Equal(t, req, <-got)
-			if tc.wantErr == "" {
-				require.NoError(t, err)
-				return
-			}
-			require.ErrorContains(t, err, tc.wantErr)
+			requireErr(t, err, tc.wantErr)
 		})
 	}
 }
@@ -83,11 +79,7 @@ func TestEchoRoundTrip(t *testing.T) {
 			}()
 			e := &echoConn{conn: client, msg: msg, buf: make([]byte, len(msg))}
 			err := e.roundTrip()
-			if tc.wantErr == "" {
-				require.NoError(t, err)
-				return
-			}
-			require.ErrorContains(t, err, tc.wantErr)
+			requireErr(t, err, tc.wantErr)
 		})
 	}
 }
@@ -138,19 +130,11 @@ func TestRuns(t *testing.T) {
 	addr := cannedServer(t)
 	base := config{mode: "http", addr: addr, conns: 4, path: "/", host: "bench", timeout: 10 * time.Second}
 
-	open := base
-	open.rate, open.n, open.warmup = 2000, 200, 10*time.Millisecond
-	r := runOpenLoop(open)
-	require.Zero(t, r.Errors, r.Error)
-	require.Equal(t, 200, r.Requests)
-	require.Equal(t, 220, r.RequestsTotal)
-	require.Positive(t, r.P50)
-	require.LessOrEqual(t, r.P50, r.P99)
-	require.LessOrEqual(t, r.P99, r.Max)
+	requireOpenLoop(t, base)
 
 	closed := base
 	closed.warmup, closed.duration = 10*time.Millisecond, 100*time.Millisecond
-	r = runClosedLoop(closed)
+	r := runClosedLoop(closed)
 	require.Zero(t, r.Errors, r.Error)
 	require.Positive(t, r.Requests)
 	require.GreaterOrEqual(t, r.RequestsTotal, r.Requests)
@@ -161,4 +145,29 @@ func TestRuns(t *testing.T) {
 	r = runOpenLoop(refused)
 	require.Equal(t, 1, r.Errors)
 	require.Contains(t, r.Error, "connect")
+}
+
+// requireErr: no error when want is empty, else an error containing want.
+func requireErr(t *testing.T, err error, want string) {
+	t.Helper()
+	if want == "" {
+		require.NoError(t, err)
+		return
+	}
+	require.ErrorContains(t, err, want)
+}
+
+// requireOpenLoop runs base open loop, 200 requests at 2000/s after a
+// 10 ms warm-up (20 requests), and checks what it reports.
+func requireOpenLoop(t *testing.T, base config) {
+	t.Helper()
+	open := base
+	open.rate, open.n, open.warmup = 2000, 200, 10*time.Millisecond
+	r := runOpenLoop(open)
+	require.Zero(t, r.Errors, r.Error)
+	require.Equal(t, 200, r.Requests)
+	require.Equal(t, 220, r.RequestsTotal)
+	require.Positive(t, r.P50)
+	require.LessOrEqual(t, r.P50, r.P99)
+	require.LessOrEqual(t, r.P99, r.Max)
 }

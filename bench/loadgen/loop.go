@@ -90,17 +90,20 @@ func (f *failure) apply(r *result) {
 	}
 }
 
+// dialAll opens c.conns request slots: in modes http and tcp one connection
+// each; in modes h2c and grpc one stream each, c.streams of them sharing a
+// connection.
 func dialAll(c config, deadline time.Time) ([]roundTripper, error) {
 	conns := make([]roundTripper, 0, c.conns)
-	for range c.conns {
-		rt, err := dial(c, deadline)
+	for len(conns) < c.conns {
+		rts, err := dialSlots(c, deadline, max(1, min(c.streams, c.conns-len(conns))))
 		if err != nil {
 			for _, rt := range conns {
 				rt.close()
 			}
 			return nil, fmt.Errorf("connect %s: %w", c.addr, err)
 		}
-		conns = append(conns, rt)
+		conns = append(conns, rts...)
 	}
 	return conns, nil
 }

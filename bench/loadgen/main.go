@@ -8,13 +8,19 @@
 //
 // Modes: -mode http (GET over HTTP/1.1 keep-alive, hand-written client that
 // checks the status line and reads exactly Content-Length bytes) and -mode
-// tcp (echo of a fixed-size message, checked byte for byte). Any error (a
+// tcp (echo of a fixed-size message, checked byte for byte), and over HTTP/2
+// with prior knowledge (h2c), -conns concurrent streams of which -streams
+// share a connection: -mode h2c (GET; 200 with exactly -size body bytes) and
+// -mode grpc (the unary call of bench/internal/benchgrpc; 200, grpc-status 0
+// and one BytesValue of -size bytes; hand-written client on x/net/http2's
+// framer, one reader goroutine per connection). Any error (a
 // non-200, a short read, a closed connection) stops the run and makes the
 // exit status 1. -scrape URL instead GETs URL at a fixed interval until
 // -duration or SIGTERM and reports the scrapes.
 //
 //	loadgen -mode http -addr 127.0.0.1:18001 -rate 1000 -n 5000 -warmup 1s
 //	loadgen -mode tcp -addr 127.0.0.1:18002 -rate 0 -conns 32 -duration 8s -json
+//	loadgen -mode grpc -addr 127.0.0.1:18004 -rate 0 -conns 32 -streams 8 -duration 8s
 package main
 
 import (
@@ -24,12 +30,15 @@ import (
 	"fmt"
 	"os"
 	"time"
+
+	"github.com/kumametrics/mesh/bench/internal/benchgrpc"
 )
 
 type config struct {
 	mode     string
 	addr     string
 	conns    int
+	streams  int
 	rate     float64
 	n        int
 	warmup   time.Duration
@@ -46,16 +55,17 @@ type config struct {
 
 func main() {
 	var c config
-	flag.StringVar(&c.mode, "mode", "http", "http or tcp")
+	flag.StringVar(&c.mode, "mode", "http", "http, tcp, h2c (HTTP/2 GET with prior knowledge) or grpc (unary "+benchgrpc.Path+")")
 	flag.StringVar(&c.addr, "addr", "127.0.0.1:18001", "target host:port")
-	flag.IntVar(&c.conns, "conns", 16, "persistent connections")
+	flag.IntVar(&c.conns, "conns", 16, "persistent connections (h2c, grpc: concurrent streams, -streams per connection)")
+	flag.IntVar(&c.streams, "streams", 4, "h2c, grpc: concurrent streams per connection")
 	flag.Float64Var(&c.rate, "rate", 1000, "requests per second, scheduled open loop; 0 = closed loop at the maximum rate")
 	flag.IntVar(&c.n, "n", 5000, "measured requests (open loop; -duration alone sets it to rate × duration)")
 	flag.DurationVar(&c.warmup, "warmup", time.Second, "warm-up before measuring, excluded from the results")
 	flag.DurationVar(&c.duration, "duration", 10*time.Second, "measured time (closed loop, scrape)")
-	flag.IntVar(&c.size, "size", 1024, "echo message size in bytes (tcp)")
-	flag.StringVar(&c.path, "path", "/", "request path (http)")
-	flag.StringVar(&c.host, "host", "bench", "Host header (http)")
+	flag.IntVar(&c.size, "size", 1024, "echo message size in bytes (tcp); expected response body (h2c) or BytesValue (grpc) size")
+	flag.StringVar(&c.path, "path", "/", "request path (http, h2c; grpc: / means "+benchgrpc.Path+")")
+	flag.StringVar(&c.host, "host", "bench", "Host header (http), :authority (h2c, grpc)")
 	flag.DurationVar(&c.timeout, "timeout", 30*time.Second, "extra time allowed after the planned end before the run fails")
 	flag.BoolVar(&c.probe, "probe", false, "send one request on one connection and exit 0 if it succeeded")
 	flag.BoolVar(&c.jsonOut, "json", false, "print the result as one JSON object")
@@ -93,10 +103,14 @@ func main() {
 
 func (c *config) validate() error {
 	switch {
-	case c.mode != "http" && c.mode != "tcp":
-		return fmt.Errorf("-mode must be http or tcp, not %q", c.mode)
+	case c.mode != "http" && c.mode != "tcp" && c.mode != "h2c" && c.mode != "grpc":
+		return fmt.Errorf("-mode must be http, tcp, h2c or grpc, not %q", c.mode)
 	case c.conns < 1:
 		return errors.New("-conns must be at least 1")
+	case (c.mode == "h2c" || c.mode == "grpc") && (c.streams < 1 || c.streams > 100):
+		return errors.New("-streams must be in 1..100 (the fewest concurrent streams a server must allow)")
+	case (c.mode == "h2c" || c.mode == "grpc") && (c.size < 0 || c.size > 1<<20):
+		return errors.New("-size must be in 0..1048576")
 	case c.rate < 0 || c.rate > 1e6:
 		return errors.New("-rate must be in 0..1000000")
 	case c.rate > 0 && c.n < 1:

@@ -188,7 +188,7 @@ func run(in io.Reader, out io.Writer) error {
 	if settings != "" {
 		fmt.Fprintf(out, "Settings: `%s`\n\n", settings)
 	}
-	for _, proto := range []string{"http", "tcp"} {
+	for _, proto := range []string{"http", "tcp", "http2", "grpc"} {
 		writeTable(out, proto, rounds, startFailed, tls)
 	}
 	return nil
@@ -226,9 +226,16 @@ func writeTable(out io.Writer, proto string, rounds map[key]*round, startFailed 
 	}
 	sat := "max req/s (wrk -t1 -c32)"
 	title := "HTTP/1.1, 1 KiB body"
-	if proto == "tcp" {
+	switch proto {
+	case "tcp":
 		sat = "max req/s (loadgen, 32 conns)"
 		title = "TCP echo, 1 KiB message"
+	case "http2":
+		sat = "max req/s (loadgen, 32 streams)"
+		title = "HTTP/2 (h2c), 1 KiB body"
+	case "grpc":
+		sat = "max req/s (loadgen, 32 streams)"
+		title = "gRPC unary (h2c), 1 KiB answer"
 	}
 	rate := 1000.0
 	for k, r := range rounds {
@@ -244,7 +251,12 @@ func writeTable(out io.Writer, proto string, rounds map[key]*round, startFailed 
 	fmt.Fprintf(out, "| path | p50 %s | added p50 | p99 %s | added p99 | %s | proxy CPU µs/req | proxy RSS MB |\n", at, at, sat)
 	fmt.Fprintln(out, "|---|---|---|---|---|---|---|---|")
 	var notes []string
+	if proto == "http2" && present["nginx"] {
+		notes = append(notes, "nginx: h2c from the client, HTTP/1.1 (keep-alive) to the backend: nginx 1.22 cannot speak HTTP/2 to an upstream; the other proxies speak h2c on both sides")
+	}
 	mesh := false
+	// The medians of haproxy's row, against which kuma-dp's are compared.
+	var hapCPU, hapRPS float64
 	for _, path := range pathOrder {
 		if !present[path] {
 			continue
@@ -295,6 +307,14 @@ func writeTable(out io.Writer, proto string, rounds map[key]*round, startFailed 
 		if path != "direct" {
 			row[2], row[4] = summary(add50, "%+.0f", " µs"), summary(add99, "%+.0f", " µs")
 			row[6], row[7] = summary(cpu, "%.1f", ""), summary(rss, "%.1f", "")
+			switch {
+			case len(cpu) == 0:
+			case path == "haproxy":
+				hapCPU, hapRPS = median(cpu), median(rps)
+			case (path == "kuma-dp" || path == "kuma-dp-scrape") && hapCPU > 0 && hapRPS > 0:
+				notes = append(notes, fmt.Sprintf("%s against haproxy (medians): %.2f× its CPU per request, %.2f× its max req/s",
+					path, median(cpu)/hapCPU, median(rps)/hapRPS))
+			}
 			if len(busy) > 0 {
 				note := fmt.Sprintf("%s used %s of CPU 1 at saturation; CPU 1 was %s busy in all",
 					path, summary(busy, "%.0f", "%"), summary(cpu1, "%.0f", "%"))

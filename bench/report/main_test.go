@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -59,4 +60,40 @@ func TestMeshRowsAreTwoProxies(t *testing.T) {
 	require.Contains(t, got, "mesh-plain TLS handshakes (client towards the server / server inbound): 0 / 0 before the rounds, 0 / 0 by the end of the rounds")
 	require.Contains(t, got, "mesh-mtls TLS handshakes (client towards the server / server inbound): 2 / 2 before the rounds, plain text refused by the server's inbound, 51 / 51 by the end of the rounds")
 	require.Less(t, strings.Index(got, "| mesh-plain"), strings.Index(got, "| mesh-mtls"))
+}
+
+// The HTTP/2 and gRPC phases get tables of their own, with the same
+// columns, nginx's HTTP/1.1 upstream said, and kuma-dp against haproxy.
+func TestHTTP2AndGRPCTables(t *testing.T) {
+	t.Parallel()
+	sat := func(proto, path string, ticks, rps int) string {
+		return `{"proto":"` + proto + `","round":1,"path":"` + path + `","kind":"saturation","rc":0,"tool":"loadgen","result":{"requests_total":100000,"rate_achieved":` +
+			fmt.Sprint(rps) + `},"cpu_ticks":` + fmt.Sprint(ticks) + `,"clk_tck":100,"cpu1_busy_ticks":500,"cpu1_all_ticks":500,"rss_kb":10240}`
+	}
+	var lines []string
+	for _, proto := range []string{"http2", "grpc"} {
+		lines = append(lines,
+			`{"proto":"`+proto+`","round":1,"path":"direct","kind":"openloop","rc":0,"result":{"rate_target":1000,"p50_us":100,"p99_us":200}}`,
+			`{"proto":"`+proto+`","round":1,"path":"haproxy","kind":"openloop","rc":0,"result":{"rate_target":1000,"p50_us":300,"p99_us":500}}`,
+			sat(proto, "haproxy", 200, 20000),
+			sat(proto, "nginx", 300, 15000),
+			sat(proto, "kuma-dp", 300, 16000),
+		)
+	}
+	var out strings.Builder
+	require.NoError(t, run(strings.NewReader(strings.Join(lines, "\n")), &out))
+	got := out.String()
+	h2 := strings.Index(got, "### HTTP/2 (h2c), 1 KiB body (median of 1 round")
+	g := strings.Index(got, "### gRPC unary (h2c), 1 KiB answer (median of 1 round")
+	require.GreaterOrEqual(t, h2, 0, got)
+	require.Greater(t, g, h2, got)
+	require.Contains(t, got, "| path | p50 @1k | added p50 | p99 @1k | added p99 | max req/s (loadgen, 32 streams) | proxy CPU µs/req | proxy RSS MB |")
+	require.Contains(t, got, "| haproxy | 300 µs | +200 µs | 500 µs | +300 µs | 20000 | 20.0 | 10.0 |")
+	require.Contains(t, got, "| kuma-dp | — | — | — | — | 16000 | 30.0 | 10.0 |")
+	require.Equal(t, 2, strings.Count(got, "kuma-dp against haproxy (medians): 1.50× its CPU per request, 0.80× its max req/s"))
+	// nginx's HTTP/1.1 upstream is said once: under the HTTP/2 table only.
+	note := strings.Index(got, "nginx: h2c from the client, HTTP/1.1 (keep-alive) to the backend")
+	require.Greater(t, note, h2)
+	require.Less(t, note, g)
+	require.Equal(t, 1, strings.Count(got, "nginx: h2c from the client"))
 }
