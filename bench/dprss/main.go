@@ -48,25 +48,13 @@ func run(bin string, n int, logLevel string) error {
 		return err
 	}
 	defer cp.Stop()
-	if err := cpproc.Put(cp.API+"/meshes/default", `{"type":"Mesh","name":"default","metrics":{"enabledBackend":"p","backends":[{"name":"p","type":"prometheus","conf":{"skipMTLS":true}}]}}`); err != nil {
+	outs, err := cp.MeshWithServices(n)
+	if err != nil {
 		return err
-	}
-	// N services, one dataplane each (no proxy runs for them: only their endpoints matter).
-	for i := range n {
-		name := fmt.Sprintf("svc-%04d", i)
-		body := fmt.Sprintf(`{"type":"Dataplane","mesh":"default","name":%q,"networking":{"address":"127.0.%d.%d","inbound":[{"port":8080,"tags":{"kuma.io/service":%q,"kuma.io/protocol":"http"}}]}}`,
-			name, 10+i/250, 1+i%250, name)
-		if err := cpproc.Put(cp.API+"/meshes/default/dataplanes/"+name, body); err != nil {
-			return err
-		}
 	}
 	idle, err := measure(bin, cp, "idle", nil, logLevel)
 	if err != nil {
 		return err
-	}
-	var outs []string
-	for i := range n {
-		outs = append(outs, fmt.Sprintf("  - port: %d\n    tags:\n      kuma.io/service: svc-%04d\n", 20000+i, i))
 	}
 	loaded, err := measure(bin, cp, "loaded", outs, logLevel)
 	if err != nil {

@@ -106,18 +106,9 @@ func run(s settings) error {
 		return err
 	}
 	defer cp.Stop()
-	if err := cpproc.Put(cp.API+"/meshes/default", `{"type":"Mesh","name":"default","metrics":{"enabledBackend":"p","backends":[{"name":"p","type":"prometheus","conf":{"skipMTLS":true}}]}}`); err != nil {
+	outbounds, err := cp.MeshWithServices(s.clusters)
+	if err != nil {
 		return err
-	}
-	var outbounds strings.Builder
-	for i := range s.clusters {
-		name := fmt.Sprintf("svc-%04d", i)
-		body := fmt.Sprintf(`{"type":"Dataplane","mesh":"default","name":%q,"networking":{"address":"127.0.%d.%d","inbound":[{"port":8080,"tags":{"kuma.io/service":%q,"kuma.io/protocol":"http"}}]}}`,
-			name, 10+i/250, 1+i%250, name)
-		if err := cpproc.Put(cp.API+"/meshes/default/dataplanes/"+name, body); err != nil {
-			return err
-		}
-		fmt.Fprintf(&outbounds, "  - port: %d\n    tags:\n      kuma.io/service: %s\n", 20000+i, name)
 	}
 
 	// The proxy: one inbound in front of the backend, the outbounds.
@@ -126,7 +117,7 @@ func run(s settings) error {
 	yaml := fmt.Sprintf("type: Dataplane\nmesh: default\nname: bench\nnetworking:\n  address: %s\n  inbound:\n  - port: 8080\n    servicePort: %s\n    serviceAddress: %s\n    tags:\n      kuma.io/service: bench\n      kuma.io/protocol: %s\n",
 		dpAddr, backendPort, backendHost, s.proto)
 	if s.clusters > 0 {
-		yaml += "  outbound:\n" + outbounds.String()
+		yaml += "  outbound:\n" + strings.Join(outbounds, "")
 	}
 	file := filepath.Join(dir, "bench.yaml")
 	if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {

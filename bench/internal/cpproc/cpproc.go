@@ -363,3 +363,25 @@ func (cp *ControlPlane) TimeRounds(ctx context.Context, version string, rounds i
 	slices.Sort(lat.Applied)
 	return lat, version, nil
 }
+
+// MeshWithServices enables a Prometheus backend (no mTLS) on mesh default
+// and stores n services, svc-0000…, one dataplane each (no proxy runs for
+// them: only their endpoints matter). It returns the outbound entries (YAML,
+// indented for a Dataplane's networking.outbound list) of a proxy that
+// calls every one of them, on ports 20000 and up.
+func (cp *ControlPlane) MeshWithServices(n int) ([]string, error) {
+	if err := Put(cp.API+"/meshes/default", `{"type":"Mesh","name":"default","metrics":{"enabledBackend":"p","backends":[{"name":"p","type":"prometheus","conf":{"skipMTLS":true}}]}}`); err != nil {
+		return nil, err
+	}
+	outbounds := make([]string, 0, n)
+	for i := range n {
+		name := fmt.Sprintf("svc-%04d", i)
+		body := fmt.Sprintf(`{"type":"Dataplane","mesh":"default","name":%q,"networking":{"address":"127.0.%d.%d","inbound":[{"port":8080,"tags":{"kuma.io/service":%q,"kuma.io/protocol":"http"}}]}}`,
+			name, 10+i/250, 1+i%250, name)
+		if err := Put(cp.API+"/meshes/default/dataplanes/"+name, body); err != nil {
+			return nil, err
+		}
+		outbounds = append(outbounds, fmt.Sprintf("  - port: %d\n    tags:\n      kuma.io/service: %s\n", 20000+i, name))
+	}
+	return outbounds, nil
+}
