@@ -1,8 +1,12 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"testing"
 	"time"
 
@@ -83,20 +87,79 @@ func TestGRPCUpstreamDown(t *testing.T) {
 	require.Equal(t, "1", counter(t, st, "cluster.echo.upstream_cx_connect_fail"))
 }
 
+// flushArms runs bench with the body copy of before (a flush after every
+// chunk) and of now (no flush after the body's last chunk), side by side.
+func flushArms(b *testing.B, bench func(b *testing.B)) {
+	for _, arm := range []struct {
+		name  string
+		every bool
+	}{{"flush=every-chunk", true}, {"flush=while-more", false}} {
+		b.Run(arm.name, func(b *testing.B) {
+			flushEveryChunk = arm.every
+			defer func() { flushEveryChunk = false }()
+			bench(b)
+		})
+	}
+}
+
 // BenchmarkGRPCThroughTheProxy: unary gRPC calls through an h2c outbound,
 // one client connection, calls from GOMAXPROCS goroutines.
 func BenchmarkGRPCThroughTheProxy(b *testing.B) {
 	_, _, client := grpcOutbound(b, grpcBackend(b))
 	_, err := client.Check(b.Context(), &healthpb.HealthCheckRequest{})
 	require.NoError(b, err)
-	b.ReportAllocs()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			if _, err := client.Check(context.Background(), &healthpb.HealthCheckRequest{}); err != nil {
-				b.Error(err)
-				return
+	flushArms(b, func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if _, err := client.Check(context.Background(), &healthpb.HealthCheckRequest{}); err != nil {
+					b.Error(err)
+					return
+				}
 			}
+		})
+	})
+}
+
+// BenchmarkH2CThroughTheProxy: GETs of a 1 KiB answer with a
+// Content-Length through an http2 outbound, one client connection,
+// requests from GOMAXPROCS goroutines.
+func BenchmarkH2CThroughTheProxy(b *testing.B) {
+	body := bytes.Repeat([]byte("x"), 1024)
+	backend := h2cBackend(b, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Length", "1024")
+		_, _ = w.Write(body)
+	}))
+	tr := &http.Transport{Protocols: h2cOnly()}
+	b.Cleanup(tr.CloseIdleConnections)
+	url := "http://" + h2cOutbound(b, backend) + "/"
+	get := func() error {
+		req, err := http.NewRequest(http.MethodGet, url, nil)
+		if err != nil {
+			return err
 		}
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		n, err := io.Copy(io.Discard, resp.Body)
+		if err == nil && n != 1024 {
+			err = fmt.Errorf("got %d bytes, want 1024", n)
+		}
+		return err
+	}
+	require.NoError(b, get())
+	flushArms(b, func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if err := get(); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
 	})
 }
 

@@ -1,0 +1,230 @@
+package proxy
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// h2cBackend serves h over h2c and returns its address.
+func h2cBackend(t testing.TB, h http.Handler) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	srv := &http.Server{Handler: h, Protocols: h2cOnly()}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return ln.Addr().String()
+}
+
+// h2cOutbound starts a proxy with an http2 outbound to endpoints and
+// returns its address.
+func h2cOutbound(t testing.TB, endpoints ...string) string {
+	t.Helper()
+	p, _ := newProxy(t)
+	port := freePort(t)
+	cfg := outboundConfig(t, port, endpoints...)
+	cfg.Outbounds[0].Protocol = "http2"
+	require.NoError(t, p.Apply(cfg))
+	return addr(port)
+}
+
+// h2Conn is a client connection that sees the frames themselves.
+type h2Conn struct {
+	t    *testing.T
+	conn net.Conn
+	fr   *http2.Framer
+	hbuf bytes.Buffer
+	enc  *hpack.Encoder
+	// pending holds frames read for streams other than the one asked for.
+	pending map[uint32][]streamFrame
+}
+
+func dialH2(t *testing.T, address string) *h2Conn {
+	t.Helper()
+	conn, err := net.Dial("tcp", address)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close() })
+	require.NoError(t, conn.SetDeadline(time.Now().Add(waitTimeout)))
+	c := &h2Conn{t: t, conn: conn, fr: http2.NewFramer(conn, conn), pending: map[uint32][]streamFrame{}}
+	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	c.enc = hpack.NewEncoder(&c.hbuf)
+	_, err = io.WriteString(conn, http2.ClientPreface)
+	require.NoError(t, err)
+	require.NoError(t, c.fr.WriteSettings())
+	return c
+}
+
+// get opens stream id with a GET of path.
+func (c *h2Conn) get(id uint32, authority, path string) {
+	c.hbuf.Reset()
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", authority}, {":path", path}} {
+		require.NoError(c.t, c.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]}))
+	}
+	require.NoError(c.t, c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: c.hbuf.Bytes(), EndStream: true, EndHeaders: true}))
+}
+
+// streamFrame is what stream's frames carried, one per frame.
+type streamFrame struct {
+	headers []hpack.HeaderField // nil for DATA
+	data    []byte
+	end     bool
+}
+
+// next returns the next frame of stream id, answering the connection's
+// control frames on the way.
+func (c *h2Conn) next(id uint32) streamFrame {
+	c.t.Helper()
+	if q := c.pending[id]; len(q) > 0 {
+		c.pending[id] = q[1:]
+		return q[0]
+	}
+	for {
+		var sf streamFrame
+		f, err := c.fr.ReadFrame()
+		require.NoError(c.t, err)
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				require.NoError(c.t, c.fr.WriteSettingsAck())
+			}
+		case *http2.PingFrame:
+			if !f.IsAck() {
+				require.NoError(c.t, c.fr.WritePing(true, f.Data))
+			}
+		case *http2.MetaHeadersFrame:
+			sf = streamFrame{headers: f.Fields, end: f.StreamEnded()}
+		case *http2.DataFrame:
+			sf = streamFrame{data: bytes.Clone(f.Data()), end: f.StreamEnded()}
+		case *http2.RSTStreamFrame:
+			c.t.Fatalf("stream %d reset: %v", f.StreamID, f.ErrCode)
+		case *http2.GoAwayFrame:
+			c.t.Fatalf("GOAWAY: %v", f.ErrCode)
+		default:
+			continue // WINDOW_UPDATE and the like
+		}
+		if f.Header().StreamID == id {
+			return sf
+		}
+		c.pending[f.Header().StreamID] = append(c.pending[f.Header().StreamID], sf)
+	}
+}
+
+// rest reads stream id to its end.
+func (c *h2Conn) rest(id uint32) []streamFrame {
+	c.t.Helper()
+	var got []streamFrame
+	for {
+		f := c.next(id)
+		got = append(got, f)
+		if f.end {
+			return got
+		}
+	}
+}
+
+func field(fs []hpack.HeaderField, name string) string {
+	for _, f := range fs {
+		if f.Name == name {
+			return f.Value
+		}
+	}
+	return ""
+}
+
+// A body whose end is known leaves whole, its last DATA frame carrying
+// END_STREAM (not an empty DATA frame after it), and trailers still follow
+// it.
+func TestHTTP2LastChunkCarriesTheEnd(t *testing.T) {
+	body := strings.Repeat("0123456789abcdef", 64) // 1 KiB
+	backend := h2cBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/trailers":
+			w.Header().Set("Content-Type", "application/grpc")
+			w.Header().Set("Trailer", "Grpc-Status")
+			_, _ = io.WriteString(w, body)
+			w.Header().Set("Grpc-Status", "0")
+		default:
+			w.Header().Set("Content-Length", "1024")
+			_, _ = io.WriteString(w, body)
+		}
+	}))
+	proxy := h2cOutbound(t, backend)
+	c := dialH2(t, proxy)
+
+	c.get(1, "echo", "/length")
+	head := c.next(1)
+	require.Equal(t, "200", field(head.headers, ":status"))
+	require.Equal(t, "1024", field(head.headers, "content-length"))
+	frames := c.rest(1)
+	var got []byte
+	for _, f := range frames {
+		got = append(got, f.data...)
+	}
+	require.Equal(t, body, string(got), "the body arrives whole")
+	last := frames[len(frames)-1]
+	require.NotEmpty(t, last.data, "END_STREAM rides on the last chunk, not on an empty DATA frame after it: %d frames", len(frames))
+
+	c.get(3, "echo", "/trailers")
+	head = c.next(3)
+	require.Equal(t, "200", field(head.headers, ":status"))
+	frames = c.rest(3)
+	got = got[:0]
+	for _, f := range frames[:len(frames)-1] {
+		require.Nil(t, f.headers, "DATA before the trailers")
+		got = append(got, f.data...)
+	}
+	require.Equal(t, body, string(got))
+	trailers := frames[len(frames)-1]
+	require.NotNil(t, trailers.headers, "the stream ends with its trailers")
+	require.Equal(t, "0", field(trailers.headers, "grpc-status"))
+}
+
+// A chunk the upstream flushed reaches the client while the upstream still
+// holds the rest, with or without a declared length.
+func TestHTTP2StreamedChunkArrivesBeforeTheEnd(t *testing.T) {
+	release := make(chan struct{})
+	var once sync.Once
+	backend := h2cBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/length" {
+			w.Header().Set("Content-Length", "11")
+		}
+		_, _ = io.WriteString(w, "first")
+		http.NewResponseController(w).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return
+		}
+		_, _ = io.WriteString(w, "second")
+	}))
+	t.Cleanup(func() { once.Do(func() { close(release) }) }) // before the backend stops
+	proxy := h2cOutbound(t, backend)
+	c := dialH2(t, proxy)
+	c.get(1, "echo", "/length")
+	c.get(3, "echo", "/open")
+	for _, id := range []uint32{1, 3} {
+		head := c.next(id)
+		require.Equal(t, "200", field(head.headers, ":status"))
+		f := c.next(id) // read with the connection's deadline: the upstream holds the rest until released
+		require.Equal(t, "first", string(f.data), "stream %d", id)
+		require.False(t, f.end, "stream %d", id)
+	}
+	once.Do(func() { close(release) })
+	for _, id := range []uint32{1, 3} {
+		var got []byte
+		for _, f := range c.rest(id) {
+			got = append(got, f.data...)
+		}
+		require.Equal(t, "second", string(got), "stream %d", id)
+	}
+}
