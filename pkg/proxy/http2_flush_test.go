@@ -1,18 +1,24 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"io"
 	"net"
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/kumametrics/mesh/pkg/netserve"
+	"github.com/kumametrics/mesh/pkg/netserve/netservetest"
+	"github.com/kumametrics/mesh/pkg/stats"
 )
 
 // h2cBackend serves h over h2c and returns its address.
@@ -38,10 +44,12 @@ func h2cOutbound(t testing.TB, endpoints ...string) string {
 	return addr(port)
 }
 
-// h2Conn is a client connection that sees the frames themselves.
+// h2Conn is a client connection that sees the frames themselves; what it
+// writes leaves with the next request (get) or control frame answered.
 type h2Conn struct {
 	t    *testing.T
 	conn net.Conn
+	bw   *bufio.Writer
 	fr   *http2.Framer
 	hbuf bytes.Buffer
 	enc  *hpack.Encoder
@@ -54,11 +62,19 @@ func dialH2(t *testing.T, address string) *h2Conn {
 	conn, err := net.Dial("tcp", address)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = conn.Close() })
+	return newH2Conn(t, conn)
+}
+
+// newH2Conn starts HTTP/2 on conn: the preface and SETTINGS leave with the
+// first request.
+func newH2Conn(t *testing.T, conn net.Conn) *h2Conn {
+	t.Helper()
 	require.NoError(t, conn.SetDeadline(time.Now().Add(waitTimeout)))
-	c := &h2Conn{t: t, conn: conn, fr: http2.NewFramer(conn, conn), pending: map[uint32][]streamFrame{}}
+	c := &h2Conn{t: t, conn: conn, bw: bufio.NewWriter(conn), pending: map[uint32][]streamFrame{}}
+	c.fr = http2.NewFramer(c.bw, conn)
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	c.enc = hpack.NewEncoder(&c.hbuf)
-	_, err = io.WriteString(conn, http2.ClientPreface)
+	_, err := c.bw.WriteString(http2.ClientPreface)
 	require.NoError(t, err)
 	require.NoError(t, c.fr.WriteSettings())
 	return c
@@ -71,6 +87,7 @@ func (c *h2Conn) get(id uint32, authority, path string) {
 		require.NoError(c.t, c.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]}))
 	}
 	require.NoError(c.t, c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: c.hbuf.Bytes(), EndStream: true, EndHeaders: true}))
+	require.NoError(c.t, c.bw.Flush())
 }
 
 // streamFrame is what stream's frames carried, one per frame.
@@ -96,10 +113,12 @@ func (c *h2Conn) next(id uint32) streamFrame {
 		case *http2.SettingsFrame:
 			if !f.IsAck() {
 				require.NoError(c.t, c.fr.WriteSettingsAck())
+				require.NoError(c.t, c.bw.Flush())
 			}
 		case *http2.PingFrame:
 			if !f.IsAck() {
 				require.NoError(c.t, c.fr.WritePing(true, f.Data))
+				require.NoError(c.t, c.bw.Flush())
 			}
 		case *http2.MetaHeadersFrame:
 			sf = streamFrame{headers: f.Fields, end: f.StreamEnded()}
@@ -227,4 +246,56 @@ func TestHTTP2StreamedChunkArrivesBeforeTheEnd(t *testing.T) {
 		}
 		require.Equal(t, "second", string(got), "stream %d", id)
 	}
+}
+
+// readCounter counts the reads made on a connection.
+type readCounter struct {
+	net.Conn
+	reads atomic.Int32
+}
+
+func (c *readCounter) Read(p []byte) (int, error) {
+	c.reads.Add(1)
+	return c.Conn.Read(p)
+}
+
+// The frames a client sent together are read from the connection
+// together: one read for the preface, SETTINGS and a request's HEADERS
+// (net/http's server alone reads each frame's header and payload apart).
+func TestHTTP2ReadsFramesInBursts(t *testing.T) {
+	backend := h2cBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "ok")
+	}))
+	p, st := newProxy(t)
+	c := newCluster("echo", stats.NewClusterStats(st, "echo"), p.dial)
+	c.setEndpoints([]string{backend})
+	log, _ := netservetest.NewLogger()
+	h := newHTTP2(p, route{protocol: "http2", cluster: c, hcm: "echo",
+		panics: &netserve.Panics{Name: "outbound:echo", Log: log, Count: &netservetest.Counter{}}}).(*h2Proxy)
+	t.Cleanup(h.Close)
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	conn, err := ln.Accept()
+	require.NoError(t, err)
+	counted := &readCounter{Conn: conn}
+	served := make(chan struct{})
+	go func() { defer close(served); h.ServeConn(counted, false) }()
+	defer func() { _ = client.Close(); <-served }()
+
+	h2 := newH2Conn(t, client)
+	h2.get(1, "echo", "/") // one write: preface, SETTINGS, HEADERS
+	head := h2.next(1)
+	require.Equal(t, "200", field(head.headers, ":status"))
+	// The burst, the client's SETTINGS ack, and the read now waiting for
+	// what comes next.
+	require.LessOrEqual(t, counted.reads.Load(), int32(3), "reads of the connection until the answer")
+	var got []byte
+	for _, f := range h2.rest(1) {
+		got = append(got, f.data...)
+	}
+	require.Equal(t, "ok", string(got))
 }

@@ -87,16 +87,22 @@ func TestGRPCUpstreamDown(t *testing.T) {
 	require.Equal(t, "1", counter(t, st, "cluster.echo.upstream_cx_connect_fail"))
 }
 
-// flushArms runs bench with the body copy of before (a flush after every
-// chunk) and of now (no flush after the body's last chunk), side by side.
-func flushArms(b *testing.B, bench func(b *testing.B)) {
+// h2Arms runs bench with the HTTP/2 path of before (a flush after every
+// body chunk, frames read straight from the connection) and with each step
+// since, side by side; bench opens its client connections itself, since
+// the read buffer is chosen when a connection is served.
+func h2Arms(b *testing.B, bench func(b *testing.B)) {
 	for _, arm := range []struct {
-		name  string
-		every bool
-	}{{"flush=every-chunk", true}, {"flush=while-more", false}} {
+		name            string
+		every, buffered bool
+	}{
+		{"before", true, false},
+		{"no-last-flush", false, false},
+		{"no-last-flush+read-buffer", false, true},
+	} {
 		b.Run(arm.name, func(b *testing.B) {
-			flushEveryChunk = arm.every
-			defer func() { flushEveryChunk = false }()
+			flushEveryChunk, bufferFedReads = arm.every, arm.buffered
+			defer func() { flushEveryChunk, bufferFedReads = false, true }()
 			bench(b)
 		})
 	}
@@ -105,11 +111,13 @@ func flushArms(b *testing.B, bench func(b *testing.B)) {
 // BenchmarkGRPCThroughTheProxy: unary gRPC calls through an h2c outbound,
 // one client connection, calls from GOMAXPROCS goroutines.
 func BenchmarkGRPCThroughTheProxy(b *testing.B) {
-	_, _, client := grpcOutbound(b, grpcBackend(b))
-	_, err := client.Check(b.Context(), &healthpb.HealthCheckRequest{})
-	require.NoError(b, err)
-	flushArms(b, func(b *testing.B) {
+	backend := grpcBackend(b)
+	h2Arms(b, func(b *testing.B) {
+		_, _, client := grpcOutbound(b, backend)
+		_, err := client.Check(b.Context(), &healthpb.HealthCheckRequest{})
+		require.NoError(b, err)
 		b.ReportAllocs()
+		b.ResetTimer()
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
 				if _, err := client.Check(context.Background(), &healthpb.HealthCheckRequest{}); err != nil {
@@ -130,28 +138,29 @@ func BenchmarkH2CThroughTheProxy(b *testing.B) {
 		w.Header().Set("Content-Length", "1024")
 		_, _ = w.Write(body)
 	}))
-	tr := &http.Transport{Protocols: h2cOnly()}
-	b.Cleanup(tr.CloseIdleConnections)
 	url := "http://" + h2cOutbound(b, backend) + "/"
-	get := func() error {
-		req, err := http.NewRequest(http.MethodGet, url, nil)
-		if err != nil {
+	h2Arms(b, func(b *testing.B) {
+		tr := &http.Transport{Protocols: h2cOnly()}
+		defer tr.CloseIdleConnections()
+		get := func() error {
+			req, err := http.NewRequest(http.MethodGet, url, nil)
+			if err != nil {
+				return err
+			}
+			resp, err := tr.RoundTrip(req)
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			n, err := io.Copy(io.Discard, resp.Body)
+			if err == nil && n != 1024 {
+				err = fmt.Errorf("got %d bytes, want 1024", n)
+			}
 			return err
 		}
-		resp, err := tr.RoundTrip(req)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		n, err := io.Copy(io.Discard, resp.Body)
-		if err == nil && n != 1024 {
-			err = fmt.Errorf("got %d bytes, want 1024", n)
-		}
-		return err
-	}
-	require.NoError(b, get())
-	flushArms(b, func(b *testing.B) {
+		require.NoError(b, get())
 		b.ReportAllocs()
+		b.ResetTimer()
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
 				if err := get(); err != nil {
