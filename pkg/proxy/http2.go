@@ -119,15 +119,16 @@ type h2ConnKey struct{}
 
 // flushEveryChunk restores the former copy, which flushed after every
 // chunk even when it was the body's last; the benchmarks set it to measure
-// both side by side.
-var flushEveryChunk = false
+// both side by side (atomic: connections of the arm before may still be
+// serving).
+var flushEveryChunk atomic.Bool
 
 // ServeConn serves one downstream connection until it ends.
 func (h *h2Proxy) ServeConn(conn net.Conn, external bool) {
 	h.hcm.ConnectionOpened()
 	defer h.hcm.ConnectionClosed()
 	fc := &fedConn{Conn: conn, external: external, closed: make(chan struct{})}
-	if bufferFedReads {
+	if !unbufferedFedReads.Load() {
 		fc.r = bufio.NewReaderSize(conn, fedReadBuffer)
 	}
 	if !h.conns.Feed(fc) {
@@ -226,7 +227,7 @@ func (h *h2Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// stream streams; the last one (Content-Length reached, or the
 			// end read with it) stays buffered and leaves with END_STREAM
 			// when the handler returns: one DATA frame fewer per response.
-			if flusher != nil && rerr == nil && (left != 0 || flushEveryChunk) {
+			if flusher != nil && rerr == nil && (left != 0 || flushEveryChunk.Load()) {
 				flusher.Flush()
 			}
 		}
@@ -293,9 +294,9 @@ func (feedAddr) String() string  { return "feed" }
 // gRPC call's HEADERS and DATA together). Larger payloads bypass it.
 const fedReadBuffer = 4 << 10
 
-// bufferFedReads is off only in the benchmarks' arm that measures the
+// unbufferedFedReads is set only in the benchmarks' arms that measure the
 // unbuffered reads of before.
-var bufferFedReads = true
+var unbufferedFedReads atomic.Bool
 
 // fedConn is a downstream connection being served; closed is closed when
 // the server is done with it. It is never a *tls.Conn, so the server speaks

@@ -32,18 +32,6 @@ func h2cBackend(t testing.TB, h http.Handler) string {
 	return ln.Addr().String()
 }
 
-// h2cOutbound starts a proxy with an http2 outbound to endpoints and
-// returns its address.
-func h2cOutbound(t testing.TB, endpoints ...string) string {
-	t.Helper()
-	p, _ := newProxy(t)
-	port := freePort(t)
-	cfg := outboundConfig(t, port, endpoints...)
-	cfg.Outbounds[0].Protocol = "http2"
-	require.NoError(t, p.Apply(cfg))
-	return addr(port)
-}
-
 // h2Conn is a client connection that sees the frames themselves; what it
 // writes leaves with the next request (get) or control frame answered.
 type h2Conn struct {
@@ -177,7 +165,7 @@ func TestHTTP2LastChunkCarriesTheEnd(t *testing.T) {
 			_, _ = io.WriteString(w, body)
 		}
 	}))
-	proxy := h2cOutbound(t, backend)
+	_, _, proxy := protocolOutbound(t, "http2", backend)
 	c := dialH2(t, proxy)
 
 	c.get(1, "echo", "/length")
@@ -227,7 +215,7 @@ func TestHTTP2StreamedChunkArrivesBeforeTheEnd(t *testing.T) {
 		_, _ = io.WriteString(w, "second")
 	}))
 	t.Cleanup(func() { once.Do(func() { close(release) }) }) // before the backend stops
-	proxy := h2cOutbound(t, backend)
+	_, _, proxy := protocolOutbound(t, "http2", backend)
 	c := dialH2(t, proxy)
 	c.get(1, "echo", "/length")
 	c.get(3, "echo", "/open")

@@ -35,16 +35,24 @@ func grpcBackend(t testing.TB) string {
 	return ln.Addr().String()
 }
 
-// grpcOutbound starts a proxy with a gRPC outbound to endpoints and returns
-// a health client connected to it, and the proxy's statistics.
-func grpcOutbound(t testing.TB, endpoints ...string) (*Proxy, *stats.Store, healthpb.HealthClient) {
+// protocolOutbound starts a proxy with an outbound of protocol to
+// endpoints and returns it, its statistics and the outbound's address.
+func protocolOutbound(t testing.TB, protocol string, endpoints ...string) (*Proxy, *stats.Store, string) {
 	t.Helper()
 	p, st := newProxy(t)
 	port := freePort(t)
 	cfg := outboundConfig(t, port, endpoints...)
-	cfg.Outbounds[0].Protocol = "grpc"
+	cfg.Outbounds[0].Protocol = protocol
 	require.NoError(t, p.Apply(cfg))
-	conn, err := grpc.NewClient(addr(port), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	return p, st, addr(port)
+}
+
+// grpcOutbound starts a proxy with a gRPC outbound to endpoints and returns
+// a health client connected to it, and the proxy's statistics.
+func grpcOutbound(t testing.TB, endpoints ...string) (*Proxy, *stats.Store, healthpb.HealthClient) {
+	t.Helper()
+	p, st, address := protocolOutbound(t, "grpc", endpoints...)
+	conn, err := grpc.NewClient(address, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = conn.Close() })
 	return p, st, healthpb.NewHealthClient(conn)
@@ -101,8 +109,9 @@ func h2Arms(b *testing.B, bench func(b *testing.B)) {
 		{"no-last-flush+read-buffer", false, true},
 	} {
 		b.Run(arm.name, func(b *testing.B) {
-			flushEveryChunk, bufferFedReads = arm.every, arm.buffered
-			defer func() { flushEveryChunk, bufferFedReads = false, true }()
+			flushEveryChunk.Store(arm.every)
+			unbufferedFedReads.Store(!arm.buffered)
+			defer func() { flushEveryChunk.Store(false); unbufferedFedReads.Store(false) }()
 			bench(b)
 		})
 	}
@@ -138,7 +147,8 @@ func BenchmarkH2CThroughTheProxy(b *testing.B) {
 		w.Header().Set("Content-Length", "1024")
 		_, _ = w.Write(body)
 	}))
-	url := "http://" + h2cOutbound(b, backend) + "/"
+	_, _, proxy := protocolOutbound(b, "http2", backend)
+	url := "http://" + proxy + "/"
 	h2Arms(b, func(b *testing.B) {
 		tr := &http.Transport{Protocols: h2cOnly()}
 		defer tr.CloseIdleConnections()
