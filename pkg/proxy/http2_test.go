@@ -1,8 +1,12 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"testing"
 	"time"
 
@@ -31,16 +35,24 @@ func grpcBackend(t testing.TB) string {
 	return ln.Addr().String()
 }
 
-// grpcOutbound starts a proxy with a gRPC outbound to endpoints and returns
-// a health client connected to it, and the proxy's statistics.
-func grpcOutbound(t testing.TB, endpoints ...string) (*Proxy, *stats.Store, healthpb.HealthClient) {
+// protocolOutbound starts a proxy with an outbound of protocol to
+// endpoints and returns it, its statistics and the outbound's address.
+func protocolOutbound(t testing.TB, protocol string, endpoints ...string) (*Proxy, *stats.Store, string) {
 	t.Helper()
 	p, st := newProxy(t)
 	port := freePort(t)
 	cfg := outboundConfig(t, port, endpoints...)
-	cfg.Outbounds[0].Protocol = "grpc"
+	cfg.Outbounds[0].Protocol = protocol
 	require.NoError(t, p.Apply(cfg))
-	conn, err := grpc.NewClient(addr(port), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	return p, st, addr(port)
+}
+
+// grpcOutbound starts a proxy with a gRPC outbound to endpoints and returns
+// a health client connected to it, and the proxy's statistics.
+func grpcOutbound(t testing.TB, endpoints ...string) (*Proxy, *stats.Store, healthpb.HealthClient) {
+	t.Helper()
+	p, st, address := protocolOutbound(t, "grpc", endpoints...)
+	conn, err := grpc.NewClient(address, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = conn.Close() })
 	return p, st, healthpb.NewHealthClient(conn)
@@ -83,20 +95,90 @@ func TestGRPCUpstreamDown(t *testing.T) {
 	require.Equal(t, "1", counter(t, st, "cluster.echo.upstream_cx_connect_fail"))
 }
 
+// h2Arms runs bench with the HTTP/2 path of before (a flush after every
+// body chunk, frames read straight from the connection) and with each step
+// since, side by side; bench opens its client connections itself, since
+// the read buffer is chosen when a connection is served.
+func h2Arms(b *testing.B, bench func(b *testing.B)) {
+	for _, arm := range []struct {
+		name            string
+		every, buffered bool
+	}{
+		{"before", true, false},
+		{"no-last-flush", false, false},
+		{"no-last-flush+read-buffer", false, true},
+	} {
+		b.Run(arm.name, func(b *testing.B) {
+			flushEveryChunk.Store(arm.every)
+			unbufferedFedReads.Store(!arm.buffered)
+			defer func() { flushEveryChunk.Store(false); unbufferedFedReads.Store(false) }()
+			bench(b)
+		})
+	}
+}
+
 // BenchmarkGRPCThroughTheProxy: unary gRPC calls through an h2c outbound,
 // one client connection, calls from GOMAXPROCS goroutines.
 func BenchmarkGRPCThroughTheProxy(b *testing.B) {
-	_, _, client := grpcOutbound(b, grpcBackend(b))
-	_, err := client.Check(b.Context(), &healthpb.HealthCheckRequest{})
-	require.NoError(b, err)
-	b.ReportAllocs()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			if _, err := client.Check(context.Background(), &healthpb.HealthCheckRequest{}); err != nil {
-				b.Error(err)
-				return
+	backend := grpcBackend(b)
+	h2Arms(b, func(b *testing.B) {
+		_, _, client := grpcOutbound(b, backend)
+		_, err := client.Check(b.Context(), &healthpb.HealthCheckRequest{})
+		require.NoError(b, err)
+		b.ReportAllocs()
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if _, err := client.Check(context.Background(), &healthpb.HealthCheckRequest{}); err != nil {
+					b.Error(err)
+					return
+				}
 			}
+		})
+	})
+}
+
+// BenchmarkH2CThroughTheProxy: GETs of a 1 KiB answer with a
+// Content-Length through an http2 outbound, one client connection,
+// requests from GOMAXPROCS goroutines.
+func BenchmarkH2CThroughTheProxy(b *testing.B) {
+	body := bytes.Repeat([]byte("x"), 1024)
+	backend := h2cBackend(b, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Length", "1024")
+		_, _ = w.Write(body)
+	}))
+	_, _, proxy := protocolOutbound(b, "http2", backend)
+	url := "http://" + proxy + "/"
+	h2Arms(b, func(b *testing.B) {
+		tr := &http.Transport{Protocols: h2cOnly()}
+		defer tr.CloseIdleConnections()
+		get := func() error {
+			req, err := http.NewRequest(http.MethodGet, url, nil)
+			if err != nil {
+				return err
+			}
+			resp, err := tr.RoundTrip(req)
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			n, err := io.Copy(io.Discard, resp.Body)
+			if err == nil && n != 1024 {
+				err = fmt.Errorf("got %d bytes, want 1024", n)
+			}
+			return err
 		}
+		require.NoError(b, get())
+		b.ReportAllocs()
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if err := get(); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
 	})
 }
 
