@@ -172,9 +172,9 @@ func run(s settings) error {
 				} else {
 					close(took)
 				}
-				c0 := procCPU(dp.Process.Pid)
+				c0, t0 := procCPU(dp.Process.Pid), time.Now()
 				res, err := load(rate)
-				c1 := procCPU(dp.Process.Pid)
+				c1, wall := procCPU(dp.Process.Pid), time.Since(t0)
 				close(stop)
 				scrapes := <-took
 				if err != nil {
@@ -184,7 +184,7 @@ func run(s settings) error {
 				if saturated {
 					a = &sat[withScrapes]
 				}
-				a.cpu = append(a.cpu, (c1-c0).Seconds()*1000/res.DurationS) // proxy CPU ms per second
+				a.cpu = append(a.cpu, (c1-c0).Seconds()*1000/wall.Seconds()) // proxy CPU ms per second of the window
 				a.rps = append(a.rps, res.RateAchieved)
 				a.scrapeMs = append(a.scrapeMs, scrapes...)
 			}
