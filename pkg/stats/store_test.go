@@ -406,6 +406,29 @@ func TestLabelEscaping(t *testing.T) {
 	}
 }
 
+// A scope renders equal labels once and shares the string; a caller's
+// label slice changed between registrations gets its new labels, and a
+// histogram refuses "le" even after a counter rendered the same labels.
+func TestScopeLabelsFollowTheCallersSlice(t *testing.T) {
+	t.Parallel()
+	s := stats.NewStore()
+	sc := s.NewScope()
+	ls := []stats.Label{{Name: "svc", Value: "a"}}
+	sc.Counter(stats.Opts{Name: "c1", Family: "c1", Labels: ls}).Inc()
+	sc.Counter(stats.Opts{Name: "c2", Family: "c2", Labels: ls}).Inc()
+	ls[0].Value = "b" // the same slice, new contents
+	sc.Counter(stats.Opts{Name: "c3", Family: "c3", Labels: ls}).Inc()
+	sc.Publish()
+	out := string(render(t, s, stats.FormatPrometheus, stats.RenderOptions{}))
+	require.Contains(t, out, "c1{svc=\"a\"} 1\n")
+	require.Contains(t, out, "c2{svc=\"a\"} 1\n")
+	require.Contains(t, out, "c3{svc=\"b\"} 1\n")
+
+	le := []stats.Label{{Name: "le", Value: "1"}}
+	sc.Counter(stats.Opts{Name: "c4", Family: "c4", Labels: le})
+	require.Panics(t, func() { sc.Histogram(stats.Opts{Name: "h", Family: "h", Labels: le}) })
+}
+
 func TestSeriesOrder(t *testing.T) {
 	t.Parallel()
 	s := stats.NewStore()
