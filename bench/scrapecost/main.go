@@ -20,6 +20,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"compress/gzip"
 	"encoding/json"
 	"flag"
@@ -42,13 +43,13 @@ import (
 )
 
 type settings struct {
-	bin, proto       string
-	clusters, pairs  int
-	rate             int
-	window           time.Duration
-	saturate         bool
-	conns            int
-	proxyCPU, loadCP int
+	bin, proto        string
+	clusters, pairs   int
+	rate              int
+	window            time.Duration
+	saturate          bool
+	conns             int
+	proxyCPU, loadCPU int
 }
 
 func main() {
@@ -62,7 +63,7 @@ func main() {
 	flag.BoolVar(&s.saturate, "saturate", false, "also compare saturated windows (requests per second)")
 	flag.IntVar(&s.conns, "conns", 32, "connections of the load")
 	flag.IntVar(&s.proxyCPU, "proxy-cpu", 1, "CPU of the proxy")
-	flag.IntVar(&s.loadCP, "load-cpu", 0, "CPU of this command, the load and the backend")
+	flag.IntVar(&s.loadCPU, "load-cpu", 0, "CPU of this command, the load and the backend")
 	flag.Parse()
 	if s.proto != "http" && s.proto != "tcp" {
 		fmt.Fprintln(os.Stderr, "bench/scrapecost: -proto must be http or tcp")
@@ -76,9 +77,9 @@ func main() {
 
 func run(s settings) error {
 	var cpu unix.CPUSet
-	cpu.Set(s.loadCP)
+	cpu.Set(s.loadCPU)
 	if err := unix.SchedSetaffinity(0, &cpu); err != nil {
-		return fmt.Errorf("pinning to CPU %d: %w", s.loadCP, err)
+		return fmt.Errorf("pinning to CPU %d: %w", s.loadCPU, err)
 	}
 	dir, err := os.MkdirTemp("", "bench-scrapecost-")
 	if err != nil {
@@ -151,7 +152,7 @@ func run(s settings) error {
 		return err
 	}
 	fmt.Printf("kuma-dp: %d clusters, %d series, one scrape %d bytes gzipped; proxy on CPU %d, load on CPU %d\n",
-		s.clusters, series, body, s.proxyCPU, s.loadCP)
+		s.clusters, series, body, s.proxyCPU, s.loadCPU)
 
 	type arm struct{ cpu, rps, scrapeMs []float64 }
 	var fixed, sat [2]arm // [0] without scrapes, [1] with
@@ -225,19 +226,12 @@ func runLoad(loadgen, proto, addr string, rate, conns int, window time.Duration)
 	out, err := exec.Command(loadgen, args...).Output()
 	var r loadResult
 	if jerr := json.Unmarshal(bytes.TrimSpace(out), &r); jerr != nil {
-		return r, fmt.Errorf("loadgen %s: %v (output %q)", strings.Join(args, " "), errors(err, jerr), out)
+		return r, fmt.Errorf("loadgen %s: %v (output %q)", strings.Join(args, " "), cmp.Or(err, jerr), out)
 	}
 	if err != nil || r.Errors > 0 || r.DurationS <= 0 {
 		return r, fmt.Errorf("loadgen %s: %v, %d errors: %s", strings.Join(args, " "), err, r.Errors, r.Error)
 	}
 	return r, nil
-}
-
-func errors(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
 }
 
 // scrapeEvery scrapes url every interval until stop, and returns each
