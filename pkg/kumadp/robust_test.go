@@ -95,7 +95,7 @@ func TestAdminAndMetricsHeadLimit(t *testing.T) {
 }
 
 // The proxy settles once a config is applied and SettleDelay passed, and
-// again after each new one; never before the first.
+// again after each new one.
 func TestSettlesAfterEachAppliedConfig(t *testing.T) {
 	a := newTestAgent(t)
 	a.cfg.SettleDelay = time.Millisecond
@@ -103,8 +103,6 @@ func TestSettlesAfterEachAppliedConfig(t *testing.T) {
 	done := make(chan struct{})
 	go func() { defer close(done); a.settle(ctx) }()
 	defer func() { cancel(); <-done }()
-	// Nothing applied: the settle loop waits (the first apply below is
-	// what makes it run; a pass before it would show as settled == 2).
 	applyConfig(t, a, &meshv1.ProxyConfig{Mesh: "default", Name: "web-1"})
 	require.Eventually(t, func() bool { return a.settled.Load() == 1 }, 10*time.Second, time.Millisecond)
 	applyConfig(t, a, &meshv1.ProxyConfig{Mesh: "default", Name: "web-1", Outbounds: []*meshv1.Outbound{{
