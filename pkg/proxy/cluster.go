@@ -197,6 +197,12 @@ func (c *cluster) DialFrom(ctx context.Context, first string) (net.Conn, string,
 	return c.dial(ctx, false, first)
 }
 
+// DialCounted is DialFrom for a caller that leaves the connection's
+// statistics to the cluster (the HTTP/2 engine).
+func (c *cluster) DialCounted(ctx context.Context, first string) (net.Conn, string, error) {
+	return c.dial(ctx, true, first)
+}
+
 // Pick names the next endpoint in round robin ("" when there is none).
 func (c *cluster) Pick() string {
 	if e := c.pick(); e != nil {

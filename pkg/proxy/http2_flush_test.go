@@ -21,6 +21,13 @@ import (
 	"github.com/kumametrics/mesh/pkg/stats"
 )
 
+// h2cOnly speaks HTTP/2 with prior knowledge over unencrypted connections.
+func h2cOnly() *http.Protocols {
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	return &p
+}
+
 // h2cBackend serves h over h2c and returns its address.
 func h2cBackend(t testing.TB, h http.Handler) string {
 	t.Helper()
@@ -259,7 +266,7 @@ func TestHTTP2ReadsFramesInBursts(t *testing.T) {
 	c.setEndpoints([]string{backend})
 	log, _ := netservetest.NewLogger()
 	h := newHTTP2(p, route{protocol: "http2", cluster: c, hcm: "echo",
-		panics: &netserve.Panics{Name: "outbound:echo", Log: log, Count: &netservetest.Counter{}}}).(*h2Proxy)
+		panics: &netserve.Panics{Name: "outbound:echo", Log: log, Count: &netservetest.Counter{}}}).(*http2Handler)
 	t.Cleanup(h.Close)
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -95,33 +95,11 @@ func TestGRPCUpstreamDown(t *testing.T) {
 	require.Equal(t, "1", counter(t, st, "cluster.echo.upstream_cx_connect_fail"))
 }
 
-// h2Arms runs bench with the HTTP/2 path of before (a flush after every
-// body chunk, frames read straight from the connection) and with each step
-// since, side by side; bench opens its client connections itself, since
-// the read buffer is chosen when a connection is served.
-func h2Arms(b *testing.B, bench func(b *testing.B)) {
-	for _, arm := range []struct {
-		name            string
-		every, buffered bool
-	}{
-		{"before", true, false},
-		{"no-last-flush", false, false},
-		{"no-last-flush+read-buffer", false, true},
-	} {
-		b.Run(arm.name, func(b *testing.B) {
-			flushEveryChunk.Store(arm.every)
-			unbufferedFedReads.Store(!arm.buffered)
-			defer func() { flushEveryChunk.Store(false); unbufferedFedReads.Store(false) }()
-			bench(b)
-		})
-	}
-}
-
 // BenchmarkGRPCThroughTheProxy: unary gRPC calls through an h2c outbound,
 // one client connection, calls from GOMAXPROCS goroutines.
 func BenchmarkGRPCThroughTheProxy(b *testing.B) {
 	backend := grpcBackend(b)
-	h2Arms(b, func(b *testing.B) {
+	{
 		_, _, client := grpcOutbound(b, backend)
 		_, err := client.Check(b.Context(), &healthpb.HealthCheckRequest{})
 		require.NoError(b, err)
@@ -135,7 +113,7 @@ func BenchmarkGRPCThroughTheProxy(b *testing.B) {
 				}
 			}
 		})
-	})
+	}
 }
 
 // BenchmarkH2CThroughTheProxy: GETs of a 1 KiB answer with a
@@ -149,7 +127,7 @@ func BenchmarkH2CThroughTheProxy(b *testing.B) {
 	}))
 	_, _, proxy := protocolOutbound(b, "http2", backend)
 	url := "http://" + proxy + "/"
-	h2Arms(b, func(b *testing.B) {
+	{
 		tr := &http.Transport{Protocols: h2cOnly()}
 		defer tr.CloseIdleConnections()
 		get := func() error {
@@ -179,7 +157,7 @@ func BenchmarkH2CThroughTheProxy(b *testing.B) {
 				}
 			}
 		})
-	})
+	}
 }
 
 // Draining sends HTTP/2 GOAWAY: a gRPC client closes its idle connection

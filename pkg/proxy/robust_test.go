@@ -22,7 +22,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kumametrics/mesh/internal/syncbuffer"
-	"github.com/kumametrics/mesh/pkg/netserve"
 	"github.com/kumametrics/mesh/pkg/netserve/netservetest"
 	"github.com/kumametrics/mesh/pkg/stats"
 )
@@ -201,26 +200,6 @@ func TestGRPCDialPanicFailsOnlyThatRequest(t *testing.T) {
 	resp, err := client.Check(t.Context(), &healthpb.HealthCheckRequest{})
 	require.NoError(t, err, "the same client connection goes on")
 	require.Equal(t, healthpb.HealthCheckResponse_SERVING, resp.GetStatus())
-}
-
-// A panic in the HTTP/2 handler resets that request's stream only.
-func TestHTTP2HandlerPanicIsRecovered(t *testing.T) {
-	log, logs := netservetest.NewLogger()
-	var panics netservetest.Counter
-	p := New(stats.NewStore(), Options{})
-	t.Cleanup(p.Close)
-	broken := newCluster("broken", nil, p.dial) // no statistics: serving panics
-	h := newHTTP2(p, route{protocol: "http2", cluster: broken, hcm: "broken",
-		panics: &netserve.Panics{Name: "inbound:broken", Log: log, Count: &panics}}).(*h2Proxy)
-	t.Cleanup(h.Close)
-	got := func() (v any) {
-		defer func() { v = recover() }()
-		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/", nil))
-		return nil
-	}()
-	require.True(t, errors.Is(got.(error), http.ErrAbortHandler), "net/http is asked to reset the stream, got %v", got)
-	require.EqualValues(t, 1, panics.Load())
-	require.Contains(t, logs.String(), "listener=inbound:broken")
 }
 
 // The h2c listeners refuse request heads over 64 KiB, as the HTTP/1.1 ones.

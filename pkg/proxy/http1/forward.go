@@ -64,7 +64,7 @@ func checkRequest(m *message) int {
 func (s *session) forward(cfg *config, start time.Time) bool {
 	req := &s.req
 	lst, cl := cfg.Listener, cfg.Cluster
-	s.stall.timeout = cfg.IdleTimeout
+	s.stall.Timeout = cfg.IdleTimeout
 	lst.DownstreamRqActive.Inc()
 	defer lst.DownstreamRqActive.Dec()
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/kumametrics/mesh/pkg/netserve"
 	"net"
 	"sync"
 	"time"
@@ -36,7 +37,7 @@ type upConn struct {
 	rxTotal   uint64 // bytes read over the connection's life
 	rx, tx    uint64 // bytes not yet added to the statistics
 	deadline  bool   // a read deadline is set
-	stall     stallGuard
+	stall     netserve.StallGuard
 }
 
 func (c *upConn) Read(b []byte) (int, error) {
@@ -47,7 +48,7 @@ func (c *upConn) Read(b []byte) (int, error) {
 }
 
 func (c *upConn) Write(b []byte) (int, error) {
-	c.stall.arm(c.nc)
+	c.stall.Arm(c.nc)
 	n, err := c.nc.Write(b)
 	c.tx += uint64(n)
 	return n, err
@@ -306,7 +307,7 @@ func (p *Proxy) dial(cfg *config, first string) (*upConn, error) {
 		nc:      nc,
 		cluster: cfg.Cluster,
 		created: time.Now(),
-		stall:   stallGuard{timeout: cfg.IdleTimeout},
+		stall:   netserve.StallGuard{Timeout: cfg.IdleTimeout},
 	}
 	c.br = bufio.NewReaderSize(c, readBufSize)
 	c.bw = bufio.NewWriterSize(c, writeBufSize)

@@ -210,7 +210,7 @@ type session struct {
 	external bool
 	served   int
 	linger   bool // close gracefully: the client may still be sending
-	stall    stallGuard
+	stall    netserve.StallGuard
 
 	mu   sync.Mutex // guards idle against Drain's poke
 	idle bool
@@ -254,7 +254,7 @@ func (p *Proxy) ServeConn(conn net.Conn, external bool) {
 	cfg := p.cfg.Load()
 	lst := cfg.Listener
 	lst.ConnectionOpened()
-	s.stall = stallGuard{timeout: cfg.IdleTimeout}
+	s.stall = netserve.StallGuard{Timeout: cfg.IdleTimeout}
 	s.br.Reset(conn)
 	s.bw.Reset(s)
 	completed := false
@@ -290,7 +290,7 @@ func (p *Proxy) ServeConn(conn net.Conn, external bool) {
 // Write writes to the client, bounded by the stall guard (the session's
 // buffered writer writes through it).
 func (s *session) Write(b []byte) (int, error) {
-	s.stall.arm(s.conn)
+	s.stall.Arm(s.conn)
 	return s.conn.Write(b)
 }
 

@@ -15,8 +15,8 @@ import (
 func (s *session) tunnel(uc *upConn) {
 	_ = s.conn.SetReadDeadline(time.Time{})
 	uc.setReadDeadline(time.Time{})
-	s.stall.disarm(s.conn)
-	uc.stall.disarm(uc.nc)
+	s.stall.Disarm(s.conn)
+	uc.stall.Disarm(uc.nc)
 	done := make(chan struct{})
 	panics := s.p.cfg.Load().Panics
 	go func() {

@@ -1,0 +1,465 @@
+package h2
+
+import (
+	"bufio"
+	"bytes"
+	"net"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+
+	"github.com/kumametrics/mesh/pkg/netserve"
+)
+
+// Protocol constants (RFC 9113 §6.5.2, §6.9).
+const (
+	defaultWindow    = 65535
+	maxWindow        = 1<<31 - 1
+	defaultMaxFrame  = 16384
+	defaultTableSize = 4096
+	frameHeaderLen   = 9
+)
+
+// The windows the proxy grants its peers. A stream's window bounds what the
+// proxy may have to hold for it when the other side is slower; the
+// connection's bounds what one connection's streams hold together. Credit
+// goes back to a peer only once its bytes left on the other side (or were
+// dropped), so a slow reader slows its writer instead of filling memory.
+const (
+	streamWindow   = 128 << 10
+	downConnWindow = 1 << 20
+	upConnWindow   = 4 << 20
+	// maxDownStreams is SETTINGS_MAX_CONCURRENT_STREAMS toward clients.
+	maxDownStreams = 256
+	// readBufSize: frames a peer sent together are read in one system call;
+	// larger payloads bypass the buffer.
+	readBufSize = 4 << 10
+	// keptOutput: an output buffer that grew past this is dropped after
+	// its write rather than kept for the next.
+	keptOutput = 64 << 10
+)
+
+// conn is one HTTP/2 connection, to a client (downstream) or to an endpoint
+// (upstream). Its reader state belongs to its reader goroutine. Everything
+// sent on it is appended to out under mu, by whichever goroutine forwards
+// the frame, and leaves through the connection's writer goroutine, which
+// the forwarding goroutine kicks once its batch of frames is done: the
+// frames of one batch leave in one write.
+type conn struct {
+	nc net.Conn
+	br *bufio.Reader
+	fr *http2.Framer
+
+	kick chan struct{}
+	done chan struct{} // closed by close: the writer ends
+	// writerDone is closed when the writer goroutine returned.
+	writerDone chan struct{}
+	stall      netserve.StallGuard // writer goroutine only
+
+	mu      sync.Mutex
+	out     []byte // frames waiting for the writer
+	spare   []byte // the writer's previous buffer, for reuse
+	enc     *hpack.Encoder
+	hbuf    bytes.Buffer
+	closed  bool
+	started bool // the writer runs
+	// The peer's settings.
+	maxFrame   int
+	initWindow int64
+	maxStreams uint32
+	// sendWindow is the connection's send window (the peer's credit).
+	sendWindow int64
+	// blocked are the halves holding data for want of connection credit.
+	blocked []*half
+	// streams are the open streams' halves sent on this connection, by
+	// their id on it.
+	streams map[uint32]*half
+
+	// Receive side: what the peer may still send on the connection, and
+	// the credit consumed but not yet returned (under mu: returned by the
+	// goroutine whose write consumed the bytes).
+	recvWindow  int64
+	recvUnacked int64
+	grant       int64 // the connection window granted to the peer
+}
+
+// init readies c (in place: its encoder writes to its own buffer).
+func (c *conn) init(nc net.Conn, grant int64, stallTimeout time.Duration) {
+	*c = conn{
+		nc:         nc,
+		br:         bufio.NewReaderSize(nc, readBufSize),
+		kick:       make(chan struct{}, 1),
+		done:       make(chan struct{}),
+		writerDone: make(chan struct{}),
+		stall:      netserve.StallGuard{Timeout: stallTimeout},
+		maxFrame:   defaultMaxFrame,
+		initWindow: defaultWindow,
+		maxStreams: ^uint32(0),
+		sendWindow: defaultWindow,
+		recvWindow: defaultWindow,
+		grant:      grant,
+		streams:    make(map[uint32]*half),
+	}
+	c.fr = http2.NewFramer(nil, c.br)
+	c.fr.SetReuseFrames()
+	c.fr.SetMaxReadFrameSize(defaultMaxFrame)
+	c.enc = hpack.NewEncoder(&c.hbuf)
+}
+
+// start begins writing, with the connection's preface and settings, and
+// grants the peer the connection window.
+func (c *conn) start(preface []byte, settings ...http2.Setting) {
+	c.mu.Lock()
+	c.started = true
+	c.out = append(c.out, preface...)
+	c.out = appendSettings(c.out, settings...)
+	if c.grant > defaultWindow {
+		c.out = appendWindowUpdate(c.out, 0, uint32(c.grant-defaultWindow))
+		c.recvWindow = c.grant
+	}
+	c.mu.Unlock()
+	go c.writeLoop()
+	c.kickWriter()
+}
+
+func (c *conn) kickWriter() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// writeLoop writes what was queued each time it is kicked, until the
+// connection closes or a write fails (which closes it).
+func (c *conn) writeLoop() {
+	defer close(c.writerDone)
+	defer func() {
+		if v := recover(); v != nil {
+			_ = c.nc.Close()
+			panic(v)
+		}
+	}()
+	for {
+		select {
+		case <-c.kick:
+		case <-c.done:
+			c.flushLast()
+			return
+		}
+		c.mu.Lock()
+		buf := c.out
+		c.out, c.spare = c.spare[:0], nil
+		c.mu.Unlock()
+		if len(buf) == 0 {
+			continue
+		}
+		c.stall.Arm(c.nc)
+		if _, err := c.nc.Write(buf); err != nil {
+			c.close()
+			return
+		}
+		if cap(buf) <= keptOutput {
+			c.mu.Lock()
+			c.spare = buf[:0]
+			c.mu.Unlock()
+		}
+	}
+}
+
+// flushLast writes what was queued before the connection closed (a GOAWAY),
+// bounded by a short deadline.
+func (c *conn) flushLast() {
+	c.mu.Lock()
+	buf := c.out
+	c.out = nil
+	c.mu.Unlock()
+	if len(buf) > 0 {
+		_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = c.nc.Write(buf)
+	}
+}
+
+// close ends the connection: queued frames are written (briefly), then the
+// socket closes, which ends its reader.
+func (c *conn) close() {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed = true
+	started, nc := c.started, c.nc
+	c.mu.Unlock()
+	if !started {
+		return // never started: whoever connects it sees closed
+	}
+	close(c.done)
+	go func() {
+		<-c.writerDone
+		_ = nc.Close()
+	}()
+}
+
+// closeNow closes the socket at once (the proxy shuts down): queued frames
+// may be lost.
+func (c *conn) closeNow() {
+	c.close()
+	c.mu.Lock()
+	nc := c.nc
+	c.mu.Unlock()
+	if nc != nil {
+		_ = nc.Close()
+	}
+}
+
+// waitWriter waits for the writer goroutine to end, if it ran.
+func (c *conn) waitWriter() {
+	c.mu.Lock()
+	started := c.started
+	c.mu.Unlock()
+	if started {
+		<-c.writerDone
+	}
+}
+
+// Write appends p to the output; only frame writers call it, under mu.
+func (c *conn) appendLocked(p []byte) { c.out = append(c.out, p...) }
+
+// encodeLocked HPACK-encodes fields into hbuf (reset first).
+func (c *conn) encodeLocked(fields []hpack.HeaderField) []byte {
+	c.hbuf.Reset()
+	for _, f := range fields {
+		_ = c.enc.WriteField(f) // writes to a bytes.Buffer: no error
+	}
+	return c.hbuf.Bytes()
+}
+
+// batch collects the connections a reader goroutine wrote to while it
+// handled the frames it had read; their writers are kicked together when
+// the reader is about to wait for more input.
+type batch struct{ dirty []*conn }
+
+func (b *batch) touch(c *conn) {
+	for _, d := range b.dirty {
+		if d == c {
+			return
+		}
+	}
+	b.dirty = append(b.dirty, c)
+}
+
+func (b *batch) flush() {
+	for i, c := range b.dirty {
+		c.kickWriter()
+		b.dirty[i] = nil
+	}
+	b.dirty = b.dirty[:0]
+}
+
+// frameBuffered tells whether a whole frame is waiting in br, so handling
+// it needs no read that might block.
+func frameBuffered(br *bufio.Reader) bool {
+	n := br.Buffered()
+	if n < frameHeaderLen {
+		return false
+	}
+	h, _ := br.Peek(frameHeaderLen)
+	length := int(h[0])<<16 | int(h[1])<<8 | int(h[2])
+	return n >= frameHeaderLen+length
+}
+
+// half is one direction of a proxied stream as sent on one connection: the
+// stream's id there, its send window, and the DATA (and trailers) waiting
+// for credit. Its fields are under its connection's mu.
+type half struct {
+	c  *conn
+	s  *stream
+	id uint32 // 0: not opened on c yet
+	// window is the stream's send window on c.
+	window int64
+	// pending holds DATA payload that had no credit yet; end and trailers
+	// say how the stream ends after it.
+	pending  []byte
+	end      bool
+	trailers []hpack.HeaderField
+	queued   bool // in c.blocked
+	// sent: END_STREAM or RST_STREAM went out; no more DATA is sent.
+	sent bool
+	// rst: RST_STREAM went out or came in on this half's stream: no
+	// RST_STREAM is sent (again).
+	rst bool
+	// moved counts DATA payload bytes that left since the last credit
+	// return to the source side.
+	moved int64
+}
+
+// sendDataLocked sends data on h as far as the windows allow and keeps the
+// rest pending; end ends the stream after it. It returns the bytes that
+// left now (credit for the source). The caller holds c.mu.
+func (c *conn) sendDataLocked(h *half, data []byte, end bool) int {
+	if h.sent {
+		return len(data) // dropped: the stream was reset; its credit goes back
+	}
+	if h.id == 0 || len(h.pending) > 0 || h.trailers != nil {
+		h.pending = append(h.pending, data...)
+		h.end = h.end || end
+		c.queueLocked(h)
+		return 0
+	}
+	n := c.writeDataLocked(h, data, end)
+	if n < len(data) {
+		h.pending = append(h.pending, data[n:]...)
+		h.end = h.end || end
+		c.queueLocked(h)
+	}
+	return n
+}
+
+// writeDataLocked writes as much of data as the windows allow, in frames
+// of the peer's size, END_STREAM on the last when end and all of data fit.
+func (c *conn) writeDataLocked(h *half, data []byte, end bool) int {
+	n := 0
+	for {
+		k := min(int64(len(data)-n), h.window, c.sendWindow, int64(c.maxFrame))
+		if k <= 0 && !(end && n == len(data)) {
+			return n
+		}
+		last := end && n+int(k) == len(data)
+		c.out = appendData(c.out, h.id, data[n:n+int(k)], last)
+		n += int(k)
+		h.window -= k
+		c.sendWindow -= k
+		if last {
+			h.sent = true
+			return n
+		}
+		if n == len(data) {
+			return n
+		}
+	}
+}
+
+// queueLocked puts h in the blocked list when it waits on the connection's
+// window (a stream waiting on its own window is found by its
+// WINDOW_UPDATE).
+func (c *conn) queueLocked(h *half) {
+	if !h.queued && h.id != 0 && c.sendWindow <= 0 {
+		h.queued = true
+		c.blocked = append(c.blocked, h)
+	}
+}
+
+// sendHeadersLocked sends a header block on h: a response head, or
+// trailers (which wait behind pending DATA).
+func (c *conn) sendHeadersLocked(h *half, fields []hpack.HeaderField, end bool) {
+	if h.sent {
+		return
+	}
+	if len(h.pending) > 0 {
+		h.trailers = fields
+		h.end = true
+		return
+	}
+	c.out = appendHeaders(c.out, h.id, c.encodeLocked(fields), end, c.maxFrame)
+	if end {
+		h.sent = true
+	}
+}
+
+// resumeLocked sends what h holds as far as the windows now allow and
+// returns the payload bytes that left.
+func (c *conn) resumeLocked(h *half) int {
+	if h.id == 0 || h.sent {
+		return 0
+	}
+	n := 0
+	if len(h.pending) > 0 {
+		n = c.writeDataLocked(h, h.pending, h.end && h.trailers == nil)
+		h.pending = h.pending[n:]
+		if len(h.pending) == 0 {
+			h.pending = nil
+		}
+	} else if h.end && h.trailers == nil {
+		c.writeDataLocked(h, nil, true)
+	}
+	if len(h.pending) == 0 && h.trailers != nil {
+		t := h.trailers
+		h.trailers = nil
+		c.out = appendHeaders(c.out, h.id, c.encodeLocked(t), true, c.maxFrame)
+		h.sent = true
+	}
+	return n
+}
+
+// resetLocked sends RST_STREAM for h (once) and drops what it held; it
+// returns the bytes dropped (credit for the source).
+func (c *conn) resetLocked(h *half, code http2.ErrCode) int {
+	dropped := len(h.pending)
+	h.pending, h.trailers, h.end = nil, nil, false
+	h.sent = true
+	if h.id != 0 && !h.rst {
+		h.rst = true
+		c.out = appendRSTStream(c.out, h.id, code)
+	}
+	return dropped
+}
+
+// consumeLocked takes n bytes of DATA received on the connection out of its
+// receive window; false when the peer sent more than it was granted.
+func (c *conn) consumeLocked(n int64) bool {
+	if n > c.recvWindow {
+		return false
+	}
+	c.recvWindow -= n
+	return true
+}
+
+// returnCreditLocked gives n bytes of connection credit back to the peer,
+// batched: a WINDOW_UPDATE leaves once a quarter of the grant is owed.
+func (c *conn) returnCreditLocked(n int64) {
+	c.recvUnacked += n
+	if c.recvUnacked >= c.grant/4 {
+		c.out = appendWindowUpdate(c.out, 0, uint32(c.recvUnacked))
+		c.recvWindow += c.recvUnacked
+		c.recvUnacked = 0
+	}
+}
+
+// applySettingsLocked applies a peer's SETTINGS frame; the error is a
+// connection error to report.
+func (c *conn) applySettingsLocked(f *http2.SettingsFrame) error {
+	return f.ForeachSetting(func(s http2.Setting) error {
+		if err := s.Valid(); err != nil {
+			return err
+		}
+		switch s.ID {
+		case http2.SettingMaxFrameSize:
+			c.maxFrame = int(s.Val)
+		case http2.SettingHeaderTableSize:
+			c.enc.SetMaxDynamicTableSizeLimit(s.Val)
+		case http2.SettingMaxConcurrentStreams:
+			c.maxStreams = s.Val
+		case http2.SettingInitialWindowSize:
+			delta := int64(s.Val) - c.initWindow
+			c.initWindow = int64(s.Val)
+			if err := c.adjustWindowsLocked(delta); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// adjustWindowsLocked moves every open stream's send window by delta
+// (RFC 9113 §6.9.2).
+func (c *conn) adjustWindowsLocked(delta int64) error {
+	for _, h := range c.streams {
+		h.window += delta
+		if h.window > maxWindow {
+			return http2.ConnectionError(http2.ErrCodeFlowControl)
+		}
+	}
+	return nil
+}
