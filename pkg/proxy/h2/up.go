@@ -67,6 +67,7 @@ func (u *upConn) attach(b *batch, s *stream, end bool) {
 		s.localReply(b, 503, "upstream connect error or disconnect/reset before headers")
 		return
 	case !u.up:
+		s.toUp.end = s.toUp.end || end
 		u.waiting = append(u.waiting, s)
 		u.mu.Unlock()
 		return

@@ -1,0 +1,416 @@
+package h2
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+
+	"github.com/kumametrics/mesh/pkg/netserve"
+	"github.com/kumametrics/mesh/pkg/netserve/netservetest"
+	"github.com/kumametrics/mesh/pkg/stats"
+)
+
+const waitTimeout = 10 * time.Second
+
+// rig is an engine serving a loopback listener, with its statistics.
+type rig struct {
+	p    *Proxy
+	addr string
+	st   *stats.Store
+	// dials counts upstream connections; closed those closed.
+	dials, closed atomic.Int32
+}
+
+// newRig starts an engine in front of backend; mod adjusts its Config.
+func newRig(t *testing.T, backend string, mod func(*Config)) *rig {
+	t.Helper()
+	r := &rig{st: stats.NewStore()}
+	cfg := Config{
+		Pick: func() string { return backend },
+		Dial: func(ctx context.Context, first string) (net.Conn, string, error) {
+			var d net.Dialer
+			c, err := d.DialContext(ctx, "tcp", backend)
+			if err != nil {
+				return nil, "", fmt.Errorf("dial %s: %w", backend, err)
+			}
+			r.dials.Add(1)
+			return &closeCounted{Conn: c, n: &r.closed}, backend, nil
+		},
+		Cluster:  stats.NewClusterStats(r.st, "echo"),
+		Listener: stats.NewHTTPConnManagerStats(r.st, "echo"),
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	r.p = New(cfg)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	r.addr = ln.Addr().String()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() { defer wg.Done(); r.p.ServeConn(c, false) }()
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		r.p.Close()
+		wg.Wait()
+	})
+	return r
+}
+
+type closeCounted struct {
+	net.Conn
+	once sync.Once
+	n    *atomic.Int32
+}
+
+func (c *closeCounted) Close() error {
+	c.once.Do(func() { c.n.Add(1) })
+	return c.Conn.Close()
+}
+
+func (r *rig) counter(t *testing.T, dotted string) string {
+	t.Helper()
+	var b strings.Builder
+	require.NoError(t, r.st.Write(&b, stats.FormatEnvoy, stats.RenderOptions{}))
+	for _, line := range strings.Split(b.String(), "\n") {
+		if name, v, ok := strings.Cut(line, ": "); ok && name == dotted {
+			return v
+		}
+	}
+	return ""
+}
+
+// h2cServer serves h over HTTP/2 with prior knowledge.
+func h2cServer(t *testing.T, h http.Handler) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var protos http.Protocols
+	protos.SetUnencryptedHTTP2(true)
+	srv := &http.Server{Handler: h, Protocols: &protos}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return ln.Addr().String()
+}
+
+// h2cClient is a net/http client speaking h2c.
+func h2cClient(t *testing.T) *http.Client {
+	var protos http.Protocols
+	protos.SetUnencryptedHTTP2(true)
+	tr := &http.Transport{Protocols: &protos}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: waitTimeout}
+}
+
+// rawConn is a client or server that reads and writes frames itself.
+type rawConn struct {
+	t    *testing.T
+	c    net.Conn
+	fr   *http2.Framer
+	hbuf bytes.Buffer
+	enc  *hpack.Encoder
+}
+
+func newRaw(t *testing.T, c net.Conn) *rawConn {
+	require.NoError(t, c.SetDeadline(time.Now().Add(waitTimeout)))
+	r := &rawConn{t: t, c: c, fr: http2.NewFramer(c, c)}
+	r.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	r.enc = hpack.NewEncoder(&r.hbuf)
+	t.Cleanup(func() { _ = c.Close() })
+	return r
+}
+
+// dialRaw connects a raw client: preface and SETTINGS sent.
+func dialRaw(t *testing.T, addr string, settings ...http2.Setting) *rawConn {
+	c, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	r := newRaw(t, c)
+	_, err = io.WriteString(c, http2.ClientPreface)
+	require.NoError(t, err)
+	require.NoError(t, r.fr.WriteSettings(settings...))
+	return r
+}
+
+func (r *rawConn) headers(id uint32, end bool, fields ...string) {
+	r.hbuf.Reset()
+	for i := 0; i < len(fields); i += 2 {
+		require.NoError(r.t, r.enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]}))
+	}
+	require.NoError(r.t, r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: r.hbuf.Bytes(), EndStream: end, EndHeaders: true}))
+}
+
+func (r *rawConn) get(id uint32, path string) {
+	r.headers(id, true, ":method", "GET", ":scheme", "http", ":authority", "echo", ":path", path)
+}
+
+// next reads frames until one satisfying want, answering SETTINGS and PING.
+func (r *rawConn) next(want func(http2.Frame) bool) http2.Frame {
+	r.t.Helper()
+	for {
+		f, err := r.fr.ReadFrame()
+		require.NoError(r.t, err)
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				require.NoError(r.t, r.fr.WriteSettingsAck())
+			}
+		case *http2.PingFrame:
+			if !f.IsAck() {
+				require.NoError(r.t, r.fr.WritePing(true, f.Data))
+			}
+		}
+		if want(f) {
+			return f
+		}
+	}
+}
+
+func onStream(id uint32, t http2.FrameType) func(http2.Frame) bool {
+	return func(f http2.Frame) bool { return f.Header().StreamID == id && f.Header().Type == t }
+}
+
+func TestRequestsAndStatistics(t *testing.T) {
+	backend := h2cServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		w.Header().Set("X-Got", fmt.Sprintf("%s %s %d", r.Method, r.URL.Path, len(body)))
+		if r.URL.Path == "/missing" {
+			w.WriteHeader(http.StatusNotFound)
+		}
+		_, _ = w.Write(body)
+	}))
+	r := newRig(t, backend, nil)
+	c := h2cClient(t)
+	for i := range 5 {
+		body := strings.Repeat("x", i*40000)
+		resp, err := c.Post("http://"+r.addr+"/echo", "text/plain", strings.NewReader(body))
+		require.NoError(t, err)
+		got, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		_ = resp.Body.Close()
+		require.Equal(t, 200, resp.StatusCode)
+		require.Equal(t, fmt.Sprintf("POST /echo %d", len(body)), resp.Header.Get("X-Got"))
+		require.Equal(t, body, string(got))
+	}
+	resp, err := c.Get("http://" + r.addr + "/missing")
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+	require.Equal(t, 404, resp.StatusCode)
+	require.Eventually(t, func() bool {
+		return r.counter(t, "cluster.echo.upstream_rq_2xx") == "5" && r.counter(t, "cluster.echo.upstream_rq_4xx") == "1" &&
+			r.counter(t, "http.echo.downstream_rq_2xx") == "5" && r.counter(t, "cluster.echo.upstream_rq_active") == "0"
+	}, waitTimeout, time.Millisecond)
+	require.EqualValues(t, 1, r.dials.Load(), "one multiplexed upstream connection")
+}
+
+// A panic while serving a client connection ends that connection only;
+// the next one is served.
+func TestPanicEndsOnlyThatConnection(t *testing.T) {
+	backend := h2cServer(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }))
+	var armed atomic.Bool
+	log, logs := netservetest.NewLogger()
+	var panics netservetest.Counter
+	r := newRig(t, backend, func(c *Config) {
+		pick := c.Pick
+		c.Pick = func() string {
+			if armed.Load() {
+				panic("pick broke")
+			}
+			return pick()
+		}
+		c.Panics = &netserve.Panics{Name: "outbound:echo", Log: log, Count: &panics}
+	})
+	armed.Store(true)
+	raw := dialRaw(t, r.addr)
+	raw.get(1, "/")
+	for {
+		_, err := raw.fr.ReadFrame()
+		if err != nil {
+			require.False(t, errors.Is(err, os.ErrDeadlineExceeded), "the connection closed: %v", err)
+			break
+		}
+	}
+	require.EqualValues(t, 1, panics.Load())
+	require.Contains(t, logs.String(), "pick broke")
+	armed.Store(false)
+	resp, err := h2cClient(t).Get("http://" + r.addr + "/")
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+	require.Equal(t, 200, resp.StatusCode)
+	require.Eventually(t, func() bool { return r.counter(t, "http.echo.downstream_cx_active") == "1" }, waitTimeout, time.Millisecond)
+}
+
+// Connections without streams close after the idle timeout, on both sides.
+func TestIdleConnectionsClose(t *testing.T) {
+	backend := h2cServer(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }))
+	r := newRig(t, backend, func(c *Config) { c.IdleTimeout = 200 * time.Millisecond })
+	raw := dialRaw(t, r.addr)
+	raw.get(1, "/")
+	raw.next(func(f http2.Frame) bool {
+		return f.Header().StreamID == 1 && f.Header().Flags.Has(http2.FlagDataEndStream)
+	})
+	ga := raw.next(func(f http2.Frame) bool { return f.Header().Type == http2.FrameGoAway }).(*http2.GoAwayFrame)
+	require.Equal(t, http2.ErrCodeNo, ga.ErrCode)
+	require.EqualValues(t, 1, ga.LastStreamID)
+	_, err := raw.fr.ReadFrame()
+	require.ErrorIs(t, err, io.EOF, "closed after the GOAWAY")
+	require.Eventually(t, func() bool { return r.closed.Load() == 1 }, waitTimeout, time.Millisecond, "the idle upstream connection closed")
+	require.Eventually(t, func() bool { return r.counter(t, "http.echo.downstream_cx_active") == "0" }, waitTimeout, time.Millisecond)
+}
+
+// rawUpstream accepts one connection and hands it to serve as a raw
+// HTTP/2 server (preface read, SETTINGS sent).
+func rawUpstream(t *testing.T, serve func(*rawConn)) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	done := make(chan struct{})
+	t.Cleanup(func() { _ = ln.Close(); <-done })
+	go func() {
+		defer close(done)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		r := &rawConn{t: t, c: c, fr: http2.NewFramer(c, c)}
+		r.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+		r.enc = hpack.NewEncoder(&r.hbuf)
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(waitTimeout))
+		preface := make([]byte, len(http2.ClientPreface))
+		if _, err := io.ReadFull(c, preface); err != nil {
+			return
+		}
+		if r.fr.WriteSettings() != nil {
+			return
+		}
+		serve(r)
+	}()
+	return ln.Addr().String()
+}
+
+// Streams an upstream's GOAWAY says it did not take are refused to the
+// client (safe for it to retry); the ones it took are answered.
+func TestUpstreamGoAwayRefusesTheStreamsAfterIt(t *testing.T) {
+	served := make(chan error, 1)
+	backend := rawUpstream(t, func(up *rawConn) {
+		served <- func() error {
+			var ids []uint32
+			for len(ids) < 2 {
+				f, err := up.fr.ReadFrame()
+				if err != nil {
+					return err
+				}
+				if h, ok := f.(*http2.MetaHeadersFrame); ok {
+					ids = append(ids, h.StreamID)
+				}
+			}
+			if err := up.fr.WriteGoAway(ids[0], http2.ErrCodeNo, nil); err != nil {
+				return err
+			}
+			up.hbuf.Reset()
+			_ = up.enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+			if err := up.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: ids[0], BlockFragment: up.hbuf.Bytes(), EndHeaders: true}); err != nil {
+				return err
+			}
+			return up.fr.WriteData(ids[0], true, []byte("first"))
+		}()
+	})
+	r := newRig(t, backend, nil)
+	raw := dialRaw(t, r.addr)
+	raw.get(1, "/a")
+	raw.get(3, "/b")
+	rst := raw.next(onStream(3, http2.FrameRSTStream)).(*http2.RSTStreamFrame)
+	require.Equal(t, http2.ErrCodeRefusedStream, rst.ErrCode)
+	h := raw.next(onStream(1, http2.FrameHeaders)).(*http2.MetaHeadersFrame)
+	require.Equal(t, "200", h.PseudoValue("status"))
+	d := raw.next(onStream(1, http2.FrameData)).(*http2.DataFrame)
+	require.Equal(t, "first", string(d.Data()))
+	require.True(t, d.StreamEnded())
+	require.NoError(t, <-served)
+	require.Eventually(t, func() bool {
+		return r.counter(t, "cluster.echo.upstream_rq_rx_reset") == "1" && r.counter(t, "cluster.echo.upstream_rq_2xx") == "1"
+	}, waitTimeout, time.Millisecond)
+}
+
+// A request sent while its upstream connection is still being dialed
+// waits for it, body and trailers included, in order.
+func TestStreamsWaitForTheDial(t *testing.T) {
+	type got struct {
+		body    string
+		trailer string
+	}
+	gotc := make(chan got, 1)
+	backend := h2cServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		gotc <- got{string(b), r.Trailer.Get("X-Sum")}
+		_, _ = io.WriteString(w, "ok")
+	}))
+	release := make(chan struct{})
+	r := newRig(t, backend, func(c *Config) {
+		dial := c.Dial
+		c.Dial = func(ctx context.Context, first string) (net.Conn, string, error) {
+			<-release
+			return dial(ctx, first)
+		}
+	})
+	raw := dialRaw(t, r.addr)
+	raw.headers(1, false, ":method", "POST", ":scheme", "http", ":authority", "echo", ":path", "/", "trailer", "x-sum")
+	require.NoError(t, raw.fr.WriteData(1, false, []byte("hello ")))
+	require.NoError(t, raw.fr.WriteData(1, false, []byte("world")))
+	raw.headers(1, true, "x-sum", "11")
+	close(release)
+	h := raw.next(onStream(1, http2.FrameHeaders)).(*http2.MetaHeadersFrame)
+	require.Equal(t, "200", h.PseudoValue("status"))
+	g := <-gotc
+	require.Equal(t, "hello world", g.body)
+	require.Equal(t, "11", g.trailer)
+}
+
+// An upstream connection that may no longer be reused (the mesh's TLS
+// mode changed) takes no new streams and closes once idle.
+func TestUnreusableUpstreamRetires(t *testing.T) {
+	backend := h2cServer(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }))
+	var reusable atomic.Bool
+	reusable.Store(true)
+	r := newRig(t, backend, func(c *Config) { c.Reusable = func(net.Conn) bool { return reusable.Load() } })
+	c := h2cClient(t)
+	get := func() {
+		resp, err := c.Get("http://" + r.addr + "/")
+		require.NoError(t, err)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		require.Equal(t, 200, resp.StatusCode)
+	}
+	get()
+	get()
+	require.EqualValues(t, 1, r.dials.Load())
+	reusable.Store(false)
+	get() // the last on the old connection, which then retires
+	require.Eventually(t, func() bool { return r.closed.Load() == 1 }, waitTimeout, time.Millisecond)
+	reusable.Store(true)
+	get()
+	require.EqualValues(t, 2, r.dials.Load())
+}
