@@ -39,6 +39,14 @@ const (
 	// keptOutput: an output buffer that grew past this is dropped after
 	// its write rather than kept for the next.
 	keptOutput = 64 << 10
+	// outputHigh bounds the DATA waiting in a connection's output: a peer
+	// that does not read holds back the credit of the streams sending to
+	// it, however large the windows it granted.
+	outputHigh = 256 << 10
+	// maxOutput bounds all of a connection's waiting output: past it the
+	// peer is not reading what it asks for (PING, SETTINGS floods), and
+	// its connection ends.
+	maxOutput = 4 * outputHigh
 )
 
 // conn is one HTTP/2 connection, to a client (downstream) or to an endpoint
@@ -151,7 +159,19 @@ func (c *conn) writeLoop() {
 		c.mu.Lock()
 		buf := c.out
 		c.out, c.spare = c.spare[:0], nil
+		// The output has room again: the halves that waited for it go on
+		// (their frames leave with the next write).
+		var resumed []moved
+		if len(c.blocked) > 0 {
+			resumed = c.resumeBlockedLocked(nil)
+		}
 		c.mu.Unlock()
+		if len(resumed) > 0 {
+			var b batch
+			creditMoved(&b, resumed)
+			b.touch(c)
+			b.flush()
+		}
 		if len(buf) == 0 {
 			continue
 		}
@@ -317,12 +337,26 @@ func (c *conn) sendDataLocked(h *half, data []byte, end bool) int {
 	return n
 }
 
+// flooded tells whether the output outgrew any bound the flow of DATA
+// keeps: the peer asks for answers (PING, SETTINGS) it does not read.
+func (c *conn) flooded() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.out) > maxOutput
+}
+
+// roomLocked is how much DATA the connection takes now: its window, and
+// what its output still has room for.
+func (c *conn) roomLocked() int64 {
+	return min(c.sendWindow, int64(outputHigh-len(c.out)))
+}
+
 // writeDataLocked writes as much of data as the windows allow, in frames
 // of the peer's size, END_STREAM on the last when end and all of data fit.
 func (c *conn) writeDataLocked(h *half, data []byte, end bool) int {
 	n := 0
 	for {
-		k := min(int64(len(data)-n), h.window, c.sendWindow, int64(c.maxFrame))
+		k := min(int64(len(data)-n), h.window, c.roomLocked(), int64(c.maxFrame))
 		if k <= 0 && !(end && n == len(data)) {
 			return n
 		}
@@ -341,14 +375,68 @@ func (c *conn) writeDataLocked(h *half, data []byte, end bool) int {
 	}
 }
 
-// queueLocked puts h in the blocked list when it waits on the connection's
-// window (a stream waiting on its own window is found by its
-// WINDOW_UPDATE).
+// queueLocked puts h in the blocked list when it holds DATA and waits on
+// the connection (its window, or its output's room); a stream waiting on
+// its own window is found by its WINDOW_UPDATE.
 func (c *conn) queueLocked(h *half) {
-	if !h.queued && h.id != 0 && c.sendWindow <= 0 {
+	if !h.queued && h.id != 0 && len(h.pending) > 0 && h.window > 0 && c.roomLocked() <= 0 {
 		h.queued = true
 		c.blocked = append(c.blocked, h)
 	}
+}
+
+// moved is what a resumed half sent, for its credit and end.
+type moved struct {
+	h    *half
+	n    int
+	sent bool
+}
+
+func resumeInto(ms []moved, n int, h *half) []moved {
+	return append(ms, moved{h: h, n: n, sent: h.sent})
+}
+
+// creditMoved returns the credit of resumed halves to their sources and
+// ends the directions that ended.
+func creditMoved(b *batch, ms []moved) {
+	for _, m := range ms {
+		m.h.credit(b, m.n)
+		if m.sent {
+			m.h.s.markDone(m.h.doneBit())
+		}
+	}
+}
+
+// resumeOneLocked sends what h holds as far as the windows allow (after a
+// WINDOW_UPDATE or SETTINGS) and queues it on the connection if that is
+// what it waits for.
+func (c *conn) resumeOneLocked(ms []moved, h *half) []moved {
+	if len(h.pending) == 0 && !h.end {
+		return ms
+	}
+	ms = resumeInto(ms, c.resumeLocked(h), h)
+	c.queueLocked(h)
+	return ms
+}
+
+// resumeBlockedLocked sends what the halves blocked on the connection hold,
+// in order, while it has room.
+func (c *conn) resumeBlockedLocked(ms []moved) []moved {
+	blocked := c.blocked
+	c.blocked = nil
+	for i, h := range blocked {
+		h.queued = false
+		if c.roomLocked() <= 0 {
+			for _, r := range blocked[i:] {
+				r.queued = false
+				c.queueLocked(r)
+			}
+			break
+		}
+		ms = resumeInto(ms, c.resumeLocked(h), h)
+		c.queueLocked(h)
+	}
+	return ms
 }
 
 // sendHeadersLocked sends a header block on h: a response head, or

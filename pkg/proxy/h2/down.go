@@ -76,6 +76,9 @@ func (d *downConn) serve() error {
 		if err := d.handle(f); err != nil {
 			return err
 		}
+		if d.flooded() {
+			return connError{http2.ErrCodeEnhanceYourCalm, "the client does not read what it asks for"}
+		}
 	}
 }
 
@@ -190,37 +193,13 @@ func (d *downConn) onSettings(f *http2.SettingsFrame) error {
 	var resumed []moved
 	if d.initWindow > old {
 		for _, h := range d.streams {
-			if len(h.pending) > 0 || h.end {
-				resumed = resumeInto(resumed, d.conn.resumeLocked(h), h)
-			}
+			resumed = d.resumeOneLocked(resumed, h)
 		}
 	}
 	d.mu.Unlock()
 	d.batch.touch(&d.conn)
 	creditMoved(&d.batch, resumed)
 	return nil
-}
-
-// moved is what a resumed half sent, for its credit and end.
-type moved struct {
-	h    *half
-	n    int
-	sent bool
-}
-
-func resumeInto(ms []moved, n int, h *half) []moved {
-	return append(ms, moved{h: h, n: n, sent: h.sent})
-}
-
-// creditMoved returns the credit of resumed halves to their sources and
-// ends the directions that ended.
-func creditMoved(b *batch, ms []moved) {
-	for _, m := range ms {
-		m.h.credit(b, m.n)
-		if m.sent {
-			m.h.s.markDone(m.h.doneBit())
-		}
-	}
 }
 
 func asConnError(err error) error {
@@ -264,33 +243,11 @@ func (d *downConn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
 		d.resetStream(f.StreamID, http2.ErrCodeFlowControl)
 		return nil
 	}
-	if len(h.pending) > 0 || h.end {
-		resumed = resumeInto(resumed, d.conn.resumeLocked(h), h)
-	}
+	resumed = d.resumeOneLocked(resumed, h)
 	d.mu.Unlock()
 	d.batch.touch(&d.conn)
 	creditMoved(&d.batch, resumed)
 	return nil
-}
-
-// resumeBlockedLocked sends what the halves blocked on the connection's
-// window hold, in order, while the window lasts.
-func (c *conn) resumeBlockedLocked(ms []moved) []moved {
-	i := 0
-	for ; i < len(c.blocked) && c.sendWindow > 0; i++ {
-		h := c.blocked[i]
-		h.queued = false
-		ms = resumeInto(ms, c.resumeLocked(h), h)
-		if len(h.pending) > 0 && c.sendWindow <= 0 && h.window > 0 {
-			h.queued = true
-			c.blocked[i] = h
-			break
-		}
-	}
-	n := copy(c.blocked, c.blocked[i:])
-	clear(c.blocked[n:])
-	c.blocked = c.blocked[:n]
-	return ms
 }
 
 func (d *downConn) onRSTStream(f *http2.RSTStreamFrame) error {

@@ -201,6 +201,9 @@ func (u *upConn) read() error {
 		if err := u.handle(f); err != nil {
 			return err
 		}
+		if u.flooded() {
+			return errors.New("the upstream does not read what it asks for")
+		}
 	}
 }
 
@@ -226,9 +229,7 @@ func (u *upConn) handle(f http2.Frame) error {
 		var resumed []moved
 		if u.initWindow > old {
 			for _, h := range u.streams {
-				if len(h.pending) > 0 || h.end {
-					resumed = resumeInto(resumed, u.resumeLocked(h), h)
-				}
+				resumed = u.resumeOneLocked(resumed, h)
 			}
 		}
 		u.mu.Unlock()
@@ -383,9 +384,7 @@ func (u *upConn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
 			u.resetStream(f.StreamID, http2.ErrCodeFlowControl)
 			return nil
 		}
-		if len(h.pending) > 0 || h.end {
-			resumed = resumeInto(resumed, u.resumeLocked(h), h)
-		}
+		resumed = u.resumeOneLocked(resumed, h)
 	}
 	u.mu.Unlock()
 	u.batch.touch(&u.conn)
