@@ -107,9 +107,6 @@ func New(cfg Config) *Proxy {
 	return p
 }
 
-// Update replaces the configuration; streams in flight keep theirs.
-func (p *Proxy) Update(cfg Config) { p.cfg.Store(newConfig(cfg)) }
-
 // ServeConn serves one client connection (HTTP/2 with prior knowledge)
 // until it ends, and closes it. external tells whether the client is
 // outside the proxy's host.
