@@ -158,7 +158,9 @@ func (c *conn) writeLoop() {
 		}
 		c.mu.Lock()
 		buf := c.out
-		c.out, c.spare = c.spare[:0], nil
+		if len(buf) > 0 {
+			c.out, c.spare = c.spare[:0], nil
+		}
 		// The output has room again: the halves that waited for it go on
 		// (their frames leave with the next write).
 		var resumed []moved
@@ -173,7 +175,7 @@ func (c *conn) writeLoop() {
 			b.flush()
 		}
 		if len(buf) == 0 {
-			continue
+			continue // nothing taken: out stays
 		}
 		c.stall.Arm(c.nc)
 		if _, err := c.nc.Write(buf); err != nil {
