@@ -36,7 +36,7 @@ type rig struct {
 }
 
 // newRig starts an engine in front of backend; mod adjusts its Config.
-func newRig(t *testing.T, backend string, mod func(*Config)) *rig {
+func newRig(t testing.TB, backend string, mod func(*Config)) *rig {
 	t.Helper()
 	r := &rig{st: stats.NewStore()}
 	cfg := Config{
