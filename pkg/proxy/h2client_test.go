@@ -8,6 +8,7 @@ import (
 	"io"
 	"maps"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -180,6 +181,14 @@ func (c *h2client) violate(format string, args ...any) {
 	if len(c.violations) < 5 {
 		c.violations = append(c.violations, fmt.Sprintf(format, args...))
 	}
+}
+
+// brokenRules returns the peer's breaches of flow control and frame size
+// so far (the cleanup fails the test on them anyway).
+func (c *h2client) brokenRules() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.violations)
 }
 
 // read is the reader goroutine.
