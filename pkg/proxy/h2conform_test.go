@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -720,7 +721,7 @@ func TestH2ConformStats(t *testing.T) {
 	_, st, proxy := protocolOutbound(t, "http2", h2cBackend(t, handler), h2cBackend(t, handler))
 	clients := []*h2client{dialH2Client(t, proxy), dialH2Client(t, proxy)}
 	// One request to each endpoint first, one after the other (a cold
-	// burst: TestH2ConformColdBurstDialsOncePerEndpoint), then two rounds
+	// burst is TestH2ConformColdBurstDialsOncePerEndpoint's), then two rounds
 	// of concurrent requests from both clients: 12 answers 2xx, 4 4xx.
 	for i, c := range clients {
 		c.get(1, "/")
@@ -740,12 +741,16 @@ func TestH2ConformStats(t *testing.T) {
 			}
 		}
 	}
-	require.Eventually(t, func() bool {
-		return counter(t, st, "cluster.echo.upstream_rq_2xx") == "14" && counter(t, st, "http.echo.downstream_rq_2xx") == "14" &&
-			counter(t, st, "cluster.echo.upstream_rq_4xx") == "4" && counter(t, st, "http.echo.downstream_rq_4xx") == "4"
-	}, waitTimeout, time.Millisecond, "2xx %s/%s, 4xx %s/%s",
-		counter(t, st, "cluster.echo.upstream_rq_2xx"), counter(t, st, "http.echo.downstream_rq_2xx"),
-		counter(t, st, "cluster.echo.upstream_rq_4xx"), counter(t, st, "http.echo.downstream_rq_4xx"))
+	// Counted once each answer is done, which may be just after the client
+	// read it.
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		for name, want := range map[string]string{
+			"cluster.echo.upstream_rq_2xx": "14", "http.echo.downstream_rq_2xx": "14",
+			"cluster.echo.upstream_rq_4xx": "4", "http.echo.downstream_rq_4xx": "4",
+		} {
+			assert.Equal(c, want, counter(t, st, name), name)
+		}
+	}, waitTimeout, time.Millisecond)
 	upstreamConnections(t, st, 2, "one multiplexed connection per endpoint")
 	require.Equal(t, "2", counter(t, st, "http.echo.downstream_cx_total"))
 	require.Equal(t, "0", counter(t, st, "cluster.echo.upstream_rq_5xx"))
