@@ -11,7 +11,7 @@ GOTEST_FLAGS ?=
 PLUGIN      := grafana-datasource
 PLUGIN_PKGS := ./pkg/... ./test/...
 
-.PHONY: build test test-k8s lint test-deps k8s-bin prometheus-bin bench fuzz demo generate clean plugin plugin-image test-plugin
+.PHONY: build test test-k8s lint test-deps k8s-bin prometheus-bin h2spec-bin bench fuzz demo generate clean plugin plugin-image test-plugin
 
 # Static binaries (no cgo): what a proxy image ships, and ~1.3 MB less
 # resident per kuma-dp than linking libc (docs/2026-12-06-kuma-dp-memory.md).
@@ -40,10 +40,17 @@ k8s-bin:
 prometheus-bin:
 	@./scripts/prometheus-tool.sh
 
+# h2spec built from its Go module (v2.2.1), the HTTP/2 conformance tester
+# the proxy's h2spec test runs against an http2 outbound (once per machine,
+# cached outside git); the last line printed is the binary's path.
+h2spec-bin:
+	@./scripts/h2spec-tool.sh
+
 # Every test: lint, unit and integration tests (with the race detector),
 # Prometheus' own Kuma discovery against our control plane (test/interop, its
 # own module), then the end-to-end tests that run the built binaries and
 # Debian's Prometheus. CI=true turns a missing external program into a failure.
+# h2spec (make h2spec-bin) checks the proxy's HTTP/2 (KUMA_TEST_H2SPEC).
 # The Kubernetes tests run kube-apiserver, etcd and kubectl from the folder
 # `make k8s-bin` prints (KUBEBUILDER_ASSETS; built once per machine).
 # The allocation tests (names containing Alloc, plus TestLargeBodiesStreamed)
@@ -54,8 +61,9 @@ ALLOC_TESTS := Alloc|TestLargeBodiesStreamed
 test: lint test-deps test-plugin
 	@assets=$$(./scripts/k8s-tools.sh | tail -n 1) && test -d "$$assets" && \
 	  prom=$$(./scripts/prometheus-tool.sh | tail -n 1) && test -x "$$prom" && \
-	  echo "KUBEBUILDER_ASSETS=$$assets KUMA_TEST_PROMETHEUS=$$prom" && \
-	  export KUBEBUILDER_ASSETS="$$assets" KUMA_TEST_PROMETHEUS="$$prom" && \
+	  h2spec=$$(./scripts/h2spec-tool.sh | tail -n 1) && test -x "$$h2spec" && \
+	  echo "KUBEBUILDER_ASSETS=$$assets KUMA_TEST_PROMETHEUS=$$prom KUMA_TEST_H2SPEC=$$h2spec" && \
+	  export KUBEBUILDER_ASSETS="$$assets" KUMA_TEST_PROMETHEUS="$$prom" KUMA_TEST_H2SPEC="$$h2spec" && \
 	  set -x && \
 	  $(GO) test -race -count=1 $(GOTEST_FLAGS) $$($(GO) list ./... | grep -v /test/e2e) && \
 	  $(GO) test -count=1 -run '$(ALLOC_TESTS)' $(GOTEST_FLAGS) ./pkg/... && \
