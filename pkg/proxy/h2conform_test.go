@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -32,11 +33,11 @@ import (
 // pattern is n bytes of a deterministic pseudo-random sequence.
 func pattern(seed uint64, n int) []byte {
 	r := rand.New(rand.NewPCG(seed, seed))
-	p := make([]byte, n)
-	for i := range p {
-		p[i] = byte(r.Uint32())
+	p := make([]byte, n+8)
+	for i := 0; i < n; i += 8 {
+		binary.LittleEndian.PutUint64(p[i:], r.Uint64())
 	}
-	return p
+	return p[:n]
 }
 
 // Many streams on one connection, their requests' frames interleaved: each
