@@ -283,7 +283,7 @@ func TestH2ConformUpstreamReset(t *testing.T) {
 	require.Equal(t, "partial", string(r.body))
 	require.Eventually(t, func() bool { return counter(t, st, "cluster.echo.upstream_rq_rx_reset") == "2" }, waitTimeout, time.Millisecond)
 	t.Run("after the headers, the client's stream is reset", func(t *testing.T) {
-		knownBug(t, r.reset == nil, "the upstream's RST_STREAM after the headers ends the client's stream with "+
+		mustNot(t, r.reset == nil, "the upstream's RST_STREAM after the headers ends the client's stream with "+
 			"END_STREAM, a truncated answer that looks complete: %v", r.frames)
 	})
 
@@ -555,7 +555,7 @@ func TestH2ConformUpstreamClosesMidStream(t *testing.T) {
 	require.Equal(t, "200", r.status())
 	require.Equal(t, "partial", string(r.body))
 	t.Run("the stream ends with an error", func(t *testing.T) {
-		knownBug(t, r.ended, "the upstream's connection closing mid-body ends the client's stream with END_STREAM, "+
+		mustNot(t, r.ended, "the upstream's connection closing mid-body ends the client's stream with END_STREAM, "+
 			"a truncated answer that looks complete: %v", r.frames)
 		require.True(t, r.reset != nil || r.closed != nil, "RST_STREAM or the connection's end: %v", r.frames)
 	})
@@ -651,7 +651,7 @@ func TestH2ConformHeadersPassThrough(t *testing.T) {
 		r := c.ok(1)
 		require.Equal(t, "1", field(r.headers, "x-only"))
 		require.Equal(t, "<html>", string(r.body))
-		knownBug(t, field(r.headers, "content-type") != "", "a content-type the upstream did not send: %q (net/http's server sniffs one)",
+		mustNot(t, field(r.headers, "content-type") != "", "a content-type the upstream did not send: %q (net/http's server sniffs one)",
 			field(r.headers, "content-type"))
 	})
 }
@@ -791,35 +791,23 @@ func TestH2ConformColdBurstDialsOncePerEndpoint(t *testing.T) {
 }
 
 // upstreamConnections requires that the cluster opened want upstream
-// connections, in a subtest: today's engine sometimes opens more
-// (net/http's Transport dials for every request that finds no pooled
-// connection, including one sent while the connection dialed just before
-// is not pooled yet; the extra ones close when idle), so this part alone is
-// a known bug.
+// connections (in a subtest of its own: net/http's Transport, the engine
+// before, opened more, one per request that found no pooled connection).
 func upstreamConnections(t *testing.T, st *stats.Store, want int, what string) {
 	t.Helper()
 	t.Run("upstream connections", func(t *testing.T) {
 		total := counter(t, st, "cluster.echo.upstream_cx_total")
-		knownBug(t, total != strconv.Itoa(want), "%s: %s upstream connections, not %d (active: %s)",
+		mustNot(t, total != strconv.Itoa(want), "%s: %s upstream connections, not %d (active: %s)",
 			what, total, want, counter(t, st, "cluster.echo.upstream_cx_active"))
 	})
 }
 
-// netHTTPEngine is true while the http2 and grpc outbounds run on net/http's
-// HTTP/2 server and Transport (http2.go): the behaviour of it that breaks
-// what these tests ask for is skipped (knownBug), not failed. Set it to
-// false with another engine, where the same behaviour fails.
-const netHTTPEngine = true
-
-// knownBug ends t when bad: skipped, naming the bug, while netHTTPEngine
-// (today's engine is known to have it), failed otherwise.
-func knownBug(t *testing.T, bad bool, format string, args ...any) {
+// mustNot fails t, naming what is wrong, when bad. (These checks skipped
+// while the outbounds ran on net/http's HTTP/2 server and transport, which
+// broke each of them; the engine of pkg/proxy/h2 passes them.)
+func mustNot(t *testing.T, bad bool, format string, args ...any) {
 	t.Helper()
-	if !bad {
-		return
+	if bad {
+		t.Fatalf(format, args...)
 	}
-	if netHTTPEngine {
-		t.Skipf("today's net/http engine: "+format, args...)
-	}
-	t.Fatalf(format, args...)
 }
