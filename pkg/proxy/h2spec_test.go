@@ -214,12 +214,12 @@ func writeH2SpecPasses(t *testing.T, cases []h2specCase) {
 # HTTP/2 server and Transport before it passed 141 of the 145);
 # a case an engine newly passes is added the same way. One case id a line,
 # as h2spec takes them on its command line.
-#
-# Not passing then:
 `)
+	header := "#\n# Not passing then:\n"
 	for _, c := range cases {
 		if !c.passed {
-			fmt.Fprintf(&b, "#   %s %s\n", c.id, c.desc)
+			fmt.Fprintf(&b, "%s#   %s %s\n", header, c.id, c.desc)
+			header = ""
 		}
 	}
 	for _, c := range cases {
