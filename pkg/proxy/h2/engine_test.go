@@ -414,3 +414,84 @@ func TestUnreusableUpstreamRetires(t *testing.T) {
 	get()
 	require.EqualValues(t, 2, r.dials.Load())
 }
+
+// A connection whose stream ids run out takes no new streams: the next
+// request opens another connection, and the old one closes once idle.
+func TestStreamIDsRunningOutMoveToANewConnection(t *testing.T) {
+	backend := answeringUpstream(t) // net/http's server refuses a jump in stream ids
+	r := newRig(t, backend, nil)
+	c := h2cClient(t)
+	get := func() {
+		t.Helper()
+		resp, err := c.Get("http://" + r.addr + "/")
+		require.NoError(t, err)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		require.Equal(t, 200, resp.StatusCode)
+	}
+	get()
+	r.p.mu.Lock()
+	for _, list := range r.p.ups {
+		for _, u := range list {
+			u.mu.Lock()
+			u.nextID = lastStreamIDs - 2 // the last id it may use
+			u.mu.Unlock()
+		}
+	}
+	r.p.mu.Unlock()
+	get() // on the old connection, with its last id
+	require.EqualValues(t, 1, r.dials.Load())
+	get()
+	require.EqualValues(t, 2, r.dials.Load(), "a new connection")
+	require.Eventually(t, func() bool { return r.closed.Load() == 1 }, waitTimeout, time.Millisecond, "the old one closed")
+}
+
+// answeringUpstream is a raw HTTP/2 server answering every request 200
+// with an empty body, on any number of connections.
+func answeringUpstream(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	t.Cleanup(func() { _ = ln.Close(); wg.Wait() })
+	status := func() []byte {
+		var b bytes.Buffer
+		_ = hpack.NewEncoder(&b).WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+		return b.Bytes()
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(waitTimeout))
+				fr := http2.NewFramer(c, c)
+				fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+				if _, err := io.ReadFull(c, make([]byte, len(http2.ClientPreface))); err != nil || fr.WriteSettings() != nil {
+					return
+				}
+				for {
+					f, err := fr.ReadFrame()
+					if err != nil {
+						return
+					}
+					switch f := f.(type) {
+					case *http2.SettingsFrame:
+						if !f.IsAck() {
+							_ = fr.WriteSettingsAck()
+						}
+					case *http2.MetaHeadersFrame:
+						_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: f.StreamID, BlockFragment: status, EndStream: true, EndHeaders: true})
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}

@@ -28,6 +28,11 @@ type upConn struct {
 	waiting []*stream
 }
 
+// lastStreamIDs: once a connection's next stream id reaches it, the
+// connection takes no new streams (ids end at 2^31-1; the margin covers
+// streams given to it before it stopped taking them).
+const lastStreamIDs = 1<<31 - 1<<20
+
 // upstreamFor returns the connection the next stream goes to: one to the
 // picked endpoint with room for a stream, or a new one (dialed in the
 // background). The stream is counted on it.
@@ -42,6 +47,9 @@ func (p *Proxy) upstreamFor(cfg *config) *upConn {
 		u.mu.Lock()
 		ok := !u.failed && !u.goAway && !u.closed && uint32(u.active) < u.maxStreams
 		if ok {
+			if u.active == 0 && u.nc != nil {
+				_ = u.nc.SetReadDeadline(time.Time{}) // no longer idle
+			}
 			u.active++
 		}
 		u.mu.Unlock()
@@ -86,6 +94,9 @@ func (u *upConn) openLocked(s *stream, end bool) {
 	}
 	h.id = u.nextID
 	u.nextID += 2
+	if u.nextID >= lastStreamIDs {
+		u.goAway = true // the ids run out: new streams go to a new connection
+	}
 	h.window = u.initWindow
 	s.upRecv = streamWindow
 	u.streams[h.id] = h
