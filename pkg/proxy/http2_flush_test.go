@@ -266,7 +266,7 @@ func TestHTTP2ReadsFramesInBursts(t *testing.T) {
 	c.setEndpoints([]string{backend})
 	log, _ := netservetest.NewLogger()
 	h := newHTTP2(p, route{protocol: "http2", cluster: c, hcm: "echo",
-		panics: &netserve.Panics{Name: "outbound:echo", Log: log, Count: &netservetest.Counter{}}}).(*http2Handler)
+		panics: &netserve.Panics{Name: "outbound:echo", Log: log, Count: &netservetest.Counter{}}}).(*httpHandler)
 	t.Cleanup(h.Close)
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -168,3 +168,20 @@ func NewRedirectStats(s *Store, address string) *RedirectStats {
 
 // Release removes the statistics from the store.
 func (r *RedirectStats) Release() { r.scope.Release() }
+
+// HTTPBundles returns cluster and listener, each replaced, when nil, by one
+// recording into a private store: what an HTTP engine records into when its
+// owner gave it nowhere to (tests, tools).
+func HTTPBundles(cluster *ClusterStats, listener *HTTPConnManagerStats) (*ClusterStats, *HTTPConnManagerStats) {
+	if cluster != nil && listener != nil {
+		return cluster, listener
+	}
+	s := NewStore()
+	if cluster == nil {
+		cluster = NewClusterStats(s, "unnamed")
+	}
+	if listener == nil {
+		listener = NewHTTPConnManagerStats(s, "unnamed")
+	}
+	return cluster, listener
+}

@@ -409,6 +409,46 @@ func creditMoved(b *batch, ms []moved) {
 	}
 }
 
+// windowResult is what a peer's WINDOW_UPDATE did to a connection.
+type windowResult int
+
+const (
+	windowApplied windowResult = iota
+	// windowConnOverflow: the connection's window passed 2^31-1, a
+	// connection error (RFC 9113 §6.9.1).
+	windowConnOverflow
+	// windowStreamOverflow: the stream's did, a stream error.
+	windowStreamOverflow
+	// windowNoStream: the stream is not open on the connection.
+	windowNoStream
+)
+
+// windowUpdate applies a peer's WINDOW_UPDATE, sends on what it frees and
+// returns that credit to the sources.
+func (c *conn) windowUpdate(b *batch, f *http2.WindowUpdateFrame) windowResult {
+	var resumed []moved
+	res := windowApplied
+	c.mu.Lock()
+	if f.StreamID == 0 {
+		c.sendWindow += int64(f.Increment)
+		if c.sendWindow > maxWindow {
+			res = windowConnOverflow
+		} else {
+			resumed = c.resumeBlockedLocked(resumed)
+		}
+	} else if h := c.streams[f.StreamID]; h == nil {
+		res = windowNoStream
+	} else if h.window += int64(f.Increment); h.window > maxWindow {
+		res = windowStreamOverflow
+	} else {
+		resumed = c.resumeOneLocked(resumed, h)
+	}
+	c.mu.Unlock()
+	b.touch(c)
+	creditMoved(b, resumed)
+	return res
+}
+
 // resumeOneLocked sends what h holds as far as the windows allow (after a
 // WINDOW_UPDATE or SETTINGS) and queues it on the connection if that is
 // what it waits for.
@@ -540,6 +580,42 @@ func (c *conn) applySettingsLocked(f *http2.SettingsFrame) error {
 		}
 		return nil
 	})
+}
+
+// settings applies a peer's SETTINGS frame, acknowledges it and sends on
+// what a larger initial window freed; the error is a connection error.
+func (c *conn) settings(b *batch, f *http2.SettingsFrame) error {
+	if f.IsAck() {
+		return nil
+	}
+	c.mu.Lock()
+	old := c.initWindow
+	if err := c.applySettingsLocked(f); err != nil {
+		c.mu.Unlock()
+		return err
+	}
+	c.out = appendSettingsAck(c.out)
+	var resumed []moved
+	if c.initWindow > old {
+		for _, h := range c.streams {
+			resumed = c.resumeOneLocked(resumed, h)
+		}
+	}
+	c.mu.Unlock()
+	b.touch(c)
+	creditMoved(b, resumed)
+	return nil
+}
+
+// ping answers a peer's PING.
+func (c *conn) ping(b *batch, f *http2.PingFrame) {
+	if f.IsAck() {
+		return
+	}
+	c.mu.Lock()
+	c.out = appendPingAck(c.out, f.Data)
+	c.mu.Unlock()
+	b.touch(c)
 }
 
 // adjustWindowsLocked moves every open stream's send window by delta

@@ -151,14 +151,11 @@ func (d *downConn) handle(f http2.Frame) error {
 	case *http2.WindowUpdateFrame:
 		return d.onWindowUpdate(f)
 	case *http2.SettingsFrame:
-		return d.onSettings(f)
-	case *http2.PingFrame:
-		if !f.IsAck() {
-			d.mu.Lock()
-			d.out = appendPingAck(d.out, f.Data)
-			d.mu.Unlock()
-			d.batch.touch(&d.conn)
+		if err := d.settings(&d.batch, f); err != nil {
+			return asConnError(err)
 		}
+	case *http2.PingFrame:
+		d.ping(&d.batch, f)
 	case *http2.RSTStreamFrame:
 		return d.onRSTStream(f)
 	case *http2.PriorityFrame:
@@ -171,35 +168,6 @@ func (d *downConn) handle(f http2.Frame) error {
 		return connError{http2.ErrCodeProtocol, "PUSH_PROMISE from a client"}
 	}
 	return nil // unknown frame types are ignored (RFC 9113 §4.1)
-}
-
-func (d *downConn) onSettings(f *http2.SettingsFrame) error {
-	if f.IsAck() {
-		return nil
-	}
-	d.mu.Lock()
-	old := d.initWindow
-	err := d.applySettingsLocked(f)
-	if err == nil {
-		if s, ok := f.Value(http2.SettingEnablePush); ok && s > 1 {
-			err = connError{http2.ErrCodeProtocol, "invalid ENABLE_PUSH"}
-		}
-	}
-	if err != nil {
-		d.mu.Unlock()
-		return asConnError(err)
-	}
-	d.out = appendSettingsAck(d.out)
-	var resumed []moved
-	if d.initWindow > old {
-		for _, h := range d.streams {
-			resumed = d.resumeOneLocked(resumed, h)
-		}
-	}
-	d.mu.Unlock()
-	d.batch.touch(&d.conn)
-	creditMoved(&d.batch, resumed)
-	return nil
 }
 
 func asConnError(err error) error {
@@ -215,38 +183,16 @@ func asConnError(err error) error {
 }
 
 func (d *downConn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
-	var resumed []moved
-	d.mu.Lock()
-	if f.StreamID == 0 {
-		d.sendWindow += int64(f.Increment)
-		if d.sendWindow > maxWindow {
-			d.mu.Unlock()
-			return connError{http2.ErrCodeFlowControl, "connection window over 2^31-1"}
-		}
-		resumed = d.resumeBlockedLocked(resumed)
-		d.mu.Unlock()
-		d.batch.touch(&d.conn)
-		creditMoved(&d.batch, resumed)
-		return nil
-	}
-	h := d.streams[f.StreamID]
-	if h == nil {
-		d.mu.Unlock()
+	switch d.windowUpdate(&d.batch, f) {
+	case windowConnOverflow:
+		return connError{http2.ErrCodeFlowControl, "connection window over 2^31-1"}
+	case windowStreamOverflow:
+		d.resetStream(f.StreamID, http2.ErrCodeFlowControl)
+	case windowNoStream:
 		if f.StreamID > d.lastID {
 			return connError{http2.ErrCodeProtocol, "WINDOW_UPDATE on an idle stream"}
 		}
-		return nil // a closed stream
 	}
-	h.window += int64(f.Increment)
-	if h.window > maxWindow {
-		d.mu.Unlock()
-		d.resetStream(f.StreamID, http2.ErrCodeFlowControl)
-		return nil
-	}
-	resumed = d.resumeOneLocked(resumed, h)
-	d.mu.Unlock()
-	d.batch.touch(&d.conn)
-	creditMoved(&d.batch, resumed)
 	return nil
 }
 
@@ -295,13 +241,13 @@ func (d *downConn) onData(f *http2.DataFrame) error {
 		return nil
 	}
 	s := h.s
-	if length > s.downRecv {
+	if length > s.downIn.left {
 		d.returnCreditLocked(length)
 		d.mu.Unlock()
 		d.resetStream(id, http2.ErrCodeFlowControl)
 		return nil
 	}
-	s.downRecv -= length
+	s.downIn.left -= length
 	// Padding is not forwarded: its credit goes back now.
 	if pad := length - int64(len(data)); pad > 0 {
 		d.returnCreditLocked(pad)

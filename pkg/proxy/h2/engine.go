@@ -67,15 +67,7 @@ func newConfig(c Config) *config {
 	if c.MaxHeaderBytes <= 0 {
 		c.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}
-	if c.Cluster == nil || c.Listener == nil {
-		s := stats.NewStore()
-		if c.Cluster == nil {
-			c.Cluster = stats.NewClusterStats(s, "unnamed")
-		}
-		if c.Listener == nil {
-			c.Listener = stats.NewHTTPConnManagerStats(s, "unnamed")
-		}
-	}
+	c.Cluster, c.Listener = stats.HTTPBundles(c.Cluster, c.Listener)
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
 	}
@@ -184,7 +176,7 @@ func (p *Proxy) open(d *downConn, id uint32, fields []hpack.HeaderField, clen in
 	cfg.Cluster.UpstreamRqActive.Inc()
 	d.mu.Lock()
 	s.toDown.window = d.initWindow
-	s.downRecv = streamWindow
+	s.downIn.left = streamWindow
 	s.reqEnd = end
 	d.streams[id] = &s.toDown
 	if d.active == 0 {

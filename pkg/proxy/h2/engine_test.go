@@ -283,30 +283,40 @@ func TestIdleConnectionsClose(t *testing.T) {
 
 // rawUpstream accepts one connection and hands it to serve as a raw
 // HTTP/2 server (preface read, SETTINGS sent).
-func rawUpstream(t *testing.T, serve func(*rawConn)) string {
+func rawUpstream(t *testing.T, serve func(*rawConn)) string { return rawServer(t, false, serve) }
+
+// rawServer accepts connections (many, or just one) and serves each as
+// rawUpstream does, on a goroutine of its own.
+func rawServer(t *testing.T, many bool, serve func(*rawConn)) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	done := make(chan struct{})
-	t.Cleanup(func() { _ = ln.Close(); <-done })
+	var wg sync.WaitGroup
+	t.Cleanup(func() { _ = ln.Close(); wg.Wait() })
+	wg.Add(1)
 	go func() {
-		defer close(done)
-		c, err := ln.Accept()
-		if err != nil {
-			return
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				r := &rawConn{t: t, c: c, fr: http2.NewFramer(c, c)}
+				r.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+				r.enc = hpack.NewEncoder(&r.hbuf)
+				_ = c.SetDeadline(time.Now().Add(waitTimeout))
+				if _, err := io.ReadFull(c, make([]byte, len(http2.ClientPreface))); err != nil || r.fr.WriteSettings() != nil {
+					return
+				}
+				serve(r)
+			}()
+			if !many {
+				return
+			}
 		}
-		r := &rawConn{t: t, c: c, fr: http2.NewFramer(c, c)}
-		r.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-		r.enc = hpack.NewEncoder(&r.hbuf)
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(waitTimeout))
-		preface := make([]byte, len(http2.ClientPreface))
-		if _, err := io.ReadFull(c, preface); err != nil {
-			return
-		}
-		if r.fr.WriteSettings() != nil {
-			return
-		}
-		serve(r)
 	}()
 	return ln.Addr().String()
 }
@@ -449,49 +459,22 @@ func TestStreamIDsRunningOutMoveToANewConnection(t *testing.T) {
 // answeringUpstream is a raw HTTP/2 server answering every request 200
 // with an empty body, on any number of connections.
 func answeringUpstream(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	var wg sync.WaitGroup
-	t.Cleanup(func() { _ = ln.Close(); wg.Wait() })
-	status := func() []byte {
-		var b bytes.Buffer
-		_ = hpack.NewEncoder(&b).WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
-		return b.Bytes()
-	}()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	return rawServer(t, true, func(up *rawConn) {
 		for {
-			c, err := ln.Accept()
+			f, err := up.fr.ReadFrame()
 			if err != nil {
 				return
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(waitTimeout))
-				fr := http2.NewFramer(c, c)
-				fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-				if _, err := io.ReadFull(c, make([]byte, len(http2.ClientPreface))); err != nil || fr.WriteSettings() != nil {
-					return
+			switch f := f.(type) {
+			case *http2.SettingsFrame:
+				if !f.IsAck() {
+					_ = up.fr.WriteSettingsAck()
 				}
-				for {
-					f, err := fr.ReadFrame()
-					if err != nil {
-						return
-					}
-					switch f := f.(type) {
-					case *http2.SettingsFrame:
-						if !f.IsAck() {
-							_ = fr.WriteSettingsAck()
-						}
-					case *http2.MetaHeadersFrame:
-						_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: f.StreamID, BlockFragment: status, EndStream: true, EndHeaders: true})
-					}
-				}
-			}()
+			case *http2.MetaHeadersFrame:
+				up.hbuf.Reset()
+				_ = up.enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+				_ = up.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: f.StreamID, BlockFragment: up.hbuf.Bytes(), EndStream: true, EndHeaders: true})
+			}
 		}
-	}()
-	return ln.Addr().String()
+	})
 }

@@ -22,10 +22,9 @@ type stream struct {
 
 	toUp, toDown half
 
-	// The peers' stream windows: what each may still send (under the
-	// mu of its connection), and the credit owed to it.
-	downRecv, downOwed int64 // under down.mu
-	upRecv, upOwed     int64 // under up.mu
+	// The peers' sides of the stream's flow control (under the mu of
+	// their connections).
+	downIn, upIn inflow
 	// reqEnd: the client ended the request (under down.mu).
 	reqEnd bool
 	// respEnd: the upstream ended the response (under up.mu).
@@ -105,46 +104,41 @@ func (s *stream) finish() {
 }
 
 // creditDown returns n bytes of credit to the client for DATA of this
-// stream that left upstream (or was dropped): the connection's at once in
-// batches, the stream's while the client may still send.
+// stream that left upstream (or was dropped).
 func (s *stream) creditDown(b *batch, n int) {
-	if n <= 0 {
-		return
-	}
-	d := s.down
-	d.mu.Lock()
-	d.returnCreditLocked(int64(n))
-	if !s.reqEnd {
-		s.downOwed += int64(n)
-		if s.downOwed >= streamWindow/4 {
-			d.out = appendWindowUpdate(d.out, s.toDown.id, uint32(s.downOwed))
-			s.downRecv += s.downOwed
-			s.downOwed = 0
-		}
-	}
-	d.mu.Unlock()
-	b.touch(&d.conn)
+	s.down.credit(b, n, &s.downIn, &s.toDown.id, &s.reqEnd)
 }
 
 // creditUp returns n bytes of credit to the upstream for DATA of this
 // stream that left to the client (or was dropped).
 func (s *stream) creditUp(b *batch, n int) {
+	s.up.credit(b, n, &s.upIn, &s.toUp.id, &s.respEnd)
+}
+
+// inflow is a peer's side of a stream's flow control: what it may still
+// send, and the credit owed to it.
+type inflow struct{ left, owed int64 }
+
+// credit gives n bytes back to the peer of c: to its connection window at
+// once (batched), and to the stream's (*id, 0 while not opened) while the
+// peer may still send on it (*ended says it may not), in WINDOW_UPDATEs of
+// at least a quarter of the stream window. id and ended are under c.mu.
+func (c *conn) credit(b *batch, n int, in *inflow, id *uint32, ended *bool) {
 	if n <= 0 {
 		return
 	}
-	u := s.up
-	u.mu.Lock()
-	u.returnCreditLocked(int64(n))
-	if !s.respEnd && s.toUp.id != 0 {
-		s.upOwed += int64(n)
-		if s.upOwed >= streamWindow/4 {
-			u.out = appendWindowUpdate(u.out, s.toUp.id, uint32(s.upOwed))
-			s.upRecv += s.upOwed
-			s.upOwed = 0
+	c.mu.Lock()
+	c.returnCreditLocked(int64(n))
+	if !*ended && *id != 0 {
+		in.owed += int64(n)
+		if in.owed >= streamWindow/4 {
+			c.out = appendWindowUpdate(c.out, *id, uint32(in.owed))
+			in.left += in.owed
+			in.owed = 0
 		}
 	}
-	u.mu.Unlock()
-	b.touch(&u.conn)
+	c.mu.Unlock()
+	b.touch(c)
 }
 
 // credit returns credit for n bytes that left through h (to the side

@@ -98,7 +98,7 @@ func (u *upConn) openLocked(s *stream, end bool) {
 		u.goAway = true // the ids run out: new streams go to a new connection
 	}
 	h.window = u.initWindow
-	s.upRecv = streamWindow
+	s.upIn.left = streamWindow
 	u.streams[h.id] = h
 	onlyHead := end && len(h.pending) == 0 && h.trailers == nil
 	u.out = appendHeaders(u.out, h.id, u.encodeLocked(s.head), onlyHead, u.maxFrame)
@@ -227,32 +227,9 @@ func (u *upConn) handle(f http2.Frame) error {
 	case *http2.WindowUpdateFrame:
 		return u.onWindowUpdate(f)
 	case *http2.SettingsFrame:
-		if f.IsAck() {
-			return nil
-		}
-		u.mu.Lock()
-		old := u.initWindow
-		if err := u.applySettingsLocked(f); err != nil {
-			u.mu.Unlock()
-			return err
-		}
-		u.out = appendSettingsAck(u.out)
-		var resumed []moved
-		if u.initWindow > old {
-			for _, h := range u.streams {
-				resumed = u.resumeOneLocked(resumed, h)
-			}
-		}
-		u.mu.Unlock()
-		u.batch.touch(&u.conn)
-		creditMoved(&u.batch, resumed)
+		return u.settings(&u.batch, f)
 	case *http2.PingFrame:
-		if !f.IsAck() {
-			u.mu.Lock()
-			u.out = appendPingAck(u.out, f.Data)
-			u.mu.Unlock()
-			u.batch.touch(&u.conn)
-		}
+		u.ping(&u.batch, f)
 	case *http2.RSTStreamFrame:
 		u.onRSTStream(f)
 	case *http2.GoAwayFrame:
@@ -291,13 +268,13 @@ func (u *upConn) onData(f *http2.DataFrame) {
 		return
 	}
 	s := h.s
-	if length > s.upRecv {
+	if length > s.upIn.left {
 		u.returnCreditLocked(length)
 		u.mu.Unlock()
 		u.resetStream(f.StreamID, http2.ErrCodeFlowControl)
 		return
 	}
-	s.upRecv -= length
+	s.upIn.left -= length
 	if pad := length - int64(len(data)); pad > 0 {
 		u.returnCreditLocked(pad)
 	}
@@ -379,27 +356,12 @@ func (u *upConn) onHeaders(f *http2.MetaHeadersFrame) {
 }
 
 func (u *upConn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
-	var resumed []moved
-	u.mu.Lock()
-	if f.StreamID == 0 {
-		u.sendWindow += int64(f.Increment)
-		if u.sendWindow > maxWindow {
-			u.mu.Unlock()
-			return errors.New("upstream connection window over 2^31-1")
-		}
-		resumed = u.resumeBlockedLocked(resumed)
-	} else if h := u.streams[f.StreamID]; h != nil {
-		h.window += int64(f.Increment)
-		if h.window > maxWindow {
-			u.mu.Unlock()
-			u.resetStream(f.StreamID, http2.ErrCodeFlowControl)
-			return nil
-		}
-		resumed = u.resumeOneLocked(resumed, h)
+	switch u.windowUpdate(&u.batch, f) {
+	case windowConnOverflow:
+		return errors.New("upstream connection window over 2^31-1")
+	case windowStreamOverflow:
+		u.resetStream(f.StreamID, http2.ErrCodeFlowControl)
 	}
-	u.mu.Unlock()
-	u.batch.touch(&u.conn)
-	creditMoved(&u.batch, resumed)
 	return nil
 }
 

@@ -105,15 +105,7 @@ func newConfig(c Config) *config {
 	if c.MaxHeaderBytes <= 0 {
 		c.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}
-	if c.Cluster == nil || c.Listener == nil {
-		s := stats.NewStore()
-		if c.Cluster == nil {
-			c.Cluster = stats.NewClusterStats(s, "unnamed")
-		}
-		if c.Listener == nil {
-			c.Listener = stats.NewHTTPConnManagerStats(s, "unnamed")
-		}
-	}
+	c.Cluster, c.Listener = stats.HTTPBundles(c.Cluster, c.Listener)
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
 	}
