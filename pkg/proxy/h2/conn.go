@@ -246,9 +246,6 @@ func (c *conn) waitWriter() {
 	}
 }
 
-// Write appends p to the output; only frame writers call it, under mu.
-func (c *conn) appendLocked(p []byte) { c.out = append(c.out, p...) }
-
 // encodeLocked HPACK-encodes fields into hbuf (reset first).
 func (c *conn) encodeLocked(fields []hpack.HeaderField) []byte {
 	c.hbuf.Reset()

@@ -1,7 +1,6 @@
 package h2
 
 import (
-	"bytes"
 	"errors"
 	"io"
 	"os"
@@ -88,9 +87,8 @@ func (d *downConn) readError(f http2.Frame, err error) error {
 	var se http2.StreamError
 	switch {
 	case errors.As(err, &se):
-		if mh, ok := f.(*http2.MetaHeadersFrame); ok && se.StreamID > d.lastID && se.StreamID%2 == 1 {
+		if _, ok := f.(*http2.MetaHeadersFrame); ok && se.StreamID > d.lastID && se.StreamID%2 == 1 {
 			d.lastID = se.StreamID // a refused new stream still used its id
-			_ = mh
 		}
 		d.resetStream(se.StreamID, se.Code)
 		return nil
@@ -484,5 +482,3 @@ func checkRequest(fields []hpack.HeaderField) (int64, bool) {
 	}
 	return clen, scheme && path
 }
-
-var _ = bytes.Equal

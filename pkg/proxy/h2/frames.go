@@ -84,11 +84,6 @@ func appendPingAck(b []byte, data [8]byte) []byte {
 	return append(b, data[:]...)
 }
 
-func appendPing(b []byte, data [8]byte) []byte {
-	b = appendFrameHeader(b, 8, http2.FramePing, 0, 0)
-	return append(b, data[:]...)
-}
-
 func appendGoAway(b []byte, last uint32, code http2.ErrCode, debug string) []byte {
 	b = appendFrameHeader(b, 8+len(debug), http2.FrameGoAway, 0, 0)
 	b = binary.BigEndian.AppendUint32(b, last&0x7fffffff)
