@@ -70,12 +70,24 @@ func (cs closers) Close() error {
 	return nil
 }
 
-// pipe moves src to dst, then half-closes dst (or closes it): through the
-// kernel (splice) when both are plain TCP below the proxy's own wrappers,
-// through a user-space buffer otherwise (mTLS, or splice unsupported).
+// pipe moves src to dst, then half-closes dst (or closes it): on the
+// sockets themselves when both are plain TCP below the proxy's own
+// wrappers, through a user-space buffer otherwise (mTLS, or no fast path
+// on this system). When either side fails (a reset, a write that cannot
+// go), it closes both: the other direction ends too and each peer sees
+// its connection end, not a half-close that waits for more.
 func pipe(dst, src net.Conn, paths *pipePaths) {
-	if spliceOff.Load() || !splicePipe(dst, src, paths) {
-		copyPipe(dst, src, paths)
+	applied, failed := false, false
+	if pathMode.Load() != pathCopy {
+		applied, failed = fastPipe(dst, src, paths)
+	}
+	if !applied {
+		failed = copyPipe(dst, src, paths)
+	}
+	if failed {
+		_ = src.Close()
+		_ = dst.Close()
+		return
 	}
 	if hc, ok := dst.(interface{ CloseWrite() error }); ok {
 		_ = hc.CloseWrite()
@@ -89,16 +101,25 @@ func pipe(dst, src net.Conn, paths *pipePaths) {
 // taken; not exported as a statistic).
 type pipePaths struct{ spliced, copied atomic.Uint64 }
 
-// spliceOff turns the fast path off (for benchmarks comparing the paths).
-var spliceOff atomic.Bool
+// The TCP paths a direction can take; pathMode picks one for benchmarks
+// comparing them (pathFast otherwise).
+const (
+	pathFast   = iota // system calls on the sockets, counted from their results
+	pathSplice        // every read spliced (the fast path before the relay)
+	pathCopy          // the user-space copy through the wrappers
+)
+
+var pathMode atomic.Int32
 
 // copyPipe copies src to dst through a pooled buffer, every byte through
-// the wrappers (which count it).
-func copyPipe(dst, src net.Conn, paths *pipePaths) {
+// the wrappers (which count it); failed says src or dst failed (not a
+// plain end of src).
+func copyPipe(dst, src net.Conn, paths *pipePaths) (failed bool) {
 	paths.copied.Add(1)
 	bp := copyBuffers.Get().(*[]byte)
-	_, _ = io.CopyBuffer(onlyWriter{dst}, onlyReader{src}, *bp)
+	_, err := io.CopyBuffer(onlyWriter{dst}, onlyReader{src}, *bp)
 	copyBuffers.Put(bp)
+	return err != nil
 }
 
 // tcpWrapper is one of the proxy's own wrappers around a connection that

@@ -9,6 +9,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"os"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -221,15 +222,30 @@ func echoBackend(b *testing.B) string {
 	return addr
 }
 
-// BenchmarkTCPProxy measures the TCP path through an outbound, with the
-// splice fast path and with the user-space copy: "conn" is one connection
-// per op (connect, 1 KiB echoed, close: allocations per connection),
-// "stream" 1 MiB echoed on one open connection per op.
+// tcpPaths are the ways a direction can take, for the benchmarks: the
+// fast path (with and without TCP_INQ), every read spliced, and the
+// user-space copy.
+var tcpPaths = []struct {
+	name  string
+	mode  int32
+	noInq bool
+}{{"fast", pathFast, false}, {"fast-noinq", pathFast, true}, {"splice", pathSplice, false}, {"copy", pathCopy, false}}
+
+// takePath makes the connections dialed next take path i.
+func takePath(tb testing.TB, i int) {
+	pathMode.Store(tcpPaths[i].mode)
+	relayNoInq.Store(tcpPaths[i].noInq)
+	tb.Cleanup(func() { pathMode.Store(pathFast); relayNoInq.Store(false) })
+}
+
+// BenchmarkTCPProxy measures the TCP path through an outbound on each
+// path: "conn" is one connection per op (connect, 1 KiB echoed, close:
+// allocations per connection), "stream" 1 MiB echoed on one open
+// connection per op.
 func BenchmarkTCPProxy(b *testing.B) {
-	for _, path := range []string{"splice", "copy"} {
-		b.Run(path, func(b *testing.B) {
-			spliceOff.Store(path == "copy")
-			b.Cleanup(func() { spliceOff.Store(false) })
+	for i, path := range tcpPaths {
+		b.Run(path.name, func(b *testing.B) {
+			takePath(b, i)
 			back := echoBackend(b)
 			p, _ := newProxy(b)
 			port := freePort(b)
@@ -275,13 +291,12 @@ func BenchmarkTCPProxy(b *testing.B) {
 	}
 }
 
-// BenchmarkTCPPathsSideBySide compares the splice fast path with the
-// user-space copy on two open connections through the same outbound,
-// every iteration making one call on each (alternating which goes first)
-// so that the machine's load falls on both alike: "request" a 1 KiB echo,
-// "bulk" a 1 MiB echo. Reported per call: the median latency and the CPU
-// of the whole process (client, proxy, echo backend: the same for both
-// but the proxy's path).
+// BenchmarkTCPPathsSideBySide compares the paths on open connections
+// through the same outbound, one per path, every iteration making one
+// call on each (rotating which goes first) so that the machine's load
+// falls on all alike: "request" a 1 KiB echo, "bulk" a 1 MiB echo.
+// Reported per call: the median latency and the CPU of the whole process
+// (client, proxy, echo backend: the same for all but the proxy's path).
 //
 //	go test -run '^$' -bench TCPPathsSideBySide -benchtime 20000x ./pkg/proxy/
 func BenchmarkTCPPathsSideBySide(b *testing.B) {
@@ -289,29 +304,31 @@ func BenchmarkTCPPathsSideBySide(b *testing.B) {
 	p, _ := newProxy(b)
 	port := freePort(b)
 	require.NoError(b, p.Apply(outboundConfig(b, port, back)))
-	names := [2]string{"splice", "copy"}
+	names := make([]string, len(tcpPaths))
+	for i, path := range tcpPaths {
+		names[i] = path.name
+	}
 	for _, size := range []int{1 << 10, 1 << 20} {
 		name := "request"
 		if size > 1<<10 {
 			name = "bulk"
 		}
 		b.Run(name, func(b *testing.B) {
-			var conns [2]net.Conn
+			conns := make([]net.Conn, len(tcpPaths))
 			msg, buf := make([]byte, size), make([]byte, size)
 			for i := range conns {
-				spliceOff.Store(i == 1)
+				takePath(b, i)
 				c, err := net.Dial("tcp", addr(port))
 				require.NoError(b, err)
 				defer c.Close()
 				conns[i] = c
 				roundTrip(b, c, msg, buf) // the pipes start: each on its path
 			}
-			spliceOff.Store(false)
 			var m sideBySide
 			b.ResetTimer()
 			for i := range b.N {
-				for k := range 2 {
-					w := (i + k) % 2
+				for k := range conns {
+					w := (i + k) % len(conns)
 					m.measure(w, func() { echoed(b, conns[w], msg, buf) })
 				}
 			}
@@ -336,5 +353,82 @@ func echoed(b *testing.B, c net.Conn, msg, buf []byte) {
 	}
 	if err := <-errc; err != nil {
 		b.Fatal(err)
+	}
+}
+
+// TestTCPFastPathEndWithLastBytes: a client that writes and half-closes
+// at once (the FIN arrives with the bytes, before the proxy reads them):
+// the backend gets the bytes and then the end, and still answers.
+func TestTCPFastPathEndWithLastBytes(t *testing.T) {
+	back, conns := rawBackend(t)
+	p, st := newProxy(t)
+	port := freePort(t)
+	require.NoError(t, p.Apply(outboundConfig(t, port, back)))
+	for i := range 20 {
+		c := dial(t, port).c.(*net.TCPConn)
+		msg := []byte("request " + strconv.Itoa(i))
+		_, err := c.Write(msg)
+		require.NoError(t, err)
+		require.NoError(t, c.CloseWrite())
+
+		srv := accepted(t, conns)
+		_ = srv.SetDeadline(time.Now().Add(waitTimeout))
+		got, err := io.ReadAll(srv) // to the end: the FIN passed on
+		require.NoError(t, err)
+		require.Equal(t, msg, got)
+		_, err = srv.Write([]byte("answer"))
+		require.NoError(t, err)
+		require.NoError(t, srv.Close())
+		_ = c.SetDeadline(time.Now().Add(waitTimeout))
+		got, err = io.ReadAll(c)
+		require.NoError(t, err)
+		require.Equal(t, "answer", string(got))
+		require.NoError(t, c.Close())
+	}
+	pollCounter(t, st, "cluster.echo.upstream_cx_active", 0)
+	require.Equal(t, [2]uint64{40, 0}, pathsOf(t, p, "echo").taken(), "every direction on the fast path")
+}
+
+// TestTCPFastPathResetWithLastBytes: a client that writes and resets at
+// once (the reset arrives with the bytes; TCP_INQ does not tell it): the
+// backend gets the bytes and its connection ends, whether it stays silent
+// (the relay asks its socket again after recheckTest) or answers (the
+// write to the reset client fails and closes both sides).
+func TestTCPFastPathResetWithLastBytes(t *testing.T) {
+	recheckTest.Store(int64(100 * time.Millisecond))
+	t.Cleanup(func() { recheckTest.Store(0) })
+	back, conns := rawBackend(t)
+	p, st := newProxy(t)
+	port := freePort(t)
+	require.NoError(t, p.Apply(outboundConfig(t, port, back)))
+	for _, answers := range []bool{false, true} {
+		c := dial(t, port).c.(*net.TCPConn)
+		_, err := c.Write([]byte("request"))
+		require.NoError(t, err)
+		require.NoError(t, c.SetLinger(0))
+		require.NoError(t, c.Close()) // a reset: linger 0
+
+		srv := accepted(t, conns)
+		_ = srv.SetDeadline(time.Now().Add(waitTimeout))
+		buf := make([]byte, len("request"))
+		_, err = io.ReadFull(srv, buf)
+		require.NoError(t, err)
+		require.Equal(t, "request", string(buf))
+		if answers {
+			// Written until the proxy's write to the client fails and it
+			// closes this side: a write then fails, or the read ends.
+			for err == nil {
+				_, err = srv.Write([]byte("answer"))
+				if err == nil {
+					time.Sleep(time.Millisecond)
+				}
+			}
+		} else {
+			_, err = srv.Read(buf)
+			require.Error(t, err)
+			require.False(t, errors.Is(err, os.ErrDeadlineExceeded), "the proxy kept the backend's connection open: %v", err)
+		}
+		require.NoError(t, srv.Close())
+		pollCounter(t, st, "cluster.echo.upstream_cx_active", 0)
 	}
 }

@@ -1,0 +1,423 @@
+//go:build linux
+
+package proxy
+
+import (
+	"errors"
+	"net"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/kumametrics/mesh/pkg/stats"
+)
+
+// spliceMax is the most one splice is asked to move: more than a pipe
+// holds, so each call moves what the pipe takes.
+const spliceMax = 1 << 20
+
+// relayNoInq turns TCP_INQ off (benchmarks comparing with and without).
+var relayNoInq atomic.Bool
+
+// bulkMin is the least a splice must move for the next read to splice
+// too: below it the direction goes back to read(2) and write(2), cheaper
+// for small messages than two splices and a pipe.
+const bulkMin = 32 << 10
+
+// kernelPipe is a pipe pair the bytes of one direction pass through inside
+// the kernel.
+type kernelPipe struct {
+	r, w    int
+	cleanup runtime.Cleanup
+}
+
+// close closes the pipe now (it held bytes when its pipe ended).
+func (p *kernelPipe) close() {
+	p.cleanup.Stop()
+	_ = unix.Close(p.r)
+	_ = unix.Close(p.w)
+}
+
+// kernelPipes holds empty pipes; a pipe the pool drops is closed by its
+// cleanup.
+var kernelPipes = sync.Pool{New: func() any {
+	var fds [2]int
+	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		return nil
+	}
+	p := &kernelPipe{r: fds[0], w: fds[1]}
+	p.cleanup = runtime.AddCleanup(p, func(fds [2]int) {
+		_ = unix.Close(fds[0])
+		_ = unix.Close(fds[1])
+	}, fds)
+	return p
+}}
+
+// recheckEvery is how long a relay that trusts TCP_INQ waits for
+// readiness before it asks the socket once more: a reset that arrived
+// together with the last bytes (which TCP_INQ does not tell, unlike a
+// FIN) is seen at the latest this long after.
+const recheckEvery = 30 * time.Second
+
+// recheckTest, when not zero, replaces recheckEvery (nanoseconds; tests).
+var recheckTest atomic.Int64
+
+// recheckAt is when a relay trusting TCP_INQ asks its socket next.
+func recheckAt() time.Time {
+	if d := recheckTest.Load(); d != 0 {
+		return time.Now().Add(time.Duration(d))
+	}
+	return time.Now().Add(recheckEvery)
+}
+
+// fastPipe moves src to dst on the sockets themselves when both are plain
+// TCP below the proxy's own wrappers, counting what each system call moved
+// into the wrappers' counters. applied is false, nothing moved, when the
+// fast path does not apply; failed says src or dst failed (not a plain
+// end of src).
+func fastPipe(dst, src net.Conn, paths *pipePaths) (applied, failed bool) {
+	se, ok := unwrapTCP(src, true)
+	if !ok {
+		return false, false
+	}
+	de, ok := unwrapTCP(dst, false)
+	if !ok {
+		return false, false
+	}
+	rc, err := se.tcp.SyscallConn()
+	if err != nil {
+		return false, false
+	}
+	wc, err := de.tcp.SyscallConn()
+	if err != nil {
+		return false, false
+	}
+	paths.spliced.Add(1)
+	if se.ahead > 0 {
+		if err := handOn(dst, src, se.ahead); err != nil {
+			return true, true
+		}
+	}
+	r := relay{rc: rc, wc: wc, rx: se.rx, tx: de.tx, spliceOnly: pathMode.Load() == pathSplice}
+	r.inq = !r.spliceOnly && !relayNoInq.Load() && r.askInq()
+	r.splicing = r.spliceOnly
+	if r.inq {
+		r.recheck = se.tcp
+		_ = se.tcp.SetReadDeadline(recheckAt())
+	}
+	r.run()
+	return true, r.failed
+}
+
+// relay moves the bytes of one direction, src (rc) to dst (wc), with
+// system calls on the two sockets. Small reads go through a pooled
+// buffer with recvmsg(2) and write(2); a read that fills the buffer
+// turns to splice(2) through a kernel pipe until the flow is small again.
+//
+// With TCP_INQ the kernel says with each read whether the socket holds
+// more (bytes or an end): when it holds none, the relay waits for the
+// poller's next readiness instead of asking once more only to be told
+// EAGAIN, one system call per read saved (haproxy's "buffer exhausted"
+// rule, made safe against a FIN that arrived with the last bytes).
+type relay struct {
+	rc, wc syscall.RawConn
+	rx, tx *stats.Counter
+
+	readFn, writeFn, tryFn func(fd uintptr) bool
+	werr                   error // the last write's error (tryFn)
+
+	// inq: the socket reports what it holds with each read (TCP_INQ).
+	inq bool
+	// spliceOnly: every read splices (the path before the relay; kept to
+	// compare). splicing: the next read splices. noSplice: the kernel
+	// refused to splice from src.
+	spliceOnly, splicing, noSplice bool
+
+	// recheck is src when the relay trusts TCP_INQ: its read deadline
+	// makes the relay ask the socket once every recheckEvery.
+	recheck *net.TCPConn
+
+	pipe *kernelPipe // while splicing
+	buf  *[]byte     // while a read's bytes wait to leave
+	out  []byte      // what is left to write of buf
+	left int         // what is left to write of pipe
+
+	msg  unix.Msghdr
+	iov  unix.Iovec
+	cmsg [unix.SizeofCmsghdr + 8]byte
+
+	done   bool // src ended, or either side failed
+	failed bool // either side failed
+}
+
+// askInq turns TCP_INQ on for src; false when the kernel has no TCP_INQ.
+func (r *relay) askInq() bool {
+	var serr error
+	if err := r.rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_TCP, unix.TCP_INQ, 1)
+	}); err != nil {
+		return false
+	}
+	return serr == nil
+}
+
+// run relays until src ends or either side fails. A read's bytes are
+// written inside the read's callback as far as dst takes them without
+// waiting; the rest is written after it, outside src's read lock, so that
+// closing src never waits on dst.
+func (r *relay) run() {
+	r.readFn, r.writeFn, r.tryFn = r.readable, r.writable, r.tryWrite
+	for !r.done {
+		if err := r.rc.Read(r.readFn); err != nil {
+			if r.recheck != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+				// The next read asks the socket before it waits.
+				_ = r.recheck.SetReadDeadline(recheckAt())
+				continue
+			}
+			r.failed = true // closed
+			break
+		}
+		if r.done {
+			break
+		}
+		if err := r.wc.Write(r.writeFn); err != nil {
+			r.failed = true
+		}
+		if r.done || r.failed {
+			break
+		}
+		r.release()
+	}
+	r.release()
+	if r.pipe != nil {
+		if r.left == 0 {
+			kernelPipes.Put(r.pipe)
+		} else {
+			r.pipe.close()
+		}
+		r.pipe = nil
+	}
+}
+
+// release gives the read buffer back once its bytes have left.
+func (r *relay) release() {
+	if r.buf != nil && len(r.out) == 0 {
+		copyBuffers.Put(r.buf)
+		r.buf = nil
+	}
+}
+
+// readable reads from src and writes to dst as far as it can without
+// waiting for dst. It returns false to wait for src to be readable; true
+// when src is done or when bytes wait for dst.
+func (r *relay) readable(fd uintptr) bool {
+	for {
+		var more bool
+		if r.splicing {
+			more = r.spliceIn(int(fd))
+		} else {
+			more = r.readIn(int(fd))
+		}
+		if r.done || len(r.out) > 0 || r.left > 0 {
+			return true
+		}
+		if !more {
+			return false
+		}
+	}
+}
+
+// readIn reads once into a pooled buffer and writes what it read. more
+// says whether src may hold more (false: wait for readiness first).
+func (r *relay) readIn(fd int) (more bool) {
+	r.buf = copyBuffers.Get().(*[]byte)
+	n, inq, err := r.recv(fd, *r.buf)
+	switch {
+	case err == unix.EAGAIN:
+		r.release()
+		return false
+	case err != nil || n == 0:
+		r.release()
+		r.done, r.failed = true, err != nil
+		return false
+	}
+	if r.rx != nil {
+		r.rx.Add(uint64(n))
+	}
+	r.out = (*r.buf)[:n]
+	r.writeOut()
+	if r.done || len(r.out) > 0 {
+		return false
+	}
+	full := n == len(*r.buf)
+	r.release()
+	if full && !r.noSplice {
+		r.splicing = true // bulk: the kernel moves it from now on
+	}
+	// Without TCP_INQ only EAGAIN says src is empty; with it, inq.
+	return !r.inq || inq
+}
+
+// recv reads from fd into b; inq says whether fd holds more bytes or an
+// end past them (always true without TCP_INQ).
+func (r *relay) recv(fd int, b []byte) (n int, inq bool, err error) {
+	if !r.inq {
+		for {
+			n, err = unix.Read(fd, b)
+			if err != unix.EINTR {
+				return n, true, err
+			}
+		}
+	}
+	r.iov.Base = &b[0]
+	r.iov.SetLen(len(b))
+	r.msg.Iov = &r.iov
+	r.msg.SetIovlen(1)
+	r.msg.Control = &r.cmsg[0]
+	r.msg.SetControllen(len(r.cmsg))
+	for {
+		r0, _, e := unix.Syscall(unix.SYS_RECVMSG, uintptr(fd), uintptr(unsafe.Pointer(&r.msg)), 0)
+		if e == unix.EINTR {
+			continue
+		}
+		if e != 0 {
+			return 0, true, e
+		}
+		n = int(r0)
+		break
+	}
+	// One control message is asked for: TCP_CM_INQ, an int.
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&r.cmsg[0]))
+	if r.msg.Controllen < unix.SizeofCmsghdr+4 || h.Level != unix.SOL_TCP || h.Type != unix.TCP_CM_INQ {
+		return n, true, nil
+	}
+	left := *(*int32)(unsafe.Pointer(&r.cmsg[unix.SizeofCmsghdr]))
+	return n, left != 0, nil
+}
+
+// writeOut writes what waits to dst as far as dst takes it without
+// waiting.
+func (r *relay) writeOut() {
+	if err := r.wc.Write(r.tryFn); err != nil || (r.werr != nil && r.werr != unix.EAGAIN) {
+		r.done, r.failed = true, true
+	}
+}
+
+// tryWrite writes what waits to dst once, never waiting (writeOut).
+func (r *relay) tryWrite(fd uintptr) bool {
+	r.werr = r.write(int(fd))
+	return true
+}
+
+// writable writes what waits to dst; false to wait for dst to be
+// writable.
+func (r *relay) writable(fd uintptr) bool {
+	err := r.write(int(fd))
+	if err == unix.EAGAIN {
+		return false
+	}
+	if err != nil {
+		r.done, r.failed = true, true
+	}
+	return true
+}
+
+// write writes r.out, or what the pipe holds, to fd until done or EAGAIN.
+func (r *relay) write(fd int) error {
+	for len(r.out) > 0 {
+		m, err := unix.Write(fd, r.out)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		r.out = r.out[m:]
+		if r.tx != nil {
+			r.tx.Add(uint64(m))
+		}
+	}
+	for r.left > 0 {
+		m, err := unix.Splice(r.pipe.r, nil, fd, nil, r.left, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if m <= 0 {
+			return unix.EPIPE
+		}
+		r.left -= int(m)
+		if r.tx != nil {
+			r.tx.Add(uint64(m))
+		}
+	}
+	return nil
+}
+
+// spliceIn splices once from src into the pipe and on to dst. more says
+// whether src may hold more.
+func (r *relay) spliceIn(fd int) (more bool) {
+	if r.pipe == nil {
+		p, _ := kernelPipes.Get().(*kernelPipe)
+		if p == nil {
+			r.splicing, r.noSplice = false, true
+			return true
+		}
+		r.pipe = p
+	}
+	var n int64
+	var err error
+	for {
+		n, err = unix.Splice(fd, nil, r.pipe.w, nil, spliceMax, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	switch {
+	case err == unix.EAGAIN:
+		r.dropPipe()
+		return false
+	case errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOSYS):
+		// Nothing is held in the pipe: reads go on from where the
+		// kernel stopped.
+		r.noSplice = true
+		r.dropPipe()
+		return true
+	case err != nil || n == 0:
+		r.done, r.failed = true, err != nil
+		return false
+	}
+	if r.rx != nil {
+		r.rx.Add(uint64(n))
+	}
+	r.left = int(n)
+	r.writeOut()
+	if r.done || r.left > 0 {
+		return false
+	}
+	if n < bulkMin {
+		r.dropPipe()
+	}
+	return true
+}
+
+// dropPipe gives the (empty) pipe back and turns to reads, unless every
+// read splices.
+func (r *relay) dropPipe() {
+	if r.spliceOnly && !r.noSplice {
+		return
+	}
+	r.splicing = false
+	if r.pipe != nil {
+		kernelPipes.Put(r.pipe)
+		r.pipe = nil
+	}
+}
