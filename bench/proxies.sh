@@ -23,7 +23,7 @@ set -euo pipefail
 
 usage() {
 	cat <<'EOF'
-usage: bench/proxies.sh [--quick] [--only PATHS] [--mtls] [--proto LIST] [--rounds N] [--keep]
+usage: bench/proxies.sh [--quick] [--only PATHS] [--mtls] [--proto LIST] [--rounds N] [--syscalls] [--keep]
 
   --quick         ~1 minute (default paths): 2 rounds, 1500 requests at 1k req/s, 3 s saturation
   --only PATHS    comma-separated subset of:
@@ -42,6 +42,10 @@ usage: bench/proxies.sh [--quick] [--only PATHS] [--mtls] [--proto LIST] [--roun
                   adds ~4 min to a default run (~1 min with --quick):
                   --proto http2,grpc ~8 min, all four ~16 min
   --rounds N      interleaved rounds (default 3)
+  --syscalls      also count the system calls made on CPU 1 (the proxies') during
+                  each saturation run (perf stat, tracepoint raw_syscalls:sys_enter;
+                  Debian's linux-perf): per request, a figure the machine's noise
+                  does not move. Off by default: counting costs the proxies a little
   --keep          keep the temporary directory (configs, logs) and print its path
 EOF
 }
@@ -60,6 +64,7 @@ H2_STREAMS_SAT=8  # and at saturation (32 streams: 4 connections)
 WARMUP=500ms     # open-loop warm-up, excluded
 SAT_SECONDS=8    # saturation run length
 KEEP=0
+SYSCALLS=0
 while (($#)); do
 	case $1 in
 	--quick) ROUNDS=2 REQUESTS=1500 WARMUP=300ms SAT_SECONDS=3 ;;
@@ -68,6 +73,7 @@ while (($#)); do
 	--proto) PROTOS=${2:?--proto needs a list}; shift ;;
 	--rounds) ROUNDS=${2:?--rounds needs a number}; shift ;;
 	--keep) KEEP=1 ;;
+	--syscalls) SYSCALLS=1 ;;
 	-h | --help) usage; exit 0 ;;
 	*) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
 	esac
@@ -109,10 +115,13 @@ missing=()
 for tool in haproxy nginx wrk taskset curl; do
 	command -v "$tool" >/dev/null 2>&1 || [[ -x /usr/sbin/$tool ]] || missing+=("$tool")
 done
+if ((SYSCALLS)) && ! perf stat -a -C 1 -e raw_syscalls:sys_enter -x, -o /dev/null true 2>/dev/null; then
+	missing+=(perf)
+fi
 if ((${#missing[@]})); then
 	pkgs=()
 	for t in "${missing[@]}"; do
-		case $t in taskset) pkgs+=(util-linux) ;; nginx) pkgs+=(nginx-light) ;; *) pkgs+=("$t") ;; esac
+		case $t in taskset) pkgs+=(util-linux) ;; nginx) pkgs+=(nginx-light) ;; perf) pkgs+=(linux-perf) ;; *) pkgs+=("$t") ;; esac
 	done
 	echo "missing: ${missing[*]}; install with:" >&2
 	echo "  apt-get install -y ${pkgs[*]}" >&2
@@ -705,6 +714,11 @@ measure() {
 	t0=$(proc_ticks "${pids[@]+"${pids[@]}"}") b0=$(proc_ticks "$BACKEND_PID")
 	local c0 c1
 	read -r -a c0 <<<"$(cpu1_ticks)"
+	local perf_pid="" syscalls=null
+	if ((SYSCALLS)); then
+		perf stat -a -C 1 -e raw_syscalls:sys_enter -x, -o "$TMP/perf.out" &
+		perf_pid=$!
+	fi
 	rc=0
 	if [[ $proto == http ]]; then
 		timeout --foreground -k 5 $((SAT_SECONDS + 30)) taskset -c 0 \
@@ -721,9 +735,15 @@ measure() {
 	fi
 	t1=$(proc_ticks "${pids[@]+"${pids[@]}"}") b1=$(proc_ticks "$BACKEND_PID")
 	read -r -a c1 <<<"$(cpu1_ticks)"
+	if [[ -n $perf_pid ]]; then
+		kill -INT "$perf_pid" 2>/dev/null || true
+		wait "$perf_pid" 2>/dev/null || true
+		syscalls=$(awk -F, '$3 == "raw_syscalls:sys_enter" && $1 ~ /^[0-9]+$/ { print $1 }' "$TMP/perf.out")
+		syscalls=${syscalls:-null}
+	fi
 	read -r -a pids <<<"$(proxy_rss_pids "$path")"
 	rss=$(rss_kb "${pids[@]+"${pids[@]}"}")
-	emit "$tag,\"kind\":\"saturation\",\"rc\":$rc,\"tool\":\"$tool\",\"result\":$(or_null "$sat"),\"cpu_ticks\":$((t1 - t0)),\"backend_cpu_ticks\":$((b1 - b0)),\"clk_tck\":$CLK_TCK,\"cpu1_busy_ticks\":$((c1[0] - c0[0])),\"cpu1_all_ticks\":$((c1[1] - c0[1])),\"rss_kb\":$rss}"
+	emit "$tag,\"kind\":\"saturation\",\"rc\":$rc,\"tool\":\"$tool\",\"result\":$(or_null "$sat"),\"cpu_ticks\":$((t1 - t0)),\"backend_cpu_ticks\":$((b1 - b0)),\"clk_tck\":$CLK_TCK,\"cpu1_busy_ticks\":$((c1[0] - c0[0])),\"cpu1_all_ticks\":$((c1[1] - c0[1])),\"rss_kb\":$rss,\"syscalls\":$syscalls}"
 	((rc == 0)) || { FAILURES=$((FAILURES + 1)); echo "  saturation failed: ${sat:-exit $rc}" >&2; }
 
 	local line
@@ -731,6 +751,9 @@ measure() {
 	if [[ $path != direct ]]; then
 		line+=$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$(jfield "$sat" requests_total)" -v r="$rss" \
 			'BEGIN { if (n + 0 > 0) printf "  %5.1f µs CPU/req", t / hz * 1e6 / n; printf "  RSS %.1f MB", r / 1024 }')
+	fi
+	if [[ $syscalls != null ]]; then
+		line+=$(awk -v c="$syscalls" -v n="$(jfield "$sat" requests_total)" 'BEGIN { if (n + 0 > 0) printf "  %.2f syscalls/req", c / n }')
 	fi
 	echo "$line"
 

@@ -36,6 +36,9 @@ type line struct {
 	// over the saturation run: everything that ran there, not only the proxy.
 	CPU1Busy float64 `json:"cpu1_busy_ticks"`
 	CPU1All  float64 `json:"cpu1_all_ticks"`
+	// Syscalls is what perf counted made on CPU 1 over the saturation run
+	// (proxies.sh --syscalls); absent otherwise.
+	Syscalls *float64 `json:"syscalls"`
 	// tls: the TLS handshakes a mesh path's client and server kuma-dp
 	// counted, before ("before") or after ("after") the rounds.
 	When             string `json:"when"`
@@ -77,6 +80,7 @@ type round struct {
 	rssMB      float64
 	proxyBusy  float64 // % of CPU 1 used by the proxy at saturation
 	cpu1Busy   float64 // % of CPU 1 used by anything at saturation
+	syscalls   float64 // system calls on CPU 1 per request at saturation; 0: not counted
 	scrape     *scrapeResult
 	failures   []string
 }
@@ -168,6 +172,9 @@ func run(in io.Reader, out io.Writer) error {
 				r.cpuPerReq = l.CPU / l.ClkTck * 1e6 / float64(lr.RequestsTotal)
 				r.backendCPU = l.Backend / l.ClkTck * 1e6 / float64(lr.RequestsTotal)
 			}
+			if l.Syscalls != nil && lr.RequestsTotal > 0 {
+				r.syscalls = *l.Syscalls / float64(lr.RequestsTotal)
+			}
 			r.rssMB = l.RSSKB / 1024
 			if l.CPU1All > 0 {
 				r.proxyBusy = 100 * l.CPU / l.CPU1All
@@ -256,7 +263,8 @@ func writeTable(out io.Writer, proto string, rounds map[key]*round, startFailed 
 	}
 	mesh := false
 	// The medians of haproxy's row, against which kuma-dp's are compared.
-	var hapCPU, hapRPS float64
+	var hapCPU, hapRPS, hapSys float64
+	var sysNotes []string
 	for _, path := range pathOrder {
 		if !present[path] {
 			continue
@@ -272,7 +280,7 @@ func writeTable(out io.Writer, proto string, rounds map[key]*round, startFailed 
 			notes = append(notes, fmt.Sprintf("%s did not run: %s", path, reason))
 			continue
 		}
-		var p50, p99, add50, add99, rps, cpu, rss, busy, cpu1 []float64
+		var p50, p99, add50, add99, rps, cpu, rss, busy, cpu1, sys []float64
 		failed := 0
 		for i := 1; i <= maxRound; i++ {
 			r := rounds[key{proto, path, i}]
@@ -297,6 +305,9 @@ func writeTable(out io.Writer, proto string, rounds map[key]*round, startFailed 
 				cpu = append(cpu, r.cpuPerReq)
 				busy, cpu1 = append(busy, r.proxyBusy), append(cpu1, r.cpu1Busy)
 				rss = append(rss, r.rssMB)
+				if r.syscalls > 0 {
+					sys = append(sys, r.syscalls)
+				}
 			}
 			if r.scrape != nil && len(r.failures) == 0 {
 				notes = append(notes, fmt.Sprintf("%s round %d: %d scrapes during the run, all 200, last body %d bytes, scrape time p50 %.2f ms, max %.2f ms",
@@ -311,9 +322,19 @@ func writeTable(out io.Writer, proto string, rounds map[key]*round, startFailed 
 			case len(cpu) == 0:
 			case path == "haproxy":
 				hapCPU, hapRPS = median(cpu), median(rps)
+				if len(sys) > 0 {
+					hapSys = median(sys)
+				}
 			case (path == "kuma-dp" || path == "kuma-dp-scrape") && hapCPU > 0 && hapRPS > 0:
-				notes = append(notes, fmt.Sprintf("%s against haproxy (medians): %.2f× its CPU per request, %.2f× its max req/s",
-					path, median(cpu)/hapCPU, median(rps)/hapRPS))
+				note := fmt.Sprintf("%s against haproxy (medians): %.2f× its CPU per request, %.2f× its max req/s",
+					path, median(cpu)/hapCPU, median(rps)/hapRPS)
+				if hapSys > 0 && len(sys) > 0 {
+					note += fmt.Sprintf(", %.2f× its system calls per request", median(sys)/hapSys)
+				}
+				notes = append(notes, note)
+			}
+			if len(sys) > 0 {
+				sysNotes = append(sysNotes, fmt.Sprintf("%s %s", path, summary(sys, "%.2f", "")))
 			}
 			if len(busy) > 0 {
 				note := fmt.Sprintf("%s used %s of CPU 1 at saturation; CPU 1 was %s busy in all",
@@ -340,6 +361,9 @@ func writeTable(out io.Writer, proto string, rounds map[key]*round, startFailed 
 			row[0] = fmt.Sprintf("%s (%d of %d rounds failed)", label(path), failed, maxRound)
 		}
 		fmt.Fprintf(out, "| %s |\n", strings.Join(row, " | "))
+	}
+	if len(sysNotes) > 0 {
+		notes = append(notes, "system calls made on CPU 1 per request at saturation (perf stat, raw_syscalls:sys_enter): "+strings.Join(sysNotes, ", "))
 	}
 	if mesh {
 		notes = append([]string{"mesh-* rows are a mesh hop through two proxies: load → client kuma-dp's outbound (127.0.0.1) → " +

@@ -97,3 +97,25 @@ func TestHTTP2AndGRPCTables(t *testing.T) {
 	require.Less(t, note, g)
 	require.Equal(t, 1, strings.Count(got, "nginx: h2c from the client"))
 }
+
+// With --syscalls the saturation lines carry perf's count: per request,
+// per path, and kuma-dp's against haproxy's; without it nothing is said.
+func TestSyscallsPerRequest(t *testing.T) {
+	t.Parallel()
+	sat := func(path string, round int, syscalls string) string {
+		return `{"proto":"tcp","round":` + fmt.Sprint(round) + `,"path":"` + path + `","kind":"saturation","rc":0,"tool":"loadgen","result":{"requests_total":100000,"rate_achieved":20000},"cpu_ticks":300,"clk_tck":100,"cpu1_busy_ticks":500,"cpu1_all_ticks":500,"rss_kb":10240` + syscalls + `}`
+	}
+	in := strings.Join([]string{
+		sat("haproxy", 1, `,"syscalls":500000`), sat("haproxy", 2, `,"syscalls":520000`),
+		sat("kuma-dp", 1, `,"syscalls":400000`), sat("kuma-dp", 2, `,"syscalls":null`),
+	}, "\n")
+	var out strings.Builder
+	require.NoError(t, run(strings.NewReader(in), &out))
+	got := out.String()
+	require.Contains(t, got, "system calls made on CPU 1 per request at saturation (perf stat, raw_syscalls:sys_enter): haproxy 5.10 (5.00–5.20), kuma-dp 4.00")
+	require.Contains(t, got, "kuma-dp against haproxy (medians): 1.00× its CPU per request, 1.00× its max req/s, 0.78× its system calls per request")
+
+	out.Reset()
+	require.NoError(t, run(strings.NewReader(sat("haproxy", 1, "")+"\n"+sat("kuma-dp", 1, "")), &out))
+	require.NotContains(t, out.String(), "system calls")
+}
