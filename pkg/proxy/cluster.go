@@ -398,7 +398,7 @@ func (cc *countingConn) Close() error {
 // CloseWrite half-closes the upstream connection when it supports it.
 func (cc *countingConn) CloseWrite() error { return closeWrite(cc.Conn) }
 
-// unwrapTCP gives the splice fast path the connection and the counters.
-func (cc *countingConn) unwrapTCP() (net.Conn, *stats.Counter, *stats.Counter) {
+// UnwrapTCP gives the splice fast path the connection and the counters.
+func (cc *countingConn) UnwrapTCP() (net.Conn, *stats.Counter, *stats.Counter) {
 	return cc.Conn, cc.c.stats.UpstreamCxRxBytesTotal, cc.c.stats.UpstreamCxTxBytesTotal
 }

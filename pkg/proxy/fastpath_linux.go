@@ -11,10 +11,10 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/kumametrics/mesh/pkg/proxy/sock"
 	"github.com/kumametrics/mesh/pkg/stats"
 )
 
@@ -82,34 +82,38 @@ func recheckAt() time.Time {
 // fast path does not apply; failed says src or dst failed (not a plain
 // end of src).
 func fastPipe(dst, src net.Conn, paths *pipePaths) (applied, failed bool) {
-	se, ok := unwrapTCP(src, true)
+	se, ok := sock.Unwrap(src, true)
 	if !ok {
 		return false, false
 	}
-	de, ok := unwrapTCP(dst, false)
+	de, ok := sock.Unwrap(dst, false)
 	if !ok {
 		return false, false
 	}
-	rc, err := se.tcp.SyscallConn()
+	rd := sock.NewReader(se.TCP, se.Rx)
+	if rd == nil {
+		return false, false
+	}
+	rc, err := se.TCP.SyscallConn()
 	if err != nil {
 		return false, false
 	}
-	wc, err := de.tcp.SyscallConn()
+	wc, err := de.TCP.SyscallConn()
 	if err != nil {
 		return false, false
 	}
 	paths.spliced.Add(1)
-	if se.ahead > 0 {
-		if err := handOn(dst, src, se.ahead); err != nil {
+	if se.Ahead > 0 {
+		if err := handOn(dst, src, se.Ahead); err != nil {
 			return true, true
 		}
 	}
-	r := relay{rc: rc, wc: wc, rx: se.rx, tx: de.tx, spliceOnly: pathMode.Load() == pathSplice}
-	r.inq = !r.spliceOnly && !relayNoInq.Load() && r.askInq()
+	r := relay{rd: rd, rc: rc, wc: wc, rx: se.Rx, tx: de.Tx, spliceOnly: pathMode.Load() == pathSplice}
+	r.inq = !r.spliceOnly && !relayNoInq.Load() && rd.Inq()
 	r.splicing = r.spliceOnly
 	if r.inq {
-		r.recheck = se.tcp
-		_ = se.tcp.SetReadDeadline(recheckAt())
+		r.recheck = se.TCP
+		_ = se.TCP.SetReadDeadline(recheckAt())
 	}
 	r.run()
 	return true, r.failed
@@ -126,6 +130,7 @@ func fastPipe(dst, src net.Conn, paths *pipePaths) (applied, failed bool) {
 // EAGAIN, one system call per read saved (haproxy's "buffer exhausted"
 // rule, made safe against a FIN that arrived with the last bytes).
 type relay struct {
+	rd     *sock.Reader // src's reads
 	rc, wc syscall.RawConn
 	rx, tx *stats.Counter
 
@@ -148,23 +153,8 @@ type relay struct {
 	out  []byte      // what is left to write of buf
 	left int         // what is left to write of pipe
 
-	msg  unix.Msghdr
-	iov  unix.Iovec
-	cmsg [unix.SizeofCmsghdr + 8]byte
-
 	done   bool // src ended, or either side failed
 	failed bool // either side failed
-}
-
-// askInq turns TCP_INQ on for src; false when the kernel has no TCP_INQ.
-func (r *relay) askInq() bool {
-	var serr error
-	if err := r.rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_TCP, unix.TCP_INQ, 1)
-	}); err != nil {
-		return false
-	}
-	return serr == nil
 }
 
 // run relays until src ends or either side fails. A read's bytes are
@@ -237,7 +227,7 @@ func (r *relay) readable(fd uintptr) bool {
 // says whether src may hold more (false: wait for readiness first).
 func (r *relay) readIn(fd int) (more bool) {
 	r.buf = copyBuffers.Get().(*[]byte)
-	n, inq, err := r.recv(fd, *r.buf)
+	n, more, err := r.rd.Recv(uintptr(fd), *r.buf)
 	switch {
 	case err == unix.EAGAIN:
 		r.release()
@@ -246,9 +236,6 @@ func (r *relay) readIn(fd int) (more bool) {
 		r.release()
 		r.done, r.failed = true, err != nil
 		return false
-	}
-	if r.rx != nil {
-		r.rx.Add(uint64(n))
 	}
 	r.out = (*r.buf)[:n]
 	r.writeOut()
@@ -260,45 +247,8 @@ func (r *relay) readIn(fd int) (more bool) {
 	if full && !r.noSplice {
 		r.splicing = true // bulk: the kernel moves it from now on
 	}
-	// Without TCP_INQ only EAGAIN says src is empty; with it, inq.
-	return !r.inq || inq
-}
-
-// recv reads from fd into b; inq says whether fd holds more bytes or an
-// end past them (always true without TCP_INQ).
-func (r *relay) recv(fd int, b []byte) (n int, inq bool, err error) {
-	if !r.inq {
-		for {
-			n, err = unix.Read(fd, b)
-			if err != unix.EINTR {
-				return n, true, err
-			}
-		}
-	}
-	r.iov.Base = &b[0]
-	r.iov.SetLen(len(b))
-	r.msg.Iov = &r.iov
-	r.msg.SetIovlen(1)
-	r.msg.Control = &r.cmsg[0]
-	r.msg.SetControllen(len(r.cmsg))
-	for {
-		r0, _, e := unix.Syscall(unix.SYS_RECVMSG, uintptr(fd), uintptr(unsafe.Pointer(&r.msg)), 0)
-		if e == unix.EINTR {
-			continue
-		}
-		if e != 0 {
-			return 0, true, e
-		}
-		n = int(r0)
-		break
-	}
-	// One control message is asked for: TCP_CM_INQ, an int.
-	h := (*unix.Cmsghdr)(unsafe.Pointer(&r.cmsg[0]))
-	if r.msg.Controllen < unix.SizeofCmsghdr+4 || h.Level != unix.SOL_TCP || h.Type != unix.TCP_CM_INQ {
-		return n, true, nil
-	}
-	left := *(*int32)(unsafe.Pointer(&r.cmsg[unix.SizeofCmsghdr]))
-	return n, left != 0, nil
+	// Without TCP_INQ only EAGAIN says src is empty.
+	return !r.inq || more
 }
 
 // writeOut writes what waits to dst as far as dst takes it without

@@ -27,8 +27,8 @@ type destinedConn struct {
 // destination's FIN on instead of closing both ways.
 func (c *destinedConn) CloseWrite() error { return closeWrite(c.Conn) }
 
-// unwrapTCP gives the splice fast path the redirected connection.
-func (c *destinedConn) unwrapTCP() (net.Conn, *stats.Counter, *stats.Counter) {
+// UnwrapTCP gives the splice fast path the redirected connection.
+func (c *destinedConn) UnwrapTCP() (net.Conn, *stats.Counter, *stats.Counter) {
 	return c.Conn, nil, nil
 }
 

@@ -184,9 +184,9 @@ func (c *plainConn) Close() error {
 // CloseWrite half-closes when the connection supports it.
 func (c *plainConn) CloseWrite() error { return closeWrite(c.Conn) }
 
-// unwrapTCP gives the splice fast path the tracked connection (Close stays
+// UnwrapTCP gives the splice fast path the tracked connection (Close stays
 // the wrapper's).
-func (c *plainConn) unwrapTCP() (net.Conn, *stats.Counter, *stats.Counter) {
+func (c *plainConn) UnwrapTCP() (net.Conn, *stats.Counter, *stats.Counter) {
 	return c.Conn, nil, nil
 }
 
@@ -500,11 +500,11 @@ func (c *peekedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 // CloseWrite half-closes when the connection supports it.
 func (c *peekedConn) CloseWrite() error { return closeWrite(c.Conn) }
 
-// unwrapTCP gives the splice fast path the connection below; what was
-// peeked is handed on first (readAhead).
-func (c *peekedConn) unwrapTCP() (net.Conn, *stats.Counter, *stats.Counter) {
+// UnwrapTCP gives the splice fast path the connection below; what was
+// peeked is handed on first (ReadAhead).
+func (c *peekedConn) UnwrapTCP() (net.Conn, *stats.Counter, *stats.Counter) {
 	return c.Conn, nil, nil
 }
 
-// readAhead is how many peeked bytes Read still hands out.
-func (c *peekedConn) readAhead() int { return c.r.Buffered() }
+// ReadAhead is how many peeked bytes Read still hands out.
+func (c *peekedConn) ReadAhead() int { return c.r.Buffered() }

@@ -8,7 +8,6 @@ import (
 	"sync/atomic"
 
 	"github.com/kumametrics/mesh/pkg/netserve"
-	"github.com/kumametrics/mesh/pkg/stats"
 )
 
 // newHandler builds the handler of a route.
@@ -120,63 +119,6 @@ func copyPipe(dst, src net.Conn, paths *pipePaths) (failed bool) {
 	_, err := io.CopyBuffer(onlyWriter{dst}, onlyReader{src}, *bp)
 	copyBuffers.Put(bp)
 	return err != nil
-}
-
-// tcpWrapper is one of the proxy's own wrappers around a connection that
-// adds nothing to its bytes: the splice fast path looks through it to the
-// *net.TCPConn below.
-type tcpWrapper interface {
-	// unwrapTCP returns the wrapped connection and the counters of the
-	// bytes read from (rx) and written to (tx) the wrapper, nil when it
-	// keeps none.
-	unwrapTCP() (inner net.Conn, rx, tx *stats.Counter)
-}
-
-// readAheader is a wrapper that may hold bytes it read ahead from its
-// connection: the fast path hands them on through Read before it splices.
-type readAheader interface{ readAhead() int }
-
-// tcpEnd is one end of a pipe as the fast path sees it: the TCP connection
-// below the wrappers, their counters and the bytes they read ahead.
-type tcpEnd struct {
-	tcp    *net.TCPConn
-	rx, tx *stats.Counter
-	ahead  int
-}
-
-// unwrapTCP looks through the proxy's wrappers of c down to a plain
-// *net.TCPConn; false for anything else (a TLS connection), or for a chain
-// with more than one counting wrapper per direction. Only the reading end
-// (src) asks for bytes read ahead: its reads are its own goroutine's.
-func unwrapTCP(c net.Conn, src bool) (tcpEnd, bool) {
-	var e tcpEnd
-	for {
-		if ra, ok := c.(readAheader); ok && src {
-			e.ahead += ra.readAhead()
-		}
-		switch v := c.(type) {
-		case *net.TCPConn:
-			e.tcp = v
-			return e, true
-		case tcpWrapper:
-			inner, rx, tx := v.unwrapTCP()
-			if rx != nil {
-				if e.rx != nil {
-					return e, false
-				}
-				e.rx = rx
-			}
-			if tx != nil {
-				if e.tx != nil {
-					return e, false
-				}
-				e.tx = tx
-			}
-			c = inner
-		default:
-			return e, false
-		}
-	}
 }
 
 // handOn copies the n bytes src's wrappers read ahead to dst, through the
