@@ -11,6 +11,7 @@ import (
 	"golang.org/x/net/http2/hpack"
 
 	"github.com/kumametrics/mesh/pkg/netserve"
+	"github.com/kumametrics/mesh/pkg/proxy/sock"
 )
 
 // Protocol constants (RFC 9113 §6.5.2, §6.9).
@@ -59,6 +60,9 @@ type conn struct {
 	nc net.Conn
 	br *bufio.Reader
 	fr *http2.Framer
+	// sr reads nc's socket itself, inside the poller's callback (package
+	// sock); nil: br reads through nc (TLS, or no TCP_INQ).
+	sr *sock.Reader
 
 	kick chan struct{}
 	done chan struct{} // closed by close: the writer ends
@@ -280,13 +284,93 @@ func (b *batch) flush() {
 // frameBuffered tells whether a whole frame is waiting in br, so handling
 // it needs no read that might block.
 func frameBuffered(br *bufio.Reader) bool {
-	n := br.Buffered()
-	if n < frameHeaderLen {
-		return false
+	return br.Buffered() >= frameWanted(br)
+}
+
+// frameWanted is how many bytes br must hold for its next frame to be
+// whole: a header, then the header and the payload it announces.
+func frameWanted(br *bufio.Reader) int {
+	if br.Buffered() < frameHeaderLen {
+		return frameHeaderLen
 	}
 	h, _ := br.Peek(frameHeaderLen)
-	length := int(h[0])<<16 | int(h[1])<<8 | int(h[2])
-	return n >= frameHeaderLen+length
+	return frameHeaderLen + (int(h[0])<<16 | int(h[1])<<8 | int(h[2]))
+}
+
+// socketReads makes c read nc's socket itself (package sock) when nc is
+// plain TCP below the proxy's wrappers with nothing read ahead and the
+// kernel has TCP_INQ; otherwise c reads through nc.
+func (c *conn) socketReads(nc net.Conn) {
+	e, ok := sock.Unwrap(nc, true)
+	if !ok || e.Ahead > 0 {
+		return
+	}
+	if r := sock.NewReader(e.TCP, e.Rx); r != nil && r.Inq() {
+		c.sr = r
+		c.br.Reset(r)
+	}
+}
+
+// readFrames calls frame for each frame until it returns an error, b's
+// frames flushed whenever no whole frame is buffered. With socket reads
+// (c.sr) the frames are read and handled inside the poller's callback
+// while whole ones are buffered, and the goroutine waits for the poller
+// once the socket is empty, without asking it once more; a frame larger
+// than br is read through the connection. pollErr decides what an error of
+// the poller (the connection closed, its read deadline) does: nil goes on.
+func (c *conn) readFrames(b *batch, frame func() error, pollErr func(error) error) error {
+	if c.sr == nil {
+		for {
+			if !frameBuffered(c.br) {
+				b.flush()
+			}
+			if err := frame(); err != nil {
+				return err
+			}
+		}
+	}
+	var err error
+	big := false
+	step := func() bool {
+		for {
+			if !frameBuffered(c.br) {
+				b.flush()
+				n := frameWanted(c.br)
+				if n > c.br.Size() {
+					big = true
+					return true
+				}
+				if _, perr := c.br.Peek(n); perr != nil {
+					if perr == sock.ErrWouldBlock {
+						return false
+					}
+					err = perr
+					return true
+				}
+			}
+			if err = frame(); err != nil {
+				return true
+			}
+		}
+	}
+	for {
+		if big {
+			big = false
+			if err := frame(); err != nil {
+				return err
+			}
+			continue
+		}
+		if perr := c.sr.Serve(step); perr != nil {
+			if err := pollErr(perr); err != nil {
+				return err
+			}
+			continue
+		}
+		if !big {
+			return err
+		}
+	}
 }
 
 // half is one direction of a proxied stream as sent on one connection: the

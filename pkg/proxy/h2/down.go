@@ -55,16 +55,10 @@ func (d *downConn) serve() error {
 		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: uint32(cfg.MaxHeaderBytes)},
 	)
 	first := true
-	for {
-		if !frameBuffered(d.br) {
-			d.batch.flush()
-		}
+	return d.readFrames(&d.batch, func() error {
 		f, err := d.fr.ReadFrame()
 		if err != nil {
-			if err := d.readError(f, err); err != nil {
-				return err
-			}
-			continue
+			return d.readError(f, err)
 		}
 		if first {
 			if _, ok := f.(*http2.SettingsFrame); !ok {
@@ -78,7 +72,8 @@ func (d *downConn) serve() error {
 		if d.flooded() {
 			return connError{http2.ErrCodeEnhanceYourCalm, "the client does not read what it asks for"}
 		}
-	}
+		return nil
+	}, func(err error) error { return d.readError(nil, err) })
 }
 
 // readError handles an error of ReadFrame: a stream error resets that

@@ -106,6 +106,7 @@ func (p *Proxy) ServeConn(nc net.Conn, external bool) {
 	cfg := p.cfg.Load()
 	d := &downConn{p: p, external: external}
 	d.conn.init(nc, downConnWindow, cfg.IdleTimeout)
+	d.socketReads(nc)
 	p.mu.Lock()
 	if p.closed || p.draining {
 		p.mu.Unlock()

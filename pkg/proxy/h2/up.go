@@ -145,6 +145,7 @@ func (u *upConn) run(cfg *config) {
 	u.mu.Unlock()
 	_ = ep
 	u.br.Reset(nc)
+	u.socketReads(nc)
 	u.fr.ReadMetaHeaders = hpack.NewDecoder(defaultTableSize, nil)
 	u.fr.MaxHeaderListSize = uint32(cfg.MaxHeaderBytes)
 	u.start([]byte(http2.ClientPreface),
@@ -184,30 +185,15 @@ func (u *upConn) settleOpened(b *batch, s *stream) {
 
 // read handles the upstream's frames until the connection ends.
 func (u *upConn) read() error {
-	for {
-		if !frameBuffered(u.br) {
-			u.batch.flush()
-		}
+	return u.readFrames(&u.batch, func() error {
 		f, err := u.fr.ReadFrame()
 		if err != nil {
 			var se http2.StreamError
 			if errors.As(err, &se) {
 				u.resetStream(se.StreamID, se.Code)
-				continue
+				return nil
 			}
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				u.mu.Lock()
-				idle := u.active == 0
-				if idle {
-					u.goAway = true
-				}
-				u.mu.Unlock()
-				if !idle {
-					_ = u.nc.SetReadDeadline(time.Time{})
-					continue
-				}
-			}
-			return err
+			return u.readError(err)
 		}
 		if err := u.handle(f); err != nil {
 			return err
@@ -215,7 +201,27 @@ func (u *upConn) read() error {
 		if u.flooded() {
 			return errors.New("the upstream does not read what it asks for")
 		}
+		return nil
+	}, u.readError)
+}
+
+// readError decides what a read error does: past the idle deadline, an
+// idle connection ends (no longer taking streams) and a busy one goes on
+// without a deadline; anything else ends it.
+func (u *upConn) readError(err error) error {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		u.mu.Lock()
+		idle := u.active == 0
+		if idle {
+			u.goAway = true
+		}
+		u.mu.Unlock()
+		if !idle {
+			_ = u.nc.SetReadDeadline(time.Time{})
+			return nil
+		}
 	}
+	return err
 }
 
 func (u *upConn) handle(f http2.Frame) error {

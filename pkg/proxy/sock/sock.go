@@ -88,5 +88,6 @@ func (wouldBlock) Temporary() bool { return true }
 
 var _ net.Error = wouldBlock{}
 
-// errNotServing: Read outside Serve (a bug of the caller).
-var errNotServing = errors.New("sock: Read outside Serve")
+// errNotServing: a Reader's method called where there is no socket to read
+// (not on Linux).
+var errNotServing = errors.New("sock: no socket reads on this system")

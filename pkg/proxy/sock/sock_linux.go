@@ -16,8 +16,9 @@ import (
 // Reader reads one TCP connection with recvmsg(2), counting what it read
 // into Rx. Its methods are for one goroutine.
 type Reader struct {
-	rc syscall.RawConn
-	rx *stats.Counter
+	tcp *net.TCPConn
+	rc  syscall.RawConn
+	rx  *stats.Counter
 	// inq: the kernel reports with each read what the socket holds.
 	inq bool
 
@@ -40,7 +41,7 @@ func NewReader(c *net.TCPConn, rx *stats.Counter) *Reader {
 	if err != nil {
 		return nil
 	}
-	r := &Reader{rc: rc, rx: rx}
+	r := &Reader{tcp: c, rc: rc, rx: rx}
 	var serr error
 	if err := rc.Control(func(fd uintptr) {
 		serr = unix.SetsockoptInt(int(fd), unix.SOL_TCP, unix.TCP_INQ, 1)
@@ -121,10 +122,15 @@ func (r *Reader) callback(fd uintptr) bool {
 
 // Read reads from the socket inside Serve's step: ErrWouldBlock once the
 // socket is empty (without a system call when the last read said so),
-// io.EOF at the peer's end.
+// io.EOF at the peer's end. Outside Serve it reads through the connection
+// (waiting for bytes as net.Conn's Read does), counted the same.
 func (r *Reader) Read(p []byte) (int, error) {
 	if !r.serving {
-		return 0, errNotServing
+		n, err := r.tcp.Read(p)
+		if n > 0 && r.rx != nil {
+			r.rx.Add(uint64(n))
+		}
+		return n, err
 	}
 	if r.drained || len(p) == 0 {
 		return 0, ErrWouldBlock
