@@ -258,3 +258,28 @@ func TestPlainConnectionsLeaveTrackingWhenClosed(t *testing.T) {
 	require.Eventually(t, func() bool { return tracked() == 0 }, waitTimeout, time.Millisecond,
 		"closed plain connections still tracked: %d", tracked())
 }
+
+// TestMTLSWindowEndingBeforeTheFirstBytes: a plain-text connection the
+// inbound accepted inside the permissive window whose first bytes come
+// after the window ended is refused (it was admitted without an end, for
+// good, when the mode read at accept decided alone).
+func TestMTLSWindowEndingBeforeTheFirstBytes(t *testing.T) {
+	m := newMeshCA(t)
+	echo, _ := echoServer(t, "app")
+	t0 := time.Now()
+	clk := newClock(t0)
+	p := newPair(t, m, "tcp", echo, clk)
+	var asked atomic.Int64 // the server's reads of its clock
+	p.serverSec.now = func() time.Time { asked.Add(1); return clk.now() }
+	clk.set(t0.Add(10 * time.Second)) // inside the window (5 s – 15 s)
+	p.apply(t, &meshv1.MTLS{Enabled: true, SwitchAt: t0.Add(5 * time.Second).UnixMilli(), PermissiveUntil: t0.Add(15 * time.Second).UnixMilli()}, "client")
+
+	before := asked.Load()
+	c := dial(t, p.inboundPort)
+	// The inbound read its mode (permissive) at accept and waits for the
+	// first bytes; the window ends meanwhile.
+	require.Eventually(t, func() bool { return asked.Load() > before }, waitTimeout, time.Millisecond)
+	clk.set(t0.Add(16 * time.Second))
+	_, err := c.say("late")
+	require.Error(t, err, "plain text admitted after the window")
+}

@@ -399,9 +399,13 @@ func (g *guard) admit(conn net.Conn) (net.Conn, *ca.Identity, bool) {
 		if mode != inboundPermissive || g.provided != nil {
 			return nil, nil, false
 		}
-		// Admitted while mTLS is being switched on: plain text ends with the window.
+		// Admitted while mTLS is being switched on: plain text ends with the
+		// window, and is refused when the window ended while the first
+		// bytes came (the mode was read at accept).
 		if until, ok := g.sec.plainDeadline(); ok {
 			time.AfterFunc(until.Sub(g.sec.now()), func() { _ = conn.Close() })
+		} else if g.sec.inboundMode() == inboundStrict {
+			return nil, nil, false
 		}
 		return pc, nil, true
 	}
