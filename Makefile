@@ -11,7 +11,7 @@ GOTEST_FLAGS ?=
 PLUGIN      := grafana-datasource
 PLUGIN_PKGS := ./pkg/... ./test/...
 
-.PHONY: build test test-k8s lint test-deps k8s-bin prometheus-bin h2spec-bin bench fuzz demo generate clean plugin plugin-image test-plugin
+.PHONY: build test test-k8s lint test-deps test-tools k8s-bin prometheus-bin h2spec-bin bench fuzz demo generate clean plugin plugin-image test-plugin
 
 # Static binaries (no cgo): what a proxy image ships, and ~1.3 MB less
 # resident per kuma-dp than linking libc (docs/2026-12-06-kuma-dp-memory.md).
@@ -27,6 +27,13 @@ lint:
 
 test-deps:
 	./scripts/test-deps.sh
+
+# Starts building kube-apiserver & co., Prometheus and h2spec in the
+# background (niced; each script below waits for it through a lock), so
+# that on a fresh machine they compile while lint and the plugin's tests
+# run: the first thing make test does.
+test-tools:
+	@./scripts/test-tools.sh
 
 # kube-apiserver, kube-controller-manager, kube-scheduler and kubectl built
 # from k8s.io/kubernetes (once per machine, cached outside git) and Debian's
@@ -58,7 +65,7 @@ h2spec-bin:
 # they run once more without it.
 ALLOC_TESTS := Alloc|TestLargeBodiesStreamed
 
-test: lint test-deps test-plugin
+test: test-tools lint test-deps test-plugin
 	@assets=$$(./scripts/k8s-tools.sh | tail -n 1) && test -d "$$assets" && \
 	  prom=$$(./scripts/prometheus-tool.sh | tail -n 1) && test -x "$$prom" && \
 	  h2spec=$$(./scripts/h2spec-tool.sh | tail -n 1) && test -x "$$h2spec" && \

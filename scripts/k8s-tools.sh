@@ -10,11 +10,19 @@ CACHE=${KUMA_TEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kuma-metrics}
 DIR=$CACHE/kubernetes-v$K8S_VERSION
 PROGRAMS=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
 
-if ! command -v etcd >/dev/null; then
+# One build at a time per cache (make test starts them early in the
+# background, scripts/test-tools.sh; a second caller waits, then finds them).
+mkdir -p "$CACHE"
+exec 9>"$CACHE/.build.lock"
+flock 9
+
+# KUMA_TOOLS_NO_APT=1 (the early background build): the Go programs only;
+# etcd comes from Debian when a test run asks for the folder.
+if [ -z "${KUMA_TOOLS_NO_APT:-}" ] && ! command -v etcd >/dev/null; then
   echo "installing etcd-server (Debian)" >&2
   if [ "$(id -u)" != 0 ]; then echo "need root to apt-get install etcd-server" >&2; exit 1; fi
   apt-get update -qq >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends etcd-server >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=300 etcd-server >/dev/null
 fi
 
 missing=()
@@ -43,10 +51,10 @@ if [ ${#missing[@]} -gt 0 ]; then
       kubectl) pkg=k8s.io/kubernetes/cmd/kubectl ;;
       *) pkg=k8s.io/kubernetes/cmd/$p ;;
     esac
-    GOFLAGS=-mod=mod go build -trimpath -ldflags "$ldflags" -o "$DIR/$p.tmp" "$pkg" >&2
+    GOFLAGS=-mod=mod nice -n "${KUMA_TOOLS_NICE:-0}" go build -trimpath -ldflags "$ldflags" -o "$DIR/$p.tmp" "$pkg" >&2
     mv "$DIR/$p.tmp" "$DIR/$p"
   done
 fi
 # envtest's layout (KUBEBUILDER_ASSETS): kube-apiserver, etcd and kubectl in one folder.
-ln -sf "$(command -v etcd)" "$DIR/etcd"
+if command -v etcd >/dev/null; then ln -sf "$(command -v etcd)" "$DIR/etcd"; fi
 echo "$DIR"

@@ -13,6 +13,12 @@ CACHE=${KUMA_TEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kuma-metrics}
 DIR=$CACHE/prometheus-v$PROM_VERSION
 BIN=$DIR/prometheus
 
+# One build at a time per cache (make test starts them early in the
+# background, scripts/test-tools.sh; a second caller waits, then finds them).
+mkdir -p "$CACHE"
+exec 9>"$CACHE/.build.lock"
+flock 9
+
 if [ ! -x "$BIN" ]; then
   echo "building prometheus v$PROM_VERSION into $DIR (once per machine, several minutes cold)" >&2
   mkdir -p "$DIR"
