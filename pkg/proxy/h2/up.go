@@ -145,7 +145,9 @@ func (u *upConn) run(cfg *config) {
 	u.mu.Unlock()
 	_ = ep
 	u.br.Reset(nc)
-	u.socketReads(nc)
+	if !u.p.throughConn {
+		u.socketReads(nc)
+	}
 	u.fr.ReadMetaHeaders = hpack.NewDecoder(defaultTableSize, nil)
 	u.fr.MaxHeaderListSize = uint32(cfg.MaxHeaderBytes)
 	u.start([]byte(http2.ClientPreface),
