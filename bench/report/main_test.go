@@ -66,10 +66,7 @@ func TestMeshRowsAreTwoProxies(t *testing.T) {
 // columns, nginx's HTTP/1.1 upstream said, and kuma-dp against haproxy.
 func TestHTTP2AndGRPCTables(t *testing.T) {
 	t.Parallel()
-	sat := func(proto, path string, ticks, rps int) string {
-		return `{"proto":"` + proto + `","round":1,"path":"` + path + `","kind":"saturation","rc":0,"tool":"loadgen","result":{"requests_total":100000,"rate_achieved":` +
-			fmt.Sprint(rps) + `},"cpu_ticks":` + fmt.Sprint(ticks) + `,"clk_tck":100,"cpu1_busy_ticks":500,"cpu1_all_ticks":500,"rss_kb":10240}`
-	}
+	sat := func(proto, path string, ticks, rps int) string { return satLine(proto, path, 1, ticks, rps, "") }
 	var lines []string
 	for _, proto := range []string{"http2", "grpc"} {
 		lines = append(lines,
@@ -103,7 +100,7 @@ func TestHTTP2AndGRPCTables(t *testing.T) {
 func TestSyscallsPerRequest(t *testing.T) {
 	t.Parallel()
 	sat := func(path string, round int, syscalls string) string {
-		return `{"proto":"tcp","round":` + fmt.Sprint(round) + `,"path":"` + path + `","kind":"saturation","rc":0,"tool":"loadgen","result":{"requests_total":100000,"rate_achieved":20000},"cpu_ticks":300,"clk_tck":100,"cpu1_busy_ticks":500,"cpu1_all_ticks":500,"rss_kb":10240` + syscalls + `}`
+		return satLine("tcp", path, round, 300, 20000, syscalls)
 	}
 	in := strings.Join([]string{
 		sat("haproxy", 1, `,"syscalls":500000`), sat("haproxy", 2, `,"syscalls":520000`),
@@ -118,4 +115,12 @@ func TestSyscallsPerRequest(t *testing.T) {
 	out.Reset()
 	require.NoError(t, run(strings.NewReader(sat("haproxy", 1, "")+"\n"+sat("kuma-dp", 1, "")), &out))
 	require.NotContains(t, out.String(), "system calls")
+}
+
+// satLine is a saturation record of proxies.sh: 100000 requests at rps,
+// ticks of the proxy's CPU (clk_tck 100), 10 MB RSS; extra is appended to
+// its fields (`,"name":value`).
+func satLine(proto, path string, round, ticks, rps int, extra string) string {
+	return fmt.Sprintf(`{"proto":%q,"round":%d,"path":%q,"kind":"saturation","rc":0,"tool":"loadgen","result":{"requests_total":100000,"rate_achieved":%d},`+
+		`"cpu_ticks":%d,"clk_tck":100,"cpu1_busy_ticks":500,"cpu1_all_ticks":500,"rss_kb":10240%s}`, proto, round, path, rps, ticks, extra)
 }

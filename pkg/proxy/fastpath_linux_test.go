@@ -17,7 +17,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	meshv1 "github.com/kumametrics/mesh/api/mesh/v1"
 	"github.com/kumametrics/mesh/pkg/proxy/proxytest"
 	"github.com/kumametrics/mesh/pkg/stats"
 )
@@ -174,11 +173,7 @@ func TestTCPSpliceLargeTransfer(t *testing.T) {
 // reach the application first. With mTLS every direction is copied
 // through user space, and the counters still count.
 func TestTCPSpliceMeshHop(t *testing.T) {
-	m := newMeshCA(t)
-	echo, _ := echoServer(t, "app")
-	t0 := time.Now()
-	clk := newClock(t0)
-	p := newPair(t, m, "tcp", echo, clk)
+	p, _, _, switching := switchPair(t)
 
 	p.apply(t, nil, "client")
 	client, server := pathsOf(t, p.client, "server"), pathsOf(t, p.server, "localhost")
@@ -189,7 +184,7 @@ func TestTCPSpliceMeshHop(t *testing.T) {
 	require.NoError(t, c.c.Close())
 
 	// Permissive: the inbound peeks, then hands the peeked bytes on.
-	p.apply(t, &meshv1.MTLS{Enabled: true, SwitchAt: t0.Add(5 * time.Second).UnixMilli(), PermissiveUntil: t0.Add(15 * time.Second).UnixMilli()}, "client")
+	p.apply(t, switching, "client")
 	server = pathsOf(t, p.server, "localhost")
 	before := server.taken()
 	c = dial(t, p.inboundPort)

@@ -147,13 +147,21 @@ func TestMTLSBetweenProxies(t *testing.T) {
 	require.NotEqual(t, "0", counter(t, p.clientSt, "cluster.server.upstream_cx_connect_fail"))
 }
 
-func TestMTLSSwitchWindows(t *testing.T) {
-	m := newMeshCA(t)
+// switchPair is a TCP pair in front of an echo application, its proxies'
+// clock at t0, and the mTLS block of a switch on at t0: outbounds change
+// mode at t0+5 s, inbounds accept plain text until t0+15 s.
+func switchPair(t *testing.T) (p *pair, clk *clock, t0 time.Time, switching *meshv1.MTLS) {
+	t.Helper()
 	echo, _ := echoServer(t, "app")
-	t0 := time.Now()
-	clk := newClock(t0)
-	p := newPair(t, m, "tcp", echo, clk)
-	switching := &meshv1.MTLS{Enabled: true, SwitchAt: t0.Add(5 * time.Second).UnixMilli(), PermissiveUntil: t0.Add(15 * time.Second).UnixMilli()}
+	t0 = time.Now()
+	clk = newClock(t0)
+	p = newPair(t, newMeshCA(t), "tcp", echo, clk)
+	switching = &meshv1.MTLS{Enabled: true, SwitchAt: t0.Add(5 * time.Second).UnixMilli(), PermissiveUntil: t0.Add(15 * time.Second).UnixMilli()}
+	return p, clk, t0, switching
+}
+
+func TestMTLSSwitchWindows(t *testing.T) {
+	p, clk, t0, switching := switchPair(t)
 
 	// Switching on: clients stay plain until switch_at, inbounds accept both until permissive_until.
 	p.apply(t, switching, "client")
@@ -214,18 +222,14 @@ func TestMTLSForHTTPAndGRPC(t *testing.T) {
 // end of the permissive window (a client keeping it open, such as a
 // scraper's keep-alive, would otherwise go on in plain text past it).
 func TestMTLSSwitchOnEndsPlainConnections(t *testing.T) {
-	m := newMeshCA(t)
-	echo, _ := echoServer(t, "app")
-	t0 := time.Now()
-	clk := newClock(t0)
-	p := newPair(t, m, "tcp", echo, clk)
+	p, clk, t0, switching := switchPair(t)
 	p.apply(t, nil, "client")
 	established := dial(t, p.inboundPort)
 	require.Equal(t, "app:plain", established.must("plain"))
 
 	// Switched on with the window ending 200 ms after the proxies' now.
 	clk.set(t0.Add(15*time.Second - 200*time.Millisecond))
-	p.apply(t, &meshv1.MTLS{Enabled: true, SwitchAt: t0.Add(5 * time.Second).UnixMilli(), PermissiveUntil: t0.Add(15 * time.Second).UnixMilli()}, "client")
+	p.apply(t, switching, "client")
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if _, err := established.say("still?"); err != nil {
@@ -264,15 +268,11 @@ func TestPlainConnectionsLeaveTrackingWhenClosed(t *testing.T) {
 // after the window ended is refused (it was admitted without an end, for
 // good, when the mode read at accept decided alone).
 func TestMTLSWindowEndingBeforeTheFirstBytes(t *testing.T) {
-	m := newMeshCA(t)
-	echo, _ := echoServer(t, "app")
-	t0 := time.Now()
-	clk := newClock(t0)
-	p := newPair(t, m, "tcp", echo, clk)
+	p, clk, t0, switching := switchPair(t)
 	var asked atomic.Int64 // the server's reads of its clock
 	p.serverSec.now = func() time.Time { asked.Add(1); return clk.now() }
 	clk.set(t0.Add(10 * time.Second)) // inside the window (5 s – 15 s)
-	p.apply(t, &meshv1.MTLS{Enabled: true, SwitchAt: t0.Add(5 * time.Second).UnixMilli(), PermissiveUntil: t0.Add(15 * time.Second).UnixMilli()}, "client")
+	p.apply(t, switching, "client")
 
 	before := asked.Load()
 	c := dial(t, p.inboundPort)
