@@ -288,13 +288,30 @@ func frameBuffered(br *bufio.Reader) bool {
 }
 
 // frameWanted is how many bytes br must hold for its next frame to be
-// whole: a header, then the header and the payload it announces.
+// whole: a header, then the header and the payload it announces. A header
+// block the framer reads at once (HEADERS or PUSH_PROMISE without
+// END_HEADERS, then its CONTINUATION frames) is whole with the frame that
+// ends it, or with the first frame that breaks it (the framer's error).
 func frameWanted(br *bufio.Reader) int {
-	if br.Buffered() < frameHeaderLen {
-		return frameHeaderLen
+	n, want := br.Buffered(), 0
+	for {
+		if n < want+frameHeaderLen {
+			return want + frameHeaderLen
+		}
+		b, _ := br.Peek(want + frameHeaderLen)
+		h := b[want:]
+		want += frameHeaderLen + (int(h[0])<<16 | int(h[1])<<8 | int(h[2]))
+		switch http2.FrameType(h[3]) {
+		case http2.FrameHeaders, http2.FramePushPromise, http2.FrameContinuation:
+			if http2.Flags(h[4])&http2.FlagHeadersEndHeaders == 0 && want < n {
+				continue // the block goes on in the next frame
+			}
+			if http2.Flags(h[4])&http2.FlagHeadersEndHeaders == 0 {
+				return want + frameHeaderLen // and its next frame's header
+			}
+		}
+		return want
 	}
-	h, _ := br.Peek(frameHeaderLen)
-	return frameHeaderLen + (int(h[0])<<16 | int(h[1])<<8 | int(h[2]))
 }
 
 // socketReads makes c read nc's socket itself (package sock) when nc is
@@ -335,6 +352,10 @@ func (c *conn) readFrames(b *batch, frame func() error, pollErr func(error) erro
 		for {
 			if !frameBuffered(c.br) {
 				b.flush()
+			}
+			// Until a whole frame is buffered: its header first, then the
+			// rest it announces.
+			for !frameBuffered(c.br) {
 				n := frameWanted(c.br)
 				if n > c.br.Size() {
 					big = true

@@ -549,3 +549,65 @@ func processCPU() time.Duration {
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// TestFramesArrivingInPieces: frames whose bytes arrive in several
+// reads — a HEADERS frame cut inside its header and inside its payload, a
+// header block split over CONTINUATION frames sent byte by byte, a DATA
+// frame larger than the read buffer — are read whole on the socket path:
+// every request is answered.
+func TestFramesArrivingInPieces(t *testing.T) {
+	backend := h2cServer(t, http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		n, _ := io.Copy(io.Discard, req.Body)
+		_, _ = fmt.Fprintf(w, "%s %d", req.URL.Path, n)
+	}))
+	r := newRig(t, backend, nil)
+	c := dialRaw(t, r.addr)
+	var out bytes.Buffer
+	frames := http2.NewFramer(&out, nil)
+	// pieces writes what the frames wrote to out in pieces of at most n
+	// bytes, pausing between them so that the proxy reads each alone.
+	pieces := func(n int) {
+		b := out.Bytes()
+		for len(b) > 0 {
+			k := min(n, len(b))
+			_, err := c.c.Write(b[:k])
+			require.NoError(t, err)
+			b = b[k:]
+			time.Sleep(2 * time.Millisecond) // not a wait for a condition: it makes the reads small
+		}
+		out.Reset()
+	}
+	block := func(path string) []byte {
+		c.hbuf.Reset()
+		for _, f := range []hpack.HeaderField{{Name: ":method", Value: "POST"}, {Name: ":scheme", Value: "http"}, {Name: ":authority", Value: "echo"}, {Name: ":path", Value: path}} {
+			require.NoError(t, c.enc.WriteField(f))
+		}
+		return append([]byte(nil), c.hbuf.Bytes()...)
+	}
+	answer := func(id uint32, want string) {
+		t.Helper()
+		f := c.next(onStream(id, http2.FrameData)).(*http2.DataFrame)
+		require.Equal(t, want, string(f.Data()))
+	}
+
+	// HEADERS cut at 4 bytes: inside the frame header, then inside the block.
+	require.NoError(t, frames.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block("/cut"), EndStream: true, EndHeaders: true}))
+	pieces(4)
+	answer(1, "/cut 0")
+
+	// A header block over three frames, sent a byte at a time.
+	b := block("/continued")
+	third := len(b) / 3
+	require.NoError(t, frames.WriteHeaders(http2.HeadersFrameParam{StreamID: 3, BlockFragment: b[:third], EndStream: true}))
+	require.NoError(t, frames.WriteContinuation(3, false, b[third:2*third]))
+	require.NoError(t, frames.WriteContinuation(3, true, b[2*third:]))
+	pieces(1)
+	answer(3, "/continued 0")
+
+	// A DATA frame of 10000 bytes (more than the 4 KiB read buffer), in
+	// pieces of 3000.
+	require.NoError(t, frames.WriteHeaders(http2.HeadersFrameParam{StreamID: 5, BlockFragment: block("/big"), EndHeaders: true}))
+	require.NoError(t, frames.WriteData(5, true, bytes.Repeat([]byte("x"), 10000)))
+	pieces(3000)
+	answer(5, "/big 10000")
+}
