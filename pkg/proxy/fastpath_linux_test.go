@@ -18,7 +18,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kumametrics/mesh/pkg/proxy/proxytest"
-	"github.com/kumametrics/mesh/pkg/stats"
 )
 
 // sink reads a connection to its end, hashing and counting what came.
@@ -88,13 +87,6 @@ func accepted(t *testing.T, conns <-chan net.Conn) net.Conn {
 		t.Fatal("the proxy did not connect to the backend")
 		return nil
 	}
-}
-
-func pollCounter(t *testing.T, st *stats.Store, name string, want int64) {
-	t.Helper()
-	w := strconv.FormatInt(want, 10)
-	require.Eventually(t, func() bool { return counter(t, st, name) == w }, waitTimeout, time.Millisecond,
-		"%s: want %s", name, w)
 }
 
 // TestTCPSpliceCountsEveryByteLive: plain TCP through an outbound takes

@@ -335,3 +335,11 @@ func pathsOf(t *testing.T, p *Proxy, cluster string) *pipePaths {
 
 // taken is how many directions took each path so far.
 func (pp *pipePaths) taken() [2]uint64 { return [2]uint64{pp.spliced.Load(), pp.copied.Load()} }
+
+// pollCounter waits until the statistic name (dotted) is want.
+func pollCounter(t *testing.T, st *stats.Store, name string, want int64) {
+	t.Helper()
+	w := strconv.FormatInt(want, 10)
+	require.Eventually(t, func() bool { return counter(t, st, name) == w }, waitTimeout, time.Millisecond,
+		"%s: want %s", name, w)
+}
