@@ -27,7 +27,9 @@ usage: bench/proxies.sh [--quick] [--only PATHS] [--mtls] [--proto LIST] [--roun
 
   --quick         ~1 minute (default paths): 2 rounds, 1500 requests at 1k req/s, 3 s saturation
   --only PATHS    comma-separated subset of:
-                    direct,haproxy,nginx,kuma-dp,kuma-dp-scrape,mesh-plain,mesh-mtls
+                    direct,haproxy,nginx,kuma-dp,kuma-dp-scrape,kuma-dp-b,mesh-plain,mesh-mtls
+                  (kuma-dp-b: a second kuma-dp binary, BENCH_KUMA_DP_B=/path,
+                  measured in the same rounds as kuma-dp: an A/B of two builds)
                   (direct is always measured: added latency is relative to it).
                   Default: direct,haproxy,nginx,kuma-dp,kuma-dp-scrape; the mesh
                   paths run only when named here or with --mtls
@@ -50,7 +52,7 @@ usage: bench/proxies.sh [--quick] [--only PATHS] [--mtls] [--proto LIST] [--roun
 EOF
 }
 
-ALL_PATHS=(direct haproxy nginx kuma-dp kuma-dp-scrape mesh-plain mesh-mtls)
+ALL_PATHS=(direct haproxy nginx kuma-dp kuma-dp-scrape kuma-dp-b mesh-plain mesh-mtls)
 DEFAULT_PATHS=(direct haproxy nginx kuma-dp kuma-dp-scrape)
 ONLY=""
 MTLS=0
@@ -103,7 +105,11 @@ for p in "${PROTO_LIST[@]}"; do
 done
 has_path() { [[ " ${PATHS[*]} " == *" $1 "* ]]; }
 NEED_KUMA=0
-if has_path kuma-dp || has_path kuma-dp-scrape || has_path mesh-plain || has_path mesh-mtls; then NEED_KUMA=1; fi
+if has_path kuma-dp || has_path kuma-dp-scrape || has_path kuma-dp-b || has_path mesh-plain || has_path mesh-mtls; then NEED_KUMA=1; fi
+if has_path kuma-dp-b && [[ ! -x ${BENCH_KUMA_DP_B:-} ]]; then
+	echo "path kuma-dp-b needs BENCH_KUMA_DP_B=/path/to/another/kuma-dp (not executable: '${BENCH_KUMA_DP_B:-}')" >&2
+	exit 2
+fi
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -164,6 +170,8 @@ port_of() {
 lg_mode() { case $1 in http2) echo h2c ;; *) echo "$1" ;; esac; }
 CP_API=$((BASE + 31)) CP_DP=$((BASE + 32)) CP_MADS=$((BASE + 33)) CP_DIAG=$((BASE + 34))
 DP_ADDR=127.0.0.2 DP_INBOUND=$((BASE + 80)) DP_ADMIN=$((BASE + 81)) DP_METRICS=$((BASE + 90))
+# kuma-dp-b: the same dataplane, another address and admin port.
+DP_B_ADDR=127.0.0.7 DP_B_ADMIN=$((BASE + 82))
 # Mesh paths: in mesh MESH_OF[path], a server dataplane bench-srv (inbound on
 # SRV_ADDR:+1 -> the backend, admin +4) and a client bench-cli (inbound on
 # CLI_ADDR:+2 to an unused port +9, outbound on 127.0.0.1:+3, admin +5), the
@@ -174,10 +182,10 @@ declare -A SRV_ADDR=([mesh-plain]=127.0.0.3 [mesh-mtls]=127.0.0.5)
 declare -A CLI_ADDR=([mesh-plain]=127.0.0.4 [mesh-mtls]=127.0.0.6)
 mesh_port() { echo $((BASE + MESH_OFF[$1] + $2)); } # PATH N
 in_use=()
-for port in $BACK_HTTP $BACK_TCP $BACK_H2C $BACK_GRPC $HAP_HTTP $HAP_TCP $HAP_H2C $HAP_GRPC $NGX_HTTP $NGX_TCP $NGX_H2C $NGX_GRPC $CP_API $CP_DP $CP_MADS $CP_DIAG $DP_ADMIN $DP_METRICS; do
+for port in $BACK_HTTP $BACK_TCP $BACK_H2C $BACK_GRPC $HAP_HTTP $HAP_TCP $HAP_H2C $HAP_GRPC $NGX_HTTP $NGX_TCP $NGX_H2C $NGX_GRPC $CP_API $CP_DP $CP_MADS $CP_DIAG $DP_ADMIN $DP_B_ADMIN $DP_METRICS; do
 	in_use+=("127.0.0.1:$port")
 done
-in_use+=("$DP_ADDR:$DP_INBOUND")
+in_use+=("$DP_ADDR:$DP_INBOUND" "$DP_B_ADDR:$DP_INBOUND")
 for p in mesh-plain mesh-mtls; do
 	in_use+=("${SRV_ADDR[$p]}:$(mesh_port $p 1)" "${CLI_ADDR[$p]}:$(mesh_port $p 2)")
 	for n in 3 4 5 9; do in_use+=("127.0.0.1:$(mesh_port $p $n)"); done
@@ -495,15 +503,16 @@ wait_dp_server_ca() { # the dataplane server's CA, which kuma-cp writes on start
 	return 1
 }
 
-start_kuma_dp() { # PROTO
-	local proto=$1 back i
+start_kuma_dp() { # PROTO [b]: kuma-dp, or with b kuma-dp-b (BENCH_KUMA_DP_B)
+	local proto=$1 b=${2:-} back i name=bench addr=$DP_ADDR admin=$DP_ADMIN bin=$KUMA_DP
+	[[ -n $b ]] && name=bench-b addr=$DP_B_ADDR admin=$DP_B_ADMIN bin=$BENCH_KUMA_DP_B
 	back=$(port_of BACK "$proto")
-	cat >"$TMP/dataplane-$proto.yaml" <<EOF
+	cat >"$TMP/dataplane-$name-$proto.yaml" <<EOF
 type: Dataplane
 mesh: default
-name: bench
+name: $name
 networking:
-  address: $DP_ADDR
+  address: $addr
   inbound:
   - port: $DP_INBOUND
     servicePort: $back
@@ -513,11 +522,15 @@ networking:
       kuma.io/protocol: $proto
 EOF
 	wait_dp_server_ca || return 1
-	start_bg "kuma-dp-$proto" 1 "$KUMA_DP" run --cp-address "https://127.0.0.1:$CP_DP" \
-		--ca-cert-file "$CP_WORK/dp-server-ca.pem" --dataplane-file "$TMP/dataplane-$proto.yaml" --admin-port "$DP_ADMIN"
-	PROXY_PID[kuma-dp]=$BG_PID
-	PROXY_PID[kuma-dp-scrape]=$BG_PID
-	wait_ready "$proto" "$DP_ADDR:$DP_INBOUND" "$BG_PID" 30 || { log_tail "kuma-dp-$proto"; return 1; }
+	start_bg "kuma-dp$b-$proto" 1 "$bin" run --cp-address "https://127.0.0.1:$CP_DP" \
+		--ca-cert-file "$CP_WORK/dp-server-ca.pem" --dataplane-file "$TMP/dataplane-$name-$proto.yaml" --admin-port "$admin"
+	if [[ -n $b ]]; then
+		PROXY_PID[kuma-dp-b]=$BG_PID
+	else
+		PROXY_PID[kuma-dp]=$BG_PID
+		PROXY_PID[kuma-dp-scrape]=$BG_PID
+	fi
+	wait_ready "$proto" "$addr:$DP_INBOUND" "$BG_PID" 30 || { log_tail "kuma-dp$b-$proto"; return 1; }
 }
 
 # dp_stat ADMIN_PORT NAME: the value of one kuma-dp statistic (Envoy's /stats text
@@ -650,6 +663,7 @@ path_addr() { # PROTO PATH
 	direct) echo "127.0.0.1:$(port_of BACK "$1")" ;;
 	haproxy) echo "127.0.0.1:$(port_of HAP "$1")" ;;
 	nginx) echo "127.0.0.1:$(port_of NGX "$1")" ;;
+	kuma-dp-b) echo "$DP_B_ADDR:$DP_INBOUND" ;;
 	kuma-dp*) echo "$DP_ADDR:$DP_INBOUND" ;;
 	mesh-*) echo "127.0.0.1:$(mesh_port "$2" 3)" ;; # the client's outbound
 	esac
@@ -797,6 +811,13 @@ run_phase() { # PROTO
 				fail_path "$proto" "$path" "the metrics endpoint http://$DP_ADDR:$DP_METRICS/metrics does not answer 200"
 			fi
 			;;
+		kuma-dp-b)
+			if ((!CP_OK)); then
+				fail_path "$proto" "$path" "kuma-cp did not start"
+			else
+				start_kuma_dp "$proto" -b || fail_path "$proto" "$path" "kuma-dp-b did not start or did not forward to the backend"
+			fi
+			;;
 		mesh-plain | mesh-mtls)
 			if ((!CP_OK)); then
 				fail_path "$proto" "$path" "kuma-cp did not start"
@@ -822,7 +843,7 @@ run_phase() { # PROTO
 		[[ -n ${PROXY_PID[$path]:-} && -z ${PATH_FAILED[$path]:-} ]] && emit_tls "$proto" "$path" after
 	done
 	local pid dp stopping=()
-	for path in haproxy nginx kuma-dp mesh-plain mesh-mtls; do
+	for path in haproxy nginx kuma-dp kuma-dp-b mesh-plain mesh-mtls; do
 		for pid in ${PROXY_PID[$path]:-}; do
 			kill -TERM "$pid" 2>/dev/null || true # all first, so that their shutdowns overlap
 			stopping+=("$pid")

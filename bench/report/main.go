@@ -85,7 +85,7 @@ type round struct {
 	failures   []string
 }
 
-var pathOrder = []string{"direct", "haproxy", "nginx", "kuma-dp", "kuma-dp-scrape", "mesh-plain", "mesh-mtls"}
+var pathOrder = []string{"direct", "haproxy", "nginx", "kuma-dp", "kuma-dp-scrape", "kuma-dp-b", "mesh-plain", "mesh-mtls"}
 
 // twoProxies are the paths that go through two proxies: the mesh hop.
 var twoProxies = map[string]bool{"mesh-plain": true, "mesh-mtls": true}
@@ -264,6 +264,7 @@ func writeTable(out io.Writer, proto string, rounds map[key]*round, startFailed 
 	mesh := false
 	// The medians of haproxy's row, against which kuma-dp's are compared.
 	var hapCPU, hapRPS, hapSys float64
+	var dpCPU, dpRPS, dpSys float64 // kuma-dp's, against which kuma-dp-b's are compared
 	var sysNotes []string
 	for _, path := range pathOrder {
 		if !present[path] {
@@ -325,11 +326,25 @@ func writeTable(out io.Writer, proto string, rounds map[key]*round, startFailed 
 				if len(sys) > 0 {
 					hapSys = median(sys)
 				}
-			case (path == "kuma-dp" || path == "kuma-dp-scrape") && hapCPU > 0 && hapRPS > 0:
+			case (path == "kuma-dp" || path == "kuma-dp-scrape" || path == "kuma-dp-b") && hapCPU > 0 && hapRPS > 0:
 				note := fmt.Sprintf("%s against haproxy (medians): %.2f× its CPU per request, %.2f× its max req/s",
 					path, median(cpu)/hapCPU, median(rps)/hapRPS)
 				if hapSys > 0 && len(sys) > 0 {
 					note += fmt.Sprintf(", %.2f× its system calls per request", median(sys)/hapSys)
+				}
+				notes = append(notes, note)
+			}
+			switch {
+			case path == "kuma-dp" && len(cpu) > 0:
+				dpCPU, dpRPS, dpSys = median(cpu), median(rps), 0
+				if len(sys) > 0 {
+					dpSys = median(sys)
+				}
+			case path == "kuma-dp-b" && len(cpu) > 0 && dpCPU > 0 && dpRPS > 0:
+				note := fmt.Sprintf("kuma-dp-b (BENCH_KUMA_DP_B) against kuma-dp in the same rounds (medians): %.2f× its CPU per request, %.2f× its max req/s",
+					median(cpu)/dpCPU, median(rps)/dpRPS)
+				if dpSys > 0 && len(sys) > 0 {
+					note += fmt.Sprintf(", %.2f× its system calls per request", median(sys)/dpSys)
 				}
 				notes = append(notes, note)
 			}

@@ -124,3 +124,20 @@ func satLine(proto, path string, round, ticks, rps int, extra string) string {
 	return fmt.Sprintf(`{"proto":%q,"round":%d,"path":%q,"kind":"saturation","rc":0,"tool":"loadgen","result":{"requests_total":100000,"rate_achieved":%d},`+
 		`"cpu_ticks":%d,"clk_tck":100,"cpu1_busy_ticks":500,"cpu1_all_ticks":500,"rss_kb":10240%s}`, proto, round, path, rps, ticks, extra)
 }
+
+// kuma-dp-b, a second build measured in the same rounds, is compared with
+// kuma-dp (and with haproxy, as kuma-dp is).
+func TestSecondBuildAgainstKumaDP(t *testing.T) {
+	t.Parallel()
+	in := strings.Join([]string{
+		satLine("tcp", "haproxy", 1, 300, 20000, `,"syscalls":600000`),
+		satLine("tcp", "kuma-dp", 1, 300, 20000, `,"syscalls":600000`),
+		satLine("tcp", "kuma-dp-b", 1, 240, 25000, `,"syscalls":480000`),
+	}, "\n")
+	var out strings.Builder
+	require.NoError(t, run(strings.NewReader(in), &out))
+	got := out.String()
+	require.Contains(t, got, "kuma-dp-b (BENCH_KUMA_DP_B) against kuma-dp in the same rounds (medians): 0.80× its CPU per request, 1.25× its max req/s, 0.80× its system calls per request")
+	require.Contains(t, got, "kuma-dp-b against haproxy (medians): 0.80× its CPU per request")
+	require.Less(t, strings.Index(got, "| kuma-dp |"), strings.Index(got, "| kuma-dp-b |"))
+}
