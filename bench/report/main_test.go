@@ -10,7 +10,7 @@ import (
 
 func TestAddedLatencyIsPerRound(t *testing.T) {
 	t.Parallel()
-	in := strings.Join([]string{
+	got := render(t,
 		`{"kind":"meta","settings":{"rounds":2}}`,
 		`{"proto":"http","round":1,"path":"direct","kind":"openloop","rc":0,"result":{"rate_target":1000,"p50_us":100,"p99_us":200}}`,
 		`{"proto":"http","round":1,"path":"haproxy","kind":"openloop","rc":0,"result":{"rate_target":1000,"p50_us":400,"p99_us":900}}`,
@@ -18,10 +18,7 @@ func TestAddedLatencyIsPerRound(t *testing.T) {
 		`{"proto":"http","round":1,"path":"haproxy","kind":"saturation","rc":0,"tool":"wrk","result":{"requests_total":100000,"rate_achieved":20000},"cpu_ticks":350,"clk_tck":100,"cpu1_busy_ticks":500,"cpu1_all_ticks":500,"rss_kb":15360}`,
 		`{"proto":"http","round":2,"path":"haproxy","kind":"openloop","rc":1,"result":null}`,
 		`{"proto":"tcp","path":"nginx","kind":"failed","reason":"nginx did not start"}`,
-	}, "\n")
-	var out strings.Builder
-	require.NoError(t, run(strings.NewReader(in), &out))
-	got := out.String()
+	)
 	// Round 2 failed: haproxy's only round is compared with direct's round 1
 	// (+300 µs), not with direct's median (200 µs).
 	require.Contains(t, got, "| haproxy (1 of 2 rounds failed) | 400 µs | +300 µs | 900 µs | +700 µs | 20000 | 35.0 | 15.0 |")
@@ -42,7 +39,7 @@ func TestSummary(t *testing.T) {
 
 func TestMeshRowsAreTwoProxies(t *testing.T) {
 	t.Parallel()
-	in := strings.Join([]string{
+	got := render(t,
 		`{"proto":"tcp","round":1,"path":"direct","kind":"openloop","rc":0,"result":{"rate_target":1000,"p50_us":100,"p99_us":200}}`,
 		`{"proto":"tcp","round":1,"path":"mesh-plain","kind":"openloop","rc":0,"result":{"rate_target":1000,"p50_us":500,"p99_us":900}}`,
 		`{"proto":"tcp","round":1,"path":"mesh-mtls","kind":"openloop","rc":0,"result":{"rate_target":1000,"p50_us":600,"p99_us":1000}}`,
@@ -50,10 +47,7 @@ func TestMeshRowsAreTwoProxies(t *testing.T) {
 		`{"kind":"tls","proto":"tcp","path":"mesh-plain","when":"after","client_handshakes":0,"server_handshakes":0,"plain_refused":null}`,
 		`{"kind":"tls","proto":"tcp","path":"mesh-mtls","when":"before","client_handshakes":2,"server_handshakes":2,"plain_refused":true}`,
 		`{"kind":"tls","proto":"tcp","path":"mesh-mtls","when":"after","client_handshakes":51,"server_handshakes":51,"plain_refused":null}`,
-	}, "\n")
-	var out strings.Builder
-	require.NoError(t, run(strings.NewReader(in), &out))
-	got := out.String()
+	)
 	require.Contains(t, got, "| mesh-plain (2× kuma-dp) | 500 µs | +400 µs |")
 	require.Contains(t, got, "| mesh-mtls (2× kuma-dp) | 600 µs | +500 µs |")
 	require.Contains(t, got, "- mesh-* rows are a mesh hop through two proxies")
@@ -77,9 +71,7 @@ func TestHTTP2AndGRPCTables(t *testing.T) {
 			sat(proto, "kuma-dp", 300, 16000),
 		)
 	}
-	var out strings.Builder
-	require.NoError(t, run(strings.NewReader(strings.Join(lines, "\n")), &out))
-	got := out.String()
+	got := render(t, lines...)
 	h2 := strings.Index(got, "### HTTP/2 (h2c), 1 KiB body (median of 1 round")
 	g := strings.Index(got, "### gRPC unary (h2c), 1 KiB answer (median of 1 round")
 	require.GreaterOrEqual(t, h2, 0, got)
@@ -102,19 +94,14 @@ func TestSyscallsPerRequest(t *testing.T) {
 	sat := func(path string, round int, syscalls string) string {
 		return satLine("tcp", path, round, 300, 20000, syscalls)
 	}
-	in := strings.Join([]string{
+	got := render(t,
 		sat("haproxy", 1, `,"syscalls":500000`), sat("haproxy", 2, `,"syscalls":520000`),
 		sat("kuma-dp", 1, `,"syscalls":400000`), sat("kuma-dp", 2, `,"syscalls":null`),
-	}, "\n")
-	var out strings.Builder
-	require.NoError(t, run(strings.NewReader(in), &out))
-	got := out.String()
+	)
 	require.Contains(t, got, "system calls made on CPU 1 per request at saturation (perf stat, raw_syscalls:sys_enter): haproxy 5.10 (5.00–5.20), kuma-dp 4.00")
 	require.Contains(t, got, "kuma-dp against haproxy (medians): 1.00× its CPU per request, 1.00× its max req/s, 0.78× its system calls per request")
 
-	out.Reset()
-	require.NoError(t, run(strings.NewReader(sat("haproxy", 1, "")+"\n"+sat("kuma-dp", 1, "")), &out))
-	require.NotContains(t, out.String(), "system calls")
+	require.NotContains(t, render(t, sat("haproxy", 1, ""), sat("kuma-dp", 1, "")), "system calls")
 }
 
 // satLine is a saturation record of proxies.sh: 100000 requests at rps,
@@ -129,15 +116,20 @@ func satLine(proto, path string, round, ticks, rps int, extra string) string {
 // kuma-dp (and with haproxy, as kuma-dp is).
 func TestSecondBuildAgainstKumaDP(t *testing.T) {
 	t.Parallel()
-	in := strings.Join([]string{
+	got := render(t,
 		satLine("tcp", "haproxy", 1, 300, 20000, `,"syscalls":600000`),
 		satLine("tcp", "kuma-dp", 1, 300, 20000, `,"syscalls":600000`),
 		satLine("tcp", "kuma-dp-b", 1, 240, 25000, `,"syscalls":480000`),
-	}, "\n")
-	var out strings.Builder
-	require.NoError(t, run(strings.NewReader(in), &out))
-	got := out.String()
+	)
 	require.Contains(t, got, "kuma-dp-b (BENCH_KUMA_DP_B) against kuma-dp in the same rounds (medians): 0.80× its CPU per request, 1.25× its max req/s, 0.80× its system calls per request")
 	require.Contains(t, got, "kuma-dp-b against haproxy (medians): 0.80× its CPU per request")
 	require.Less(t, strings.Index(got, "| kuma-dp |"), strings.Index(got, "| kuma-dp-b |"))
+}
+
+// render is the report of the given lines of proxies.sh's results.
+func render(t *testing.T, lines ...string) string {
+	t.Helper()
+	var out strings.Builder
+	require.NoError(t, run(strings.NewReader(strings.Join(lines, "\n")), &out))
+	return out.String()
 }
