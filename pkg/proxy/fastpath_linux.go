@@ -22,9 +22,6 @@ import (
 // holds, so each call moves what the pipe takes.
 const spliceMax = 1 << 20
 
-// relayNoInq turns TCP_INQ off (benchmarks comparing with and without).
-var relayNoInq atomic.Bool
-
 // bulkMin is the least a splice must move for the next read to splice
 // too: below it the direction goes back to read(2) and write(2), cheaper
 // for small messages than two splices and a pipe.
@@ -94,10 +91,6 @@ func fastPipe(dst, src net.Conn, paths *pipePaths) (applied, failed bool) {
 	if rd == nil {
 		return false, false
 	}
-	rc, err := se.TCP.SyscallConn()
-	if err != nil {
-		return false, false
-	}
 	wc, err := de.TCP.SyscallConn()
 	if err != nil {
 		return false, false
@@ -108,11 +101,11 @@ func fastPipe(dst, src net.Conn, paths *pipePaths) (applied, failed bool) {
 			return true, true
 		}
 	}
-	r := relay{rd: rd, rc: rc, wc: wc, rx: se.Rx, tx: de.Tx, spliceOnly: pathMode.Load() == pathSplice}
-	r.inq = !r.spliceOnly && !relayNoInq.Load() && rd.Inq()
+	mode := pathMode.Load()
+	r := relay{rd: rd, rc: rd.RawConn(), wc: wc, src: se.TCP, rx: se.Rx, tx: de.Tx, spliceOnly: mode == pathSplice}
+	r.inq = mode == pathFast && rd.Inq()
 	r.splicing = r.spliceOnly
 	if r.inq {
-		r.recheck = se.TCP
 		_ = se.TCP.SetReadDeadline(recheckAt())
 	}
 	r.run()
@@ -132,21 +125,20 @@ func fastPipe(dst, src net.Conn, paths *pipePaths) (applied, failed bool) {
 type relay struct {
 	rd     *sock.Reader // src's reads
 	rc, wc syscall.RawConn
+	src    *net.TCPConn
 	rx, tx *stats.Counter
 
 	readFn, writeFn, tryFn func(fd uintptr) bool
 	werr                   error // the last write's error (tryFn)
 
-	// inq: the socket reports what it holds with each read (TCP_INQ).
+	// inq: the relay trusts what the socket reports with each read
+	// (TCP_INQ); src's read deadline makes it ask the socket once every
+	// recheckEvery.
 	inq bool
 	// spliceOnly: every read splices (the path before the relay; kept to
 	// compare). splicing: the next read splices. noSplice: the kernel
 	// refused to splice from src.
 	spliceOnly, splicing, noSplice bool
-
-	// recheck is src when the relay trusts TCP_INQ: its read deadline
-	// makes the relay ask the socket once every recheckEvery.
-	recheck *net.TCPConn
 
 	pipe *kernelPipe // while splicing
 	buf  *[]byte     // while a read's bytes wait to leave
@@ -165,9 +157,9 @@ func (r *relay) run() {
 	r.readFn, r.writeFn, r.tryFn = r.readable, r.writable, r.tryWrite
 	for !r.done {
 		if err := r.rc.Read(r.readFn); err != nil {
-			if r.recheck != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+			if r.inq && errors.Is(err, os.ErrDeadlineExceeded) {
 				// The next read asks the socket before it waits.
-				_ = r.recheck.SetReadDeadline(recheckAt())
+				_ = r.src.SetReadDeadline(recheckAt())
 				continue
 			}
 			r.failed = true // closed

@@ -213,16 +213,14 @@ func echoBackend(b *testing.B) string {
 // fast path (with and without TCP_INQ), every read spliced, and the
 // user-space copy.
 var tcpPaths = []struct {
-	name  string
-	mode  int32
-	noInq bool
-}{{"fast", pathFast, false}, {"fast-noinq", pathFast, true}, {"splice", pathSplice, false}, {"copy", pathCopy, false}}
+	name string
+	mode int32
+}{{"fast", pathFast}, {"fast-noinq", pathFastNoInq}, {"splice", pathSplice}, {"copy", pathCopy}}
 
 // takePath makes the connections dialed next take path i.
 func takePath(tb testing.TB, i int) {
 	pathMode.Store(tcpPaths[i].mode)
-	relayNoInq.Store(tcpPaths[i].noInq)
-	tb.Cleanup(func() { pathMode.Store(pathFast); relayNoInq.Store(false) })
+	tb.Cleanup(func() { pathMode.Store(pathFast) })
 }
 
 // BenchmarkTCPProxy measures the TCP path through an outbound on each
@@ -264,14 +262,7 @@ func BenchmarkTCPProxy(b *testing.B) {
 				defer c.Close()
 				big := make([]byte, len(buf))
 				for b.Loop() {
-					errc := make(chan error, 1)
-					go func() { _, err := c.Write(big); errc <- err }()
-					if _, err := io.ReadFull(c, buf); err != nil {
-						b.Fatal(err)
-					}
-					if err := <-errc; err != nil {
-						b.Fatal(err)
-					}
+					echoed(b, c, big, buf)
 				}
 			})
 		})

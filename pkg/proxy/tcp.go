@@ -103,9 +103,10 @@ type pipePaths struct{ spliced, copied atomic.Uint64 }
 // The TCP paths a direction can take; pathMode picks one for benchmarks
 // comparing them (pathFast otherwise).
 const (
-	pathFast   = iota // system calls on the sockets, counted from their results
-	pathSplice        // every read spliced (the fast path before the relay)
-	pathCopy          // the user-space copy through the wrappers
+	pathFast      = iota // system calls on the sockets, counted from their results
+	pathFastNoInq        // the same, asking the socket until EAGAIN (TCP_INQ not trusted)
+	pathSplice           // every read spliced (the fast path before the relay)
+	pathCopy             // the user-space copy through the wrappers
 )
 
 var pathMode atomic.Int32

@@ -50,9 +50,16 @@ func NewReader(c *net.TCPConn, rx *stats.Counter) *Reader {
 	}
 	r.msg.Iov = &r.iov
 	r.msg.SetIovlen(1)
+	if r.inq {
+		r.msg.Control = &r.cmsg[0]
+	}
 	r.stepFn = r.callback
 	return r
 }
+
+// RawConn is the connection's socket, for a caller that runs its own
+// reads on it with Recv.
+func (r *Reader) RawConn() syscall.RawConn { return r.rc }
 
 // Inq says whether the kernel reports what the socket holds (TCP_INQ);
 // without it a reader learns that the socket is empty only from EAGAIN.
@@ -66,19 +73,12 @@ func (r *Reader) Recv(fd uintptr, b []byte) (n int, more bool, err error) {
 	r.iov.Base = &b[0]
 	r.iov.SetLen(len(b))
 	if r.inq {
-		r.msg.Control = &r.cmsg[0]
-		r.msg.SetControllen(len(r.cmsg))
-	} else {
-		r.msg.Control = nil
-		r.msg.SetControllen(0)
+		r.msg.SetControllen(len(r.cmsg)) // the kernel sets it to what it wrote
 	}
 	for {
 		r0, _, e := unix.Syscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&r.msg)), 0)
 		if e == unix.EINTR {
 			continue
-		}
-		if e == unix.EAGAIN {
-			return 0, false, e
 		}
 		if e != 0 {
 			return 0, false, e
