@@ -303,11 +303,8 @@ func frameWanted(br *bufio.Reader) int {
 		want += frameHeaderLen + (int(h[0])<<16 | int(h[1])<<8 | int(h[2]))
 		switch http2.FrameType(h[3]) {
 		case http2.FrameHeaders, http2.FramePushPromise, http2.FrameContinuation:
-			if http2.Flags(h[4])&http2.FlagHeadersEndHeaders == 0 && want < n {
-				continue // the block goes on in the next frame
-			}
 			if http2.Flags(h[4])&http2.FlagHeadersEndHeaders == 0 {
-				return want + frameHeaderLen // and its next frame's header
+				continue // the block goes on in the next frame
 			}
 		}
 		return want
@@ -375,13 +372,6 @@ func (c *conn) readFrames(b *batch, frame func() error, pollErr func(error) erro
 		}
 	}
 	for {
-		if big {
-			big = false
-			if err := frame(); err != nil {
-				return err
-			}
-			continue
-		}
 		if perr := c.sr.Serve(step); perr != nil {
 			if err := pollErr(perr); err != nil {
 				return err
@@ -389,6 +379,10 @@ func (c *conn) readFrames(b *batch, frame func() error, pollErr func(error) erro
 			continue
 		}
 		if !big {
+			return err
+		}
+		big = false
+		if err := frame(); err != nil {
 			return err
 		}
 	}
