@@ -262,9 +262,9 @@ func writeTable(out io.Writer, proto string, rounds map[key]*round, startFailed 
 		notes = append(notes, "nginx: h2c from the client, HTTP/1.1 (keep-alive) to the backend: nginx 1.22 cannot speak HTTP/2 to an upstream; the other proxies speak h2c on both sides")
 	}
 	mesh := false
-	// The medians of haproxy's row, against which kuma-dp's are compared.
-	var hapCPU, hapRPS, hapSys float64
-	var dpCPU, dpRPS, dpSys float64 // kuma-dp's, against which kuma-dp-b's are compared
+	// The medians of haproxy's row, against which kuma-dp's are compared,
+	// and of kuma-dp's, against which kuma-dp-b's are.
+	var hap, dp medians
 	var sysNotes []string
 	for _, path := range pathOrder {
 		if !present[path] {
@@ -319,34 +319,22 @@ func writeTable(out io.Writer, proto string, rounds map[key]*round, startFailed 
 		if path != "direct" {
 			row[2], row[4] = summary(add50, "%+.0f", " µs"), summary(add99, "%+.0f", " µs")
 			row[6], row[7] = summary(cpu, "%.1f", ""), summary(rss, "%.1f", "")
-			switch {
-			case len(cpu) == 0:
-			case path == "haproxy":
-				hapCPU, hapRPS = median(cpu), median(rps)
-				if len(sys) > 0 {
-					hapSys = median(sys)
+			if len(cpu) > 0 {
+				m := mediansOf(cpu, rps, sys)
+				switch path {
+				case "haproxy":
+					hap = m
+				case "kuma-dp", "kuma-dp-scrape", "kuma-dp-b":
+					if hap.cpu > 0 && hap.rps > 0 {
+						notes = append(notes, path+" against haproxy (medians): "+m.against(hap))
+					}
 				}
-			case (path == "kuma-dp" || path == "kuma-dp-scrape" || path == "kuma-dp-b") && hapCPU > 0 && hapRPS > 0:
-				note := fmt.Sprintf("%s against haproxy (medians): %.2f× its CPU per request, %.2f× its max req/s",
-					path, median(cpu)/hapCPU, median(rps)/hapRPS)
-				if hapSys > 0 && len(sys) > 0 {
-					note += fmt.Sprintf(", %.2f× its system calls per request", median(sys)/hapSys)
+				switch {
+				case path == "kuma-dp":
+					dp = m
+				case path == "kuma-dp-b" && dp.cpu > 0 && dp.rps > 0:
+					notes = append(notes, "kuma-dp-b (BENCH_KUMA_DP_B) against kuma-dp in the same rounds (medians): "+m.against(dp))
 				}
-				notes = append(notes, note)
-			}
-			switch {
-			case path == "kuma-dp" && len(cpu) > 0:
-				dpCPU, dpRPS, dpSys = median(cpu), median(rps), 0
-				if len(sys) > 0 {
-					dpSys = median(sys)
-				}
-			case path == "kuma-dp-b" && len(cpu) > 0 && dpCPU > 0 && dpRPS > 0:
-				note := fmt.Sprintf("kuma-dp-b (BENCH_KUMA_DP_B) against kuma-dp in the same rounds (medians): %.2f× its CPU per request, %.2f× its max req/s",
-					median(cpu)/dpCPU, median(rps)/dpRPS)
-				if dpSys > 0 && len(sys) > 0 {
-					note += fmt.Sprintf(", %.2f× its system calls per request", median(sys)/dpSys)
-				}
-				notes = append(notes, note)
 			}
 			if len(sys) > 0 {
 				sysNotes = append(sysNotes, fmt.Sprintf("%s %s", path, summary(sys, "%.2f", "")))
@@ -392,6 +380,27 @@ func writeTable(out io.Writer, proto string, rounds map[key]*round, startFailed 
 	if len(notes) > 0 {
 		fmt.Fprintln(out)
 	}
+}
+
+// medians are a path's medians of CPU per request, max req/s and system
+// calls per request (0: not counted).
+type medians struct{ cpu, rps, sys float64 }
+
+func mediansOf(cpu, rps, sys []float64) medians {
+	m := medians{cpu: median(cpu), rps: median(rps)}
+	if len(sys) > 0 {
+		m.sys = median(sys)
+	}
+	return m
+}
+
+// against says m as multiples of ref.
+func (m medians) against(ref medians) string {
+	out := fmt.Sprintf("%.2f× its CPU per request, %.2f× its max req/s", m.cpu/ref.cpu, m.rps/ref.rps)
+	if ref.sys > 0 && m.sys > 0 {
+		out += fmt.Sprintf(", %.2f× its system calls per request", m.sys/ref.sys)
+	}
+	return out
 }
 
 // summary renders "median unit (min–max)" of v, or "—" when v is empty.
