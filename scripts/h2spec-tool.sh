@@ -8,15 +8,11 @@
 # it is there already.
 set -euo pipefail
 H2SPEC_VERSION=${H2SPEC_VERSION:-2.2.1}
-CACHE=${KUMA_TEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kuma-metrics}
+. "$(dirname "$0")/tool-cache.sh"
 DIR=$CACHE/h2spec-v$H2SPEC_VERSION
 BIN=$DIR/h2spec
 
-# One build at a time per cache (make test starts them early in the
-# background, scripts/test-tools.sh; a second caller waits, then finds them).
-mkdir -p "$CACHE"
-exec 9>"$CACHE/.build.lock"
-flock 9
+lock_cache
 
 if [ ! -x "$BIN" ]; then
   echo "building h2spec v$H2SPEC_VERSION into $DIR (once per machine)" >&2

@@ -6,15 +6,11 @@
 # when they are there already: the first build takes ~12 minutes on 2 cores.
 set -euo pipefail
 K8S_VERSION=${K8S_VERSION:-1.37.2}
-CACHE=${KUMA_TEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kuma-metrics}
+. "$(dirname "$0")/tool-cache.sh"
 DIR=$CACHE/kubernetes-v$K8S_VERSION
 PROGRAMS=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
 
-# One build at a time per cache (make test starts them early in the
-# background, scripts/test-tools.sh; a second caller waits, then finds them).
-mkdir -p "$CACHE"
-exec 9>"$CACHE/.build.lock"
-flock 9
+lock_cache
 
 # KUMA_TOOLS_NO_APT=1 (the early background build): the Go programs only;
 # etcd comes from Debian when a test run asks for the folder.

@@ -9,15 +9,11 @@
 set -euo pipefail
 PROM_MODULE_VERSION=${PROM_MODULE_VERSION:-0.316.0}
 PROM_VERSION=${PROM_VERSION:-3.16.0}
-CACHE=${KUMA_TEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kuma-metrics}
+. "$(dirname "$0")/tool-cache.sh"
 DIR=$CACHE/prometheus-v$PROM_VERSION
 BIN=$DIR/prometheus
 
-# One build at a time per cache (make test starts them early in the
-# background, scripts/test-tools.sh; a second caller waits, then finds them).
-mkdir -p "$CACHE"
-exec 9>"$CACHE/.build.lock"
-flock 9
+lock_cache
 
 if [ ! -x "$BIN" ]; then
   echo "building prometheus v$PROM_VERSION into $DIR (once per machine, several minutes cold)" >&2

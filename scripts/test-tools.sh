@@ -10,8 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 self=$PWD/$(basename "$0")
-CACHE=${KUMA_TEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kuma-metrics}
-mkdir -p "$CACHE"
+. ./tool-cache.sh
 if [ "${1:-}" = run ]; then
   for s in k8s-tools.sh prometheus-tool.sh h2spec-tool.sh; do
     echo "== $s $(date +%T)"
