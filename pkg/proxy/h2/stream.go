@@ -35,8 +35,9 @@ type stream struct {
 	// Downstream reader only: the declared length and the DATA counted.
 	clen, got int64
 
-	// Set by the upstream side before the response head is forwarded; read
-	// after done.
+	// The response's status and time to its head (under down.mu: set when
+	// the head is forwarded or answered locally, read by finish, which
+	// may run on the client's side while the upstream's head comes in).
 	status int
 	upTime time.Duration
 	// answered: a response head (forwarded or local) went to the client
@@ -74,6 +75,7 @@ func (s *stream) finish() {
 	delete(d.streams, s.toDown.id)
 	d.active--
 	idle := d.active == 0
+	status, upTime := s.status, s.upTime
 	d.mu.Unlock()
 	if idle {
 		d.becameIdle()
@@ -89,10 +91,9 @@ func (s *stream) finish() {
 	}
 	cfg := s.p.cfg.Load()
 	cfg.Cluster.UpstreamRqActive.Dec()
-	switch {
-	case s.status != 0:
-		cfg.Cluster.RequestDone(s.status, s.upTime, s.external)
-		cfg.Listener.RequestDone(s.status, time.Since(s.began))
+	if status != 0 {
+		cfg.Cluster.RequestDone(status, upTime, s.external)
+		cfg.Listener.RequestDone(status, time.Since(s.began))
 	}
 	if s.txReset.Load() {
 		cfg.Cluster.UpstreamRqTxReset.Inc()
