@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/kumametrics/mesh/pkg/proxy/sock"
 	"github.com/kumametrics/mesh/pkg/stats"
 )
 
@@ -99,7 +100,8 @@ func (c *cluster) handshakeIf(ctx context.Context, conn net.Conn, on bool) (net.
 	if ct == nil || !on {
 		return conn, nil
 	}
-	tc := tls.Client(conn, ct.sec.clientConfig(ct.service, ct.alpn))
+	// The relays read and write the socket below TLS (sock.Conn).
+	tc := tls.Client(sock.NewConn(conn), ct.sec.clientConfig(ct.service, ct.alpn))
 	hctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	defer cancel()
 	if err := tc.HandshakeContext(hctx); err != nil {

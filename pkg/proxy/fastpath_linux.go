@@ -3,7 +3,9 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"runtime"
@@ -73,49 +75,94 @@ func recheckAt() time.Time {
 	return time.Now().Add(recheckEvery)
 }
 
-// fastPipe moves src to dst on the sockets themselves when both are plain
-// TCP below the proxy's own wrappers, counting what each system call moved
-// into the wrappers' counters. applied is false, nothing moved, when the
-// fast path does not apply; failed says src or dst failed (not a plain
-// end of src).
+// fastPipe moves src to dst on the sockets themselves when each is plain
+// TCP below the proxy's own wrappers, or a TLS connection over such a
+// socket (sock.Conn), counting what each system call moved into the
+// wrappers' counters. applied is false, nothing moved, when the fast path
+// does not apply; failed says src or dst failed (not a plain end of src).
 func fastPipe(dst, src net.Conn, paths *pipePaths) (applied, failed bool) {
-	se, ok := sock.Unwrap(src, true)
-	if !ok {
-		return false, false
-	}
-	de, ok := sock.Unwrap(dst, false)
-	if !ok {
-		return false, false
-	}
-	rd := sock.NewReader(se.TCP, se.Rx)
-	if rd == nil {
-		return false, false
-	}
-	wc, err := de.TCP.SyscallConn()
-	if err != nil {
+	var r relay
+	ahead, ok := r.readsFrom(src)
+	if !ok || !r.writesTo(dst) {
 		return false, false
 	}
 	paths.spliced.Add(1)
-	if se.Ahead > 0 {
-		if err := handOn(dst, src, se.Ahead); err != nil {
+	if ahead > 0 {
+		if err := handOn(dst, src, ahead); err != nil {
 			return true, true
 		}
 	}
 	mode := pathMode.Load()
-	r := relay{rd: rd, rc: rd.RawConn(), wc: wc, src: se.TCP, rx: se.Rx, tx: de.Tx, spliceOnly: mode == pathSplice}
-	r.inq = mode == pathFast && rd.Inq()
+	r.spliceOnly = mode == pathSplice && !r.noSplice
 	r.splicing = r.spliceOnly
+	r.inq = mode == pathFast && r.rd.Inq()
 	if r.inq {
-		_ = se.TCP.SetReadDeadline(recheckAt())
+		_ = r.src.SetReadDeadline(recheckAt())
 	}
 	r.run()
 	return true, r.failed
+}
+
+// readsFrom readies the relay's reads of src: on its socket, or through
+// its TLS connection over the socket. ahead is what src's wrappers read
+// ahead (plain src only: a TLS connection's wrappers must hold none).
+func (r *relay) readsFrom(src net.Conn) (ahead int, ok bool) {
+	if tc, isTLS := src.(*tls.Conn); isTLS {
+		sc, ok := tc.NetConn().(*sock.Conn)
+		if !ok {
+			return 0, false
+		}
+		if e, ok := sock.Unwrap(sc.Conn, true); !ok || e.Ahead > 0 {
+			return 0, false
+		}
+		if r.rd = sc.Reader(); r.rd == nil {
+			return 0, false
+		}
+		r.tlsSrc, r.src, r.noSplice = tc, sc.TCP(), true
+	} else {
+		se, ok := sock.Unwrap(src, true)
+		if !ok {
+			return 0, false
+		}
+		if r.rd = sock.NewReader(se.TCP, se.Rx); r.rd == nil {
+			return 0, false
+		}
+		r.src, r.rx, ahead = se.TCP, se.Rx, se.Ahead
+	}
+	r.rc = r.rd.RawConn()
+	return ahead, true
+}
+
+// writesTo readies the relay's writes to dst: on its socket, or through
+// its TLS connection over the socket.
+func (r *relay) writesTo(dst net.Conn) bool {
+	if tc, isTLS := dst.(*tls.Conn); isTLS {
+		sc, ok := tc.NetConn().(*sock.Conn)
+		if !ok {
+			return false
+		}
+		r.tlsDst, r.dstSock, r.noSplice = tc, sc, true
+		return true
+	}
+	de, ok := sock.Unwrap(dst, false)
+	if !ok {
+		return false
+	}
+	wc, err := de.TCP.SyscallConn()
+	if err != nil {
+		return false
+	}
+	r.wc, r.tx = wc, de.Tx
+	return true
 }
 
 // relay moves the bytes of one direction, src (rc) to dst (wc), with
 // system calls on the two sockets. Small reads go through a pooled
 // buffer with recvmsg(2) and write(2); a read that fills the buffer
 // turns to splice(2) through a kernel pipe until the flow is small again.
+// A TLS side is read or written through its tls.Conn, over the same
+// system calls: src's inside the poller's read callback (rd.Serve), dst's
+// without waiting there (sock.Conn's TryWrites); TLS never splices.
 //
 // With TCP_INQ the kernel says with each read whether the socket holds
 // more (bytes or an end): when it holds none, the relay waits for the
@@ -128,7 +175,15 @@ type relay struct {
 	src    *net.TCPConn
 	rx, tx *stats.Counter
 
+	// tlsSrc: src is read through TLS (rd's socket below it). tlsDst: dst
+	// is written through TLS, over dstSock.
+	tlsSrc, tlsDst *tls.Conn
+	dstSock        *sock.Conn
+	// held: dstSock holds bytes of a TLS write that wait for dst.
+	held bool
+
 	readFn, writeFn, tryFn func(fd uintptr) bool
+	stepFn                 func() bool
 	werr                   error // the last write's error (tryFn)
 
 	// inq: the relay trusts what the socket reports with each read
@@ -137,7 +192,7 @@ type relay struct {
 	inq bool
 	// spliceOnly: every read splices (the path before the relay; kept to
 	// compare). splicing: the next read splices. noSplice: the kernel
-	// refused to splice from src.
+	// refused to splice from src, or a side is TLS.
 	spliceOnly, splicing, noSplice bool
 
 	pipe *kernelPipe // while splicing
@@ -154,9 +209,15 @@ type relay struct {
 // waiting; the rest is written after it, outside src's read lock, so that
 // closing src never waits on dst.
 func (r *relay) run() {
-	r.readFn, r.writeFn, r.tryFn = r.readable, r.writable, r.tryWrite
+	r.readFn, r.writeFn, r.tryFn, r.stepFn = r.readable, r.writable, r.tryWrite, r.readTLS
 	for !r.done {
-		if err := r.rc.Read(r.readFn); err != nil {
+		var err error
+		if r.tlsSrc != nil {
+			err = r.rd.Serve(r.stepFn)
+		} else {
+			err = r.rc.Read(r.readFn)
+		}
+		if err != nil {
 			if r.inq && errors.Is(err, os.ErrDeadlineExceeded) {
 				// The next read asks the socket before it waits.
 				_ = r.src.SetReadDeadline(recheckAt())
@@ -168,7 +229,7 @@ func (r *relay) run() {
 		if r.done {
 			break
 		}
-		if err := r.wc.Write(r.writeFn); err != nil {
+		if err := r.writeWaiting(); err != nil {
 			r.failed = true
 		}
 		if r.done || r.failed {
@@ -186,6 +247,18 @@ func (r *relay) run() {
 		r.pipe = nil
 	}
 }
+
+// writeWaiting writes what waits for dst, waiting for dst to take it.
+func (r *relay) writeWaiting() error {
+	if r.tlsDst != nil {
+		r.held = false
+		return r.dstSock.Flush()
+	}
+	return r.wc.Write(r.writeFn)
+}
+
+// waits says whether bytes wait for dst.
+func (r *relay) waits() bool { return len(r.out) > 0 || r.left > 0 || r.held }
 
 // release gives the read buffer back once its bytes have left.
 func (r *relay) release() {
@@ -206,7 +279,7 @@ func (r *relay) readable(fd uintptr) bool {
 		} else {
 			more = r.readIn(int(fd))
 		}
-		if r.done || len(r.out) > 0 || r.left > 0 {
+		if r.done || r.waits() {
 			return true
 		}
 		if !more {
@@ -231,7 +304,7 @@ func (r *relay) readIn(fd int) (more bool) {
 	}
 	r.out = (*r.buf)[:n]
 	r.writeOut()
-	if r.done || len(r.out) > 0 {
+	if r.done || r.waits() {
 		return false
 	}
 	full := n == len(*r.buf)
@@ -243,9 +316,48 @@ func (r *relay) readIn(fd int) (more bool) {
 	return !r.inq || more
 }
 
+// readTLS reads src through TLS inside the poller's read callback (the
+// step of rd.Serve) and writes what it decrypts as readable does. The TLS
+// connection reads the socket through rd: ErrWouldBlock when it is empty,
+// which leaves any part of a record read in the connection's buffer.
+func (r *relay) readTLS() bool {
+	for {
+		r.buf = copyBuffers.Get().(*[]byte)
+		n, err := r.tlsSrc.Read(*r.buf)
+		if n > 0 {
+			r.out = (*r.buf)[:n]
+			r.writeOut()
+			if r.done || r.waits() {
+				return true // an end or an error comes again with the next read
+			}
+		}
+		r.release()
+		switch {
+		case err == nil:
+		case err == sock.ErrWouldBlock:
+			return false
+		default:
+			r.done, r.failed = true, err != io.EOF
+			return true
+		}
+	}
+}
+
 // writeOut writes what waits to dst as far as dst takes it without
-// waiting.
+// waiting. Through TLS, all of it is written: what dst does not take
+// waits in dstSock (held).
 func (r *relay) writeOut() {
+	if r.tlsDst != nil {
+		r.dstSock.TryWrites(true)
+		_, err := r.tlsDst.Write(r.out)
+		r.dstSock.TryWrites(false)
+		r.out = r.out[:0]
+		r.held = r.dstSock.Pending() > 0
+		if err != nil {
+			r.done, r.failed = true, true
+		}
+		return
+	}
 	if err := r.wc.Write(r.tryFn); err != nil || (r.werr != nil && r.werr != unix.EAGAIN) {
 		r.done, r.failed = true, true
 	}
@@ -342,7 +454,7 @@ func (r *relay) spliceIn(fd int) (more bool) {
 	}
 	r.left = int(n)
 	r.writeOut()
-	if r.done || r.left > 0 {
+	if r.done || r.waits() {
 		return false
 	}
 	if n < bulkMin {

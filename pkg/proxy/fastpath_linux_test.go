@@ -162,8 +162,9 @@ func TestTCPSpliceLargeTransfer(t *testing.T) {
 // TestTCPSpliceMeshHop: a mesh hop without mTLS splices on both proxies
 // (the inbound's tracked plain connection), and so does one an inbound
 // admits in a permissive window after peeking at its first bytes, which
-// reach the application first. With mTLS every direction is copied
-// through user space, and the counters still count.
+// reach the application first. With mTLS every direction takes the fast
+// path too, through TLS over the sockets, and the counters count what
+// went over the wire.
 func TestTCPSpliceMeshHop(t *testing.T) {
 	p, _, _, switching := switchPair(t)
 
@@ -192,9 +193,95 @@ func TestTCPSpliceMeshHop(t *testing.T) {
 	c = dial(t, p.outboundPort)
 	require.Equal(t, "app:secure", c.must("secure"))
 	require.Equal(t, "1", counter(t, p.clientSt, "cluster.server.ssl.handshake"))
-	require.Equal(t, [2]uint64{beforeC[0], beforeC[1] + 2}, client.taken(), "mTLS keeps the user-space copy")
-	require.Equal(t, [2]uint64{beforeS[0], beforeS[1] + 2}, server.taken(), "mTLS keeps the user-space copy")
+	require.Equal(t, [2]uint64{beforeC[0] + 2, beforeC[1]}, client.taken(), "mTLS takes the fast path")
+	require.Equal(t, [2]uint64{beforeS[0] + 2, beforeS[1]}, server.taken(), "mTLS takes the fast path")
 	require.NotEqual(t, txBefore, counter(t, p.clientSt, "cluster.server.upstream_cx_tx_bytes_total"))
+}
+
+// tap forwards the connections it accepts to port, counting the bytes of
+// each direction (what went over the wire between two proxies).
+type tap struct{ up, down atomic.Int64 }
+
+func newTap(t *testing.T, to uint32) (*tap, uint32) {
+	t.Helper()
+	tp := &tap{}
+	port := freePort(t)
+	ln, err := net.Listen("tcp", addr(port))
+	require.NoError(t, err)
+	proxytest.Serve(t, ln, func(c net.Conn) {
+		defer c.Close()
+		u, err := net.Dial("tcp", addr(to))
+		if err != nil {
+			return
+		}
+		defer u.Close()
+		done := make(chan struct{})
+		go func() {
+			n, _ := io.Copy(u, c)
+			tp.up.Add(n)
+			_ = u.(*net.TCPConn).CloseWrite()
+			close(done)
+		}()
+		n, _ := io.Copy(c, u)
+		tp.down.Add(n)
+		_ = c.(*net.TCPConn).CloseWrite()
+		<-done
+	})
+	return tp, port
+}
+
+// TestTCPFastPathMTLS: 32 MiB each way at once through a mesh hop with
+// mTLS, every direction of both proxies on the fast path through TLS, the
+// client reading slowly (the server's TLS writes find its socket full and
+// wait outside the read callback): what arrives is what was sent, each
+// end passes on, and the client's cluster counts exactly the bytes that
+// went over the wire (the tap's), the server's what its application got.
+func TestTCPFastPathMTLS(t *testing.T) {
+	const size = 32 << 20
+	back, conns := rawBackend(t)
+	p := newPair(t, newMeshCA(t), "tcp", back, newClock(time.Now()))
+	wire, via := newTap(t, p.inboundPort)
+	p.via = via
+	p.apply(t, mtlsOn, "client")
+
+	c := dial(t, p.outboundPort).c.(*net.TCPConn)
+	srv := accepted(t, conns).(*net.TCPConn)
+	up := drain(srv)
+	downSent, upSent := sha256.New(), sha256.New()
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		source(t, srv, downSent, 2, size)
+		_ = srv.CloseWrite()
+	}()
+	source(t, c, upSent, 1, size)
+	require.NoError(t, c.CloseWrite())
+	require.Equal(t, upSent.Sum(nil), up.wait(t))
+	down := sha256.New()
+	buf := make([]byte, 1<<10) // small reads: the client is the slow end
+	_ = c.SetReadDeadline(time.Now().Add(time.Minute))
+	for {
+		n, err := c.Read(buf)
+		down.Write(buf[:n])
+		if err == io.EOF {
+			break
+		}
+		require.NoError(t, err)
+	}
+	<-sent
+	require.Equal(t, downSent.Sum(nil), down.Sum(nil))
+
+	require.Equal(t, [2]uint64{2, 0}, pathsOf(t, p.client, "server").taken(), "the client's directions on the fast path")
+	require.Equal(t, [2]uint64{2, 0}, pathsOf(t, p.server, "localhost").taken(), "the server's directions on the fast path")
+	require.Equal(t, strconv.Itoa(size), counter(t, p.serverSt, "cluster.localhost.upstream_cx_tx_bytes_total"))
+	require.Equal(t, strconv.Itoa(size), counter(t, p.serverSt, "cluster.localhost.upstream_cx_rx_bytes_total"))
+	pollCounter(t, p.clientSt, "cluster.server.upstream_cx_active", 0) // its counters are final
+	tx := counter(t, p.clientSt, "cluster.server.upstream_cx_tx_bytes_total")
+	rx := counter(t, p.clientSt, "cluster.server.upstream_cx_rx_bytes_total")
+	require.Eventually(t, func() bool { // the tap counts each way at its end
+		return strconv.FormatInt(wire.up.Load(), 10) == tx && strconv.FormatInt(wire.down.Load(), 10) == rx
+	}, waitTimeout, time.Millisecond, "the client counted tx %s rx %s", tx, rx)
+	require.Greater(t, wire.up.Load(), int64(size), "TLS adds its records' framing")
 }
 
 // echoBackend echoes every connection's bytes back until its end.
@@ -314,6 +401,55 @@ func BenchmarkTCPPathsSideBySide(b *testing.B) {
 			m.report(b, names)
 		})
 	}
+}
+
+// BenchmarkMeshHopSideBySide compares a mesh hop (a client proxy's
+// outbound to a server proxy's inbound, in front of an echo backend)
+// without and with mTLS, the mTLS one with every direction on the fast
+// path and on the user-space copy, and the backend straight (what client
+// and backend cost): one open connection each, 1 KiB echoed
+// on each per iteration, rotating which goes first. Reported per call as
+// in BenchmarkTCPPathsSideBySide (CPU: both proxies, client and backend).
+//
+//	go test -run '^$' -bench MeshHopSideBySide -benchtime 20000x ./pkg/proxy/
+func BenchmarkMeshHopSideBySide(b *testing.B) {
+	back := echoBackend(b)
+	m, clk := newMeshCA(b), newClock(time.Now())
+	plain, secure := newPair(b, m, "tcp", back, clk), newPair(b, m, "tcp", back, clk)
+	plain.apply(b, nil, "client")
+	secure.apply(b, mtlsOn, "client")
+	ways := []struct {
+		name string
+		p    *pair // nil: straight to the backend
+		mode int32
+	}{{"direct", nil, pathFast}, {"plain", plain, pathFast}, {"mtls", secure, pathFast}, {"mtls-copy", secure, pathCopy}}
+	names := make([]string, len(ways))
+	conns := make([]net.Conn, len(ways))
+	msg, buf := make([]byte, 1<<10), make([]byte, 1<<10)
+	for i, w := range ways {
+		names[i] = w.name
+		pathMode.Store(w.mode)
+		to := back
+		if w.p != nil {
+			to = addr(w.p.outboundPort)
+		}
+		c, err := net.Dial("tcp", to)
+		require.NoError(b, err)
+		defer c.Close()
+		conns[i] = c
+		roundTrip(b, c, msg, buf) // the pipes of both proxies start: each on its path
+	}
+	pathMode.Store(pathFast)
+	var sb sideBySide
+	b.ResetTimer()
+	for i := range b.N {
+		for k := range conns {
+			w := (i + k) % len(conns)
+			sb.measure(w, func() { roundTrip(b, conns[w], msg, buf) })
+		}
+	}
+	b.StopTimer()
+	sb.report(b, names)
 }
 
 // echoed sends msg and reads its echo, writing and reading at once (a

@@ -27,11 +27,11 @@ import (
 
 // meshCA issues workload certificates of mesh "default".
 type meshCA struct {
-	t    *testing.T
+	t    testing.TB
 	pair *pki.KeyPair
 }
 
-func newMeshCA(t *testing.T) *meshCA {
+func newMeshCA(t testing.TB) *meshCA {
 	p, err := pki.NewCA("default/ca", pki.KeyType{}, time.Now(), time.Hour)
 	require.NoError(t, err)
 	return &meshCA{t: t, pair: p}
@@ -47,7 +47,7 @@ func (m *meshCA) workload(service string, lifetime time.Duration) *tls.Certifica
 	return &cert
 }
 
-func mustKeyPEM(t *testing.T, key *ecdsa.PrivateKey) []byte {
+func mustKeyPEM(t testing.TB, key *ecdsa.PrivateKey) []byte {
 	b, err := pki.EncodeKey(key)
 	require.NoError(t, err)
 	return b
@@ -69,9 +69,12 @@ type pair struct {
 	outboundPort, inboundPort uint32
 	appAddr                   string
 	protocol                  string
+	// via, when set, is the port the client's outbound connects to instead
+	// of the inbound's (a tap in between).
+	via uint32
 }
 
-func newPair(t *testing.T, m *meshCA, protocol, appAddr string, clk *clock) *pair {
+func newPair(t testing.TB, m *meshCA, protocol, appAddr string, clk *clock) *pair {
 	p := &pair{clientSec: NewSecurity(), serverSec: NewSecurity(), appAddr: appAddr, protocol: protocol,
 		clientSt: stats.NewStore(), serverSt: stats.NewStore(), outboundPort: freePort(t), inboundPort: freePort(t)}
 	p.clientSec.now, p.serverSec.now = clk.now, clk.now
@@ -87,18 +90,22 @@ func newPair(t *testing.T, m *meshCA, protocol, appAddr string, clk *clock) *pai
 	return p
 }
 
-func (p *pair) apply(t *testing.T, mtls *meshv1.MTLS, allowed ...string) {
+func (p *pair) apply(t testing.TB, mtls *meshv1.MTLS, allowed ...string) {
 	t.Helper()
 	appHost, appPort := hostPort(t, p.appAddr)
 	in := &meshv1.Inbound{Address: host, Port: p.inboundPort, ServiceAddress: appHost, ServicePort: appPort,
 		Tags: map[string]string{resource.ServiceTag: "server"}, Protocol: p.protocol, ClusterName: "localhost", Name: "inbound:server"}
+	upstream := p.inboundPort
+	if p.via != 0 {
+		upstream = p.via
+	}
 	for _, a := range allowed {
 		in.AllowedSources = append(in.AllowedSources, &meshv1.Selector{Match: map[string]string{resource.ServiceTag: a}})
 	}
 	require.NoError(t, p.server.Apply(&meshv1.ProxyConfig{Mesh: "default", Name: "server", Inbounds: []*meshv1.Inbound{in}, Mtls: mtls}))
 	require.NoError(t, p.client.Apply(&meshv1.ProxyConfig{Mesh: "default", Name: "client", Mtls: mtls, Outbounds: []*meshv1.Outbound{{
 		Address: host, Port: p.outboundPort, Service: "server", Protocol: p.protocol, ClusterName: "server", Name: "outbound:server",
-		Endpoints: []*meshv1.Endpoint{{Address: host, Port: p.inboundPort}},
+		Endpoints: []*meshv1.Endpoint{{Address: host, Port: upstream}},
 	}}}))
 }
 

@@ -187,3 +187,57 @@ func TestReadOutsideServe(t *testing.T) {
 	require.Equal(t, "late", string(got))
 	require.Equal(t, uint64(4), rx.Value())
 }
+
+// countedConn is a wrapper that counts what is written through it, as the
+// proxy's do.
+type countedConn struct {
+	net.Conn
+	tx stats.Counter
+}
+
+func (c *countedConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	c.tx.Add(uint64(n))
+	return n, err
+}
+
+func (c *countedConn) UnwrapTCP() (net.Conn, *stats.Counter, *stats.Counter) {
+	return c.Conn, nil, &c.tx
+}
+
+// TestConnTryWrites: with TryWrites on, a write the socket cannot take
+// whole returns at once and keeps the rest; a later write, with or
+// without TryWrites, goes after it; Flush writes it out once the peer
+// reads. Every byte arrives, in order, counted once.
+func TestConnTryWrites(t *testing.T) {
+	client, server := pair(t)
+	require.NoError(t, client.SetWriteBuffer(4<<10))
+	cc := &countedConn{Conn: client}
+	sc, ok := NewConn(cc).(*Conn)
+	require.True(t, ok, "a counted TCP connection has a socket below")
+
+	var sent bytes.Buffer
+	chunk := func(i int) []byte { return bytes.Repeat([]byte{byte('a' + i%26)}, 64<<10) }
+	sc.TryWrites(true)
+	for i := range 8 { // 512 KiB: more than the socket and the peer's take
+		n, err := sc.Write(chunk(i))
+		require.NoError(t, err)
+		require.Equal(t, 64<<10, n)
+		sent.Write(chunk(i))
+	}
+	require.Positive(t, sc.Pending(), "the socket did not take it all")
+	sc.TryWrites(false)
+	got := make(chan []byte)
+	go func() {
+		b, _ := io.ReadAll(server)
+		got <- b
+	}()
+	_, err := sc.Write([]byte("last")) // waits behind what is pending
+	require.NoError(t, err)
+	sent.WriteString("last")
+	require.NoError(t, sc.Flush())
+	require.Zero(t, sc.Pending())
+	require.NoError(t, client.CloseWrite())
+	require.True(t, bytes.Equal(sent.Bytes(), <-got), "the bytes arrived in order")
+	require.Equal(t, uint64(sent.Len()), cc.tx.Value())
+}

@@ -26,3 +26,6 @@ func (*Reader) Serve(func() bool) error { return errNotServing }
 
 // Read is never called.
 func (*Reader) Read([]byte) (int, error) { return 0, errNotServing }
+
+// NewConn returns c: no socket writes here.
+func NewConn(c net.Conn) net.Conn { return c }
