@@ -53,9 +53,9 @@ const (
 // conn is one HTTP/2 connection, to a client (downstream) or to an endpoint
 // (upstream). Its reader state belongs to its reader goroutine. Everything
 // sent on it is appended to out under mu, by whichever goroutine forwards
-// the frame, and leaves through the connection's writer goroutine, which
-// the forwarding goroutine kicks once its batch of frames is done: the
-// frames of one batch leave in one write.
+// the frame, and leaves once that goroutine's batch of frames is done, in
+// one write: its own on the socket when it can write without waiting
+// (send), else the connection's writer goroutine's, which it kicks.
 type conn struct {
 	nc net.Conn
 	br *bufio.Reader
@@ -70,9 +70,18 @@ type conn struct {
 	writerDone chan struct{}
 	stall      netserve.StallGuard // writer goroutine only
 
-	mu      sync.Mutex
-	out     []byte // frames waiting for the writer
-	spare   []byte // the writer's previous buffer, for reuse
+	mu    sync.Mutex
+	out   []byte // frames waiting for the writer
+	spare []byte // the writer's previous buffer, for reuse
+	// sw writes nc's socket itself (package sock), never waiting: a
+	// batch's frames leave from the goroutine that made them when nothing
+	// else is writing and the socket takes them at once, without waking
+	// the writer goroutine; nil: always through the writer.
+	sw *sock.Writer
+	// writing: output taken from out is being written (by the writer
+	// goroutine or by send); wrote is signalled when that ends.
+	writing bool
+	wrote   sync.Cond
 	enc     *hpack.Encoder
 	hbuf    bytes.Buffer
 	closed  bool
@@ -114,6 +123,7 @@ func (c *conn) init(nc net.Conn, grant int64, stallTimeout time.Duration) {
 		grant:      grant,
 		streams:    make(map[uint32]*half),
 	}
+	c.wrote.L = &c.mu
 	c.fr = http2.NewFramer(nil, c.br)
 	c.fr.SetReuseFrames()
 	c.fr.SetMaxReadFrameSize(defaultMaxFrame)
@@ -161,9 +171,14 @@ func (c *conn) writeLoop() {
 			return
 		}
 		c.mu.Lock()
+		if c.writing {
+			c.mu.Unlock()
+			continue // send is writing: it kicks again if more waits
+		}
 		buf := c.out
 		if len(buf) > 0 {
 			c.out, c.spare = c.spare[:0], nil
+			c.writing = true
 		}
 		// The output has room again: the halves that waited for it go on
 		// (their frames leave with the next write).
@@ -182,15 +197,60 @@ func (c *conn) writeLoop() {
 			continue // nothing taken: out stays
 		}
 		c.stall.Arm(c.nc)
-		if _, err := c.nc.Write(buf); err != nil {
+		_, err := c.nc.Write(buf)
+		c.mu.Lock()
+		c.writing = false
+		c.wrote.Broadcast()
+		if err == nil && cap(buf) <= keptOutput {
+			c.spare = buf[:0]
+		}
+		c.mu.Unlock()
+		if err != nil {
 			c.close()
 			return
 		}
-		if cap(buf) <= keptOutput {
-			c.mu.Lock()
-			c.spare = buf[:0]
-			c.mu.Unlock()
+	}
+}
+
+// send writes c's output: at once from this goroutine when c writes its
+// socket itself, nothing else is writing and no half waits for room (the
+// writer resumes those); what the socket does not take, or all of it
+// otherwise, is left to the writer goroutine.
+func (c *conn) send() {
+	c.mu.Lock()
+	if c.sw == nil || c.writing || c.closed || !c.started || len(c.out) == 0 || len(c.blocked) > 0 {
+		c.mu.Unlock()
+		c.kickWriter()
+		return
+	}
+	buf := c.out
+	c.out, c.spare = c.spare[:0], nil
+	c.writing = true
+	c.mu.Unlock()
+	n, err := c.sw.TryWrite(buf)
+	c.mu.Lock()
+	c.writing = false
+	c.wrote.Broadcast()
+	switch {
+	case err != nil:
+		c.mu.Unlock()
+		c.close()
+		return
+	case n < len(buf):
+		// The rest leaves first, through the writer.
+		rest := buf[n:]
+		if len(c.out) == 0 {
+			c.out = append(c.out, rest...)
+		} else {
+			c.out = append(append(make([]byte, 0, len(rest)+len(c.out)), rest...), c.out...)
 		}
+	case cap(buf) <= keptOutput && c.spare == nil:
+		c.spare = buf[:0]
+	}
+	more := len(c.out) > 0
+	c.mu.Unlock()
+	if more {
+		c.kickWriter()
 	}
 }
 
@@ -198,6 +258,9 @@ func (c *conn) writeLoop() {
 // bounded by a short deadline.
 func (c *conn) flushLast() {
 	c.mu.Lock()
+	for c.writing { // a send's write ends without waiting
+		c.wrote.Wait()
+	}
 	buf := c.out
 	c.out = nil
 	c.mu.Unlock()
@@ -275,7 +338,7 @@ func (b *batch) touch(c *conn) {
 
 func (b *batch) flush() {
 	for i, c := range b.dirty {
-		c.kickWriter()
+		c.send()
 		b.dirty[i] = nil
 	}
 	b.dirty = b.dirty[:0]
@@ -309,6 +372,15 @@ func frameWanted(br *bufio.Reader) int {
 		}
 		return want
 	}
+}
+
+// socketWrites makes c write nc's socket itself when nc is plain TCP
+// below the proxy's wrappers (send).
+func (c *conn) socketWrites(nc net.Conn) {
+	w := sock.NewWriter(nc)
+	c.mu.Lock()
+	c.sw = w
+	c.mu.Unlock()
 }
 
 // socketReads makes c read nc's socket itself (package sock) when nc is

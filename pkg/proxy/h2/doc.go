@@ -13,11 +13,14 @@
 // header block, re-encodes it with the other connection's HPACK encoder and
 // appends the frames to that connection's output under its mutex; DATA is
 // copied once, from the reader's buffer into the output. When the reader
-// has no whole frame left in its buffer it kicks the writer goroutine of
-// every connection it wrote to, so the frames of one read leave in one
-// write per connection (a unary gRPC call: one read and one write on each
-// side of the proxy). Nothing is allocated per DATA frame; a stream costs
-// its header fields and one small object.
+// has no whole frame left in its buffer it sends the output of every
+// connection it wrote to, so the frames of one read leave in one write per
+// connection (a unary gRPC call: one read and one write on each side of
+// the proxy): on a plain TCP connection it writes the socket itself when
+// nothing else is writing and the socket takes it all at once; what waits
+// (the socket full, TLS, a write under way) goes to the connection's
+// writer goroutine, which it kicks. Nothing is allocated per DATA frame; a
+// stream costs its header fields and one small object.
 //
 // # Flow control
 //

@@ -91,8 +91,9 @@ type Proxy struct {
 	drained  chan struct{} // closed when draining and no stream is left
 
 	// throughConn makes every connection read through net.Conn, never on
-	// the socket (benchmarks comparing the two; set before serving).
-	throughConn bool
+	// the socket; writerOnly makes every connection's output leave through
+	// its writer goroutine (benchmarks comparing them; set before serving).
+	throughConn, writerOnly bool
 }
 
 // New returns a proxy for cfg.
@@ -112,6 +113,9 @@ func (p *Proxy) ServeConn(nc net.Conn, external bool) {
 	d.conn.init(nc, downConnWindow, cfg.IdleTimeout)
 	if !p.throughConn {
 		d.socketReads(nc)
+	}
+	if !p.writerOnly {
+		d.socketWrites(nc)
 	}
 	p.mu.Lock()
 	if p.closed || p.draining {

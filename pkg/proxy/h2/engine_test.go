@@ -94,6 +94,12 @@ func (c *closeCounted) Close() error {
 	return c.Conn.Close()
 }
 
+// UnwrapTCP lets the engine read and write the socket below, as it does
+// below the proxy's own wrappers.
+func (c *closeCounted) UnwrapTCP() (net.Conn, *stats.Counter, *stats.Counter) {
+	return c.Conn, nil, nil
+}
+
 func (r *rig) counter(t *testing.T, dotted string) string {
 	t.Helper()
 	var b strings.Builder
@@ -491,12 +497,25 @@ func answeringUpstream(t *testing.T) string {
 //
 //	go test -run '^$' -bench ReadsSideBySide -benchtime 20000x ./pkg/proxy/h2/
 func BenchmarkReadsSideBySide(b *testing.B) {
+	engineSideBySide(b, [2]string{"socket", "conn"}, func(p *Proxy) { p.throughConn = true })
+}
+
+// BenchmarkWritesSideBySide compares, the same way, output written by the
+// goroutine that made it when the socket takes it at once with output
+// always handed to the connection's writer goroutine.
+//
+//	go test -run '^$' -bench WritesSideBySide -benchtime 20000x ./pkg/proxy/h2/
+func BenchmarkWritesSideBySide(b *testing.B) {
+	engineSideBySide(b, [2]string{"direct", "writer"}, func(p *Proxy) { p.writerOnly = true })
+}
+
+// engineSideBySide measures two engines, the second changed by second.
+func engineSideBySide(b *testing.B, names [2]string, second func(*Proxy)) {
 	body := strings.Repeat("x", 1024)
 	backend := h2cServer(b, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Length", "1024")
 		_, _ = io.WriteString(w, body)
 	}))
-	names := [2]string{"socket", "conn"}
 	var urls [2]string
 	var clients [2]*http.Client
 	for i := range 2 {
@@ -507,7 +526,9 @@ func BenchmarkReadsSideBySide(b *testing.B) {
 				return conn, backend, err
 			}
 		})
-		r.p.throughConn = i == 1
+		if i == 1 {
+			second(r.p)
+		}
 		urls[i], clients[i] = "http://"+r.addr+"/", h2cClient(b)
 	}
 	get := func(i int) {
@@ -610,4 +631,55 @@ func TestFramesArrivingInPieces(t *testing.T) {
 	require.NoError(t, frames.WriteData(5, true, bytes.Repeat([]byte("x"), 10000)))
 	pieces(3000)
 	answer(5, "/big 10000")
+}
+
+// TestOutputWaitsInOrderWhenTheSocketIsFull: four 2 MiB answers at once
+// to a client with a small receive buffer, so that the proxy's writes to it
+// find its socket full: what a reader's own write leaves behind goes
+// through the writer goroutine before anything newer, and every body
+// arrives whole, in order, the client reading one after the other.
+func TestOutputWaitsInOrderWhenTheSocketIsFull(t *testing.T) {
+	const size = 2 << 20
+	body := func(name string) []byte {
+		b := make([]byte, size)
+		for i := range b {
+			b[i] = name[i%len(name)] + byte(i/len(name))
+		}
+		return b
+	}
+	backend := h2cServer(t, http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		_, _ = w.Write(body(req.URL.Path))
+	}))
+	r := newRig(t, backend, nil)
+	var protos http.Protocols
+	protos.SetUnencryptedHTTP2(true)
+	tr := &http.Transport{Protocols: &protos, DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, network, addr)
+		if err == nil {
+			err = c.(*net.TCPConn).SetReadBuffer(32 << 10) // a small window: the proxy's writes find it full
+		}
+		return c, err
+	}}
+	t.Cleanup(tr.CloseIdleConnections)
+	client := &http.Client{Transport: tr, Timeout: time.Minute}
+	names := []string{"/a", "/bb", "/ccc", "/dddd"}
+	resps := make([]*http.Response, len(names))
+	var wg sync.WaitGroup
+	for i, name := range names {
+		wg.Go(func() {
+			resp, err := client.Get("http://" + r.addr + name)
+			if err == nil {
+				resps[i] = resp
+			}
+		})
+	}
+	wg.Wait()
+	for i, name := range names {
+		require.NotNil(t, resps[i], name)
+		got, err := io.ReadAll(resps[i].Body)
+		_ = resps[i].Body.Close()
+		require.NoError(t, err, name)
+		require.True(t, bytes.Equal(body(name), got), "%s: %d bytes, not the body sent", name, len(got))
+	}
 }

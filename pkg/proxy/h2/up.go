@@ -148,6 +148,9 @@ func (u *upConn) run(cfg *config) {
 	if !u.p.throughConn {
 		u.socketReads(nc)
 	}
+	if !u.p.writerOnly {
+		u.socketWrites(nc)
+	}
 	u.fr.ReadMetaHeaders = hpack.NewDecoder(defaultTableSize, nil)
 	u.fr.MaxHeaderListSize = uint32(cfg.MaxHeaderBytes)
 	u.start([]byte(http2.ClientPreface),

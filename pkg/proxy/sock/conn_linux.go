@@ -9,6 +9,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/kumametrics/mesh/pkg/stats"
 )
 
 // Conn is the connection below one of the proxy's TLS connections: the
@@ -31,11 +33,8 @@ type Conn struct {
 
 	trying  atomic.Bool
 	mu      sync.Mutex // writes: a TLS connection's, and Flush
-	wc      syscall.RawConn
+	w       *Writer
 	pending []byte
-	werr    error
-	wb      []byte
-	writeFn func(fd uintptr) bool
 }
 
 // NewConn wraps c for a TLS connection on top; c itself when its socket
@@ -45,13 +44,11 @@ func NewConn(c net.Conn) net.Conn {
 	if !ok {
 		return c
 	}
-	wc, err := e.TCP.SyscallConn()
-	if err != nil {
+	w := newWriter(e)
+	if w == nil {
 		return c
 	}
-	sc := &Conn{Conn: c, end: e, wc: wc}
-	sc.writeFn = sc.writeNow
-	return sc
+	return &Conn{Conn: c, end: e, w: w}
 }
 
 // Reader is the socket's reader (made on first use, counting into the
@@ -116,34 +113,77 @@ func (c *Conn) Write(b []byte) (int, error) {
 	}
 	rest := b
 	if len(c.pending) == 0 {
-		c.wb, c.werr = b, nil
-		if err := c.wc.Write(c.writeFn); err != nil {
-			return 0, err
+		n, err := c.w.TryWrite(b)
+		if err != nil {
+			return n, err
 		}
-		rest, c.wb = c.wb, nil
-		if c.werr != nil && c.werr != unix.EAGAIN {
-			return len(b) - len(rest), c.werr
-		}
+		rest = b[n:]
 	}
 	c.pending = append(c.pending, rest...)
 	return len(b), nil
 }
 
-// writeNow writes c.wb to fd until it is written or the socket is full,
-// never waiting.
-func (c *Conn) writeNow(fd uintptr) bool {
-	for len(c.wb) > 0 {
-		n, err := unix.Write(int(fd), c.wb)
+// Writer writes a TCP connection's socket itself, never waiting: what the
+// socket does not take at once is left to the caller. What it writes is
+// counted into the wrappers' write counter. Its writes are for one
+// goroutine at a time.
+type Writer struct {
+	rc  syscall.RawConn
+	tx  *stats.Counter
+	b   []byte
+	n   int
+	err error
+	fn  func(fd uintptr) bool
+}
+
+// NewWriter readies writes of c's socket below the proxy's wrappers; nil
+// when it cannot be reached.
+func NewWriter(c net.Conn) *Writer {
+	e, ok := Unwrap(c, false)
+	if !ok {
+		return nil
+	}
+	return newWriter(e)
+}
+
+func newWriter(e End) *Writer {
+	rc, err := e.TCP.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	w := &Writer{rc: rc, tx: e.Tx}
+	w.fn = w.write
+	return w
+}
+
+// TryWrite writes b until the socket is full: n < len(b) with a nil error
+// says it took no more now.
+func (w *Writer) TryWrite(b []byte) (n int, err error) {
+	w.b, w.n, w.err = b, 0, nil
+	if err := w.rc.Write(w.fn); err != nil {
+		w.b = nil
+		return 0, err
+	}
+	n, err = w.n, w.err
+	w.b, w.err = nil, nil
+	return n, err
+}
+
+func (w *Writer) write(fd uintptr) bool {
+	for w.n < len(w.b) {
+		m, err := unix.Write(int(fd), w.b[w.n:])
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
-			c.werr = err
+			if err != unix.EAGAIN {
+				w.err = err
+			}
 			break
 		}
-		c.wb = c.wb[n:]
-		if c.end.Tx != nil {
-			c.end.Tx.Add(uint64(n))
+		w.n += m
+		if w.tx != nil {
+			w.tx.Add(uint64(m))
 		}
 	}
 	return true

@@ -29,3 +29,12 @@ func (*Reader) Read([]byte) (int, error) { return 0, errNotServing }
 
 // NewConn returns c: no socket writes here.
 func NewConn(c net.Conn) net.Conn { return c }
+
+// Writer: no socket writes here; NewWriter returns nil.
+type Writer struct{}
+
+// NewWriter returns nil: not on this system.
+func NewWriter(net.Conn) *Writer { return nil }
+
+// TryWrite is never called.
+func (*Writer) TryWrite([]byte) (int, error) { return 0, errNotServing }
