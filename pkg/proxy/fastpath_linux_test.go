@@ -68,6 +68,23 @@ func source(t *testing.T, c net.Conn, h hash.Hash, seed uint64, n int64) {
 	require.NoError(t, err)
 }
 
+// sendBothWays starts srv sending n random bytes, then half-closing (sent
+// is closed when it is done), and sends as many from c, then half-closes
+// it; the hashes are of what each sent.
+func sendBothWays(t *testing.T, c, srv *net.TCPConn, n int64) (upSent, downSent hash.Hash, sent <-chan struct{}) {
+	t.Helper()
+	upSent, downSent = sha256.New(), sha256.New()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		source(t, srv, downSent, 2, n)
+		_ = srv.CloseWrite()
+	}()
+	source(t, c, upSent, 1, n)
+	require.NoError(t, c.CloseWrite())
+	return upSent, downSent, done
+}
+
 // rawBackend accepts connections and hands them to the test.
 func rawBackend(t *testing.T) (string, <-chan net.Conn) {
 	t.Helper()
@@ -143,15 +160,7 @@ func TestTCPSpliceLargeTransfer(t *testing.T) {
 	c := dial(t, port).c.(*net.TCPConn)
 	srv := accepted(t, conns).(*net.TCPConn)
 	up, down := drain(srv), drain(c)
-	upSent, downSent := sha256.New(), sha256.New()
-	sent := make(chan struct{})
-	go func() {
-		defer close(sent)
-		source(t, srv, downSent, 2, size)
-		_ = srv.CloseWrite()
-	}()
-	source(t, c, upSent, 1, size)
-	require.NoError(t, c.CloseWrite())
+	upSent, downSent, sent := sendBothWays(t, c, srv, size)
 	<-sent
 	require.Equal(t, upSent.Sum(nil), up.wait(t))
 	require.Equal(t, downSent.Sum(nil), down.wait(t))
@@ -247,15 +256,7 @@ func TestTCPFastPathMTLS(t *testing.T) {
 	c := dial(t, p.outboundPort).c.(*net.TCPConn)
 	srv := accepted(t, conns).(*net.TCPConn)
 	up := drain(srv)
-	downSent, upSent := sha256.New(), sha256.New()
-	sent := make(chan struct{})
-	go func() {
-		defer close(sent)
-		source(t, srv, downSent, 2, size)
-		_ = srv.CloseWrite()
-	}()
-	source(t, c, upSent, 1, size)
-	require.NoError(t, c.CloseWrite())
+	upSent, downSent, sent := sendBothWays(t, c, srv, size)
 	require.Equal(t, upSent.Sum(nil), up.wait(t))
 	down := sha256.New()
 	buf := make([]byte, 1<<10) // small reads: the client is the slow end
@@ -390,14 +391,7 @@ func BenchmarkTCPPathsSideBySide(b *testing.B) {
 				roundTrip(b, c, msg, buf) // the pipes start: each on its path
 			}
 			var m sideBySide
-			b.ResetTimer()
-			for i := range b.N {
-				for k := range conns {
-					w := (i + k) % len(conns)
-					m.measure(w, func() { echoed(b, conns[w], msg, buf) })
-				}
-			}
-			b.StopTimer()
+			m.rotate(b, len(conns), func(w int) { echoed(b, conns[w], msg, buf) })
 			m.report(b, names)
 		})
 	}
@@ -441,14 +435,7 @@ func BenchmarkMeshHopSideBySide(b *testing.B) {
 	}
 	pathMode.Store(pathFast)
 	var sb sideBySide
-	b.ResetTimer()
-	for i := range b.N {
-		for k := range conns {
-			w := (i + k) % len(conns)
-			sb.measure(w, func() { roundTrip(b, conns[w], msg, buf) })
-		}
-	}
-	b.StopTimer()
+	sb.rotate(b, len(conns), func(w int) { roundTrip(b, conns[w], msg, buf) })
 	sb.report(b, names)
 }
 
