@@ -41,7 +41,8 @@ test-tools:
 k8s-bin:
 	@./scripts/k8s-tools.sh
 
-# Prometheus built from its Go module (v3.16.0, with kuma_sd_configs) for the
+# Prometheus built from its Go module (v3.16.0, with kuma_sd_configs; of the
+# service discoveries only Kubernetes, Kuma's, file and HTTP) for the
 # Kubernetes cluster test's Prometheus Pod (once per machine, cached outside
 # git, built niced); the last line printed is the binary's path.
 prometheus-bin:
