@@ -384,17 +384,11 @@ func (r *relay) writable(fd uintptr) bool {
 
 // write writes r.out, or what the pipe holds, to fd until done or EAGAIN.
 func (r *relay) write(fd int) error {
-	for len(r.out) > 0 {
-		m, err := unix.Write(fd, r.out)
-		if err == unix.EINTR {
-			continue
-		}
+	if len(r.out) > 0 {
+		n, err := sock.WriteFD(fd, r.out, r.tx)
+		r.out = r.out[n:]
 		if err != nil {
 			return err
-		}
-		r.out = r.out[m:]
-		if r.tx != nil {
-			r.tx.Add(uint64(m))
 		}
 	}
 	for r.left > 0 {

@@ -199,11 +199,7 @@ func (c *conn) writeLoop() {
 		c.stall.Arm(c.nc)
 		_, err := c.nc.Write(buf)
 		c.mu.Lock()
-		c.writing = false
-		c.wrote.Broadcast()
-		if err == nil && cap(buf) <= keptOutput {
-			c.spare = buf[:0]
-		}
+		c.wroteLocked(buf, err == nil)
 		c.mu.Unlock()
 		if err != nil {
 			c.close()
@@ -229,14 +225,8 @@ func (c *conn) send() {
 	c.mu.Unlock()
 	n, err := c.sw.TryWrite(buf)
 	c.mu.Lock()
-	c.writing = false
-	c.wrote.Broadcast()
-	switch {
-	case err != nil:
-		c.mu.Unlock()
-		c.close()
-		return
-	case n < len(buf):
+	whole := err == nil && n == len(buf)
+	if err == nil && !whole {
 		// The rest leaves first, through the writer.
 		rest := buf[n:]
 		if len(c.out) == 0 {
@@ -244,13 +234,27 @@ func (c *conn) send() {
 		} else {
 			c.out = append(append(make([]byte, 0, len(rest)+len(c.out)), rest...), c.out...)
 		}
-	case cap(buf) <= keptOutput && c.spare == nil:
-		c.spare = buf[:0]
+	}
+	c.wroteLocked(buf, whole)
+	if err != nil {
+		c.mu.Unlock()
+		c.close()
+		return
 	}
 	more := len(c.out) > 0
 	c.mu.Unlock()
 	if more {
 		c.kickWriter()
+	}
+}
+
+// wroteLocked ends a write of buf taken from out (writing), keeping buf
+// for the next output when it was written whole and is not too large.
+func (c *conn) wroteLocked(buf []byte, whole bool) {
+	c.writing = false
+	c.wrote.Broadcast()
+	if whole && cap(buf) <= keptOutput && c.spare == nil {
+		c.spare = buf[:0]
 	}
 }
 

@@ -170,21 +170,30 @@ func (w *Writer) TryWrite(b []byte) (n int, err error) {
 }
 
 func (w *Writer) write(fd uintptr) bool {
-	for w.n < len(w.b) {
-		m, err := unix.Write(int(fd), w.b[w.n:])
+	n, err := WriteFD(int(fd), w.b, w.tx)
+	w.n = n
+	if err != unix.EAGAIN {
+		w.err = err
+	}
+	return true
+}
+
+// WriteFD writes b to the socket fd (inside a RawConn callback) until all
+// of it is written or the socket refuses more (unix.EAGAIN when it is
+// full, or its error), counting what it wrote into tx (nil: not counted).
+func WriteFD(fd int, b []byte, tx *stats.Counter) (n int, err error) {
+	for n < len(b) {
+		m, err := unix.Write(fd, b[n:])
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
-			if err != unix.EAGAIN {
-				w.err = err
-			}
-			break
+			return n, err
 		}
-		w.n += m
-		if w.tx != nil {
-			w.tx.Add(uint64(m))
+		n += m
+		if tx != nil {
+			tx.Add(uint64(m))
 		}
 	}
-	return true
+	return n, nil
 }
