@@ -773,17 +773,21 @@ func TestH2ConformStats(t *testing.T) {
 // connection per endpoint and multiplexes the burst's streams on them.
 func TestH2ConformColdBurstDialsOncePerEndpoint(t *testing.T) {
 	leaveNoGoroutines(t)
-	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") })
+	// Each answer is its request's path: the heads of the streams that
+	// waited for the dial are kept whole while the client's next header
+	// blocks are read.
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, r.URL.Path) })
 	_, st, proxy := protocolOutbound(t, "http2", h2cBackend(t, handler), h2cBackend(t, handler))
 	clients := []*h2client{dialH2Client(t, proxy), dialH2Client(t, proxy)}
-	for _, c := range clients {
+	path := func(c, i int) string { return fmt.Sprintf("/client%d/request%d", c, i) }
+	for c, client := range clients {
 		for i := range 8 {
-			c.get(uint32(2*i+1), "/")
+			client.get(uint32(2*i+1), path(c, i))
 		}
 	}
-	for _, c := range clients {
+	for c, client := range clients {
 		for i := range 8 {
-			require.Equal(t, "ok", string(c.ok(uint32(2*i+1)).body))
+			require.Equal(t, path(c, i), string(client.ok(uint32(2*i+1)).body))
 		}
 	}
 	require.Eventually(t, func() bool { return counter(t, st, "cluster.echo.upstream_rq_2xx") == "16" }, waitTimeout, time.Millisecond)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -60,6 +61,7 @@ type conn struct {
 	nc net.Conn
 	br *bufio.Reader
 	fr *http2.Framer
+	hb headerBlock // the last header block read
 	// sr reads nc's socket itself, inside the poller's callback (package
 	// sock); nil: br reads through nc (TLS, or no TCP_INQ).
 	sr *sock.Reader
@@ -346,6 +348,16 @@ func (b *batch) flush() {
 		b.dirty[i] = nil
 	}
 	b.dirty = b.dirty[:0]
+}
+
+// readFrame reads the next frame; of a HEADERS frame, the whole header
+// block, decoded into c.hb.
+func (c *conn) readFrame() (http2.Frame, error) {
+	f, err := c.fr.ReadFrame()
+	if hf, ok := f.(*http2.HeadersFrame); ok && err == nil {
+		err = c.hb.read(c.fr, hf)
+	}
+	return f, err
 }
 
 // frameBuffered tells whether a whole frame is waiting in br, so handling
@@ -660,7 +672,7 @@ func (c *conn) sendHeadersLocked(h *half, fields []hpack.HeaderField, end bool) 
 		return
 	}
 	if len(h.pending) > 0 {
-		h.trailers = fields
+		h.trailers = slices.Clone(fields) // kept past the reader's next block
 		h.end = true
 		return
 	}

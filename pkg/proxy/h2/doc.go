@@ -20,7 +20,10 @@
 // nothing else is writing and the socket takes it all at once; what waits
 // (the socket full, TLS, a write under way) goes to the connection's
 // writer goroutine, which it kicks. Nothing is allocated per DATA frame; a
-// stream costs its header fields and one small object.
+// stream costs one small object and its HEADERS frames' structs: header
+// blocks are decoded into fields a connection's reader reuses (headerBlock;
+// what must wait, a head for its dial or trailers for a window, is copied),
+// whose strings the HPACK tables hold once a peer's fields repeat.
 //
 // # Flow control
 //

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"time"
 
@@ -47,8 +48,7 @@ func (d *downConn) serve() error {
 		return connError{http2.ErrCodeProtocol, "invalid connection preface"}
 	}
 	cfg := d.p.cfg.Load()
-	d.fr.ReadMetaHeaders = hpack.NewDecoder(defaultTableSize, nil)
-	d.fr.MaxHeaderListSize = uint32(cfg.MaxHeaderBytes)
+	d.hb.init(uint32(cfg.MaxHeaderBytes))
 	d.start(nil,
 		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: maxDownStreams},
 		http2.Setting{ID: http2.SettingInitialWindowSize, Val: streamWindow},
@@ -56,7 +56,7 @@ func (d *downConn) serve() error {
 	)
 	first := true
 	return d.readFrames(&d.batch, func() error {
-		f, err := d.fr.ReadFrame()
+		f, err := d.readFrame()
 		if err != nil {
 			return d.readError(f, err)
 		}
@@ -82,7 +82,7 @@ func (d *downConn) readError(f http2.Frame, err error) error {
 	var se http2.StreamError
 	switch {
 	case errors.As(err, &se):
-		if _, ok := f.(*http2.MetaHeadersFrame); ok && se.StreamID > d.lastID && se.StreamID%2 == 1 {
+		if _, ok := f.(*http2.HeadersFrame); ok && se.StreamID > d.lastID && se.StreamID%2 == 1 {
 			d.lastID = se.StreamID // a refused new stream still used its id
 		}
 		d.resetStream(se.StreamID, se.Code)
@@ -139,8 +139,8 @@ func (d *downConn) handle(f http2.Frame) error {
 	switch f := f.(type) {
 	case *http2.DataFrame:
 		return d.onData(f)
-	case *http2.MetaHeadersFrame:
-		return d.onHeaders(f)
+	case *http2.HeadersFrame:
+		return d.onHeaders(&d.hb)
 	case *http2.WindowUpdateFrame:
 		return d.onWindowUpdate(f)
 	case *http2.SettingsFrame:
@@ -271,12 +271,12 @@ func (d *downConn) onData(f *http2.DataFrame) error {
 	return nil
 }
 
-func (d *downConn) onHeaders(f *http2.MetaHeadersFrame) error {
-	id := f.StreamID
+func (d *downConn) onHeaders(f *headerBlock) error {
+	id := f.stream
 	if id%2 == 0 {
 		return connError{http2.ErrCodeProtocol, "a client stream with an even id"}
 	}
-	if f.HasPriority() && f.Priority.StreamDep == id {
+	if f.hasPriority && f.priority.StreamDep == id {
 		if id > d.lastID {
 			d.lastID = id
 		}
@@ -300,51 +300,51 @@ func (d *downConn) onHeaders(f *http2.MetaHeadersFrame) error {
 		d.resetStream(id, http2.ErrCodeRefusedStream)
 		return nil
 	}
-	if f.Truncated {
-		d.answerLocal(id, f.StreamEnded(), 431, "request header fields too large")
+	if f.truncated {
+		d.answerLocal(id, f.endStream, 431, "request header fields too large")
 		return nil
 	}
-	clen, ok := checkRequest(f.Fields)
+	clen, ok := checkRequest(f.fields)
 	if !ok {
 		d.resetStream(id, http2.ErrCodeProtocol)
 		return nil
 	}
-	end := f.StreamEnded()
+	end := f.endStream
 	if end && clen > 0 {
 		d.resetStream(id, http2.ErrCodeProtocol)
 		return nil
 	}
-	d.p.open(d, id, f.Fields, clen, end)
+	d.p.open(d, id, f.fields, clen, end)
 	return nil
 }
 
 // onTrailers handles a second header block on an open stream: the
 // request's trailers, which must end it.
-func (d *downConn) onTrailers(s *stream, f *http2.MetaHeadersFrame) error {
+func (d *downConn) onTrailers(s *stream, f *headerBlock) error {
 	d.mu.Lock()
 	ended := s.reqEnd
 	d.mu.Unlock()
 	if ended {
-		d.resetStream(f.StreamID, http2.ErrCodeStreamClosed)
+		d.resetStream(f.stream, http2.ErrCodeStreamClosed)
 		return nil
 	}
-	if !f.StreamEnded() || len(f.PseudoFields()) > 0 || f.Truncated {
-		d.resetStream(f.StreamID, http2.ErrCodeProtocol)
+	if !f.endStream || len(f.pseudo()) > 0 || f.truncated {
+		d.resetStream(f.stream, http2.ErrCodeProtocol)
 		return nil
 	}
 	if s.clen >= 0 && s.got != s.clen {
-		d.resetStream(f.StreamID, http2.ErrCodeProtocol)
+		d.resetStream(f.stream, http2.ErrCodeProtocol)
 		return nil
 	}
 	d.mu.Lock()
 	s.reqEnd = true
 	d.mu.Unlock()
-	fields := filterHop(f.Fields)
+	fields := filterHop(f.fields)
 	u := s.up
 	u.mu.Lock()
 	if s.toUp.id == 0 || len(s.toUp.pending) > 0 {
 		if !s.toUp.sent {
-			s.toUp.trailers = fields
+			s.toUp.trailers = slices.Clone(fields) // kept past the reader's next block
 			s.toUp.end = true
 		}
 	} else {

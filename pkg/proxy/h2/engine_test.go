@@ -374,16 +374,18 @@ func TestUpstreamGoAwayRefusesTheStreamsAfterIt(t *testing.T) {
 }
 
 // A request sent while its upstream connection is still being dialed
-// waits for it, body and trailers included, in order.
+// waits for it, body and trailers included, in order; what waits is kept
+// whole while the client's next header blocks are read.
 func TestStreamsWaitForTheDial(t *testing.T) {
 	type got struct {
+		path    string
 		body    string
 		trailer string
 	}
-	gotc := make(chan got, 1)
+	gotc := make(chan got, 2)
 	backend := h2cServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
-		gotc <- got{string(b), r.Trailer.Get("X-Sum")}
+		gotc <- got{r.URL.Path, string(b), r.Trailer.Get("X-Sum")}
 		_, _ = io.WriteString(w, "ok")
 	}))
 	release := make(chan struct{})
@@ -395,16 +397,57 @@ func TestStreamsWaitForTheDial(t *testing.T) {
 		}
 	})
 	raw := dialRaw(t, r.addr)
-	raw.headers(1, false, ":method", "POST", ":scheme", "http", ":authority", "echo", ":path", "/", "trailer", "x-sum")
+	raw.headers(1, false, ":method", "POST", ":scheme", "http", ":authority", "echo", ":path", "/post", "trailer", "x-sum")
 	require.NoError(t, raw.fr.WriteData(1, false, []byte("hello ")))
 	require.NoError(t, raw.fr.WriteData(1, false, []byte("world")))
 	raw.headers(1, true, "x-sum", "11")
+	raw.get(3, "/get")
+	// Both blocks read before the dial ends.
+	require.Eventually(t, func() bool { return r.counter(t, "cluster.echo.upstream_rq_active") == "2" }, waitTimeout, time.Millisecond)
 	close(release)
-	h := raw.next(onStream(1, http2.FrameHeaders)).(*http2.MetaHeadersFrame)
+	status := map[uint32]string{}
+	for len(status) < 2 { // in either order
+		h := raw.next(func(f http2.Frame) bool { return f.Header().Type == http2.FrameHeaders }).(*http2.MetaHeadersFrame)
+		status[h.StreamID] = h.PseudoValue("status")
+	}
+	require.Equal(t, map[uint32]string{1: "200", 3: "200"}, status)
+	byPath := map[string]got{}
+	for range 2 {
+		g := <-gotc
+		byPath[g.path] = g
+	}
+	require.Equal(t, got{"/post", "hello world", "11"}, byPath["/post"])
+	require.Equal(t, got{"/get", "", ""}, byPath["/get"])
+}
+
+// Response trailers that wait behind DATA the client has no window for
+// yet are kept whole while the upstream's next header blocks are read.
+func TestTrailersWaitingForTheWindow(t *testing.T) {
+	first := make(chan struct{})
+	backend := h2cServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/second" {
+			<-first // its head comes after the first one's trailers
+			w.Header().Set("X-Second", "2")
+			return
+		}
+		defer close(first)
+		w.Header().Set("Trailer", "X-Sum")
+		_, _ = io.WriteString(w, "body")
+		w.Header().Set("X-Sum", "4")
+	}))
+	r := newRig(t, backend, nil)
+	raw := dialRaw(t, r.addr, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+	raw.get(1, "/first")
+	raw.next(onStream(1, http2.FrameHeaders))
+	raw.get(3, "/second")
+	h := raw.next(onStream(3, http2.FrameHeaders)).(*http2.MetaHeadersFrame)
 	require.Equal(t, "200", h.PseudoValue("status"))
-	g := <-gotc
-	require.Equal(t, "hello world", g.body)
-	require.Equal(t, "11", g.trailer)
+	require.NoError(t, raw.fr.WriteWindowUpdate(1, 100))
+	d := raw.next(onStream(1, http2.FrameData)).(*http2.DataFrame)
+	require.Equal(t, "body", string(d.Data()))
+	tr := raw.next(onStream(1, http2.FrameHeaders)).(*http2.MetaHeadersFrame)
+	require.True(t, tr.StreamEnded())
+	require.Equal(t, []hpack.HeaderField{{Name: "x-sum", Value: "4"}}, tr.Fields)
 }
 
 // An upstream connection that may no longer be reused (the mesh's TLS

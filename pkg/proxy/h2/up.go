@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"os"
+	"slices"
 	"time"
 
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 )
 
 // upConn is a connection to an endpoint, shared by the streams of any
@@ -76,6 +76,7 @@ func (u *upConn) attach(b *batch, s *stream, end bool) {
 		return
 	case !u.up:
 		s.toUp.end = s.toUp.end || end
+		s.head = slices.Clone(s.head) // kept past the reader's next block
 		u.waiting = append(u.waiting, s)
 		u.mu.Unlock()
 		return
@@ -151,8 +152,7 @@ func (u *upConn) run(cfg *config) {
 	if !u.p.writerOnly {
 		u.socketWrites(nc)
 	}
-	u.fr.ReadMetaHeaders = hpack.NewDecoder(defaultTableSize, nil)
-	u.fr.MaxHeaderListSize = uint32(cfg.MaxHeaderBytes)
+	u.hb.init(uint32(cfg.MaxHeaderBytes))
 	u.start([]byte(http2.ClientPreface),
 		http2.Setting{ID: http2.SettingEnablePush, Val: 0},
 		http2.Setting{ID: http2.SettingInitialWindowSize, Val: streamWindow},
@@ -191,7 +191,7 @@ func (u *upConn) settleOpened(b *batch, s *stream) {
 // read handles the upstream's frames until the connection ends.
 func (u *upConn) read() error {
 	return u.readFrames(&u.batch, func() error {
-		f, err := u.fr.ReadFrame()
+		f, err := u.readFrame()
 		if err != nil {
 			var se http2.StreamError
 			if errors.As(err, &se) {
@@ -233,8 +233,8 @@ func (u *upConn) handle(f http2.Frame) error {
 	switch f := f.(type) {
 	case *http2.DataFrame:
 		u.onData(f)
-	case *http2.MetaHeadersFrame:
-		u.onHeaders(f)
+	case *http2.HeadersFrame:
+		u.onHeaders(&u.hb)
 	case *http2.WindowUpdateFrame:
 		return u.onWindowUpdate(f)
 	case *http2.SettingsFrame:
@@ -311,18 +311,18 @@ func (u *upConn) onData(f *http2.DataFrame) {
 	}
 }
 
-func (u *upConn) onHeaders(f *http2.MetaHeadersFrame) {
-	s := u.streamOf(f.StreamID)
+func (u *upConn) onHeaders(f *headerBlock) {
+	s := u.streamOf(f.stream)
 	if s == nil {
 		return
 	}
-	end := f.StreamEnded()
-	if f.Truncated {
-		u.resetStream(f.StreamID, http2.ErrCodeProtocol)
+	end := f.endStream
+	if f.truncated {
+		u.resetStream(f.stream, http2.ErrCodeProtocol)
 		return
 	}
 	status := 0
-	if v := f.PseudoValue("status"); v != "" {
+	if v := f.pseudoValue("status"); v != "" {
 		for _, c := range []byte(v) {
 			if c < '0' || c > '9' {
 				status = -1
@@ -331,7 +331,7 @@ func (u *upConn) onHeaders(f *http2.MetaHeadersFrame) {
 			status = status*10 + int(c-'0')
 		}
 		if len(v) != 3 || status < 100 {
-			u.resetStream(f.StreamID, http2.ErrCodeProtocol)
+			u.resetStream(f.stream, http2.ErrCodeProtocol)
 			return
 		}
 	}
@@ -341,7 +341,7 @@ func (u *upConn) onHeaders(f *http2.MetaHeadersFrame) {
 	case !s.answered && status == 0, s.answered && status != 0:
 		// A head without :status, or a second final head: malformed.
 		d.mu.Unlock()
-		u.resetStream(f.StreamID, http2.ErrCodeProtocol)
+		u.resetStream(f.stream, http2.ErrCodeProtocol)
 		return
 	case !s.answered && status >= 200:
 		s.answered = true
@@ -349,7 +349,7 @@ func (u *upConn) onHeaders(f *http2.MetaHeadersFrame) {
 		s.upTime = time.Since(s.began)
 	case s.answered && !end:
 		d.mu.Unlock()
-		u.resetStream(f.StreamID, http2.ErrCodeProtocol) // trailers must end the stream
+		u.resetStream(f.stream, http2.ErrCodeProtocol) // trailers must end the stream
 		return
 	}
 	if end {
@@ -357,7 +357,7 @@ func (u *upConn) onHeaders(f *http2.MetaHeadersFrame) {
 		s.respEnd = true
 		u.mu.Unlock()
 	}
-	d.sendHeadersLocked(&s.toDown, filterHop(f.Fields), end)
+	d.sendHeadersLocked(&s.toDown, filterHop(f.fields), end)
 	sent := s.toDown.sent
 	d.mu.Unlock()
 	u.batch.touch(&d.conn)
