@@ -66,9 +66,10 @@ h2spec-bin:
 # they run once more without it.
 ALLOC_TESTS := Alloc|TestLargeBodiesStreamed
 # The packages whose tests run what test-tools builds (kube-apiserver & co.,
-# h2spec; Prometheus: the e2e tests TestKubernetes*). Every other test
-# runs first, while on a fresh machine those programs still compile in the
-# background: its waiting leaves them the CPUs.
+# h2spec; Prometheus: the e2e tests TestKubernetes*; test/interop runs the
+# API server harness too). Every other test runs first, while on a fresh
+# machine those programs still compile in the background: its waiting
+# leaves them the CPUs.
 TOOL_TEST_PKGS := ./internal/k8stest ./pkg/controlplane ./pkg/k8s/... ./pkg/kumactl \
 	./pkg/store/kubernetes ./pkg/proxy
 TOOL_E2E := ^TestKubernetes
@@ -78,7 +79,6 @@ test: test-tools lint test-deps test-plugin
 	  $(GO) test -race -count=1 $(GOTEST_FLAGS) $$($(GO) list ./... | grep -v /test/e2e | \
 	    grep -vxF -e "$$($(GO) list $(TOOL_TEST_PKGS))") && \
 	  $(GO) test -count=1 -run '$(ALLOC_TESTS)' $(GOTEST_FLAGS) ./pkg/... && \
-	  (cd test/interop && $(GO) test -count=1 $(GOTEST_FLAGS) ./...) && \
 	  CI=$${CI:-true} $(GO) test -count=1 -timeout 20m -skip '$(TOOL_E2E)' $(GOTEST_FLAGS) ./test/e2e/... && \
 	  { set +x; } 2>/dev/null && \
 	  assets=$$(./scripts/k8s-tools.sh | tail -n 1) && test -d "$$assets" && \
@@ -87,6 +87,7 @@ test: test-tools lint test-deps test-plugin
 	  export KUBEBUILDER_ASSETS="$$assets" KUMA_TEST_PROMETHEUS="$$prom" KUMA_TEST_H2SPEC="$$h2spec" && \
 	  set -x && \
 	  $(GO) test -race -count=1 $(GOTEST_FLAGS) $(TOOL_TEST_PKGS) && \
+	  (cd test/interop && $(GO) test -count=1 $(GOTEST_FLAGS) ./...) && \
 	  CI=$${CI:-true} $(GO) test -count=1 -timeout 20m -run '$(TOOL_E2E)' $(GOTEST_FLAGS) ./test/e2e/
 
 # The Kubernetes cluster test alone (also part of make test): kube-apiserver,
