@@ -23,6 +23,13 @@ build:
 # tests and the plugin share one compilation of the dependency tree instead
 # of two (on a fresh machine: minutes). -race needs cgo.
 NOCGO := CGO_ENABLED=0
+# Test binaries are linked without DWARF (nothing reads it; stack traces
+# and race reports come from the symbol table): ~17% less CPU per link,
+# ~150 links. The -race builds (a compilation of their own) compile none
+# either: 10-18% less CPU per package. (go vet takes no -gcflags: the
+# builds that share its compilation keep the default.)
+TESTLD := -ldflags=-w
+RACE := -race -gcflags=all=-dwarf=false
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \
@@ -82,19 +89,19 @@ TOOL_E2E := ^TestKubernetes
 
 test: test-tools lint test-deps test-plugin
 	@set -x && \
-	  $(GO) test -race -count=1 $(GOTEST_FLAGS) $$($(GO) list ./... | grep -v /test/e2e | \
+	  $(GO) test $(RACE) -count=1 $(TESTLD) $(GOTEST_FLAGS) $$($(GO) list ./... | grep -v /test/e2e | \
 	    grep -vxF -e "$$($(GO) list $(TOOL_TEST_PKGS))") && \
-	  $(NOCGO) $(GO) test -count=1 -run '$(ALLOC_TESTS)' $(GOTEST_FLAGS) ./pkg/... && \
-	  CI=$${CI:-true} $(NOCGO) $(GO) test -count=1 -timeout 20m -skip '$(TOOL_E2E)' $(GOTEST_FLAGS) ./test/e2e/... && \
+	  $(NOCGO) $(GO) test -count=1 -run '$(ALLOC_TESTS)' $(TESTLD) $(GOTEST_FLAGS) ./pkg/... && \
+	  CI=$${CI:-true} $(NOCGO) $(GO) test -count=1 -timeout 20m -skip '$(TOOL_E2E)' $(TESTLD) $(GOTEST_FLAGS) ./test/e2e/... && \
 	  { set +x; } 2>/dev/null && \
 	  assets=$$(./scripts/k8s-tools.sh | tail -n 1) && test -d "$$assets" && \
 	  prom=$$(./scripts/prometheus-tool.sh | tail -n 1) && test -x "$$prom" && \
 	  h2spec=$$(./scripts/h2spec-tool.sh | tail -n 1) && test -x "$$h2spec" && \
 	  export KUBEBUILDER_ASSETS="$$assets" KUMA_TEST_PROMETHEUS="$$prom" KUMA_TEST_H2SPEC="$$h2spec" && \
 	  set -x && \
-	  $(GO) test -race -count=1 $(GOTEST_FLAGS) $(TOOL_TEST_PKGS) && \
-	  (cd test/interop && $(NOCGO) $(GO) test -count=1 $(GOTEST_FLAGS) ./...) && \
-	  CI=$${CI:-true} $(NOCGO) $(GO) test -count=1 -timeout 20m -run '$(TOOL_E2E)' $(GOTEST_FLAGS) ./test/e2e/
+	  $(GO) test $(RACE) -count=1 $(TESTLD) $(GOTEST_FLAGS) $(TOOL_TEST_PKGS) && \
+	  (cd test/interop && $(NOCGO) $(GO) test -count=1 $(TESTLD) $(GOTEST_FLAGS) ./...) && \
+	  CI=$${CI:-true} $(NOCGO) $(GO) test -count=1 -timeout 20m -run '$(TOOL_E2E)' $(TESTLD) $(GOTEST_FLAGS) ./test/e2e/
 
 # The Kubernetes cluster test alone (also part of make test): kube-apiserver,
 # kube-controller-manager, kube-scheduler, the test node agent running the
@@ -105,8 +112,8 @@ test-k8s: test-deps
 	  prom=$$(./scripts/prometheus-tool.sh | tail -n 1) && test -x "$$prom" && \
 	  export KUBEBUILDER_ASSETS="$$assets" KUMA_TEST_PROMETHEUS="$$prom" && \
 	  set -x && \
-	  $(GO) test -race -count=1 -run 'TestCluster$$' $(GOTEST_FLAGS) ./internal/k8stest/ && \
-	  CI=$${CI:-true} $(GO) test -count=1 -timeout 20m -run '^TestKubernetesCluster$$' -v $(GOTEST_FLAGS) ./test/e2e/
+	  $(GO) test $(RACE) -count=1 -run 'TestCluster$$' $(TESTLD) $(GOTEST_FLAGS) ./internal/k8stest/ && \
+	  CI=$${CI:-true} $(NOCGO) $(GO) test -count=1 -timeout 20m -run '^TestKubernetesCluster$$' -v $(TESTLD) $(GOTEST_FLAGS) ./test/e2e/
 
 # The Kuma datasource plugin for Grafana (grafana-datasource/): dist/ (the
 # frontend, plugin.json, img, README.md, LICENSE, the backend
@@ -129,8 +136,8 @@ plugin-image: plugin
 # demo's kumactl install metrics with the zip just built).
 test-plugin:
 	CI=$${CI:-true} GO=$(GO) ./scripts/plugin.sh test
-	cd $(PLUGIN) && $(GO) test -race -count=1 $(GOTEST_FLAGS) ./pkg/...
-	cd $(PLUGIN) && CI=$${CI:-true} $(NOCGO) $(GO) test -count=1 -timeout 20m $(GOTEST_FLAGS) ./test/...
+	cd $(PLUGIN) && $(GO) test $(RACE) -count=1 $(TESTLD) $(GOTEST_FLAGS) ./pkg/...
+	cd $(PLUGIN) && CI=$${CI:-true} $(NOCGO) $(GO) test -count=1 -timeout 20m $(TESTLD) $(GOTEST_FLAGS) ./test/...
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./pkg/...

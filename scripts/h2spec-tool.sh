@@ -25,7 +25,7 @@ if [ ! -x "$BIN" ]; then
     -require=github.com/spf13/cobra@v1.10.2 \
     -require=github.com/fatih/color@v1.19.0 \
     -require=golang.org/x/net@v0.63.0
-  GOFLAGS=-mod=mod nice -n 19 go build -trimpath -ldflags "-s -w -X main.VERSION=$H2SPEC_VERSION" \
+  GOFLAGS=-mod=mod nice -n 19 go build -trimpath -gcflags=all=-dwarf=false -ldflags "-s -w -X main.VERSION=$H2SPEC_VERSION" \
     -o "$BIN.tmp" github.com/summerwind/h2spec/cmd/h2spec >&2
   mv "$BIN.tmp" "$BIN"
 fi

@@ -44,11 +44,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   ldflags="$ldflags -X k8s.io/client-go/pkg/version.gitVersion=v$K8S_VERSION -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$minor"
   # One go build for all: the programs link side by side (half the wall
   # time of building them one after the other, once their packages are
-  # compiled); each is moved into place whole.
+  # compiled); each is moved into place whole. No DWARF compiled (-w drops
+  # it anyway): 10-18% less compile CPU.
   pkgs=()
   for p in "${missing[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$p"); done
   rm -rf "$DIR/.new" && mkdir -p "$DIR/.new"
-  GOFLAGS=-mod=mod nice -n "${KUMA_TOOLS_NICE:-0}" go build -trimpath -ldflags "$ldflags" -o "$DIR/.new/" "${pkgs[@]}" >&2
+  GOFLAGS=-mod=mod nice -n "${KUMA_TOOLS_NICE:-0}" go build -trimpath -gcflags=all=-dwarf=false -ldflags "$ldflags" -o "$DIR/.new/" "${pkgs[@]}" >&2
   for p in "${missing[@]}"; do mv "$DIR/.new/$p" "$DIR/$p"; done
   rmdir "$DIR/.new"
 fi

@@ -28,7 +28,7 @@ if [ ! -x "$BIN" ]; then
   go mod init kuma-metrics/prometheus-tool >/dev/null 2>&1
   go mod edit -require=github.com/prometheus/prometheus@v$PROM_MODULE_VERSION
   ldflags="-s -w -X github.com/prometheus/common/version.Version=$PROM_VERSION"
-  GOFLAGS=-mod=mod nice -n 19 go build -trimpath -tags "$PROM_SD_TAGS" -ldflags "$ldflags" -o "$BIN.tmp" \
+  GOFLAGS=-mod=mod nice -n 19 go build -trimpath -gcflags=all=-dwarf=false -tags "$PROM_SD_TAGS" -ldflags "$ldflags" -o "$BIN.tmp" \
     github.com/prometheus/prometheus/cmd/prometheus >&2
   mv "$BIN.tmp" "$BIN"
 fi
