@@ -257,6 +257,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	applyGCPercent(a.log, os.LookupEnv)
 	applyMemoryLimit(a.log, os.LookupEnv, os.ReadFile)
 	return a.Run(ctx)
 }

@@ -76,3 +76,16 @@ func TestApplyMemoryLimit(t *testing.T) {
 		t.Errorf("GOMEMLIMIT set: limit %d, runtime %d, want the runtime's own", got, debug.SetMemoryLimit(-1))
 	}
 }
+
+func TestApplyGCPercent(t *testing.T) {
+	before := debug.SetGCPercent(100)
+	t.Cleanup(func() { debug.SetGCPercent(before) })
+	log := slog.New(slog.DiscardHandler)
+	if got := applyGCPercent(log, noEnv); got != 50 || debug.SetGCPercent(100) != 50 {
+		t.Fatalf("no GOGC: set %d, want 50", got)
+	}
+	withEnv := func(k string) (string, bool) { return "200", k == "GOGC" }
+	if got := applyGCPercent(log, withEnv); got != 0 || debug.SetGCPercent(100) != 100 {
+		t.Fatalf("GOGC set: set %d, want the environment's kept", got)
+	}
+}
