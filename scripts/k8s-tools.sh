@@ -3,7 +3,8 @@
 # real (kube-apiserver, kube-controller-manager, kube-scheduler, kubectl),
 # from the Go module k8s.io/kubernetes, into a cache outside git, and installs
 # Debian's etcd. Prints the directory holding the binaries. Does nothing
-# when they are there already: the first build takes ~12 minutes on 2 cores.
+# when they are there already: the first build takes ~30 minutes on 2 cores
+# beside the other tests of make test.
 set -euo pipefail
 K8S_VERSION=${K8S_VERSION:-1.37.2}
 . "$(dirname "$0")/tool-cache.sh"
@@ -24,7 +25,7 @@ fi
 missing=()
 for p in "${PROGRAMS[@]}"; do [ -x "$DIR/$p" ] || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
-  echo "building ${missing[*]} v$K8S_VERSION into $DIR (once per machine, ~12 min cold)" >&2
+  echo "building ${missing[*]} v$K8S_VERSION into $DIR (once per machine, ~30 min cold)" >&2
   mkdir -p "$DIR"
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
