@@ -319,13 +319,13 @@ proc_ticks() { # PID...: utime+stime in clock ticks, summed
 	done
 	echo "$sum"
 }
-rss_kb() { # PID...: VmRSS summed
-	local sum=0 pid v
+rss_kb() { # PID...: "VmRSS RssAnon" summed (RssAnon: the private part, heap and stacks; the rest is file pages)
+	local rss=0 anon=0 pid r a
 	for pid in "$@"; do
-		v=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status" 2>/dev/null) || continue
-		sum=$((sum + ${v:-0}))
+		read -r r a < <(awk '/^VmRSS:/ { r = $2 } /^RssAnon:/ { a = $2 } END { print r + 0, a + 0 }' "/proc/$pid/status" 2>/dev/null) || continue
+		rss=$((rss + ${r:-0})) anon=$((anon + ${a:-0}))
 	done
-	echo "$sum"
+	echo "$rss $anon"
 }
 children() { pgrep -P "$1" 2>/dev/null || true; }
 cpu1_ticks() { # "busy all" ticks of CPU 1 from /proc/stat (busy = all but idle and iowait)
@@ -705,7 +705,7 @@ wrk_json() { # FILE: wrk's text output as a loadgen-like JSON object
 
 # measure PROTO ROUND PATH: (a) open loop, (b) saturation with proxy CPU, (c) RSS.
 measure() {
-	local proto=$1 round=$2 path=$3 addr out rc scraper="" pids t0 t1 b0 b1 rss sat
+	local proto=$1 round=$2 path=$3 addr out rc scraper="" pids t0 t1 b0 b1 rss anon sat
 	addr=$(path_addr "$proto" "$path")
 	local tag
 	tag=$(printf '{"proto":"%s","round":%d,"path":"%s"' "$proto" "$round" "$path")
@@ -756,8 +756,8 @@ measure() {
 		syscalls=${syscalls:-null}
 	fi
 	read -r -a pids <<<"$(proxy_rss_pids "$path")"
-	rss=$(rss_kb "${pids[@]+"${pids[@]}"}")
-	emit "$tag,\"kind\":\"saturation\",\"rc\":$rc,\"tool\":\"$tool\",\"result\":$(or_null "$sat"),\"cpu_ticks\":$((t1 - t0)),\"backend_cpu_ticks\":$((b1 - b0)),\"clk_tck\":$CLK_TCK,\"cpu1_busy_ticks\":$((c1[0] - c0[0])),\"cpu1_all_ticks\":$((c1[1] - c0[1])),\"rss_kb\":$rss,\"syscalls\":$syscalls}"
+	read -r rss anon <<<"$(rss_kb "${pids[@]+"${pids[@]}"}")"
+	emit "$tag,\"kind\":\"saturation\",\"rc\":$rc,\"tool\":\"$tool\",\"result\":$(or_null "$sat"),\"cpu_ticks\":$((t1 - t0)),\"backend_cpu_ticks\":$((b1 - b0)),\"clk_tck\":$CLK_TCK,\"cpu1_busy_ticks\":$((c1[0] - c0[0])),\"cpu1_all_ticks\":$((c1[1] - c0[1])),\"rss_kb\":$rss,\"anon_kb\":$anon,\"syscalls\":$syscalls}"
 	((rc == 0)) || { FAILURES=$((FAILURES + 1)); echo "  saturation failed: ${sat:-exit $rc}" >&2; }
 
 	local line

@@ -32,6 +32,10 @@ type line struct {
 	Backend float64         `json:"backend_cpu_ticks"`
 	ClkTck  float64         `json:"clk_tck"`
 	RSSKB   float64         `json:"rss_kb"`
+	// AnonKB is the RssAnon part of RSSKB: the proxy's private memory (heap,
+	// stacks), as opposed to file pages shared by every process mapping the
+	// same executable or library. Absent in results written before it.
+	AnonKB *float64 `json:"anon_kb"`
 	// CPU1Busy and CPU1All are /proc/stat ticks of CPU 1 (the proxy's)
 	// over the saturation run: everything that ran there, not only the proxy.
 	CPU1Busy float64 `json:"cpu1_busy_ticks"`
@@ -78,6 +82,7 @@ type round struct {
 	cpuPerReq  float64
 	backendCPU float64
 	rssMB      float64
+	anonMB     float64 // 0: not recorded
 	proxyBusy  float64 // % of CPU 1 used by the proxy at saturation
 	cpu1Busy   float64 // % of CPU 1 used by anything at saturation
 	syscalls   float64 // system calls on CPU 1 per request at saturation; 0: not counted
@@ -176,6 +181,9 @@ func run(in io.Reader, out io.Writer) error {
 				r.syscalls = *l.Syscalls / float64(lr.RequestsTotal)
 			}
 			r.rssMB = l.RSSKB / 1024
+			if l.AnonKB != nil {
+				r.anonMB = *l.AnonKB / 1024
+			}
 			if l.CPU1All > 0 {
 				r.proxyBusy = 100 * l.CPU / l.CPU1All
 				r.cpu1Busy = 100 * l.CPU1Busy / l.CPU1All
@@ -265,7 +273,7 @@ func writeTable(out io.Writer, proto string, rounds map[key]*round, startFailed 
 	// The medians of haproxy's row, against which kuma-dp's are compared,
 	// and of kuma-dp's, against which kuma-dp-b's are.
 	var hap, dp medians
-	var sysNotes []string
+	var sysNotes, anonNotes []string
 	for _, path := range pathOrder {
 		if !present[path] {
 			continue
@@ -281,7 +289,7 @@ func writeTable(out io.Writer, proto string, rounds map[key]*round, startFailed 
 			notes = append(notes, fmt.Sprintf("%s did not run: %s", path, reason))
 			continue
 		}
-		var p50, p99, add50, add99, rps, cpu, rss, busy, cpu1, sys []float64
+		var p50, p99, add50, add99, rps, cpu, rss, anon, busy, cpu1, sys []float64
 		failed := 0
 		for i := 1; i <= maxRound; i++ {
 			r := rounds[key{proto, path, i}]
@@ -306,6 +314,9 @@ func writeTable(out io.Writer, proto string, rounds map[key]*round, startFailed 
 				cpu = append(cpu, r.cpuPerReq)
 				busy, cpu1 = append(busy, r.proxyBusy), append(cpu1, r.cpu1Busy)
 				rss = append(rss, r.rssMB)
+				if r.anonMB > 0 {
+					anon = append(anon, r.anonMB)
+				}
 				if r.syscalls > 0 {
 					sys = append(sys, r.syscalls)
 				}
@@ -339,6 +350,9 @@ func writeTable(out io.Writer, proto string, rounds map[key]*round, startFailed 
 			if len(sys) > 0 {
 				sysNotes = append(sysNotes, fmt.Sprintf("%s %s", path, summary(sys, "%.2f", "")))
 			}
+			if len(anon) > 0 {
+				anonNotes = append(anonNotes, fmt.Sprintf("%s %s", path, summary(anon, "%.1f", "")))
+			}
 			if len(busy) > 0 {
 				note := fmt.Sprintf("%s used %s of CPU 1 at saturation; CPU 1 was %s busy in all",
 					path, summary(busy, "%.0f", "%"), summary(cpu1, "%.0f", "%"))
@@ -367,6 +381,14 @@ func writeTable(out io.Writer, proto string, rounds map[key]*round, startFailed 
 	}
 	if len(sysNotes) > 0 {
 		notes = append(notes, "system calls made on CPU 1 per request at saturation (perf stat, raw_syscalls:sys_enter): "+strings.Join(sysNotes, ", "))
+	}
+	if len(anonNotes) > 0 {
+		notes = append(notes, "of the RSS, private memory (RssAnon: heap, stacks, buffers) in MB: "+strings.Join(anonNotes, ", ")+
+			"; the rest is file pages of the executable and its libraries, shared by every process that maps the same file")
+	}
+	if present["kuma-dp"] && present["kuma-dp-scrape"] {
+		notes = append(notes, "kuma-dp and kuma-dp-scrape are one process: once its first kuma-dp-scrape run is over, "+
+			"kuma-dp's RSS also holds what the scrapes touched (the metrics endpoint's code and buffers)")
 	}
 	if mesh {
 		notes = append([]string{"mesh-* rows are a mesh hop through two proxies: load → client kuma-dp's outbound (127.0.0.1) → " +

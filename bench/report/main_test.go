@@ -133,3 +133,21 @@ func render(t *testing.T, lines ...string) string {
 	require.NoError(t, run(strings.NewReader(strings.Join(lines, "\n")), &out))
 	return out.String()
 }
+
+// The private part of the RSS (RssAnon) is reported per path when recorded,
+// and the kuma-dp row says it shares its process with kuma-dp-scrape.
+func TestPrivateMemoryAndTheSharedProcess(t *testing.T) {
+	t.Parallel()
+	got := render(t,
+		satLine("tcp", "haproxy", 1, 300, 20000, `,"anon_kb":3891`),
+		satLine("tcp", "haproxy", 2, 300, 20000, `,"anon_kb":3993`),
+		satLine("tcp", "kuma-dp", 1, 300, 20000, `,"anon_kb":5120`),
+		satLine("tcp", "kuma-dp-scrape", 1, 300, 20000, `,"anon_kb":5632`),
+	)
+	require.Contains(t, got, "of the RSS, private memory (RssAnon: heap, stacks, buffers) in MB: haproxy 3.8 (3.8–3.9), kuma-dp 5.0, kuma-dp-scrape 5.5; the rest is file pages")
+	require.Contains(t, got, "kuma-dp and kuma-dp-scrape are one process")
+
+	older := render(t, satLine("tcp", "haproxy", 1, 300, 20000, ""), satLine("tcp", "kuma-dp", 1, 300, 20000, ""))
+	require.NotContains(t, older, "private memory")
+	require.NotContains(t, older, "one process")
+}
