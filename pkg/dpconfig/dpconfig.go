@@ -25,6 +25,18 @@ var marshal = proto.MarshalOptions{Deterministic: true}
 // TypeURL of a ProxyConfig.
 const TypeURL = "type.googleapis.com/kuma.mesh.v1.ProxyConfig"
 
+// What both ends of the dataplane server's connection agree on, besides
+// TypeURL: defined here, not in pkg/dpserver, so that kuma-dp does not link
+// the control plane's server.
+const (
+	// MetadataDataplane is the node metadata field carrying the proxy's
+	// Dataplane resource, as JSON in the REST API's shape.
+	MetadataDataplane = "dataplane.resource"
+	// ServerCAFile is the dataplane server's CA certificate in the control
+	// plane's work directory, for proxies to trust (kuma-dp --ca-cert-file).
+	ServerCAFile = "dp-server-ca.pem"
+)
+
 // Protocols of inbounds and outbounds.
 const (
 	ProtocolTCP   = "tcp"

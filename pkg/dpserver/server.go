@@ -44,7 +44,7 @@ import (
 
 // MetadataDataplane is the node metadata field carrying the proxy's
 // Dataplane resource, as JSON in the REST API's shape.
-const MetadataDataplane = "dataplane.resource"
+const MetadataDataplane = dpconfig.MetadataDataplane
 
 // Views gives the current view of the store and a signal of its next change.
 type Views = mirror.Views

@@ -6,6 +6,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/kumametrics/mesh/pkg/dpconfig"
 	"github.com/kumametrics/mesh/pkg/globalsecret"
 	"github.com/kumametrics/mesh/pkg/pki"
 )
@@ -16,7 +17,7 @@ const CASecret = "dp-server-ca"
 
 // CAFile is the dataplane server's CA certificate in the control plane's work
 // directory, for proxies to trust (kuma-dp --ca-cert-file).
-const CAFile = "dp-server-ca.pem"
+const CAFile = dpconfig.ServerCAFile
 
 // servingFiles are the files the control plane keeps in its work directory
 // for the dataplane server.

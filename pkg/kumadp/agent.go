@@ -39,7 +39,6 @@ import (
 
 	meshv1 "github.com/kumametrics/mesh/api/mesh/v1"
 	"github.com/kumametrics/mesh/pkg/dpconfig"
-	"github.com/kumametrics/mesh/pkg/dpserver"
 	"github.com/kumametrics/mesh/pkg/proxy"
 	"github.com/kumametrics/mesh/pkg/residency"
 	"github.com/kumametrics/mesh/pkg/resource"
@@ -237,7 +236,7 @@ func dialSettings(cfg Config) (dialTarget, credentials.TransportCredentials, err
 		tlsCfg.InsecureSkipVerify = true //nolint:gosec // asked for explicitly.
 	default:
 		return dialTarget{}, nil, errors.New("--ca-cert-file is required to verify the control plane " +
-			"(kuma-cp writes its CA to <work dir>/" + dpserver.CAFile + "); pass --insecure-skip-verify to connect without verifying it")
+			"(kuma-cp writes its CA to <work dir>/" + dpconfig.ServerCAFile + "); pass --insecure-skip-verify to connect without verifying it")
 	}
 	if len(addrs) == 1 {
 		// The certificate must name the host of the target.
@@ -409,7 +408,7 @@ func (a *Agent) node() (*corev3.Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	if node.Metadata, err = structpb.NewStruct(map[string]any{dpserver.MetadataDataplane: string(js)}); err != nil {
+	if node.Metadata, err = structpb.NewStruct(map[string]any{dpconfig.MetadataDataplane: string(js)}); err != nil {
 		return nil, err
 	}
 	return node, nil
