@@ -15,7 +15,7 @@ import (
 	"github.com/kumametrics/mesh/pkg/apiclient"
 	"github.com/kumametrics/mesh/pkg/controlplane"
 	"github.com/kumametrics/mesh/pkg/cpconfig"
-	"github.com/kumametrics/mesh/pkg/dpserver"
+	"github.com/kumametrics/mesh/pkg/dpconfig"
 )
 
 const waitTimeout = 20 * time.Second
@@ -64,7 +64,7 @@ func (r *running) instanceID(t *testing.T) string {
 // connect opens web-1's config stream, without a token, and takes its first config.
 func connect(t *testing.T, r *running, workDir string) context.CancelFunc {
 	t.Helper()
-	return connectProxy(t, r, filepath.Join(workDir, dpserver.CAFile), "")
+	return connectProxy(t, r, filepath.Join(workDir, dpconfig.ServerCAFile), "")
 }
 
 func eventually(t *testing.T, what string, cond func() error) {

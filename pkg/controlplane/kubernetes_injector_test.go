@@ -13,7 +13,7 @@ import (
 	"github.com/kumametrics/mesh/internal/k8stest"
 	"github.com/kumametrics/mesh/pkg/controlplane"
 	"github.com/kumametrics/mesh/pkg/cpconfig"
-	"github.com/kumametrics/mesh/pkg/dpserver"
+	"github.com/kumametrics/mesh/pkg/dpconfig"
 	"github.com/kumametrics/mesh/pkg/install"
 	"github.com/kumametrics/mesh/pkg/k8s/injector"
 )
@@ -52,7 +52,7 @@ func TestKubernetesModeInjectsSidecars(t *testing.T) {
 	require.Equal(t, "registry.local/kuma-dp:test", sidecar.Image)
 	require.Equal(t, "registry.local/kuma-dp:test", got.Spec.InitContainers[0].Image, "the init container runs the sidecar's image")
 	require.Equal(t, []string{"run", "--cp-address", "https://kuma-control-plane.kuma-system:5678", "--name", "echo." + ns, "--mesh", "default"}, sidecar.Args[:7])
-	dpCA, err := os.ReadFile(filepath.Join(cfg.General.WorkDir, dpserver.CAFile))
+	dpCA, err := os.ReadFile(filepath.Join(cfg.General.WorkDir, dpconfig.ServerCAFile))
 	require.NoError(t, err)
 	require.Equal(t, string(dpCA), got.Annotations[injector.ControlPlaneCACert], "the proxy trusts the dataplane server's CA")
 	require.Equal(t, "64Mi", sidecar.Resources.Requests.Memory().String())

@@ -12,7 +12,7 @@ import (
 	"github.com/kumametrics/mesh/pkg/apiclient"
 	"github.com/kumametrics/mesh/pkg/ca"
 	"github.com/kumametrics/mesh/pkg/cpconfig"
-	"github.com/kumametrics/mesh/pkg/dpserver"
+	"github.com/kumametrics/mesh/pkg/dpconfig"
 	"github.com/kumametrics/mesh/pkg/resource"
 	"github.com/kumametrics/mesh/pkg/store"
 	"github.com/kumametrics/mesh/pkg/store/postgres"
@@ -86,7 +86,7 @@ func TestTwoReplicasOnPostgreSQL(t *testing.T) {
 	require.NoError(t, err, "one whole CA")
 
 	// A's token and A's CA file work on B.
-	connectProxy(t, b, filepath.Join(cfgA.General.WorkDir, dpserver.CAFile), a.dataplaneToken(t))
+	connectProxy(t, b, filepath.Join(cfgA.General.WorkDir, dpconfig.ServerCAFile), a.dataplaneToken(t))
 	requireStatus(t, a, apiclient.StatusOnline)
 
 	// The leader stops: the other takes over.

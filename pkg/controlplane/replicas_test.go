@@ -33,7 +33,6 @@ import (
 	"github.com/kumametrics/mesh/pkg/controlplane"
 	"github.com/kumametrics/mesh/pkg/cpconfig"
 	"github.com/kumametrics/mesh/pkg/dpconfig"
-	"github.com/kumametrics/mesh/pkg/dpserver"
 	"github.com/kumametrics/mesh/pkg/resource"
 	"github.com/kumametrics/mesh/pkg/store"
 	"github.com/kumametrics/mesh/pkg/store/memory"
@@ -341,7 +340,7 @@ func connectProxy(t *testing.T, r *running, caFile, token string) (disconnect fu
 	ctx, cancel := context.WithCancel(ctx)
 	stream, err := meshv1.NewDataplaneConfigServiceClient(conn).StreamProxyConfig(ctx)
 	require.NoError(t, err)
-	md, err := structpb.NewStruct(map[string]any{dpserver.MetadataDataplane: `{"type":"Dataplane","mesh":"default","name":"web-1",` +
+	md, err := structpb.NewStruct(map[string]any{dpconfig.MetadataDataplane: `{"type":"Dataplane","mesh":"default","name":"web-1",` +
 		`"networking":{"address":"127.0.0.2","inbound":[{"port":8080,"tags":{"kuma.io/service":"web"}}]}}`})
 	require.NoError(t, err)
 	require.NoError(t, stream.Send(&discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: "web-1", Metadata: md}, TypeUrl: dpconfig.TypeURL}))
@@ -383,7 +382,7 @@ func TestAProxyFailsOverToAnotherReplica(t *testing.T) {
 	b := startReplica(t, replicaConfig(t, dirB), controlplane.WithStore(st, newHandElector(), true),
 		controlplane.WithClock(clock.now), controlplane.WithHeartbeatInterval(20*time.Millisecond))
 	token := a.dataplaneToken(t)
-	caOfA := filepath.Join(dirA, dpserver.CAFile)
+	caOfA := filepath.Join(dirA, dpconfig.ServerCAFile)
 
 	disconnect := connectProxy(t, a, caOfA, token)
 	requireStatus(t, a, apiclient.StatusOnline)

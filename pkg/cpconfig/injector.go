@@ -12,7 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	k8sresource "k8s.io/apimachinery/pkg/api/resource"
 
-	"github.com/kumametrics/mesh/pkg/dpserver"
+	"github.com/kumametrics/mesh/pkg/dpconfig"
 	"github.com/kumametrics/mesh/pkg/version"
 )
 
@@ -98,7 +98,7 @@ func (c Config) InjectorCACertFile() string {
 	if f := c.Runtime.Kubernetes.Injector.CACertFile; f != "" {
 		return f
 	}
-	return filepath.Join(c.General.WorkDir, dpserver.CAFile)
+	return filepath.Join(c.General.WorkDir, dpconfig.ServerCAFile)
 }
 
 // Requirements are the sidecar's requests and limits as Kubernetes takes

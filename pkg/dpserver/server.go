@@ -42,10 +42,6 @@ import (
 	"github.com/kumametrics/mesh/pkg/xds"
 )
 
-// MetadataDataplane is the node metadata field carrying the proxy's
-// Dataplane resource, as JSON in the REST API's shape.
-const MetadataDataplane = dpconfig.MetadataDataplane
-
 // Views gives the current view of the store and a signal of its next change.
 type Views = mirror.Views
 
@@ -75,7 +71,7 @@ type DataplaneSource int
 
 const (
 	// FromProxy (Universal): the proxy presents its Dataplane in the node
-	// metadata (MetadataDataplane) of its first request; the server
+	// metadata (dpconfig.MetadataDataplane) of its first request; the server
 	// validates and stores it, and deletes it when the proxy deregisters.
 	FromProxy DataplaneSource = iota
 	// FromStore (Kubernetes): the Dataplanes are made by another owner (the
@@ -349,17 +345,17 @@ func (s *Server) register(ctx context.Context, node *corev3.Node, stop context.C
 // registerPresented validates and stores the Dataplane the proxy presents
 // (FromProxy).
 func (s *Server) registerPresented(ctx context.Context, node *corev3.Node) (resource.Key, error) {
-	raw := node.GetMetadata().GetFields()[MetadataDataplane].GetStringValue()
+	raw := node.GetMetadata().GetFields()[dpconfig.MetadataDataplane].GetStringValue()
 	if raw == "" {
 		return resource.Key{}, status.Errorf(codes.InvalidArgument, "the first request's node.metadata must carry %q: the proxy's Dataplane as JSON "+
-			"(this control plane stores the Dataplanes its proxies present: kuma-dp --dataplane-file)", MetadataDataplane)
+			"(this control plane stores the Dataplanes its proxies present: kuma-dp --dataplane-file)", dpconfig.MetadataDataplane)
 	}
 	obj, err := resource.DecodeJSON([]byte(raw))
 	if err != nil {
 		return resource.Key{}, status.Errorf(codes.InvalidArgument, "invalid Dataplane: %v", err)
 	}
 	if obj.Meta.Kind != resource.KindDataplane {
-		return resource.Key{}, status.Errorf(codes.InvalidArgument, "node.metadata %q holds a %s, not a Dataplane", MetadataDataplane, obj.Meta.Kind)
+		return resource.Key{}, status.Errorf(codes.InvalidArgument, "node.metadata %q holds a %s, not a Dataplane", dpconfig.MetadataDataplane, obj.Meta.Kind)
 	}
 	if obj.Meta.Mesh == "" {
 		obj.Meta.Mesh = resource.DefaultMesh
@@ -382,10 +378,10 @@ func (s *Server) registerPresented(ctx context.Context, node *corev3.Node) (reso
 // registerStored admits the proxy to the stored Dataplane its node.id
 // names (FromStore); nothing is written.
 func (s *Server) registerStored(ctx context.Context, node *corev3.Node) (resource.Key, error) {
-	if _, presented := node.GetMetadata().GetFields()[MetadataDataplane]; presented {
+	if _, presented := node.GetMetadata().GetFields()[dpconfig.MetadataDataplane]; presented {
 		return resource.Key{}, status.Errorf(codes.InvalidArgument, "node.metadata carries %q, but this control plane serves the Dataplanes of its store "+
 			"(on Kubernetes the pod controller makes them from the Pods) and takes none from a proxy: run kuma-dp with --name and --mesh "+
-			"instead of --dataplane-file or --dataplane", MetadataDataplane)
+			"instead of --dataplane-file or --dataplane", dpconfig.MetadataDataplane)
 	}
 	key, err := parseNodeID(node.GetId())
 	if err != nil {

@@ -102,7 +102,7 @@ func (h *harness) connectCtx(t *testing.T, parent context.Context, dpJSON string
 	ctx, cancel := context.WithCancel(parent)
 	s, err := h.client.StreamProxyConfig(ctx)
 	require.NoError(t, err)
-	md, err := structpb.NewStruct(map[string]any{dpserver.MetadataDataplane: dpJSON})
+	md, err := structpb.NewStruct(map[string]any{dpconfig.MetadataDataplane: dpJSON})
 	require.NoError(t, err)
 	require.NoError(t, s.Send(&discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: "x", Metadata: md}, TypeUrl: dpconfig.TypeURL}))
 	t.Cleanup(cancel)
@@ -139,11 +139,11 @@ func TestRegistrationErrors(t *testing.T) {
 		code     codes.Code
 		msg      string
 	}{
-		{"no dataplane", map[string]any{}, codes.InvalidArgument, dpserver.MetadataDataplane},
-		{"not JSON", map[string]any{dpserver.MetadataDataplane: "{"}, codes.InvalidArgument, "invalid Dataplane"},
-		{"not a dataplane", map[string]any{dpserver.MetadataDataplane: `{"type":"Mesh","name":"x"}`}, codes.InvalidArgument, "not a Dataplane"},
-		{"invalid field", map[string]any{dpserver.MetadataDataplane: `{"type":"Dataplane","mesh":"default","name":"a","networking":{"address":"127.0.0.1","inbound":[{"port":70000,"tags":{"kuma.io/service":"a"}}]}}`}, codes.InvalidArgument, "networking.inbound[0].port"},
-		{"unknown mesh", map[string]any{dpserver.MetadataDataplane: `{"type":"Dataplane","mesh":"nope","name":"a","networking":{"address":"127.0.0.1","inbound":[{"port":8080,"tags":{"kuma.io/service":"a"}}]}}`}, codes.InvalidArgument, `mesh "nope" does not exist`},
+		{"no dataplane", map[string]any{}, codes.InvalidArgument, dpconfig.MetadataDataplane},
+		{"not JSON", map[string]any{dpconfig.MetadataDataplane: "{"}, codes.InvalidArgument, "invalid Dataplane"},
+		{"not a dataplane", map[string]any{dpconfig.MetadataDataplane: `{"type":"Mesh","name":"x"}`}, codes.InvalidArgument, "not a Dataplane"},
+		{"invalid field", map[string]any{dpconfig.MetadataDataplane: `{"type":"Dataplane","mesh":"default","name":"a","networking":{"address":"127.0.0.1","inbound":[{"port":70000,"tags":{"kuma.io/service":"a"}}]}}`}, codes.InvalidArgument, "networking.inbound[0].port"},
+		{"unknown mesh", map[string]any{dpconfig.MetadataDataplane: `{"type":"Dataplane","mesh":"nope","name":"a","networking":{"address":"127.0.0.1","inbound":[{"port":8080,"tags":{"kuma.io/service":"a"}}]}}`}, codes.InvalidArgument, `mesh "nope" does not exist`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -232,11 +232,11 @@ func TestServerCertificateIsKeptAcrossRestarts(t *testing.T) {
 	now := time.Now()
 	c1, err := dpserver.ServerCertificate(dir, "", "", now)
 	require.NoError(t, err)
-	ca1, err := os.ReadFile(filepath.Join(dir, dpserver.CAFile))
+	ca1, err := os.ReadFile(filepath.Join(dir, dpconfig.ServerCAFile))
 	require.NoError(t, err)
 	c2, err := dpserver.ServerCertificate(dir, "", "", now.Add(time.Hour))
 	require.NoError(t, err)
-	ca2, err := os.ReadFile(filepath.Join(dir, dpserver.CAFile))
+	ca2, err := os.ReadFile(filepath.Join(dir, dpconfig.ServerCAFile))
 	require.NoError(t, err)
 	require.Equal(t, ca1, ca2, "proxies keep trusting the control plane")
 	require.Equal(t, c1.Certificate[0], c2.Certificate[0])
@@ -248,7 +248,7 @@ func TestServerCertificateIsKeptAcrossRestarts(t *testing.T) {
 	c3, err := dpserver.ServerCertificate(dir, "", "", now.Add(360*24*time.Hour))
 	require.NoError(t, err)
 	require.NotEqual(t, c1.Certificate[0], c3.Certificate[0])
-	ca3, _ := os.ReadFile(filepath.Join(dir, dpserver.CAFile))
+	ca3, _ := os.ReadFile(filepath.Join(dir, dpconfig.ServerCAFile))
 	require.Equal(t, ca1, ca3)
 
 	// The server listens on another loopback address: the certificate is
@@ -264,7 +264,7 @@ func TestServerCertificateIsKeptAcrossRestarts(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, leaf(c4).VerifyHostname(other.String()))
 	require.NoError(t, leaf(c4).VerifyHostname("127.0.0.1"))
-	ca4, _ := os.ReadFile(filepath.Join(dir, dpserver.CAFile))
+	ca4, _ := os.ReadFile(filepath.Join(dir, dpconfig.ServerCAFile))
 	require.Equal(t, ca1, ca4)
 	c5, err := dpserver.ServerCertificate(dir, "", "", now.Add(2*time.Hour), other)
 	require.NoError(t, err)

@@ -134,7 +134,7 @@ func TestServeStoredDataplanesRefusals(t *testing.T) {
 	require.Equal(t, 1.0, h.Refused(t, dpserver.ReasonDataplaneNotFound))
 
 	// A proxy presenting a Dataplane is told how to run instead.
-	err = open(web, "default/web", map[string]any{dpserver.MetadataDataplane: dataplaneJSON("web", "127.0.0.2", false)})
+	err = open(web, "default/web", map[string]any{dpconfig.MetadataDataplane: dataplaneJSON("web", "127.0.0.2", false)})
 	require.Equal(t, codes.InvalidArgument, status.Code(err), "%v", err)
 	require.ErrorContains(t, err, "run kuma-dp with --name and --mesh instead of --dataplane-file or --dataplane")
 

@@ -15,16 +15,12 @@ import (
 // (certificate and key, PEM), shared by the control planes of one store.
 const CASecret = "dp-server-ca"
 
-// CAFile is the dataplane server's CA certificate in the control plane's work
-// directory, for proxies to trust (kuma-dp --ca-cert-file).
-const CAFile = dpconfig.ServerCAFile
-
 // servingFiles are the files the control plane keeps in its work directory
 // for the dataplane server.
 var servingFiles = pki.ServingFiles{
 	Server:       "dataplane server",
 	CACommonName: "kuma-dp-server-ca",
-	CACert:       CAFile,
+	CACert:       dpconfig.ServerCAFile,
 	CAKey:        "dp-server-ca.key",
 	Cert:         "dp-server.pem",
 	Key:          "dp-server.key",

@@ -16,6 +16,7 @@ import (
 	"github.com/kumametrics/mesh/internal/loopback"
 	"github.com/kumametrics/mesh/internal/syncbuffer"
 	"github.com/kumametrics/mesh/pkg/authn"
+	"github.com/kumametrics/mesh/pkg/dpconfig"
 	"github.com/kumametrics/mesh/pkg/dpserver"
 	"github.com/kumametrics/mesh/pkg/dpserver/dpservertest"
 	"github.com/kumametrics/mesh/pkg/proxy/proxytest"
@@ -64,7 +65,7 @@ networking:
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	root := NewRootCommand(func(string) (string, bool) { return "", false }, log, Run)
-	root.SetArgs([]string{"run", "--cp-address", "https://" + a.Addr + ", https://" + b.Addr, "--ca-cert-file", filepath.Join(caDir, dpserver.CAFile),
+	root.SetArgs([]string{"run", "--cp-address", "https://" + a.Addr + ", https://" + b.Addr, "--ca-cert-file", filepath.Join(caDir, dpconfig.ServerCAFile),
 		"--name", name, "--mesh", "default", "--dataplane-token-file", tokenFile, "--admin-port", "0", "--drain-time", "1s"})
 	go func() { done <- root.ExecuteContext(ctx) }()
 	t.Cleanup(func() {
@@ -134,7 +135,7 @@ func TestControlPlaneAddresses(t *testing.T) {
 	ca := filepath.Join(t.TempDir(), "ca.pem")
 	_, err := dpserver.ServerCertificate(filepath.Dir(ca), "", "", time.Now())
 	require.NoError(t, err)
-	ca = filepath.Join(filepath.Dir(ca), dpserver.CAFile)
+	ca = filepath.Join(filepath.Dir(ca), dpconfig.ServerCAFile)
 	for _, tc := range []struct{ addrs, want string }{
 		{"https://a:5678,http://b:5678", `--cp-address "http://b:5678": the dataplane server speaks TLS only`},
 		{"https://a:5678,,https://c", `--cp-address "": must be https://host:port (several separated by commas)`},

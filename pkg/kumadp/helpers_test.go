@@ -67,7 +67,7 @@ func startConfigServer(t *testing.T) *configServer {
 	require.NoError(t, err)
 	meshCA, err := pki.NewCA("default/ca-1", pki.KeyType{}, time.Now(), time.Hour)
 	require.NoError(t, err)
-	cp := &configServer{t: t, caFile: filepath.Join(dir, dpserver.CAFile), meshCA: meshCA,
+	cp := &configServer{t: t, caFile: filepath.Join(dir, dpconfig.ServerCAFile), meshCA: meshCA,
 		configs: make(chan *discoveryv3.DiscoveryResponse), answers: make(chan *discoveryv3.DiscoveryRequest, 1)}
 	srv := grpc.NewServer(grpc.Creds(credentials.NewServerTLSFromCert(&cert)))
 	meshv1.RegisterDataplaneConfigServiceServer(srv, cp)

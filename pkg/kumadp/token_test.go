@@ -25,6 +25,7 @@ import (
 	"github.com/kumametrics/mesh/pkg/authn"
 	"github.com/kumametrics/mesh/pkg/controlplane"
 	"github.com/kumametrics/mesh/pkg/cpconfig"
+	"github.com/kumametrics/mesh/pkg/dpconfig"
 	"github.com/kumametrics/mesh/pkg/dpserver"
 	"github.com/kumametrics/mesh/pkg/resource"
 	"github.com/kumametrics/mesh/pkg/stats"
@@ -124,7 +125,7 @@ type runningAgent struct {
 
 func runAgent(t *testing.T, c *testControlPlane, dp *resource.Object, configure func(*Config)) *runningAgent {
 	t.Helper()
-	return runAgentAt(t, c.cp.Addrs()["dp-server"], filepath.Join(c.workDir, dpserver.CAFile), dp, configure)
+	return runAgentAt(t, c.cp.Addrs()["dp-server"], filepath.Join(c.workDir, dpconfig.ServerCAFile), dp, configure)
 }
 
 // runAgentAt runs an Agent against the dataplane server at cpAddr, trusted

@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/kumametrics/mesh/pkg/dpconfig"
 	"github.com/kumametrics/mesh/pkg/dpserver"
 	"github.com/kumametrics/mesh/pkg/insight/record"
 	"github.com/kumametrics/mesh/pkg/manager"
@@ -87,7 +88,7 @@ func Start(t testing.TB, st store.Store, configure func(*dpserver.Options)) *Ser
 	go func() { defer wg.Done(); _ = mir.Run(ctx) }()
 	go func() { defer wg.Done(); srv.Reconcile(ctx) }()
 	go func() { defer wg.Done(); _ = srv.Serve(ctx, ln) }()
-	return &Server{Addr: ln.Addr().String(), CAFile: filepath.Join(dir, dpserver.CAFile), Store: st, Manager: mgr, Registry: reg, Stop: stop}
+	return &Server{Addr: ln.Addr().String(), CAFile: filepath.Join(dir, dpconfig.ServerCAFile), Store: st, Manager: mgr, Registry: reg, Stop: stop}
 }
 
 // Refused reads dp_server_dataplane_refused_total{reason}.
